@@ -1,0 +1,234 @@
+#!/usr/bin/env node
+// The `ballast` command. `start` is the all-in-one for development: database (DATABASE_URL, or an embedded Postgres
+// in .ballast/), migrations, a worker for the pipelines in tasks/, and a demo job followed live in the log.
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { createLogger } from './log.ts';
+import { migrate, redact } from './db/migrate.ts';
+import { openDatabase } from './db/connection.ts';
+import { BallastDb, createPool } from './db/api.ts';
+import { loadPipelines } from './load.ts';
+import { startWorker } from './worker.ts';
+import { BallastError, InvalidInputError } from './errors.ts';
+
+const HELP = `ballast: a Postgres-native job engine
+
+Usage: ballast <command> [options]      (from this project: npm run ballast -- <command> ...)
+
+Commands
+  start                 database + migrations + worker + a demo job (development all-in-one)
+  migrate               apply migrations (graphile-worker's, then ballast's) and exit
+  worker                run a worker for the pipelines in the tasks directory
+  submit <pipeline>     submit a job; prints the job id
+      --input <json|@file|->   job input (default {})
+      --key <text>             idempotency key (same key + same input returns the same job)
+      --tenant <id>            tenant (default "default")
+      --priority <n>           lower runs first (default 0)
+      --version <n>            pin a pipeline version (default: newest)
+      --json                   print the result as JSON
+  status <job-id>       the job and its steps (--json for JSON)
+
+Environment
+  DATABASE_URL          Postgres to use; without it \`start\` runs an embedded Postgres in .ballast/
+  BALLAST_TASKS_DIR     folder of pipeline files (default ./tasks)
+  BALLAST_CONCURRENCY   steps run at once per worker (default 10)
+  BALLAST_DEMO          0 to skip the demo job on start
+  LOG_LEVEL             pino level (default info); LOG_FORMAT=json to keep JSON in a terminal
+`;
+
+class UsageError extends Error {}
+
+function intEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name}=${raw} is not a positive integer; unset it or set e.g. ${name}=${fallback}`);
+  return n;
+}
+
+function readInput(value: string | undefined): unknown {
+  if (value === undefined) return {};
+  const text = value === '-' ? readFileSync(0, 'utf8') : value.startsWith('@') ? readFileSync(value.slice(1), 'utf8') : value;
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--input is not valid JSON (${(err as Error).message}); pass a JSON value, @file.json or - for stdin`);
+  }
+}
+
+async function withDb<T>(fn: (db: BallastDb) => Promise<T>): Promise<T> {
+  const handle = await openDatabase({ embedded: false });
+  const db = new BallastDb(createPool(handle.url, { max: 2 }));
+  try {
+    return await fn(db);
+  } finally {
+    await db.close();
+  }
+}
+
+/** Follows one job through LISTEN ballast_events and logs each transition until it finishes. */
+async function followJob(url: string, jobId: string, log: Logger): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => {});
+  await client.connect();
+  const db = new BallastDb(createPool(url, { max: 1 }));
+  try {
+    const finished = new Promise<void>((resolve) => {
+      client.on('notification', (msg) => {
+        const e = JSON.parse(msg.payload ?? '{}') as { job_id?: number; type?: string; status?: string; step_id?: number };
+        if (String(e.job_id) !== jobId || e.type === 'step_progress') return;
+        log.info({ job_id: jobId, event: e.type, status: e.status }, `demo job ${jobId}: ${e.type}`);
+        if (e.type && ['job_completed', 'job_failed', 'job_cancelled', 'job_partially_completed'].includes(e.type)) resolve();
+      });
+    });
+    await client.query('listen ballast_events');
+    const job = await db.getJob(jobId);
+    if (job && !['completed', 'failed', 'cancelled', 'partially_completed'].includes(job.status)) await finished;
+    const final = await db.getJob(jobId);
+    log.info({ job_id: jobId, status: final?.status, result: final?.result, error: final?.error }, `demo job ${jobId} ${final?.status}`);
+  } finally {
+    await client.end();
+    await db.close();
+  }
+}
+
+async function start(log: Logger): Promise<void> {
+  const handle = await openDatabase({ embedded: true, log });
+  log.info({ database: redact(handle.url), embedded: Boolean(handle.embedded) }, 'database ready');
+  await migrate(handle.url, log);
+  const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
+  const worker = await startWorker({ connectionString: handle.url, pipelines, concurrency: intEnv('BALLAST_CONCURRENCY', 10), log });
+
+  let stopping = false;
+  const shutdown = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    await worker.stop();
+    await handle.close();
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+
+  if (process.env.BALLAST_DEMO !== '0' && pipelines.some((p) => p.name === 'demo.wordstats')) {
+    const { jobId } = await worker.db.submitJob({
+      pipeline: 'demo.wordstats',
+      input: { text: 'Ballast keeps every job in Postgres. Every step of every job is a row, and every row tells the truth.', top: 3 },
+    });
+    log.info({ job_id: jobId }, `demo job ${jobId} submitted`);
+    await followJob(handle.url, jobId, log);
+  }
+  const shown = handle.embedded ? handle.url : redact(handle.url);
+  log.info(
+    `ready. Submit your own job from another terminal:\n` +
+      `  npm run ballast -- submit demo.wordstats --input '{"text":"hello world"}'\n` +
+      `  psql '${shown}' -c "select * from ballast.submit_job('demo.wordstats', '{\\"text\\": \\"hello world\\"}')"\n` +
+      `Add pipelines in tasks/ and restart. Ctrl-C stops.`,
+  );
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  const log = createLogger();
+  switch (command) {
+    case 'start':
+      await start(log);
+      return -1; // keep running until a signal
+    case 'migrate': {
+      const handle = await openDatabase({ embedded: !process.env.DATABASE_URL, log });
+      try {
+        const { applied } = await migrate(handle.url, log);
+        log.info({ applied: applied.length }, applied.length ? 'migrated' : 'already up to date');
+      } finally {
+        await handle.close();
+      }
+      return 0;
+    }
+    case 'worker': {
+      const handle = await openDatabase({ embedded: false, log });
+      await migrate(handle.url, log);
+      const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
+      const worker = await startWorker({ connectionString: handle.url, pipelines, concurrency: intEnv('BALLAST_CONCURRENCY', 10), log });
+      const stop = () => void worker.stop().then(() => process.exit(0));
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      return -1;
+    }
+    case 'submit': {
+      const { values, positionals } = parseArgs({
+        args: rest,
+        allowPositionals: true,
+        options: {
+          input: { type: 'string' }, key: { type: 'string' }, tenant: { type: 'string' },
+          priority: { type: 'string' }, version: { type: 'string' }, json: { type: 'boolean' },
+        },
+      });
+      const pipeline = positionals[0];
+      if (!pipeline) throw new UsageError('submit needs a pipeline name, e.g. `ballast submit demo.wordstats --input \'{"text":"hi"}\'`');
+      const priority = values.priority === undefined ? 0 : Number(values.priority);
+      if (!Number.isInteger(priority)) throw new UsageError(`--priority ${values.priority} is not an integer (-1000..1000, lower runs first)`);
+      const version = values.version === undefined ? null : Number(values.version);
+      if (version !== null && !Number.isInteger(version)) throw new UsageError(`--version ${values.version} is not an integer`);
+      const input = readInput(values.input);
+      const result = await withDb((db) =>
+        db.submitJob({ pipeline, input, idempotencyKey: values.key ?? null, tenantId: values.tenant ?? 'default', priority, pipelineVersion: version }),
+      );
+      if (values.json) console.log(JSON.stringify(result));
+      else console.log(`job ${result.jobId} ${result.created ? 'submitted' : 'already existed (same idempotency key)'}: ${pipeline}@${result.pipelineVersion}, ${result.status}`);
+      return 0;
+    }
+    case 'status': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean' } } });
+      const jobId = positionals[0];
+      if (!jobId || !/^\d+$/.test(jobId)) throw new UsageError('status needs a job id (a number), e.g. `ballast status 42`');
+      const found = await withDb(async (db) => ({ job: await db.getJob(jobId), steps: await db.getSteps(jobId) }));
+      if (!found.job) {
+        console.error(`job ${jobId} does not exist`);
+        return 3;
+      }
+      if (values.json) {
+        console.log(JSON.stringify(found));
+      } else {
+        const j = found.job;
+        console.log(`job ${j.id} ${j.pipeline}@${j.pipeline_version} ${j.status}`);
+        for (const s of found.steps) console.log(`  ${s.name.padEnd(24)} ${s.status.padEnd(12)} attempts ${s.attempts}/${s.max_attempts}`);
+        if (j.result !== null) console.log(`result: ${JSON.stringify(j.result)}`);
+        if (j.error !== null) console.log(`error: ${JSON.stringify(j.error)}`);
+      }
+      return 0;
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(HELP);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command "${command}"; run \`ballast help\` for the list`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      console.error(`ballast: ${err.message}`);
+      process.exitCode = 2;
+    } else if (err instanceof InvalidInputError) {
+      console.error(`ballast: ${err.message}`);
+      for (const issue of err.issues) console.error(`  ${issue.path}: ${issue.message}`);
+      process.exitCode = 4;
+    } else if (err instanceof BallastError) {
+      console.error(`ballast: ${err.code}: ${err.message}`);
+      process.exitCode = 4;
+    } else {
+      console.error(`ballast: ${(err as Error).stack ?? String(err)}`);
+      process.exitCode = 1;
+    }
+  },
+);

