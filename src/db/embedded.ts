@@ -8,7 +8,7 @@
 // postgres is still running without a live owner is an orphan from a killed run (stopped, then started again).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
@@ -134,6 +134,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
 
   const bin = await binaries();
   const ids = runAsIds();
+  // The postgres user must be able to reach its data directory (mkdtemp creates 0700 folders).
+  if (ids) chmodSync(dir, 0o711);
   const passwordFile = join(dir, 'password');
   if (!existsSync(join(pgdata, 'PG_VERSION'))) {
     rmSync(pgdata, { recursive: true, force: true });

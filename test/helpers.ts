@@ -1,0 +1,106 @@
+// Test helpers. Each test file gets its own database, cloned from the template that test/run.ts migrated once
+// (create database ... template ...: tens of milliseconds), so files never share state and may run in parallel.
+// A database whose test failed is kept on an external server (TEST_DATABASE_URL) for inspection with psql.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { BallastDb, createPool } from '../src/db/api.ts';
+import { startWorker, type BallastWorker, type WorkerOptions } from '../src/worker.ts';
+import { createLogger } from '../src/log.ts';
+import type { JobStatus } from '../src/db/schema.ts';
+
+interface TapTest {
+  teardown(fn: () => unknown): void;
+  passing(): boolean;
+  comment(...args: unknown[]): void;
+}
+
+function env(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the tests with \`npm test\` (test/run.ts prepares the database)`);
+  return value;
+}
+
+export function databaseUrl(database: string): string {
+  const u = new URL(env('BALLAST_TEST_SERVER_URL'));
+  u.pathname = '/' + database;
+  return u.toString();
+}
+
+async function adminQuery(sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: env('BALLAST_TEST_SERVER_URL') });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+export interface TestDb {
+  name: string;
+  url: string;
+  pool: pg.Pool;
+  db: BallastDb;
+}
+
+/** A fresh migrated database for this test file; returns its pool. */
+export async function testDatabase(t: TapTest): Promise<pg.Pool> {
+  return (await freshDatabase(t)).pool;
+}
+
+/** A fresh migrated database with its url, pool and BallastDb doorway. */
+export async function freshDatabase(t: TapTest): Promise<TestDb> {
+  const name = `ballast_t_${randomBytes(6).toString('hex')}`;
+  await adminQuery(`create database ${name} template ${env('BALLAST_TEST_TEMPLATE')}`);
+  const url = databaseUrl(name);
+  const pool = createPool(url, { max: 20 });
+  const db = new BallastDb(pool);
+  t.teardown(async () => {
+    await db.close();
+    const keep = !t.passing() && Boolean(process.env.TEST_DATABASE_URL);
+    if (keep) {
+      t.comment(`kept database ${name} of a failed test: psql ${url}`);
+      return;
+    }
+    await adminQuery(`drop database if exists ${name} with (force)`);
+  });
+  return { name, url, pool, db };
+}
+
+export const quietLog = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', pretty: false });
+
+/** Starts an in-process worker; stopped when the test ends. */
+export async function testWorker(t: TapTest, url: string, options: Omit<WorkerOptions, 'connectionString'>): Promise<BallastWorker> {
+  const worker = await startWorker({ connectionString: url, log: quietLog, pollIntervalMs: 200, ...options });
+  t.teardown(() => worker.stop());
+  return worker;
+}
+
+const FINAL: JobStatus[] = ['completed', 'partially_completed', 'failed', 'cancelled'];
+
+/** Polls the job until it reaches one of `statuses` (default: any final status); fails after timeoutMs. */
+export async function waitForJob(db: BallastDb, jobId: string, statuses: JobStatus[] = FINAL, timeoutMs = 20_000) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const job = await db.getJob(jobId);
+    if (job && statuses.includes(job.status)) return job;
+    if (Date.now() > until) throw new Error(`job ${jobId} did not reach ${statuses.join('/')} within ${timeoutMs} ms (it is ${job?.status})`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Registers a worker row so SQL-level tests can claim steps without a running worker. */
+export async function registerTestWorker(db: BallastDb, workerId = 'test-worker'): Promise<string> {
+  await db.registerWorker({ workerId, hostname: 'test', pid: process.pid, concurrency: 1, pipelines: [] });
+  return workerId;
+}
+
+/** Runs `sql` expecting a Postgres error; returns it (fails when the statement succeeds). */
+export async function pgError(run: () => Promise<unknown>): Promise<pg.DatabaseError & Error> {
+  try {
+    await run();
+  } catch (err) {
+    return err as pg.DatabaseError & Error;
+  }
+  throw new Error('expected the statement to fail, but it succeeded');
+}

@@ -1,0 +1,127 @@
+// `npm test`: prepares a Postgres, migrates a template database once, runs every test file with tap (each file
+// clones the template into its own database, so files can run in parallel), then prints `N passed, N failed`.
+// Postgres: TEST_DATABASE_URL or DATABASE_URL when set (a server where this user may create databases); otherwise a
+// throwaway embedded Postgres in the system temp folder, removed afterwards.
+// Extra arguments go to tap, e.g. `npm test -- test/submit.test.ts`.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const outputDir = join(root, '.tap', 'raw');
+
+function withDatabase(url: string, database: string): string {
+  const u = new URL(url);
+  u.pathname = '/' + encodeURIComponent(database);
+  return u.toString();
+}
+
+async function admin(url: string, sql: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query(sql);
+  } finally {
+    await client.end();
+  }
+}
+
+function listTapFiles(dir: string): string[] {
+  let out: string[] = [];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    const p = join(dir, e);
+    if (statSync(p).isDirectory()) out = out.concat(listTapFiles(p));
+    else if (e.endsWith('.tap')) out.push(p);
+  }
+  return out;
+}
+
+/** Counts the top-level test points of each file's raw TAP (one per t.test block or top-level assertion). */
+function count(dir: string): { passed: number; failed: number; skipped: number } {
+  let passed = 0, failed = 0, skipped = 0;
+  for (const file of listTapFiles(dir)) {
+    for (const line of readFileSync(file, 'utf8').split('\n')) {
+      const m = /^(not ok|ok) \d+/.exec(line);
+      if (!m) continue;
+      if (/# (SKIP|TODO)/i.test(line)) skipped++;
+      else if (m[1] === 'ok') passed++;
+      else failed++;
+    }
+  }
+  return { passed, failed, skipped };
+}
+
+async function main(): Promise<number> {
+  const external = process.env.TEST_DATABASE_URL || process.env.DATABASE_URL;
+  let cluster: EmbeddedPostgres | undefined;
+  let serverUrl: string;
+  if (external) {
+    serverUrl = external;
+  } else {
+    const dir = mkdtempSync(join(tmpdir(), 'ballast-test-'));
+    cluster = await startEmbeddedPostgres({ dir, ephemeral: true });
+    serverUrl = cluster.url('postgres');
+  }
+  const template = `ballast_tpl_${process.pid}`;
+  let code = 1;
+  try {
+    await admin(serverUrl, `drop database if exists ${template}`);
+    await admin(serverUrl, `create database ${template}`);
+    await migrate(withDatabase(serverUrl, template));
+
+    rmSync(outputDir, { recursive: true, force: true });
+    const args = process.argv.slice(2);
+    const files = args.some((a) => !a.startsWith('-')) ? [] : ['test/**/*.test.ts'];
+    const tapBin = join(root, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs');
+    const tapEntry = existsOr(tapBin, join(root, 'node_modules', '.bin', 'tap'));
+    code = await new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, [tapEntry, '--disable-coverage', `--output-dir=${outputDir}`, ...args, ...files], {
+        cwd: root,
+        stdio: 'inherit',
+        env: {
+          ...process.env,
+          PATH: `${dirname(process.execPath)}:${process.env.PATH ?? ''}`,
+          BALLAST_TEST_SERVER_URL: serverUrl,
+          BALLAST_TEST_TEMPLATE: template,
+        },
+      });
+      child.on('exit', (c, signal) => resolve(c ?? (signal ? 1 : 0)));
+    });
+  } finally {
+    await admin(serverUrl, `drop database if exists ${template} with (force)`).catch(() => {});
+    await cluster?.stop();
+  }
+  const { passed, failed, skipped } = count(outputDir);
+  const failedShown = code !== 0 && failed === 0 ? 1 : failed;
+  console.log(`${passed} passed, ${failedShown} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  return code;
+}
+
+function existsOr(path: string, fallback: string): string {
+  try {
+    statSync(path);
+    return path;
+  } catch {
+    return fallback;
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error(err);
+    console.log('0 passed, 1 failed');
+    process.exit(1);
+  },
+);
