@@ -161,7 +161,7 @@ create trigger notify_event
 
 -- refresh_job_status(p_job_id): derives the job's status from its steps and writes it (with result, error and
 -- timestamps) when it changed. Returns the job's status.
--- Locks the job row first, then reads the steps: two transactions finishing sibling steps at once serialise on the
+-- Locks the job row (no key update) first, then reads the steps: two transactions finishing sibling steps at once serialise on the
 -- job row, and the second one (read committed: a new snapshot per statement) counts the first one's change. Reading
 -- before locking would let the second writer store a status computed from a stale count.
 -- Derivation, first match wins:
@@ -179,7 +179,11 @@ declare
   v_status text;
   v_now timestamptz := ballast.now();
 begin
-  select * into v_job from ballast_private.jobs where id = p_job_id for update;
+  -- for no key update, not for update: inserting an event or an attempt of this job took a key-share lock on the
+  -- job row (foreign key check) earlier in the same transaction, in each of two sibling claims; two FOR UPDATE
+  -- requests would then wait on each other's key-share lock (a deadlock seen with fan-out steps). NO KEY UPDATE
+  -- does not conflict with KEY SHARE, yet still serialises the two derivations.
+  select * into v_job from ballast_private.jobs where id = p_job_id for no key update;
   if not found then
     raise exception using errcode = 'BA007', message = format('job %s does not exist', p_job_id);
   end if;

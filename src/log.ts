@@ -11,7 +11,7 @@ export function createLogger(options: { level?: string; pretty?: boolean; name?:
     name: options.name ?? 'ballast',
     level,
     ...(pretty
-      ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' } } }
+      ? { transport: { target: 'pino-pretty', options: { colorize: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,worker_id', singleLine: true } } }
       : {}),
   });
 }

@@ -62,9 +62,15 @@ export function createPool(connectionString: string, opts: { max?: number; appli
   });
   // A connection that dies while idle (server restart, network) must not crash the process: pg emits 'error' on
   // the pool and on the client; the next checkout opens a fresh connection.
-  pool.on('error', (err) => opts.log?.warn({ err: err.message }, 'idle database connection failed; it will be replaced'));
+  const app = opts.applicationName ?? 'ballast';
+  // Once the pool is ending, pg closes its connections without waiting; a server stopping right after is expected.
+  pool.on('error', (err) => {
+    if (!pool.ending) opts.log?.warn({ err: err.message, pool: app }, 'idle database connection failed; it will be replaced');
+  });
   pool.on('connect', (client) => {
-    client.on('error', (err) => opts.log?.warn({ err: err.message }, 'database connection failed'));
+    client.on('error', (err) => {
+      if (!pool.ending) opts.log?.warn({ err: err.message, pool: app }, 'database connection failed');
+    });
   });
   return pool;
 }

@@ -2,16 +2,15 @@
 // ballast's numbered, forward-only SQL files in migrations/ through node-pg-migrate. Both take advisory locks, so
 // several processes starting at once migrate once.
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import { runner } from 'node-pg-migrate';
 import type { Logger } from 'pino';
+import { createPool } from './api.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
 
 export async function migrate(connectionString: string, log?: Logger): Promise<{ applied: string[] }> {
-  const pool = new pg.Pool({ connectionString, max: 2 });
-  pool.on('error', (err) => log?.warn({ err }, 'idle migration connection failed'));
+  const pool = createPool(connectionString, { max: 2, applicationName: 'ballast-migrate', ...(log ? { log } : {}) });
   try {
     await runWorkerMigrations({ pgPool: pool, logger: undefined });
     const client = await pool.connect();
