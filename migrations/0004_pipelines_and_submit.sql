@@ -61,7 +61,8 @@ $fn$;
 -- register_pipeline(name, version, definition, input_schema) -> (created, definition_hash)
 -- Stores a pipeline version. Idempotent for an identical definition (created = false). Raises BA005 when the version
 -- exists with another definition, BA006 when the definition is malformed: steps missing or empty, a name that is not
--- lower_snake_case, a duplicate name, a dependency on an unknown step or itself, a cycle, a number out of range.
+-- lower_snake_case, a duplicate name, a dependency on an unknown step, on itself or listed twice, a cycle, a number
+-- out of range (each number must fit the column it is copied into at submit).
 -- definition: {"steps": [{"name": text, "depends_on": [text], "max_attempts": int, "backoff_base_ms": int,
 --              "backoff_cap_ms": int, "timeout_ms": int|null,
 --              "concurrency": null | {"group": text, "key": "global"|"tenant"|"input.<path>", "limit": int}}]}
@@ -118,6 +119,13 @@ begin
         message = format('pipeline %s@%s: step %s: depends_on must be an array of step names', p_name, p_version,
                          v_name);
     end if;
+    -- A repeated dependency would be counted twice in deps_remaining but decremented once: the step would never run.
+    select d into v_dep from jsonb_array_elements_text(v_step -> 'depends_on') d group by d having count(*) > 1 limit 1;
+    if found then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step %s lists %L twice in depends_on', p_name, p_version, v_name, v_dep),
+        hint = 'Name each dependency once.';
+    end if;
     if jsonb_typeof(v_step -> 'max_attempts') is distinct from 'number'
        or (v_step ->> 'max_attempts')::numeric not between 1 and 1000
        or (v_step ->> 'max_attempts')::numeric % 1 <> 0 then
@@ -133,20 +141,25 @@ begin
         message = format('pipeline %s@%s: step %s: backoff_base_ms (0 to 1 day) and backoff_cap_ms (0 to 7 days) must be numbers of milliseconds',
                          p_name, p_version, v_name);
     end if;
+    -- Numbers are checked against the integer columns they are copied into at submit: a definition that registers
+    -- must never make every submission fail with "integer out of range".
     if (v_step -> 'timeout_ms') is not null and jsonb_typeof(v_step -> 'timeout_ms') <> 'null'
-       and (jsonb_typeof(v_step -> 'timeout_ms') <> 'number' or (v_step ->> 'timeout_ms')::numeric <= 0) then
+       and (jsonb_typeof(v_step -> 'timeout_ms') <> 'number'
+            or (v_step ->> 'timeout_ms')::numeric not between 1 and 2147483647
+            or (v_step ->> 'timeout_ms')::numeric % 1 <> 0) then
       raise exception using errcode = 'BA006',
-        message = format('pipeline %s@%s: step %s: timeout_ms must be a positive number of milliseconds or null',
-                         p_name, p_version, v_name);
+        message = format('pipeline %s@%s: step %s: timeout_ms must be a positive integer of milliseconds up to 2147483647 (about 24 days), or null; got %s',
+                         p_name, p_version, v_name, v_step -> 'timeout_ms');
     end if;
     v_conc := v_step -> 'concurrency';
     if v_conc is not null and jsonb_typeof(v_conc) <> 'null' then
-      if jsonb_typeof(v_conc -> 'limit') is distinct from 'number' or (v_conc ->> 'limit')::numeric < 1
+      if jsonb_typeof(v_conc -> 'limit') is distinct from 'number'
+         or (v_conc ->> 'limit')::numeric not between 1 and 100000 or (v_conc ->> 'limit')::numeric % 1 <> 0
          or coalesce(v_conc ->> 'group', '') = ''
          or coalesce(v_conc ->> 'key', '') !~ '^(global|tenant|input(\.[A-Za-z0-9_-]+)+)$' then
         raise exception using errcode = 'BA006',
           message = format('pipeline %s@%s: step %s: concurrency %s is not valid', p_name, p_version, v_name, v_conc),
-          hint = 'Use {"group": "<name>", "key": "global" | "tenant" | "input.<field>[.<field>...]", "limit": <n >= 1>}.';
+          hint = 'Use {"group": "<name>", "key": "global" | "tenant" | "input.<field>[.<field>...]", "limit": <integer from 1 to 100000>}.';
       end if;
     end if;
   end loop;
@@ -295,8 +308,8 @@ begin
     jsonb_build_array(p_pipeline, p_pipeline_version, p_input)::text, 'UTF8')), 'hex');
 
   insert into ballast_private.jobs (tenant_id, pipeline, pipeline_version, idempotency_key, request_hash, input,
-                                    priority)
-  values (p_tenant_id, v_pipeline.name, v_pipeline.version, p_idempotency_key, v_hash, p_input, p_priority)
+                                    priority, created_at, updated_at)
+  values (p_tenant_id, v_pipeline.name, v_pipeline.version, p_idempotency_key, v_hash, p_input, p_priority, v_now, v_now)
   on conflict (tenant_id, idempotency_key) do nothing
   returning id into v_job_id;
 
@@ -322,7 +335,8 @@ begin
   end if;
 
   insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
-                                     backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at)
+                                     backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
+                                     created_at, updated_at)
   select v_job_id,
          s ->> 'name',
          case when jsonb_array_length(s -> 'depends_on') = 0 then 'queued' else 'pending' end,
@@ -336,7 +350,8 @@ begin
            (s -> 'concurrency' ->> 'group') || '/'
            || ballast_private.concurrency_value(s -> 'concurrency' ->> 'key', p_tenant_id, p_input) end,
          case when jsonb_typeof(s -> 'concurrency') = 'object' then (s -> 'concurrency' ->> 'limit')::int end,
-         case when jsonb_array_length(s -> 'depends_on') = 0 then v_now end
+         case when jsonb_array_length(s -> 'depends_on') = 0 then v_now end,
+         v_now, v_now
     from jsonb_array_elements(v_pipeline.definition -> 'steps') s;
 
   for v_step_id in select id from ballast_private.steps where steps.job_id = v_job_id and status = 'queued' loop

@@ -149,6 +149,9 @@ begin
       perform ballast_private.wake_step(p_step_id, v_now + make_interval(secs => 1 + random()));
       return;
     end if;
+    -- The attempt starts now, not when this call began: the wait for the group lock can outlast the completion of
+    -- the step whose slot this claim takes, and an earlier started_at would show a third step overlapping two.
+    v_now := ballast.now();
   end if;
 
   v_lease := v_now + make_interval(secs => greatest(p_lease_ms, 1000) / 1000.0);
@@ -240,8 +243,10 @@ end
 $fn$;
 
 -- fail_step(attempt_id, error) -> (step_status, next_run_at, job_status)
--- error: {"class": text (required), "message": text (required), "code": text, "retryable": boolean (default true),
---         "retry_after_ms": integer >= 0}. Raises BA002 when the error object lacks class or message.
+-- error: {"class": text (required), "message": text (required), "code": text or number, "retryable": boolean
+--         (default true), "retry_after_ms": number from 0 to 604800000 (7 days)}. Raises BA002, before touching
+-- anything, when the error object is malformed (a missing or non-text class or message, a retryable that is not a
+-- boolean, a retry_after_ms out of range): a typo must not turn into a retry decision (the text 'no' casts to false).
 -- Retryable with attempts left -> 'retrying', next_run_at = now + delay: retry_after_ms when given (a provider's
 -- Retry-After wins), else full jitter, random(0, min(cap, base * 2^(attempt-1))). Otherwise -> 'failed' (the
 -- dead-letter set) and every step that depends on it, directly or not, -> 'skipped'.
@@ -259,13 +264,24 @@ declare
   v_error jsonb;
 begin
   if p_error is null or jsonb_typeof(p_error) <> 'object'
-     or coalesce(p_error ->> 'class', '') = '' or coalesce(p_error ->> 'message', '') = '' then
-    perform ballast_private.bad_argument('error', 'must be an object with non-empty "class" and "message"',
+     or jsonb_typeof(p_error -> 'class') is distinct from 'string' or p_error ->> 'class' = ''
+     or jsonb_typeof(p_error -> 'message') is distinct from 'string' or p_error ->> 'message' = '' then
+    perform ballast_private.bad_argument('error', 'must be an object with non-empty text "class" and "message"',
       'Pass e.g. {"class": "timeout", "message": "upstream took longer than 30s", "retryable": true}.');
   end if;
-  if (p_error -> 'retry_after_ms') is not null and jsonb_typeof(p_error -> 'retry_after_ms') <> 'null'
-     and (jsonb_typeof(p_error -> 'retry_after_ms') <> 'number' or (p_error ->> 'retry_after_ms')::numeric < 0) then
-    perform ballast_private.bad_argument('error.retry_after_ms', format('%s is not a number >= 0', p_error -> 'retry_after_ms'),
+  if coalesce(jsonb_typeof(p_error -> 'code'), 'null') not in ('null', 'string', 'number') then
+    perform ballast_private.bad_argument('error.code', format('%s is not a text', p_error -> 'code'),
+      'Pass the provider''s error code as text (e.g. "ETIMEDOUT", "429"), or leave it out.');
+  end if;
+  if coalesce(jsonb_typeof(p_error -> 'retryable'), 'null') not in ('null', 'boolean') then
+    perform ballast_private.bad_argument('error.retryable', format('%s is not a boolean', p_error -> 'retryable'),
+      'Pass true or false (JSON booleans, not text), or leave it out for true.');
+  end if;
+  if coalesce(jsonb_typeof(p_error -> 'retry_after_ms'), 'null') <> 'null'
+     and (jsonb_typeof(p_error -> 'retry_after_ms') <> 'number'
+          or (p_error ->> 'retry_after_ms')::numeric not between 0 and 604800000) then
+    perform ballast_private.bad_argument('error.retry_after_ms',
+      format('%s is not a number of milliseconds from 0 to 604800000 (7 days)', p_error -> 'retry_after_ms'),
       'Pass the delay in milliseconds, or leave it out to use the step''s backoff.');
   end if;
   v_step := ballast_private.running_attempt(p_attempt_id);

@@ -109,3 +109,11 @@ create trigger refuse_write instead of insert or update or delete on ballast.pip
   for each row execute function ballast_private.refuse_view_write();
 create trigger refuse_write instead of insert or update or delete on ballast.workers
   for each row execute function ballast_private.refuse_view_write();
+-- These three are simple views, so without a trigger Postgres would write through them into the tables that drive
+-- the state machines (an INSERT into ballast.step_transitions would add an edge).
+create trigger refuse_write instead of insert or update or delete on ballast.error_codes
+  for each row execute function ballast_private.refuse_view_write();
+create trigger refuse_write instead of insert or update or delete on ballast.step_transitions
+  for each row execute function ballast_private.refuse_view_write();
+create trigger refuse_write instead of insert or update or delete on ballast.job_transitions
+  for each row execute function ballast_private.refuse_view_write();

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `ballast` command. `start` is the all-in-one for development: database (DATABASE_URL, or an embedded Postgres
 // in .ballast/), migrations, a worker for the pipelines in tasks/, and a demo job followed live in the log.
-import { parseArgs } from 'node:util';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -55,6 +55,30 @@ function readInput(value: string | undefined): unknown {
     return JSON.parse(text);
   } catch (err) {
     throw new UsageError(`--input is not valid JSON (${(err as Error).message}); pass a JSON value, @file.json or - for stdin`);
+  }
+}
+
+/**
+ * node:util parseArgs, with two fixes for a command line: a value that starts with "-" (`--priority -5`) is taken as
+ * the value of the option before it instead of refused, and a parse error is a usage error (exit 2), not a crash.
+ */
+function parseCommandArgs<O extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: O) {
+  const takesValue = new Set(Object.entries(options).filter(([, o]) => o.type === 'string').map(([name]) => `--${name}`));
+  const joined: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const next = args[i + 1];
+    if (takesValue.has(arg) && next !== undefined && next.startsWith('-') && next !== '-' && !next.startsWith('--')) {
+      joined.push(`${arg}=${next}`);
+      i++;
+    } else {
+      joined.push(arg);
+    }
+  }
+  try {
+    return parseArgs({ args: joined, allowPositionals: true, options });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}; run \`ballast help\` for the options`);
   }
 }
 
@@ -158,13 +182,9 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case 'submit': {
-      const { values, positionals } = parseArgs({
-        args: rest,
-        allowPositionals: true,
-        options: {
-          input: { type: 'string' }, key: { type: 'string' }, tenant: { type: 'string' },
-          priority: { type: 'string' }, version: { type: 'string' }, json: { type: 'boolean' },
-        },
+      const { values, positionals } = parseCommandArgs(rest, {
+        input: { type: 'string' }, key: { type: 'string' }, tenant: { type: 'string' },
+        priority: { type: 'string' }, version: { type: 'string' }, json: { type: 'boolean' },
       });
       const pipeline = positionals[0];
       if (!pipeline) throw new UsageError('submit needs a pipeline name, e.g. `ballast submit demo.wordstats --input \'{"text":"hi"}\'`');
@@ -181,7 +201,7 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'status': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { json: { type: 'boolean' } } });
+      const { values, positionals } = parseCommandArgs(rest, { json: { type: 'boolean' } });
       const jobId = positionals[0];
       if (!jobId || !/^\d+$/.test(jobId)) throw new UsageError('status needs a job id (a number), e.g. `ballast status 42`');
       const found = await withDb(async (db) => ({ job: await db.getJob(jobId), steps: await db.getSteps(jobId) }));

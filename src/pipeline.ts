@@ -117,7 +117,7 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
       invalid(where, `step name "${name}" is not valid`, 'Use lower_snake_case: a letter, then letters, digits or "_".');
     }
     if (this.steps.some((s) => s.name === name)) invalid(where, `step "${name}" is defined twice`, 'Give each step its own name.');
-    const after = [...(options.after ?? [])];
+    const after = [...new Set(options.after ?? [])]; // a dependency named twice is one dependency
     for (const dep of after) {
       if (!this.steps.some((s) => s.name === dep)) {
         invalid(where, `step "${name}" runs after "${dep}", which is not defined before it`, 'Add steps in dependency order.');

@@ -49,14 +49,24 @@ function pinoWorkerLogger(log: Logger): WorkerLogger {
   });
 }
 
+/** The longest Retry-After ballast.fail_step accepts (7 days); longer hints are capped, not refused. */
+const MAX_RETRY_AFTER_MS = 604_800_000;
+
 /** Classifies what a step handler threw into the error ballast records. */
 export function classifyError(err: unknown, step: StepDefinition, signal: AbortSignal): StepError {
   const e = err instanceof Error ? err : new Error(String(err));
-  if (e instanceof PermanentError) return { class: 'permanent', code: e.errorCode, message: e.message, retryable: false };
-  if (e instanceof RetryableError) return { class: 'retryable', code: e.errorCode, message: e.message, retryable: true, retryAfterMs: e.retryAfterMs };
-  if (signal.aborted) return { class: 'aborted', message: `aborted: ${e.message}`, retryable: true };
-  if (step.isPermanent?.(err)) return { class: 'permanent', code: e.name, message: e.message, retryable: false };
-  return { class: 'error', code: e.name, message: e.message || e.name, retryable: true };
+  // fail_step refuses an empty message or an out-of-range delay (BA002); a handler's odd error must still be recorded.
+  const message = e.message || e.name || 'error';
+  if (e instanceof PermanentError) return { class: 'permanent', code: e.errorCode, message, retryable: false };
+  if (e instanceof RetryableError) {
+    const after = e.retryAfterMs;
+    const retryAfterMs = typeof after === 'number' && Number.isFinite(after) && after >= 0
+      ? Math.min(Math.ceil(after), MAX_RETRY_AFTER_MS) : undefined;
+    return { class: 'retryable', code: e.errorCode, message, retryable: true, retryAfterMs };
+  }
+  if (signal.aborted) return { class: 'aborted', message: `aborted: ${message}`, retryable: true };
+  if (step.isPermanent?.(err)) return { class: 'permanent', code: e.name, message, retryable: false };
+  return { class: 'error', code: e.name, message, retryable: true };
 }
 
 export async function startWorker(options: WorkerOptions): Promise<BallastWorker> {

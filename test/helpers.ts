@@ -1,7 +1,9 @@
 // Test helpers. Each test file gets its own database, cloned from the template that test/run.ts migrated once
 // (create database ... template ...: tens of milliseconds), so files never share state and may run in parallel.
 // A database whose test failed is kept on an external server (TEST_DATABASE_URL) for inspection with psql.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { BallastDb, createPool } from '../src/db/api.ts';
 import { startWorker, type BallastWorker, type WorkerOptions } from '../src/worker.ts';
@@ -13,6 +15,9 @@ interface TapTest {
   passing(): boolean;
   comment(...args: unknown[]): void;
 }
+
+/** The repository root (the cwd of spawned commands). */
+export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
 function env(name: string): string {
   const value = process.env[name];
@@ -103,4 +108,116 @@ export async function pgError(run: () => Promise<unknown>): Promise<pg.DatabaseE
     return err as pg.DatabaseError & Error;
   }
   throw new Error('expected the statement to fail, but it succeeded');
+}
+
+export interface TestProcess {
+  readonly child: ChildProcess;
+  /** stdout so far, line by line. */
+  readonly lines: string[];
+  /** stderr so far. */
+  stderr(): string;
+  /** Resolves when the process exits. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The first stdout line (seen so far or to come) for which `match` returns a value; fails after timeoutMs or on exit. */
+  waitForLine<T>(match: (line: string) => T | undefined, timeoutMs: number): Promise<T>;
+  /** Waits (at most timeoutMs) for the exit. */
+  wait(timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Sends `signal` and waits (at most timeoutMs) for the exit. */
+  stop(signal: NodeJS.Signals, timeoutMs: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Spawns `node <args>`; SIGKILLed at the end of the test if it is still running. */
+export function spawnNode(t: TapTest, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): TestProcess {
+  const child = spawn(process.execPath, args, { cwd: opts.cwd ?? repoRoot, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let err = '';
+  let partial = '';
+  const waiters = new Set<(line: string | null) => void>();
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n');
+    partial = parts.pop() ?? '';
+    for (const line of parts) {
+      lines.push(line);
+      for (const w of [...waiters]) w(line);
+    }
+  });
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (err += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => {
+      for (const w of [...waiters]) w(null);
+      resolve({ code, signal });
+    });
+  });
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const describe = () => `pid ${child.pid}, args ${args.join(' ')}\nstdout (last lines):\n${lines.slice(-20).join('\n')}\nstderr:\n${err.slice(-3000)}`;
+  const proc: TestProcess = {
+    child,
+    lines,
+    stderr: () => err,
+    exited,
+    waitForLine<T>(match: (line: string) => T | undefined, timeoutMs: number): Promise<T> {
+      for (const line of lines) {
+        const found = match(line);
+        if (found !== undefined) return Promise.resolve(found);
+      }
+      return new Promise<T>((resolve, reject) => {
+        const done = (fn: () => void) => {
+          waiters.delete(waiter);
+          clearTimeout(timer);
+          fn();
+        };
+        const waiter = (line: string | null) => {
+          if (line === null) return done(() => reject(new Error(`the process exited before the expected line\n${describe()}`)));
+          const found = match(line);
+          if (found !== undefined) done(() => resolve(found));
+        };
+        const timer = setTimeout(() => done(() => reject(new Error(`no expected line within ${timeoutMs} ms\n${describe()}`))), timeoutMs);
+        if (!running()) return done(() => reject(new Error(`the process had exited\n${describe()}`)));
+        waiters.add(waiter);
+      });
+    },
+    async wait(timeoutMs: number) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`still running after ${timeoutMs} ms\n${describe()}`)), timeoutMs);
+      });
+      try {
+        return await Promise.race([exited, timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    stop(signal: NodeJS.Signals, timeoutMs: number) {
+      if (running()) child.kill(signal);
+      return proc.wait(timeoutMs);
+    },
+  };
+  t.teardown(async () => {
+    if (running()) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+  });
+  return proc;
+}
+
+/** Whether a process with this pid exists (signal 0). */
+export function isAlive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Polls `check` every 50 ms until it returns true; false after timeoutMs. */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }

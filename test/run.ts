@@ -13,7 +13,8 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded
 import { migrate } from '../src/db/migrate.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
-const outputDir = join(root, '.tap', 'raw');
+// One folder per run: two runs at once in one checkout must not count each other's results.
+const outputDir = join(root, '.tap', `raw-${process.pid}`);
 
 function withDatabase(url: string, database: string): string {
   const u = new URL(url);
@@ -103,6 +104,7 @@ async function main(): Promise<number> {
     await cluster?.stop();
   }
   const { passed, failed, skipped } = count(outputDir);
+  rmSync(outputDir, { recursive: true, force: true });
   const failedShown = code !== 0 && failed === 0 ? 1 : failed;
   console.log(`${passed} passed, ${failedShown} failed${skipped ? `, ${skipped} skipped` : ''}`);
   return code;
