@@ -29,16 +29,46 @@ Commands
       --version <n>            pin a pipeline version (default: newest)
       --json                   print the result as JSON
   status <job-id>       the job and its steps (--json for JSON)
+  cancel <job-id>       cancel a job (--reason <text>)
+  replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>)
+  send-event <key>      deliver an event to steps waiting for it (--payload <json|@file|->)
 
 Environment
   DATABASE_URL          Postgres to use; without it \`start\` runs an embedded Postgres in .ballast/
   BALLAST_TASKS_DIR     folder of pipeline files (default ./tasks)
   BALLAST_CONCURRENCY   steps run at once per worker (default 10)
   BALLAST_DEMO          0 to skip the demo job on start
+  BALLAST_LEASE_MS      lease of a running attempt, renewed by heartbeats (default 30000)
+  BALLAST_HEARTBEAT_MS  heartbeat period (default 1000)
+  BALLAST_LOST_AFTER_MS a worker whose connection is gone is dead after this (default 2000)
+  BALLAST_DEAD_AFTER_MS a worker without heartbeat is dead after this (default 10000)
+  BALLAST_SHUTDOWN_GRACE_MS  on SIGTERM, time running steps get before release (default 10000)
+  BALLAST_ACTOR         who you are, recorded on cancel/replay/send-event events (default: $USER)
   LOG_LEVEL             pino level (default info); LOG_FORMAT=json to keep JSON in a terminal
 `;
 
 class UsageError extends Error {}
+
+/** Worker settings from the environment (see HELP). */
+function workerSettings() {
+  return {
+    concurrency: intEnv('BALLAST_CONCURRENCY', 10),
+    leaseMs: intEnv('BALLAST_LEASE_MS', 30_000),
+    heartbeatMs: intEnv('BALLAST_HEARTBEAT_MS', 1000),
+    lostAfterMs: intEnv('BALLAST_LOST_AFTER_MS', 2000),
+    deadAfterMs: intEnv('BALLAST_DEAD_AFTER_MS', 10_000),
+    shutdownGraceMs: intEnv('BALLAST_SHUTDOWN_GRACE_MS', 10_000),
+  };
+}
+
+function actor(): string {
+  return process.env.BALLAST_ACTOR || `cli:${process.env.USER ?? 'unknown'}`;
+}
+
+function jobIdArg(value: string | undefined, command: string): string {
+  if (!value || !/^\d+$/.test(value)) throw new UsageError(`${command} needs a job id (a number), e.g. \`ballast ${command} 42\``);
+  return value;
+}
 
 function intEnv(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -123,7 +153,7 @@ async function start(log: Logger): Promise<void> {
   log.info({ database: redact(handle.url), embedded: Boolean(handle.embedded) }, 'database ready');
   await migrate(handle.url, log);
   const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
-  const worker = await startWorker({ connectionString: handle.url, pipelines, concurrency: intEnv('BALLAST_CONCURRENCY', 10), log });
+  const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -175,7 +205,7 @@ async function main(argv: string[]): Promise<number> {
       const handle = await openDatabase({ embedded: false, log });
       await migrate(handle.url, log);
       const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
-      const worker = await startWorker({ connectionString: handle.url, pipelines, concurrency: intEnv('BALLAST_CONCURRENCY', 10), log });
+      const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
       const stop = () => void worker.stop().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
@@ -198,6 +228,35 @@ async function main(argv: string[]): Promise<number> {
       );
       if (values.json) console.log(JSON.stringify(result));
       else console.log(`job ${result.jobId} ${result.created ? 'submitted' : 'already existed (same idempotency key)'}: ${pipeline}@${result.pipelineVersion}, ${result.status}`);
+      return 0;
+    }
+    case 'cancel': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { reason: { type: 'string' }, json: { type: 'boolean' } } });
+      const jobId = jobIdArg(positionals[0], 'cancel');
+      const r = await withDb((db) => db.cancelJob(jobId, values.reason, actor()));
+      if (values.json) console.log(JSON.stringify(r));
+      else console.log(r.alreadyCancelled ? `job ${jobId} was already cancelled` : `job ${jobId} cancelled (${r.cancelledStepIds.length} steps stopped)`);
+      return 0;
+    }
+    case 'replay': {
+      const { values, positionals } = parseArgs({
+        args: rest, allowPositionals: true,
+        options: { step: { type: 'string' }, reason: { type: 'string' }, json: { type: 'boolean' } },
+      });
+      const jobId = jobIdArg(positionals[0], 'replay');
+      const r = await withDb((db) => db.replayJob(jobId, { ...(values.step ? { fromStep: values.step } : {}), ...(values.reason ? { reason: values.reason } : {}), actor: actor() }));
+      if (values.json) console.log(JSON.stringify(r));
+      else console.log(`job ${jobId} replaying ${r.replayedStepIds.length} step(s); now ${r.jobStatus}`);
+      return 0;
+    }
+    case 'send-event': {
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { payload: { type: 'string' }, json: { type: 'boolean' } } });
+      const key = positionals[0];
+      if (!key) throw new UsageError('send-event needs a key, e.g. `ballast send-event approval:42 --payload \'{"ok":true}\'`');
+      const payload = values.payload === undefined ? null : readInput(values.payload);
+      const r = await withDb((db) => db.sendEvent(key, payload, actor()));
+      if (values.json) console.log(JSON.stringify(r));
+      else console.log(r.accepted ? `event ${key} delivered; resumed ${r.resumedStepIds.length} step(s)` : `event ${key} was already delivered; nothing changed`);
       return 0;
     }
     case 'status': {

@@ -11,7 +11,9 @@ export type BallastErrorCode =
   | 'invalid_pipeline'
   | 'not_found'
   | 'stale_attempt'
-  | 'read_only';
+  | 'read_only'
+  | 'job_finished'
+  | 'step_busy';
 
 export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
   BA001: 'invalid_transition',
@@ -23,6 +25,8 @@ export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
   BA007: 'not_found',
   BA008: 'stale_attempt',
   BA009: 'read_only',
+  BA010: 'job_finished',
+  BA011: 'step_busy',
 };
 
 export interface InputIssue {

@@ -26,17 +26,36 @@ export interface ConcurrencyPolicy {
   group?: string;
 }
 
+export interface WaitOptions {
+  /** How long to wait before the deadline policy applies (default: no deadline). */
+  timeoutMs?: number;
+  /** At the deadline: 'fail' the step (default) or 'retry' it (runs again from the top, counted as an attempt). */
+  onTimeout?: 'fail' | 'retry';
+}
+
 export interface StepContext<I, D> {
   /** The job's input, parsed by the pipeline's input contract. */
   input: I;
   /** Outputs of the steps named in `after`, keyed by step name. */
   deps: D;
-  /** Fires when the worker shuts down. Pass it to fetch() and model calls. */
+  /** Fires on the step's timeout, on cancellation of the job, when the step was reclaimed, and at shutdown after the
+   *  grace period. Pass it to fetch() and model calls. */
   signal: AbortSignal;
   /** pino logger carrying job_id, step_id, attempt_id. */
   log: Logger;
   /** Stores the step's latest progress (any JSON) and notifies live listeners. */
   progress(value: unknown): Promise<void>;
+  /**
+   * Runs a side effect once per step: the first successful call stores fn's result (JSON) under `key`; a retried or
+   * recovered attempt gets the stored result back without calling fn again.
+   */
+  effect<T>(key: string, fn: () => T | Promise<T>): Promise<T>;
+  /**
+   * Waits for ballast.send_event(key, payload): returns the payload if it already arrived; otherwise the step parks
+   * (status `waiting`, the worker's slot is freed) and runs again from the top when the event arrives, this time
+   * getting the payload. Use effect() for work before the wait that must not repeat.
+   */
+  waitForEvent(key: string, options?: WaitOptions): Promise<unknown>;
   /** Stable across this step's attempts: pass it to external APIs that accept an idempotency key. */
   idempotencyKey: string;
   attempt: number;
@@ -52,6 +71,8 @@ export interface StepOptions<D extends string, O> {
   /** Output contract: the returned value is checked (and transformed) by it before the step counts as succeeded. */
   output: z.ZodType<O>;
   retry?: RetryPolicy;
+  /** Per-attempt time limit: the signal fires and the attempt ends `timed_out` (retried while attempts remain). */
+  timeoutMs?: number;
   concurrency?: ConcurrencyPolicy;
   /** Errors for which retrying is pointless (besides PermanentError). */
   isPermanent?: (err: unknown) => boolean;
@@ -62,9 +83,44 @@ export interface StepDefinition {
   after: readonly string[];
   output: z.ZodType;
   retry: Required<RetryPolicy>;
+  timeoutMs: number | null;
   concurrency: Required<ConcurrencyPolicy> | null;
   isPermanent: ((err: unknown) => boolean) | undefined;
-  run: (ctx: StepContext<any, any>) => unknown;
+  /** For a map step: how to list its items, and whether failed items are acceptable. */
+  map: MapDefinition | null;
+  /** For a map step, runs one item (ctx.item); otherwise the step itself. */
+  run: (ctx: StepContext<any, any> & Partial<ItemContext<unknown>>) => unknown;
+}
+
+export interface MapDefinition {
+  items: (ctx: StepContext<any, any>) => unknown[] | Promise<unknown[]>;
+  partial: boolean;
+  minSucceeded: number;
+}
+
+export interface ItemContext<T> {
+  /** The item this run processes. */
+  item: T;
+  /** Its position in the list the map step returned. */
+  index: number;
+}
+
+/** What a map step hands to the steps after it. */
+export interface MapResult<O> {
+  items: { index: number; status: 'succeeded' | 'failed' | 'cancelled' | 'skipped'; output?: O; error?: unknown }[];
+  succeeded: number;
+  failed: number;
+}
+
+export interface MapOptions<D extends string, T, O> extends StepOptions<D, O> {
+  /** Lists the items (JSON values) to process; runs once, on the step's first attempt. */
+  items: (ctx: StepContext<any, any>) => T[] | Promise<T[]>;
+  /**
+   * Whether the job may go on when some items failed for good: true (at least one item must succeed), or
+   * { minSucceeded: n }. Default false: one failed item fails the step. A job that went on past failed items ends
+   * `partially_completed`.
+   */
+  partial?: boolean | { minSucceeded: number };
 }
 
 const NAME = /^[a-z][a-z0-9_.-]{0,62}$/;
@@ -107,11 +163,34 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     return `ballast_step:${this.name}@${this.version}`;
   }
 
+  /** Adds a step that runs once per job (with retries). */
   step<N extends string, O, D extends keyof S & string = never>(
     name: N,
     options: StepOptions<D, O>,
     run: (ctx: StepContext<I, { [K in D]: S[K] }>) => O | Promise<O>,
   ): Pipeline<I, S & { [K in N]: O }> {
+    return this.add<N, O, O>(name, options, run as StepDefinition["run"], null);
+  }
+
+  /**
+   * Adds a map step: `items` lists the work (on the step's first run), then `run` processes each item as its own
+   * unit with its own attempts, retries and timeout, in parallel across workers. The output contract applies to
+   * each item's result; the steps after it receive a MapResult with every item's outcome.
+   */
+  map<N extends string, T, O, D extends keyof S & string = never>(
+    name: N,
+    options: MapOptions<D, T, O>,
+    run: (item: T, ctx: StepContext<I, { [K in D]: S[K] }> & ItemContext<T>) => O | Promise<O>,
+  ): Pipeline<I, S & { [K in N]: MapResult<O> }> {
+    if (name.length > 50) invalid(this.ref, `map step name "${name}" is longer than 50 characters`, 'Shorten it (items are named <step>__<index>).');
+    const partial = options.partial ?? false;
+    const minSucceeded = typeof partial === 'object' ? partial.minSucceeded : 1;
+    checkInteger(`${this.ref} step ${name}`, 'partial.minSucceeded', minSucceeded, 0, 1_000_000);
+    const map: MapDefinition = { items: options.items as MapDefinition['items'], partial: partial !== false, minSucceeded };
+    return this.add<N, O, MapResult<O>>(name, options, ((ctx: StepContext<any, any> & ItemContext<T>) => run(ctx.item, ctx)) as StepDefinition["run"], map);
+  }
+
+  private add<N extends string, O, R>(name: N, options: StepOptions<string, O>, run: StepDefinition['run'], map: MapDefinition | null): Pipeline<I, S & { [K in N]: R }> {
     const where = this.ref;
     if (!STEP_NAME.test(name)) {
       invalid(where, `step name "${name}" is not valid`, 'Use lower_snake_case: a letter, then letters, digits or "_".');
@@ -131,6 +210,7 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     checkInteger(`${where} step ${name}`, 'retry.maxAttempts', retry.maxAttempts, 1, 1000);
     checkInteger(`${where} step ${name}`, 'retry.baseDelayMs', retry.baseDelayMs, 0, 86_400_000);
     checkInteger(`${where} step ${name}`, 'retry.maxDelayMs', retry.maxDelayMs, 0, 604_800_000);
+    if (options.timeoutMs !== undefined) checkInteger(`${where} step ${name}`, 'timeoutMs', options.timeoutMs, 1, 2 ** 31 - 1);
     let concurrency: Required<ConcurrencyPolicy> | null = null;
     if (options.concurrency) {
       const key = options.concurrency.key ?? 'global';
@@ -145,11 +225,13 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
       after,
       output: options.output,
       retry,
+      timeoutMs: options.timeoutMs ?? null,
       concurrency,
       isPermanent: options.isPermanent,
-      run: run as StepDefinition['run'],
+      map,
+      run,
     };
-    return new Pipeline<I, S & { [K in N]: O }>(this.name, this.version, this.input, [...this.steps, def]);
+    return new Pipeline<I, S & { [K in N]: R }>(this.name, this.version, this.input, [...this.steps, def]);
   }
 
   stepNamed(name: string): StepDefinition | undefined {
@@ -171,9 +253,11 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
         max_attempts: s.retry.maxAttempts,
         backoff_base_ms: s.retry.baseDelayMs,
         backoff_cap_ms: s.retry.maxDelayMs,
-        timeout_ms: null,
+        timeout_ms: s.timeoutMs,
         concurrency: s.concurrency,
         output_schema: z.toJSONSchema(s.output, { io: 'output', unrepresentable: 'any' }),
+        // Only map steps carry the key, so adding map steps changed no existing pipeline's definition hash.
+        ...(s.map ? { map: { partial: s.map.partial, min_succeeded: s.map.minSucceeded } } : {}),
       })),
     };
   }

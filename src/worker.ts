@@ -1,17 +1,25 @@
 // A ballast worker process: registers its pipelines and itself, then runs a graphile-worker pool whose tasks are
 // the step wake-ups of those pipeline versions (one task identifier per pipeline version). Each wake-up goes
 // claim -> run -> complete/fail through the SQL functions; graphile-worker only delivers the wake-ups.
+//
+// Around that, the durability machinery: a liveness connection holding the worker's advisory lock and listening for
+// cancellations (liveness.ts), a heartbeat that extends the leases of running attempts and learns which of them were
+// lost, a reaper that recovers other workers' work (reaper.ts), and a graceful stop that lets running steps finish
+// for a grace period, then aborts and releases them.
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { run, Logger as WorkerLogger, type Runner, type Task, type TaskList, type WorkerEvents } from 'graphile-worker';
-import { z } from 'zod';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { BallastDb, createPool, type Claim, type StepError } from './db/api.ts';
-import { PermanentError, RetryableError, BallastError } from './errors.ts';
-import type { Pipeline, StepDefinition } from './pipeline.ts';
+import { BallastDb, createPool } from './db/api.ts';
+import type { Pipeline } from './pipeline.ts';
 import { createLogger } from './log.ts';
+import { Liveness, type CancelNotice } from './liveness.ts';
+import { Reaper } from './reaper.ts';
+import { runAttempt, type AbortReason, type RunningAttempt } from './step-runner.ts';
+
+export { classifyError } from './step-runner.ts';
 
 export interface WorkerOptions {
   /** Postgres connection string (or pass `pool`). */
@@ -20,12 +28,22 @@ export interface WorkerOptions {
   pipelines: readonly Pipeline<any, any>[];
   /** Steps run at once by this process (default 10). */
   concurrency?: number;
-  /** How long a claimed attempt is leased before another worker may consider it abandoned (default 60 s). */
+  /** Lease of a running attempt, renewed by every heartbeat; expired leases are reclaimed (default 30 s). */
   leaseMs?: number;
   /** How often the worker polls for due wake-ups it may have missed a notification for (default 1000 ms). */
   pollIntervalMs?: number;
-  /** How often the worker reports it is alive (default 5000 ms). */
+  /** How often the worker reports it is alive and renews its leases (default 1000 ms). */
   heartbeatMs?: number;
+  /** Run the reaper that recovers dead workers' steps (default true; tests switch it off to drive it by hand). */
+  reaper?: boolean;
+  /** A worker whose heartbeat is older than this is dead, whatever its liveness lock says (default 10000 ms). */
+  deadAfterMs?: number;
+  /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default 2000 ms). */
+  lostAfterMs?: number;
+  /** On stop: how long running steps may keep running before they are aborted and released (default 10000 ms). */
+  shutdownGraceMs?: number;
+  /** After an abort: how long a handler gets to settle before the worker stops waiting for it (default 1000 ms). */
+  abandonMs?: number;
   workerId?: string;
   log?: Logger;
 }
@@ -49,30 +67,11 @@ function pinoWorkerLogger(log: Logger): WorkerLogger {
   });
 }
 
-/** The longest Retry-After ballast.fail_step accepts (7 days); longer hints are capped, not refused. */
-const MAX_RETRY_AFTER_MS = 604_800_000;
-
-/** Classifies what a step handler threw into the error ballast records. */
-export function classifyError(err: unknown, step: StepDefinition, signal: AbortSignal): StepError {
-  const e = err instanceof Error ? err : new Error(String(err));
-  // fail_step refuses an empty message or an out-of-range delay (BA002); a handler's odd error must still be recorded.
-  const message = e.message || e.name || 'error';
-  if (e instanceof PermanentError) return { class: 'permanent', code: e.errorCode, message, retryable: false };
-  if (e instanceof RetryableError) {
-    const after = e.retryAfterMs;
-    const retryAfterMs = typeof after === 'number' && Number.isFinite(after) && after >= 0
-      ? Math.min(Math.ceil(after), MAX_RETRY_AFTER_MS) : undefined;
-    return { class: 'retryable', code: e.errorCode, message, retryable: true, retryAfterMs };
-  }
-  if (signal.aborted) return { class: 'aborted', message: `aborted: ${message}`, retryable: true };
-  if (step.isPermanent?.(err)) return { class: 'permanent', code: e.name, message, retryable: false };
-  return { class: 'error', code: e.name, message, retryable: true };
-}
-
 export async function startWorker(options: WorkerOptions): Promise<BallastWorker> {
   const log = options.log ?? createLogger();
   const concurrency = options.concurrency ?? 10;
-  const leaseMs = options.leaseMs ?? 60_000;
+  const leaseMs = options.leaseMs ?? 30_000;
+  const abandonMs = options.abandonMs ?? 1000;
   const workerId = options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const ownPool = !options.pool;
   if (!options.pool && !options.connectionString) {
@@ -87,6 +86,21 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     if (byTask.has(p.taskIdentifier)) throw new Error(`pipeline ${p.ref} is listed twice`);
     byTask.set(p.taskIdentifier, p);
   }
+  // Running attempts of this process, by attempt id: what cancellation, heartbeats and shutdown act on.
+  const running = new Map<string, RunningAttempt>();
+  const abortAttempt = (attemptId: string, reason: AbortReason, message: string) => running.get(attemptId)?.abort(reason, message);
+  const liveness = new Liveness({
+    connectionString: options.connectionString ?? poolConnectionString(pool),
+    workerId,
+    log: wlog,
+    onCancel: (notice: CancelNotice) => {
+      for (const a of notice.attempts) {
+        if (a.worker_id === workerId) abortAttempt(String(a.attempt_id), 'cancelled', `job ${notice.job_id} was cancelled`);
+      }
+    },
+  });
+  await liveness.start();
+
   for (const p of options.pipelines) {
     const { created } = await db.registerPipeline(p.name, p.version, p.definition(), p.inputJsonSchema());
     wlog.info({ pipeline: p.ref, created }, created ? 'registered pipeline' : 'pipeline already registered, definition unchanged');
@@ -99,45 +113,132 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     pipelines: options.pipelines.map((p) => p.ref),
   });
 
+  // Every task running in this process, whichever graphile-worker pool started it.
+  const inflight = new Set<Promise<void>>();
   const taskList: TaskList = {};
   for (const [identifier, p] of byTask) {
-    taskList[identifier] = makeTask(p, db, workerId, leaseMs, wlog);
+    taskList[identifier] = makeTask(inflight, p, db, workerId, leaseMs, wlog, abandonMs, (r) => {
+      running.set(r.attemptId, r);
+      return () => running.delete(r.attemptId);
+    });
   }
 
-  const events: WorkerEvents = new EventEmitter() as WorkerEvents;
+  // graphile-worker ends its pool when it cannot record a wake-up's completion or failure (the connection died under
+  // it: Postgres restarted, connections terminated). Its release writes go through its batcher (delay 0) so that such
+  // a failure shuts the pool down through its own events, not through a rejected promise nobody awaits (which kills
+  // the process). The worker then unlocks the old pool's jobs (force_unlock_workers: a wake-up of a step still running
+  // in the old pool finds nothing to claim, so unlocking early is harmless) and starts a new pool. The old pool's
+  // promise is not awaited: after a failed batch graphile-worker 0.18's batcher miscounts its pending calls and the
+  // pool never finishes terminating. Its tasks still run to their end; stop() waits for them through `inflight`.
+  let shuttingDown = false;
+  let runner: Runner | undefined;
   let poolId: string | undefined;
-  const ready = new Promise<void>((resolve, reject) => {
-    events.once('pool:create', ({ workerPool }) => {
-      poolId = workerPool.id;
-      db.setWorkerPool(workerId, workerPool.id).then(resolve, reject);
+  const poolIds: string[] = [];
+  let replacing: Promise<void> | undefined;
+  const startRunner = async (): Promise<void> => {
+    const events: WorkerEvents = new EventEmitter() as WorkerEvents;
+    const created = new Promise<string>((resolve) => events.once('pool:create', ({ workerPool }) => resolve(workerPool.id)));
+    const r = await run({
+      pgPool: pool,
+      taskList,
+      concurrency,
+      noHandleSignals: true,
+      pollInterval: options.pollIntervalMs ?? 1000,
+      events,
+      logger: pinoWorkerLogger(wlog),
+      preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
     });
-  });
+    const id = await created;
+    poolIds.push(id);
+    let down = false;
+    events.once('pool:gracefulShutdown', ({ message }) => {
+      down = true;
+      if (runner === r) replaceRunner(id, message);
+    });
+    r.promise.catch((err: unknown) => wlog.warn({ err: (err as Error).message, pool_id: id }, 'graphile-worker pool ended with an error'));
+    try {
+      await db.setWorkerPool(workerId, id);
+      if (down) throw new Error('the new graphile-worker pool stopped at once');
+    } catch (err) {
+      if (!down) await r.stop().catch(() => {});
+      throw err;
+    }
+    runner = r;
+    poolId = id;
+  };
+  const replaceRunner = (oldPoolId: string, reason: string) => {
+    if (shuttingDown || replacing) return;
+    wlog.error({ reason, pool_id: oldPoolId }, 'the graphile-worker pool shut down by itself (database connection lost?); starting a new one');
+    runner = undefined;
+    replacing = (async () => {
+      let unlocked = false;
+      for (let delay = 250; !shuttingDown; delay = Math.min(delay * 2, 5000)) {
+        try {
+          if (!unlocked) await db.unlockWorkerPools([oldPoolId]);
+          unlocked = true;
+          await startRunner();
+          wlog.info({ pool_id: poolId }, 'new graphile-worker pool started');
+          return;
+        } catch (err) {
+          wlog.warn({ err: (err as Error).message, retry_ms: delay }, 'could not replace the graphile-worker pool yet; retrying');
+          await new Promise((resolve) => setTimeout(resolve, delay));
+        }
+      }
+    })().finally(() => (replacing = undefined));
+  };
 
-  const runner: Runner = await run({
-    pgPool: pool,
-    taskList,
-    concurrency,
-    noHandleSignals: true,
-    pollInterval: options.pollIntervalMs ?? 1000,
-    events,
-    logger: pinoWorkerLogger(wlog),
-  });
-  await ready;
+  await startRunner();
+  const ready = Promise.resolve();
   wlog.info({ concurrency, pool_id: poolId, pipelines: options.pipelines.map((p) => p.ref) }, 'worker started');
 
+  const registerAgain = async () => {
+    wlog.error('this worker was declared dead (no heartbeat in time); its running steps were reclaimed; registering again');
+    for (const r of running.values()) r.abort('lost', 'the worker was declared dead and its steps reclaimed');
+    await db.registerWorker({ workerId, hostname: hostname(), pid: process.pid, concurrency, pipelines: options.pipelines.map((p) => p.ref) });
+    if (poolId) await db.setWorkerPool(workerId, poolId);
+  };
+  let beating = false;
   const heartbeat = setInterval(() => {
-    db.heartbeatWorker(workerId).catch((err) => wlog.warn({ err: (err as Error).message }, 'heartbeat failed'));
-  }, options.heartbeatMs ?? 5000);
+    if (beating) return;
+    beating = true;
+    db.heartbeatWorker(workerId, [...running.keys()], leaseMs)
+      .then(async ({ alive, lostAttemptIds }) => {
+        for (const id of lostAttemptIds) abortAttempt(id, 'lost', 'the attempt no longer owns its step (cancelled or reclaimed)');
+        if (!alive) await registerAgain();
+      })
+      .catch((err) => wlog.warn({ err: (err as Error).message }, 'heartbeat failed'))
+      .finally(() => (beating = false));
+  }, options.heartbeatMs ?? 1000);
   heartbeat.unref();
+
+  const reaper = options.reaper === false ? undefined : new Reaper({
+    db, log: wlog,
+    ...(options.deadAfterMs !== undefined ? { deadAfterMs: options.deadAfterMs } : {}),
+    ...(options.lostAfterMs !== undefined ? { lostAfterMs: options.lostAfterMs } : {}),
+  });
+  reaper?.start();
 
   let stopping: Promise<void> | undefined;
   const stop = () =>
     (stopping ??= (async () => {
+      // Stop fetching; running steps get the grace period, then their signals fire and they are released.
+      const grace = setTimeout(() => {
+        for (const r of running.values()) r.abort('shutdown', 'worker shutting down; released for another worker');
+      }, options.shutdownGraceMs ?? 10_000);
+      shuttingDown = true;
+      await reaper?.stop();
+      await replacing;
+      // The current pool stops fetching and waits for its tasks; tasks of pools replaced earlier are awaited too.
+      await runner?.stop().catch((err: unknown) => wlog.warn({ err: (err as Error).message }, 'graphile-worker pool stopped with an error'));
+      await Promise.allSettled([...inflight]);
+      clearTimeout(grace);
       clearInterval(heartbeat);
-      await runner.stop();
       // graphile-worker may leave a just-finished job locked when its pool stops; stop_worker marks this worker
       // stopped and unlocks its pool's jobs (force_unlock_workers) so nothing stays locked for hours.
       await db.stopWorker(workerId).catch((err) => wlog.warn({ err: (err as Error).message }, 'could not mark worker stopped'));
+      await db.unlockWorkerPools(poolIds.filter((id) => id !== poolId))
+        .catch((err) => wlog.warn({ err: (err as Error).message }, 'could not unlock the jobs of earlier pools'));
+      await liveness.stop();
       if (ownPool) await pool.end();
       wlog.info('worker stopped');
     })());
@@ -145,8 +246,11 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   return { id: workerId, db, ready, stop };
 }
 
-function makeTask(p: Pipeline<any, any>, db: BallastDb, workerId: string, leaseMs: number, log: Logger): Task {
-  return async (payload, helpers) => {
+function makeTask(
+  inflight: Set<Promise<void>>, p: Pipeline<any, any>, db: BallastDb, workerId: string, leaseMs: number, log: Logger,
+  abandonMs: number, track: (r: RunningAttempt) => () => void,
+): Task {
+  const task = async (payload: unknown) => {
     const stepId = (payload as { step_id?: unknown } | null)?.step_id;
     if (typeof stepId !== 'number' && typeof stepId !== 'string') {
       log.error({ payload }, 'wake-up without a step_id; ignored');
@@ -157,77 +261,22 @@ function makeTask(p: Pipeline<any, any>, db: BallastDb, workerId: string, leaseM
       log.debug({ step_id: String(stepId) }, 'wake-up found nothing to run (duplicate, stale, not due, or throttled)');
       return;
     }
-    await runClaim(p, claim, db, helpers.abortSignal ?? new AbortController().signal, log);
+    await runAttempt({ pipeline: p, claim, db, log, abandonMs, track });
+  };
+  return async (payload) => {
+    const done = task(payload);
+    inflight.add(done);
+    try {
+      await done;
+    } finally {
+      inflight.delete(done);
+    }
   };
 }
 
-async function runClaim(p: Pipeline<any, any>, claim: Claim, db: BallastDb, signal: AbortSignal, baseLog: Logger): Promise<void> {
-  const log = baseLog.child({
-    job_id: claim.jobId, step_id: claim.stepId, attempt_id: claim.attemptId, pipeline: p.ref, step: claim.stepName,
-  });
-  const started = performance.now();
-  const fail = async (error: StepError) => {
-    const r = await settle(() => db.failStep(claim.attemptId, error), log);
-    if (r) {
-      const fields = { error_class: error.class, error: error.message, attempt: claim.attemptNumber, job_status: r.jobStatus };
-      if (r.stepStatus === 'retrying') log.warn({ ...fields, next_run_at: r.nextRunAt }, 'step failed; retry scheduled');
-      else log.error(fields, 'step failed permanently');
-    }
-  };
-
-  const step = p.stepNamed(claim.stepName);
-  if (!step) {
-    await fail({ class: 'unknown_step', message: `pipeline ${p.ref} has no step "${claim.stepName}" in this worker's code`, retryable: false });
-    return;
-  }
-  const input = p.input.safeParse(claim.input);
-  if (!input.success) {
-    await fail({ class: 'invalid_input', message: `job input does not satisfy ${p.ref}'s contract: ${z.prettifyError(input.error)}`, retryable: false });
-    return;
-  }
-
-  log.info({ attempt: claim.attemptNumber }, 'step started');
-  let output: unknown;
-  try {
-    output = await step.run({
-      input: input.data,
-      deps: claim.dependencies,
-      signal,
-      log,
-      progress: async (value: unknown) => {
-        await db.reportProgress(claim.attemptId, value);
-      },
-      idempotencyKey: claim.idempotencyKey,
-      attempt: claim.attemptNumber,
-      maxAttempts: claim.maxAttempts,
-      jobId: claim.jobId,
-      stepId: claim.stepId,
-      tenantId: claim.tenantId,
-    });
-  } catch (err) {
-    await fail(classifyError(err, step, signal));
-    return;
-  }
-  const checked = step.output.safeParse(output);
-  if (!checked.success) {
-    await fail({ class: 'output_contract', message: `step output does not satisfy its contract: ${z.prettifyError(checked.error)}`, retryable: false });
-    return;
-  }
-  const done = await settle(() => db.completeStep(claim.attemptId, checked.data), log);
-  if (done) {
-    log.info({ ms: Math.round(performance.now() - started), job_status: done.jobStatus }, 'step succeeded');
-  }
-}
-
-/** Records an outcome; an attempt that lost its step in the meantime (BA008) is logged, not retried. */
-async function settle<T>(fn: () => Promise<T>, log: Logger): Promise<T | undefined> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof BallastError && err.code === 'stale_attempt') {
-      log.warn({ err: err.message }, 'result discarded: the attempt no longer owns its step');
-      return undefined;
-    }
-    throw err;
-  }
+/** The connection string of a pool passed in by the caller (for the worker's liveness connection). */
+function poolConnectionString(pool: pg.Pool): string {
+  const cs = (pool as unknown as { options?: { connectionString?: string } }).options?.connectionString;
+  if (!cs) throw new Error('startWorker: with `pool`, also pass `connectionString` (the liveness connection needs it)');
+  return cs;
 }

@@ -44,6 +44,13 @@ export interface Claim {
   idempotencyKey: string;
   timeoutMs: number | null;
   leaseExpiresAt: Date;
+  /** Side effects this step recorded in earlier attempts: key -> result. */
+  effects: Record<string, unknown>;
+  /** The pipeline step whose code runs: the step itself, or for an item of a map step the map step. */
+  definitionStep: string;
+  /** For an item of a map step: its index and the item; null otherwise. */
+  itemIndex: number | null;
+  item: unknown;
 }
 
 export interface StepError {
@@ -52,6 +59,8 @@ export interface StepError {
   code?: string | undefined;
   retryable?: boolean | undefined;
   retryAfterMs?: number | undefined;
+  /** 'timed_out' when the step's timeout stopped the attempt. */
+  outcome?: 'failed' | 'timed_out' | undefined;
 }
 
 export function createPool(connectionString: string, opts: { max?: number; applicationName?: string; log?: Logger } = {}): pg.Pool {
@@ -123,15 +132,100 @@ export class BallastDb {
     await call(() => sql`select ballast.set_worker_pool(${workerId}, ${poolId})`.execute(this.db));
   }
 
-  async heartbeatWorker(workerId: string): Promise<boolean> {
+  /** Stamps the heartbeat, extends the leases of the worker's running attempts, and reports which of `running` are lost. */
+  async heartbeatWorker(workerId: string, running: string[] = [], leaseMs = 30_000): Promise<{ alive: boolean; lostAttemptIds: string[] }> {
     return call(async () => {
-      const { rows } = await sql<{ alive: boolean }>`select ballast.heartbeat_worker(${workerId}) as alive`.execute(this.db);
-      return rows[0]!.alive;
+      const { rows } = await sql<{ alive: boolean; lost_attempt_ids: string[] }>`
+        select * from ballast.heartbeat_worker(${workerId}, ${running}::bigint[], ${leaseMs})`.execute(this.db);
+      return { alive: rows[0]!.alive, lostAttemptIds: rows[0]!.lost_attempt_ids };
+    });
+  }
+
+  async reap(deadAfterMs: number, lostAfterMs: number): Promise<{ deadWorkers: string[]; reclaimedAttempts: string[]; expiredWaits: string[] }> {
+    return call(async () => {
+      const { rows } = await sql<{ dead_workers: string[]; reclaimed_attempts: string[]; expired_waits: string[] }>`
+        select * from ballast.reap(${deadAfterMs}, ${lostAfterMs})`.execute(this.db);
+      const r = rows[0]!;
+      return { deadWorkers: r.dead_workers, reclaimedAttempts: r.reclaimed_attempts, expiredWaits: r.expired_waits };
+    });
+  }
+
+  async releaseAttempt(attemptId: string, reason: string): Promise<StepStatus> {
+    return call(async () => {
+      const { rows } = await sql<{ status: StepStatus }>`
+        select ballast.release_attempt(${attemptId}::bigint, ${reason}) as status`.execute(this.db);
+      return rows[0]!.status;
+    });
+  }
+
+  /** First run of a map step: creates one item per element of `items` and parks the map step until they finish. */
+  async expandItems(attemptId: string, items: unknown[]): Promise<number> {
+    return call(async () => {
+      const { rows } = await sql<{ n: number }>`
+        select ballast.expand_items(${attemptId}::bigint, ${JSON.stringify(items)}::jsonb) as n`.execute(this.db);
+      return rows[0]!.n;
+    });
+  }
+
+  async recordEffect(attemptId: string, key: string, result: unknown): Promise<unknown> {
+    return call(async () => {
+      const { rows } = await sql<{ result: unknown }>`
+        select ballast.record_effect(${attemptId}::bigint, ${key}, ${JSON.stringify(result ?? null)}::jsonb) as result`.execute(this.db);
+      return rows[0]!.result;
+    });
+  }
+
+  async waitForEvent(attemptId: string, key: string, timeoutMs: number | null, onTimeout: 'fail' | 'retry'): Promise<{ received: boolean; payload: unknown }> {
+    return call(async () => {
+      const { rows } = await sql<{ received: boolean; payload: unknown }>`
+        select * from ballast.wait_for_event(${attemptId}::bigint, ${key}, ${timeoutMs}, ${onTimeout})`.execute(this.db);
+      return rows[0]!;
+    });
+  }
+
+  async sendEvent(key: string, payload: unknown, actor?: string): Promise<{ accepted: boolean; resumedStepIds: string[] }> {
+    return call(async () => {
+      const { rows } = await sql<{ accepted: boolean; resumed_step_ids: string[] }>`
+        select * from ballast.send_event(${key}, ${JSON.stringify(payload ?? null)}::jsonb, ${actor ?? null})`.execute(this.db);
+      return { accepted: rows[0]!.accepted, resumedStepIds: rows[0]!.resumed_step_ids };
+    });
+  }
+
+  async cancelJob(jobId: string, reason?: string, actor?: string): Promise<{ status: JobStatus; cancelledStepIds: string[]; alreadyCancelled: boolean }> {
+    return call(async () => {
+      const { rows } = await sql<{ status: JobStatus; cancelled_step_ids: string[]; already_cancelled: boolean }>`
+        select * from ballast.cancel_job(${jobId}::bigint, ${reason ?? null}, ${actor ?? null})`.execute(this.db);
+      const r = rows[0]!;
+      return { status: r.status, cancelledStepIds: r.cancelled_step_ids, alreadyCancelled: r.already_cancelled };
+    });
+  }
+
+  async replayStep(stepId: string, opts: { reason?: string; force?: boolean; actor?: string } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
+    return call(async () => {
+      const { rows } = await sql<{ job_id: string; replayed_step_ids: string[]; job_status: JobStatus }>`
+        select * from ballast.replay_step(${stepId}::bigint, ${opts.reason ?? null}, ${opts.force ?? false}, ${opts.actor ?? null})`.execute(this.db);
+      const r = rows[0]!;
+      return { jobId: r.job_id, replayedStepIds: r.replayed_step_ids, jobStatus: r.job_status };
+    });
+  }
+
+  async replayJob(jobId: string, opts: { fromStep?: string; reason?: string; actor?: string } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
+    return call(async () => {
+      const { rows } = await sql<{ job_id: string; replayed_step_ids: string[]; job_status: JobStatus }>`
+        select * from ballast.replay_job(${jobId}::bigint, ${opts.fromStep ?? null}, ${opts.reason ?? null}, ${opts.actor ?? null})`.execute(this.db);
+      const r = rows[0]!;
+      return { jobId: r.job_id, replayedStepIds: r.replayed_step_ids, jobStatus: r.job_status };
     });
   }
 
   async stopWorker(workerId: string): Promise<void> {
     await call(() => sql`select ballast.stop_worker(${workerId})`.execute(this.db));
+  }
+
+  /** Unlocks the graphile-worker jobs still locked by these pools (of this process, ended). */
+  async unlockWorkerPools(poolIds: string[]): Promise<void> {
+    if (poolIds.length === 0) return;
+    await call(() => sql`select graphile_worker.force_unlock_workers(${poolIds}::text[])`.execute(this.db));
   }
 
   async claimStep(stepId: string | number, workerId: string, leaseMs: number): Promise<Claim | undefined> {
@@ -140,7 +234,8 @@ export class BallastDb {
         attempt_id: string; attempt_number: number; max_attempts: number; step_id: string; step_name: string;
         job_id: string; tenant_id: string; pipeline: string; pipeline_version: number; input: unknown;
         dependencies: Record<string, unknown>; idempotency_key: string; timeout_ms: number | null;
-        lease_expires_at: Date;
+        lease_expires_at: Date; effects: Record<string, unknown>; definition_step: string; item_index: number | null;
+        item: unknown;
       }>`select * from ballast.claim_step(${String(stepId)}::bigint, ${workerId}, ${leaseMs})`.execute(this.db);
       const r = rows[0];
       if (!r) return undefined;
@@ -149,6 +244,7 @@ export class BallastDb {
         stepName: r.step_name, jobId: r.job_id, tenantId: r.tenant_id, pipeline: r.pipeline,
         pipelineVersion: r.pipeline_version, input: r.input, dependencies: r.dependencies,
         idempotencyKey: r.idempotency_key, timeoutMs: r.timeout_ms, leaseExpiresAt: r.lease_expires_at,
+        effects: r.effects, definitionStep: r.definition_step, itemIndex: r.item_index, item: r.item,
       };
     });
   }
@@ -168,6 +264,7 @@ export class BallastDb {
       code: error.code ?? null,
       retryable: error.retryable ?? true,
       retry_after_ms: error.retryAfterMs ?? null,
+      outcome: error.outcome ?? 'failed',
     };
     return call(async () => {
       const { rows } = await sql<{ step_status: StepStatus; next_run_at: Date | null; job_status: JobStatus }>`

@@ -50,6 +50,10 @@ export interface StepsView {
   started_at: Date | null;
   finished_at: Date | null;
   updated_at: Date;
+  attempt_offset: number;
+  wait_key: string | null;
+  wait_deadline: Date | null;
+  wait_on_timeout: 'fail' | 'retry' | null;
 }
 
 export interface AttemptsView {

@@ -1,0 +1,86 @@
+// A worker's lifeline to Postgres: one dedicated connection that holds the worker's session advisory lock
+// (ballast.worker_lock) for as long as the process lives, and LISTENs on ballast_cancel. If the process dies, the
+// server drops the connection and the lock with it, which is how other workers' reapers notice within seconds.
+// If only the connection drops (server restart, network), this reconnects with backoff, takes the lock again and
+// listens again; cancellations missed meanwhile reach the worker through its heartbeat.
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+export interface CancelNotice {
+  job_id: number;
+  attempts: { attempt_id: number; worker_id: string | null }[];
+}
+
+export interface LivenessOptions {
+  connectionString: string;
+  workerId: string;
+  log: Logger;
+  onCancel: (notice: CancelNotice) => void;
+}
+
+export class Liveness {
+  private readonly options: LivenessOptions;
+  private client: pg.Client | undefined;
+  private stopped = false;
+  private retryMs = 250;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(options: LivenessOptions) {
+    this.options = options;
+  }
+
+  /** Connects, takes the lock and listens; resolves once all three are done (throws if the first try fails). */
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  private async connect(): Promise<void> {
+    const { connectionString, workerId, log } = this.options;
+    const client = new pg.Client({ connectionString, application_name: `ballast-liveness ${workerId}` });
+    client.on('error', (err) => {
+      if (!this.stopped) log.warn({ err: err.message }, 'liveness connection failed; reconnecting');
+    });
+    client.on('end', () => {
+      if (this.client === client) this.client = undefined;
+      if (!this.stopped) this.scheduleReconnect();
+    });
+    client.on('notification', (msg) => {
+      if (msg.channel !== 'ballast_cancel' || !msg.payload) return;
+      try {
+        this.options.onCancel(JSON.parse(msg.payload) as CancelNotice);
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'unreadable ballast_cancel notification');
+      }
+    });
+    await client.connect();
+    await client.query('select pg_advisory_lock(l.namespace, l.key) from ballast.worker_lock($1) l', [workerId]);
+    await client.query('listen ballast_cancel');
+    this.client = client;
+    this.retryMs = 250;
+  }
+
+  private scheduleReconnect(): void {
+    if (this.timer || this.stopped) return;
+    const delay = this.retryMs;
+    this.retryMs = Math.min(this.retryMs * 2, 5000);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.connect().then(
+        () => this.options.log.info('liveness connection restored'),
+        (err) => {
+          this.options.log.warn({ err: (err as Error).message, retry_ms: this.retryMs }, 'liveness reconnect failed');
+          this.scheduleReconnect();
+        },
+      );
+    }, delay);
+    this.timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    const client = this.client;
+    this.client = undefined;
+    await client?.end().catch(() => {});
+  }
+}

@@ -1,0 +1,52 @@
+// The reaper: every live worker runs ballast.reap about once a second (one at a time, the SQL function makes sure).
+// It declares dead workers (liveness lock gone, or heartbeat too old), reclaims their running attempts and expired
+// leases, enforces step timeouts a stuck worker could not, and expires waits past their deadline.
+// A service with start, stop and runOnce: tests drive runOnce by hand.
+import type { Logger } from 'pino';
+import type { BallastDb } from './db/api.ts';
+
+export interface ReaperOptions {
+  db: BallastDb;
+  log: Logger;
+  /** How often to run (default 1000 ms). */
+  intervalMs?: number;
+  /** A worker whose heartbeat is older than this is dead, whatever its lock says (default 10000 ms). */
+  deadAfterMs?: number;
+  /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default 2000 ms). */
+  lostAfterMs?: number;
+}
+
+export class Reaper {
+  private readonly options: Required<ReaperOptions>;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+
+  constructor(options: ReaperOptions) {
+    this.options = { intervalMs: 1000, deadAfterMs: 10_000, lostAfterMs: 2000, ...options };
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => {
+      if (this.running) return;
+      this.running = this.runOnce()
+        .catch((err) => this.options.log.warn({ err: (err as Error).message }, 'reaper round failed'))
+        .finally(() => (this.running = undefined));
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+
+  async runOnce(): Promise<{ deadWorkers: string[]; reclaimedAttempts: string[]; expiredWaits: string[] }> {
+    const r = await this.options.db.reap(this.options.deadAfterMs, this.options.lostAfterMs);
+    if (r.deadWorkers.length) this.options.log.warn({ workers: r.deadWorkers }, 'declared workers dead');
+    if (r.reclaimedAttempts.length) this.options.log.warn({ attempts: r.reclaimedAttempts }, 'reclaimed attempts of dead workers, expired leases or timeouts');
+    if (r.expiredWaits.length) this.options.log.info({ steps: r.expiredWaits }, 'waits expired');
+    return r;
+  }
+
+  async stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+}

@@ -1,0 +1,243 @@
+// Runs one claimed attempt: builds the step context, races the handler against its abort (timeout, cancellation,
+// loss of the step, shutdown), checks the output contract, and records the outcome through the SQL functions.
+// A handler that ignores its AbortSignal is abandoned `abandonMs` after the abort: its promise keeps running in the
+// background, but the worker's slot is free and the attempt is recorded.
+import { z } from 'zod';
+import type { Logger } from 'pino';
+import type { BallastDb, Claim, StepError } from './db/api.ts';
+import { BallastError, PermanentError, RetryableError } from './errors.ts';
+import type { Pipeline, StepDefinition, WaitOptions } from './pipeline.ts';
+
+/** Why a running attempt was aborted. */
+export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
+
+export class AttemptAborted extends Error {
+  readonly reason: AbortReason;
+  constructor(reason: AbortReason, message: string) {
+    super(message);
+    this.name = 'AttemptAborted';
+    this.reason = reason;
+  }
+}
+
+/** Thrown by ctx.waitForEvent when the step parked: the attempt ends there and the step waits. */
+export class StepParked extends Error {
+  readonly key: string;
+  constructor(key: string) {
+    super(`step is waiting for event "${key}"`);
+    this.name = 'StepParked';
+    this.key = key;
+  }
+}
+
+export interface RunningAttempt {
+  readonly attemptId: string;
+  abort(reason: AbortReason, message: string): void;
+}
+
+/** The longest Retry-After ballast.fail_step accepts (7 days); longer hints are capped, not refused. */
+const MAX_RETRY_AFTER_MS = 604_800_000;
+
+/** Classifies what a step handler threw into the error ballast records. */
+export function classifyError(err: unknown, step: StepDefinition, signal: AbortSignal): StepError {
+  const e = err instanceof Error ? err : new Error(String(err));
+  // fail_step refuses an empty message or an out-of-range delay (BA002); a handler's odd error must still be recorded.
+  const message = e.message || e.name || 'error';
+  if (e instanceof PermanentError) return { class: 'permanent', code: e.errorCode, message, retryable: false };
+  if (e instanceof RetryableError) {
+    const after = e.retryAfterMs;
+    const retryAfterMs = typeof after === 'number' && Number.isFinite(after) && after >= 0
+      ? Math.min(Math.ceil(after), MAX_RETRY_AFTER_MS) : undefined;
+    return { class: 'retryable', code: e.errorCode, message, retryable: true, retryAfterMs };
+  }
+  if (signal.aborted) return { class: 'aborted', message: `aborted: ${message}`, retryable: true };
+  if (step.isPermanent?.(err)) return { class: 'permanent', code: e.name, message, retryable: false };
+  return { class: 'error', code: e.name, message, retryable: true };
+}
+
+export interface RunAttemptOptions {
+  pipeline: Pipeline<any, any>;
+  claim: Claim;
+  db: BallastDb;
+  log: Logger;
+  /** How long a handler gets to settle after its signal fired before it is abandoned. */
+  abandonMs: number;
+  /** Registers the attempt with the worker (for cancellation, heartbeats and shutdown); returns the unregister. */
+  track: (running: RunningAttempt) => () => void;
+}
+
+export async function runAttempt(o: RunAttemptOptions): Promise<void> {
+  const { pipeline: p, claim, db } = o;
+  const log = o.log.child({
+    job_id: claim.jobId, step_id: claim.stepId, attempt_id: claim.attemptId, pipeline: p.ref, step: claim.stepName,
+  });
+  const started = performance.now();
+  const fail = async (error: StepError) => {
+    const r = await settle(() => db.failStep(claim.attemptId, error), log);
+    if (r) {
+      const fields = { error_class: error.class, error: error.message, attempt: claim.attemptNumber, job_status: r.jobStatus };
+      if (r.stepStatus === 'retrying') log.warn({ ...fields, next_run_at: r.nextRunAt }, 'step failed; retry scheduled');
+      else log.error(fields, 'step failed permanently');
+    }
+  };
+
+  const step = p.stepNamed(claim.definitionStep);
+  if (!step) {
+    await fail({ class: 'unknown_step', message: `pipeline ${p.ref} has no step "${claim.definitionStep}" in this worker's code`, retryable: false });
+    return;
+  }
+  const input = p.input.safeParse(claim.input);
+  if (!input.success) {
+    await fail({ class: 'invalid_input', message: `job input does not satisfy ${p.ref}'s contract: ${z.prettifyError(input.error)}`, retryable: false });
+    return;
+  }
+
+  const controller = new AbortController();
+  let aborted: AttemptAborted | undefined;
+  let onAbort: (() => void) | undefined;
+  const abortedPromise = new Promise<never>((_, reject) => {
+    onAbort = () => {
+      // Give the handler abandonMs to notice its signal; then stop waiting for it.
+      const t = setTimeout(() => reject(aborted), o.abandonMs);
+      t.unref();
+    };
+  });
+  abortedPromise.catch(() => {});
+  const abort = (reason: AbortReason, message: string) => {
+    if (aborted) return;
+    aborted = new AttemptAborted(reason, message);
+    controller.abort(aborted);
+    onAbort?.();
+  };
+  const untrack = o.track({ attemptId: claim.attemptId, abort });
+  const timer = step.timeoutMs
+    ? setTimeout(() => abort('timeout', `step ran longer than its timeout of ${step.timeoutMs} ms`), step.timeoutMs)
+    : undefined;
+
+  const effects = new Map<string, unknown>(Object.entries(claim.effects));
+  // A map step's first run lists its items; each item then runs as its own step with ctx.item and ctx.index.
+  const listing = step.map !== null && claim.itemIndex === null;
+  log.info({ attempt: claim.attemptNumber, ...(claim.itemIndex !== null ? { item: claim.itemIndex } : {}) },
+    listing ? 'map step started: listing items' : 'step started');
+  let output: unknown;
+  let thrown: unknown;
+  let threw = false;
+  try {
+    const ctx = {
+        input: input.data,
+        deps: claim.dependencies,
+        signal: controller.signal,
+        log,
+        progress: async (value: unknown) => {
+          await db.reportProgress(claim.attemptId, value);
+        },
+        effect: async <T>(key: string, fn: () => T | Promise<T>): Promise<T> => {
+          if (effects.has(key)) {
+            log.debug({ effect: key }, 'effect already recorded; reusing its result');
+            return effects.get(key) as T;
+          }
+          const value = await fn();
+          const stored = await db.recordEffect(claim.attemptId, key, value);
+          effects.set(key, stored);
+          return stored as T;
+        },
+        waitForEvent: async (key: string, opts: WaitOptions = {}) => {
+          const r = await db.waitForEvent(claim.attemptId, key, opts.timeoutMs ?? null, opts.onTimeout ?? 'fail');
+          if (r.received) return r.payload;
+          throw new StepParked(key);
+        },
+        idempotencyKey: claim.idempotencyKey,
+        attempt: claim.attemptNumber,
+        maxAttempts: claim.maxAttempts,
+        jobId: claim.jobId,
+        stepId: claim.stepId,
+        tenantId: claim.tenantId,
+        ...(claim.itemIndex !== null ? { item: claim.item, index: claim.itemIndex } : {}),
+    };
+    const handler = Promise.resolve().then(() => (listing ? step.map!.items(ctx) : step.run(ctx)));
+    output = await Promise.race([handler, abortedPromise]);
+  } catch (err) {
+    threw = true;
+    thrown = err;
+  } finally {
+    if (timer) clearTimeout(timer);
+    untrack();
+  }
+
+  if (aborted) {
+    switch (aborted.reason) {
+      case 'timeout':
+        await fail({ class: 'timeout', message: aborted.message, retryable: true, outcome: 'timed_out' });
+        return;
+      case 'shutdown': {
+        const status = await settle(() => db.releaseAttempt(claim.attemptId, aborted!.message), log);
+        if (status) log.warn({ step_status: status }, 'step released for another worker (shutdown)');
+        return;
+      }
+      default:
+        // cancelled or lost: the attempt already ended in the database; nothing to record.
+        log.warn({ reason: aborted.reason }, `step stopped: ${aborted.message}`);
+        return;
+    }
+  }
+  if (threw) {
+    if (thrown instanceof StepParked) {
+      log.info({ key: thrown.key }, 'step waiting for an event');
+      return;
+    }
+    await fail(classifyError(thrown, step, controller.signal));
+    return;
+  }
+  if (listing) {
+    if (!Array.isArray(output)) {
+      await fail({ class: 'invalid_items', message: `the items function of map step "${step.name}" returned ${typeof output}, not an array`, retryable: false });
+      return;
+    }
+    const n = await settle(() => db.expandItems(claim.attemptId, output as unknown[]), log);
+    if (n !== undefined) log.info({ items: n }, 'map step listed its items');
+    return;
+  }
+  const checked = step.output.safeParse(output);
+  if (!checked.success) {
+    await fail({ class: 'output_contract', message: `step output does not satisfy its contract: ${z.prettifyError(checked.error)}`, retryable: false });
+    return;
+  }
+  const done = await settle(() => db.completeStep(claim.attemptId, checked.data), log);
+  if (done) {
+    log.info({ ms: Math.round(performance.now() - started), job_status: done.jobStatus }, 'step succeeded');
+  }
+}
+
+/** How long an outcome write is retried while the database connection is lost (e.g. Postgres restarting). */
+const SETTLE_RETRY_MS = 15_000;
+
+/** A connection that died under the statement (terminated backend, server restart, reset socket), not a SQL error. */
+function connectionLost(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  if (code.startsWith('08') || ['57P01', '57P02', '57P03', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT'].includes(code)) return true;
+  return typeof e?.message === 'string' && /^Connection terminated|Client has encountered a connection error/.test(e.message);
+}
+
+/**
+ * Records an outcome; an attempt that lost its step in the meantime (BA008) is logged, not retried. A lost
+ * connection is retried for a while: the work is done and only its record is missing (left unrecorded, the attempt
+ * would wait for its lease to run out and be charged as crashed). If the lost try did commit, the retry finds the
+ * attempt finished (BA008) and stops there.
+ */
+async function settle<T>(fn: () => Promise<T>, log: Logger): Promise<T | undefined> {
+  const until = Date.now() + SETTLE_RETRY_MS;
+  for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (err instanceof BallastError && err.code === 'stale_attempt') {
+        log.warn({ err: err.message }, 'result discarded: the attempt no longer owns its step');
+        return undefined;
+      }
+      if (!connectionLost(err) || Date.now() + delay > until) throw err;
+      log.warn({ err: (err as Error).message, retry_ms: delay }, 'could not record the outcome (database connection lost); retrying');
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  }
+}
