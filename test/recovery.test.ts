@@ -1,7 +1,8 @@
 // Crash recovery with real worker processes (test/fixtures/recovery-worker.ts) against a real Postgres: a worker
-// SIGKILLed mid-step, a step that kills its worker every time, SIGTERM during a long step, and every connection
-// terminated under a running worker. Everything is waited for on conditions with bounded timeouts; what happened is
-// read back from the database (attempts, effects, graphile-worker's jobs) and from the handlers' side tables.
+// SIGKILLed mid-step, a step that kills its worker every time, SIGTERM during a long step, an attempt its worker lost
+// track of, and every connection terminated under a running worker. Everything is waited for on conditions with
+// bounded timeouts; what happened is read back from the database (attempts, effects, graphile-worker's jobs) and from
+// the handlers' side tables.
 import t, { type Test } from 'tap';
 import { fileURLToPath } from 'node:url';
 import { eventually, freshDatabase, spawnNode, type TestProcess } from './helpers.ts';
@@ -216,6 +217,7 @@ t.test('a step that kills its worker every time ends failed after max attempts',
   stopped = true;
   for (const proc of procs) {
     if (proc.child.exitCode === null && proc.child.signalCode === null) {
+      await started(proc); // its SIGTERM handler is installed
       t.same(await proc.stop('SIGTERM', 15_000), { code: 0, signal: null }, `surviving worker ${proc.child.pid} exits 0`);
     }
   }
@@ -274,10 +276,39 @@ t.test('SIGTERM during a step that finishes within the grace period: it complete
   t.equal(await lockedJobs(), 0, 'nothing is locked in graphile_worker');
 });
 
+t.test('an attempt its worker lost track of is not kept alive by heartbeats: its lease runs out and it runs again', async (t) => {
+  // As when the reply to a claim is lost with the connection: the step runs under this worker's id, but the process
+  // does not know it. Its heartbeats must not renew that lease; the reaper reclaims it when the lease runs out.
+  const leaseMs = 2000;
+  const w = await startWorker(t, { leaseMs });
+  const client = await pool.connect();
+  let jobId: string;
+  try {
+    await client.query('begin');
+    jobId = String((await client.query('select job_id from ballast.submit_job($1, $2::jsonb)', ['recovery.slow', { ms: 10, honour_signal: false }])).rows[0].job_id);
+    const stepId = (await client.query('select id from ballast.steps where job_id = $1', [jobId])).rows[0].id;
+    await client.query('select * from ballast.claim_step($1, $2, $3)', [stepId, w.workerId, leaseMs]);
+    await client.query('commit');
+  } finally {
+    client.release();
+  }
+
+  t.equal(await finished(jobId, 15_000), 'completed', 'the job completed');
+  const attempts = await attemptsOf(jobId);
+  t.same(attempts.map((a) => [a.outcome, a.error_class, a.worker_id]),
+    [['crashed', 'worker_lost', w.workerId], ['succeeded', null, w.workerId]], 'the orphaned attempt was reclaimed, then the step ran');
+  const heldMs = attempts[0]!.finished_at!.getTime() - attempts[0]!.started_at.getTime();
+  t.comment(`the orphaned attempt was reclaimed ${heldMs} ms after it started (lease ${leaseMs} ms)`);
+  t.ok(heldMs >= leaseMs && heldMs < leaseMs + 3000, `reclaimed when its lease ran out (${heldMs} ms), not renewed by heartbeats`);
+  t.equal((await one<{ stopped_at: Date | null }>('select stopped_at from ballast.workers where id = $1', [w.workerId])).stopped_at, null,
+    'the worker itself was not declared dead');
+  await stopGracefully(t, w);
+});
+
 t.test('every connection terminated twice during a run: all jobs complete, nothing locked or running', async (t) => {
   const w = await startWorker(t, { concurrency: 5 });
   const jobs: string[] = [];
-  for (let n = 0; n < 20; n++) jobs.push(await submit('recovery.chain', { n }));
+  for (let n = 0; n < 20; n++) jobs.push(await submit('recovery.chain', { n, ms: 20 }));
   const succeededSteps = async () =>
     (await one<{ n: number }>(`select count(*)::int as n from ballast.steps where job_id = any($1) and status = 'succeeded'`, [jobs])).n;
 
@@ -310,6 +341,9 @@ t.test('every connection terminated twice during a run: all jobs complete, nothi
     (await one<{ n: number }>('select count(*)::int as n from graphile_worker._private_jobs')).n === 0, 15_000),
   'every wake-up was consumed while the worker still runs: none left locked');
   t.same([w.proc.child.exitCode, w.proc.child.signalCode], [null, null], 'the worker process survived');
+  const said = (msg: string) => w.proc.lines.filter((l) => parse(l)?.msg === msg).length;
+  t.comment(`the worker retried ${said('could not record the outcome (database connection lost); retrying')} outcome writes ` +
+    `and replaced its graphile-worker pool ${said('the graphile-worker pool shut down by itself (database connection lost?); starting a new one')} times`);
   await stopGracefully(t, w);
   t.equal(await lockedJobs(), 0, 'nothing is locked in graphile_worker after it stops');
 });
