@@ -41,7 +41,9 @@ export class Liveness {
       if (!this.stopped) log.warn({ err: err.message }, 'liveness connection failed; reconnecting');
     });
     client.on('end', () => {
-      if (this.client === client) this.client = undefined;
+      // Only an established lifeline is re-established; a failed attempt is retried by whoever made it.
+      if (this.client !== client) return;
+      this.client = undefined;
       if (!this.stopped) this.scheduleReconnect();
     });
     client.on('notification', (msg) => {
@@ -53,7 +55,14 @@ export class Liveness {
       }
     });
     await client.connect();
-    await client.query('select pg_advisory_lock(l.namespace, l.key) from ballast.worker_lock($1) l', [workerId]);
+    const { rows } = await client.query<{ ok: boolean }>(
+      'select pg_try_advisory_lock(l.namespace, l.key) as ok from ballast.worker_lock($1) l', [workerId]);
+    if (!rows[0]?.ok) {
+      // Another live session holds it: a second process with the same worker id, or (after a reconnect) our old
+      // session that the server has not closed yet. Never wait for it: that would hang start-up.
+      await client.end().catch(() => {});
+      throw new Error(`worker id ${workerId} is held by another live database session: give each worker process its own id`);
+    }
     await client.query('listen ballast_cancel');
     this.client = client;
     this.retryMs = 250;

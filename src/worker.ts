@@ -99,7 +99,12 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       }
     },
   });
-  await liveness.start();
+  try {
+    await liveness.start();
+  } catch (err) {
+    if (ownPool) await pool.end();
+    throw err;
+  }
 
   for (const p of options.pipelines) {
     const { created } = await db.registerPipeline(p.name, p.version, p.definition(), p.inputJsonSchema());
