@@ -3,11 +3,11 @@
 -- 0001: the tables of ballast and the rules that protect them.
 --
 -- Map. Two schemas:
---   ballast_private  the tables (pipelines, jobs, steps, attempts, effects, events, workers) and the lookup tables
---                    that drive the state machines (job_transitions, step_transitions) and the error catalogue.
+--   ballast_private  the tables (pipelines, jobs, steps, attempts, effects, signals, events, workers) and the lookup
+--                    tables that drive the state machines (job_transitions, step_transitions) and the error catalogue.
 --                    Nothing outside ballast's own SQL functions should write here.
 --   ballast          the public surface: the clock (ballast.now), the functions every client calls (submit_job,
---                    claim_step, complete_step, fail_step, ...) and read-only views (0004). GraphQL, psql users and
+--                    claim_step, complete_step, fail_step, ...) and read-only views (0006). GraphQL, psql users and
 --                    other systems see only this schema.
 -- Lifecycle. A pipeline version is registered once (its definition hash is then fixed). A job is submitted against
 -- the newest (or a named) version and pinned to it; its steps are created with it, roots `queued`, the rest
@@ -51,7 +51,9 @@ insert into ballast_private.error_codes (sqlstate, name, meaning) values
   ('BA006', 'invalid_pipeline', 'A pipeline definition is malformed (unknown dependency, cycle, bad name or number).'),
   ('BA007', 'not_found', 'The job, step, attempt or worker named does not exist.'),
   ('BA008', 'stale_attempt', 'The attempt is no longer the running attempt of its step; its result was not recorded.'),
-  ('BA009', 'read_only', 'The relation is read-only; use the ballast functions to change it.');
+  ('BA009', 'read_only', 'The relation is read-only; use the ballast functions to change it.'),
+  ('BA010', 'job_finished', 'The job already finished (completed, failed or partially completed); it cannot be cancelled.'),
+  ('BA011', 'step_busy', 'The step is not finished (queued, running, retrying, waiting or in review); it cannot be replayed now.');
 
 create table ballast_private.pipelines (
   name text not null
@@ -142,11 +144,29 @@ create table ballast_private.steps (
   started_at timestamptz,
   finished_at timestamptz,
   updated_at timestamptz not null default ballast.now(),
+  -- attempts counts every claim; attempt_offset counts the claims that are not charged against max_attempts
+  -- (released at shutdown, parked waiting for an event, or made before a replay). The retry decision uses
+  -- attempts - attempt_offset.
+  attempt_offset integer not null default 0,
+  -- A waiting step: the signal it waits for (ballast.wait_for_event; a map step waits for its items under
+  -- 'ballast:items:<id>'), its deadline (null: none), and what the deadline does: 'fail' the step or 'retry' it.
+  wait_key text,
+  wait_deadline timestamptz,
+  wait_on_timeout text
+    constraint step_wait_on_timeout_known check (wait_on_timeout in ('fail', 'retry')),
+  -- An item of a map step (0008): the map step it belongs to, its index in the items, and the item itself.
+  parent_step_id bigint references ballast_private.steps (id) on delete cascade,
+  item_index integer
+    constraint step_item_index_range check (item_index >= 0),
+  item jsonb,
   constraint step_name_unique unique (job_id, name),
   constraint step_concurrency_pair check ((concurrency_key is null) = (concurrency_limit is null)),
-  constraint step_attempts_within_max check (attempts <= max_attempts),
+  constraint step_attempts_within_max check (attempts - attempt_offset <= max_attempts),
+  constraint step_attempt_offset_range check (attempt_offset >= 0 and attempt_offset <= attempts),
   constraint step_ready_when_no_deps check (status <> 'pending' or deps_remaining > 0),
-  constraint step_retry_has_time check (status <> 'retrying' or next_run_at is not null)
+  constraint step_retry_has_time check (status <> 'retrying' or next_run_at is not null),
+  constraint step_waiting_has_key check (status <> 'waiting' or wait_key is not null),
+  constraint step_item_pair check ((parent_step_id is null) = (item_index is null))
 );
 
 -- Counting running steps of a concurrency group at claim time.
@@ -158,6 +178,11 @@ create index steps_queued_concurrency_idx on ballast_private.steps (concurrency_
 create index steps_live_idx on ballast_private.steps (status, next_run_at)
   where status in ('queued', 'running', 'retrying', 'waiting', 'needs_review');
 create index steps_failed_idx on ballast_private.steps (finished_at desc) where status = 'failed';
+-- send_event finds the steps waiting for its key; the reaper finds waits past their deadline.
+create index steps_waiting_key_idx on ballast_private.steps (wait_key) where status = 'waiting';
+create index steps_waiting_deadline_idx on ballast_private.steps (wait_deadline) where status = 'waiting';
+-- The items of a map step, in order.
+create index steps_parent_idx on ballast_private.steps (parent_step_id, item_index) where parent_step_id is not null;
 
 create table ballast_private.workers (
   id text primary key
@@ -181,9 +206,11 @@ create table ballast_private.attempts (
   number integer not null
     constraint attempt_number_positive check (number >= 1),
   worker_id text references ballast_private.workers (id) on delete set null,
+  -- crashed / timed_out: reclaimed by ballast.reap (worker gone, lease expired, timeout not enforced); released:
+  -- given back at shutdown; parked: the step went waiting for an event (ballast.wait_for_event).
   outcome text not null default 'running'
     constraint attempt_outcome_known check (outcome in ('running', 'succeeded', 'failed', 'crashed', 'timed_out',
-                                                       'cancelled', 'released')),
+                                                       'cancelled', 'released', 'parked')),
   started_at timestamptz not null default ballast.now(),
   lease_expires_at timestamptz not null,
   finished_at timestamptz,
@@ -194,7 +221,7 @@ create table ballast_private.attempts (
   constraint attempt_number_unique unique (step_id, number),
   constraint attempt_finished_when_done check ((outcome = 'running') = (finished_at is null)),
   constraint attempt_error_when_failed check (
-    outcome in ('running', 'succeeded') or (error_class is not null and error_message is not null))
+    outcome in ('running', 'succeeded', 'parked') or (error_class is not null and error_message is not null))
 );
 
 create index attempts_running_lease_idx on ballast_private.attempts (lease_expires_at) where outcome = 'running';
@@ -208,6 +235,16 @@ create table ballast_private.effects (
   result jsonb,
   created_at timestamptz not null default ballast.now(),
   primary key (step_id, key)
+);
+
+-- Signals received by ballast.send_event, keyed: a second send of the same key is a no-op. A step that starts
+-- waiting for a key already received gets the payload at once.
+create table ballast_private.signals (
+  key text primary key
+    constraint signal_key_format check (key <> '' and length(key) <= 500),
+  payload jsonb,
+  actor text not null default 'system',
+  received_at timestamptz not null default ballast.now()
 );
 
 -- Append-only audit trail. No foreign keys with cascade: an event outlives nothing it describes being deleted
@@ -228,10 +265,13 @@ create table ballast_private.events (
 
 create index events_job_idx on ballast_private.events (job_id, id);
 
--- The state machines as data: a status change not listed here is refused (BA001) by the triggers in 0003.
+-- The state machines as data: a status change not listed here is refused (BA001) by the triggers in 0003. Edges
+-- with via_replay (a finished step or job running again) are allowed only inside ballast.replay_step / replay_job
+-- (0007), which set the transaction-local setting ballast.replay = on.
 create table ballast_private.job_transitions (
   from_status text not null,
   to_status text not null,
+  via_replay boolean not null default false,
   primary key (from_status, to_status)
 );
 
@@ -239,6 +279,7 @@ create table ballast_private.step_transitions (
   from_status text not null,
   to_status text not null,
   why text not null,
+  via_replay boolean not null default false,
   primary key (from_status, to_status)
 );
 
@@ -263,11 +304,32 @@ insert into ballast_private.step_transitions (from_status, to_status, why) value
   ('needs_review', 'failed', 'a reviewer rejected the output'),
   ('needs_review', 'cancelled', 'the job was cancelled');
 
+-- Replay edges (via_replay), a deadline that runs the step again, and the edges of map steps (0008): a map step
+-- waits for its items and succeeds when they are done; replaying one of its items makes it wait again.
+insert into ballast_private.step_transitions (from_status, to_status, why, via_replay) values
+  ('succeeded', 'queued', 'an operator replayed it', true),
+  ('failed', 'queued', 'an operator replayed it', true),
+  ('cancelled', 'queued', 'an operator replayed it', true),
+  ('succeeded', 'pending', 'a step it depends on was replayed', true),
+  ('failed', 'pending', 'a step it depends on was replayed', true),
+  ('cancelled', 'pending', 'a step it depends on was replayed', true),
+  ('skipped', 'pending', 'a step it depends on was replayed', true),
+  ('waiting', 'retrying', 'the deadline passed and the step retries', false),
+  ('waiting', 'succeeded', 'every item of a map step finished and the outcome is acceptable', false),
+  ('succeeded', 'waiting', 'an item of this map step was replayed', true),
+  ('failed', 'waiting', 'an item of this map step was replayed', true),
+  ('cancelled', 'waiting', 'an item of this map step was replayed', true);
+
 -- Job statuses are derived from step statuses; a live job may move between any two live statuses, and to any
--- terminal one. Terminal statuses are final (an audited replay, when it exists, adds its own edges).
+-- terminal one. Terminal statuses are final, except through an audited replay (the via_replay edges below).
 insert into ballast_private.job_transitions (from_status, to_status)
 select f, t
 from unnest(array['queued', 'running', 'waiting', 'retrying', 'needs_review']) as f,
      unnest(array['queued', 'running', 'waiting', 'retrying', 'needs_review',
                   'completed', 'partially_completed', 'failed', 'cancelled']) as t
 where f <> t and t <> 'queued';
+
+insert into ballast_private.job_transitions (from_status, to_status, via_replay)
+select f, t, true
+  from unnest(array['completed', 'partially_completed', 'failed', 'cancelled']) as f,
+       unnest(array['running', 'queued']) as t;

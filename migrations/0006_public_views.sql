@@ -4,7 +4,7 @@
 --
 -- Views in schema ballast over the private tables. They are what psql users, reports and (later) GraphQL read;
 -- the tables behind them may change shape without breaking those readers. security_invoker: row-level security on
--- the tables (tenants) applies to whoever reads the view.
+-- the tables (tenants) applies to whoever reads the view. (ballast.step_items, the items of map steps, is in 0008.)
 --
 -- ballast.jobs also accepts INSERT: a system that can only write rows does
 --   insert into ballast.jobs (pipeline, input, idempotency_key) values ('demo.wordstats', '{"text": "hi"}', 'k-1')
@@ -23,7 +23,8 @@ select id, tenant_id, pipeline, pipeline_version, idempotency_key, input, status
 
 create view ballast.steps with (security_invoker = true) as
 select id, job_id, name, status, depends_on, attempts, max_attempts, output, error, progress, next_run_at,
-       concurrency_key, concurrency_limit, timeout_ms, created_at, queued_at, started_at, finished_at, updated_at
+       concurrency_key, concurrency_limit, timeout_ms, created_at, queued_at, started_at, finished_at, updated_at,
+       attempt_offset, wait_key, wait_deadline, wait_on_timeout
   from ballast_private.steps;
 
 create view ballast.attempts with (security_invoker = true) as
@@ -44,10 +45,18 @@ create view ballast.error_codes with (security_invoker = true) as
 select sqlstate, name, meaning from ballast_private.error_codes;
 
 create view ballast.step_transitions with (security_invoker = true) as
-select from_status, to_status, why from ballast_private.step_transitions;
+select from_status, to_status, why, via_replay from ballast_private.step_transitions;
 
 create view ballast.job_transitions with (security_invoker = true) as
-select from_status, to_status from ballast_private.job_transitions;
+select from_status, to_status, via_replay from ballast_private.job_transitions;
+
+-- Signals received by ballast.send_event, and the side-effect ledger (one row per recorded effect of a step).
+create view ballast.signals with (security_invoker = true) as
+select key, payload, actor, received_at from ballast_private.signals;
+
+create view ballast.effects with (security_invoker = true) as
+select e.step_id, s.job_id, e.key, e.attempt_id, e.result, e.created_at
+  from ballast_private.effects e join ballast_private.steps s on s.id = e.step_id;
 
 -- Dead letters: steps that failed for good, with their last error. The set an operator replays from.
 create view ballast.dead_letters with (security_invoker = true) as
@@ -109,11 +118,16 @@ create trigger refuse_write instead of insert or update or delete on ballast.pip
   for each row execute function ballast_private.refuse_view_write();
 create trigger refuse_write instead of insert or update or delete on ballast.workers
   for each row execute function ballast_private.refuse_view_write();
--- These three are simple views, so without a trigger Postgres would write through them into the tables that drive
--- the state machines (an INSERT into ballast.step_transitions would add an edge).
+create trigger refuse_write instead of insert or update or delete on ballast.effects
+  for each row execute function ballast_private.refuse_view_write();
+-- These four are simple views, so without a trigger Postgres would write through them into their tables: an INSERT
+-- into ballast.step_transitions would add an edge to the state machine, one into ballast.signals would store a signal
+-- without resuming the steps waiting for it.
 create trigger refuse_write instead of insert or update or delete on ballast.error_codes
   for each row execute function ballast_private.refuse_view_write();
 create trigger refuse_write instead of insert or update or delete on ballast.step_transitions
   for each row execute function ballast_private.refuse_view_write();
 create trigger refuse_write instead of insert or update or delete on ballast.job_transitions
+  for each row execute function ballast_private.refuse_view_write();
+create trigger refuse_write instead of insert or update or delete on ballast.signals
   for each row execute function ballast_private.refuse_view_write();

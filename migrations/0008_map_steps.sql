@@ -9,22 +9,10 @@
 -- succeeds with the per-item outcomes as its output, or fails when items failed and the pipeline does not accept
 -- partial success ("map": {"partial": false}) or fewer succeeded than "min_succeeded". A job whose map accepted
 -- failed items ends 'partially_completed'. Per-item outcomes are in the view ballast.step_items.
-
-alter table ballast_private.steps
-  add column parent_step_id bigint references ballast_private.steps (id) on delete cascade,
-  add column item_index integer,
-  add column item jsonb,
-  add constraint step_item_pair check ((parent_step_id is null) = (item_index is null)),
-  add constraint step_item_index_range check (item_index >= 0);
-
-create index steps_parent_idx on ballast_private.steps (parent_step_id, item_index) where parent_step_id is not null;
-
-insert into ballast_private.step_transitions (from_status, to_status, why, via_replay) values
-  ('waiting', 'succeeded', 'every item of a map step finished and the outcome is acceptable', false),
-  ('succeeded', 'waiting', 'an item of this map step was replayed', true),
-  ('failed', 'waiting', 'an item of this map step was replayed', true),
-  ('cancelled', 'waiting', 'an item of this map step was replayed', true)
-on conflict (from_status, to_status) do nothing;
+--
+-- The item columns of ballast_private.steps (parent_step_id, item_index, item), their checks and index, and the
+-- transitions of map steps are in 0001. refresh_job_status (0003), claim_step, complete_step, settle_failure and reap
+-- (0005), cancel_job and replay_step (0007) take items into account.
 
 -- expand_items(attempt_id, items) -> number of items
 -- Called by the worker on the first run of a map step with the items to process (a JSON array). Creates one child

@@ -1,5 +1,5 @@
-// Durability (issue 3, migrations/0007_durability.sql, src/step-runner.ts): timeouts, cancellation, waiting for
-// events, the side-effect ledger and audited replay, against a real Postgres.
+// Durability (issue 3; migrations 0005_execution.sql and 0007_operator_verbs.sql, src/step-runner.ts): timeouts,
+// cancellation, waiting for events, the side-effect ledger and audited replay, against a real Postgres.
 //
 // Two kinds of tests. SQL-level ones drive the functions by hand through one connection whose session sets the
 // clock (`ballast.now`), with a hand-registered worker kept alive by heartbeats at each clock move; they run first,

@@ -38,7 +38,7 @@ await db.registerPipeline('sm.test', 1, {
   ],
 }, {});
 
-// A waiting step must name what it waits for once steps have a wait_key (0007); before that the column is absent.
+// A waiting step must name what it waits for (steps.wait_key).
 const hasWaitKey = (await pool.query(
   `select 1 from pg_attribute where attrelid = 'ballast_private.steps'::regclass and attname = 'wait_key'`)).rowCount === 1;
 
@@ -91,7 +91,7 @@ async function inRollback<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
 
 /**
  * The edges of a transition table: ordinary ones, and those allowed only inside an audited replay (rows with
- * via_replay, a column that 0007 adds; read through to_jsonb so this also works before it exists).
+ * via_replay; read through to_jsonb).
  */
 async function edgesOf(table: 'step_transitions' | 'job_transitions') {
   const { rows } = await pool.query<{ edge: string; via_replay: boolean; from_status: string; to_status: string }>(
