@@ -262,6 +262,32 @@ begin
 end
 $fn$;
 
+-- queue_dependants(job_id, step_name, now) -> ids of the steps queued
+-- The step `step_name` succeeded: each pending step of the job that depends on it has one dependency fewer to wait
+-- for; those with none left become 'queued' and get their wake-up. The caller holds the succeeded step's lock.
+create function ballast_private.queue_dependants(p_job_id bigint, p_step_name text, p_now timestamptz)
+returns bigint[]
+language plpgsql
+as $fn$
+declare
+  v_queued bigint[];
+  v_id bigint;
+begin
+  with d as (
+    update ballast_private.steps s
+       set deps_remaining = s.deps_remaining - 1,
+           status = case when s.deps_remaining = 1 then 'queued' else s.status end,
+           queued_at = case when s.deps_remaining = 1 then p_now else s.queued_at end
+     where s.job_id = p_job_id and p_step_name = any(s.depends_on) and s.status = 'pending'
+    returning s.id, s.status)
+  select coalesce(array_agg(d.id order by d.id) filter (where d.status = 'queued'), '{}') into v_queued from d;
+  foreach v_id in array v_queued loop
+    perform ballast_private.wake_step(v_id);
+  end loop;
+  return v_queued;
+end
+$fn$;
+
 -- complete_step(attempt_id, output) -> (step_status, job_status, queued_step_ids)
 -- Marks the attempt and step succeeded with the output (already checked against the step's contract by the worker),
 -- clears the step's wait fields, queues and wakes the dependants whose dependencies are now all succeeded, frees a
@@ -275,7 +301,6 @@ declare
   v_step ballast_private.steps;
   v_now timestamptz := ballast.now();
   v_queued bigint[];
-  v_id bigint;
   v_job_status text;
 begin
   v_step := ballast_private.running_attempt(p_attempt_id);
@@ -285,17 +310,7 @@ begin
          wait_key = null, wait_deadline = null, wait_on_timeout = null
    where id = v_step.id;
 
-  with d as (
-    update ballast_private.steps s
-       set deps_remaining = s.deps_remaining - 1,
-           status = case when s.deps_remaining = 1 then 'queued' else s.status end,
-           queued_at = case when s.deps_remaining = 1 then v_now else s.queued_at end
-     where s.job_id = v_step.job_id and v_step.name = any(s.depends_on) and s.status = 'pending'
-    returning s.id, s.status)
-  select coalesce(array_agg(d.id order by d.id) filter (where d.status = 'queued'), '{}') into v_queued from d;
-  foreach v_id in array v_queued loop
-    perform ballast_private.wake_step(v_id);
-  end loop;
+  v_queued := ballast_private.queue_dependants(v_step.job_id, v_step.name, v_now);
 
   if v_step.concurrency_key is not null then
     perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);

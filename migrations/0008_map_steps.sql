@@ -88,8 +88,6 @@ declare
   v_live int; v_ok int; v_bad int;
   v_output jsonb;
   v_acceptable boolean;
-  v_queued bigint[];
-  v_id bigint;
 begin
   select * into v_parent from ballast_private.steps where id = p_parent_id for update;
   if v_parent.status <> 'waiting' then
@@ -123,17 +121,7 @@ begin
     update ballast_private.steps
        set status = 'succeeded', output = v_output, error = null, finished_at = v_now, wait_key = null
      where id = p_parent_id;
-    with d as (
-      update ballast_private.steps s
-         set deps_remaining = s.deps_remaining - 1,
-             status = case when s.deps_remaining = 1 then 'queued' else s.status end,
-             queued_at = case when s.deps_remaining = 1 then v_now else s.queued_at end
-       where s.job_id = v_parent.job_id and v_parent.name = any(s.depends_on) and s.status = 'pending'
-      returning s.id, s.status)
-    select coalesce(array_agg(d.id order by d.id) filter (where d.status = 'queued'), '{}') into v_queued from d;
-    foreach v_id in array v_queued loop
-      perform ballast_private.wake_step(v_id);
-    end loop;
+    perform ballast_private.queue_dependants(v_parent.job_id, v_parent.name, v_now);
   else
     update ballast_private.steps set output = v_output where id = p_parent_id;
     select * into v_parent from ballast_private.steps where id = p_parent_id;

@@ -201,16 +201,7 @@ export function spawnNode(t: TapTest, args: string[], opts: { env?: NodeJS.Proce
   return proc;
 }
 
-/** Whether a process with this pid exists (signal 0). */
-export function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export { isAlive } from '../src/db/embedded.ts';
 
 /** Polls `check` every 50 ms until it returns true; false after timeoutMs. */
 export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs: number): Promise<boolean> {

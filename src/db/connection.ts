@@ -5,7 +5,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
+import { isAlive, startEmbeddedPostgres, type EmbeddedPostgres } from './embedded.ts';
 
 export interface DatabaseHandle {
   url: string;
@@ -48,13 +48,4 @@ export async function openDatabase(opts: { embedded: boolean; log?: Logger }): P
       await cluster.stop();
     },
   };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

@@ -29,6 +29,8 @@ export interface EmbeddedOptions {
   port?: number;
   /** Throwaway clusters for tests: no fsync, more connections. */
   ephemeral?: boolean;
+  /** Extra server settings (`-c name=value`), e.g. `{ shared_preload_libraries: 'pg_stat_statements' }`. */
+  settings?: Record<string, string | number>;
   log?: Logger;
 }
 
@@ -65,7 +67,8 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function alive(pid: number): boolean {
+/** Whether a process with this pid exists (EPERM: it exists, owned by someone else). */
+export function isAlive(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
@@ -129,12 +132,12 @@ async function stopOrphan(pgdata: string, log?: Logger): Promise<void> {
   const pidFile = join(pgdata, 'postmaster.pid');
   if (!existsSync(pidFile)) return;
   const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
-  if (alive(pid)) {
+  if (isAlive(pid)) {
     log?.warn({ pid, pgdata }, 'stopping a Postgres left running by an earlier ballast process that was killed');
     process.kill(pid, 'SIGINT');
-    if (!(await waitFor(() => !alive(pid), 10_000))) {
+    if (!(await waitFor(() => !isAlive(pid), 10_000))) {
       process.kill(pid, 'SIGKILL');
-      await waitFor(() => !alive(pid), 5_000);
+      await waitFor(() => !isAlive(pid), 5_000);
     }
   }
   rmSync(pidFile, { force: true });
@@ -149,7 +152,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
 
   if (existsSync(ownerFile)) {
     const owner = Number(readFileSync(ownerFile, 'utf8').trim());
-    if (owner !== process.pid && alive(owner)) {
+    if (owner !== process.pid && isAlive(owner)) {
       throw new Error(
         `The embedded Postgres in ${dir} is in use by process ${owner}. Stop that process, or set DATABASE_URL to ` +
           'use another server.',
@@ -185,6 +188,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   } else {
     flags.push('-c', 'max_connections=200');
   }
+  for (const [name, value] of Object.entries(options.settings ?? {})) flags.push('-c', `${name}=${value}`);
   // detached: its own process group, so a Ctrl-C in the terminal reaches ballast (which stops its worker first and
   // then this server) instead of shutting the database down under running steps.
   const child = spawn(bin.postgres, flags, { ...(ids ?? {}), stdio: ['ignore', 'ignore', 'pipe'], detached: true });
