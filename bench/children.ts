@@ -1,0 +1,122 @@
+// Worker child processes of the benchmark (bench/fixtures/ballast-worker.ts, gw-worker.mjs): spawned with IPC, stdout logged to a file
+// under bench/results/logs/, stderr kept for error messages. Every child still running when the benchmark exits
+// is SIGKILLed.
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const fixtures = {
+  ballast: fileURLToPath(new URL('./fixtures/ballast-worker.ts', import.meta.url)),
+  gw: fileURLToPath(new URL('./fixtures/gw-worker.mjs', import.meta.url)),
+};
+export const logDir = fileURLToPath(new URL('./results/logs/', import.meta.url));
+
+export interface WorkerSpec {
+  kind: 'ballast' | 'gw';
+  concurrency: number;
+  trace?: boolean;
+  /** gw only: report `done` once this many jobs completed and the queue is empty. */
+  expect?: number;
+}
+
+export interface Trace {
+  jobId: string;
+  step: string;
+  startMs: number;
+  endMs: number;
+}
+
+export interface WorkerChild {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** Resolves once the pool runs, with the worker id and the RSS at that moment (everything loaded, nothing run). */
+  readonly ready: Promise<{ workerId: string; readyRssMb: number }>;
+  /** Traces received so far, by `${jobId}/${step}`. */
+  readonly traces: Map<string, Trace>;
+  /** Resolves with the first message of this type. */
+  next<T = Record<string, unknown>>(type: string, timeoutMs: number): Promise<T>;
+  /** Resolves when a trace for this job and step has arrived. */
+  trace(jobId: string, step: string, timeoutMs: number): Promise<Trace>;
+  /** Graceful stop; resolves with the child's memory figures after it exited. */
+  stop(timeoutMs?: number): Promise<{ peakRssMb: number; rssMb: number }>;
+  kill(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+process.on('exit', () => {
+  for (const c of live) c.kill('SIGKILL');
+});
+
+export function spawnWorker(url: string, spec: WorkerSpec, label: string, env: NodeJS.ProcessEnv = {}): WorkerChild {
+  mkdirSync(logDir, { recursive: true });
+  const out = openSync(`${logDir}${label}.log`, 'w');
+  const child = fork(fixtures[spec.kind], [], {
+    env: { ...process.env, ...env, DATABASE_URL: url, BENCH_WORKER: JSON.stringify(spec), LOG_FORMAT: 'json' },
+    stdio: ['ignore', out, 'pipe', 'ipc'],
+  });
+  closeSync(out);
+  live.add(child);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-4000)));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => {
+    live.delete(child);
+    resolve();
+  }));
+  const traces = new Map<string, Trace>();
+  const waiters = new Set<(msg: Record<string, unknown> | null) => void>();
+  child.on('message', (msg: Record<string, unknown>) => {
+    if (msg.type === 'trace') {
+      const t = msg as unknown as Trace;
+      traces.set(`${t.jobId}/${t.step}`, t);
+    }
+    for (const w of [...waiters]) w(msg);
+  });
+  void exited.then(() => {
+    for (const w of [...waiters]) w(null);
+  });
+  const fail = (what: string) =>
+    new Error(`bench worker ${label} (pid ${child.pid}): ${what}; see ${logDir}${label}.log\n${stderr}`);
+  const wait = <T>(match: (msg: Record<string, unknown>) => T | undefined, what: string, timeoutMs: number) =>
+    new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => done(() => reject(fail(`no ${what} within ${timeoutMs} ms`))), timeoutMs);
+      const done = (fn: () => void) => {
+        clearTimeout(timer);
+        waiters.delete(waiter);
+        fn();
+      };
+      const waiter = (msg: Record<string, unknown> | null) => {
+        if (msg === null) return done(() => reject(fail(`exited before ${what}`)));
+        const found = match(msg);
+        if (found !== undefined) done(() => resolve(found));
+      };
+      waiters.add(waiter);
+      if (child.exitCode !== null || child.signalCode !== null) waiter(null);
+    });
+  const handle: WorkerChild = {
+    child,
+    pid: child.pid!,
+    ready: wait((m) => (m.type === 'ready' ? { workerId: String(m.workerId), readyRssMb: Number(m.readyRssMb) } : undefined),
+      'ready message', 60_000),
+    traces,
+    next: <T>(type: string, timeoutMs: number) => wait((m) => (m.type === type ? (m as T) : undefined), `${type} message`, timeoutMs),
+    trace: (jobId, step, timeoutMs) => {
+      const have = traces.get(`${jobId}/${step}`);
+      if (have) return Promise.resolve(have);
+      return wait((m) => (m.type === 'trace' && m.jobId === jobId && m.step === step ? (m as unknown as Trace) : undefined),
+        `trace of job ${jobId} step ${step}`, timeoutMs);
+    },
+    async stop(timeoutMs = 30_000) {
+      const stopped = handle.next<{ peakRssMb: number; rssMb: number }>('stopped', timeoutMs);
+      child.send({ type: 'stop' });
+      const mem = await stopped;
+      await exited;
+      return { peakRssMb: mem.peakRssMb, rssMb: mem.rssMb };
+    },
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+  handle.ready.catch(() => {});
+  return handle;
+}

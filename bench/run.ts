@@ -1,0 +1,189 @@
+// `npm run bench` (full) and `npm run bench -- --quick` (under 2 minutes on 2 cores): ballast's overhead against bare
+// graphile-worker and a raw SKIP LOCKED loop, measured side by side on one Postgres. Every scenario runs once per
+// round, in an order that rotates from round to round; the verdict is the median across rounds (ratios are taken
+// within a round first). Writes bench/results/latest.json (raw figures, machine, settings) and latest.md (the table).
+// Options: --quick, --rounds N, --history N (finished jobs of the history scenario), --only a,b (scenarios, for
+// development), --profile / --no-profile (the statistics pass; on by default in full mode), --template-sql FILE (SQL
+// run on the template after migrating: try a schema change side by side; recorded in the results).
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { openServer, machine, settings, type BenchServer } from './database.ts';
+import { ceiling } from './scenarios/ceiling.ts';
+import { addGwJobs, runBallast, runGw, submitBallastJobs } from './scenarios/throughput.ts';
+import { submit, BATCH } from './scenarios/submit.ts';
+import { ballastPickup, gwPickup } from './scenarios/pickup.ts';
+import { generateHistory, historySize } from './scenarios/history.ts';
+import { recovery } from './scenarios/recovery.ts';
+import { profile } from './profile.ts';
+import { renderMarkdown, summarize, verdicts, type Round } from './report.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    history: { type: 'string' },
+    only: { type: 'string' },
+    profile: { type: 'boolean' },
+    'no-profile': { type: 'boolean' },
+    'template-sql': { type: 'string' },
+  },
+});
+const quick = args.quick === true;
+const CONCURRENCY = 10;
+const sizes = {
+  rounds: Number(args.rounds ?? (quick ? 3 : 5)),
+  concurrency: CONCURRENCY,
+  memory_concurrency: 50,
+  ceiling_jobs: quick ? 5000 : 30_000,
+  gw_jobs: quick ? 5000 : 30_000,
+  ballast_jobs: quick ? 400 : 2000,
+  submit_one_by_one: quick ? 300 : 2000,
+  submit_batches: quick ? 5 : 30,
+  submit_batch_size: BATCH,
+  pickup_samples: quick ? 50 : 300,
+  memory_jobs: quick ? 400 : 1500,
+  history_jobs: Number(args.history ?? (quick ? 100_000 : 1_000_000)),
+};
+const doProfile = args['no-profile'] ? false : (args.profile ?? !quick);
+const log = (msg: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
+
+type Scenario = { name: string; run: (round: number) => Promise<Round> };
+
+function scenarios(server: BenchServer, historyUrl: string): Scenario[] {
+  // Each run gets its own clone of the template, dropped right after.
+  const fresh = async <T>(name: string, round: number, fn: (url: string, label: string) => Promise<T>): Promise<T> => {
+    const label = `r${round}_${name}`;
+    const url = await server.clone(label);
+    try {
+      return await fn(url, label);
+    } finally {
+      await server.drop(label);
+    }
+  };
+  return [
+    { name: 'ceiling', run: (r) => fresh('ceiling', r, (url) => ceiling(url, sizes.ceiling_jobs, CONCURRENCY)) },
+    { name: 'graphile-worker', run: (r) => fresh('gw', r, async (url, label) => {
+      await addGwJobs(url, sizes.gw_jobs);
+      const g = await runGw(url, CONCURRENCY, sizes.gw_jobs, label);
+      return { gw_jobs_per_s: g.perS, gw_rss_mb_c10: g.peakRssMb };
+    }) },
+    { name: 'ballast', run: (r) => fresh('ballast', r, async (url, label) => {
+      const after = await submitBallastJobs(url, sizes.ballast_jobs);
+      const b = await runBallast(url, CONCURRENCY, after, label);
+      return { ballast_steps_per_s: b.stepsPerS, ballast_rss_mb_c10: b.peakRssMb };
+    }) },
+    { name: 'history', run: async (r) => {
+      const after = await submitBallastJobs(historyUrl, sizes.ballast_jobs);
+      const b = await runBallast(historyUrl, CONCURRENCY, after, `r${r}_history`, { scans: true });
+      // Rows read by sequential scans per step: over the tables that hold the history (must stay ~0), and per table.
+      const scans = b.seqRowsPerStep!;
+      const history = ['jobs', 'steps', 'attempts', 'events', 'effects'].reduce((a, t) => a + (scans[t] ?? 0), 0);
+      return {
+        history_steps_per_s: b.stepsPerS, history_seq_rows_per_step: history,
+        ...Object.fromEntries(Object.entries(scans).filter(([, n]) => n > 0).map(([t, n]) => [`history_seq_rows_per_step_${t}`, n])),
+      };
+    } },
+    { name: 'submit', run: (r) => fresh('submit', r, (url) => submit(url, sizes.submit_one_by_one, sizes.submit_batches, r)) },
+    { name: 'pickup', run: async (r) => ({
+      ...(await fresh('pickup', r, (url, label) => ballastPickup(url, sizes.pickup_samples, label))),
+      ...(await fresh('gw_pickup', r, (url, label) => gwPickup(url, sizes.pickup_samples, label))),
+    }) },
+    { name: 'memory', run: async (r) => {
+      const b = await fresh('memory', r, async (url, label) =>
+        runBallast(url, sizes.memory_concurrency, await submitBallastJobs(url, sizes.memory_jobs), label));
+      const g = await fresh('gw_memory', r, async (url, label) => {
+        await addGwJobs(url, sizes.memory_jobs * 3);
+        return runGw(url, sizes.memory_concurrency, sizes.memory_jobs * 3, label);
+      });
+      return {
+        worker_rss_mb: b.peakRssMb, worker_ready_rss_mb: b.readyRssMb, ballast_steps_per_s_c50: b.stepsPerS,
+        gw_rss_mb: g.peakRssMb, gw_ready_rss_mb: g.readyRssMb, gw_jobs_per_s_c50: g.perS,
+      };
+    } },
+    { name: 'recovery', run: (r) => fresh('recovery', r, (url, label) => recovery(url, label)) },
+  ];
+}
+
+async function main(): Promise<void> {
+  const began = Date.now();
+  const templateSql = args['template-sql'] ? readFileSync(args['template-sql'], 'utf8') : undefined;
+  if (templateSql) log(`applying ${args['template-sql']} to the template (an experiment: say so when you quote the figures)`);
+  const server = await openServer(log, templateSql);
+  let closing = false;
+  const close = async () => {
+    if (closing) return;
+    closing = true;
+    await server.close();
+  };
+  process.once('SIGINT', () => void close().finally(() => process.exit(130)));
+  try {
+    const only = args.only?.split(',');
+    const wanted = (name: string) => !only || only.includes(name);
+    let historyUrl = '';
+    const record: Record<string, unknown> = {};
+    if (wanted('history')) {
+      log(`history: generating ${sizes.history_jobs.toLocaleString('en-US')} finished jobs${quick ? ' (quick mode: a smaller history than the full 1,000,000)' : ''}`);
+      historyUrl = await server.clone('history');
+      await generateHistory(historyUrl, sizes.history_jobs, log);
+      Object.assign(record, await historySize(historyUrl));
+    }
+    const list = scenarios(server, historyUrl).filter((s) => wanted(s.name));
+    const rounds: { round: number; order: string[]; seconds: Record<string, number>; load: number; figures: Round }[] = [];
+    for (let r = 0; r < sizes.rounds; r++) {
+      const order = [...list.slice(r % list.length), ...list.slice(0, r % list.length)];
+      const figures: Round = {};
+      const seconds: Record<string, number> = {};
+      for (const s of order) {
+        const t = Date.now();
+        Object.assign(figures, await s.run(r));
+        seconds[s.name] = (Date.now() - t) / 1000;
+        log(`round ${r + 1}/${sizes.rounds} ${s.name} (${seconds[s.name]!.toFixed(1)} s)`);
+      }
+      // The machine's 1-minute load average after the round: above the core count, other work competed with the bench.
+      rounds.push({ round: r + 1, order: order.map((s) => s.name), seconds, load: loadavg()[0]!, figures });
+    }
+    const summary = summarize(rounds.map((r) => r.figures));
+    const prof = doProfile ? (log('profile pass (statistics on; not part of the verdict)'), await profile(server, sizes.ballast_jobs, sizes.gw_jobs, CONCURRENCY, log)) : undefined;
+
+    const date = new Date().toISOString();
+    const command = `npm run bench${quick ? ' -- --quick' : ''}`;
+    const keys = ['ceiling_jobs_per_s', 'gw_jobs_per_s', 'ballast_steps_per_s', 'ratio_steps_vs_gw', 'submit_per_s',
+      'pickup_p50_ms', 'pickup_p99_ms', 'handoff_p99_ms', 'history_flatness', 'worker_rss_mb', 'recovery_s'];
+    const result = {
+      date, command, mode: quick ? 'quick' : 'full', duration_s: Math.round((Date.now() - began) / 1000),
+      ...Object.fromEntries(keys.map((k) => [k, summary[k] ?? null])),
+      verdict: verdicts(summary),
+      machine: await machine(server),
+      settings: await settings(server),
+      sizes, ...record,
+      template_sql: args['template-sql'] ?? null,
+      load_average_per_round: rounds.map((r) => Math.round(r.load * 100) / 100),
+      notes: [
+        'Every figure is the median across rounds; ratios are taken within each round first.',
+        quick ? `Quick mode: history of ${sizes.history_jobs.toLocaleString('en-US')} finished jobs instead of 1,000,000, and fewer jobs per run. ` +
+          `Its memory run is short (${sizes.memory_jobs * 3} steps) and the peak RSS grows with the length of the run, so the full run is the reference ` +
+          `for worker_rss_mb; its p99s come from ${sizes.pickup_samples} samples per round.` : undefined,
+        'Pickup and hand-off: database clock (submit_job start -> first attempt started_at; finished_at -> next attempt started_at). pickup_e2e_*: submit statement sent -> first handler start (CLOCK_MONOTONIC in both processes), the way bare graphile-worker is measured.',
+        Math.max(...rounds.map((r) => r.load)) > cpus().length ? `The load average exceeded the core count (${rounds.map((r) => r.load.toFixed(1)).join(', ')}): other processes competed with the benchmark; absolute figures are noisy, ratios less so.` : undefined,
+        args['template-sql'] ? `Experiment: ${args['template-sql']} was applied to the template.` : undefined,
+      ].filter(Boolean),
+      summary, rounds, profile: prof,
+    };
+    const dir = fileURLToPath(new URL('./results/', import.meta.url));
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(`${dir}latest.json`, JSON.stringify(result, null, 2) + '\n');
+    const md = renderMarkdown(result);
+    writeFileSync(`${dir}latest.md`, md);
+    console.log(md);
+    log(`wrote bench/results/latest.json and latest.md in ${result.duration_s} s`);
+  } finally {
+    await close();
+  }
+}
+
+main().then(() => process.exit(0), (err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
