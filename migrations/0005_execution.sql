@@ -265,8 +265,9 @@ $fn$;
 -- queue_dependants(job_id, step_name, now) -> ids of the steps queued
 -- The step `step_name` succeeded: each pending step of the job that depends on it has one dependency fewer to wait
 -- for; those with none left become 'queued' and get their wake-up. The caller holds the succeeded step's lock.
-create function ballast_private.queue_dependants(p_job_id bigint, p_step_name text, p_now timestamptz)
-returns bigint[]
+create function ballast_private.queue_dependants(
+  p_job_id bigint, p_step_name text, p_now timestamptz, p_wake_first boolean default true
+) returns bigint[]
 language plpgsql
 as $fn$
 declare
@@ -282,26 +283,28 @@ begin
     returning s.id, s.status)
   select coalesce(array_agg(d.id order by d.id) filter (where d.status = 'queued'), '{}') into v_queued from d;
   foreach v_id in array v_queued loop
+    -- Without p_wake_first the caller runs the first queued dependant itself (eager hand-off) or wakes it.
+    continue when not p_wake_first and v_id = v_queued[1];
     perform ballast_private.wake_step(v_id);
   end loop;
   return v_queued;
 end
 $fn$;
 
--- complete_step(attempt_id, output) -> (step_status, job_status, queued_step_ids)
+-- complete(attempt_id, output, wake_first) -> (job_status, queued_step_ids): the body of complete_step and
+-- complete_step_and_claim.
 -- Marks the attempt and step succeeded with the output (already checked against the step's contract by the worker),
 -- clears the step's wait fields, queues and wakes the dependants whose dependencies are now all succeeded, frees a
 -- concurrency slot, lets the map step of an item finish when this was its last live item (finish_map, 0008), and
 -- re-derives the job. Raises BA007/BA008 as running_attempt.
-create function ballast.complete_step(p_attempt_id bigint, p_output jsonb)
-returns table (step_status text, job_status text, queued_step_ids bigint[])
+create function ballast_private.complete(p_attempt_id bigint, p_output jsonb, p_wake_first boolean)
+returns table (job_status text, queued_step_ids bigint[])
 language plpgsql
 as $fn$
 declare
   v_step ballast_private.steps;
   v_now timestamptz := ballast.now();
   v_queued bigint[];
-  v_job_status text;
 begin
   v_step := ballast_private.running_attempt(p_attempt_id);
   update ballast_private.attempts set outcome = 'succeeded', finished_at = v_now where id = p_attempt_id;
@@ -310,7 +313,7 @@ begin
          wait_key = null, wait_deadline = null, wait_on_timeout = null
    where id = v_step.id;
 
-  v_queued := ballast_private.queue_dependants(v_step.job_id, v_step.name, v_now);
+  v_queued := ballast_private.queue_dependants(v_step.job_id, v_step.name, v_now, p_wake_first);
 
   if v_step.concurrency_key is not null then
     perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
@@ -318,8 +321,49 @@ begin
   if v_step.parent_step_id is not null then
     perform ballast_private.finish_map(v_step.parent_step_id);
   end if;
-  v_job_status := ballast_private.refresh_job_status(v_step.job_id);
-  return query select 'succeeded'::text, v_job_status, v_queued;
+  return query select ballast_private.refresh_job_status(v_step.job_id), v_queued;
+end
+$fn$;
+
+-- complete_step(attempt_id, output) -> (step_status, job_status, queued_step_ids)
+-- The attempt succeeded: see ballast_private.complete. Every dependant that became runnable gets a wake-up.
+create function ballast.complete_step(p_attempt_id bigint, p_output jsonb)
+returns table (step_status text, job_status text, queued_step_ids bigint[])
+language sql
+as $fn$
+  select 'succeeded'::text, c.job_status, c.queued_step_ids from ballast_private.complete(p_attempt_id, p_output, true) c
+$fn$;
+
+-- complete_step_and_claim(attempt_id, output, worker_id, lease_ms) -> the claim of the next step, or no row
+-- Eager hand-off: completes the attempt like complete_step, and when a dependant became runnable, claims the first
+-- one for the same worker in the same transaction instead of waking it through graphile-worker; the worker runs it
+-- at once in the slot it already holds. This saves, per hand-off, an add_job, a graphile-worker fetch and completion
+-- and a claim round trip (benchmarked in docs/benchmarks.md). The other runnable dependants are woken as usual; one
+-- the claim refuses (over its concurrency limit) is woken by claim_step itself. Raises as complete_step/claim_step.
+create function ballast.complete_step_and_claim(
+  p_attempt_id bigint, p_output jsonb, p_worker_id text, p_lease_ms integer default 30000
+) returns table (
+  attempt_id bigint, attempt_number integer, max_attempts integer, step_id bigint, step_name text,
+  job_id bigint, tenant_id text, pipeline text, pipeline_version integer, input jsonb, dependencies jsonb,
+  idempotency_key text, timeout_ms integer, lease_expires_at timestamptz, effects jsonb,
+  definition_step text, item_index integer, item jsonb
+)
+language plpgsql
+as $fn$
+declare
+  v_queued bigint[];
+begin
+  perform 1 from ballast_private.workers w where w.id = p_worker_id and w.stopped_at is null;
+  if not found then
+    -- A worker declared stopped may still finish what it holds, but takes nothing new.
+    perform ballast_private.complete(p_attempt_id, p_output, true);
+    return;
+  end if;
+  select c.queued_step_ids into v_queued from ballast_private.complete(p_attempt_id, p_output, false) c;
+  if cardinality(v_queued) = 0 then
+    return;
+  end if;
+  return query select * from ballast.claim_step(v_queued[1], p_worker_id, p_lease_ms);
 end
 $fn$;
 

@@ -64,9 +64,16 @@ export interface RunAttemptOptions {
   abandonMs: number;
   /** Registers the attempt with the worker (for cancellation, heartbeats and shutdown); returns the unregister. */
   track: (running: RunningAttempt) => () => void;
+  /**
+   * Eager hand-off: on success, claim the first step this one made runnable for this worker in the same transaction
+   * (ballast.complete_step_and_claim) and return it, to run at once in the same slot. `allowed` says whether the
+   * worker still takes new work (false while shutting down).
+   */
+  handOff?: { workerId: string; leaseMs: number; allowed: () => boolean };
 }
 
-export async function runAttempt(o: RunAttemptOptions): Promise<void> {
+/** Runs the attempt; returns the next claim when an eager hand-off took one. */
+export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefined> {
   const { pipeline: p, claim, db } = o;
   const log = o.log.child({
     job_id: claim.jobId, step_id: claim.stepId, attempt_id: claim.attemptId, pipeline: p.ref, step: claim.stepName,
@@ -202,10 +209,20 @@ export async function runAttempt(o: RunAttemptOptions): Promise<void> {
     await fail({ class: 'output_contract', message: `step output does not satisfy its contract: ${z.prettifyError(checked.error)}`, retryable: false });
     return;
   }
-  const done = await settle(() => db.completeStep(claim.attemptId, checked.data), log);
-  if (done) {
-    log.info({ ms: Math.round(performance.now() - started), job_status: done.jobStatus }, 'step succeeded');
+  const ms = () => Math.round(performance.now() - started);
+  if (o.handOff?.allowed()) {
+    const { workerId, leaseMs } = o.handOff;
+    let next: Claim | undefined;
+    const ok = await settle(async () => {
+      next = await db.completeStepAndClaim(claim.attemptId, checked.data, workerId, leaseMs);
+      return true;
+    }, log);
+    if (ok) log.info({ ms: ms(), ...(next ? { next_step_id: next.stepId } : {}) }, 'step succeeded');
+    return next;
   }
+  const done = await settle(() => db.completeStep(claim.attemptId, checked.data), log);
+  if (done) log.info({ ms: ms(), job_status: done.jobStatus }, 'step succeeded');
+  return undefined;
 }
 
 /** How long an outcome write is retried while the database connection is lost (e.g. Postgres restarting). */

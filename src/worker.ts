@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { run, Logger as WorkerLogger, type Runner, type Task, type TaskList, type WorkerEvents } from 'graphile-worker';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { BallastDb, createPool } from './db/api.ts';
+import { BallastDb, createPool, type Claim } from './db/api.ts';
 import type { Pipeline } from './pipeline.ts';
 import { createLogger } from './log.ts';
 import { Liveness, type CancelNotice } from './liveness.ts';
@@ -44,6 +44,11 @@ export interface WorkerOptions {
   shutdownGraceMs?: number;
   /** After an abort: how long a handler gets to settle before the worker stops waiting for it (default 1000 ms). */
   abandonMs?: number;
+  /**
+   * Eager hand-off (default true): when a step succeeds and makes another runnable, this worker claims it in the
+   * same transaction and runs it at once in the same slot, skipping a round trip through the queue.
+   */
+  eagerHandOff?: boolean;
   workerId?: string;
   log?: Logger;
 }
@@ -122,10 +127,11 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   const inflight = new Set<Promise<void>>();
   const taskList: TaskList = {};
   for (const [identifier, p] of byTask) {
+    const handOff = options.eagerHandOff === false ? undefined : { workerId, leaseMs, allowed: () => !shuttingDown };
     taskList[identifier] = makeTask(inflight, p, db, workerId, leaseMs, wlog, abandonMs, (r) => {
       running.set(r.attemptId, r);
       return () => running.delete(r.attemptId);
-    });
+    }, handOff);
   }
 
   // graphile-worker ends its pool when it cannot record a wake-up's completion or failure (the connection died under
@@ -254,6 +260,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
 function makeTask(
   inflight: Set<Promise<void>>, p: Pipeline<any, any>, db: BallastDb, workerId: string, leaseMs: number, log: Logger,
   abandonMs: number, track: (r: RunningAttempt) => () => void,
+  handOff: { workerId: string; leaseMs: number; allowed: () => boolean } | undefined,
 ): Task {
   const task = async (payload: unknown) => {
     const stepId = (payload as { step_id?: unknown } | null)?.step_id;
@@ -266,7 +273,10 @@ function makeTask(
       log.debug({ step_id: String(stepId) }, 'wake-up found nothing to run (duplicate, stale, not due, or throttled)');
       return;
     }
-    await runAttempt({ pipeline: p, claim, db, log, abandonMs, track });
+    // Each success may hand the next step of the same job straight to this slot (eager hand-off).
+    for (let next: Claim | undefined = claim; next; ) {
+      next = await runAttempt({ pipeline: p, claim: next, db, log, abandonMs, track, ...(handOff ? { handOff } : {}) });
+    }
   };
   return async (payload) => {
     const done = task(payload);

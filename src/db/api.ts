@@ -84,6 +84,24 @@ export function createPool(connectionString: string, opts: { max?: number; appli
   return pool;
 }
 
+interface ClaimRow {
+  attempt_id: string; attempt_number: number; max_attempts: number; step_id: string; step_name: string;
+  job_id: string; tenant_id: string; pipeline: string; pipeline_version: number; input: unknown;
+  dependencies: Record<string, unknown>; idempotency_key: string; timeout_ms: number | null;
+  lease_expires_at: Date; effects: Record<string, unknown>; definition_step: string; item_index: number | null;
+  item: unknown;
+}
+
+function toClaim(r: ClaimRow): Claim {
+  return {
+    attemptId: r.attempt_id, attemptNumber: r.attempt_number, maxAttempts: r.max_attempts, stepId: r.step_id,
+    stepName: r.step_name, jobId: r.job_id, tenantId: r.tenant_id, pipeline: r.pipeline,
+    pipelineVersion: r.pipeline_version, input: r.input, dependencies: r.dependencies,
+    idempotencyKey: r.idempotency_key, timeoutMs: r.timeout_ms, leaseExpiresAt: r.lease_expires_at,
+    effects: r.effects, definitionStep: r.definition_step, itemIndex: r.item_index, item: r.item,
+  };
+}
+
 async function call<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -230,22 +248,19 @@ export class BallastDb {
 
   async claimStep(stepId: string | number, workerId: string, leaseMs: number): Promise<Claim | undefined> {
     return call(async () => {
-      const { rows } = await sql<{
-        attempt_id: string; attempt_number: number; max_attempts: number; step_id: string; step_name: string;
-        job_id: string; tenant_id: string; pipeline: string; pipeline_version: number; input: unknown;
-        dependencies: Record<string, unknown>; idempotency_key: string; timeout_ms: number | null;
-        lease_expires_at: Date; effects: Record<string, unknown>; definition_step: string; item_index: number | null;
-        item: unknown;
-      }>`select * from ballast.claim_step(${String(stepId)}::bigint, ${workerId}, ${leaseMs})`.execute(this.db);
-      const r = rows[0];
-      if (!r) return undefined;
-      return {
-        attemptId: r.attempt_id, attemptNumber: r.attempt_number, maxAttempts: r.max_attempts, stepId: r.step_id,
-        stepName: r.step_name, jobId: r.job_id, tenantId: r.tenant_id, pipeline: r.pipeline,
-        pipelineVersion: r.pipeline_version, input: r.input, dependencies: r.dependencies,
-        idempotencyKey: r.idempotency_key, timeoutMs: r.timeout_ms, leaseExpiresAt: r.lease_expires_at,
-        effects: r.effects, definitionStep: r.definition_step, itemIndex: r.item_index, item: r.item,
-      };
+      const { rows } = await sql<ClaimRow>`
+        select * from ballast.claim_step(${String(stepId)}::bigint, ${workerId}, ${leaseMs})`.execute(this.db);
+      return rows[0] ? toClaim(rows[0]) : undefined;
+    });
+  }
+
+  /** Completes the attempt and claims the first step it made runnable for this worker (eager hand-off). */
+  async completeStepAndClaim(attemptId: string, output: unknown, workerId: string, leaseMs: number): Promise<Claim | undefined> {
+    return call(async () => {
+      const { rows } = await sql<ClaimRow>`
+        select * from ballast.complete_step_and_claim(${attemptId}::bigint, ${JSON.stringify(output ?? null)}::jsonb,
+          ${workerId}, ${leaseMs})`.execute(this.db);
+      return rows[0] ? toClaim(rows[0]) : undefined;
     });
   }
 
