@@ -148,6 +148,14 @@ begin
 end
 $fn$;
 
+-- step_claim: what a worker gets when it claims a step (claim_step, complete_step_and_claim).
+create type ballast.step_claim as (
+  attempt_id bigint, attempt_number integer, max_attempts integer, step_id bigint, step_name text,
+  job_id bigint, tenant_id text, pipeline text, pipeline_version integer, input jsonb, dependencies jsonb,
+  idempotency_key text, timeout_ms integer, lease_expires_at timestamptz, effects jsonb,
+  definition_step text, item_index integer, item jsonb
+);
+
 -- claim_step(step_id, worker_id, lease_ms) -> one row when the step is now running under a new attempt, else none.
 -- Returns none when the step is missing, locked by another transaction (SKIP LOCKED: whoever holds it decides),
 -- not queued, a retry that is not due yet, or over its concurrency limit (then it waits its turn: no attempt is
@@ -163,12 +171,7 @@ $fn$;
 -- two claims of the same group serialise on that lock, and the second one's count (a new snapshot) includes the
 -- first. Groups never share a lock, so unrelated claims never wait.
 create function ballast.claim_step(p_step_id bigint, p_worker_id text, p_lease_ms integer default 30000)
-returns table (
-  attempt_id bigint, attempt_number integer, max_attempts integer, step_id bigint, step_name text,
-  job_id bigint, tenant_id text, pipeline text, pipeline_version integer, input jsonb, dependencies jsonb,
-  idempotency_key text, timeout_ms integer, lease_expires_at timestamptz, effects jsonb,
-  definition_step text, item_index integer, item jsonb
-)
+returns setof ballast.step_claim
 language plpgsql
 as $fn$
 declare
@@ -342,12 +345,7 @@ $fn$;
 -- the claim refuses (over its concurrency limit) is woken by claim_step itself. Raises as complete_step/claim_step.
 create function ballast.complete_step_and_claim(
   p_attempt_id bigint, p_output jsonb, p_worker_id text, p_lease_ms integer default 30000
-) returns table (
-  attempt_id bigint, attempt_number integer, max_attempts integer, step_id bigint, step_name text,
-  job_id bigint, tenant_id text, pipeline text, pipeline_version integer, input jsonb, dependencies jsonb,
-  idempotency_key text, timeout_ms integer, lease_expires_at timestamptz, effects jsonb,
-  definition_step text, item_index integer, item jsonb
-)
+) returns setof ballast.step_claim
 language plpgsql
 as $fn$
 declare

@@ -12,6 +12,14 @@
 -- 0001) are allowed only inside ballast.replay_step / replay_job, which set the transaction-local setting
 -- ballast.replay = on (checked by the guards of 0003).
 
+-- set_actor(actor): the audit actor of this transaction's events: the one passed, else one the session already set
+-- (ballast.actor), else 'sql'.
+create function ballast_private.set_actor(p_actor text) returns void
+language sql
+as $fn$
+  select set_config('ballast.actor', coalesce(nullif(p_actor, ''), nullif(current_setting('ballast.actor', true), ''), 'sql'), true)
+$fn$;
+
 -- send_event(key, payload, actor) -> (accepted, resumed_step_ids)
 -- Delivers the signal `key` once: stores it and queues every step waiting for it. A second send of the same key
 -- is a no-op (accepted = false, nothing resumed): webhooks delivered twice do no harm.
@@ -27,7 +35,7 @@ begin
   if p_key is null or p_key = '' or length(p_key) > 500 then
     perform ballast_private.bad_argument('key', 'must be 1 to 500 characters', 'Pass the key the waiting step named.');
   end if;
-  perform set_config('ballast.actor', coalesce(nullif(p_actor, ''), nullif(current_setting('ballast.actor', true), ''), 'sql'), true);
+  perform ballast_private.set_actor(p_actor);
   perform pg_advisory_xact_lock(1650551917, hashtext(p_key));
   insert into ballast_private.signals (key, payload, actor)
   values (p_key, p_payload, current_setting('ballast.actor', true))
@@ -66,7 +74,7 @@ declare
   v_steps bigint[];
   v_attempts jsonb;
 begin
-  perform set_config('ballast.actor', coalesce(nullif(p_actor, ''), nullif(current_setting('ballast.actor', true), ''), 'sql'), true);
+  perform ballast_private.set_actor(p_actor);
   perform set_config('ballast.reason', coalesce(p_reason, ''), true);
   -- Items of map steps first, then the other steps, each by id: an item finishing locks itself, then its map step.
   perform 1 from ballast_private.steps s where s.job_id = p_job_id order by s.parent_step_id is null, s.id for update;
@@ -130,7 +138,7 @@ begin
   if not found then
     raise exception using errcode = 'BA007', message = format('step %s does not exist', p_step_id);
   end if;
-  perform set_config('ballast.actor', coalesce(nullif(p_actor, ''), nullif(current_setting('ballast.actor', true), ''), 'sql'), true);
+  perform ballast_private.set_actor(p_actor);
   perform set_config('ballast.reason', coalesce(p_reason, ''), true);
   -- Items of map steps first, then the other steps, each by id (the order cancel_job and finish_map use).
   perform 1 from ballast_private.steps s where s.job_id = v_step.job_id order by s.parent_step_id is null, s.id for update;
