@@ -13,7 +13,9 @@ export type BallastErrorCode =
   | 'stale_attempt'
   | 'read_only'
   | 'job_finished'
-  | 'step_busy';
+  | 'step_busy'
+  | 'prompt_version_conflict'
+  | 'not_in_review';
 
 export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
   BA001: 'invalid_transition',
@@ -27,6 +29,8 @@ export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
   BA009: 'read_only',
   BA010: 'job_finished',
   BA011: 'step_busy',
+  BA012: 'prompt_version_conflict',
+  BA013: 'not_in_review',
 };
 
 export interface InputIssue {
@@ -101,24 +105,31 @@ export function translateError(err: unknown): unknown {
   return new BallastError(code, err.message, opts);
 }
 
-/** Thrown by a step handler: the failure will not get better by retrying (bad request, missing record, ...). */
+/**
+ * Thrown by a step handler: the failure will not get better by retrying (bad request, missing record, ...).
+ * `errorClass` (default 'permanent') is recorded as the attempt's error class, e.g. a model failure class.
+ */
 export class PermanentError extends Error {
   readonly errorCode: string | undefined;
-  constructor(message: string, opts: { code?: string; cause?: unknown } = {}) {
+  readonly errorClass: string;
+  constructor(message: string, opts: { code?: string; errorClass?: string; cause?: unknown } = {}) {
     super(message, { cause: opts.cause });
     this.name = 'PermanentError';
     this.errorCode = opts.code;
+    this.errorClass = opts.errorClass ?? 'permanent';
   }
 }
 
 /** Thrown by a step handler: try again, after `retryAfterMs` when the upstream said so (Retry-After). */
 export class RetryableError extends Error {
   readonly errorCode: string | undefined;
+  readonly errorClass: string;
   readonly retryAfterMs: number | undefined;
-  constructor(message: string, opts: { code?: string; retryAfterMs?: number; cause?: unknown } = {}) {
+  constructor(message: string, opts: { code?: string; errorClass?: string; retryAfterMs?: number; cause?: unknown } = {}) {
     super(message, { cause: opts.cause });
     this.name = 'RetryableError';
     this.errorCode = opts.code;
+    this.errorClass = opts.errorClass ?? 'retryable';
     this.retryAfterMs = opts.retryAfterMs;
   }
 }

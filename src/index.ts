@@ -15,3 +15,10 @@ export type { ModelCallRecord, ModelUsage, ModelTimings } from './model/record.t
 export type { ModelFailure, FailureClass, FinishReason } from './model/classify.ts';
 export { ProviderRegistry } from './model/providers.ts';
 export type { ProviderConfig, ProviderKind } from './model/providers.ts';
+export { prompt, Prompt } from './model/prompt.ts';
+export type { PromptDefinition } from './model/prompt.ts';
+export type { ModelPolicy, QualityPolicy, QualityRule } from './model/ladder.ts';
+export type { ModelStepOptions } from './pipeline.ts';
+export { ModelStore } from './db/model-store.ts';
+export type { ModelCallRow, ModelCallTrace } from './db/model-store.ts';
+export type { ContractOutcome } from './db/schema.ts';

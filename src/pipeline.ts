@@ -4,6 +4,9 @@
 // step names, dependencies, retry and concurrency policies, and the JSON Schemas of the input and of each output.
 import { z } from 'zod';
 import type { Logger } from 'pino';
+import { runModelLadder, type ModelPolicy, type ModelStepSpec } from './model/ladder.ts';
+import { parseModelRef } from './model/providers.ts';
+import type { Prompt } from './model/prompt.ts';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included (default 5). */
@@ -90,6 +93,15 @@ export interface StepDefinition {
   map: MapDefinition | null;
   /** For a map step, runs one item (ctx.item); otherwise the step itself. */
   run: (ctx: StepContext<any, any> & Partial<ItemContext<unknown>>) => unknown;
+  /** For a model step: what its definition records of the prompt, models and policy. */
+  model?: Record<string, unknown>;
+}
+
+export interface ModelStepOptions<I, DS, D extends string, O> extends StepOptions<D, O>, ModelPolicy<O> {
+  /** The prompt version (ballast.prompts stores it on first use). */
+  prompt: Prompt;
+  /** The values of the prompt's placeholders. Default { input, deps }. */
+  vars?: (ctx: StepContext<I, DS>) => Record<string, unknown> | Promise<Record<string, unknown>>;
 }
 
 export interface MapDefinition {
@@ -190,7 +202,46 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     return this.add<N, O, MapResult<O>>(name, options, ((ctx: StepContext<any, any> & ItemContext<T>) => run(ctx.item, ctx)) as StepDefinition["run"], map);
   }
 
-  private add<N extends string, O, R>(name: N, options: StepOptions<string, O>, run: StepDefinition['run'], map: MapDefinition | null): Pipeline<I, S & { [K in N]: R }> {
+  /**
+   * Adds a model step: the prompt rendered with vars(ctx), sent to `model` with the output contract as structured
+   * output, and the answer taken through the contract ladder (re-ask, fallbacks, default, review; src/model/ladder.ts).
+   * Every provider call is traced, priced and counted against the tenant's budget.
+   */
+  modelStep<N extends string, O, D extends keyof S & string = never>(
+    name: N,
+    options: ModelStepOptions<I, { [K in D]: S[K] }, D, O>,
+  ): Pipeline<I, S & { [K in N]: O }> {
+    const where = `${this.ref} step ${name}`;
+    for (const m of [options.model, ...(options.fallbacks ?? [])]) {
+      try {
+        parseModelRef(m);
+      } catch (err) {
+        invalid(where, (err as Error).message, 'Name models as provider:model.');
+      }
+    }
+    checkInteger(where, 'reasks', options.reasks ?? 2, 0, 10);
+    checkInteger(where, 'maxOutputTokens', options.maxOutputTokens ?? 1024, 1, 1_000_000);
+    checkInteger(where, 'callTimeoutMs', options.callTimeoutMs ?? 60_000, 1, 2 ** 31 - 1);
+    const threshold = options.quality?.threshold;
+    if (threshold !== undefined && !(threshold >= 0 && threshold <= 1)) {
+      invalid(where, `quality.threshold ${threshold} is not from 0 to 1`, 'Give the lowest acceptable score, e.g. 0.7.');
+    }
+    const hasDefault = Object.hasOwn(options, 'default');
+    if (hasDefault) {
+      const checked = options.output.safeParse(options.default);
+      if (!checked.success) invalid(where, `its default value does not satisfy the output contract: ${z.prettifyError(checked.error)}`, 'Fix the default or the contract.');
+    }
+    const spec = options as ModelStepSpec<O>;
+    const run = ((ctx: StepContext<any, any>) => runModelLadder(ctx, spec)) as StepDefinition['run'];
+    const model = {
+      prompt: options.prompt.ref, model: options.model, fallbacks: options.fallbacks ?? [], reasks: options.reasks ?? 2,
+      max_output_tokens: options.maxOutputTokens ?? 1024, default: hasDefault, review: options.review ?? false,
+      quality: options.quality ? { rules: (options.quality.rules ?? []).map((r) => r.name), score: Boolean(options.quality.score), threshold: options.quality.threshold ?? 0.5, on_fail: options.quality.onFail ?? 'fallback' } : null,
+    };
+    return this.add<N, O, O>(name, options, run, null, model);
+  }
+
+  private add<N extends string, O, R>(name: N, options: StepOptions<string, O>, run: StepDefinition['run'], map: MapDefinition | null, model?: Record<string, unknown>): Pipeline<I, S & { [K in N]: R }> {
     const where = this.ref;
     if (!STEP_NAME.test(name)) {
       invalid(where, `step name "${name}" is not valid`, 'Use lower_snake_case: a letter, then letters, digits or "_".');
@@ -230,6 +281,7 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
       isPermanent: options.isPermanent,
       map,
       run,
+      ...(model ? { model } : {}),
     };
     return new Pipeline<I, S & { [K in N]: R }>(this.name, this.version, this.input, [...this.steps, def]);
   }
@@ -258,6 +310,8 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
         output_schema: z.toJSONSchema(s.output, { io: 'output', unrepresentable: 'any' }),
         // Only map steps carry the key, so adding map steps changed no existing pipeline's definition hash.
         ...(s.map ? { map: { partial: s.map.partial, min_succeeded: s.map.minSucceeded } } : {}),
+        // Likewise only model steps carry their prompt, models and policy.
+        ...(s.model ? { model: s.model } : {}),
       })),
     };
   }

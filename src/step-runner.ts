@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import type { BallastDb, Claim, StepError } from './db/api.ts';
 import { BallastError, PermanentError, RetryableError } from './errors.ts';
 import type { Pipeline, StepDefinition, WaitOptions } from './pipeline.ts';
+import type { ProviderRegistry } from './model/providers.ts';
 
 /** Why a running attempt was aborted. */
 export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
@@ -30,6 +31,30 @@ export class StepParked extends Error {
   }
 }
 
+/**
+ * Thrown by code that already recorded how the attempt ended (a model step sent to review, or paused for its
+ * tenant's budget): the runner records nothing more.
+ */
+export class AttemptSettled extends Error {
+  readonly stepStatus: string;
+  constructor(stepStatus: string, message: string) {
+    super(message);
+    this.name = 'AttemptSettled';
+    this.stepStatus = stepStatus;
+  }
+}
+
+/** What ballast's own step kinds (model steps) need from the runner beyond the public context. */
+export interface StepInternals {
+  db: BallastDb;
+  attemptId: string;
+  /** The model providers (default: the environment's). */
+  providers: ProviderRegistry | undefined;
+}
+
+/** Key of the StepInternals on a step's context (a symbol: not part of the public StepContext). */
+export const STEP_INTERNALS: unique symbol = Symbol('ballast.stepInternals');
+
 export interface RunningAttempt {
   readonly attemptId: string;
   abort(reason: AbortReason, message: string): void;
@@ -43,12 +68,12 @@ export function classifyError(err: unknown, step: StepDefinition, signal: AbortS
   const e = err instanceof Error ? err : new Error(String(err));
   // fail_step refuses an empty message or an out-of-range delay (BA002); a handler's odd error must still be recorded.
   const message = e.message || e.name || 'error';
-  if (e instanceof PermanentError) return { class: 'permanent', code: e.errorCode, message, retryable: false };
+  if (e instanceof PermanentError) return { class: e.errorClass, code: e.errorCode, message, retryable: false };
   if (e instanceof RetryableError) {
     const after = e.retryAfterMs;
     const retryAfterMs = typeof after === 'number' && Number.isFinite(after) && after >= 0
       ? Math.min(Math.ceil(after), MAX_RETRY_AFTER_MS) : undefined;
-    return { class: 'retryable', code: e.errorCode, message, retryable: true, retryAfterMs };
+    return { class: e.errorClass, code: e.errorCode, message, retryable: true, retryAfterMs };
   }
   if (signal.aborted) return { class: 'aborted', message: `aborted: ${message}`, retryable: true };
   if (step.isPermanent?.(err)) return { class: 'permanent', code: e.name, message, retryable: false };
@@ -70,6 +95,8 @@ export interface RunAttemptOptions {
    * worker still takes new work (false while shutting down).
    */
   handOff?: { workerId: string; leaseMs: number; allowed: () => boolean };
+  /** Model providers for model steps (default: from the environment). */
+  providers?: ProviderRegistry;
 }
 
 /** Runs the attempt; returns the next claim when an eager hand-off took one. */
@@ -160,6 +187,7 @@ export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefine
         stepId: claim.stepId,
         tenantId: claim.tenantId,
         ...(claim.itemIndex !== null ? { item: claim.item, index: claim.itemIndex } : {}),
+        [STEP_INTERNALS]: { db, attemptId: claim.attemptId, providers: o.providers } satisfies StepInternals,
     };
     const handler = Promise.resolve().then(() => (listing ? step.map!.items(ctx) : step.run(ctx)));
     output = await Promise.race([handler, abortedPromise]);
@@ -190,6 +218,10 @@ export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefine
   if (threw) {
     if (thrown instanceof StepParked) {
       log.info({ key: thrown.key }, 'step waiting for an event');
+      return;
+    }
+    if (thrown instanceof AttemptSettled) {
+      log.warn({ step_status: thrown.stepStatus }, thrown.message);
       return;
     }
     await fail(classifyError(thrown, step, controller.signal));

@@ -28,6 +28,10 @@ export interface JobsView {
   started_at: ColumnType<Date | null, never, never>;
   finished_at: ColumnType<Date | null, never, never>;
   updated_at: Timestamp;
+  input_tokens: ColumnType<string, never, never>;
+  output_tokens: ColumnType<string, never, never>;
+  /** numeric: a decimal string, exact. */
+  cost_usd: ColumnType<string, never, never>;
 }
 
 export interface StepsView {
@@ -54,6 +58,10 @@ export interface StepsView {
   wait_key: string | null;
   wait_deadline: Date | null;
   wait_on_timeout: 'fail' | 'retry' | null;
+  input_tokens: string;
+  output_tokens: string;
+  cost_usd: string;
+  review: Json;
 }
 
 export interface AttemptsView {
@@ -71,6 +79,63 @@ export interface AttemptsView {
   error_message: string | null;
   error_retryable: boolean | null;
   duration_ms: string | null;
+  contract_outcome: ContractOutcome | null;
+  contract_detail: Json;
+  model: string | null;
+  prompt_ref: string | null;
+  fallback_used: boolean | null;
+  quality_score: string | null;
+  model_calls: number;
+  input_tokens: string;
+  output_tokens: string;
+  cost_usd: string;
+}
+
+export type ContractOutcome = 'valid_first_try' | 'repaired' | 'fell_back' | 'degraded' | 'rejected' | 'review';
+
+export interface ModelCallsView {
+  id: string;
+  attempt_id: string;
+  step_id: string;
+  job_id: string;
+  tenant_id: string;
+  rung: 'primary' | 'reask' | 'fallback';
+  model_index: number;
+  provider: string;
+  provider_kind: string | null;
+  requested_model: string;
+  returned_model: string | null;
+  prompt_name: string | null;
+  prompt_version: number | null;
+  prompt_hash: string | null;
+  parameters: Json;
+  started_at: Date;
+  first_token_at: Date | null;
+  ended_at: Date;
+  latency_ms: string | null;
+  first_token_ms: string | null;
+  finish_reason_raw: string | null;
+  finish_reason: string | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  cached_input_tokens: number | null;
+  cache_write_tokens: number | null;
+  reasoning_tokens: number | null;
+  cost_usd: string | null;
+  price_valid_from: Date | null;
+  price_missing: boolean;
+  error_class: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  retryable: boolean | null;
+  http_status: number | null;
+  request_id: string | null;
+  response_id: string | null;
+  raw_output: string | null;
+  validation_issues: Json;
+  repair_method: string | null;
+  score: string | null;
+  quality: Json;
 }
 
 export interface EventsView {
@@ -101,4 +166,5 @@ export interface Database {
   'ballast.attempts': AttemptsView;
   'ballast.events': EventsView;
   'ballast.pipelines': PipelinesView;
+  'ballast.model_calls': ModelCallsView;
 }

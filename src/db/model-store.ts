@@ -1,0 +1,158 @@
+// The database doorway for model steps (migration 0009): prompts, prices, budgets, cooldowns, call traces, contract
+// outcomes and reviews. One typed method per SQL function, beside BallastDb (api.ts), whose pool it uses.
+import { sql } from 'kysely';
+import type { BallastDb } from './api.ts';
+import type { ContractOutcome, JobStatus, ModelCallsView, StepStatus } from './schema.ts';
+import type { Selectable } from 'kysely';
+import { translateError } from '../errors.ts';
+
+export type ModelCallRow = Selectable<ModelCallsView>;
+
+/** What begin_model_call decided before a provider call. */
+export interface CallPermit {
+  /** A shared cooldown is in force for this provider/model until then: do not call. */
+  cooldownUntil: Date | null;
+  cooldownReason: string | null;
+  /** The budget reservation to settle with record_model_call; null without a budget (or in cooldown). */
+  reservationId: string | null;
+  /** USD: the most this call can cost (input estimate and max output tokens at the model's price). */
+  estimateUsd: number | null;
+  budgetExhausted: boolean;
+  budgetMessage: string | null;
+  /** When an exhausted budget renews (the next period). */
+  resumeAt: Date | null;
+  onExhausted: 'pause' | 'fail' | null;
+}
+
+/** One provider call as stored in ballast.model_calls (snake_case, as record_model_call reads it). */
+export interface ModelCallTrace {
+  rung: 'primary' | 'reask' | 'fallback';
+  model_index: number;
+  provider: string;
+  provider_kind: string | null;
+  requested_model: string;
+  returned_model: string | null;
+  prompt_name: string | null;
+  prompt_version: number | null;
+  prompt_hash: string | null;
+  parameters: unknown;
+  started_at: string;
+  first_token_at: string | null;
+  ended_at: string;
+  latency_ms: number | null;
+  finish_reason_raw: string | null;
+  finish_reason: string | null;
+  input_tokens: number | null;
+  output_tokens: number | null;
+  cached_input_tokens: number | null;
+  cache_write_tokens: number | null;
+  reasoning_tokens: number | null;
+  error_class: string | null;
+  error_code: string | null;
+  error_message: string | null;
+  retryable: boolean | null;
+  retry_after_ms: number | null;
+  http_status: number | null;
+  request_id: string | null;
+  response_id: string | null;
+  raw_output: string | null;
+  validation_issues: unknown;
+  repair_method: string | null;
+  score: number | null;
+  quality: unknown;
+}
+
+async function call<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    throw translateError(err);
+  }
+}
+
+const num = (v: string | number | null | undefined): number | null => (v === null || v === undefined ? null : Number(v));
+
+export class ModelStore {
+  readonly #db: BallastDb;
+
+  constructor(db: BallastDb) {
+    this.#db = db;
+  }
+
+  async registerPrompt(name: string, version: number, template: { system: string | null; user: string }): Promise<{ created: boolean; hash: string }> {
+    return call(async () => {
+      const { rows } = await sql<{ created: boolean; content_hash: string }>`
+        select * from ballast.register_prompt(${name}, ${version}, ${JSON.stringify(template)}::jsonb)`.execute(this.#db.db);
+      return { created: rows[0]!.created, hash: rows[0]!.content_hash };
+    });
+  }
+
+  async beginModelCall(attemptId: string, provider: string, model: string, inputTokensEstimate: number, maxOutputTokens: number): Promise<CallPermit> {
+    return call(async () => {
+      const { rows } = await sql<{
+        cooldown_until: Date | null; cooldown_reason: string | null; reservation_id: string | null; estimate_usd: string | null;
+        budget_exhausted: boolean; budget_message: string | null; resume_at: Date | null; on_exhausted: 'pause' | 'fail' | null;
+      }>`select * from ballast.begin_model_call(${attemptId}::bigint, ${provider}, ${model}, ${inputTokensEstimate}, ${maxOutputTokens})`.execute(this.#db.db);
+      const r = rows[0]!;
+      return {
+        cooldownUntil: r.cooldown_until, cooldownReason: r.cooldown_reason, reservationId: r.reservation_id,
+        estimateUsd: num(r.estimate_usd), budgetExhausted: r.budget_exhausted, budgetMessage: r.budget_message,
+        resumeAt: r.resume_at, onExhausted: r.on_exhausted,
+      };
+    });
+  }
+
+  async recordModelCall(attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<{ callId: string; costUsd: number | null; cooldownUntil: Date | null }> {
+    return call(async () => {
+      const { rows } = await sql<{ call_id: string; cost_usd: string | null; cooldown_until: Date | null }>`
+        select * from ballast.record_model_call(${attemptId}::bigint, ${reservationId}::bigint, ${JSON.stringify(trace)}::jsonb)`.execute(this.#db.db);
+      const r = rows[0]!;
+      return { callId: r.call_id, costUsd: num(r.cost_usd), cooldownUntil: r.cooldown_until };
+    });
+  }
+
+  async recordContractOutcome(attemptId: string, outcome: ContractOutcome, detail: Record<string, unknown>): Promise<void> {
+    await call(() => sql`select ballast.record_contract_outcome(${attemptId}::bigint, ${outcome}, ${JSON.stringify(detail)}::jsonb)`.execute(this.#db.db));
+  }
+
+  async pauseForBudget(attemptId: string, resumeAt: Date, message: string): Promise<StepStatus> {
+    return call(async () => {
+      const { rows } = await sql<{ status: StepStatus }>`
+        select ballast.pause_for_budget(${attemptId}::bigint, ${resumeAt}, ${message}) as status`.execute(this.#db.db);
+      return rows[0]!.status;
+    });
+  }
+
+  async requestReview(attemptId: string, proposed: unknown, reason: string, detail: unknown): Promise<{ stepStatus: StepStatus; jobStatus: JobStatus }> {
+    return call(async () => {
+      const { rows } = await sql<{ step_status: StepStatus; job_status: JobStatus }>`
+        select * from ballast.request_review(${attemptId}::bigint,
+          ${proposed === undefined ? null : JSON.stringify(proposed)}::jsonb, ${reason}, ${JSON.stringify(detail ?? null)}::jsonb)`.execute(this.#db.db);
+      return { stepStatus: rows[0]!.step_status, jobStatus: rows[0]!.job_status };
+    });
+  }
+
+  async resolveReview(stepId: string, decision: 'approve' | 'edit' | 'reject', opts: { output?: unknown; reviewer: string; note?: string }): Promise<{ stepStatus: StepStatus; jobStatus: JobStatus; queuedStepIds: string[] }> {
+    return call(async () => {
+      const { rows } = await sql<{ step_status: StepStatus; job_status: JobStatus; queued_step_ids: string[] }>`
+        select * from ballast.resolve_review(${stepId}::bigint, ${decision},
+          ${opts.output === undefined ? null : JSON.stringify(opts.output)}::jsonb, ${opts.reviewer}, ${opts.note ?? null})`.execute(this.#db.db);
+      const r = rows[0]!;
+      return { stepStatus: r.step_status, jobStatus: r.job_status, queuedStepIds: r.queued_step_ids };
+    });
+  }
+
+  async setBudget(tenantId: string, limitUsd: number | null, period: 'day' | 'week' | 'month' = 'month', onExhausted: 'pause' | 'fail' = 'pause', actor?: string): Promise<void> {
+    await call(() => sql`select ballast.set_budget(${tenantId}, ${limitUsd}::numeric, ${period}, ${onExhausted}, ${actor ?? null})`.execute(this.#db.db));
+  }
+
+  async setModelPrice(provider: string, model: string, price: { inputPerMTok: number; outputPerMTok: number; cachedInputPerMTok?: number | null; validFrom?: Date; source?: string }): Promise<void> {
+    await call(() => sql`
+      select ballast.set_model_price(${provider}, ${model}, ${price.inputPerMTok}::numeric, ${price.outputPerMTok}::numeric,
+        ${price.cachedInputPerMTok ?? null}::numeric, ${price.validFrom ?? new Date()}, ${price.source ?? 'operator'})`.execute(this.#db.db));
+  }
+
+  async getModelCalls(jobId: string): Promise<ModelCallRow[]> {
+    return this.#db.db.selectFrom('ballast.model_calls').selectAll().where('job_id', '=', jobId).orderBy('id').execute();
+  }
+}

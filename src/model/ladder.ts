@@ -1,0 +1,319 @@
+// The contract ladder (DESIGN §5, issue 5): one attempt of a model step. Model output is an untrusted upstream; it
+// crosses the step's zod contract before anything downstream sees it, and every crossing is recorded.
+//
+// Per model, in order (the step's model, then its fallbacks):
+//   before each call   ballast.begin_model_call: a shared cooldown in force (another worker saw a 429) skips the
+//                      call; the tenant's budget reserves the call's highest cost or is exhausted (pause or fail);
+//   the call           callModel: structured output, local JSON repair, zod;
+//   after each call    ballast.record_model_call: the trace row, its cost, the budget settled, the cooldown set;
+//   on the answer      usable -> quality rules and score; a failure moves by its class:
+//     transport        retry the whole step later (Retry-After honoured) while attempts remain; on the last
+//                      attempt, the next model;
+//     quota, truncated, refusal                 the next model (no re-ask);
+//     unparsable, schema                        re-ask the same model with what was wrong (bounded), then the next;
+//     client           fail at once with the provider's message (config errors do not get better);
+//     aborted          the step's signal (timeout, cancellation, shutdown): the runner records it.
+// When every model failed: the declared default value (outcome `degraded`), else human review where the step says
+// its blast radius is high (`needs_review`), else a permanent failure (outcome `rejected`).
+import type { ModelMessage } from 'ai';
+import type { z } from 'zod';
+import { callModel } from './call.ts';
+import type { ModelFailure } from './failure.ts';
+import type { Prompt } from './prompt.ts';
+import type { ModelCallRecord } from './record.ts';
+import { ModelStore, type CallPermit, type ModelCallTrace } from '../db/model-store.ts';
+import type { BallastDb } from '../db/api.ts';
+import type { ContractOutcome } from '../db/schema.ts';
+import { BallastError, PermanentError, RetryableError } from '../errors.ts';
+import { AttemptSettled, STEP_INTERNALS, type StepInternals } from '../step-runner.ts';
+import type { StepContext } from '../pipeline.ts';
+
+export interface QualityRule<O> {
+  name: string;
+  /** true when the output passes; false or a text saying what is wrong when it does not. */
+  check: (output: O) => boolean | string;
+}
+
+export interface QualityPolicy<O> {
+  /** Business rules on contract-valid output. */
+  rules?: QualityRule<O>[];
+  /** A score from 0 to 1 (e.g. a heuristic, a classifier, a judge model's verdict). */
+  score?: (output: O) => number | Promise<number>;
+  /** Outputs scoring below this fail the check. Default 0.5. */
+  threshold?: number;
+  /** Where a failed check goes: the next model ('fallback', default) or a person ('review'). */
+  onFail?: 'fallback' | 'review';
+}
+
+export interface ModelPolicy<O> {
+  /** `provider:model`, e.g. openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest, ollama:llama3.1, local:wink. */
+  model: string;
+  /** Tried in order when the model's answers stay unusable. */
+  fallbacks?: string[];
+  /** Re-asks per model after an unparsable or contract-violating answer. Default 2. */
+  reasks?: number;
+  /** Per call; also the bound of the budget estimate. Default 1024. */
+  maxOutputTokens?: number;
+  temperature?: number;
+  /** Per call, first byte to last. Default 60000. */
+  callTimeoutMs?: number;
+  /** Stream responses (records the time of the first token). Default false. */
+  stream?: boolean;
+  /** Used when every model failed: the step succeeds with it, outcome `degraded` (visible in metrics). */
+  default?: O;
+  /** High blast radius: when every model failed, a person decides (needs_review) instead of a failure. */
+  review?: boolean;
+  quality?: QualityPolicy<O>;
+  /** A shared cooldown shorter than this is waited out; a longer one counts as a transport failure. Default 1000. */
+  cooldownWaitMs?: number;
+}
+
+export interface ModelStepSpec<O> extends ModelPolicy<O> {
+  prompt: Prompt;
+  /** The values of the prompt's placeholders. Default { input, deps }. */
+  vars?: (ctx: StepContext<any, any>) => Record<string, unknown> | Promise<Record<string, unknown>>;
+  output: z.ZodType<O>;
+}
+
+/** A failure as the ladder sees it: a model failure, or a failed quality check, cooldown or budget. */
+interface Miss {
+  class: string;
+  code: string;
+  message: string;
+}
+
+const registered = new WeakMap<BallastDb, Map<string, Promise<string>>>();
+
+/** Registers the prompt version once per process and database; returns its content hash. */
+async function promptHash(store: ModelStore, db: BallastDb, prompt: Prompt): Promise<string> {
+  let cache = registered.get(db);
+  if (!cache) registered.set(db, (cache = new Map()));
+  let hash = cache.get(prompt.ref);
+  if (!hash) {
+    hash = store.registerPrompt(prompt.name, prompt.version, prompt.template()).then((r) => r.hash);
+    cache.set(prompt.ref, hash);
+    hash.catch(() => cache.delete(prompt.ref));
+  }
+  try {
+    return await hash;
+  } catch (err) {
+    if (err instanceof BallastError && err.code === 'prompt_version_conflict') {
+      throw new PermanentError(err.message, { errorClass: 'prompt', code: err.code, cause: err });
+    }
+    throw err;
+  }
+}
+
+/** Roughly 4 characters a token: enough to bound a budget reservation, not to bill. */
+function estimateTokens(system: string | undefined, messages: ModelMessage[]): number {
+  let chars = system?.length ?? 0;
+  for (const m of messages) chars += typeof m.content === 'string' ? m.content.length : JSON.stringify(m.content).length;
+  return Math.ceil(chars / 4) + 16;
+}
+
+function reaskText(f: ModelFailure): string {
+  if (f.class === 'schema' && f.issues?.length) {
+    return `Your previous answer did not satisfy the required JSON contract:\n${f.issues.map((i) => `- ${i.path}: ${i.message}`).join('\n')}\n` +
+      'Answer again with one JSON value that fixes every problem listed, and nothing else.';
+  }
+  return `Your previous answer was not valid JSON (${f.message}). Answer again with one JSON value only, no prose and no code fence.`;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, ms);
+    const onAbort = () => { clearTimeout(t); reject(signal.reason); };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+interface TraceMeta {
+  rung: ModelCallTrace['rung'];
+  modelIndex: number;
+  prompt: Prompt;
+  hash: string;
+  score?: number | null;
+  quality?: unknown;
+  miss?: Miss | null;
+}
+
+function traceOf(rec: ModelCallRecord, m: TraceMeta): ModelCallTrace {
+  const err = rec.error;
+  return {
+    rung: m.rung, model_index: m.modelIndex, provider: rec.provider, provider_kind: rec.providerKind,
+    requested_model: rec.requestedModel, returned_model: rec.returnedModel,
+    prompt_name: m.prompt.name, prompt_version: m.prompt.version, prompt_hash: m.hash, parameters: rec.parameters,
+    started_at: rec.timings.startedAt.toISOString(), first_token_at: rec.timings.firstTokenAt?.toISOString() ?? null,
+    ended_at: rec.timings.endedAt.toISOString(), latency_ms: rec.timings.latencyMs,
+    finish_reason_raw: rec.finishReasonRaw, finish_reason: rec.finishReason,
+    input_tokens: rec.usage.inputTokens, output_tokens: rec.usage.outputTokens, cached_input_tokens: rec.usage.cachedInputTokens,
+    cache_write_tokens: rec.usage.cacheWriteTokens, reasoning_tokens: rec.usage.reasoningTokens,
+    error_class: err?.class ?? m.miss?.class ?? null, error_code: err?.code ?? m.miss?.code ?? null,
+    error_message: err?.message ?? m.miss?.message ?? null, retryable: err ? err.retryable : null,
+    retry_after_ms: err?.retryAfterMs ?? null, http_status: rec.httpStatus, request_id: rec.requestId, response_id: rec.responseId,
+    raw_output: rec.text, validation_issues: err?.issues ?? null, repair_method: rec.repair, score: m.score ?? null,
+    quality: m.quality ?? null,
+  };
+}
+
+/** A call that was not made (cooldown, budget): still a row, so nothing is silent. */
+function skippedTrace(model: string, miss: Miss, m: Omit<TraceMeta, 'miss'>): ModelCallTrace {
+  const colon = model.indexOf(':');
+  const now = new Date().toISOString();
+  return {
+    rung: m.rung, model_index: m.modelIndex, provider: model.slice(0, colon), provider_kind: null,
+    requested_model: model.slice(colon + 1), returned_model: null, prompt_name: m.prompt.name,
+    prompt_version: m.prompt.version, prompt_hash: m.hash, parameters: null, started_at: now, first_token_at: null,
+    ended_at: now, latency_ms: 0, finish_reason_raw: null, finish_reason: null, input_tokens: null, output_tokens: null,
+    cached_input_tokens: null, cache_write_tokens: null, reasoning_tokens: null, error_class: miss.class,
+    error_code: miss.code, error_message: miss.message, retryable: miss.class === 'cooldown', retry_after_ms: null,
+    http_status: null, request_id: null, response_id: null, raw_output: null, validation_issues: null,
+    repair_method: null, score: null, quality: null,
+  };
+}
+
+/** Runs the quality rules and score on contract-valid output; returns the miss, if any, and the score. */
+async function checkQuality<O>(q: QualityPolicy<O> | undefined, output: O): Promise<{ miss: Miss | null; score: number | null; results: unknown }> {
+  if (!q) return { miss: null, score: null, results: null };
+  const failed: { rule: string; problem: string }[] = [];
+  for (const rule of q.rules ?? []) {
+    const r = rule.check(output);
+    if (r !== true) failed.push({ rule: rule.name, problem: typeof r === 'string' ? r : 'failed' });
+  }
+  let score: number | null = null;
+  if (q.score) {
+    score = await q.score(output);
+    if (typeof score !== 'number' || !Number.isFinite(score) || score < 0 || score > 1) {
+      throw new PermanentError(`quality score function returned ${String(score)}, not a number from 0 to 1`, { errorClass: 'quality', code: 'bad_score' });
+    }
+  }
+  const threshold = q.threshold ?? 0.5;
+  const results = { rules: failed, score, threshold: q.score ? threshold : null };
+  if (failed.length) {
+    return { miss: { class: 'quality', code: 'rule_failed', message: `quality rules failed: ${failed.map((f) => `${f.rule}: ${f.problem}`).join('; ')}` }, score, results };
+  }
+  if (score !== null && score < threshold) {
+    return { miss: { class: 'quality', code: 'low_score', message: `quality score ${score} is below the threshold ${threshold}` }, score, results };
+  }
+  return { miss: null, score, results };
+}
+
+/** One attempt of a model step: returns the output for the runner to complete the step with. */
+export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelStepSpec<O>): Promise<unknown> {
+  const internals = (ctx as unknown as Record<symbol, StepInternals | undefined>)[STEP_INTERNALS];
+  if (!internals) throw new PermanentError('a model step runs only inside a ballast worker', { errorClass: 'config', code: 'no_worker' });
+  const { db, attemptId, providers } = internals;
+  const store = new ModelStore(db);
+  const hash = await promptHash(store, db, spec.prompt);
+  let rendered: { system: string | undefined; user: string };
+  try {
+    rendered = spec.prompt.render(spec.vars ? await spec.vars(ctx) : { input: ctx.input, deps: ctx.deps });
+  } catch (err) {
+    throw new PermanentError((err as Error).message, { errorClass: 'prompt', code: 'missing_variable' });
+  }
+  const models = [spec.model, ...(spec.fallbacks ?? [])];
+  const lastAttempt = ctx.attempt >= ctx.maxAttempts;
+  const maxOut = spec.maxOutputTokens ?? 1024;
+  const reasks = spec.reasks ?? 2;
+  let calls = 0;
+  let reasked = 0;
+  let last: Miss | null = null;
+  // The best candidate for a reviewer: the last contract-valid output that failed a quality check, else the last
+  // parsed JSON.
+  let proposed: unknown = undefined;
+  let lastScore: number | null = null;
+  const detail = (extra: Record<string, unknown>) => ({ prompt: spec.prompt.ref, prompt_hash: hash, calls, reasks: reasked, ...extra });
+
+  for (let mi = 0; mi < models.length; mi++) {
+    const model = models[mi]!;
+    const colon = model.indexOf(':');
+    const provider = model.slice(0, colon);
+    const modelId = model.slice(colon + 1);
+    let messages: ModelMessage[] = [{ role: 'user', content: rendered.user }];
+    for (let ask = 0; ; ) {
+      const meta = { rung: (ask > 0 ? 'reask' : mi > 0 ? 'fallback' : 'primary') as ModelCallTrace['rung'], modelIndex: mi, prompt: spec.prompt, hash };
+      const permit: CallPermit = await store.beginModelCall(attemptId, provider, modelId, estimateTokens(rendered.system, messages), maxOut);
+      if (permit.cooldownUntil) {
+        const waitMs = permit.cooldownUntil.getTime() - Date.now();
+        if (waitMs <= (spec.cooldownWaitMs ?? 1000)) {
+          await sleep(Math.max(waitMs, 0) + 5, ctx.signal);
+          continue;
+        }
+        const miss = { class: 'cooldown', code: 'cooldown', message: `${model} is cooling down until ${permit.cooldownUntil.toISOString()}: ${permit.cooldownReason}` };
+        await store.recordModelCall(attemptId, null, skippedTrace(model, miss, meta));
+        calls++;
+        if (!lastAttempt) throw new RetryableError(miss.message, { errorClass: 'transport', code: 'cooldown', retryAfterMs: waitMs });
+        last = miss;
+        break;
+      }
+      if (permit.budgetExhausted) {
+        const miss = { class: 'budget', code: 'budget_exhausted', message: permit.budgetMessage ?? 'budget exhausted' };
+        await store.recordModelCall(attemptId, null, skippedTrace(model, miss, meta));
+        if (permit.onExhausted === 'pause' && permit.resumeAt) {
+          const status = await store.pauseForBudget(attemptId, permit.resumeAt, `${miss.message}; paused until ${permit.resumeAt.toISOString()} or a raised limit`);
+          throw new AttemptSettled(status, `model step paused: ${miss.message}`);
+        }
+        await store.recordContractOutcome(attemptId, 'rejected', detail({ model, reason: miss.message }));
+        throw new PermanentError(miss.message, { errorClass: 'budget_exhausted', code: 'budget_exhausted' });
+      }
+
+      const rec = await callModel<O>({
+        model, system: rendered.system, messages, schema: spec.output, temperature: spec.temperature, maxOutputTokens: maxOut,
+        timeoutMs: spec.callTimeoutMs ?? 60_000, signal: ctx.signal, stream: spec.stream, providers,
+      });
+      calls++;
+      const q = rec.ok ? await checkQuality(spec.quality, rec.output as O) : { miss: null, score: null, results: null };
+      await store.recordModelCall(attemptId, permit.reservationId, traceOf(rec, { ...meta, score: q.score, quality: q.results, miss: q.miss }));
+      const err = rec.error;
+      if (rec.ok && !q.miss) {
+        const outcome: ContractOutcome = mi > 0 ? 'fell_back' : ask > 0 || rec.repair ? 'repaired' : 'valid_first_try';
+        await store.recordContractOutcome(attemptId, outcome, detail({ model, fallback_used: mi > 0, score: q.score, repair: rec.repair }));
+        ctx.log.info({ model, outcome, calls, score: q.score }, 'model output accepted');
+        return rec.json;
+      }
+      if (rec.ok && q.miss) {
+        proposed = rec.json;
+        lastScore = q.score;
+        if (spec.quality?.onFail === 'review') return review(q.miss, rec.json, model, mi);
+        last = q.miss;
+        break;
+      }
+      if (!err) throw new Error('unreachable: a call that is not ok has an error');
+      ctx.log.warn({ model, error_class: err.class, error_code: err.code, http_status: rec.httpStatus }, `model call failed: ${err.message}`);
+      if (err.class === 'aborted') throw ctx.signal.reason ?? new Error(err.message);
+      if (err.class === 'client') {
+        await store.recordContractOutcome(attemptId, 'rejected', detail({ model, reason: err.message }));
+        throw new PermanentError(err.message, { errorClass: 'client', code: err.code });
+      }
+      if (err.class === 'transport' && !lastAttempt) {
+        throw new RetryableError(err.message, { errorClass: 'transport', code: err.code, retryAfterMs: err.retryAfterMs });
+      }
+      if (rec.json !== undefined) proposed = rec.json;
+      last = { class: err.class, code: err.code, message: err.message };
+      if (err.reask && ask < reasks) {
+        ask++;
+        reasked++;
+        messages = [...messages, { role: 'assistant', content: rec.text ?? '' }, { role: 'user', content: reaskText(err) }];
+        continue;
+      }
+      break;
+    }
+  }
+
+  const reason = `every model failed (${models.join(', ')}); last: ${last?.message ?? 'no answer'}`;
+  if (Object.hasOwn(spec, 'default')) {
+    await store.recordContractOutcome(attemptId, 'degraded', detail({ model: null, fallback_used: models.length > 1, reason }));
+    ctx.log.warn({ reason }, 'model step degraded to its default value');
+    return spec.default;
+  }
+  if (spec.review) return review(last ?? { class: 'unknown', code: 'unknown', message: reason }, proposed, null, models.length - 1, reason);
+  await store.recordContractOutcome(attemptId, 'rejected', detail({ model: null, fallback_used: models.length > 1, reason }));
+  throw new PermanentError(`model step rejected: ${reason}`, { errorClass: last?.class ?? 'model', code: last?.code });
+
+  async function review(miss: Miss, candidate: unknown, model: string | null, mi: number, why = miss.message): Promise<never> {
+    await store.recordContractOutcome(attemptId, 'review', detail({ model, fallback_used: mi > 0, score: lastScore, reason: why }));
+    const r = await store.requestReview(attemptId, candidate ?? null, why, { class: miss.class, code: miss.code, score: lastScore });
+    throw new AttemptSettled(r.stepStatus, `model step waits for a review: ${why}`);
+  }
+}
