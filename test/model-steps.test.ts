@@ -7,6 +7,7 @@ import { pipeline, type ModelStepOptions } from '../src/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { ModelStore } from '../src/db/model-store.ts';
 import { FakeLLM } from './support/fake-llm.ts';
+import { triage } from '../tasks/triage.ts';
 import { freshDatabase, pgError, testWorker, waitForJob } from './helpers.ts';
 
 const fake = await new FakeLLM().start();
@@ -55,7 +56,7 @@ const pipelines = {
   truncated: modelPipeline({ fallbacks: ['anthropic:claude-3-5-haiku-latest'] }),
   budgetFail: modelPipeline({}),
 };
-await testWorker(t, url, { pipelines: Object.values(pipelines), concurrency: 2 });
+await testWorker(t, url, { pipelines: [...Object.values(pipelines), triage], concurrency: 2 });
 
 t.test('valid on the first try: traced, priced, totalled', async (t) => {
   fake.script('openai', { text: GOOD, usage: { input: 1000, output: 200 }, requestId: 'req_1', model: 'gpt-4o-mini-2024-07-18' });
@@ -241,4 +242,21 @@ t.test('a prompt version is immutable', async (t) => {
   const again = await store.registerPrompt('p.fixed', 1, { system: null, user: 'one' });
   t.equal(again.created, false);
   await t.rejects(store.registerPrompt('p.fixed', 1, { system: null, user: 'two' }), { code: 'prompt_version_conflict', message: /give the changed prompt a new version/ });
+});
+
+t.test('the demo triage pipeline runs a model step on the local provider, no network', async (t) => {
+  const before = fake.requests.length;
+  const { jobId } = await db.submitJob({ pipeline: 'demo.triage', input: { text: 'The delivery from Acme in Berlin was late again and the box was broken. I am very disappointed.' } });
+  const job = await waitForJob(db, jobId);
+  t.equal(job.status, 'completed');
+  t.equal(fake.requests.length, before, 'no HTTP request');
+  const [analyse, route] = await db.getSteps(jobId);
+  t.equal((analyse!.output as { sentiment: string }).sentiment, 'negative');
+  t.match(route!.output, { queue: /urgent|support/ });
+  const [call] = await store.getModelCalls(jobId);
+  t.match(call, { provider: 'local', provider_kind: 'local', returned_model: 'wink-eng-lite-web-model', error_class: null, price_missing: false });
+  t.equal(Number(call!.cost_usd), 0, 'the local model is priced at 0');
+  t.ok(call!.input_tokens! > 10, 'tokens are counted');
+  const [a] = await db.getAttempts(jobId);
+  t.equal(a!.contract_outcome, 'valid_first_try');
 });
