@@ -18,6 +18,7 @@ import { createLogger } from './log.ts';
 import { Liveness, type CancelNotice } from './liveness.ts';
 import { Reaper } from './reaper.ts';
 import { runAttempt, type AbortReason, type RunningAttempt } from './step-runner.ts';
+import type { ProviderRegistry } from './model/providers.ts';
 
 export { classifyError } from './step-runner.ts';
 
@@ -49,6 +50,8 @@ export interface WorkerOptions {
    * same transaction and runs it at once in the same slot, skipping a round trip through the queue.
    */
   eagerHandOff?: boolean;
+  /** Model providers for model steps. Default: the environment's (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...). */
+  providers?: ProviderRegistry;
   workerId?: string;
   log?: Logger;
 }
@@ -131,7 +134,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     taskList[identifier] = makeTask(inflight, p, db, workerId, leaseMs, wlog, abandonMs, (r) => {
       running.set(r.attemptId, r);
       return () => running.delete(r.attemptId);
-    }, handOff);
+    }, handOff, options.providers);
   }
 
   // graphile-worker ends its pool when it cannot record a wake-up's completion or failure (the connection died under
@@ -261,6 +264,7 @@ function makeTask(
   inflight: Set<Promise<void>>, p: Pipeline<any, any>, db: BallastDb, workerId: string, leaseMs: number, log: Logger,
   abandonMs: number, track: (r: RunningAttempt) => () => void,
   handOff: { workerId: string; leaseMs: number; allowed: () => boolean } | undefined,
+  providers: ProviderRegistry | undefined,
 ): Task {
   const task = async (payload: unknown) => {
     const stepId = (payload as { step_id?: unknown } | null)?.step_id;
@@ -275,7 +279,7 @@ function makeTask(
     }
     // Each success may hand the next step of the same job straight to this slot (eager hand-off).
     for (let next: Claim | undefined = claim; next; ) {
-      next = await runAttempt({ pipeline: p, claim: next, db, log, abandonMs, track, ...(handOff ? { handOff } : {}) });
+      next = await runAttempt({ pipeline: p, claim: next, db, log, abandonMs, track, providers, ...(handOff ? { handOff } : {}) });
     }
   };
   return async (payload) => {
