@@ -175,6 +175,15 @@ async function start(log: Logger): Promise<void> {
     log.info({ job_id: jobId }, `demo job ${jobId} submitted`);
     await followJob(handle.url, jobId, log);
   }
+  if (process.env.BALLAST_DEMO !== '0' && pipelines.some((p) => p.name === 'demo.triage')) {
+    // A model step on the built-in local model: traced in ballast.model_calls like a call to a real provider.
+    const { jobId } = await worker.db.submitJob({
+      pipeline: 'demo.triage',
+      input: { text: 'The parcel from Acme arrived two weeks late and the screen was cracked. I want a refund.' },
+    });
+    log.info({ job_id: jobId }, `demo job ${jobId} (model step) submitted`);
+    await followJob(handle.url, jobId, log);
+  }
   const shown = handle.embedded ? handle.url : redact(handle.url);
   log.info(
     `ready. Submit your own job from another terminal:\n` +

@@ -17,7 +17,7 @@ function cliEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 /** Waits for `start`'s final line about its demo job ("demo job N completed"); returns the job id and status. */
-function demoFinished(proc: TestProcess, timeoutMs: number): Promise<{ jobId: string; status: string }> {
+function demoFinished(proc: TestProcess, timeoutMs: number, after?: string): Promise<{ jobId: string; status: string }> {
   return proc.waitForLine((line) => {
     let msg: unknown;
     try {
@@ -26,7 +26,7 @@ function demoFinished(proc: TestProcess, timeoutMs: number): Promise<{ jobId: st
       return undefined;
     }
     const m = typeof msg === 'string' ? /^demo job (\d+) (completed|failed|cancelled|partially_completed)$/.exec(msg) : null;
-    return m ? { jobId: m[1]!, status: m[2]! } : undefined;
+    return m && m[1] !== after ? { jobId: m[1]!, status: m[2]! } : undefined;
   }, timeoutMs);
 }
 
@@ -44,6 +44,10 @@ t.test('start with DATABASE_URL runs the demo, stops cleanly on SIGTERM', async 
   const { rows: [job] } = await pool.query(`select status, result from ballast.jobs where id = $1`, [demo.jobId]);
   t.equal(job?.status, 'completed', 'and so does the database');
   t.match(job?.result, { words: 20, top: ['every', 'job', 'row'] });
+  const triage = await demoFinished(proc, 60_000, demo.jobId);
+  t.equal(triage.status, 'completed', 'then the model-step demo (demo.triage on the local model) completed');
+  const { rows: calls } = await pool.query(`select provider, error_class from ballast.model_calls where job_id = $1`, [triage.jobId]);
+  t.same(calls, [{ provider: 'local', error_class: null }], 'its model call is traced');
 
   t.same(await proc.stop('SIGTERM', 20_000), { code: 0, signal: null }, 'SIGTERM: exit code 0');
   const notJson = proc.lines.filter((l) => {
