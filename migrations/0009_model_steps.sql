@@ -13,7 +13,8 @@
 --   budgets             per tenant: a spend limit per period (day, week, month; UTC) and what an exhausted budget
 --                       does to a step ('fail' it, or 'pause' it until the next period or a raised limit).
 --   budget_usage        per tenant and period: reserved (calls in flight) and spent (settled) USD.
---   budget_reservations one per priced call: the estimate reserved before the call, the actual settled after.
+--   budget_reservations one per priced call: the estimate reserved before the call, the actual settled after (or
+--                       the estimate, when the attempt ended without settling: expired).
 --   provider_cooldowns  per provider/model ('*': the whole provider): calls wait until `until` (a 429/529 with a
 --                       retry-after, seen by any worker).
 -- Columns added: attempts (contract outcome, final model, prompt, totals of tokens and cost, quality score),
@@ -195,11 +196,12 @@ create table ballast_private.budget_reservations (
   estimate_usd numeric(14, 8) not null,
   actual_usd numeric(14, 8),
   status text not null default 'open'
-    constraint reservation_status_known check (status in ('open', 'settled')),
+    -- expired: its attempt ended without settling it (worker died mid-call); the estimate counts as spent.
+    constraint reservation_status_known check (status in ('open', 'settled', 'expired')),
   created_at timestamptz not null default ballast.now(),
   settled_at timestamptz
 );
-create index budget_reservations_open on ballast_private.budget_reservations (created_at) where status = 'open';
+create index budget_reservations_open on ballast_private.budget_reservations (tenant_id, period_start) where status = 'open';
 
 -- budget_period_start(period, at): the start of the UTC day, ISO week or month holding `at`.
 create function ballast_private.budget_period_start(p_period text, p_at timestamptz) returns timestamptz
@@ -432,6 +434,18 @@ begin
   v_end := v_start + ('1 ' || v_budget.period)::interval;
   insert into ballast_private.budget_usage (tenant_id, period_start) values (v_tenant, v_start)
   on conflict do nothing;
+  -- Reservations whose attempt is over without having settled them (the worker died during the call) would hold
+  -- budget for ever: expire them, counting their estimate as spent (the call may have been made and billed).
+  with stale as (
+    update ballast_private.budget_reservations r
+       set status = 'expired', actual_usd = r.estimate_usd, settled_at = v_now
+     where r.tenant_id = v_tenant and r.period_start = v_start and r.status = 'open'
+       and not exists (select 1 from ballast_private.attempts a where a.id = r.attempt_id and a.outcome = 'running')
+    returning r.estimate_usd as stale_estimate)
+  update ballast_private.budget_usage u
+     set reserved_usd = greatest(u.reserved_usd - s.total, 0), spent_usd = u.spent_usd + s.total
+    from (select sum(st.stale_estimate) as total from stale st) s
+   where s.total is not null and u.tenant_id = v_tenant and u.period_start = v_start;
   update ballast_private.budget_usage u set reserved_usd = u.reserved_usd + v_estimate
    where u.tenant_id = v_tenant and u.period_start = v_start
      and u.spent_usd + u.reserved_usd + v_estimate <= v_budget.limit_usd
@@ -763,6 +777,26 @@ create or replace view ballast.jobs with (security_invoker = true) as
 select id, tenant_id, pipeline, pipeline_version, idempotency_key, input, status, priority, result, error,
        created_at, started_at, finished_at, updated_at, input_tokens, output_tokens, cost_usd
   from ballast_private.jobs;
+
+-- insert_job() (0006) again: RETURNING of INSERT INTO ballast.jobs now reads the whole view row, so columns added to
+-- the view (the totals above, and any later) come back filled instead of null.
+create or replace function ballast_private.insert_job() returns trigger
+language plpgsql
+as $fn$
+declare
+  v_job_id bigint;
+begin
+  if coalesce(current_setting('ballast.actor', true), '') = '' then
+    perform set_config('ballast.actor', 'sql_insert', true);
+  end if;
+  select s.job_id into v_job_id
+    from ballast_private.submit(new.pipeline, coalesce(new.input, '{}'::jsonb), new.idempotency_key,
+                                coalesce(new.tenant_id, 'default'), coalesce(new.priority, 0),
+                                new.pipeline_version) s;
+  select v.* into new from ballast.jobs v where v.id = v_job_id;
+  return new;
+end
+$fn$;
 
 create or replace view ballast.steps with (security_invoker = true) as
 select id, job_id, name, status, depends_on, attempts, max_attempts, output, error, progress, next_run_at,

@@ -260,3 +260,32 @@ t.test('the demo triage pipeline runs a model step on the local provider, no net
   const [a] = await db.getAttempts(jobId);
   t.equal(a!.contract_outcome, 'valid_first_try');
 });
+
+t.test('a reservation whose attempt ended without settling it expires, counted as spent', async (t) => {
+  const idle = pipeline({ name: 'm.unserved', version: 1, input: z.object({}) }).step('a', { output: z.null() }, () => null);
+  await db.registerPipeline(idle.name, idle.version, idle.definition(), idle.inputJsonSchema());
+  await db.registerWorker({ workerId: 'sql-worker', hostname: 'test', pid: process.pid, concurrency: 1, pipelines: [] });
+  await store.setBudget('crashy', 1, 'month', 'fail');
+  const attempt = async () => {
+    const { jobId } = await db.submitJob({ pipeline: 'm.unserved', input: {}, tenantId: 'crashy' });
+    const [s] = await db.getSteps(jobId);
+    return (await db.claimStep(s!.id, 'sql-worker', 30_000))!.attemptId;
+  };
+  const first = await attempt();
+  const p1 = await store.beginModelCall(first, 'openai', 'gpt-4o-mini', 1000, 1000);
+  t.ok(p1.reservationId, 'reserved');
+  t.equal(p1.estimateUsd, 0.00075, '1000 x 0.15 + 1000 x 0.60 per 1M');
+  await db.failStep(first, { class: 'crash', message: 'worker died mid-call', retryable: false });
+  const second = await attempt();
+  const p2 = await store.beginModelCall(second, 'openai', 'gpt-4o-mini', 1000, 1000);
+  t.ok(p2.reservationId);
+  const { rows: [r1] } = await pool.query('select status, actual_usd from ballast_private.budget_reservations where id = $1', [p1.reservationId]);
+  t.same(r1, { status: 'expired', actual_usd: '0.00075000' });
+  const { rows: [b] } = await pool.query(`select spent_usd, reserved_usd from ballast.budgets where tenant_id = 'crashy'`);
+  t.same([Number(b.spent_usd), Number(b.reserved_usd)], [0.00075, 0.00075], 'the expired estimate is spent; the open one reserved');
+});
+
+t.test('INSERT INTO ballast.jobs returns the whole row, totals included', async (t) => {
+  const { rows: [job] } = await pool.query(`insert into ballast.jobs (pipeline, input) values ('m.unserved', '{}') returning *`);
+  t.match(job, { status: 'queued', cost_usd: '0.00000000', input_tokens: '0' });
+});
