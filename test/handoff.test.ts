@@ -10,7 +10,7 @@ const { url, db, pool } = await freshDatabase(t);
 await pool.query(`
   create table wakeups (task text not null);
   create function count_wakeup() returns trigger language plpgsql as $$
-    begin insert into wakeups values (new.task_id::text); return null; end $$;
+    begin insert into public.wakeups values (new.task_id::text); return null; end $$;
   create trigger count_wakeup after insert on graphile_worker._private_jobs for each row execute function count_wakeup();`);
 
 const seq = (name: string) => pipeline({ name, version: 1, input: z.object({}) })

@@ -352,7 +352,7 @@ async function listenEvents(): Promise<{ drain(): Promise<Payload[]>; close(): P
   };
 }
 
-t.test('every event insert NOTIFYs ballast_events with id, job_id, step_id, type and status', async (t) => {
+t.test('every event insert NOTIFYs ballast_events with id, job_id, step_id, type, status, tenant, step name and time', async (t) => {
   await db.registerPipeline('sm.notify', 1, {
     steps: [
       { name: 'first', depends_on: [], max_attempts: 2, backoff_base_ms: 0, backoff_cap_ms: 0 },
@@ -366,8 +366,9 @@ t.test('every event insert NOTIFYs ballast_events with id, job_id, step_id, type
 
   const { jobId } = await db.submitJob({ pipeline: 'sm.notify', input: {} });
   const [submitted] = await eventIds(jobId);
+  const at = async (id: number) => (await pool.query<{ at: string }>(`select to_json(at) #>> '{}' as at from ballast.events where id = $1`, [id])).rows[0]!.at;
   t.same(await listener.drain(), [
-    { id: submitted, job_id: Number(jobId), step_id: null, type: 'job_submitted', status: 'queued' },
+    { id: submitted, job_id: Number(jobId), step_id: null, type: 'job_submitted', status: 'queued', tenant_id: 'default', step_name: null, at: await at(submitted!) },
   ], 'submitting announces job_submitted');
 
   const worker = await registerTestWorker(db);
@@ -376,8 +377,8 @@ t.test('every event insert NOTIFYs ballast_events with id, job_id, step_id, type
   t.ok(claim, 'the root step was claimed');
   const [, stepRunning, jobRunning] = await eventIds(jobId);
   t.same(await listener.drain(), [
-    { id: stepRunning, job_id: Number(jobId), step_id: Number(first!.id), type: 'step_running', status: 'running' },
-    { id: jobRunning, job_id: Number(jobId), step_id: null, type: 'job_running', status: 'running' },
+    { id: stepRunning, job_id: Number(jobId), step_id: Number(first!.id), type: 'step_running', status: 'running', tenant_id: 'default', step_name: 'first', at: await at(stepRunning!) },
+    { id: jobRunning, job_id: Number(jobId), step_id: null, type: 'job_running', status: 'running', tenant_id: 'default', step_name: null, at: await at(jobRunning!) },
   ], 'claiming announces the step and then the job');
 
   const c = await pool.connect();

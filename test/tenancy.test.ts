@@ -1,0 +1,137 @@
+// Tenants and roles in Postgres (migration 0010): what ballast_client, ballast_operator, ballast_reporter and
+// ballast_anonymous may read and do, through the same views and functions GraphQL and other systems' SQL use; and a
+// login bound to a tenant, which cannot talk itself into another tenant.
+import t from 'tap';
+import pg from 'pg';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { pipeline } from '../src/pipeline.ts';
+import { databaseUrl, freshDatabase, pgError } from './helpers.ts';
+
+const { name, db, pool } = await freshDatabase(t);
+const p = pipeline({ name: 'ten.p', version: 1, input: z.object({ n: z.number() }) }).step('a', { output: z.number() }, () => 1);
+await db.registerPipeline(p.name, p.version, p.definition(), p.inputJsonSchema());
+const acmeJob = (await db.submitJob({ pipeline: 'ten.p', input: { n: 1 }, tenantId: 'acme' })).jobId;
+const globexJob = (await db.submitJob({ pipeline: 'ten.p', input: { n: 2 }, tenantId: 'globex' })).jobId;
+
+/** Runs `fn` in a transaction as `role` (SET ROLE, as the API does), with `tenant` in ballast.tenant_id; rolls back. */
+async function as<T>(role: string, tenant: string | null, fn: (c: pg.PoolClient) => Promise<T>, actor?: string): Promise<T> {
+  const c = await pool.connect();
+  try {
+    await c.query('begin');
+    await c.query(`select set_config('role', $1, true), set_config('ballast.tenant_id', $2, true), set_config('ballast.actor', $3, true)`,
+      [role, tenant ?? '', actor ?? '']);
+    return await fn(c);
+  } finally {
+    await c.query('rollback').catch(() => {});
+    c.release();
+  }
+}
+const ids = (rows: { id: string }[]) => rows.map((r) => r.id).sort();
+
+t.test('a client sees only its tenant, in every view', async (t) => {
+  await as('ballast_client', 'acme', async (c) => {
+    t.same(ids((await c.query('select id from ballast.jobs')).rows), [acmeJob]);
+    const steps = (await c.query('select job_id from ballast.steps')).rows;
+    t.same([...new Set(steps.map((s) => s.job_id))], [acmeJob], 'steps');
+    const events = (await c.query('select distinct job_id from ballast.events')).rows;
+    t.same(events.map((e) => e.job_id), [acmeJob], 'events');
+    t.equal((await c.query('select * from ballast.jobs where id = $1', [globexJob])).rowCount, 0, 'a probe by id finds nothing');
+    t.equal((await c.query('select * from ballast_private.jobs where id = $1', [globexJob])).rowCount, 0, 'nor does the table behind the view');
+  });
+});
+
+t.test('a client submits and cancels for its own tenant only', async (t) => {
+  await as('ballast_client', 'acme', async (c) => {
+    const { rows: [r] } = await c.query(`select * from ballast.submit_job('ten.p', '{"n": 3}')`);
+    const { rows: [j] } = await c.query('select tenant_id from ballast.jobs where id = $1', [r.job_id]);
+    t.equal(j.tenant_id, 'acme', 'submitted for the tenant of the caller');
+    const { rows: [e] } = await c.query(`select actor from ballast.events where job_id = $1 and type = 'job_submitted'`, [r.job_id]);
+    t.equal(e.actor, 'jwt:alice', 'the audit trail names the caller');
+    await c.query('savepoint s');
+    const other = await pgError(() => c.query(`select * from ballast.submit_job('ten.p', '{"n": 3}', null, 'globex')`));
+    t.equal(other.code, 'BA014');
+    t.equal(other.message, 'tenant acme cannot submit jobs for tenant globex');
+    await c.query('rollback to s');
+    const cancel = await pgError(() => c.query('select * from ballast.cancel_job($1)', [globexJob]));
+    t.same([cancel.code, cancel.message], ['BA007', `job ${globexJob} does not exist`], 'another tenant\'s job does not exist for it');
+    await c.query('rollback to s');
+    const { rows: [k] } = await c.query('select status from ballast.cancel_job($1)', [acmeJob]);
+    t.equal(k.status, 'cancelled', 'its own job it can cancel');
+    await c.query('rollback to s');
+    const { rows: [ins] } = await c.query(`insert into ballast.jobs (pipeline, input) values ('ten.p', '{"n": 4}') returning tenant_id, status`);
+    t.same(ins, { tenant_id: 'acme', status: 'queued' }, 'INSERT INTO ballast.jobs submits for its tenant too');
+    await c.query('rollback to s');
+    const replay = await pgError(() => c.query('select * from ballast.replay_job($1)', [acmeJob]));
+    t.equal(replay.code, '42501', 'replay is an operator verb');
+    await c.query('rollback to s');
+    const internal = await pgError(() => c.query(`select * from ballast.claim_step(1, 'w')`));
+    t.equal(internal.code, '42501', 'worker verbs are not for clients');
+    await c.query('rollback to s');
+    const write = await pgError(() => c.query(`update ballast_private.jobs set priority = 5`));
+    t.equal(write.code, '42501', 'no direct writes');
+  }, 'jwt:alice');
+});
+
+t.test('a client without a tenant sees nothing and may not submit', async (t) => {
+  await as('ballast_client', null, async (c) => {
+    t.equal((await c.query('select * from ballast.jobs')).rowCount, 0);
+    const e = await pgError(() => c.query(`select * from ballast.submit_job('ten.p', '{"n": 1}')`));
+    t.equal(e.code, 'BA014');
+    t.match(e.message, /acts for no tenant/);
+  });
+});
+
+t.test('anonymous may do nothing', async (t) => {
+  await as('ballast_anonymous', 'acme', async (c) => {
+    const e = await pgError(() => c.query('select * from ballast.jobs'));
+    t.equal(e.code, '42501');
+  });
+});
+
+t.test('a reporter reads every tenant and changes nothing', async (t) => {
+  await as('ballast_reporter', null, async (c) => {
+    t.same(ids((await c.query('select id from ballast.jobs')).rows), [acmeJob, globexJob].sort());
+    t.ok((await c.query('select * from ballast.workers')).rowCount! >= 0, 'workers are readable');
+    const e = await pgError(() => c.query(`select * from ballast.submit_job('ten.p', '{"n": 1}')`));
+    t.equal(e.code, '42501');
+  });
+});
+
+t.test('an operator reads every tenant, replays and decides, named in the audit trail', async (t) => {
+  await as('ballast_operator', null, async (c) => {
+    t.same(ids((await c.query('select id from ballast.jobs')).rows), [acmeJob, globexJob].sort());
+    await c.query('select * from ballast.cancel_job($1)', [globexJob]);
+    const { rows: [r] } = await c.query('select * from ballast.replay_job($1)', [globexJob]);
+    t.equal(r.job_id, globexJob);
+    const { rows: [e] } = await c.query(`select actor from ballast.events where job_id = $1 and type = 'step_replayed'`, [globexJob]);
+    t.equal(e.actor, 'jwt:olga');
+    await c.query(`select ballast.set_budget('acme', 10, 'month', 'pause')`);
+  }, 'jwt:olga');
+});
+
+t.test('a login bound to a tenant acts for it whatever it sets', async (t) => {
+  const login = `ballast_t_login_${randomBytes(4).toString('hex')}`;
+  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
+  t.teardown(async () => {
+    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
+    await pool.query(`drop owned by ${login}`).catch(() => {});
+    await pool.query(`drop role if exists ${login}`);
+  });
+  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, 'globex']);
+  const url = new URL(databaseUrl(name));
+  url.username = login;
+  url.password = 'pw';
+  const c = new pg.Client({ connectionString: url.toString() });
+  await c.connect();
+  t.teardown(() => c.end());
+  await c.query(`set ballast.tenant_id = 'acme'`);
+  t.same(ids((await c.query('select id from ballast.jobs')).rows), [globexJob], 'it sees its bound tenant, not the one it set');
+  const { rows: [r] } = await c.query(`select * from ballast.submit_job('ten.p', '{"n": 9}')`);
+  const { rows: [j] } = await pool.query('select tenant_id from ballast.jobs where id = $1', [r.job_id]);
+  t.equal(j.tenant_id, 'globex');
+  const { rows: [e] } = await pool.query(`select actor from ballast.events where job_id = $1 and type = 'job_submitted'`, [r.job_id]);
+  t.equal(e.actor, login, 'named by its login');
+  const bind = await pgError(() => c.query(`select ballast.bind_role_tenant($1, 'acme')`, [login]));
+  t.equal(bind.code, '42501', 'it cannot rebind itself');
+});
