@@ -8,6 +8,7 @@ import type { BallastDb, Claim, StepError } from './db/api.ts';
 import { BallastError, PermanentError, RetryableError } from './errors.ts';
 import type { Pipeline, StepDefinition, WaitOptions } from './pipeline.ts';
 import type { ProviderRegistry } from './model/providers.ts';
+import { ballastMetrics } from './metrics.ts';
 
 /** Why a running attempt was aborted. */
 export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
@@ -101,6 +102,24 @@ export interface RunAttemptOptions {
 
 /** Runs the attempt; returns the next claim when an eager hand-off took one. */
 export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefined> {
+  const t0 = performance.now();
+  const result: AttemptResult = { outcome: 'lost', errorClass: 'none' };
+  try {
+    return await runAttemptBody(o, result);
+  } finally {
+    const labels = { pipeline: o.pipeline.ref, step: o.claim.definitionStep };
+    ballastMetrics.attempts.inc({ ...labels, outcome: result.outcome, error_class: result.errorClass });
+    ballastMetrics.stepDuration.observe({ ...labels, outcome: result.outcome }, (performance.now() - t0) / 1000);
+  }
+}
+
+/** How an attempt ended, for the metrics. */
+interface AttemptResult {
+  outcome: string;
+  errorClass: string;
+}
+
+async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Promise<Claim | undefined> {
   const { pipeline: p, claim, db } = o;
   const log = o.log.child({
     job_id: claim.jobId, step_id: claim.stepId, attempt_id: claim.attemptId, pipeline: p.ref, step: claim.stepName,
@@ -108,6 +127,8 @@ export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefine
   const started = performance.now();
   const fail = async (error: StepError) => {
     const r = await settle(() => db.failStep(claim.attemptId, error), log);
+    result.errorClass = error.class;
+    result.outcome = !r ? 'lost' : r.stepStatus === 'retrying' ? (error.outcome === 'timed_out' ? 'timed_out' : 'retrying') : 'failed';
     if (r) {
       const fields = { error_class: error.class, error: error.message, attempt: claim.attemptNumber, job_status: r.jobStatus };
       if (r.stepStatus === 'retrying') log.warn({ ...fields, next_run_at: r.nextRunAt }, 'step failed; retry scheduled');
@@ -205,22 +226,26 @@ export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefine
         await fail({ class: 'timeout', message: aborted.message, retryable: true, outcome: 'timed_out' });
         return;
       case 'shutdown': {
+        result.outcome = 'released';
         const status = await settle(() => db.releaseAttempt(claim.attemptId, aborted!.message), log);
         if (status) log.warn({ step_status: status }, 'step released for another worker (shutdown)');
         return;
       }
       default:
         // cancelled or lost: the attempt already ended in the database; nothing to record.
+        result.outcome = aborted.reason;
         log.warn({ reason: aborted.reason }, `step stopped: ${aborted.message}`);
         return;
     }
   }
   if (threw) {
     if (thrown instanceof StepParked) {
+      result.outcome = 'parked';
       log.info({ key: thrown.key }, 'step waiting for an event');
       return;
     }
     if (thrown instanceof AttemptSettled) {
+      result.outcome = thrown.stepStatus === 'needs_review' ? 'needs_review' : 'parked';
       log.warn({ step_status: thrown.stepStatus }, thrown.message);
       return;
     }
@@ -233,6 +258,7 @@ export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefine
       return;
     }
     const n = await settle(() => db.expandItems(claim.attemptId, output as unknown[]), log);
+    if (n !== undefined) result.outcome = 'succeeded';
     if (n !== undefined) log.info({ items: n }, 'map step listed its items');
     return;
   }
@@ -249,10 +275,12 @@ export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefine
       next = await db.completeStepAndClaim(claim.attemptId, checked.data, workerId, leaseMs);
       return true;
     }, log);
+    if (ok) result.outcome = 'succeeded';
     if (ok) log.info({ ms: ms(), ...(next ? { next_step_id: next.stepId } : {}) }, 'step succeeded');
     return next;
   }
   const done = await settle(() => db.completeStep(claim.attemptId, checked.data), log);
+  if (done) result.outcome = 'succeeded';
   if (done) log.info({ ms: ms(), job_status: done.jobStatus }, 'step succeeded');
   return undefined;
 }

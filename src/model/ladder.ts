@@ -27,6 +27,7 @@ import type { ContractOutcome } from '../db/schema.ts';
 import { BallastError, PermanentError, RetryableError } from '../errors.ts';
 import { AttemptSettled, STEP_INTERNALS, type StepInternals } from '../step-runner.ts';
 import type { StepContext } from '../pipeline.ts';
+import { ballastMetrics } from '../metrics.ts';
 
 export interface QualityRule<O> {
   name: string;
@@ -199,6 +200,21 @@ async function checkQuality<O>(q: QualityPolicy<O> | undefined, output: O): Prom
   return { miss: null, score, results };
 }
 
+/** Stores the trace of a call and counts it in this process's metrics. */
+async function recordCall(store: ModelStore, attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<void> {
+  const r = await store.recordModelCall(attemptId, reservationId, trace);
+  const labels = { provider: trace.provider, model: trace.requested_model };
+  ballastMetrics.modelCalls.inc({ ...labels, error_class: trace.error_class ?? 'none' });
+  if (trace.error_class !== 'cooldown' && trace.error_class !== 'budget') {
+    ballastMetrics.modelLatency.observe(labels, (trace.latency_ms ?? 0) / 1000);
+  }
+  if (r.costUsd) ballastMetrics.modelCost.inc(labels, r.costUsd);
+  const cached = trace.cached_input_tokens ?? 0;
+  if (trace.input_tokens) ballastMetrics.modelTokens.inc({ ...labels, direction: 'input' }, Math.max(trace.input_tokens - cached, 0));
+  if (cached) ballastMetrics.modelTokens.inc({ ...labels, direction: 'cached_input' }, cached);
+  if (trace.output_tokens) ballastMetrics.modelTokens.inc({ ...labels, direction: 'output' }, trace.output_tokens);
+}
+
 /** One attempt of a model step: returns the output for the runner to complete the step with. */
 export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelStepSpec<O>): Promise<unknown> {
   const internals = (ctx as unknown as Record<symbol, StepInternals | undefined>)[STEP_INTERNALS];
@@ -241,7 +257,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
           continue;
         }
         const miss = { class: 'cooldown', code: 'cooldown', message: `${model} is cooling down until ${permit.cooldownUntil.toISOString()}: ${permit.cooldownReason}` };
-        await store.recordModelCall(attemptId, null, skippedTrace(model, miss, meta));
+        await recordCall(store, attemptId, null, skippedTrace(model, miss, meta));
         calls++;
         if (!lastAttempt) throw new RetryableError(miss.message, { errorClass: 'transport', code: 'cooldown', retryAfterMs: waitMs });
         last = miss;
@@ -249,7 +265,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
       }
       if (permit.budgetExhausted) {
         const miss = { class: 'budget', code: 'budget_exhausted', message: permit.budgetMessage ?? 'budget exhausted' };
-        await store.recordModelCall(attemptId, null, skippedTrace(model, miss, meta));
+        await recordCall(store, attemptId, null, skippedTrace(model, miss, meta));
         if (permit.onExhausted === 'pause' && permit.resumeAt) {
           const status = await store.pauseForBudget(attemptId, permit.resumeAt, `${miss.message}; paused until ${permit.resumeAt.toISOString()} or a raised limit`);
           throw new AttemptSettled(status, `model step paused: ${miss.message}`);
@@ -264,7 +280,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
       });
       calls++;
       const q = rec.ok ? await checkQuality(spec.quality, rec.output as O) : { miss: null, score: null, results: null };
-      await store.recordModelCall(attemptId, permit.reservationId, traceOf(rec, { ...meta, score: q.score, quality: q.results, miss: q.miss }));
+      await recordCall(store, attemptId, permit.reservationId, traceOf(rec, { ...meta, score: q.score, quality: q.results, miss: q.miss }));
       const err = rec.error;
       if (rec.ok && !q.miss) {
         const outcome: ContractOutcome = mi > 0 ? 'fell_back' : ask > 0 || rec.repair ? 'repaired' : 'valid_first_try';
