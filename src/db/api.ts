@@ -309,6 +309,18 @@ export class BallastDb {
     return this.db.selectFrom('ballast.attempts').selectAll().where('job_id', '=', jobId).orderBy('id').execute();
   }
 
+  /** Jobs, newest first, filtered; `since` is an interval ('1 hour', '7 days') back from now. */
+  async listJobs(f: { status?: string; pipeline?: string; tenantId?: string; since?: string; limit?: number } = {}): Promise<Job[]> {
+    return call(() => {
+      let q = this.db.selectFrom('ballast.jobs').selectAll().orderBy('id', 'desc').limit(f.limit ?? 20);
+      if (f.status) q = q.where('status', '=', f.status as never);
+      if (f.pipeline) q = q.where('pipeline', '=', f.pipeline);
+      if (f.tenantId) q = q.where('tenant_id', '=', f.tenantId);
+      if (f.since) q = q.where('created_at', '>=', sql<Date>`ballast.now() - ${f.since}::interval` as never);
+      return q.execute();
+    });
+  }
+
   async getEvents(jobId: string): Promise<BallastEvent[]> {
     return this.db.selectFrom('ballast.events').selectAll().where('job_id', '=', jobId).orderBy('id').execute();
   }

@@ -1,0 +1,92 @@
+// `ballast watch <job>`: a job's progress, live, in the terminal. LISTEN first, then read the current state, so
+// nothing that happens in between is missed; events already shown (by id) are not shown twice. Ends with the result
+// or the error, and an exit code a script can use (WATCH_EXIT).
+import type { BallastDb, Job, Step } from '../db/api.ts';
+import { listenEvents, type LiveEvent } from '../db/events-listener.ts';
+
+/** Exit codes of `watch`, by the job's final status. */
+export const WATCH_EXIT = { completed: 0, partially_completed: 5, failed: 6, cancelled: 7, timeout: 124, not_found: 3 } as const;
+
+const FINAL = new Set(['completed', 'partially_completed', 'failed', 'cancelled']);
+
+export interface WatchOptions {
+  url: string;
+  db: BallastDb;
+  jobId: string;
+  /** JSON lines instead of text: the state, then one line per event, then the final job. */
+  json: boolean;
+  /** Give up after this many ms (exit 124). */
+  timeoutMs: number | null;
+  out?: (line: string) => void;
+}
+
+function time(at: string | Date | undefined): string {
+  const d = at ? new Date(at) : new Date();
+  return d.toISOString().slice(11, 23);
+}
+
+function stepLine(s: Pick<Step, 'name' | 'status' | 'attempts' | 'max_attempts'>): string {
+  return `  ${s.name.padEnd(24)} ${String(s.status).padEnd(12)} attempt ${s.attempts}/${s.max_attempts}`;
+}
+
+function describe(e: LiveEvent): string {
+  if (e.type === 'step_progress') return `${time(e.at)}  step ${e.step_name ?? e.step_id} progress ${JSON.stringify(e.progress)}`;
+  if (e.step_id !== null) return `${time(e.at)}  step ${e.step_name ?? e.step_id} ${e.type.replace(/^step_/, '')}`;
+  return `${time(e.at)}  job ${e.type.replace(/^job_/, '')}`;
+}
+
+/** Follows the job until it is final; returns the exit code. */
+export async function watchJob(o: WatchOptions): Promise<number> {
+  const out = o.out ?? ((line: string) => console.log(line));
+  const buffered: LiveEvent[] = [];
+  let deliver: ((e: LiveEvent) => void) | null = null;
+  let failed: Error | null = null;
+  const listener = await listenEvents(o.url, (e) => {
+    if (String(e.job_id) !== o.jobId) return;
+    if (deliver) deliver(e);
+    else buffered.push(e);
+  }, (err) => { failed = err; });
+  try {
+    const job = await o.db.getJob(o.jobId);
+    if (!job) {
+      (o.json ? out(JSON.stringify({ error: `job ${o.jobId} does not exist` })) : out(`job ${o.jobId} does not exist`));
+      return WATCH_EXIT.not_found;
+    }
+    const steps = await o.db.getSteps(o.jobId);
+    const events = await o.db.getEvents(o.jobId);
+    const lastSeen = events.length ? Number(events.at(-1)!.id) : 0;
+    if (o.json) out(JSON.stringify({ job, steps }));
+    else {
+      out(`job ${job.id} ${job.pipeline}@${job.pipeline_version} ${job.status}`);
+      for (const s of steps.filter((s) => !(s.name.includes('__')))) out(stepLine(s));
+    }
+    if (FINAL.has(job.status)) return finish(job);
+
+    let done: (job: Job) => void = () => {};
+    const finished = new Promise<Job>((resolve) => { done = resolve; });
+    const onEvent = (e: LiveEvent) => {
+      if (e.id !== undefined && e.id <= lastSeen) return; // already part of the state read above
+      out(o.json ? JSON.stringify(e) : describe(e));
+      if (e.step_id === null && e.status && FINAL.has(e.status)) void o.db.getJob(o.jobId).then((j) => j && done(j));
+    };
+    for (const e of buffered) onEvent(e);
+    deliver = onEvent;
+    const timer = o.timeoutMs === null ? null : new Promise<null>((resolve) => setTimeout(() => resolve(null), o.timeoutMs!).unref());
+    const final = await Promise.race([finished, ...(timer ? [timer] : [])]);
+    if (failed) throw failed;
+    if (!final) {
+      (o.json ? out(JSON.stringify({ error: 'timeout' })) : out(`still ${((await o.db.getJob(o.jobId))?.status) ?? 'unknown'} after ${o.timeoutMs} ms; stopped watching`));
+      return WATCH_EXIT.timeout;
+    }
+    return finish(final);
+  } finally {
+    await listener.close();
+  }
+
+  function finish(job: Job): number {
+    if (o.json) out(JSON.stringify({ job }));
+    else if (job.status === 'completed' || job.status === 'partially_completed') out(`${job.status}: ${JSON.stringify(job.result)}`);
+    else out(`${job.status}: ${JSON.stringify(job.error)}`);
+    return WATCH_EXIT[job.status as keyof typeof WATCH_EXIT] ?? 1;
+  }
+}
