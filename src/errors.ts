@@ -15,7 +15,8 @@ export type BallastErrorCode =
   | 'job_finished'
   | 'step_busy'
   | 'prompt_version_conflict'
-  | 'not_in_review';
+  | 'not_in_review'
+  | 'forbidden';
 
 export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
   BA001: 'invalid_transition',
@@ -31,6 +32,7 @@ export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
   BA011: 'step_busy',
   BA012: 'prompt_version_conflict',
   BA013: 'not_in_review',
+  BA014: 'forbidden',
 };
 
 export interface InputIssue {

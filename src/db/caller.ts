@@ -1,0 +1,116 @@
+// The SQL the GraphQL server runs itself, as the caller: through PostGraphile's client, inside the transaction that
+// carries the caller's role, tenant and actor (pgSettings), so row-level security and the functions' own checks
+// (migrations/0010_tenancy.sql) apply exactly as they do to a psql user with that role. PostGraphile generates the
+// reads of the views; these are the verbs (mutations) and what subscriptions read to authorize and catch up.
+// Ids (bigint) leave as strings, like GraphQL's BigInt.
+
+/** The part of a pg client these statements need (PostGraphile's PgClient and pg's Client both fit). */
+export interface Queryable {
+  query<R>(opts: { text: string; values?: readonly unknown[] }): Promise<{ rows: readonly R[] }>;
+}
+
+async function one<R>(client: Queryable, text: string, values: readonly unknown[]): Promise<R> {
+  const { rows } = await client.query<R>({ text, values });
+  return rows[0]!;
+}
+
+const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
+
+export interface SubmitArgs { pipeline: string; input: unknown; idempotencyKey: string | null; tenantId: string; priority: number; pipelineVersion: number | null }
+export const submitJob = (c: Queryable, a: SubmitArgs) =>
+  one<{ jobId: string; created: boolean; status: string; pipelineVersion: number }>(c,
+    `select job_id::text as "jobId", created, status, pipeline_version as "pipelineVersion"
+       from ballast.submit_job($1, coalesce($2::jsonb, '{}'), $3, $4, $5, $6)`,
+    [a.pipeline, json(a.input), a.idempotencyKey, a.tenantId, a.priority, a.pipelineVersion]);
+
+export const cancelJob = (c: Queryable, jobId: string, reason: string | null) =>
+  one<{ jobId: string; status: string; cancelledStepIds: string[]; alreadyCancelled: boolean }>(c,
+    `select job_id::text as "jobId", status, cancelled_step_ids::text[] as "cancelledStepIds", already_cancelled as "alreadyCancelled"
+       from ballast.cancel_job($1, $2)`, [jobId, reason]);
+
+export interface ReplayResult { jobId: string; replayedStepIds: string[]; jobStatus: string }
+export const replayStep = (c: Queryable, stepId: string, reason: string | null, force: boolean) =>
+  one<ReplayResult>(c,
+    `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
+       from ballast.replay_step($1, $2, $3)`, [stepId, reason, force]);
+
+export const replayJob = (c: Queryable, jobId: string, fromStep: string | null, reason: string | null) =>
+  one<ReplayResult>(c,
+    `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
+       from ballast.replay_job($1, $2, $3)`, [jobId, fromStep, reason]);
+
+export const sendEvent = (c: Queryable, key: string, payload: unknown) =>
+  one<{ accepted: boolean; resumedStepIds: string[] }>(c,
+    `select accepted, resumed_step_ids::text[] as "resumedStepIds" from ballast.send_event($1, $2::jsonb)`,
+    [key, json(payload)]);
+
+export const resolveReview = (c: Queryable, stepId: string, decision: string, output: unknown, reviewer: string, note: string | null) =>
+  one<{ stepId: string; jobId: string; stepStatus: string; jobStatus: string; queuedStepIds: string[] }>(c,
+    `select $1::bigint::text as "stepId", (select s.job_id::text from ballast.steps s where s.id = $1) as "jobId",
+            r.step_status as "stepStatus", r.job_status as "jobStatus", r.queued_step_ids::text[] as "queuedStepIds"
+       from ballast.resolve_review($1, $2, $3::jsonb, $4, $5) r`, [stepId, decision, json(output), reviewer, note]);
+
+/** An event as NOTIFY ballast_events announces it (0010's payload), or as replayed from ballast.events. */
+export interface EventPayload {
+  id: number | string | null;
+  job_id: number | string;
+  step_id: number | string | null;
+  type: string;
+  status: string | null;
+  tenant_id?: string | null;
+  step_name?: string | null;
+  at?: string | null;
+  progress?: unknown;
+}
+
+// The same keys as the NOTIFY payload (0010 notify_event), so replayed and live events are read by one function.
+const EVENT_JSON = `json_build_object('id', e.id, 'job_id', e.job_id, 'step_id', e.step_id, 'type', e.type,
+  'status', e.status, 'tenant_id', j.tenant_id, 'step_name', s.name, 'at', e.at)`;
+
+export interface JobSnapshotRow {
+  job: Record<string, unknown> | null;
+  steps: Record<string, unknown>[];
+  replay: EventPayload[];
+  recentEventIds: string[];
+  lastEventId: string | null;
+}
+
+/**
+ * One statement, so one snapshot: the job and its steps as the caller may see them (no row: unknown or another
+ * tenant's), the job's events after `after` (at most `limit`, oldest first; none when `after` is null), and the ids
+ * of its newest 1000 events, which lets the subscriber drop live notifications this snapshot already includes.
+ */
+export const jobSnapshot = (c: Queryable, jobId: string, after: string | null, limit: number) =>
+  one<JobSnapshotRow>(c, `
+    select (select json_build_object('id', j.id::text, 'tenantId', j.tenant_id, 'pipeline', j.pipeline,
+                   'pipelineVersion', j.pipeline_version, 'status', j.status, 'result', j.result, 'error', j.error,
+                   'createdAt', j.created_at, 'updatedAt', j.updated_at, 'finishedAt', j.finished_at)
+              from ballast.jobs j where j.id = $1) as job,
+           (select coalesce(json_agg(json_build_object('id', s.id::text, 'name', s.name, 'status', s.status,
+                   'attemptCount', s.attempts, 'maxAttempts', s.max_attempts, 'progress', s.progress,
+                   'updatedAt', s.updated_at) order by s.id), '[]')
+              from ballast.steps s where s.job_id = $1) as steps,
+           (select coalesce(json_agg(r.ev order by r.id), '[]')
+              from (select e.id, ${EVENT_JSON} as ev
+                      from ballast.events e join ballast.jobs j on j.id = e.job_id
+                      left join ballast.steps s on s.id = e.step_id
+                     where e.job_id = $1 and $2::bigint is not null and e.id > $2
+                     order by e.id limit $3) r) as replay,
+           (select coalesce(array_agg(r.id::text), '{}')
+              from (select id from ballast.events where job_id = $1 order by id desc limit 1000) r) as "recentEventIds",
+           (select max(id)::text from ballast.events where job_id = $1) as "lastEventId"`,
+    [jobId, after, limit]);
+
+/** Events after `after` (oldest first, at most `limit`) of one tenant, or of every tenant the caller sees. */
+export const eventsAfter = async (c: Queryable, after: string, tenantId: string | null, limit: number) =>
+  (await c.query<{ ev: EventPayload }>({
+    text: `select ${EVENT_JSON} as ev
+             from ballast.events e join ballast.jobs j on j.id = e.job_id
+             left join ballast.steps s on s.id = e.step_id
+            where e.id > $1 and ($2::text is null or j.tenant_id = $2)
+            order by e.id limit $3`,
+    values: [after, tenantId, limit],
+  })).rows.map((r) => r.ev);
+
+/** A cheap liveness check for the health endpoint. */
+export const ping = (c: Queryable) => one<{ ok: number }>(c, 'select 1 as ok', []);

@@ -1,0 +1,77 @@
+// GraphQL errors the way a client can act on them. Every error leaves with `extensions.code`:
+//   - ballast's SQLSTATEs (BA001..BA014, src/errors.ts) become their code in capitals with the message Postgres
+//     raised: INVALID_INPUT (with `issues: [{path, message}]`), IDEMPOTENCY_CONFLICT (with `jobId`), NOT_FOUND,
+//     FORBIDDEN, JOB_FINISHED, ...;
+//   - Postgres refusing the role (42501) is FORBIDDEN, a bad value (class 22/23) BAD_USER_INPUT, a statement over
+//     its statement_timeout TIMEOUT;
+//   - errors the server raises on purpose (SafeError: limits, authorization of subscriptions) keep their message
+//     and extensions; GraphQL validation errors pass unchanged;
+//   - anything else is masked: the client gets an error id, the log gets the error with the same id and a hash
+//     that groups repeats.
+import { createHash, randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import { GraphQLError } from 'postgraphile/graphql';
+import { isSafeError, SafeError } from 'postgraphile/grafast';
+import { BallastError, IdempotencyConflictError, InvalidInputError, translateError } from '../errors.ts';
+
+/** An error with a stable code that the client may see as it is. */
+export function clientError(code: string, message: string, extensions: Record<string, unknown> = {}): SafeError {
+  return new SafeError(message, { code, ...extensions });
+}
+
+interface PgLikeError extends Error {
+  code: string;
+  severity?: string;
+  hint?: string;
+}
+
+function isPgError(err: unknown): err is PgLikeError {
+  return err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && 'severity' in err;
+}
+
+/** The client-facing shape (message and extensions) of an error from Postgres, or undefined to mask it. */
+export function describePgError(err: PgLikeError): { message: string; extensions: Record<string, unknown> } | undefined {
+  const translated = translateError(err);
+  if (translated instanceof BallastError) {
+    const extensions: Record<string, unknown> = { code: translated.code.toUpperCase(), sqlstate: translated.sqlstate };
+    if (translated.hint) extensions.hint = translated.hint;
+    if (translated instanceof InvalidInputError) extensions.issues = translated.issues;
+    if (translated instanceof IdempotencyConflictError && translated.jobId !== undefined) extensions.jobId = translated.jobId;
+    // The message without the hint appended: the hint has its own field.
+    return { message: err.message, extensions };
+  }
+  if (err.code === '42501') {
+    return { message: `not allowed: ${err.message}`, extensions: { code: 'FORBIDDEN', sqlstate: err.code } };
+  }
+  if (err.code === '57014') {
+    return { message: 'the query took longer than the statement timeout and was cancelled', extensions: { code: 'TIMEOUT', sqlstate: err.code } };
+  }
+  if (err.code.startsWith('22') || err.code.startsWith('23')) {
+    return { message: err.message, extensions: { code: 'BAD_USER_INPUT', sqlstate: err.code } };
+  }
+  return undefined;
+}
+
+export type MaskError = (error: GraphQLError) => GraphQLError;
+
+export function makeMaskError(log: Logger): MaskError {
+  return function maskError(error: GraphQLError): GraphQLError {
+    const original = error.originalError;
+    const rebuild = (message: string, extensions: Record<string, unknown>) =>
+      new GraphQLError(message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, originalError: original, extensions });
+    if (original === undefined || original === null) {
+      // Validation, parse and "cannot return null" errors: GraphQL's own, safe to show.
+      return error;
+    }
+    if (original instanceof GraphQLError) return error;
+    if (isSafeError(original)) return rebuild(original.message, { ...(original.extensions ?? {}) });
+    if (isPgError(original)) {
+      const described = describePgError(original);
+      if (described) return rebuild(described.message, described.extensions);
+    }
+    const errorId = randomBytes(6).toString('hex');
+    const hash = createHash('sha1').update(String(original)).digest('base64url').slice(0, 12);
+    log.error({ err: original, errorId, hash, path: error.path }, 'unexpected error in a GraphQL request (masked for the client)');
+    return rebuild(`An unexpected error occurred (logged as ${errorId})`, { code: 'INTERNAL_SERVER_ERROR', errorId });
+  };
+}

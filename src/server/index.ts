@@ -1,0 +1,117 @@
+// The GraphQL API (PostGraphile 5) as one call: startServer({ connectionString }) → { url, stop() }.
+// GraphQL over HTTP at /graphql, graphql-ws subscriptions on the same path, /health, and Ruru at /graphiql outside
+// production. See the README's "GraphQL" section for the API itself.
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { postgraphile } from 'postgraphile';
+import { grafserv } from 'postgraphile/grafserv/node';
+import { createPool } from '../db/api.ts';
+import { createLogger } from '../log.ts';
+import { Authenticator } from './auth.ts';
+import { serverSettings, type JwtSettings, type ServerLimits, type ServerSettings } from './config.ts';
+import { EventHub } from './hub.ts';
+import { createHttpServer } from './http.ts';
+import { CallerRegistry, makePreset } from './preset.ts';
+import { attachWebSockets } from './ws.ts';
+
+export { mintToken, parseDuration, pgSettingsFor, type ApiRole, type Caller } from './auth.ts';
+export { serverSettings, ConfigError, isProduction } from './config.ts';
+
+export interface StartServerOptions {
+  /** Postgres for the API: the owner of the schemas, or a login that is a member of the ballast_* roles. */
+  connectionString: string;
+  /** Port (0: any free one). Default BALLAST_GRAPHQL_PORT or 5678. */
+  port?: number;
+  host?: string;
+  /** Ruru at /graphiql. Default: on unless NODE_ENV=production. */
+  graphiql?: boolean;
+  limits?: Partial<ServerLimits>;
+  jwt?: Partial<JwtSettings>;
+  /** Connections of the API's pool (default 10). */
+  poolSize?: number;
+  /** graphql-ws ping interval (default 12 s). */
+  keepAliveMs?: number;
+  log?: Logger;
+}
+
+export interface BallastServer {
+  /** http://host:port/graphql */
+  url: string;
+  /** ws://host:port/graphql */
+  wsUrl: string;
+  port: number;
+  settings: ServerSettings;
+  /** Subscriptions currently registered (for tests and metrics). */
+  subscriptions(): number;
+  stop(): Promise<void>;
+}
+
+export async function startServer(opts: StartServerOptions): Promise<BallastServer> {
+  const settings = serverSettings({
+    ...(opts.port !== undefined ? { port: opts.port } : {}),
+    ...(opts.host !== undefined ? { host: opts.host } : {}),
+    ...(opts.graphiql !== undefined ? { graphiql: opts.graphiql } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
+    ...(opts.jwt ? { jwt: opts.jwt } : {}),
+  });
+  const log = (opts.log ?? createLogger()).child({ component: 'graphql' });
+  const pool = createPool(opts.connectionString, { max: opts.poolSize ?? 10, applicationName: 'ballast-graphql', log });
+  const cleanup: (() => Promise<unknown>)[] = [() => pool.end()];
+  const undo = async () => {
+    for (const fn of cleanup.reverse()) await fn().catch(() => {});
+  };
+  try {
+    const { rows } = await pool.query<{ ok: boolean }>(`select to_regclass('ballast.jobs') is not null as ok`);
+    if (!rows[0]?.ok) throw new Error('the database has no ballast schema: run `ballast migrate` (or `npm run migrate`) first');
+
+    const hub = new EventHub(opts.connectionString, log);
+    await hub.start();
+    cleanup.push(() => hub.stop());
+
+    const authenticator = new Authenticator(settings.jwt);
+    if (!authenticator.acceptsTokens) {
+      log.warn('neither BALLAST_JWT_SECRET nor BALLAST_JWKS_URL is set: every caller is anonymous and can read nothing');
+    }
+    const callers = new CallerRegistry(authenticator);
+    const pgl = postgraphile(makePreset({ pool, settings, hub, callers, log }));
+    cleanup.push(async () => pgl.release());
+    await pgl.getSchema(); // build now: a broken schema fails the start, not the first request
+    const serv = pgl.createServ(grafserv);
+    cleanup.push(() => serv.release());
+
+    const server = createHttpServer({ serv, callers, pool, hub, settings, log });
+    const closeSockets = attachWebSockets(server, {
+      serv, authenticator, callers, maxPayloadBytes: settings.limits.maxBodyBytes, log,
+      ...(opts.keepAliveMs !== undefined ? { keepAliveMs: opts.keepAliveMs } : {}),
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(settings.port, settings.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    cleanup.push(async () => {
+      await closeSockets();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    });
+
+    const port = (server.address() as AddressInfo).port;
+    const host = settings.host && settings.host !== '0.0.0.0' && settings.host !== '::' ? settings.host : 'localhost';
+    let stopped: Promise<void> | undefined;
+    return {
+      url: `http://${host}:${port}/graphql`,
+      wsUrl: `ws://${host}:${port}/graphql`,
+      port,
+      settings,
+      subscriptions: () => hub.size,
+      stop: () => (stopped ??= undo()),
+    };
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+}

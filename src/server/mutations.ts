@@ -1,0 +1,157 @@
+// The mutations: one per ballast verb, each calling its SQL function as the caller (src/db/caller.ts) inside the
+// caller's transaction. Postgres decides who may do what (0010: submit and cancel for clients in their tenant,
+// everything for operators); the error codes say why not. Payloads return the affected job (and step) read back
+// through PostGraphile, under the same row-level security.
+import { access, context, type FieldArgs, type Step } from 'postgraphile/grafast';
+import { sideEffectWithPgClient } from 'postgraphile/@dataplan/pg';
+import { extendSchema, gql } from 'postgraphile/utils';
+import * as sql from '../db/caller.ts';
+import type { Caller } from './auth.ts';
+
+const typeDefs = gql`
+  "A job to start. Input errors come back as INVALID_INPUT with extensions.issues [{path, message}]."
+  input SubmitJobInput {
+    "Pipeline name, e.g. demo.wordstats."
+    pipeline: String!
+    "Job input, checked against the pipeline's input contract in Postgres."
+    input: JSON
+    "Same key + same request returns the existing job (created: false); same key + another request is IDEMPOTENCY_CONFLICT."
+    idempotencyKey: String
+    "Tenant (operators only; a client always submits for its own tenant). Default: the token's tenant, else 'default'."
+    tenantId: String
+    "-1000..1000, lower runs first. Default 0."
+    priority: Int
+    "Pin a pipeline version. Default: the newest."
+    pipelineVersion: Int
+  }
+  type SubmitJobPayload {
+    jobId: BigInt!
+    "False when the idempotency key returned an existing job."
+    created: Boolean!
+    status: String!
+    pipelineVersion: Int!
+    job: Job
+  }
+  input CancelJobInput {
+    jobId: BigInt!
+    reason: String
+  }
+  type CancelJobPayload {
+    jobId: BigInt!
+    status: String!
+    cancelledStepIds: [BigInt!]!
+    "True when the job was cancelled before (nothing changed)."
+    alreadyCancelled: Boolean!
+    job: Job
+  }
+  input ReplayStepInput {
+    stepId: BigInt!
+    reason: String
+    "Replay a step that succeeded (re-running finished work is a decision, not a default)."
+    force: Boolean = false
+  }
+  input ReplayJobInput {
+    jobId: BigInt!
+    "Replay this step (even if it succeeded) and what follows it; default: every failed or cancelled step."
+    fromStep: String
+    reason: String
+  }
+  type ReplayPayload {
+    jobId: BigInt!
+    replayedStepIds: [BigInt!]!
+    jobStatus: String!
+    job: Job
+  }
+  input SendEventInput {
+    "The key a waiting step named, e.g. approval:42. Event keys are global, not per tenant."
+    key: String!
+    payload: JSON
+  }
+  type SendEventPayload {
+    "False when the key was delivered before (nothing changed)."
+    accepted: Boolean!
+    resumedStepIds: [BigInt!]!
+  }
+  enum ReviewDecision {
+    "Keep the proposed output."
+    APPROVE
+    "Use the output given."
+    EDIT
+    "Fail the step."
+    REJECT
+  }
+  input ResolveReviewInput {
+    stepId: BigInt!
+    decision: ReviewDecision!
+    "The output to use with EDIT; checked against the step's output contract (INVALID_INPUT otherwise)."
+    output: JSON
+    note: String
+  }
+  type ResolveReviewPayload {
+    stepId: BigInt!
+    jobId: BigInt!
+    stepStatus: String!
+    jobStatus: String!
+    queuedStepIds: [BigInt!]!
+    step: Step
+    job: Job
+  }
+  extend type Mutation {
+    "Start a job (ballast.submit_job). Clients: their own tenant."
+    submitJob(input: SubmitJobInput!): SubmitJobPayload
+    "Cancel a job (ballast.cancel_job). Clients: their own tenant's jobs."
+    cancelJob(input: CancelJobInput!): CancelJobPayload
+    "Run a finished step again, and what depends on it (ballast.replay_step). Operators."
+    replayStep(input: ReplayStepInput!): ReplayPayload
+    "Run a job's failed steps again, or from a named step (ballast.replay_job). Operators."
+    replayJob(input: ReplayJobInput!): ReplayPayload
+    "Deliver an event to the steps waiting for it (ballast.send_event). Operators."
+    sendEvent(input: SendEventInput!): SendEventPayload
+    "Decide a step in needs_review (ballast.resolve_review); the token's subject is recorded as reviewer. Operators."
+    resolveReview(input: ResolveReviewInput!): ResolveReviewPayload
+  }
+`;
+
+type Input = Record<string, unknown>;
+const text = (v: unknown) => (v === undefined || v === null ? null : String(v));
+
+export const MutationsPlugin = extendSchema((build) => {
+  const executor = build.input.pgRegistry.pgExecutors.main!;
+  const { jobs, steps } = build.input.pgRegistry.pgResources as Record<string, { get(spec: Record<string, Step>): Step }>;
+  /** A mutation field: runs `verb` with the input and the caller, in the caller's pg transaction. */
+  const verb = (run: (client: sql.Queryable, input: Input, caller: Caller) => Promise<unknown>) =>
+    (_: Step, fieldArgs: FieldArgs) =>
+      sideEffectWithPgClient(executor, { input: fieldArgs.getRaw('input') as Step<Input>, caller: context().get('ballastCaller') as Step<Caller> },
+        (client, { input, caller }) => run(client as unknown as sql.Queryable, input, caller));
+  const jobOf = { job: ($p: Step) => jobs!.get({ id: access($p, 'jobId') }) };
+  return {
+    typeDefs,
+    enums: { ReviewDecision: { values: { APPROVE: 'approve', EDIT: 'edit', REJECT: 'reject' } } },
+    objects: {
+      Mutation: {
+        plans: {
+          submitJob: verb((c, i, caller) => sql.submitJob(c, {
+            pipeline: String(i.pipeline), input: i.input ?? {}, idempotencyKey: text(i.idempotencyKey),
+            tenantId: text(i.tenantId) ?? caller.tenantId ?? 'default', priority: (i.priority as number | null) ?? 0,
+            pipelineVersion: (i.pipelineVersion as number | null) ?? null,
+          })),
+          cancelJob: verb((c, i) => sql.cancelJob(c, String(i.jobId), text(i.reason))),
+          replayStep: verb((c, i) => sql.replayStep(c, String(i.stepId), text(i.reason), i.force === true)),
+          replayJob: verb((c, i) => sql.replayJob(c, String(i.jobId), text(i.fromStep), text(i.reason))),
+          sendEvent: verb((c, i) => sql.sendEvent(c, String(i.key), i.payload ?? null)),
+          resolveReview: verb((c, i, caller) => sql.resolveReview(c, String(i.stepId), String(i.decision), i.output ?? null,
+            caller.subject ? `jwt:${caller.subject}` : `jwt:${caller.role}`, text(i.note))),
+        },
+      },
+      SubmitJobPayload: { plans: jobOf },
+      CancelJobPayload: { plans: jobOf },
+      ReplayPayload: { plans: jobOf },
+      ResolveReviewPayload: {
+        plans: {
+          job: ($p: Step) => jobs!.get({ id: access($p, 'jobId') }),
+          step: ($p: Step) => steps!.get({ id: access($p, 'stepId') }),
+        },
+      },
+    },
+  };
+}, 'BallastMutationsPlugin');

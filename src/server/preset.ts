@@ -1,0 +1,114 @@
+// The PostGraphile preset: Amber (PostGraphile's defaults) narrowed to ballast's public surface (surface.ts), the
+// verbs as mutations (mutations.ts), live changes as subscriptions (subscriptions.ts), limits (limits.ts), the
+// caller's role and tenant as Postgres settings per request (auth.ts) and errors with stable codes (errors.ts).
+import type pg from 'pg';
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import { PostGraphileAmberPreset } from 'postgraphile/presets/amber';
+import { makePgService } from 'postgraphile/adaptors/pg';
+import { ANONYMOUS, pgSettingsFor, type Authenticator, type Caller } from './auth.ts';
+import type { ServerSettings } from './config.ts';
+import { makeMaskError } from './errors.ts';
+import type { EventHub } from './hub.ts';
+import { pageSizePlugin, queryLimitsRule } from './limits.ts';
+import { MutationsPlugin } from './mutations.ts';
+import { subscriptionsPlugin } from './subscriptions.ts';
+import { SurfacePlugins } from './surface.ts';
+
+declare global {
+  namespace Grafast {
+    interface Context {
+      ballastCaller: Caller;
+    }
+  }
+}
+
+/**
+ * Callers by request: http.ts (Authorization header) and ws.ts (connection params) verify the token before GraphQL
+ * runs and store the result here, keyed by the Node request, so a refused token never reaches PostGraphile.
+ */
+export class CallerRegistry {
+  private readonly byRequest = new WeakMap<IncomingMessage, Promise<Caller>>();
+  private readonly authenticator: Authenticator;
+  constructor(authenticator: Authenticator) {
+    this.authenticator = authenticator;
+  }
+
+  /** The caller of an HTTP request (cached; throws AuthError). */
+  ofHttp(req: IncomingMessage): Promise<Caller> {
+    let caller = this.byRequest.get(req);
+    if (!caller) {
+      caller = this.authenticator.fromAuthorization(req.headers.authorization);
+      caller.catch(() => {});
+      this.byRequest.set(req, caller);
+    }
+    return caller;
+  }
+
+  setWebSocket(req: IncomingMessage, caller: Caller): void {
+    this.byRequest.set(req, Promise.resolve(caller));
+  }
+
+  async ofRequestContext(ctx: Partial<Grafast.RequestContext>): Promise<Caller> {
+    const any = ctx as { node?: { req?: IncomingMessage }; ws?: { request?: IncomingMessage; connectionParams?: Record<string, unknown> } };
+    if (any.ws) {
+      const known = any.ws.request ? this.byRequest.get(any.ws.request) : undefined;
+      return known ?? this.authenticator.fromConnectionParams(any.ws.connectionParams);
+    }
+    if (any.node?.req) return this.ofHttp(any.node.req);
+    return ANONYMOUS;
+  }
+}
+
+export interface PresetOptions {
+  pool: pg.Pool;
+  settings: ServerSettings;
+  hub: EventHub;
+  callers: CallerRegistry;
+  log: Logger;
+}
+
+export function makePreset(o: PresetOptions): GraphileConfig.Preset {
+  const { limits } = o.settings;
+  const LimitsPlugin: GraphileConfig.Plugin = {
+    name: 'BallastQueryLimitsPlugin',
+    version: '1.0.0',
+    grafserv: {
+      middleware: {
+        setPreset(next, event) {
+          event.validationRules.push(queryLimitsRule(limits));
+          return next();
+        },
+      },
+    },
+  };
+  return {
+    extends: [PostGraphileAmberPreset],
+    // No Relay global object ids: every row has its own `id`.
+    disablePlugins: ['NodePlugin'],
+    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, subscriptionsPlugin(o.hub), LimitsPlugin],
+    pgServices: [makePgService({ pool: o.pool, schemas: ['ballast'], pubsub: false })],
+    grafast: {
+      explain: false,
+      async context(requestContext) {
+        const caller = await o.callers.ofRequestContext(requestContext);
+        return {
+          ballastCaller: caller,
+          pgSettings: { ...pgSettingsFor(caller), statement_timeout: String(limits.statementTimeoutMs) },
+        };
+      },
+    },
+    grafserv: {
+      graphqlPath: '/graphql',
+      graphiql: o.settings.graphiql,
+      graphiqlPath: '/graphiql',
+      graphiqlOnGraphQLGET: false,
+      graphqlOverGET: false,
+      // http.ts refuses larger bodies before they are read; this is grafserv's own guard, the same number.
+      maxRequestLength: limits.maxBodyBytes,
+      // ws.ts runs graphql-ws itself (to authenticate the connection), so grafserv's own websocket stays off.
+      websockets: false,
+      maskError: makeMaskError(o.log),
+    },
+  };
+}

@@ -1,0 +1,105 @@
+// graphql-ws on the /graphql path, run here rather than by grafserv so that the connection is authenticated when
+// it opens: the token in the connection params (`{ authorization: "Bearer <jwt>" }`, or the upgrade request's
+// Authorization header) is verified in onConnect; a forged or expired token closes the socket with 4403 and the
+// reason, and a connection is closed (4403) when its token expires. Operations then run with that caller.
+import type { Server, IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { CloseCode, handleProtocols, makeServer, type ServerOptions } from 'graphql-ws';
+import { makeGraphQLWSConfig, type GrafservBase } from 'postgraphile/grafserv';
+import { AuthError, type Authenticator } from './auth.ts';
+import type { CallerRegistry } from './preset.ts';
+
+export const CLOSE_FORBIDDEN = 4403;
+
+interface Extra {
+  socket: WebSocket;
+  request: IncomingMessage;
+}
+
+export interface WebSocketOptions {
+  serv: GrafservBase;
+  authenticator: Authenticator;
+  callers: CallerRegistry;
+  maxPayloadBytes: number;
+  keepAliveMs?: number;
+  log: Logger;
+}
+
+/** Handles websocket upgrades of /graphql on `server`; returns a function that closes every socket. */
+export function attachWebSockets(server: Server, o: WebSocketOptions): () => Promise<void> {
+  // maxPayload: a bigger frame closes the socket with 1009 (message too big) before it is buffered.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: o.maxPayloadBytes, handleProtocols });
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/graphql') {
+      socket.destroy();
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+  };
+  server.on('upgrade', onUpgrade);
+
+  const graphqlWs = makeServer<Record<string, unknown>, Extra>({
+    ...(makeGraphQLWSConfig(o.serv) as ServerOptions<Record<string, unknown>, Extra>),
+    connectionInitWaitTimeout: 10_000,
+    async onConnect(ctx) {
+      const { socket, request } = ctx.extra;
+      const params = ctx.connectionParams;
+      try {
+        const hasParam = params && (params.authorization !== undefined || params.Authorization !== undefined || params.token !== undefined);
+        const caller = hasParam
+          ? await o.authenticator.fromConnectionParams(params)
+          : await o.authenticator.fromAuthorization(request.headers.authorization);
+        o.callers.setWebSocket(request, caller);
+        if (caller.expiresAt !== null) {
+          const ms = Math.max(0, caller.expiresAt * 1000 - Date.now());
+          const timer = setTimeout(() => socket.close(CLOSE_FORBIDDEN, 'Forbidden: the token expired; reconnect with a new one'), ms);
+          socket.once('close', () => clearTimeout(timer));
+        }
+        return true;
+      } catch (err) {
+        if (!(err instanceof AuthError)) throw err;
+        o.log.debug({ reason: err.message }, 'websocket connection refused');
+        // Close reasons are limited to 123 bytes.
+        socket.close(CLOSE_FORBIDDEN, `Forbidden: ${err.message}`.slice(0, 120));
+        return false;
+      }
+    },
+  });
+
+  const keepAliveMs = o.keepAliveMs ?? 12_000;
+  wss.on('connection', (socket: WebSocket, request: IncomingMessage) => {
+    // A protocol error (too big a frame, bad framing) closes the socket by itself; it is the client's fault, not ours.
+    socket.on('error', (err) => o.log.debug({ err: err.message }, 'websocket error'));
+    let alive = true;
+    socket.on('pong', () => (alive = true));
+    const ping = setInterval(() => {
+      if (!alive) return socket.terminate();
+      alive = false;
+      socket.ping();
+    }, keepAliveMs);
+    const closed = graphqlWs.opened({
+      protocol: socket.protocol,
+      send: (data) => new Promise<void>((resolve, reject) => socket.send(data, (err) => (err ? reject(err) : resolve()))),
+      close: (code, reason) => socket.close(code, reason),
+      onMessage: (cb) => socket.on('message', (message) => {
+        cb(String(message)).catch((err: Error) => {
+          o.log.error({ err }, 'graphql-ws message handling failed');
+          socket.close(CloseCode.InternalServerError, 'Internal server error');
+        });
+      }),
+    }, { socket, request });
+    socket.once('close', (code, reason) => {
+      clearInterval(ping);
+      void closed(code, String(reason));
+    });
+  });
+
+  return async () => {
+    server.off('upgrade', onUpgrade);
+    for (const client of wss.clients) client.close(1001, 'server shutting down');
+    await new Promise<void>((resolve) => wss.close(() => resolve()));
+  };
+}
