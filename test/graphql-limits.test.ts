@@ -1,0 +1,152 @@
+// Reading through GraphQL within limits: cursor pages with a capped and a default size, filters by status, pipeline
+// and time, depth and cost limits, the body size limit, the health endpoint, Ruru only outside production, RS256
+// tokens from a JWKS, and unexpected errors masked with an id that the log repeats.
+import t from 'tap';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
+import WebSocket from 'ws';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { getIntrospectionQuery, GraphQLError } from 'postgraphile/graphql';
+import { pipeline } from '../src/pipeline.ts';
+import { serverSettings } from '../src/server/config.ts';
+import { makeMaskError } from '../src/server/errors.ts';
+import { createLogger } from '../src/log.ts';
+import { freshDatabase } from './helpers.ts';
+import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
+
+const { url, db, pool } = await freshDatabase(t);
+const p = pipeline({ name: 'lim.p', version: 1, input: z.object({ n: z.number() }) }).step('a', { output: z.number() }, () => 1);
+const q = pipeline({ name: 'lim.q', version: 1, input: z.object({}) }).step('a', { output: z.number() }, () => 1);
+for (const x of [p, q]) await db.registerPipeline(x.name, x.version, x.definition(), x.inputJsonSchema());
+
+// Eight jobs of acme, created a day apart (on the SQL clock), no worker: they stay queued unless cancelled.
+const ids: string[] = [];
+for (let i = 0; i < 8; i++) {
+  const c = await pool.connect();
+  try {
+    await c.query('begin');
+    await c.query(`select set_config('ballast.now', $1, true)`, [`2030-01-0${i + 1}T12:00:00Z`]);
+    const { rows } = await c.query(`select job_id::text from ballast.submit_job($1, $2, null, 'acme')`, [i % 2 ? 'lim.q' : 'lim.p', i % 2 ? '{}' : `{"n": ${i}}`]);
+    await c.query('commit');
+    ids.push(rows[0].job_id);
+  } finally {
+    c.release();
+  }
+}
+for (const id of ids.slice(0, 3)) await db.cancelJob(id, 'test', 'test');
+
+const limits = { maxPage: 5, defaultPage: 3, maxDepth: 6, maxCost: 50, maxBodyBytes: 4096 };
+const server = await testServer(t, url, { limits });
+const acme = await token('client', 'acme');
+
+t.test('pages: a default size, a cap, cursors that walk every row once', async (t) => {
+  const first = (await data(server, '{ jobs { nodes { id } pageInfo { hasNextPage endCursor } } }', {}, acme)).jobs;
+  t.same(first.nodes.map((n: any) => n.id), ids.slice(0, 3), 'without first/last: the default page (3), in id order');
+  t.equal(first.pageInfo.hasNextPage, true);
+  for (const args of ['first: 6', 'last: 6', 'first: -1']) {
+    const e = errorOf(await gql(server, `{ jobs(${args}) { nodes { id } } }`, {}, acme));
+    t.equal(e.code, 'INVALID_PAGE_SIZE', `${args} is refused`);
+    t.equal(e.extensions.maxPage, 5);
+  }
+  const viaVariable = errorOf(await gql(server, 'query ($n: Int) { jobs(first: $n) { nodes { id } } }', { n: 99 }, acme));
+  t.equal(viaVariable.code, 'INVALID_PAGE_SIZE', 'a variable is capped too');
+  const walked: string[] = [];
+  let after: string | null = null;
+  for (let page = 0; page < 10; page++) {
+    const r: any = (await data(server, 'query ($after: Cursor) { jobs(first: 5, after: $after) { nodes { id } pageInfo { hasNextPage endCursor } } }', { after }, acme)).jobs;
+    walked.push(...r.nodes.map((n: any) => n.id));
+    if (!r.pageInfo.hasNextPage) break;
+    after = r.pageInfo.endCursor;
+  }
+  t.same(walked, ids, 'pages of 5 by cursor: every job once, in order');
+  const last = (await data(server, '{ jobs(last: 2) { nodes { id } } }', {}, acme)).jobs;
+  t.same(last.nodes.map((n: any) => n.id), ids.slice(-2), 'last: 2');
+  const back = (await data(server, 'query ($b: Cursor) { jobs(before: $b) { nodes { id } } }', { b: (await data(server, '{ jobs(last: 1) { pageInfo { startCursor } } }', {}, acme)).jobs.pageInfo.startCursor }, acme)).jobs;
+  t.same(back.nodes.map((n: any) => n.id), ids.slice(4, 7), 'before alone: the default page backwards');
+  const offset = await gql(server, '{ jobs(offset: 2) { nodes { id } } }', {}, acme);
+  t.match(errorOf(offset).message, /offset/, 'offset pagination is not offered');
+});
+
+t.test('filters: status, pipeline, time window; ordering', async (t) => {
+  const ofQuery = async (args: string) => (await data(server, `{ jobs(${args}) { nodes { id } } }`, {}, acme)).jobs.nodes.map((n: any) => n.id);
+  t.same(await ofQuery('condition: { status: "cancelled" }'), ids.slice(0, 3));
+  t.same(await ofQuery('first: 5, condition: { pipeline: "lim.q" }'), ids.filter((_, i) => i % 2 === 1));
+  t.same(await ofQuery('condition: { statusIn: ["queued"], pipeline: "lim.p" }'), [ids[4], ids[6]]);
+  t.same(await ofQuery('condition: { createdAfter: "2030-01-03T00:00:00Z", createdBefore: "2030-01-05T00:00:00Z" }'), [ids[2], ids[3]], 'a time window');
+  t.same(await ofQuery('first: 2, orderBy: CREATED_AT_DESC'), [ids[7], ids[6]], 'newest first');
+});
+
+t.test('depth and cost limits refuse a query before it runs', async (t) => {
+  const deep = await gql(server, '{ jobs { nodes { steps { nodes { attempts { nodes { modelCalls { nodes { id } } } } } } } } }', {}, acme);
+  t.same([errorOf(deep).code, errorOf(deep).extensions.maxDepth], ['QUERY_TOO_DEEP', 6]);
+  t.equal(deep.body.data, undefined, 'nothing ran');
+  const viaFragment = await gql(server, 'fragment S on Step { attempts { nodes { modelCalls { nodes { id } } } } } { jobs { nodes { steps { nodes { ...S } } } } }', {}, acme);
+  t.equal(errorOf(viaFragment).code, 'QUERY_TOO_DEEP', 'fragments are expanded');
+  const atLimit = await gql(server, '{ jobs { nodes { steps { nodes { attempts { totalCount } } } } } }', {}, acme);
+  t.equal(atLimit.body.errors, undefined, 'a query at the depth limit runs');
+  const costly = await gql(server, '{ jobs(first: 5) { nodes { steps(first: 5) { nodes { attempts(first: 5) { totalCount } } } } } }', {}, acme);
+  t.same([errorOf(costly).code, errorOf(costly).extensions.cost], ['QUERY_TOO_COSTLY', 155], '5 + 25 + 125 rows > 50');
+  const cheap = await gql(server, '{ jobs(first: 5) { nodes { steps(first: 5) { nodes { id } } } } }', {}, acme);
+  t.equal(cheap.body.errors, undefined, '5 + 25 rows run');
+  const introspection = await gql(server, getIntrospectionQuery(), {}, acme);
+  t.equal(introspection.body.errors, undefined, 'introspection (GraphiQL) is not counted');
+});
+
+t.test('request bodies and websocket messages over the limit are refused', async (t) => {
+  const big = `{ jobs { totalCount } } # ${'x'.repeat(5000)}`;
+  const r = await gql(server, big, {}, acme);
+  t.equal(r.status, 413);
+  t.equal(errorOf(r).code, 'PAYLOAD_TOO_LARGE');
+  const ws = new WebSocket(server.wsUrl, 'graphql-transport-ws');
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  const closed = new Promise<number>((resolve) => ws.once('close', (code) => resolve(code)));
+  ws.send(JSON.stringify({ type: 'connection_init', payload: { pad: 'x'.repeat(5000) } }));
+  t.equal(await closed, 1009, 'the websocket closes with "message too big"');
+});
+
+t.test('health endpoint, and Ruru only outside production', async (t) => {
+  const health = await fetch(server.url.replace('/graphql', '/health'));
+  t.equal(health.status, 200);
+  t.match(await health.json(), { status: 'ok', database: 'ok', subscriptions: 'ok' });
+  t.equal((await fetch(server.url.replace('/graphql', '/graphiql'))).status, 404, 'no Ruru when disabled');
+  const dev = await testServer(t, url, { graphiql: true });
+  const ruru = await fetch(dev.url.replace('/graphql', '/graphiql'));
+  t.equal(ruru.status, 200);
+  t.match(await ruru.text(), /ruru/i);
+  t.equal(serverSettings({}, { NODE_ENV: 'production' }).graphiql, false, 'NODE_ENV=production turns Ruru off');
+  t.equal(serverSettings({}, {}).graphiql, true);
+});
+
+t.test('RS256 tokens from an identity provider\'s JWKS', async (t) => {
+  const { publicKey, privateKey } = await generateKeyPair('RS256');
+  const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
+  const idp = createServer((_, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] })));
+  await new Promise<void>((r) => idp.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise((r) => idp.close(r)));
+  const jwksUrl = `http://127.0.0.1:${(idp.address() as AddressInfo).port}/.well-known/jwks.json`;
+  const api = await testServer(t, url, { jwt: { jwksUrl, issuer: 'https://idp.example', audience: 'ballast', secret: undefined } });
+  const sign = (claims: Record<string, unknown>, key = privateKey, iss = 'https://idp.example') =>
+    new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuer(iss).setAudience('ballast').setExpirationTime('5m').sign(key);
+  const ok = await gql(api, '{ jobs { totalCount } }', {}, await sign({ role: 'client', tenant_id: 'acme', sub: 'idp|1' }));
+  t.equal(ok.body.data?.jobs.totalCount, 8, 'a token signed by the provider reads its tenant');
+  const other = await generateKeyPair('RS256');
+  t.equal((await gql(api, '{ jobs { totalCount } }', {}, await sign({ role: 'client', tenant_id: 'acme' }, other.privateKey))).status, 401, 'another key is refused');
+  t.equal((await gql(api, '{ jobs { totalCount } }', {}, await sign({ role: 'client', tenant_id: 'acme' }, privateKey, 'https://evil.example'))).status, 401, 'another issuer is refused');
+  t.equal((await gql(api, '{ jobs { totalCount } }', {}, await token('operator'))).status, 401, 'HS256 is refused without a secret');
+});
+
+t.test('unexpected errors are masked for the client and logged with the same id', async (t) => {
+  const lines: any[] = [];
+  const log = createLogger({ level: 'error', pretty: false });
+  log.error = ((obj: any) => void lines.push(obj)) as never;
+  const mask = makeMaskError(log);
+  const masked = mask(new GraphQLError('boom', { originalError: new Error('password=hunter2 in /etc/secret') }));
+  t.notMatch(masked.message, /hunter2/);
+  t.equal(masked.extensions.code, 'INTERNAL_SERVER_ERROR');
+  t.match(masked.message, String(masked.extensions.errorId));
+  t.equal(lines[0]?.errorId, masked.extensions.errorId, 'the log has the error under the id the client got');
+  const pgErr = Object.assign(new Error('job 9 does not exist'), { code: 'BA007', severity: 'ERROR' });
+  const known = mask(new GraphQLError('x', { originalError: pgErr }));
+  t.same([known.message, known.extensions.code, known.extensions.sqlstate], ['job 9 does not exist', 'NOT_FOUND', 'BA007'], 'ballast errors keep their message and code');
+});
