@@ -7,7 +7,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { createLogger } from './log.ts';
 import { migrate, redact } from './db/migrate.ts';
-import { openDatabase } from './db/connection.ts';
+import { dataDir, openDatabase } from './db/connection.ts';
 import { BallastDb, createPool } from './db/api.ts';
 import { loadPipelines } from './load.ts';
 import { startWorker } from './worker.ts';
@@ -32,6 +32,12 @@ Commands
   cancel <job-id>       cancel a job (--reason <text>)
   replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>)
   send-event <key>      deliver an event to steps waiting for it (--payload <json|@file|->)
+  serve                 the GraphQL API alone (http://localhost:5678/graphql; start runs it beside the worker)
+  token                 mint a development JWT for the GraphQL API (HS256, BALLAST_JWT_SECRET or .ballast/jwt-secret)
+      --role <role>            client, operator or reporter (default client)
+      --tenant <id>            the tenant a client acts for (default "default")
+      --sub <name>             the subject, recorded as jwt:<name> in the audit trail (default $USER)
+      --expires <duration>     lifetime: 30m, 1h, 7d, or seconds (default 1h)
 
 Environment
   DATABASE_URL          Postgres to use; without it \`start\` runs an embedded Postgres in .ballast/
@@ -44,6 +50,10 @@ Environment
   BALLAST_DEAD_AFTER_MS a worker without heartbeat is dead after this (default 10000)
   BALLAST_SHUTDOWN_GRACE_MS  on SIGTERM, time running steps get before release (default 10000)
   BALLAST_ACTOR         who you are, recorded on cancel/replay/send-event events (default: $USER)
+  BALLAST_GRAPHQL_PORT  port of the GraphQL API (default 5678; 0 picks a free one); BALLAST_GRAPHQL_HOST to bind
+  BALLAST_JWT_SECRET    HS256 secret of API tokens (development: generated into .ballast/jwt-secret)
+  BALLAST_JWKS_URL      JWKS of an identity provider (RS256/ES256 tokens); BALLAST_JWT_ISSUER, BALLAST_JWT_AUDIENCE
+  BALLAST_GRAPHQL_MAX_DEPTH, _MAX_COST, _MAX_PAGE, _DEFAULT_PAGE, _MAX_BODY, _STATEMENT_TIMEOUT_MS   API limits
   LOG_LEVEL             pino level (default info); LOG_FORMAT=json to keep JSON in a terminal
 `;
 
@@ -148,18 +158,35 @@ async function followJob(url: string, jobId: string, log: Logger): Promise<void>
   }
 }
 
+/**
+ * The GraphQL API (src/server) on `url`. Loaded on demand: the other commands do not pay for PostGraphile. In
+ * development a missing BALLAST_JWT_SECRET is taken from (or, with createSecret, written to) .ballast/jwt-secret.
+ */
+async function startApi(url: string, log: Logger, opts: { createSecret: boolean }) {
+  process.env.GRAPHILE_ENV ??= process.env.NODE_ENV === 'production' ? 'production' : 'development';
+  const [{ startServer }, { resolveJwtSecret }] = await Promise.all([import('./server/index.ts'), import('./server/dev-secret.ts')]);
+  const { secret, source } = resolveJwtSecret(dataDir(), opts.createSecret);
+  const api = await startServer({ connectionString: url, log, jwt: { secret } });
+  log.info({ url: api.url, jwt_secret: source }, `GraphQL API at ${api.url}` +
+    (api.settings.graphiql ? ` (Ruru: ${api.url.replace(/\/graphql$/, '/graphiql')})` : '') +
+    (secret ? '; mint a token with `npm run ballast -- token --role client --tenant default`' : ''));
+  return api;
+}
+
 async function start(log: Logger): Promise<void> {
   const handle = await openDatabase({ embedded: true, log });
   log.info({ database: redact(handle.url), embedded: Boolean(handle.embedded) }, 'database ready');
   await migrate(handle.url, log);
   const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
   const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
+  const api = await startApi(handle.url, log, { createSecret: true });
 
   let stopping = false;
   const shutdown = async (signal: string) => {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'shutting down');
+    await api.stop();
     await worker.stop();
     await handle.close();
     process.exit(0);
@@ -219,6 +246,37 @@ async function main(argv: string[]): Promise<number> {
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
       return -1;
+    }
+    case 'serve': {
+      const handle = await openDatabase({ embedded: false, log });
+      const api = await startApi(handle.url, log, { createSecret: false });
+      const stop = () => void api.stop().then(() => process.exit(0));
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+      return -1;
+    }
+    case 'token': {
+      const { values } = parseCommandArgs(rest, {
+        role: { type: 'string' }, tenant: { type: 'string' }, sub: { type: 'string' }, expires: { type: 'string' },
+      });
+      const role = values.role ?? 'client';
+      if (!['client', 'operator', 'reporter'].includes(role)) throw new UsageError(`--role ${role} is not client, operator or reporter`);
+      const [{ mintToken, parseDuration }, { resolveJwtSecret }] = await Promise.all([import('./server/auth.ts'), import('./server/dev-secret.ts')]);
+      const { secret } = resolveJwtSecret(dataDir(), true);
+      if (!secret) throw new UsageError('no secret to sign with: set BALLAST_JWT_SECRET (in production tokens come from your identity provider)');
+      let expiresInS: number;
+      try {
+        expiresInS = parseDuration(values.expires ?? '1h');
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+      console.log(await mintToken(secret, {
+        role: role as 'client' | 'operator' | 'reporter', expiresInS,
+        tenantId: values.tenant ?? (role === 'client' ? 'default' : undefined),
+        subject: values.sub ?? process.env.USER ?? 'developer',
+        issuer: process.env.BALLAST_JWT_ISSUER || undefined, audience: process.env.BALLAST_JWT_AUDIENCE || undefined,
+      }));
+      return 0;
     }
     case 'submit': {
       const { values, positionals } = parseCommandArgs(rest, {

@@ -13,7 +13,7 @@ function cliEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const name of ['DATABASE_URL', 'TEST_DATABASE_URL', 'BALLAST_DATA_DIR', 'BALLAST_DEMO', 'BALLAST_TASKS_DIR',
     'BALLAST_CONCURRENCY', 'LOG_LEVEL']) delete env[name];
-  return { ...env, LOG_FORMAT: 'json', ...extra };
+  return { ...env, LOG_FORMAT: 'json', BALLAST_GRAPHQL_PORT: '0', ...extra };
 }
 
 /** Waits for `start`'s final line about its demo job ("demo job N completed"); returns the job id and status. */
