@@ -385,8 +385,9 @@ alter table ballast_private.jobs
 -- reserves nothing; the caller must not call. 2. Prices the call at most: input estimate x input price + max output
 -- tokens x output price. 3. With a budget for the job's tenant: reserves the estimate in the current period in one
 -- statement (`spent + reserved + estimate <= limit`, under the period row's lock), so concurrent workers cannot
--- together pass the limit by more than the difference between one call's estimate and its actual cost; when it does
--- not fit, budget_exhausted with a message naming the tenant, the figures and resume_at (the next period).
+-- together pass the limit as long as each call costs at most its estimate (the worker passes an upper bound of the
+-- input tokens: src/model/ladder.ts inputTokenBound); when it does not fit, budget_exhausted with a message naming
+-- the tenant, the figures and resume_at (the next period).
 -- Raises BA007 for an unknown attempt, BA002 for negative estimates.
 create function ballast.begin_model_call(
   p_attempt_id bigint, p_provider text, p_model text, p_input_tokens_estimate integer, p_max_output_tokens integer

@@ -1,7 +1,7 @@
 // Budgets and prices of model steps against a real Postgres: 40 jobs racing for a budget that fits 5 calls (through
 // two in-process workers and a scripted fake LLM), 20 connections racing in ballast.begin_model_call itself, the
 // 'pause' policy (the step parks until a raised limit wakes it), and how calls are priced (dated snapshots, prices
-// with a later valid_from, unpriced models, cached input tokens). One assertion is a todo: a known overspend bug.
+// with a later valid_from, unpriced models, cached input tokens).
 import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
@@ -9,6 +9,7 @@ import { pipeline, type ModelStepOptions } from '../src/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { ProviderRegistry } from '../src/model/providers.ts';
 import { ModelStore } from '../src/db/model-store.ts';
+import { inputTokenBound } from '../src/model/ladder.ts';
 import { FakeLLM } from './support/fake-llm.ts';
 import { eventually, freshDatabase, registerTestWorker, testWorker, waitForJob } from './helpers.ts';
 
@@ -118,8 +119,9 @@ const startWorkers = () => (workers ??= Promise.all([1, 2].map(() =>
 
 t.test('40 jobs race for a budget that fits 5 calls: 5 succeed, 35 fail budget_exhausted, never overspent', async (t) => {
   await startWorkers();
-  // The ladder's estimate: about 4 characters a token, plus 16 (src/model/ladder.ts estimateTokens).
-  const inTokens = Math.ceil(('You count things.'.length + 'Count: apples'.length) / 4) + 16;
+  // The ladder's reservation: its bound on the input tokens (src/model/ladder.ts inputTokenBound).
+  const schema = JSON.stringify(z.toJSONSchema(Answer, { io: 'output', unrepresentable: 'any' }));
+  const inTokens = inputTokenBound('You count things.', [{ role: 'user', content: 'Count: apples' }], schema);
   await store.setModelPrice('race', 'metered', { inputPerMTok: 2, outputPerMTok: 8, validFrom: new Date('2020-01-01') });
   const estimate = (inTokens * 2 + 100 * 8) / 1e6;
   // Each call costs exactly its estimate, so how many fit does not depend on timing.
@@ -162,28 +164,29 @@ t.test('40 jobs race for a budget that fits 5 calls: 5 succeed, 35 fail budget_e
   t.equal(skipped.n, 35, 'each call not made is traced as class budget');
 });
 
-// Known bug (todo): the estimate counts only the prompt text (about 4 characters a token, src/model/ladder.ts), not
-// the output JSON Schema sent with the request, which providers bill as input tokens. When a call costs more than
-// its reservation, every call reserved at once overshoots: the overspend grows with the number of calls in flight,
-// not bounded by one call as the README and begin_model_call's comment say.
-t.test('calls costing more than their estimate, in flight together, stay within the limit plus one estimate', async (t) => {
+// The worst case a byte-level BPE tokenizer allows: every byte sent (system, user message, the output schema) is
+// a token. The reservation is an upper bound of that (src/model/ladder.ts inputTokenBound), so even 10 calls in
+// flight together, each billed the worst case, cannot pass the limit.
+t.test('calls billed the most their input allows, in flight together, stay within the limit', async (t) => {
   await startWorkers();
-  const inTokens = Math.ceil(('You count things.'.length + 'Count: apples'.length) / 4) + 16;
+  const schema = JSON.stringify(z.toJSONSchema(Answer, { io: 'output', unrepresentable: 'any' }));
+  const worstIn = Buffer.byteLength('You count things.') + Buffer.byteLength('Count: apples') + Buffer.byteLength(schema);
+  t.equal(inputTokenBound('You count things.', [{ role: 'user', content: 'Count: apples' }], schema), worstIn + 16 + 512, 'the bound');
   await store.setModelPrice('heavy', 'metered', { inputPerMTok: 2, outputPerMTok: 8, validFrom: new Date('2020-01-01') });
-  const estimate = (inTokens * 2 + 50 * 8) / 1e6;
-  const limit = Math.round(estimate * 5.5 * 1e8) / 1e8;
+  const reserved = ((worstIn + 16 + 512) * 2 + 50 * 8) / 1e6;
+  const limit = Math.round(reserved * 4.5 * 1e8) / 1e8;
   await store.setBudget('heavy', limit, 'month', 'fail');
-  // 300 input tokens more than estimated (the schema); streamed slowly so that the 10 calls overlap.
-  for (let i = 0; i < 10; i++) heavyFake.script('openai', { text: GOOD, usage: { input: inTokens + 300, output: 50 }, chunkGapMs: 300 });
+  // Streamed slowly so that the calls overlap.
+  for (let i = 0; i < 10; i++) heavyFake.script('openai', { text: GOOD, usage: { input: worstIn, output: 50 }, chunkGapMs: 300 });
   const ids = await Promise.all(Array.from({ length: 10 }, () =>
     db.submitJob({ pipeline: pipelines.heavy.name, input: { text: 'apples' }, tenantId: 'heavy' }).then((r) => r.jobId)));
   await Promise.all(ids.map((id) => waitForJob(db, id, undefined, 60_000)));
   const { rows: [b] } = await pool.query(`select spent_usd, reserved_usd from ballast.budgets where tenant_id = 'heavy'`);
   t.equal(usd(b.reserved_usd), 0);
-  t.ok(heavyFake.requests.length > 2, `more calls than fit one after another (2) were in flight together: ${heavyFake.requests.length}`);
-  t.ok(usd(b.spent_usd) <= limit + estimate,
-    `spent ${usd(b.spent_usd)} USD in ${heavyFake.requests.length} calls; limit ${limit} + one estimate ${estimate} = ${limit + estimate}`,
-    { todo: 'bug: the budget overshoots by n x (actual - estimate) with n calls in flight' });
+  t.ok(heavyFake.requests.length >= 4, `4 reservations fit at once, more once calls settle: ${heavyFake.requests.length} calls`);
+  t.ok(usd(b.spent_usd) <= limit, `spent ${usd(b.spent_usd)} USD in ${heavyFake.requests.length} calls; limit ${limit}`);
+  const { rows: [c] } = await pool.query(`select count(*)::int as n from ballast.jobs where tenant_id = 'heavy' and status = 'completed'`);
+  t.equal(c.n, heavyFake.requests.length, 'every call made completed its job');
 });
 
 t.test('policy pause: the step parks until the next period, uncharged; raising the limit wakes it', async (t) => {

@@ -16,7 +16,7 @@
 // When every model failed: the declared default value (outcome `degraded`), else human review where the step says
 // its blast radius is high (`needs_review`), else a permanent failure (outcome `rejected`).
 import type { ModelMessage } from 'ai';
-import type { z } from 'zod';
+import { z } from 'zod';
 import { callModel } from './call.ts';
 import type { ModelFailure } from './failure.ts';
 import type { Prompt } from './prompt.ts';
@@ -105,11 +105,18 @@ async function promptHash(store: ModelStore, db: BallastDb, prompt: Prompt): Pro
   }
 }
 
-/** Roughly 4 characters a token: enough to bound a budget reservation, not to bill. */
-function estimateTokens(system: string | undefined, messages: ModelMessage[]): number {
-  let chars = system?.length ?? 0;
-  for (const m of messages) chars += typeof m.content === 'string' ? m.content.length : JSON.stringify(m.content).length;
-  return Math.ceil(chars / 4) + 16;
+/**
+ * An upper bound on a call's input tokens, so a budget reservation covers the call's real cost: byte-level BPE
+ * tokenizers (OpenAI's, Anthropic's) never spend less than one byte of text per token, so the UTF-8 bytes of
+ * everything sent (system prompt, messages, the output contract's JSON Schema) bound the text's tokens; 16 a message
+ * and 512 in all cover the framing (roles, structured-output or tool-use preambles). For English that is about four
+ * times the real count: reservations err on the side of the budget, and each is replaced by the actual cost as soon
+ * as the call returns.
+ */
+export function inputTokenBound(system: string | undefined, messages: ModelMessage[], schemaJson: string): number {
+  let bytes = Buffer.byteLength(system ?? '') + Buffer.byteLength(schemaJson);
+  for (const m of messages) bytes += Buffer.byteLength(typeof m.content === 'string' ? m.content : JSON.stringify(m.content));
+  return bytes + 16 * messages.length + 512;
 }
 
 function reaskText(f: ModelFailure): string {
@@ -229,6 +236,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
     throw new PermanentError((err as Error).message, { errorClass: 'prompt', code: 'missing_variable' });
   }
   const models = [spec.model, ...(spec.fallbacks ?? [])];
+  const schemaJson = JSON.stringify(z.toJSONSchema(spec.output, { io: 'output', unrepresentable: 'any' }));
   const lastAttempt = ctx.attempt >= ctx.maxAttempts;
   const maxOut = spec.maxOutputTokens ?? 1024;
   const reasks = spec.reasks ?? 2;
@@ -249,7 +257,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
     let messages: ModelMessage[] = [{ role: 'user', content: rendered.user }];
     for (let ask = 0; ; ) {
       const meta = { rung: (ask > 0 ? 'reask' : mi > 0 ? 'fallback' : 'primary') as ModelCallTrace['rung'], modelIndex: mi, prompt: spec.prompt, hash };
-      const permit: CallPermit = await store.beginModelCall(attemptId, provider, modelId, estimateTokens(rendered.system, messages), maxOut);
+      const permit: CallPermit = await store.beginModelCall(attemptId, provider, modelId, inputTokenBound(rendered.system, messages, schemaJson), maxOut);
       if (permit.cooldownUntil) {
         const waitMs = permit.cooldownUntil.getTime() - Date.now();
         if (waitMs <= (spec.cooldownWaitMs ?? 1000)) {
