@@ -22,3 +22,5 @@ export type { ModelStepOptions } from './pipeline.ts';
 export { ModelStore } from './db/model-store.ts';
 export type { ModelCallRow, ModelCallTrace } from './db/model-store.ts';
 export type { ContractOutcome } from './db/schema.ts';
+export { Retention } from './retention.ts';
+export type { RetentionOptions, RetentionRun } from './retention.ts';

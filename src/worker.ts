@@ -17,6 +17,7 @@ import type { Pipeline } from './pipeline.ts';
 import { createLogger } from './log.ts';
 import { Liveness, type CancelNotice } from './liveness.ts';
 import { Reaper } from './reaper.ts';
+import { retentionSchedule, RETENTION_TASK } from './retention.ts';
 import { runAttempt, type AbortReason, type RunningAttempt } from './step-runner.ts';
 import type { ProviderRegistry } from './model/providers.ts';
 
@@ -52,6 +53,11 @@ export interface WorkerOptions {
   eagerHandOff?: boolean;
   /** Model providers for model steps. Default: the environment's (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...). */
   providers?: ProviderRegistry;
+  /**
+   * How long finished jobs keep their payloads ('30 days'; see src/retention.ts), pruned by a graphile-worker cron task
+   * that one worker runs every 15 minutes; false or 'off': never. Default: BALLAST_RETENTION, else off.
+   */
+  retention?: string | false;
   workerId?: string;
   log?: Logger;
 }
@@ -88,6 +94,8 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   const pool = options.pool ?? createPool(options.connectionString!, { max: concurrency + 4, applicationName: `ballast-worker ${workerId}`, log });
   const db = new BallastDb(pool);
   const wlog = log.child({ worker_id: workerId });
+  // Before anything is started: a bad BALLAST_RETENTION fails the start with nothing to clean up.
+  const retention = retentionSchedule({ db, log: wlog, setting: options.retention });
 
   const byTask = new Map<string, Pipeline<any, any>>();
   for (const p of options.pipelines) {
@@ -136,6 +144,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       return () => running.delete(r.attemptId);
     }, handOff, options.providers);
   }
+  if (retention) taskList[RETENTION_TASK] = retention.task;
 
   // graphile-worker ends its pool when it cannot record a wake-up's completion or failure (the connection died under
   // it: Postgres restarted, connections terminated). Its release writes go through its batcher (delay 0) so that such
@@ -161,6 +170,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       events,
       logger: pinoWorkerLogger(wlog),
       preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
+      ...(retention ? { parsedCronItems: retention.cron } : {}),
     });
     const id = await created;
     poolIds.push(id);
@@ -241,6 +251,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       }, options.shutdownGraceMs ?? 10_000);
       shuttingDown = true;
       await reaper?.stop();
+      await retention?.service.stop();
       await replacing;
       // The current pool stops fetching and waits for its tasks; tasks of pools replaced earlier are awaited too.
       await runner?.stop().catch((err: unknown) => wlog.warn({ err: (err as Error).message }, 'graphile-worker pool stopped with an error'));
