@@ -95,7 +95,9 @@ export class Subscription {
         this.wake();
       },
       error: (err) => {
-        this.errors.push(err);
+        // A graphql-ws `error` message brings a list of GraphQL errors; a closed socket, a CloseEvent.
+        if (Array.isArray(err)) this.errors.push(...err);
+        else this.errors.push(err);
         this.done = true;
         this.wake();
       },
