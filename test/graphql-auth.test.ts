@@ -78,6 +78,14 @@ t.test('expired, forged, unsigned and role-less tokens are refused over HTTP (40
   t.equal(good.status, 200, 'a valid token of the same kind is accepted (control)');
 });
 
+t.test('a websocket is closed when its token expires', async (t) => {
+  const ws = new WsConnection(server, await token('client', 'acme', { expiresInS: 2 }));
+  const sub = ws.subscribe(`subscription ($id: BigInt!) { jobUpdated(jobId: $id) { type } }`, { id: acmeJob });
+  await sub.until((ms) => ms.length > 0, 5000, 'the snapshot while the token is valid');
+  const timeout = new Promise((resolve) => setTimeout(() => resolve('still open after 10 s'), 10_000).unref());
+  t.same(await Promise.race([ws.closed, timeout]), { code: 4403, reason: 'Forbidden: the token expired; reconnect with a new one' });
+});
+
 t.test('anonymous callers see nothing and can do nothing', async (t) => {
   const list = await gql(server, '{ jobs { nodes { id } } }');
   t.equal(list.body.data?.jobs, null, 'no jobs');

@@ -48,7 +48,8 @@ export class EventHub {
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client({ connectionString: this.connectionString, application_name: 'ballast-graphql-listen' });
+    // TCP keepalive: a connection that died without a FIN (a cut network) is noticed instead of waited on forever.
+    const client = new pg.Client({ connectionString: this.connectionString, application_name: 'ballast-graphql-listen', keepAlive: true });
     client.on('notification', (msg) => this.dispatch(msg.payload));
     client.on('error', (err) => this.lost(client, err));
     client.on('end', () => this.lost(client, new Error('connection ended')));
