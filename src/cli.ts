@@ -12,6 +12,9 @@ import { BallastDb, createPool } from './db/api.ts';
 import { loadPipelines } from './load.ts';
 import { startWorker } from './worker.ts';
 import { BallastError, InvalidInputError } from './errors.ts';
+import { startMetricsServer } from './metrics.ts';
+import { CliUsageError, listJobsCommand, reportCommand, reportNames } from './cli/ops.ts';
+import { watchJob } from './cli/watch.ts';
 
 const HELP = `ballast: a Postgres-native job engine
 
@@ -32,6 +35,13 @@ Commands
   cancel <job-id>       cancel a job (--reason <text>)
   replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>)
   send-event <key>      deliver an event to steps waiting for it (--payload <json|@file|->)
+  watch <job-id>        follow a job live (each step's transitions and progress) until it ends with its result
+      --timeout <seconds>      stop watching after this long (exit 124)
+      --json                   JSON lines: the state, then each event, then the final job
+  jobs                  list jobs, newest first
+      --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
+  report <name>         a report from SQL as a table (--since '7 days', --period hour|day, --limit <n>, --json):
+${reportNames()}
   serve                 the GraphQL API alone (http://localhost:5678/graphql; start runs it beside the worker)
   token                 mint a development JWT for the GraphQL API (HS256, BALLAST_JWT_SECRET or .ballast/jwt-secret)
       --role <role>            client, operator or reporter (default client)
@@ -54,7 +64,14 @@ Environment
   BALLAST_JWT_SECRET    HS256 secret of API tokens (development: generated into .ballast/jwt-secret)
   BALLAST_JWKS_URL      JWKS of an identity provider (RS256/ES256 tokens); BALLAST_JWT_ISSUER, BALLAST_JWT_AUDIENCE
   BALLAST_GRAPHQL_MAX_DEPTH, _MAX_COST, _MAX_PAGE, _DEFAULT_PAGE, _MAX_BODY, _STATEMENT_TIMEOUT_MS   API limits
+  BALLAST_METRICS_PORT  serve Prometheus metrics at :<port>/metrics from \`worker\` and \`start\` (the API serves
+                        /metrics on its own port too)
   LOG_LEVEL             pino level (default info); LOG_FORMAT=json to keep JSON in a terminal
+
+Exit codes
+  0 success (watch: the job completed)   1 unexpected error   2 usage error   3 no such job
+  4 refused by ballast (invalid input, conflict, not allowed; the message says why)
+  watch: 5 partially completed, 6 failed, 7 cancelled, 124 timeout
 `;
 
 class UsageError extends Error {}
@@ -173,6 +190,16 @@ async function startApi(url: string, log: Logger, opts: { createSecret: boolean 
   return api;
 }
 
+/** Prometheus metrics on BALLAST_METRICS_PORT, when it is set. */
+async function serveMetrics(db: BallastDb, log: Logger): Promise<void> {
+  const raw = process.env.BALLAST_METRICS_PORT;
+  if (!raw) return;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`BALLAST_METRICS_PORT=${raw} is not a port number`);
+  const m = await startMetricsServer({ port, db });
+  log.info({ url: m.url }, `Prometheus metrics at ${m.url}`);
+}
+
 async function start(log: Logger): Promise<void> {
   const handle = await openDatabase({ embedded: true, log });
   log.info({ database: redact(handle.url), embedded: Boolean(handle.embedded) }, 'database ready');
@@ -180,6 +207,7 @@ async function start(log: Logger): Promise<void> {
   const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
   const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
   const api = await startApi(handle.url, log, { createSecret: true });
+  await serveMetrics(worker.db, log);
 
   let stopping = false;
   const shutdown = async (signal: string) => {
@@ -242,6 +270,7 @@ async function main(argv: string[]): Promise<number> {
       await migrate(handle.url, log);
       const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
       const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
+      await serveMetrics(worker.db, log);
       const stop = () => void worker.stop().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
@@ -326,6 +355,27 @@ async function main(argv: string[]): Promise<number> {
       else console.log(r.accepted ? `event ${key} delivered; resumed ${r.resumedStepIds.length} step(s)` : `event ${key} was already delivered; nothing changed`);
       return 0;
     }
+    case 'watch': {
+      const { values, positionals } = parseCommandArgs(rest, { timeout: { type: 'string' }, json: { type: 'boolean' } });
+      const jobId = jobIdArg(positionals[0], 'watch');
+      const timeoutS = values.timeout === undefined ? null : Number(values.timeout);
+      if (timeoutS !== null && !(timeoutS > 0)) throw new UsageError(`--timeout ${values.timeout} is not a positive number of seconds`);
+      const handle = await openDatabase({ embedded: false });
+      return withDb((db) => watchJob({ url: handle.url, db, jobId, json: Boolean(values.json), timeoutMs: timeoutS === null ? null : timeoutS * 1000 }));
+    }
+    case 'jobs': {
+      const { values } = parseCommandArgs(rest, {
+        status: { type: 'string' }, pipeline: { type: 'string' }, tenant: { type: 'string' }, since: { type: 'string' },
+        limit: { type: 'string' }, json: { type: 'boolean' },
+      });
+      return withDb((db) => listJobsCommand(db, values));
+    }
+    case 'report': {
+      const { values, positionals } = parseCommandArgs(rest, {
+        since: { type: 'string' }, period: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
+      });
+      return withDb((db) => reportCommand(db, positionals[0], values));
+    }
     case 'status': {
       const { values, positionals } = parseCommandArgs(rest, { json: { type: 'boolean' } });
       const jobId = positionals[0];
@@ -362,7 +412,7 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof UsageError) {
+    if (err instanceof UsageError || err instanceof CliUsageError) {
       console.error(`ballast: ${err.message}`);
       process.exitCode = 2;
     } else if (err instanceof InvalidInputError) {
