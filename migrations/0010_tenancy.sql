@@ -265,7 +265,9 @@ create policy tenant_rows on ballast_private.budget_usage for select
 
 -- Privileges. Nothing for PUBLIC; each role gets what its part needs.
 revoke execute on all functions in schema ballast, ballast_private from public;
-alter default privileges in schema ballast, ballast_private revoke execute on functions from public;
+-- And for functions later migrations create (as the user running migrations): the global form, since per-schema
+-- default privileges can only add to the global ones. Every later migration grants what its functions need.
+alter default privileges revoke execute on functions from public;
 grant usage on schema ballast, ballast_private to ballast_client, ballast_operator, ballast_reporter;
 
 -- What the views and policies call, as their reader; json_schema_errors and its helpers are pure.

@@ -703,9 +703,8 @@ create trigger refuse_write instead of insert or update or delete on ballast.que
 create trigger refuse_write instead of insert or update or delete on ballast.stuck_work
   for each row execute function ballast_private.refuse_view_write();
 
--- Functions start executable by PUBLIC: 0010's `alter default privileges in schema ... revoke execute ... from
--- public` does not take (per-schema default privileges can only add to the global ones), so revoke again, for every
--- function so far, as 0010 intended.
+-- Nothing for PUBLIC (0010's default privileges already see to that for functions created by the migrating user;
+-- repeated here in case another user created some).
 revoke execute on all functions in schema ballast, ballast_private from public;
 -- bad_argument only raises BA002: a reader's bad window gets that error, not "permission denied".
 grant execute on function ballast_private.bad_argument(text, text, text), ballast_private.report_window(interval, text),

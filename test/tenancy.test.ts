@@ -135,3 +135,14 @@ t.test('a login bound to a tenant acts for it whatever it sets', async (t) => {
   const bind = await pgError(() => c.query(`select ballast.bind_role_tenant($1, 'acme')`, [login]));
   t.equal(bind.code, '42501', 'it cannot rebind itself');
 });
+
+t.test('functions are not executable by PUBLIC, including ones created later by the migrating user', async (t) => {
+  const { rows } = await pool.query(`
+    select p.oid::regprocedure::text as fn from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+     where n.nspname in ('ballast', 'ballast_private') and has_function_privilege('public', p.oid, 'execute')`);
+  t.same(rows, [], 'no ballast function is executable by PUBLIC');
+  await pool.query(`create function ballast.tenancy_probe() returns int language sql as 'select 1'`);
+  t.teardown(() => pool.query('drop function ballast.tenancy_probe()'));
+  const { rows: [r] } = await pool.query(`select has_function_privilege('ballast_client', 'ballast.tenancy_probe()', 'execute') as can`);
+  t.equal(r.can, false, 'a new function starts closed');
+});
