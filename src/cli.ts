@@ -64,8 +64,8 @@ Environment
   BALLAST_JWT_SECRET    HS256 secret of API tokens (development: generated into .ballast/jwt-secret)
   BALLAST_JWKS_URL      JWKS of an identity provider (RS256/ES256 tokens); BALLAST_JWT_ISSUER, BALLAST_JWT_AUDIENCE
   BALLAST_GRAPHQL_MAX_DEPTH, _MAX_COST, _MAX_PAGE, _DEFAULT_PAGE, _MAX_BODY, _STATEMENT_TIMEOUT_MS   API limits
-  BALLAST_METRICS_PORT  serve Prometheus metrics at :<port>/metrics from \`worker\` and \`start\` (the API serves
-                        /metrics on its own port too)
+  BALLAST_METRICS_PORT  serve Prometheus metrics at :<port>/metrics from \`worker\`, \`serve\` and \`start\` (a port of
+                        its own, to keep it on an internal interface: BALLAST_METRICS_HOST, default 0.0.0.0)
   LOG_LEVEL             pino level (default info); LOG_FORMAT=json to keep JSON in a terminal
 
 Exit codes
@@ -196,7 +196,7 @@ async function serveMetrics(db: BallastDb, log: Logger): Promise<void> {
   if (!raw) return;
   const port = Number(raw);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`BALLAST_METRICS_PORT=${raw} is not a port number`);
-  const m = await startMetricsServer({ port, db });
+  const m = await startMetricsServer({ port, db, host: process.env.BALLAST_METRICS_HOST || undefined });
   log.info({ url: m.url }, `Prometheus metrics at ${m.url}`);
 }
 
@@ -279,6 +279,8 @@ async function main(argv: string[]): Promise<number> {
     case 'serve': {
       const handle = await openDatabase({ embedded: false, log });
       const api = await startApi(handle.url, log, { createSecret: false });
+      const metricsDb = new BallastDb(createPool(handle.url, { max: 2, applicationName: 'ballast-metrics' }));
+      await serveMetrics(metricsDb, log);
       const stop = () => void api.stop().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);

@@ -8,7 +8,7 @@ import { PermanentError } from '../src/errors.ts';
 import { freshDatabase, spawnNode, testWorker } from './helpers.ts';
 
 const { url, db } = await freshDatabase(t);
-const env = { ...process.env, DATABASE_URL: url, LOG_FORMAT: 'json' };
+const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, LOG_FORMAT: 'json' };
 delete env.TEST_DATABASE_URL;
 
 // A step that waits for a signal from the test, so `watch` is attached before the job moves on.
