@@ -1,9 +1,12 @@
 // Worker child processes of the benchmark (bench/fixtures/ballast-worker.ts, gw-worker.mjs): spawned with IPC, stdout logged to a file
 // under bench/results/logs/, stderr kept for error messages. Every child still running when the benchmark exits
-// is SIGKILLed.
+// is SIGKILLed. Both kinds run with the node flags of the deployed `ballast` command (WORKER_NODE_FLAGS, read from
+// src/cli.ts's shebang), not with the benchmark's own: the ballast worker is measured as deployed, and bare
+// graphile-worker under the same V8 heap settings, so the memory ratio compares the code, not the flags.
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, closeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { WORKER_NODE_FLAGS } from '../src/node-flags.ts';
 
 const fixtures = {
   ballast: fileURLToPath(new URL('./fixtures/ballast-worker.ts', import.meta.url)),
@@ -17,6 +20,8 @@ export interface WorkerSpec {
   trace?: boolean;
   /** gw only: report `done` once this many jobs completed and the queue is empty. */
   expect?: number;
+  /** Node flags of the child (default WORKER_NODE_FLAGS; [] for V8's defaults). */
+  nodeFlags?: readonly string[];
 }
 
 export interface Trace {
@@ -51,6 +56,7 @@ export function spawnWorker(url: string, spec: WorkerSpec, label: string, env: N
   mkdirSync(logDir, { recursive: true });
   const out = openSync(`${logDir}${label}.log`, 'w');
   const child = fork(fixtures[spec.kind], [], {
+    execArgv: [...(spec.nodeFlags ?? WORKER_NODE_FLAGS)],
     env: { ...process.env, ...env, DATABASE_URL: url, BENCH_WORKER: JSON.stringify(spec), LOG_FORMAT: 'json' },
     stdio: ['ignore', out, 'pipe', 'ipc'],
   });

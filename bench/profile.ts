@@ -2,12 +2,12 @@
 // run and one bare graphile-worker run with statement and function statistics on, to count what one step (one
 // job) costs: transactions (autocommit round trips), rows written, WAL bytes, statements sent by the clients
 // (pg_stat_statements toplevel), statements run inside functions and triggers (nested), and time per SQL function
-// (track_functions), plannings (track_planning). Then, without statistics and at concurrency 50, the ballast run with
-// default settings, with LOG_LEVEL=warn (the price of logging), with --max-semi-space-size=4 (V8's young generation)
-// and with the heap capped as well (--max-old-space-size=64): how much of the peak RSS is V8 sizing its heap to the
-// machine rather than memory the worker needs.
+// (track_functions), plannings (track_planning). Then, without statistics and at concurrency 50, the ballast run as
+// deployed (the `ballast` command's node flags, src/node-flags.ts), with LOG_LEVEL=warn (the price of logging), and
+// without the node flags (V8's own heap sizing): how much of the peak RSS is V8 sizing its heap to the machine rather
+// than memory the worker needs.
 import { connect, counters, perUnit, statsSettle, type BenchServer, type Counters } from './database.ts';
-import { addGwJobs, runBallast, runGw, submitBallastJobs } from './scenarios/throughput.ts';
+import { addGwJobs, runBallast, runGw, submitBallastJobs, type RunOptions } from './scenarios/throughput.ts';
 
 export interface StatementCost {
   query: string;
@@ -115,18 +115,17 @@ export async function profile(server: BenchServer, jobs: number, gwJobs: number,
   out.graphile_worker = { jobs: gwJobs, jobs_per_s_with_statistics: g.perS, ...(await collect(url, gwJobs, statements, before, 'per_job')) };
   await server.drop('profile_gw');
 
-  // The worker's logging (2 info lines per step) and V8's young generation (16 MB semi-spaces by default: the heap
-  // grows by up to ~50 MB under allocation before scavenges keep up), back to back at concurrency 50.
-  const variants: [string, NodeJS.ProcessEnv][] = [
-    ['default', {}],
-    ['log_warn', { LOG_LEVEL: 'warn' }],
-    ['semi_space_4mb', { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=4`.trim() }],
-    ['heap_capped', { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --max-semi-space-size=4 --max-old-space-size=64`.trim() }],
+  // The worker's logging (2 info lines per step) and V8's heap sizing (without the flags: young generation up to
+  // 2 x 64 MB, old generation left to fill with garbage), back to back at concurrency 50.
+  const variants: [string, RunOptions][] = [
+    ['as_deployed', {}],
+    ['log_warn', { env: { LOG_LEVEL: 'warn' } }],
+    ['no_node_flags', { nodeFlags: [] }],
   ];
-  for (const [name, env] of variants) {
+  for (const [name, options] of variants) {
     url = await server.clone(`profile_${name}`);
     after = await submitBallastJobs(url, jobs);
-    const r = await runBallast(url, 50, after, `profile-c50-${name}`, { env });
+    const r = await runBallast(url, 50, after, `profile-c50-${name}`, options);
     out[`c50_${name}`] = { steps_per_s: r.stepsPerS, ready_rss_mb: r.readyRssMb, peak_rss_mb: r.peakRssMb };
     await server.drop(`profile_${name}`);
   }

@@ -2,9 +2,10 @@
 // graphile-worker and a raw SKIP LOCKED loop, measured side by side on one Postgres. Every scenario runs once per
 // round, in an order that rotates from round to round; the verdict is the median across rounds (ratios are taken
 // within a round first). Writes bench/results/latest.json (raw figures, machine, settings) and latest.md (the table).
-// Options: --quick, --rounds N, --history N (finished jobs of the history scenario), --only a,b (scenarios, for
-// development), --profile / --no-profile (the statistics pass; on by default in full mode), --template-sql FILE (SQL
-// run on the template after migrating: try a schema change side by side; recorded in the results).
+// Options: --quick, --rounds N, --history N (finished jobs of the history scenario), --memory-jobs N (jobs of the
+// memory scenario: a longer run shows whether the peak RSS still grows), --only a,b (scenarios, for development),
+// --profile / --no-profile (the statistics pass; on by default in full mode), --template-sql FILE (SQL run on the
+// template after migrating: try a schema change side by side; recorded in the results).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,7 @@ import { ballastPickup, gwPickup } from './scenarios/pickup.ts';
 import { generateHistory, historySize } from './scenarios/history.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { profile } from './profile.ts';
+import { WORKER_NODE_FLAGS } from '../src/node-flags.ts';
 import { renderMarkdown, summarize, verdicts, type Round } from './report.ts';
 
 const { values: args } = parseArgs({
@@ -24,6 +26,7 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     rounds: { type: 'string' },
     history: { type: 'string' },
+    'memory-jobs': { type: 'string' },
     only: { type: 'string' },
     profile: { type: 'boolean' },
     'no-profile': { type: 'boolean' },
@@ -43,7 +46,7 @@ const sizes = {
   submit_batches: quick ? 5 : 30,
   submit_batch_size: BATCH,
   pickup_samples: quick ? 50 : 300,
-  memory_jobs: quick ? 400 : 1500,
+  memory_jobs: Number(args['memory-jobs'] ?? (quick ? 400 : 1500)),
   history_jobs: Number(args.history ?? (quick ? 100_000 : 1_000_000)),
 };
 const doProfile = args['no-profile'] ? false : (args.profile ?? !quick);
@@ -159,12 +162,14 @@ async function main(): Promise<void> {
       settings: await settings(server),
       sizes, ...record,
       template_sql: args['template-sql'] ?? null,
+      worker_node_flags: WORKER_NODE_FLAGS,
       load_average_per_round: rounds.map((r) => Math.round(r.load * 100) / 100),
       notes: [
         'Every figure is the median across rounds; ratios are taken within each round first.',
         quick ? `Quick mode: history of ${sizes.history_jobs.toLocaleString('en-US')} finished jobs instead of 1,000,000, and fewer jobs per run. ` +
-          `Its memory run is short (${sizes.memory_jobs * 3} steps) and the peak RSS grows with the length of the run, so the full run is the reference ` +
-          `for worker_rss_mb; its p99s come from ${sizes.pickup_samples} samples per round.` : undefined,
+          `Its memory run is short (${sizes.memory_jobs * 3} steps) and the peak RSS still grows a little over the first few thousand steps, so the full run ` +
+          `is the reference for worker_rss_mb; its p99s come from ${sizes.pickup_samples} samples per round.` : undefined,
+        `Worker children (ballast and bare graphile-worker alike) run with the node flags of the deployed \`ballast\` command: ${WORKER_NODE_FLAGS.join(' ') || '(none)'}.`,
         'Pickup and hand-off: database clock (submit_job start -> first attempt started_at; finished_at -> next attempt started_at). pickup_e2e_*: submit statement sent -> first handler start (CLOCK_MONOTONIC in both processes), the way bare graphile-worker is measured.',
         Math.max(...rounds.map((r) => r.load)) > cpus().length ? `The load average exceeded the core count (${rounds.map((r) => r.load.toFixed(1)).join(', ')}): other processes competed with the benchmark; absolute figures are noisy, ratios less so.` : undefined,
         args['template-sql'] ? `Experiment: ${args['template-sql']} was applied to the template.` : undefined,

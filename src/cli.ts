@@ -1,6 +1,9 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4 --heap-growing-percent=20
 // The `ballast` command. `start` is the all-in-one for development: database (DATABASE_URL, or an embedded Postgres
 // in .ballast/), migrations, a worker for the pipelines in tasks/, and a demo job followed live in the log.
+// The shebang's V8 flags bound the heap V8 keeps between collections (a worker's RSS); their only copy is here, and
+// `npm start`, `npm run worker` and the benchmark's worker children take them from this line (src/node-flags.ts).
+// `env -S` splits them (GNU coreutils 8.30+, macOS, FreeBSD; on Alpine install coreutils).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import pg from 'pg';

@@ -77,6 +77,8 @@ export interface BallastRun {
 
 export interface RunOptions {
   env?: NodeJS.ProcessEnv;
+  /** Node flags of the worker child (default: the deployed command's, WORKER_NODE_FLAGS). */
+  nodeFlags?: readonly string[];
   /** Count rows read by sequential scans of ballast's tables (costs two 1 s pauses for the statistics). */
   scans?: boolean;
   /** Sample pg_stat_activity at every poll (50 ms): what the backends were doing (CPU, waiting for a lock...). */
@@ -103,7 +105,7 @@ export async function runBallast(url: string, concurrency: number, afterJobId: n
                                  options: RunOptions = {}): Promise<BallastRun> {
   const c = await connect(url);
   const scannedBefore = options.scans ? await seqRows(c) : new Map<string, number>();
-  const w = spawnWorker(url, { kind: 'ballast', concurrency }, label, options.env);
+  const w = spawnWorker(url, { kind: 'ballast', concurrency, ...(options.nodeFlags ? { nodeFlags: options.nodeFlags } : {}) }, label, options.env);
   const waits = new Map<string, number>();
   let samples = 0;
   try {
