@@ -779,26 +779,6 @@ select id, tenant_id, pipeline, pipeline_version, idempotency_key, input, status
        created_at, started_at, finished_at, updated_at, input_tokens, output_tokens, cost_usd
   from ballast_private.jobs;
 
--- insert_job() (0006) again: RETURNING of INSERT INTO ballast.jobs now reads the whole view row, so columns added to
--- the view (the totals above, and any later) come back filled instead of null.
-create or replace function ballast_private.insert_job() returns trigger
-language plpgsql
-as $fn$
-declare
-  v_job_id bigint;
-begin
-  if coalesce(current_setting('ballast.actor', true), '') = '' then
-    perform set_config('ballast.actor', 'sql_insert', true);
-  end if;
-  select s.job_id into v_job_id
-    from ballast_private.submit(new.pipeline, coalesce(new.input, '{}'::jsonb), new.idempotency_key,
-                                coalesce(new.tenant_id, 'default'), coalesce(new.priority, 0),
-                                new.pipeline_version) s;
-  select v.* into new from ballast.jobs v where v.id = v_job_id;
-  return new;
-end
-$fn$;
-
 create or replace view ballast.steps with (security_invoker = true) as
 select id, job_id, name, status, depends_on, attempts, max_attempts, output, error, progress, next_run_at,
        concurrency_key, concurrency_limit, timeout_ms, created_at, queued_at, started_at, finished_at, updated_at,

@@ -191,7 +191,8 @@ begin
 end
 $fn$;
 
--- insert_job (0009) again: INSERT INTO ballast.jobs goes through the checked submit_job, as its caller.
+-- insert_job (0006) again: INSERT INTO ballast.jobs goes through the checked submit_job, as its caller, and
+-- RETURNING reads the whole view row (columns added to the view, like the totals of 0009, come back filled).
 create or replace function ballast_private.insert_job() returns trigger
 language plpgsql
 security definer
