@@ -253,6 +253,16 @@ async function start(log: Logger): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command && (rest.includes('--help') || rest.includes('-h'))) {
+    // `ballast <command> --help`: the command's part of the help.
+    const lines = HELP.split('\n');
+    const at = lines.findIndex((l) => new RegExp(`^  ${command.replace(/[^a-z-]/g, '')}\\b`).test(l));
+    if (at < 0) throw new UsageError(`unknown command "${command}"; run \`ballast help\` for the list`);
+    let end = at + 1;
+    while (end < lines.length && /^ {4,}/.test(lines[end]!)) end++;
+    console.log(`Usage: ballast ${lines.slice(at, end).join('\n').trim()}\n\nballast help lists every command, the environment and the exit codes.`);
+    return 0;
+  }
   const log = createLogger();
   switch (command) {
     case 'start':

@@ -90,6 +90,10 @@ t.test('report prints the SQL reports', async (t) => {
   const unknown = await cli(['report', 'nope']);
   t.equal(unknown.code, 2);
   t.match(unknown.stderr, /pipelines\s+per pipeline version/);
+  const own = await cli(['report', '--help']);
+  t.equal(own.code, 0);
+  t.match(own.stdout, /^Usage: ballast report <name>/);
+  t.match(own.stdout, /dead-letters/);
   const help = await cli(['help']);
   t.match(help.stdout, /watch <job-id>/);
   t.match(help.stdout, /Exit codes/);
