@@ -6,7 +6,6 @@
 // `env -S` splits them (GNU coreutils 8.30+, macOS, FreeBSD; on Alpine install coreutils).
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
-import pg from 'pg';
 import type { Logger } from 'pino';
 import { createLogger } from './log.ts';
 import { migrate, redact } from './db/migrate.ts';
@@ -18,6 +17,7 @@ import { BallastError, InvalidInputError } from './errors.ts';
 import { startMetricsServer } from './metrics.ts';
 import { CliUsageError, listJobsCommand, reportCommand, reportNames } from './cli/ops.ts';
 import { watchJob } from './cli/watch.ts';
+import { listenEvents } from './db/events-listener.ts';
 
 const HELP = `ballast: a Postgres-native job engine
 
@@ -154,26 +154,22 @@ async function withDb<T>(fn: (db: BallastDb) => Promise<T>): Promise<T> {
 
 /** Follows one job through LISTEN ballast_events and logs each transition until it finishes. */
 async function followJob(url: string, jobId: string, log: Logger): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  client.on('error', () => {});
-  await client.connect();
+  const FINAL = ['completed', 'failed', 'cancelled', 'partially_completed'];
+  let resolve: () => void = () => {};
+  const finished = new Promise<void>((r) => { resolve = r; });
+  const listener = await listenEvents(url, (e) => {
+    if (String(e.job_id) !== jobId || e.type === 'step_progress') return;
+    log.info({ job_id: jobId, event: e.type, status: e.status }, `demo job ${jobId}: ${e.type}`);
+    if (e.step_id === null && e.status && FINAL.includes(e.status)) resolve();
+  });
   const db = new BallastDb(createPool(url, { max: 1 }));
   try {
-    const finished = new Promise<void>((resolve) => {
-      client.on('notification', (msg) => {
-        const e = JSON.parse(msg.payload ?? '{}') as { job_id?: number; type?: string; status?: string; step_id?: number };
-        if (String(e.job_id) !== jobId || e.type === 'step_progress') return;
-        log.info({ job_id: jobId, event: e.type, status: e.status }, `demo job ${jobId}: ${e.type}`);
-        if (e.type && ['job_completed', 'job_failed', 'job_cancelled', 'job_partially_completed'].includes(e.type)) resolve();
-      });
-    });
-    await client.query('listen ballast_events');
     const job = await db.getJob(jobId);
-    if (job && !['completed', 'failed', 'cancelled', 'partially_completed'].includes(job.status)) await finished;
+    if (job && !FINAL.includes(job.status)) await finished;
     const final = await db.getJob(jobId);
     log.info({ job_id: jobId, status: final?.status, result: final?.result, error: final?.error }, `demo job ${jobId} ${final?.status}`);
   } finally {
-    await client.end();
+    await listener.close();
     await db.close();
   }
 }

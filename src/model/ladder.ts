@@ -84,6 +84,14 @@ interface Miss {
 }
 
 const registered = new WeakMap<BallastDb, Map<string, Promise<string>>>();
+const contracts = new WeakMap<z.ZodType, string>();
+
+/** The output contract as the JSON Schema text sent with each call, converted once per contract. */
+function contractJson(schema: z.ZodType): string {
+  let json = contracts.get(schema);
+  if (json === undefined) contracts.set(schema, (json = JSON.stringify(z.toJSONSchema(schema, { io: 'output', unrepresentable: 'any' }))));
+  return json;
+}
 
 /** Registers the prompt version once per process and database; returns its content hash. */
 async function promptHash(store: ModelStore, db: BallastDb, prompt: Prompt): Promise<string> {
@@ -236,7 +244,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
     throw new PermanentError((err as Error).message, { errorClass: 'prompt', code: 'missing_variable' });
   }
   const models = [spec.model, ...(spec.fallbacks ?? [])];
-  const schemaJson = JSON.stringify(z.toJSONSchema(spec.output, { io: 'output', unrepresentable: 'any' }));
+  const schemaJson = contractJson(spec.output);
   const lastAttempt = ctx.attempt >= ctx.maxAttempts;
   const maxOut = spec.maxOutputTokens ?? 1024;
   const reasks = spec.reasks ?? 2;
