@@ -91,17 +91,36 @@ export interface RunAttemptOptions {
   /** Registers the attempt with the worker (for cancellation, heartbeats and shutdown); returns the unregister. */
   track: (running: RunningAttempt) => () => void;
   /**
-   * Eager hand-off: on success, claim the first step this one made runnable for this worker in the same transaction
-   * (ballast.complete_step_and_claim) and return it, to run at once in the same slot. `allowed` says whether the
-   * worker still takes new work (false while shutting down).
+   * Records the attempt's success or failure. The worker's implementation queues it for the next batch
+   * (ballast.settle_and_claim); the promise resolves with the step's new status once recorded, or undefined when the
+   * attempt no longer owned its step (stale: nothing recorded).
    */
-  handOff?: { workerId: string; leaseMs: number; allowed: () => boolean };
+  settler: Settler;
+  /** Called once the handler has finished (or was abandoned), before its outcome is recorded: the slot is free. */
+  onHandlerDone?: () => void;
   /** Model providers for model steps (default: from the environment). */
   providers?: ProviderRegistry;
 }
 
-/** Runs the attempt; returns the next claim when an eager hand-off took one. */
-export async function runAttempt(o: RunAttemptOptions): Promise<Claim | undefined> {
+/** How an attempt's outcome is recorded: see RunAttemptOptions.settler. */
+export interface Settler {
+  complete(attemptId: string, output: unknown): Promise<{ stepStatus: string } | undefined>;
+  fail(attemptId: string, error: StepError): Promise<{ stepStatus: string; nextRunAt?: Date | null } | undefined>;
+}
+
+/** A Settler that writes each outcome at once through its own verb (ballast.complete_step / fail_step). */
+export function directSettler(db: BallastDb, log: Logger): Settler {
+  return {
+    complete: async (attemptId, output) => {
+      const r = await settle(() => db.completeStep(attemptId, output), log);
+      return r ? { stepStatus: 'succeeded' } : undefined;
+    },
+    fail: (attemptId, error) => settle(() => db.failStep(attemptId, error), log),
+  };
+}
+
+/** Runs the attempt and records its outcome. */
+export async function runAttempt(o: RunAttemptOptions): Promise<void> {
   const t0 = performance.now();
   const result: AttemptResult = { outcome: 'lost', errorClass: 'none' };
   try {
@@ -119,19 +138,34 @@ interface AttemptResult {
   errorClass: string;
 }
 
-async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Promise<Claim | undefined> {
+async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Promise<void> {
+  let freed = false;
+  const handlerDone = () => {
+    if (freed) return;
+    freed = true;
+    o.onHandlerDone?.();
+  };
+  try {
+    await runAttemptInner(o, result, handlerDone);
+  } finally {
+    handlerDone();
+  }
+}
+
+async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, handlerDone: () => void): Promise<void> {
   const { pipeline: p, claim, db } = o;
   const log = o.log.child({
     job_id: claim.jobId, step_id: claim.stepId, attempt_id: claim.attemptId, pipeline: p.ref, step: claim.stepName,
   });
   const started = performance.now();
   const fail = async (error: StepError) => {
-    const r = await settle(() => db.failStep(claim.attemptId, error), log);
+    handlerDone();
+    const r = await o.settler.fail(claim.attemptId, error);
     result.errorClass = error.class;
     result.outcome = !r ? 'lost' : r.stepStatus === 'retrying' ? (error.outcome === 'timed_out' ? 'timed_out' : 'retrying') : 'failed';
     if (r) {
-      const fields = { error_class: error.class, error: error.message, attempt: claim.attemptNumber, job_status: r.jobStatus };
-      if (r.stepStatus === 'retrying') log.warn({ ...fields, next_run_at: r.nextRunAt }, 'step failed; retry scheduled');
+      const fields = { error_class: error.class, error: error.message, attempt: claim.attemptNumber };
+      if (r.stepStatus === 'retrying') log.warn(fields, 'step failed; retry scheduled');
       else log.error(fields, 'step failed permanently');
     }
   };
@@ -218,6 +252,7 @@ async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Prom
   } finally {
     if (timer) clearTimeout(timer);
     untrack();
+    handlerDone();
   }
 
   if (aborted) {
@@ -267,29 +302,20 @@ async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Prom
     await fail({ class: 'output_contract', message: `step output does not satisfy its contract: ${z.prettifyError(checked.error)}`, retryable: false });
     return;
   }
-  const ms = () => Math.round(performance.now() - started);
-  if (o.handOff?.allowed()) {
-    const { workerId, leaseMs } = o.handOff;
-    let next: Claim | undefined;
-    const ok = await settle(async () => {
-      next = await db.completeStepAndClaim(claim.attemptId, checked.data, workerId, leaseMs);
-      return true;
-    }, log);
-    if (ok) result.outcome = 'succeeded';
-    if (ok) log.info({ ms: ms(), ...(next ? { next_step_id: next.stepId } : {}) }, 'step succeeded');
-    return next;
-  }
-  const done = await settle(() => db.completeStep(claim.attemptId, checked.data), log);
+  const ms = Math.round(performance.now() - started);
+  const done = await o.settler.complete(claim.attemptId, checked.data);
   if (done) result.outcome = 'succeeded';
-  if (done) log.info({ ms: ms(), job_status: done.jobStatus }, 'step succeeded');
-  return undefined;
+  if (done) log.info({ ms }, 'step succeeded');
 }
 
-/** How long an outcome write is retried while the database connection is lost (e.g. Postgres restarting). */
-const SETTLE_RETRY_MS = 15_000;
+/**
+ * How long an outcome write is retried while the database connection is lost (e.g. Postgres restarting; an
+ * immediate-mode restart was measured at 17-19 s before it accepted connections again).
+ */
+export const SETTLE_RETRY_MS = 120_000;
 
 /** A connection that died under the statement (terminated backend, server restart, reset socket), not a SQL error. */
-function connectionLost(err: unknown): boolean {
+export function connectionLost(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown } | null;
   const code = typeof e?.code === 'string' ? e.code : '';
   if (code.startsWith('08') || ['57P01', '57P02', '57P03', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT'].includes(code)) return true;
@@ -302,7 +328,7 @@ function connectionLost(err: unknown): boolean {
  * would wait for its lease to run out and be charged as crashed). If the lost try did commit, the retry finds the
  * attempt finished (BA008) and stops there.
  */
-async function settle<T>(fn: () => Promise<T>, log: Logger): Promise<T | undefined> {
+export async function settle<T>(fn: () => Promise<T>, log: Logger): Promise<T | undefined> {
   const until = Date.now() + SETTLE_RETRY_MS;
   for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
     try {

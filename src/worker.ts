@@ -1,6 +1,7 @@
-// A ballast worker process: registers its pipelines and itself, then runs a graphile-worker pool whose tasks are
-// the step wake-ups of those pipeline versions (one task identifier per pipeline version). Each wake-up goes
-// claim -> run -> complete/fail through the SQL functions; graphile-worker only delivers the wake-ups.
+// A ballast worker process: registers its pipelines and itself, then runs a StepEngine (step-engine.ts) that claims
+// runnable steps of those pipeline versions straight from the steps table in batches, runs them, and records their
+// outcomes in the same batched round trips (ballast.settle_and_claim). graphile-worker runs only the cron task of
+// retention, when it is configured.
 //
 // Around that, the durability machinery: a liveness connection holding the worker's advisory lock and listening for
 // cancellations (liveness.ts), a heartbeat that extends the leases of running attempts and learns which of them were
@@ -12,13 +13,14 @@ import { randomUUID } from 'node:crypto';
 import { run, Logger as WorkerLogger, type Runner, type Task, type TaskList, type WorkerEvents } from 'graphile-worker';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { BallastDb, createPool, type Claim } from './db/api.ts';
+import { BallastDb, createPool } from './db/api.ts';
 import type { Pipeline } from './pipeline.ts';
 import { createLogger } from './log.ts';
 import { Liveness, type CancelNotice } from './liveness.ts';
 import { Reaper } from './reaper.ts';
 import { retentionSchedule, RETENTION_TASK } from './retention.ts';
 import { runAttempt, type AbortReason, type RunningAttempt } from './step-runner.ts';
+import { StepEngine } from './step-engine.ts';
 import type { ProviderRegistry } from './model/providers.ts';
 
 export { classifyError } from './step-runner.ts';
@@ -32,7 +34,7 @@ export interface WorkerOptions {
   concurrency?: number;
   /** Lease of a running attempt, renewed by every heartbeat; expired leases are reclaimed (default 30 s). */
   leaseMs?: number;
-  /** How often the worker polls for due wake-ups it may have missed a notification for (default 1000 ms). */
+  /** How often the worker polls for runnable steps (due retries, a missed notification) (default 1000 ms). */
   pollIntervalMs?: number;
   /** How often the worker reports it is alive and renews its leases (default 1000 ms). */
   heartbeatMs?: number;
@@ -46,11 +48,6 @@ export interface WorkerOptions {
   shutdownGraceMs?: number;
   /** After an abort: how long a handler gets to settle before the worker stops waiting for it (default 1000 ms). */
   abandonMs?: number;
-  /**
-   * Eager hand-off (default true): when a step succeeds and makes another runnable, this worker claims it in the
-   * same transaction and runs it at once in the same slot, skipping a round trip through the queue.
-   */
-  eagerHandOff?: boolean;
   /** Model providers for model steps. Default: the environment's (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...). */
   providers?: ProviderRegistry;
   /**
@@ -65,7 +62,7 @@ export interface WorkerOptions {
 export interface BallastWorker {
   readonly id: string;
   readonly db: BallastDb;
-  /** Resolves when the graphile-worker pool has started and its id is recorded. */
+  /** Resolves when the worker has started (kept for callers of earlier versions: startWorker already waits). */
   readonly ready: Promise<void>;
   /** Stops fetching, waits for running steps, marks the worker stopped and releases what it held. */
   stop(): Promise<void>;
@@ -105,6 +102,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   // Running attempts of this process, by attempt id: what cancellation, heartbeats and shutdown act on.
   const running = new Map<string, RunningAttempt>();
   const abortAttempt = (attemptId: string, reason: AbortReason, message: string) => running.get(attemptId)?.abort(reason, message);
+  let engineRef: StepEngine | undefined;
   const liveness = new Liveness({
     connectionString: options.connectionString ?? poolConnectionString(pool),
     workerId,
@@ -113,6 +111,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       for (const a of notice.attempts) {
         if (a.worker_id === workerId) abortAttempt(String(a.attempt_id), 'cancelled', `job ${notice.job_id} was cancelled`);
       }
+      engineRef?.drop(notice.attempts.map((a) => String(a.attempt_id)));
     },
   });
   try {
@@ -134,16 +133,31 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     pipelines: options.pipelines.map((p) => p.ref),
   });
 
-  // Every task running in this process, whichever graphile-worker pool started it.
-  const inflight = new Set<Promise<void>>();
+  // The step engine: claims, runs and settles steps in batches.
+  const byRef = new Map<string, Pipeline<any, any>>();
+  for (const p of options.pipelines) byRef.set(`${p.name}@${p.version}`, p);
+  const engine: StepEngine = new StepEngine({
+    db, workerId, log: wlog, leaseMs, concurrency,
+    connectionString: options.connectionString ?? poolConnectionString(pool),
+    tasks: [...byTask.keys()],
+    pollIntervalMs: options.pollIntervalMs ?? 1000,
+    run: (claim) => {
+      const p = byRef.get(`${claim.pipeline}@${claim.pipelineVersion}`)!;
+      let handlerDone!: () => void;
+      const done = new Promise<void>((resolve) => (handlerDone = resolve));
+      const settled = runAttempt({
+        pipeline: p, claim, db, log: wlog, abandonMs, providers: options.providers, settler: engine,
+        onHandlerDone: handlerDone,
+        track: (r) => {
+          running.set(r.attemptId, r);
+          return () => running.delete(r.attemptId);
+        },
+      }).finally(handlerDone);
+      return { handlerDone: done, settled };
+    },
+  });
+  engineRef = engine;
   const taskList: TaskList = {};
-  for (const [identifier, p] of byTask) {
-    const handOff = options.eagerHandOff === false ? undefined : { workerId, leaseMs, allowed: () => !shuttingDown };
-    taskList[identifier] = makeTask(inflight, p, db, workerId, leaseMs, wlog, abandonMs, (r) => {
-      running.set(r.attemptId, r);
-      return () => running.delete(r.attemptId);
-    }, handOff, options.providers);
-  }
   if (retention) taskList[RETENTION_TASK] = retention.task;
 
   // graphile-worker ends its pool when it cannot record a wake-up's completion or failure (the connection died under
@@ -152,7 +166,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   // the process). The worker then unlocks the old pool's jobs (force_unlock_workers: a wake-up of a step still running
   // in the old pool finds nothing to claim, so unlocking early is harmless) and starts a new pool. The old pool's
   // promise is not awaited: after a failed batch graphile-worker 0.18's batcher miscounts its pending calls and the
-  // pool never finishes terminating. Its tasks still run to their end; stop() waits for them through `inflight`.
+  // pool never finishes terminating.
   let shuttingDown = false;
   let runner: Runner | undefined;
   let poolId: string | undefined;
@@ -211,13 +225,16 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     })().finally(() => (replacing = undefined));
   };
 
-  await startRunner();
+  // graphile-worker carries only the retention cron task now: without retention no pool is started.
+  if (retention) await startRunner();
+  await engine.start();
   const ready = Promise.resolve();
   wlog.info({ concurrency, pool_id: poolId, pipelines: options.pipelines.map((p) => p.ref) }, 'worker started');
 
   const registerAgain = async () => {
     wlog.error('this worker was declared dead (no heartbeat in time); its running steps were reclaimed; registering again');
     for (const r of running.values()) r.abort('lost', 'the worker was declared dead and its steps reclaimed');
+    engine.dropAll();
     await db.registerWorker({ workerId, hostname: hostname(), pid: process.pid, concurrency, pipelines: options.pipelines.map((p) => p.ref) });
     if (poolId) await db.setWorkerPool(workerId, poolId);
   };
@@ -225,9 +242,10 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   const heartbeat = setInterval(() => {
     if (beating) return;
     beating = true;
-    db.heartbeatWorker(workerId, [...running.keys()], leaseMs)
+    db.heartbeatWorker(workerId, [...running.keys(), ...engine.heldAttemptIds()], leaseMs)
       .then(async ({ alive, lostAttemptIds }) => {
         for (const id of lostAttemptIds) abortAttempt(id, 'lost', 'the attempt no longer owns its step (cancelled or reclaimed)');
+        engine.drop(lostAttemptIds);
         if (!alive) await registerAgain();
       })
       .catch((err) => wlog.warn({ err: (err as Error).message }, 'heartbeat failed'))
@@ -253,9 +271,12 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       await reaper?.stop();
       await retention?.service.stop();
       await replacing;
-      // The current pool stops fetching and waits for its tasks; tasks of pools replaced earlier are awaited too.
       await runner?.stop().catch((err: unknown) => wlog.warn({ err: (err as Error).message }, 'graphile-worker pool stopped with an error'));
-      await Promise.allSettled([...inflight]);
+      // No new claims; unstarted claims are given back; running steps finish (or are released after the grace
+      // period) and their outcomes are recorded.
+      await engine.stopClaiming();
+      await engine.drain();
+      await engine.stop();
       clearTimeout(grace);
       clearInterval(heartbeat);
       // graphile-worker may leave a just-finished job locked when its pool stops; stop_worker marks this worker
@@ -269,39 +290,6 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     })());
 
   return { id: workerId, db, ready, stop };
-}
-
-function makeTask(
-  inflight: Set<Promise<void>>, p: Pipeline<any, any>, db: BallastDb, workerId: string, leaseMs: number, log: Logger,
-  abandonMs: number, track: (r: RunningAttempt) => () => void,
-  handOff: { workerId: string; leaseMs: number; allowed: () => boolean } | undefined,
-  providers: ProviderRegistry | undefined,
-): Task {
-  const task = async (payload: unknown) => {
-    const stepId = (payload as { step_id?: unknown } | null)?.step_id;
-    if (typeof stepId !== 'number' && typeof stepId !== 'string') {
-      log.error({ payload }, 'wake-up without a step_id; ignored');
-      return;
-    }
-    const claim = await db.claimStep(stepId, workerId, leaseMs);
-    if (!claim) {
-      log.debug({ step_id: String(stepId) }, 'wake-up found nothing to run (duplicate, stale, not due, or throttled)');
-      return;
-    }
-    // Each success may hand the next step of the same job straight to this slot (eager hand-off).
-    for (let next: Claim | undefined = claim; next; ) {
-      next = await runAttempt({ pipeline: p, claim: next, db, log, abandonMs, track, providers, ...(handOff ? { handOff } : {}) });
-    }
-  };
-  return async (payload) => {
-    const done = task(payload);
-    inflight.add(done);
-    try {
-      await done;
-    } finally {
-      inflight.delete(done);
-    }
-  };
 }
 
 /** The connection string of a pool passed in by the caller (for the worker's liveness connection). */

@@ -1,6 +1,5 @@
-// Eager hand-off: when a step succeeds and makes the next one runnable, the same worker claims it in the same
-// transaction (ballast.complete_step_and_claim) instead of waking it through graphile-worker. Counted with a trigger
-// on graphile-worker's job table: a 3-step sequence needs one wake-up with hand-off, three without.
+// Hand-off in the batched core (0013): the step rows are the queue, so no graphile-worker job is made for any step,
+// and the round trip that records a step's success also claims the step it made runnable, for the same worker.
 import t from 'tap';
 import { z } from 'zod';
 import { pipeline } from '../src/pipeline.ts';
@@ -18,31 +17,23 @@ const seq = (name: string) => pipeline({ name, version: 1, input: z.object({}) }
   .step('b', { after: ['a'], output: z.number() }, ({ deps }) => deps.a + 1)
   .step('c', { after: ['b'], output: z.number() }, ({ deps }) => deps.b + 1);
 
-async function wakeups(run: () => Promise<void>): Promise<number> {
+t.test('a sequence runs without any graphile-worker job, each step claimed in the round trip that settled the one before', async (t) => {
+  await testWorker(t, url, { pipelines: [seq('h.seq')], concurrency: 2 });
   await pool.query('truncate wakeups');
-  await run();
-  const { rows } = await pool.query('select count(*)::int as n from wakeups');
-  return rows[0].n;
-}
-
-t.test('with eager hand-off one wake-up serves the whole sequence, on one worker', async (t) => {
-  await testWorker(t, url, { pipelines: [seq('h.eager')], concurrency: 2 });
-  const n = await wakeups(async () => {
-    const { jobId } = await db.submitJob({ pipeline: 'h.eager', input: {} });
-    const job = await waitForJob(db, jobId);
-    t.equal(job.status, 'completed');
-    t.equal(job.result, 3);
-    const attempts = await db.getAttempts(jobId);
-    t.equal(new Set(attempts.map((a) => a.worker_id)).size, 1, 'every step ran on the worker that finished the one before');
-  });
-  t.equal(n, 1, 'only the first step was woken through graphile-worker');
-});
-
-t.test('without it every step is a wake-up', async (t) => {
-  await testWorker(t, url, { pipelines: [seq('h.queued')], concurrency: 2, eagerHandOff: false });
-  const n = await wakeups(async () => {
-    const { jobId } = await db.submitJob({ pipeline: 'h.queued', input: {} });
-    t.equal((await waitForJob(db, jobId)).status, 'completed');
-  });
-  t.equal(n, 3);
+  const { jobId } = await db.submitJob({ pipeline: 'h.seq', input: {} });
+  const job = await waitForJob(db, jobId);
+  t.equal(job.status, 'completed');
+  t.equal(job.result, 3);
+  const attempts = await db.getAttempts(jobId);
+  t.equal(new Set(attempts.map((a) => a.worker_id)).size, 1, 'every step ran on the worker that finished the one before');
+  // The success of a and the claim of b are one transaction: b's step_running event follows a's step_succeeded
+  // with nothing of another transaction between them, and both carry the same transaction's clock (xact start).
+  const { rows } = await pool.query(
+    `select s.name, e.type, e.xmin::text as xid from ballast_private.events e join ballast_private.steps s on s.id = e.step_id
+      where e.job_id = $1 and e.type in ('step_succeeded', 'step_running') order by e.id`, [jobId]);
+  const xid = (name: string, type: string) => rows.find((r) => r.name === name && r.type === type)?.xid;
+  t.equal(xid('a', 'step_succeeded'), xid('b', 'step_running'), 'a settled and b claimed in one transaction');
+  t.equal(xid('b', 'step_succeeded'), xid('c', 'step_running'), 'b settled and c claimed in one transaction');
+  const { rows: [w] } = await pool.query('select count(*)::int as n from wakeups');
+  t.equal(w.n, 0, 'no graphile-worker job was made');
 });

@@ -1,7 +1,7 @@
 // Registering pipelines and submitting jobs (migrations/0004_pipelines_and_submit.sql, INSERT INTO ballast.jobs in
 // 0006): definitions are validated and pinned by hash, submission validates the input in SQL, dedupes on the
-// idempotency key (also under a 100-connection race), creates steps and graphile-worker wake-ups in the caller's
-// transaction, and leaves nothing behind when it fails or rolls back.
+// idempotency key (also under a 100-connection race), creates steps (the roots queued, carrying the job's task and
+// priority: the step rows are the queue, 0013) in the caller's transaction, and leaves nothing behind when it fails or rolls back.
 import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
@@ -51,7 +51,7 @@ async function rowCounts(): Promise<Record<string, number>> {
     select (select count(*)::int from ballast_private.jobs) as jobs,
            (select count(*)::int from ballast_private.steps) as steps,
            (select count(*)::int from ballast_private.events) as events,
-           (select count(*)::int from graphile_worker.jobs) as wakeups`);
+           (select count(*)::int from ballast_private.steps where status = 'queued') as wakeups`);
   return rows[0];
 }
 
@@ -62,12 +62,12 @@ async function stepsOf(jobId: string) {
   return rows as { id: string; name: string; status: string; depends_on: string[]; deps_remaining: number; max_attempts: number; queued: boolean }[];
 }
 
-/** graphile-worker wake-ups of a job's steps, by the job key ballast gives them. */
+/** The claimable steps of a job (the step rows are the queue, 0013): queued, with the task and priority a claim reads. */
 async function wakeupsOf(jobId: string) {
   const { rows } = await pool.query(
-    `select w.task_identifier, w.key, w.priority
-       from graphile_worker.jobs w join ballast_private.steps s on w.key = 'ballast_step:' || s.id
-      where s.job_id = $1 order by s.id`, [jobId]);
+    `select s.task as task_identifier, 'step:' || s.id as key, s.priority
+       from ballast_private.steps s
+      where s.job_id = $1 and s.status = 'queued' order by s.id`, [jobId]);
   return rows as { task_identifier: string; key: string; priority: number }[];
 }
 
@@ -143,9 +143,11 @@ t.test('submit_job creates the job, its steps and one wake-up per root step', as
   const { rows: [{ task }] } = await pool.query(`select ballast.task_identifier('sub.diamond', 1) as task`);
   t.equal(task, v1.taskIdentifier, 'SQL and TypeScript agree on the task identifier');
   t.same(await wakeupsOf(row.job_id), [
-    { task_identifier: task, key: `ballast_step:${steps[0]!.id}`, priority: -5 },
-    { task_identifier: task, key: `ballast_step:${steps[1]!.id}`, priority: -5 },
-  ], 'one wake-up per root step, with the job\'s priority');
+    { task_identifier: task, key: `step:${steps[0]!.id}`, priority: -5 },
+    { task_identifier: task, key: `step:${steps[1]!.id}`, priority: -5 },
+  ], 'each root step is claimable, with the job\'s task and priority');
+  const { rows: [gw] } = await pool.query(`select count(*)::int as n from graphile_worker.jobs`);
+  t.equal(gw.n, 0, 'and no graphile-worker job is made per step');
 
   const { rows: events } = await pool.query('select type, status, actor, step_id from ballast.events where job_id = $1', [row.job_id]);
   t.same(events, [{ type: 'job_submitted', status: 'queued', actor: 'sql', step_id: null }], 'one event, actor sql');
@@ -237,8 +239,7 @@ t.test('INSERT INTO ballast.jobs submits in the inserting transaction', async (t
   t.match(inserted, { id: /^\d+$/, status: 'queued', tenant_id: 'default', pipeline_version: 1, priority: 0 });
   const { rows: inside } = await c.query(
     `select (select count(*)::int from ballast_private.steps where job_id = $1) as steps,
-            (select count(*)::int from graphile_worker.jobs where key like 'ballast_step:%'
-                and substr(key, 14)::bigint in (select id from ballast_private.steps where job_id = $1)) as wakeups`, [inserted.id]);
+            (select count(*)::int from ballast_private.steps where job_id = $1 and status = 'queued') as wakeups`, [inserted.id]);
   t.same(inside[0], { steps: 4, wakeups: 2 }, 'steps and wake-ups exist inside the transaction');
   const outside = await pool.query('select 1 from ballast.jobs where id = $1', [inserted.id]);
   t.equal(outside.rowCount, 0, 'and are not visible outside it before the commit');

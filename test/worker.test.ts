@@ -183,7 +183,7 @@ t.test('ctx.progress stores the step progress and notifies it', async (t) => {
   t.same(seen, [{ pct: 50 }], 'one step_progress notification carried the value');
 });
 
-t.test('wake-ups run in priority order (lower first)', async (t) => {
+t.test('steps are claimed in priority order (lower first)', async (t) => {
   const prio = pipeline({ name: 'w.priority', version: 1, input: z.object({ p: z.number() }) })
     .step('work', { output: empty }, () => ({}));
   await db.registerPipeline(prio.name, prio.version, prio.definition(), prio.inputJsonSchema());
@@ -194,7 +194,7 @@ t.test('wake-ups run in priority order (lower first)', async (t) => {
   for (const id of jobs) t.equal((await waitForJob(db, id)).status, 'completed');
   await w.stop();
   const { rows } = await pool.query<{ priority: number }>(`
-    select j.priority from ballast.steps s join ballast.jobs j on j.id = s.job_id
-     where j.pipeline = 'w.priority' order by s.started_at, s.id`);
+    select j.priority from ballast.attempts a join ballast.jobs j on j.id = a.job_id
+     where j.pipeline = 'w.priority' order by a.id`);
   t.same(rows.map((r) => r.priority), [-10, -5, 0, 5, 10]);
 });

@@ -102,6 +102,26 @@ function toClaim(r: ClaimRow): Claim {
   };
 }
 
+/** A claim as settle_and_claim returns it (JSON: ids are numbers, the lease a string). */
+function jsonClaimRow(c: ClaimRow): ClaimRow {
+  return {
+    ...c, attempt_id: String(c.attempt_id), step_id: String(c.step_id), job_id: String(c.job_id),
+    lease_expires_at: new Date(c.lease_expires_at),
+  };
+}
+
+/** The error object ballast.fail_step takes. */
+function errorPayload(error: StepError) {
+  return {
+    class: error.class,
+    message: error.message,
+    code: error.code ?? null,
+    retryable: error.retryable ?? true,
+    retry_after_ms: error.retryAfterMs ?? null,
+    outcome: error.outcome ?? 'failed',
+  };
+}
+
 async function call<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
@@ -246,6 +266,35 @@ export class BallastDb {
     await call(() => sql`select graphile_worker.force_unlock_workers(${poolIds}::text[])`.execute(this.db));
   }
 
+  /**
+   * The worker's batch round trip (ballast.settle_and_claim): records the outcomes and claims up to n steps of
+   * `tasks`. settled: [attempt_id, step_status] per outcome ('succeeded', 'retrying', 'failed', 'stale', 'refused: ...').
+   * `outputs` are JSON texts (the worker checks that Postgres can store them first).
+   */
+  async settleAndClaim(a: {
+    workerId: string; ok: string[]; outputs: string[]; failed: string[]; errors: StepError[]; tasks: string[]; n: number;
+    leaseMs: number;
+  }): Promise<{ settled: [string | number, string][]; claims: Claim[] }> {
+    const { rows } = await this.pool.query<{ settled: [string | number, string][]; claims: ClaimRow[] }>({
+      name: 'ballast_settle_and_claim',
+      text: 'select settled, claims from ballast.settle_and_claim($1, $2::bigint[], $3::jsonb[], $4::bigint[], $5::jsonb[], $6::text[], $7, $8)',
+      values: [a.workerId, a.ok, a.outputs, a.failed, a.errors.map((e) => JSON.stringify(errorPayload(e))), a.tasks, a.n, a.leaseMs],
+    }).catch((err: unknown) => {
+      throw translateError(err);
+    });
+    const r = rows[0]!;
+    return { settled: r.settled, claims: r.claims.map((c) => toClaim(jsonClaimRow(c))) };
+  }
+
+  /** Gives back claims a worker holds but has not started (ballast.release_attempts): uncharged, retried at once. */
+  async releaseAttempts(workerId: string, attemptIds: string[], reason: string): Promise<number> {
+    return call(async () => {
+      const { rows } = await sql<{ n: number }>`
+        select ballast.release_attempts(${workerId}, ${attemptIds}::bigint[], ${reason}) as n`.execute(this.db);
+      return rows[0]!.n;
+    });
+  }
+
   async claimStep(stepId: string | number, workerId: string, leaseMs: number): Promise<Claim | undefined> {
     return call(async () => {
       const { rows } = await sql<ClaimRow>`
@@ -273,14 +322,7 @@ export class BallastDb {
   }
 
   async failStep(attemptId: string, error: StepError): Promise<{ stepStatus: StepStatus; nextRunAt: Date | null; jobStatus: JobStatus }> {
-    const payload = {
-      class: error.class,
-      message: error.message,
-      code: error.code ?? null,
-      retryable: error.retryable ?? true,
-      retry_after_ms: error.retryAfterMs ?? null,
-      outcome: error.outcome ?? 'failed',
-    };
+    const payload = errorPayload(error);
     return call(async () => {
       const { rows } = await sql<{ step_status: StepStatus; next_run_at: Date | null; job_status: JobStatus }>`
         select * from ballast.fail_step(${attemptId}::bigint, ${JSON.stringify(payload)}::jsonb)`.execute(this.db);

@@ -62,28 +62,49 @@ export async function seed(pool: pg.Pool, jobs: SeedJob[], calls: SeedCall[]): P
        j.result === undefined ? null : JSON.stringify(j.result), T(j.created), firstStart, j.finished ? T(j.finished) : null,
        j.cost ?? 0, j.inTok ?? 0, j.outTok ?? 0]);
     ids.job[j.key] = job.id;
-    for (const s of j.steps) {
+    // All the job's steps in ONE statement (ids taken from the identity's sequence first, so items can name their
+    // map step): the job's counters (0013) then see them together and derive the status the job was written with.
+    const { rows: newIds } = await pool.query<{ id: string }>(
+      `select nextval(pg_get_serial_sequence('ballast_private.steps', 'id'))::text as id from generate_series(1, $1)`, [j.steps.length]);
+    j.steps.forEach((s, i) => (ids.step[`${j.key}.${s.name}`] = newIds[i]!.id));
+    const rows = j.steps.map((s) => {
       const attempts = s.attempts ?? [];
       const created = T(s.created ?? j.created);
       const queued = s.queued ? T(s.queued) : (s.status === 'pending' ? null : created);
       const last = attempts.at(-1);
       const finished = FINAL_STEP.includes(s.status) ? T(last?.end ?? j.finished ?? j.created) : null;
-      const { rows: [step] } = await pool.query(
-        `insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, attempts, attempt_offset, max_attempts,
-                                            backoff_base_ms, backoff_cap_ms, output, error, progress, next_run_at, created_at, queued_at,
-                                            started_at, finished_at, wait_key, wait_deadline, wait_on_timeout, parent_step_id,
-                                            item_index, item, review, cost_usd, input_tokens, output_tokens)
-         values ($1, $2, $3, $4, $5, $6, $7, 3, 1000, 60000, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                 $22, $23, $24, $25) returning id`,
-        [job.id, s.name, s.status, s.deps ?? [], s.status === 'pending' ? (s.deps ?? []).length : 0, attempts.length,
-         attempts.filter((a) => a.outcome === 'parked').length,
-         s.output === undefined ? null : JSON.stringify(s.output), s.error ? JSON.stringify(s.error) : null,
-         s.progress === undefined ? null : JSON.stringify(s.progress), s.nextRunAt ? T(s.nextRunAt) : null, created, queued,
-         attempts[0] ? T(attempts[0].start) : null, finished, s.waitKey ?? null, s.waitDeadline ? T(s.waitDeadline) : null,
-         s.waitKey ? 'fail' : null, s.parent ? ids.step[`${j.key}.${s.parent}`] : null, s.index ?? null,
-         s.item === undefined ? null : JSON.stringify(s.item), s.review === undefined ? null : JSON.stringify(s.review),
-         s.cost ?? 0, s.inTok ?? 0, s.outTok ?? 0]);
-      ids.step[`${j.key}.${s.name}`] = step.id;
+      return {
+        id: ids.step[`${j.key}.${s.name}`], name: s.name, status: s.status, depends_on: s.deps ?? [],
+        deps_remaining: s.status === 'pending' ? (s.deps ?? []).length : 0, attempts: attempts.length,
+        attempt_offset: attempts.filter((a) => a.outcome === 'parked').length,
+        output: s.output === undefined ? null : s.output, error: s.error ?? null,
+        progress: s.progress === undefined ? null : s.progress, next_run_at: s.nextRunAt ? T(s.nextRunAt) : null,
+        created_at: created, queued_at: queued, started_at: attempts[0] ? T(attempts[0].start) : null, finished_at: finished,
+        wait_key: s.waitKey ?? null, wait_deadline: s.waitDeadline ? T(s.waitDeadline) : null, wait_on_timeout: s.waitKey ? 'fail' : null,
+        parent_step_id: s.parent ? ids.step[`${j.key}.${s.parent}`] : null, item_index: s.index ?? null,
+        item: s.item === undefined ? null : s.item, review: s.review === undefined ? null : s.review,
+        cost_usd: s.cost ?? 0, input_tokens: s.inTok ?? 0, output_tokens: s.outTok ?? 0,
+      };
+    });
+    await pool.query(
+      `insert into ballast_private.steps (id, job_id, name, status, depends_on, deps_remaining, attempts, attempt_offset, max_attempts,
+                                          backoff_base_ms, backoff_cap_ms, output, error, progress, next_run_at, created_at, queued_at,
+                                          started_at, finished_at, wait_key, wait_deadline, wait_on_timeout, parent_step_id,
+                                          item_index, item, review, cost_usd, input_tokens, output_tokens)
+       overriding system value
+       select r.id, $1, r.name, r.status, r.depends_on, r.deps_remaining, r.attempts, r.attempt_offset, 3, 1000, 60000,
+              r.output, r.error, r.progress, r.next_run_at, r.created_at, r.queued_at, r.started_at, r.finished_at, r.wait_key,
+              r.wait_deadline, r.wait_on_timeout, r.parent_step_id, r.item_index, r.item, r.review, r.cost_usd, r.input_tokens,
+              r.output_tokens
+         from jsonb_to_recordset($2::jsonb) as r(id bigint, name text, status text, depends_on text[], deps_remaining int,
+              attempts int, attempt_offset int, output jsonb, error jsonb, progress jsonb, next_run_at timestamptz,
+              created_at timestamptz, queued_at timestamptz, started_at timestamptz, finished_at timestamptz, wait_key text,
+              wait_deadline timestamptz, wait_on_timeout text, parent_step_id bigint, item_index int, item jsonb, review jsonb,
+              cost_usd numeric, input_tokens int, output_tokens int)`,
+      [job.id, JSON.stringify(rows)]);
+    for (const s of j.steps) {
+      const attempts = s.attempts ?? [];
+      const step = { id: ids.step[`${j.key}.${s.name}`]! };
       for (const [i, a] of attempts.entries()) {
         const { rows: [attempt] } = await pool.query(
           `insert into ballast_private.attempts (step_id, job_id, number, outcome, started_at, lease_expires_at, finished_at,

@@ -1,0 +1,280 @@
+// The worker's hot path (execution core v2): a local queue of claimed steps, filled and drained in batches.
+//
+// One round trip, ballast.settle_and_claim, records every outcome that finished since the last one (successes and
+// failures) and claims the next steps, in one transaction. Only one such call is in flight per worker: outcomes that
+// finish while it is out wait for the next, which leaves at once when it returns. At low load a call therefore
+// carries one outcome and leaves immediately (no batching delay); under load it carries everything that finished
+// during the previous round trip. Claims go to a local queue of at most `concurrency * 2` claimed steps (running
+// or waiting for a slot), so a slot that frees up starts the next step without a round trip.
+//
+// When to claim: after a notification on `ballast_queue` (a statement queued a step), after a round trip that
+// came back full (there may be more), and on a poll (`pollIntervalMs`, default 1 s) that also picks up retries
+// that fell due. A lost notification therefore delays a step by at most one poll; nothing can strand it.
+// A connection lost during a round trip is retried with backoff for SETTLE_RETRY_MS, keeping the outcomes: the
+// work is done and only its record is missing. The batch is one transaction, so a retry after a commit whose reply
+// was lost finds the attempts finished and answers them 'stale'.
+import pg from 'pg';
+import type { Logger } from 'pino';
+import type { BallastDb, Claim, StepError } from './db/api.ts';
+import { connectionLost, SETTLE_RETRY_MS, type Settler } from './step-runner.ts';
+
+interface Pending<T> {
+  attemptId: string;
+  value: T;
+  resolve: (r: { stepStatus: string } | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
+export interface StepEngineOptions {
+  db: BallastDb;
+  connectionString: string;
+  workerId: string;
+  /** Task identifiers (pipeline@version) this worker has code for. */
+  tasks: string[];
+  concurrency: number;
+  leaseMs: number;
+  pollIntervalMs: number;
+  log: Logger;
+  /** Starts a claimed attempt; resolves when the handler is done (its slot free). */
+  run: (claim: Claim) => { handlerDone: Promise<void>; settled: Promise<void> };
+}
+
+/** The largest number of steps claimed in one round trip. */
+const MAX_CLAIM = 200;
+
+export class StepEngine implements Settler {
+  private readonly o: StepEngineOptions;
+  private readonly queue: Claim[] = [];
+  private running = 0;
+  private ok: Pending<unknown>[] = [];
+  private failed: Pending<StepError>[] = [];
+  private flushing: Promise<void> | undefined;
+  private claimWanted = true;
+  private claiming = true;
+  private stopped = false;
+  private listener: pg.Client | undefined;
+  private listenRetry: NodeJS.Timeout | undefined;
+  private poll: NodeJS.Timeout | undefined;
+  private readonly settling = new Set<Promise<void>>();
+
+  constructor(options: StepEngineOptions) {
+    this.o = options;
+  }
+
+  async start(): Promise<void> {
+    await this.listen().catch((err) => this.o.log.warn({ err: (err as Error).message }, 'could not LISTEN ballast_queue; polling only'));
+    this.poll = setInterval(() => this.wake(), this.o.pollIntervalMs);
+    this.poll.unref();
+    this.wake();
+  }
+
+  /** Attempt ids this worker holds: running, or claimed and waiting in the local queue (their leases are renewed). */
+  heldAttemptIds(): string[] {
+    return this.queue.map((c) => c.attemptId);
+  }
+
+  /** Drops claims of the local queue (cancelled, reclaimed): they will not run. */
+  drop(attemptIds: Iterable<string>): void {
+    const ids = new Set(attemptIds);
+    for (let i = this.queue.length - 1; i >= 0; i--) if (ids.has(this.queue[i]!.attemptId)) this.queue.splice(i, 1);
+  }
+
+  /** The worker was declared dead: every claim it held was reclaimed. */
+  dropAll(): void {
+    this.queue.length = 0;
+  }
+
+  /** A notification or a poll: claim when there is room. */
+  wake(): void {
+    this.claimWanted = true;
+    this.kick();
+  }
+
+  complete(attemptId: string, output: unknown): Promise<{ stepStatus: string } | undefined> {
+    return new Promise((resolve, reject) => {
+      this.ok.push({ attemptId, value: output, resolve, reject });
+      this.kick();
+    });
+  }
+
+  fail(attemptId: string, error: StepError): Promise<{ stepStatus: string } | undefined> {
+    return new Promise((resolve, reject) => {
+      this.failed.push({ attemptId, value: error, resolve, reject });
+      this.kick();
+    });
+  }
+
+  /**
+   * Stops claiming; gives back the claims that have not started (uncharged: another worker takes them at once);
+   * returns when every running step has finished and every outcome is recorded (or given up).
+   */
+  async stopClaiming(): Promise<void> {
+    this.claiming = false;
+    const unstarted = this.queue.splice(0).map((c) => c.attemptId);
+    if (unstarted.length > 0) {
+      await this.o.db.releaseAttempts(this.o.workerId, unstarted, 'worker shutting down; not started')
+        .catch((err) => this.o.log.warn({ err: (err as Error).message }, 'could not release unstarted claims; their leases will expire'));
+    }
+  }
+
+  /** Waits for running steps and their outcomes. */
+  async drain(): Promise<void> {
+    while (this.settling.size > 0) await Promise.allSettled([...this.settling]);
+    await this.flushing;
+    if (this.ok.length + this.failed.length > 0) {
+      this.kick();
+      await this.flushing;
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.poll) clearInterval(this.poll);
+    if (this.listenRetry) clearTimeout(this.listenRetry);
+    const l = this.listener;
+    this.listener = undefined;
+    await l?.end().catch(() => {});
+  }
+
+  private async listen(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.o.connectionString, application_name: `ballast-queue ${this.o.workerId}`, keepAlive: true });
+    client.on('notification', () => this.wake());
+    client.on('error', (err) => {
+      if (!this.stopped) this.o.log.warn({ err: err.message }, 'queue listener connection failed; reconnecting (polling meanwhile)');
+    });
+    client.on('end', () => {
+      if (this.listener !== client || this.stopped) return;
+      this.listener = undefined;
+      this.listenRetry = setTimeout(() => {
+        this.listenRetry = undefined;
+        // Anything queued while we were not listening: claim now.
+        this.listen().then(() => this.wake(), () => client.emit('end'));
+      }, 250);
+      this.listenRetry.unref();
+    });
+    await client.connect();
+    await client.query('listen ballast_queue');
+    this.listener = client;
+  }
+
+  /** Starts queued claims while slots are free. */
+  private dispatch(): void {
+    while (this.running < this.o.concurrency && this.queue.length > 0 && this.claiming) {
+      const claim = this.queue.shift()!;
+      this.running++;
+      const { handlerDone, settled } = this.o.run(claim);
+      let freed = false;
+      const free = () => {
+        if (freed) return;
+        freed = true;
+        this.running--;
+        this.dispatch();
+        this.kick();
+      };
+      handlerDone.then(free, free);
+      const s = settled.catch((err) => this.o.log.error({ err: (err as Error).message, attempt_id: claim.attemptId }, 'attempt failed unexpectedly'))
+        .finally(() => {
+          free();
+          this.settling.delete(s);
+        });
+      this.settling.add(s);
+    }
+  }
+
+  /** How many claims the next round trip asks for. */
+  private room(): number {
+    if (!this.claiming || this.stopped) return 0;
+    return Math.min(MAX_CLAIM, Math.max(0, this.o.concurrency * 2 - this.running - this.queue.length));
+  }
+
+  private kick(): void {
+    if (this.flushing) return;
+    const hasOutcomes = this.ok.length + this.failed.length > 0;
+    if (!hasOutcomes && !(this.claimWanted && this.room() > 0)) return;
+    this.flushing = this.flush().finally(() => {
+      this.flushing = undefined;
+      // Outcomes that arrived during the round trip, or room that opened: go again at once.
+      if (this.ok.length + this.failed.length > 0 || (this.claimWanted && this.room() > 0)) this.kick();
+    });
+  }
+
+  private async flush(): Promise<void> {
+    const ok = this.ok.splice(0);
+    const failed = this.failed.splice(0);
+    // A success may have queued the steps that depend on it: claim with it, so they start in this round trip.
+    const n = this.claimWanted || ok.length > 0 ? this.room() : 0;
+    this.claimWanted = false;
+    if (ok.length + failed.length === 0 && n === 0) return;
+    const oks: unknown[] = [];
+    const okIds: string[] = [];
+    for (const p of ok) {
+      const text = storable(p.value);
+      if (typeof text === 'string') {
+        okIds.push(p.attemptId);
+        oks.push(text);
+      } else {
+        // An output JSON or Postgres cannot carry is a permanent failure of the attempt, recorded with its reason.
+        failed.push({ attemptId: p.attemptId, value: { class: 'unstorable_output', message: text.problem, retryable: false }, resolve: p.resolve, reject: p.reject });
+      }
+    }
+    const okPending = ok.filter((p) => okIds.includes(p.attemptId));
+    const until = Date.now() + SETTLE_RETRY_MS;
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      try {
+        const r = await this.o.db.settleAndClaim({
+          workerId: this.o.workerId, ok: okIds, outputs: oks as string[],
+          failed: failed.map((p) => p.attemptId), errors: failed.map((p) => p.value),
+          tasks: this.o.tasks, n, leaseMs: this.o.leaseMs,
+        });
+        const status = new Map(r.settled.map(([id, s]) => [String(id), s]));
+        for (const p of [...okPending, ...failed]) {
+          const s = status.get(p.attemptId);
+          if (!s || s === 'stale') {
+            this.o.log.warn({ attempt_id: p.attemptId }, 'result discarded: the attempt no longer owns its step');
+            p.resolve(undefined);
+          } else if (s.startsWith('refused')) {
+            p.reject(new Error(`ballast refused the outcome of attempt ${p.attemptId}: ${s}`));
+          } else {
+            p.resolve({ stepStatus: s });
+          }
+        }
+        if (r.claims.length > 0) {
+          this.queue.push(...r.claims);
+          this.dispatch();
+        }
+        // A full batch: there may be more waiting.
+        if (n > 0 && r.claims.length === n) this.claimWanted = true;
+        return;
+      } catch (err) {
+        if (!connectionLost(err) || Date.now() + delay > until) {
+          for (const p of [...okPending, ...failed]) p.reject(err);
+          if (n > 0) this.claimWanted = true;
+          if (!connectionLost(err)) this.o.log.error({ err: (err as Error).message }, 'settle_and_claim failed');
+          return;
+        }
+        this.o.log.warn({ err: (err as Error).message, retry_ms: delay, outcomes: okIds.length + failed.length },
+          'could not record outcomes (database connection lost); retrying');
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  }
+}
+
+/**
+ * The JSON text of a step's output, or why Postgres cannot store it: JSON.stringify fails (BigInt, a cycle),
+ * or the text holds \u0000 (jsonb refuses it) or a lone surrogate.
+ */
+export function storable(value: unknown): string | { problem: string } {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value === undefined ? null : value);
+  } catch (err) {
+    return { problem: `the step's output cannot be stored as JSON: ${(err as Error).message}` };
+  }
+  if (text === undefined) return 'null';
+  if (text.includes('\\u0000')) return { problem: 'the step\'s output holds a \\u0000 character, which Postgres jsonb cannot store' };
+  if (/\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}/i.test(text)) {
+    return { problem: 'the step\'s output holds a lone UTF-16 surrogate, which Postgres jsonb cannot store' };
+  }
+  return text;
+}
