@@ -50,7 +50,7 @@ export const resolveReview = (c: Queryable, stepId: string, decision: string, ou
             r.step_status as "stepStatus", r.job_status as "jobStatus", r.queued_step_ids::text[] as "queuedStepIds"
        from ballast.resolve_review($1, $2, $3::jsonb, $4, $5) r`, [stepId, decision, json(output), reviewer, note]);
 
-/** An event as NOTIFY ballast_events announces it (0010's payload), or as replayed from ballast.events. */
+/** An event as delivered live (resolved from NOTIFY ballast_events, 0014) or as replayed from ballast.events. */
 export interface EventPayload {
   id: number | string | null;
   job_id: number | string;
@@ -63,8 +63,9 @@ export interface EventPayload {
   progress?: unknown;
 }
 
-// The same keys as the NOTIFY payload (0010 notify_event), so replayed and live events are read by one function.
-const EVENT_JSON = `json_build_object('id', e.id, 'job_id', e.job_id, 'step_id', e.step_id, 'type', e.type,
+// One event as every reader receives it, replayed (below) or live (resolved from a notification's ids by
+// event-notifications.ts), so both are read by one function. Over e (ballast.events), j (ballast.jobs), s (ballast.steps).
+export const EVENT_JSON = `json_build_object('id', e.id, 'job_id', e.job_id, 'step_id', e.step_id, 'type', e.type,
   'status', e.status, 'tenant_id', j.tenant_id, 'step_name', s.name, 'at', e.at)`;
 
 export interface JobSnapshotRow {

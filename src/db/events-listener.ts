@@ -1,19 +1,12 @@
-// LISTEN ballast_events on a connection of its own: every audit event and progress report, as the NOTIFY payload
-// carries it (0010: id, job_id, step_id, type, status, tenant_id, step_name, at; progress reports: progress).
+// LISTEN ballast_events on a connection of its own: every audit event and progress report. A notification carries
+// ids only (migrations/0014); the listener reads the rows they name with one query per notification on the same
+// connection, under its role, and hands them over one by one (id, job_id, step_id, type, status, tenant_id,
+// step_name, at; progress reports: type step_progress with the step's progress), each event once, in id order
+// within a notification and in commit order across notifications.
 import pg from 'pg';
+import { AnnouncementReader, CHANNEL, type LiveEvent } from './event-notifications.ts';
 
-export interface LiveEvent {
-  /** The event's id in ballast.events; absent for progress reports (they are not stored as events). */
-  id?: number;
-  job_id: number;
-  step_id: number | null;
-  type: string;
-  status: string | null;
-  tenant_id?: string;
-  step_name?: string | null;
-  at?: string;
-  progress?: unknown;
-}
+export type { LiveEvent } from './event-notifications.ts';
 
 export interface EventsListener {
   close(): Promise<void>;
@@ -23,15 +16,21 @@ export interface EventsListener {
 export async function listenEvents(url: string, onEvent: (e: LiveEvent) => void, onError?: (err: Error) => void): Promise<EventsListener> {
   const client = new pg.Client({ connectionString: url, application_name: 'ballast-listen' });
   client.on('error', (err) => onError?.(err));
+  const reader = new AnnouncementReader(client, {
+    deliver: (e, firstSeq) => {
+      if (firstSeq === undefined) onEvent(e);
+    },
+    error: (err) => onError?.(err),
+  });
   client.on('notification', (msg) => {
-    if (msg.channel !== 'ballast_events' || !msg.payload) return;
-    try {
-      onEvent(JSON.parse(msg.payload) as LiveEvent);
-    } catch (err) {
-      onError?.(err as Error);
-    }
+    if (msg.channel === CHANNEL) reader.push(msg.payload);
   });
   await client.connect();
-  await client.query('listen ballast_events');
-  return { close: () => client.end() };
+  await client.query(`listen ${CHANNEL}`);
+  return {
+    close: async () => {
+      reader.close();
+      await client.end();
+    },
+  };
 }

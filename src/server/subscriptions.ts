@@ -5,12 +5,13 @@
 //   tenantEvents(tenantId, after) every job and step change of a tenant (a client: its own; operators and
 //                                 reporters: the one named, or all): [events after `after`], then live.
 //
-// Each message carries the new state (the notification's payload, or the snapshot's rows), never a row re-read at
-// delivery. Gap-free: the subscription registers with the hub *before* it reads the snapshot/replay (one SQL
-// statement as the caller); notifications arriving meanwhile are buffered, then delivered unless that statement
-// already included them (dropped by event id). So a client that refreshes reads the current state (or passes the
-// last eventId it processed as `after`) and then follows every later change; if the server's LISTEN connection
-// drops, the subscription ends with SUBSCRIPTION_INTERRUPTED instead of silently missing events.
+// Each message carries the state of one event (the event row the hub read once for the notification that announced
+// it, or the snapshot's rows), never a row re-read per subscriber. Gap-free: the subscription registers with the hub
+// *before* it reads the snapshot/replay (one SQL statement as the caller); events of notifications arriving
+// meanwhile are buffered, then delivered unless that statement already included them (dropped by event id). So a
+// client that refreshes reads the current state (or passes the last eventId it processed as `after`) and then
+// follows every later change; if the server's LISTEN connection drops, the subscription ends with
+// SUBSCRIPTION_INTERRUPTED instead of silently missing events.
 //
 // Authorization happens at subscribe time under the caller's role and tenant: the job must be visible to the caller
 // (row-level security; another tenant's job is NOT_FOUND, as by query), and a client can only follow its own tenant.
