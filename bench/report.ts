@@ -14,7 +14,7 @@ export function summarize(rounds: Round[]): Record<string, number> {
     history_flatness: r.history_steps_per_s! / r.ballast_steps_per_s!,
     ratio_steps_vs_gw_c50: r.ballast_steps_per_s_c50! / r.gw_jobs_per_s_c50!,
     submit_vs_add_job: r.submit_per_s! / r.gw_add_job_per_s!,
-    submit_batch_vs_add_jobs: r.submit_batch_per_s! / r.gw_add_jobs_batch_per_s!,
+    ratio_submit_batch_vs_add_jobs: r.submit_batch_per_s! / r.gw_add_jobs_batch_per_s!,
   }));
   const keys = [...new Set(withRatios.flatMap((r) => Object.keys(r)))];
   return Object.fromEntries(keys.map((k) => [k, median(withRatios.map((r) => (r as Record<string, number>)[k] ?? NaN))]));
@@ -36,7 +36,9 @@ const ROWS: Row[] = [
     target: { op: '>=', value: 0.6, text: '≥ 0.6 × graphile-worker' }, ratio: { key: 'ratio_steps_vs_gw', label: '× graphile-worker' } },
   { figure: 'ballast at concurrency 50', key: 'ballast_steps_per_s_c50', unit: 'steps/s', ratio: { key: 'ratio_steps_vs_gw_c50', label: '× graphile-worker at 50' } },
   { figure: 'Submit, one by one', key: 'submit_per_s', unit: 'jobs/s', ratio: { key: 'submit_vs_add_job', label: '× add_job' } },
-  { figure: 'Submit, batches of 100', key: 'submit_batch_per_s', unit: 'jobs/s', ratio: { key: 'submit_batch_vs_add_jobs', label: '× add_jobs' } },
+  // Target 0.1 (aim 0.2): ballast writes a job, its steps and an audit event per job where add_jobs writes one row.
+  { figure: 'Submit, batches of 100 (submit_jobs)', key: 'submit_batch_per_s', unit: 'jobs/s',
+    target: { op: '>=', value: 0.1, text: '≥ 0.1 × add_jobs' }, ratio: { key: 'ratio_submit_batch_vs_add_jobs', label: '× add_jobs' } },
   { figure: 'Pickup p50 (submit → first attempt, db clock)', key: 'pickup_p50_ms', unit: 'ms', target: { op: '<=', value: 4, text: '≤ 4 ms' }, ratio: { e2e: 'pickup_e2e_p50_ms', over: 'gw_pickup_p50_ms', label: '× graphile-worker' } },
   { figure: 'Pickup p95', key: 'pickup_p95_ms', unit: 'ms', ratio: { e2e: 'pickup_e2e_p95_ms', over: 'gw_pickup_p95_ms', label: '× graphile-worker' } },
   { figure: 'Pickup p99', key: 'pickup_p99_ms', unit: 'ms', target: { op: '<=', value: 12, text: '≤ 12 ms' }, ratio: { e2e: 'pickup_e2e_p99_ms', over: 'gw_pickup_p99_ms', label: '× graphile-worker' } },

@@ -153,6 +153,7 @@ async function main(): Promise<void> {
     const date = new Date().toISOString();
     const command = `npm run bench${quick ? ' -- --quick' : ''}`;
     const keys = ['ceiling_jobs_per_s', 'gw_jobs_per_s', 'ballast_steps_per_s', 'ratio_steps_vs_gw', 'submit_per_s',
+      'submit_batch_per_s', 'ratio_submit_batch_vs_add_jobs',
       'pickup_p50_ms', 'pickup_p99_ms', 'handoff_p99_ms', 'history_flatness', 'worker_rss_mb', 'recovery_s'];
     const result = {
       date, command, mode: quick ? 'quick' : 'full', duration_s: Math.round((Date.now() - began) / 1000),

@@ -195,7 +195,7 @@ t.test('the schema exposes the public surface only', async (t) => {
   const schema = (await data(server, `{ __schema { types { name } mutationType { fields { name } } subscriptionType { fields { name } }
       queryType { fields { name } } } }`, {}, operator)).__schema;
   t.same(schema.mutationType.fields.map((f: any) => f.name).sort(),
-    ['cancelJob', 'replayJob', 'replayStep', 'resolveReview', 'sendEvent', 'submitJob']);
+    ['cancelJob', 'replayJob', 'replayStep', 'resolveReview', 'sendEvent', 'submitJob', 'submitJobs']);
   t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'tenantEvents']);
   const names = schema.types.map((x: any) => x.name).join(' ');
   for (const hidden of ['Worker', 'Signal', 'Effect', 'Prompt', 'ModelPrice', 'ProviderCooldown', 'Transition', 'ErrorCode', 'Graphile', 'Private', 'StepItem']) {

@@ -1,8 +1,8 @@
 // Submit: jobs/s through one connection, ballast.submit_job (bench.noop3: a job row, three step rows, an audit event
 // and the first step's graphile-worker wake-up) against graphile_worker's own add_job / add_jobs (one row).
 //   one by one  one autocommit statement per job, waiting for each reply (a web request submitting a job)
-//   batched     BATCH jobs per statement: select ballast.submit_job(...) from generate_series(1, BATCH), and
-//               graphile_worker.add_jobs with an array of BATCH specs
+//   batched     BATCH jobs per statement: ballast.submit_jobs with an array of BATCH inputs (each validated against
+//               the input contract, as one by one), and graphile_worker.add_jobs with an array of BATCH specs
 // The four measurements run in an order that changes from round to round.
 import { connect } from '../database.ts';
 import { GW_TASK } from '../fixtures/pipelines.ts';
@@ -20,7 +20,7 @@ export async function submit(url: string, one: number, batches: number, round: n
     ['submit_per_s', () => rate(one, () => c.query(`select job_id from ballast.submit_job('bench.noop3', '{}'::jsonb)`), one)],
     ['gw_add_job_per_s', () => rate(one, () => c.query(`select id from graphile_worker.add_job('${GW_TASK}', '{}'::json)`), one)],
     ['submit_batch_per_s', () => rate(batches * BATCH, () => c.query(
-      `select count(*) from (select ballast.submit_job('bench.noop3', '{}'::jsonb) from generate_series(1, ${BATCH})) s`), batches)],
+      `select count(*) from ballast.submit_jobs('bench.noop3', array_fill('{}'::jsonb, array[${BATCH}]))`), batches)],
     ['gw_add_jobs_batch_per_s', () => rate(batches * BATCH, () => c.query(
       `select count(*) from graphile_worker.add_jobs(array(
          select row('${GW_TASK}', '{}'::json, null, null, null, null, null, null)::graphile_worker.job_spec
@@ -29,6 +29,7 @@ export async function submit(url: string, one: number, batches: number, round: n
   try {
     // Warm up the plans and caches of all four (a few calls each), then measure in a rotating order.
     for (const sql of [`select ballast.submit_job('bench.noop3', '{}'::jsonb) from generate_series(1, 20)`,
+                       `select count(*) from ballast.submit_jobs('bench.noop3', array_fill('{}'::jsonb, array[20]))`,
                        `select graphile_worker.add_job('${GW_TASK}', '{}'::json) from generate_series(1, 20)`]) {
       await c.query(sql);
     }

@@ -5,6 +5,8 @@ import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import type { Logger } from 'pino';
 import { translateError } from '../errors.ts';
+// submit_jobs' statement is shared with the GraphQL server (caller.ts): one statement for the verb, not two copies.
+import { submitJobs as submitJobsSql } from './caller.ts';
 import type { Database, JobsView, StepsView, AttemptsView, EventsView, JobStatus, StepStatus } from './schema.ts';
 import type { Selectable } from 'kysely';
 
@@ -27,6 +29,24 @@ export interface SubmitJobResult {
   created: boolean;
   status: JobStatus;
   pipelineVersion: number;
+}
+
+export interface SubmitJobsArgs {
+  pipeline: string;
+  /** One input per job (undefined: {}), at most 1000 per call. */
+  inputs: readonly unknown[];
+  /** One key (or null) per input, in the order of `inputs`; leave out for no deduplication. */
+  idempotencyKeys?: readonly (string | null)[] | null;
+  tenantId?: string;
+  priority?: number;
+  pipelineVersion?: number | null;
+}
+
+/** One per input of submitJobs, in input order. */
+export interface SubmitJobsResult {
+  jobId: string;
+  created: boolean;
+  status: JobStatus;
 }
 
 export interface Claim {
@@ -147,6 +167,20 @@ export class BallastDb {
           ${args.pipelineVersion ?? null})`.execute(this.db);
       const row = rows[0]!;
       return { jobId: row.job_id, created: row.created, status: row.status, pipelineVersion: row.pipeline_version };
+    });
+  }
+
+  /**
+   * Submits one job per input in one statement (ballast.submit_jobs): all or nothing, results in input order.
+   * Throws InvalidInputError listing the bad inputs by path (inputs[n] counts from 1), IdempotencyConflictError.
+   */
+  async submitJobs(args: SubmitJobsArgs): Promise<SubmitJobsResult[]> {
+    return call(async () => {
+      const rows = await submitJobsSql(this.pool, {
+        pipeline: args.pipeline, inputs: args.inputs.map((i) => i ?? {}), idempotencyKeys: args.idempotencyKeys ?? null,
+        tenantId: args.tenantId ?? 'default', priority: args.priority ?? 0, pipelineVersion: args.pipelineVersion ?? null,
+      });
+      return rows.map((r) => ({ jobId: r.jobId, created: r.created, status: r.status as JobStatus }));
     });
   }
 

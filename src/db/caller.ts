@@ -16,12 +16,27 @@ async function one<R>(client: Queryable, text: string, values: readonly unknown[
 
 const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
 
+/** $2, a JSON array, as the jsonb[] of its elements (ballast.submit_jobs' p_inputs). */
+export const INPUTS_ARRAY = `(select coalesce(array_agg(x.e order by x.n), '{}') from jsonb_array_elements($2::jsonb) with ordinality x(e, n))`;
+
 export interface SubmitArgs { pipeline: string; input: unknown; idempotencyKey: string | null; tenantId: string; priority: number; pipelineVersion: number | null }
 export const submitJob = (c: Queryable, a: SubmitArgs) =>
   one<{ jobId: string; created: boolean; status: string; pipelineVersion: number }>(c,
     `select job_id::text as "jobId", created, status, pipeline_version as "pipelineVersion"
        from ballast.submit_job($1, coalesce($2::jsonb, '{}'), $3, $4, $5, $6)`,
     [a.pipeline, json(a.input), a.idempotencyKey, a.tenantId, a.priority, a.pipelineVersion]);
+
+export interface SubmitManyArgs {
+  pipeline: string; inputs: readonly unknown[]; idempotencyKeys: readonly (string | null)[] | null; tenantId: string;
+  priority: number; pipelineVersion: number | null;
+}
+/** ballast.submit_jobs: one row per input, in input order. The inputs travel as one JSON array (jsonb[] in SQL). */
+export const submitJobs = async (c: Queryable, a: SubmitManyArgs) =>
+  (await c.query<{ jobId: string; created: boolean; status: string }>({
+    text: `select s.job_id::text as "jobId", s.created, s.status
+             from ballast.submit_jobs($1, ${INPUTS_ARRAY}, $3::text[], $4, $5, $6) s order by s.ord`,
+    values: [a.pipeline, JSON.stringify(a.inputs), a.idempotencyKeys, a.tenantId, a.priority, a.pipelineVersion],
+  })).rows;
 
 export const cancelJob = (c: Queryable, jobId: string, reason: string | null) =>
   one<{ jobId: string; status: string; cancelledStepIds: string[]; alreadyCancelled: boolean }>(c,

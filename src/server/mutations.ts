@@ -32,6 +32,36 @@ const typeDefs = gql`
     pipelineVersion: Int!
     job: Job
   }
+  """
+  Jobs to start, one per input, all or nothing (at most 1000). An input error comes back as INVALID_INPUT, its issues'
+  paths naming the input counted from 1 (inputs[3].text is the third input's text); a key conflict as
+  IDEMPOTENCY_CONFLICT naming the key and the input.
+  """
+  input SubmitJobsInput {
+    "Pipeline name, e.g. demo.wordstats."
+    pipeline: String!
+    "One job input per job, each checked against the pipeline's input contract in Postgres."
+    inputs: [JSON!]!
+    "One key (or null) per input, in the order of inputs. A key used before with the same request returns that job (created: false); the same key twice with the same request, one job."
+    idempotencyKeys: [String]
+    "Tenant (operators only; a client always submits for its own tenant). Default: the token's tenant, else 'default'."
+    tenantId: String
+    "-1000..1000, lower runs first. Default 0."
+    priority: Int
+    "Pin a pipeline version. Default: the newest."
+    pipelineVersion: Int
+  }
+  type SubmittedJob {
+    jobId: BigInt!
+    "False when the idempotency key returned an existing job (or one submitted earlier in the same call)."
+    created: Boolean!
+    status: String!
+    job: Job
+  }
+  type SubmitJobsPayload {
+    "One per input, in the order of the inputs."
+    jobs: [SubmittedJob!]!
+  }
   input CancelJobInput {
     jobId: BigInt!
     reason: String
@@ -99,6 +129,8 @@ const typeDefs = gql`
   extend type Mutation {
     "Start a job (ballast.submit_job). Clients: their own tenant."
     submitJob(input: SubmitJobInput!): SubmitJobPayload
+    "Start many jobs of one pipeline in one statement (ballast.submit_jobs). Clients: their own tenant."
+    submitJobs(input: SubmitJobsInput!): SubmitJobsPayload
     "Cancel a job (ballast.cancel_job). Clients: their own tenant's jobs."
     cancelJob(input: CancelJobInput!): CancelJobPayload
     "Run a finished step again, and what depends on it (ballast.replay_step). Operators."
@@ -135,6 +167,14 @@ export const MutationsPlugin = extendSchema((build) => {
             tenantId: text(i.tenantId) ?? caller.tenantId ?? 'default', priority: (i.priority as number | null) ?? 0,
             pipelineVersion: (i.pipelineVersion as number | null) ?? null,
           })),
+          submitJobs: verb(async (c, i, caller) => ({
+            jobs: await sql.submitJobs(c, {
+              pipeline: String(i.pipeline), inputs: i.inputs as unknown[],
+              idempotencyKeys: (i.idempotencyKeys as (string | null)[] | null | undefined) ?? null,
+              tenantId: text(i.tenantId) ?? caller.tenantId ?? 'default', priority: (i.priority as number | null) ?? 0,
+              pipelineVersion: (i.pipelineVersion as number | null) ?? null,
+            }),
+          })),
           cancelJob: verb((c, i) => sql.cancelJob(c, String(i.jobId), text(i.reason))),
           replayStep: verb((c, i) => sql.replayStep(c, String(i.stepId), text(i.reason), i.force === true)),
           replayJob: verb((c, i) => sql.replayJob(c, String(i.jobId), text(i.fromStep), text(i.reason))),
@@ -144,6 +184,7 @@ export const MutationsPlugin = extendSchema((build) => {
         },
       },
       SubmitJobPayload: { plans: jobOf },
+      SubmittedJob: { plans: jobOf },
       CancelJobPayload: { plans: jobOf },
       ReplayPayload: { plans: jobOf },
       ResolveReviewPayload: {
