@@ -71,9 +71,9 @@ $fn$;
 -- Called by effect(key, fn) before fn runs. When the step already recorded `key` (ballast_private.effects), returns
 -- done = true with the recorded result: the caller returns it and does not run fn. Otherwise records the intent
 -- (step, key, attempt; a second call by the same attempt is a no-op, so a retry after a lost connection is safe) and
--- returns done = false. earlier_attempts counts the other attempts of the step that started this effect: with
--- done = false, each of them started fn and never recorded a result (crashed, lost its step, or fn threw), so the
--- effect may have happened. idempotency_key is 'ballast:<job id>:<step name>:<key>', the same for every attempt (for
+-- returns done = false. earlier_attempts counts the other attempts of the step that started this effect and did not
+-- record it: each of them ran fn, or began to, and never recorded a result (crashed, lost its step, or fn threw),
+-- so with done = false the effect may already have happened. idempotency_key is 'ballast:<job id>:<step name>:<key>', the same for every attempt (for
 -- an item of a map step, the item's step name): pass it to the external API.
 -- Raises BA002 for a key that is empty or over 500 characters, BA007/BA008 as ballast_private.running_attempt (an
 -- attempt that lost its step starts nothing). Locks only the step row (running_attempt), as record_effect does.
@@ -95,7 +95,8 @@ begin
     on conflict do nothing;
   end if;
   select count(*) into v_earlier from ballast_private.effect_intents i
-   where i.step_id = v_step.id and i.key = p_key and i.attempt_id <> p_attempt_id;
+   where i.step_id = v_step.id and i.key = p_key and i.attempt_id <> p_attempt_id
+     and i.attempt_id is distinct from v_effect.attempt_id;
   return query
   select v_effect.step_id is not null, v_effect.result, v_earlier,
          'ballast:' || v_step.job_id || ':' || v_step.name || ':' || p_key;
