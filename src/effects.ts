@@ -15,7 +15,9 @@
 // a recorded result); fn(client); ballast.record_effect; COMMIT, on one pool connection. fn's SQL and the ledger row
 // commit together or not at all, and the step cannot change hands in between: exactly once. A connection lost
 // before the commit was confirmed is retried from the top; if the commit did happen, the retry finds the key
-// recorded and returns its result without calling fn.
+// recorded and returns its result without calling fn. When the attempt's signal fires (timeout, cancellation, lost
+// step, shutdown) before the commit, the transaction's backend is terminated: it rolls back and frees the step, so
+// a slow fn cannot hold up recording the attempt's end (and the worker slot with it).
 import type { Logger } from 'pino';
 import type { BallastDb } from './db/api.ts';
 import { retryOnConnectionLoss } from './db/retry.ts';
@@ -29,6 +31,8 @@ export interface EffectScope {
   log: Logger;
   /** Effects the step recorded before this attempt (the claim's key -> result). */
   recorded: Record<string, unknown>;
+  /** The attempt's signal: when it fires, an uncommitted transactional effect is rolled back at once. */
+  signal?: AbortSignal;
 }
 
 export interface StepEffects {
@@ -77,7 +81,7 @@ export function stepEffects(scope: EffectScope): StepEffects {
     }),
 
     transaction: <T>(key: string, fn: (client: EffectClient) => Promise<T>) => once<T>(key, async () => {
-      const r = await retryOnConnectionLoss(() => db.transactionalEffect(attemptId, key, fn), log, 'commit a transactional effect');
+      const r = await retryOnConnectionLoss(() => db.transactionalEffect(attemptId, key, fn, scope.signal), log, 'commit a transactional effect');
       log.debug({ effect: key, ran: r.ran }, r.ran ? 'transactional effect committed' : 'transactional effect already recorded; reusing its result');
       return r.result;
     }),

@@ -83,8 +83,9 @@ export interface StepContext<I, D> {
    * thrown as BallastError 'stale_attempt'). If `key` is already recorded, returns the recorded result without
    * calling fn. fn must only use `client` for the work that has to be exactly once, must not commit, roll back or
    * release it, and must not call other ctx methods while it runs (the step row is locked until the commit); keep
-   * it short. fn may be called again if the connection is lost before the commit is confirmed (the earlier try then
-   * rolled back, or had committed and its recorded result is returned). Keys are shared with effect().
+   * it short. When the step's signal fires before the commit, the transaction is rolled back at once (its connection
+   * is terminated). fn may be called again if the connection is lost before the commit is confirmed (the earlier try
+   * then rolled back, or had committed and its recorded result is returned). Keys are shared with effect().
    */
   transaction<T>(key: string, fn: (client: EffectClient) => Promise<T>): Promise<T>;
   /**

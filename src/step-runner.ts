@@ -171,7 +171,9 @@ async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Prom
     ? setTimeout(() => abort('timeout', `step ran longer than its timeout of ${step.timeoutMs} ms`), step.timeoutMs)
     : undefined;
 
-  const effects = stepEffects({ db, attemptId: claim.attemptId, attempt: claim.attemptNumber, log, recorded: claim.effects });
+  const effects = stepEffects({
+    db, attemptId: claim.attemptId, attempt: claim.attemptNumber, log, recorded: claim.effects, signal: controller.signal,
+  });
   // A map step's first run lists its items; each item then runs as its own step with ctx.item and ctx.index.
   const listing = step.map !== null && claim.itemIndex === null;
   log.info({ attempt: claim.attemptNumber, ...(claim.itemIndex !== null ? { item: claim.itemIndex } : {}) },

@@ -283,6 +283,26 @@ t.test('ctx.transaction: an attempt reclaimed meanwhile writes nothing; while th
     'and the attempt that held it succeeded');
 });
 
+t.test('ctx.transaction: a step that times out inside its transaction rolls it back at once and frees its slot', async (t) => {
+  const p = pipeline({ name: 'e.txtimeout', version: 1, input: empty })
+    .step('s', { output: z.object({ ok: z.boolean() }), timeoutMs: 500, retry: { maxAttempts: 3, ...fast } }, async (ctx) =>
+      ctx.transaction('book', async (client) => {
+        await client.query(`insert into tx_rows (job_id, note) values ($1, $2)`, [ctx.jobId, `attempt ${ctx.attempt}`]);
+        // Attempt 1 ignores its signal and would hold the transaction (and the step lock) for a minute.
+        if (ctx.attempt === 1) await new Promise((r) => setTimeout(r, 60_000).unref());
+        return { ok: true };
+      }));
+  await testWorker(t, url, { pipelines: [p], concurrency: 1, pollIntervalMs: 50 });
+  const { jobId } = await db.submitJob({ pipeline: 'e.txtimeout' });
+  t.match(await waitForJob(db, jobId, undefined, 30_000), { status: 'completed' }, 'the job completed long before the held transaction would have ended');
+  t.same((await db.getAttempts(jobId)).map((a) => [a.number, a.outcome]), [[1, 'timed_out'], [2, 'succeeded']],
+    'attempt 1 timed out, attempt 2 succeeded on the same single slot');
+  t.same((await rows(`select note from tx_rows where job_id = $1`, [jobId])).map((r) => r.note), ['attempt 2'],
+    'the timed-out transaction was rolled back');
+  t.same(await rows(`select count(*)::int as n from pg_stat_activity where datname = current_database() and state like 'idle in transaction%'`),
+    [{ n: 0 }], 'no transaction is left open');
+});
+
 // ---- real worker processes ----
 
 function parse(line: string): Record<string, unknown> | undefined {
