@@ -1,6 +1,6 @@
 // ballast's public TypeScript API: define pipelines, run workers, submit and read jobs.
 export { pipeline, Pipeline } from './pipeline.ts';
-export type { StepContext, StepOptions, RetryPolicy, ConcurrencyPolicy } from './pipeline.ts';
+export type { StepContext, StepOptions, RetryPolicy, ConcurrencyPolicy, EffectInfo, EffectClient } from './pipeline.ts';
 export { startWorker } from './worker.ts';
 export type { BallastWorker, WorkerOptions } from './worker.ts';
 export { BallastDb, createPool } from './db/api.ts';

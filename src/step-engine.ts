@@ -10,13 +10,14 @@
 // When to claim: after a notification on `ballast_queue` (a statement queued a step), after a round trip that
 // came back full (there may be more), and on a poll (`pollIntervalMs`, default 1 s) that also picks up retries
 // that fell due. A lost notification therefore delays a step by at most one poll; nothing can strand it.
-// A connection lost during a round trip is retried with backoff for SETTLE_RETRY_MS, keeping the outcomes: the
+// A connection lost during a round trip is retried with backoff for CONNECTION_RETRY_MS, keeping the outcomes: the
 // work is done and only its record is missing. The batch is one transaction, so a retry after a commit whose reply
 // was lost finds the attempts finished and answers them 'stale'.
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { BallastDb, Claim, StepError } from './db/api.ts';
-import { connectionLost, SETTLE_RETRY_MS, type Settler } from './step-runner.ts';
+import type { Settler } from './step-runner.ts';
+import { connectionLost, CONNECTION_RETRY_MS } from './db/retry.ts';
 
 interface Pending<T> {
   attemptId: string;
@@ -218,7 +219,7 @@ export class StepEngine implements Settler {
       }
     }
     const okPending = ok.filter((p) => okIds.includes(p.attemptId));
-    const until = Date.now() + SETTLE_RETRY_MS;
+    const until = Date.now() + CONNECTION_RETRY_MS;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
       try {
         const r = await this.o.db.settleAndClaim({

@@ -9,6 +9,8 @@ import { BallastError, PermanentError, RetryableError } from './errors.ts';
 import type { Pipeline, StepDefinition, WaitOptions } from './pipeline.ts';
 import type { ProviderRegistry } from './model/providers.ts';
 import { ballastMetrics } from './metrics.ts';
+import { retryOnConnectionLoss } from './db/retry.ts';
+import { stepEffects } from './effects.ts';
 
 /** Why a running attempt was aborted. */
 export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
@@ -203,7 +205,9 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
     ? setTimeout(() => abort('timeout', `step ran longer than its timeout of ${step.timeoutMs} ms`), step.timeoutMs)
     : undefined;
 
-  const effects = new Map<string, unknown>(Object.entries(claim.effects));
+  const effects = stepEffects({
+    db, attemptId: claim.attemptId, attempt: claim.attemptNumber, log, recorded: claim.effects, signal: controller.signal,
+  });
   // A map step's first run lists its items; each item then runs as its own step with ctx.item and ctx.index.
   const listing = step.map !== null && claim.itemIndex === null;
   log.info({ attempt: claim.attemptNumber, ...(claim.itemIndex !== null ? { item: claim.itemIndex } : {}) },
@@ -220,16 +224,8 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
         progress: async (value: unknown) => {
           await db.reportProgress(claim.attemptId, value);
         },
-        effect: async <T>(key: string, fn: () => T | Promise<T>): Promise<T> => {
-          if (effects.has(key)) {
-            log.debug({ effect: key }, 'effect already recorded; reusing its result');
-            return effects.get(key) as T;
-          }
-          const value = await fn();
-          const stored = await db.recordEffect(claim.attemptId, key, value);
-          effects.set(key, stored);
-          return stored as T;
-        },
+        effect: effects.effect,
+        transaction: effects.transaction,
         waitForEvent: async (key: string, opts: WaitOptions = {}) => {
           const r = await db.waitForEvent(claim.attemptId, key, opts.timeoutMs ?? null, opts.onTimeout ?? 'fail');
           if (r.received) return r.payload;
@@ -309,38 +305,19 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
 }
 
 /**
- * How long an outcome write is retried while the database connection is lost (e.g. Postgres restarting; an
- * immediate-mode restart was measured at 17-19 s before it accepted connections again).
- */
-export const SETTLE_RETRY_MS = 120_000;
-
-/** A connection that died under the statement (terminated backend, server restart, reset socket), not a SQL error. */
-export function connectionLost(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown } | null;
-  const code = typeof e?.code === 'string' ? e.code : '';
-  if (code.startsWith('08') || ['57P01', '57P02', '57P03', 'ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT'].includes(code)) return true;
-  return typeof e?.message === 'string' && /^Connection terminated|Client has encountered a connection error/.test(e.message);
-}
-
-/**
  * Records an outcome; an attempt that lost its step in the meantime (BA008) is logged, not retried. A lost
  * connection is retried for a while: the work is done and only its record is missing (left unrecorded, the attempt
  * would wait for its lease to run out and be charged as crashed). If the lost try did commit, the retry finds the
  * attempt finished (BA008) and stops there.
  */
 export async function settle<T>(fn: () => Promise<T>, log: Logger): Promise<T | undefined> {
-  const until = Date.now() + SETTLE_RETRY_MS;
-  for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof BallastError && err.code === 'stale_attempt') {
-        log.warn({ err: err.message }, 'result discarded: the attempt no longer owns its step');
-        return undefined;
-      }
-      if (!connectionLost(err) || Date.now() + delay > until) throw err;
-      log.warn({ err: (err as Error).message, retry_ms: delay }, 'could not record the outcome (database connection lost); retrying');
-      await new Promise((resolve) => setTimeout(resolve, delay));
+  try {
+    return await retryOnConnectionLoss(fn, log, 'record the outcome');
+  } catch (err) {
+    if (err instanceof BallastError && err.code === 'stale_attempt') {
+      log.warn({ err: err.message }, 'result discarded: the attempt no longer owns its step');
+      return undefined;
     }
+    throw err;
   }
 }

@@ -247,6 +247,81 @@ export class BallastDb {
     });
   }
 
+  /**
+   * Before an effect's fn runs: records the intent (fenced: BA008 when the attempt lost its step) and returns whether
+   * the step already recorded `key` (then with its result), how many other attempts started it without recording
+   * it, and the effect's idempotency key (stable across attempts).
+   */
+  async beginEffect(attemptId: string, key: string): Promise<{ done: boolean; result: unknown; earlierAttempts: number; idempotencyKey: string }> {
+    return call(async () => {
+      const { rows } = await sql<{ done: boolean; result: unknown; earlier_attempts: number; idempotency_key: string }>`
+        select * from ballast.begin_effect(${attemptId}::bigint, ${key})`.execute(this.db);
+      const r = rows[0]!;
+      return { done: r.done, result: r.result, earlierAttempts: r.earlier_attempts, idempotencyKey: r.idempotency_key };
+    });
+  }
+
+  /**
+   * A transactional effect, in one transaction on one pool connection: ballast.begin_transactional_effect (locks the
+   * step, fences the attempt: BA008, returns the recorded result if `key` is recorded; then fn is not called), fn
+   * with the connection, ballast.record_effect of fn's result, commit. Any error rolls everything back and is
+   * thrown; `ran` says whether fn ran in the committed transaction. When `signal` fires before the commit (the
+   * attempt timed out, was cancelled or lost, or the worker is shutting down), the transaction's backend is
+   * terminated: it rolls back and releases the step lock at once, so recording the attempt's end never waits for a
+   * slow or stuck fn.
+   */
+  async transactionalEffect(attemptId: string, key: string, fn: (client: pg.PoolClient) => Promise<unknown>,
+    signal?: AbortSignal): Promise<{ ran: boolean; result: unknown }> {
+    signal?.throwIfAborted();
+    const client = await call(() => this.pool.connect());
+    let broken: Error | undefined;
+    let pid: number | undefined;
+    let open = true;
+    const onAbort = () => {
+      if (open && pid !== undefined) this.pool.query('select pg_terminate_backend($1)', [pid]).catch(() => {});
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    // A checked-out client has no error listener of the pool's: a backend terminated while fn is busy elsewhere
+    // (above, on abort) must not become an uncaught 'error' event. The dead client goes back to the pool (which
+    // discards it) at once, not when fn returns: fn may never return, and pool.end() waits for checked-out clients.
+    let released = false;
+    const release = (err?: Error) => {
+      if (released) return;
+      released = true;
+      client.release(err);
+    };
+    const onError = (e: Error) => {
+      broken = e;
+      release(e);
+    };
+    client.on('error', onError);
+    try {
+      await client.query('begin');
+      const begun = await client.query<{ done: boolean; result: unknown; pid: number }>(
+        'select done, result, pg_backend_pid() as pid from ballast.begin_transactional_effect($1::bigint, $2)', [attemptId, key]);
+      pid = begun.rows[0]!.pid;
+      if (signal?.aborted) onAbort();
+      if (begun.rows[0]!.done) {
+        await client.query('commit');
+        return { ran: false, result: begun.rows[0]!.result };
+      }
+      const value = await fn(client);
+      const recorded = await client.query<{ result: unknown }>(
+        'select ballast.record_effect($1::bigint, $2, $3::jsonb) as result', [attemptId, key, JSON.stringify(value ?? null)]);
+      await client.query('commit');
+      return { ran: true, result: recorded.rows[0]!.result };
+    } catch (err) {
+      // A connection that cannot even roll back is closed rather than handed to the next user of the pool.
+      await client.query('rollback').catch((e: unknown) => { broken = e instanceof Error ? e : new Error(String(e)); });
+      throw translateError(err);
+    } finally {
+      open = false;
+      signal?.removeEventListener('abort', onAbort);
+      client.removeListener('error', onError);
+      release(broken);
+    }
+  }
+
   async waitForEvent(attemptId: string, key: string, timeoutMs: number | null, onTimeout: 'fail' | 'retry'): Promise<{ received: boolean; payload: unknown }> {
     return call(async () => {
       const { rows } = await sql<{ received: boolean; payload: unknown }>`
