@@ -231,7 +231,7 @@ t.test('the hub hands a subscriber only notifications that arrived after it regi
   hub.register({ job: jobId }, { event: (p) => before.push(p), fail: (err) => errors.push(err) });
 
   // Hold the hub's read of the next notification: its query reads ballast.jobs, which `locker` is waiting to lock
-  // exclusively behind `writer` (whose insert of an event key-share locked its job through the foreign key). When
+  // exclusively behind `writer` (which read the jobs table in its open transaction: an access-share lock). When
   // `writer` commits, its notification goes out and `locker` gets the lock first: the hub's read waits until it
   // lets go.
   const writer = await pool.connect();
@@ -239,6 +239,7 @@ t.test('the hub hands a subscriber only notifications that arrived after it regi
   t.teardown(() => { writer.release(); locker.release(); });
   await writer.query('begin');
   const [first] = await appendEvents(1, jobId, writer);
+  await writer.query('select 1 from ballast_private.jobs where id = $1', [jobId]);
   await locker.query('begin');
   const locked = locker.query('lock table ballast_private.jobs in access exclusive mode');
   await waitFor(`select 1 from pg_locks where database = (select oid from pg_database where datname = current_database())

@@ -45,7 +45,7 @@ async function rowCounts(): Promise<Record<string, number>> {
     select (select count(*)::int from ballast_private.jobs) as jobs,
            (select count(*)::int from ballast_private.steps) as steps,
            (select count(*)::int from ballast_private.events) as events,
-           (select count(*)::int from graphile_worker.jobs) as wakeups`);
+           (select count(*)::int from ballast_private.steps where status = 'queued') as wakeups`);
   return rows[0];
 }
 
@@ -59,11 +59,12 @@ async function stepsOf(jobId: string) {
   return rows;
 }
 
+/** The claimable steps of a job (the step rows are the queue, 0013): queued, with the task and priority a claim reads. */
 async function wakeupsOf(jobId: string) {
   const { rows } = await pool.query(
-    `select s.name, w.task_identifier, w.priority
-       from graphile_worker.jobs w join ballast_private.steps s on w.key = 'ballast_step:' || s.id
-      where s.job_id = $1 order by s.id`, [jobId]);
+    `select s.name, s.task as task_identifier, s.priority
+       from ballast_private.steps s
+      where s.job_id = $1 and s.status = 'queued' order by s.id`, [jobId]);
   return rows;
 }
 
@@ -95,7 +96,7 @@ t.test('one row per input, in input order; the jobs, steps and wake-ups are subm
   t.same(await wakeupsOf(rows[1]!.job_id), [
     { name: 'a', task_identifier: p1.taskIdentifier, priority: -3 },
     { name: 'b', task_identifier: p1.taskIdentifier, priority: -3 },
-  ], 'one wake-up per root step, with the priority');
+  ], 'each root step is claimable, with the job\'s task and priority');
 
   const { rows: events } = await pool.query(`select job_id, type, actor from ballast.events where job_id = any($1::bigint[])`,
     [rows.map((r) => r.job_id)]);
