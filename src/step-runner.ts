@@ -285,8 +285,14 @@ async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Prom
   return undefined;
 }
 
-/** How long an outcome write is retried while the database connection is lost (e.g. Postgres restarting). */
-const SETTLE_RETRY_MS = 15_000;
+/**
+ * How long an outcome write is retried while the database connection is lost (e.g. Postgres restarting): 120 s, with
+ * a backoff from 100 ms doubling to at most 2 s. An immediate-mode restart with crash recovery takes tens of seconds
+ * on a loaded machine (17-19 s measured; 30 s must pass). After a restart the reaper leaves leases, timeouts and
+ * heartbeats alone for 20 s (0016, restart_grace) and this retries at least every 2 s, so the write lands before
+ * anyone else may take the step. Past the window the attempt is left to its lease (reclaimed, charged, retried).
+ */
+export const SETTLE_RETRY_MS = 120_000;
 
 /** A connection that died under the statement (terminated backend, server restart, reset socket), not a SQL error. */
 function connectionLost(err: unknown): boolean {
