@@ -34,6 +34,7 @@
 --    freezing or crashing worker after worker. An external SIGKILL is not counted: it stays 'worker_lost' (reap).
 --  * ballast.watchdog_heartbeat: the watchdog's heartbeat while the worker's main thread is stalled.
 --  * ballast.report_worker_fault: the watchdog's and the supervisor's report of a blocked or crashed worker.
+-- The blocked and crashed attempts end with outcome 'crashed' (as the reaper's), told apart by their error_class.
 
 alter table ballast_private.steps
   add column crashes integer not null default 0
@@ -263,25 +264,27 @@ begin
 end
 $fn$;
 
--- report_worker_fault(worker_id, error_class, attempt_ids, message, quarantine_after)
---   -> one row per attempt ended: (attempt_id, step_id, step_status, crashes)
+-- report_worker_fault(worker_id, error_class, blamed_attempt_ids, message, quarantine_after)
+--   -> one row per attempt ended: (attempt_id, step_id, step_status, crashes, blamed)
 -- A worker process is blocked (error_class 'blocked_worker': its watchdog found its event loop stalled past a running
 -- step's timeout, and kills the process right after this call) or crashed (error_class 'crashed_worker': its
 -- supervisor saw it die abnormally: an uncaught exception, an out-of-memory abort). The worker is marked stopped (its
--- graphile-worker pool unlocked), and each of its running attempts (only those in attempt_ids, when given; all of
--- them when null) ends 'crashed' with that error class. Its step's crashes count goes up by one; when it reaches
--- quarantine_after (default 2, 1 to 1000) the step is quarantined: failed permanently with that class (the dead-letter
--- set; dependants skipped); otherwise it is retried as after any failure (the attempt is charged, so a step out of
--- attempts fails too). Every running attempt of the blocked worker is charged: the stalled thread cannot tell which
--- step stalled it, so a step that merely ran beside a poison step twice is quarantined too (see the README).
--- An attempt that is no longer its step's running attempt is skipped. Raises BA002 for an unknown error_class, a
--- missing worker_id or quarantine_after out of range; BA007 when the worker is not registered.
--- Lock order: the worker row, then each step row (ascending id, waiting: a report is rare and must not skip), then
--- the job rows (refresh_job_status): the order of reap.
+-- graphile-worker pool unlocked) and every running attempt of it ends 'crashed':
+--  - a blamed one (in blamed_attempt_ids; all of them when it is null) with error_class: its step's crashes count
+--    goes up by one, and when it reaches quarantine_after (default 2, 1 to 1000) the step is quarantined: failed
+--    permanently with that class (the dead-letter set; dependants skipped; error.quarantined = true); otherwise it
+--    is retried as after any failure (the attempt is charged, so a step out of attempts fails too);
+--  - the others with class 'worker_lost', retried, not counted: bystanders of the step that blocked the worker.
+-- The watchdog blames the attempt whose handler held the event loop when it knows it, else all; the supervisor
+-- cannot tell and blames all. An attempt that is no longer its step's running attempt is skipped.
+-- Raises BA002 for an unknown error_class, a missing worker_id or quarantine_after out of range; BA007 when the
+-- worker is not registered.
+-- Lock order: the worker row, then each step row (ascending id, waiting: a report is rare and must not skip one),
+-- then the job rows (refresh_job_status): the order of reap.
 create function ballast.report_worker_fault(
-  p_worker_id text, p_error_class text, p_attempt_ids bigint[] default null, p_message text default null,
+  p_worker_id text, p_error_class text, p_blamed_attempt_ids bigint[] default null, p_message text default null,
   p_quarantine_after integer default 2
-) returns table (attempt_id bigint, step_id bigint, step_status text, crashes integer)
+) returns table (attempt_id bigint, step_id bigint, step_status text, crashes integer, blamed boolean)
 language plpgsql
 as $fn$
 declare
@@ -289,7 +292,10 @@ declare
   v_pool_id text;
   v_attempt record;
   v_step ballast_private.steps;
+  v_blamed boolean;
+  v_class text;
   v_message text;
+  v_error jsonb;
   v_status text;
   v_jobs bigint[] := '{}';
   v_job bigint;
@@ -320,37 +326,41 @@ begin
   for v_attempt in
     select a.id, a.step_id, a.number from ballast_private.attempts a
      where a.worker_id = p_worker_id and a.outcome = 'running'
-       and (p_attempt_ids is null or a.id = any(p_attempt_ids))
      order by a.step_id
   loop
     select * into v_step from ballast_private.steps s where s.id = v_attempt.step_id for update;
     continue when v_step.status <> 'running' or v_step.attempts <> v_attempt.number;
-    v_message := coalesce(nullif(p_message, ''),
-      case when p_error_class = 'blocked_worker'
-           then format('worker %s was blocked (its event loop stalled) while running this step; the process was killed', p_worker_id)
-           else format('worker %s crashed while running this step', p_worker_id) end);
+    v_blamed := p_blamed_attempt_ids is null or v_attempt.id = any(p_blamed_attempt_ids);
+    v_class := case when v_blamed then p_error_class else 'worker_lost' end;
+    v_message := case
+      when not v_blamed then format('worker %s was stopped while running this step: another step %s it', p_worker_id,
+                                    case when p_error_class = 'blocked_worker' then 'blocked' else 'crashed' end)
+      when coalesce(p_message, '') <> '' then p_message
+      when p_error_class = 'blocked_worker'
+        then format('worker %s was blocked (its event loop stalled) while running this step; the process was killed', p_worker_id)
+      else format('worker %s crashed while running this step', p_worker_id) end;
     update ballast_private.attempts a
-       set outcome = 'crashed', finished_at = v_now, error_class = p_error_class, error_message = v_message,
+       set outcome = 'crashed', finished_at = v_now, error_class = v_class, error_message = v_message,
            error_retryable = true
      where a.id = v_attempt.id;
-    update ballast_private.steps s set crashes = s.crashes + 1 where s.id = v_step.id
-    returning * into v_step;
-    if v_step.crashes >= p_quarantine_after then
-      v_status := ballast_private.settle_failure(v_step,
-        jsonb_build_object('class', p_error_class, 'message',
-                           format('quarantined after %s blocked or crashed workers: %s', v_step.crashes, v_message),
-                           'retryable', false, 'attempt', v_step.attempts, 'quarantined', true),
-        false, null, v_now);
+    if v_blamed then
+      update ballast_private.steps s set crashes = s.crashes + 1 where s.id = v_step.id
+      returning * into v_step;
+    end if;
+    if v_blamed and v_step.crashes >= p_quarantine_after then
+      v_error := jsonb_build_object('class', v_class, 'retryable', false, 'attempt', v_step.attempts, 'quarantined', true,
+        'message', format('quarantined after %s blocked or crashed workers: %s', v_step.crashes, v_message));
+      v_status := ballast_private.settle_failure(v_step, v_error, false, null, v_now);
     else
-      v_status := ballast_private.settle_failure(v_step,
-        jsonb_build_object('class', p_error_class, 'message', v_message, 'retryable', true, 'attempt', v_step.attempts),
-        true, null, v_now);
+      v_error := jsonb_build_object('class', v_class, 'message', v_message, 'retryable', true, 'attempt', v_step.attempts);
+      v_status := ballast_private.settle_failure(v_step, v_error, true, null, v_now);
     end if;
     v_jobs := v_jobs || v_step.job_id;
     attempt_id := v_attempt.id;
     step_id := v_step.id;
     step_status := v_status;
     crashes := v_step.crashes;
+    blamed := v_blamed;
     return next;
   end loop;
 

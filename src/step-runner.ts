@@ -9,6 +9,7 @@ import { BallastError, PermanentError, RetryableError } from './errors.ts';
 import type { Pipeline, StepDefinition, WaitOptions } from './pipeline.ts';
 import type { ProviderRegistry } from './model/providers.ts';
 import { ballastMetrics } from './metrics.ts';
+import { enterAttempt, leaveAttempt } from './watchdog.ts';
 
 /** Why a running attempt was aborted. */
 export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
@@ -210,7 +211,15 @@ async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Prom
         ...(claim.itemIndex !== null ? { item: claim.item, index: claim.itemIndex } : {}),
         [STEP_INTERNALS]: { db, attemptId: claim.attemptId, providers: o.providers } satisfies StepInternals,
     };
-    const handler = Promise.resolve().then(() => (listing ? step.map!.items(ctx) : step.run(ctx)));
+    const handler = Promise.resolve().then(() => {
+      // Watchdog hook: a handler that blocks the event loop in its synchronous part is blamed for the block.
+      enterAttempt(claim.attemptId);
+      try {
+        return listing ? step.map!.items(ctx) : step.run(ctx);
+      } finally {
+        leaveAttempt();
+      }
+    });
     output = await Promise.race([handler, abortedPromise]);
   } catch (err) {
     threw = true;
