@@ -69,6 +69,40 @@ async function stopAll(t: Tap, workers: CliWorker[]): Promise<void> {
 }
 type Tap = Test;
 
+t.test('reap() counts heartbeat age and leases from the server start + restart grace (SQL clock)', async (t) => {
+  // The session's clock (ballast.now) is set just after the server's start, as if Postgres had just restarted; the
+  // session holds the worker's liveness lock, so only the heartbeat and lease rules apply.
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  t.teardown(() => c.end());
+  const { rows: [e] } = await c.query<{ epoch: Date; grace_ms: number }>(
+    `select ballast_private.server_epoch() as epoch, extract(epoch from ballast_private.restart_grace()) * 1000 as grace_ms`);
+  t.equal(Number(e!.grace_ms), 20_000, 'the default grace is 20 s');
+  const at = (ms: number) => c.query(`select set_config('ballast.now', $1, false)`, [new Date(e!.epoch.getTime() + ms).toISOString()]);
+  await c.query(`select pg_advisory_lock(l.namespace, l.key) from ballast.worker_lock('restart-w') l`);
+  await at(5_000);
+  await c.query(`select ballast.register_worker('restart-w', 'test', 1, 1, '{}')`);
+  const jobId = await submit('liveness.quick', { ms: 1 });
+  const { rows: [step] } = await c.query<{ id: string }>('select id from ballast_private.steps where job_id = $1', [jobId]);
+  const { rows: [claim] } = await c.query<{ attempt_id: string }>(`select attempt_id from ballast.claim_step($1, 'restart-w', 2000)`, [step!.id]);
+  t.ok(claim, 'the worker holds an attempt with a 2 s lease, heartbeat and lease stamped 5 s after the server started');
+  const reap = async () => (await c.query<{ dead_workers: string[]; reclaimed_attempts: string[]; expired_waits: string[] }>(
+    `select * from ballast.reap(10000, 2000)`)).rows[0]!;
+  await at(19_000);
+  t.same(await reap(), { dead_workers: [], reclaimed_attempts: [], expired_waits: [] },
+    '14 s without a heartbeat and the lease 12 s past, but within the grace (20 s) of the start: nothing reaped');
+  await at(21_000);
+  t.same(await reap(), { dead_workers: [], reclaimed_attempts: [claim!.attempt_id], expired_waits: [] },
+    'past the grace the lease counts (reclaimed) but the heartbeat ages from start + grace: the worker lives');
+  await at(30_500);
+  t.same((await reap()).dead_workers, ['restart-w'], 'past start + grace + dead_after (10 s) without a heartbeat: dead');
+  await c.query(`select pg_advisory_unlock(l.namespace, l.key) from ballast.worker_lock('restart-w') l`);
+  await c.query(`select set_config('ballast.now', '', false)`);
+  const bad = await c.query(`set ballast.restart_grace_ms = 'soon'`).then(() => c.query('select * from ballast.reap()')).then(() => undefined, (err: Error) => err);
+  t.match(bad?.message, /ballast.restart_grace_ms/, 'a malformed grace setting is refused, naming the setting');
+  await c.query('reset ballast.restart_grace_ms');
+});
+
 t.test('a step that blocks the event loop for 30 s within its timeout keeps its attempt', async (t) => {
   const w = cliWorker(t, url, { BALLAST_CONCURRENCY: '2' });
   const workerId = await w.started(1, 60_000);
