@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { migrate } from '../src/db/migrate.ts';
 import { databaseUrl, eventually, freshDatabase } from './helpers.ts';
 import { cliWorker, type CliWorker } from './support/cli-workers.ts';
+import { quick } from './fixtures/liveness-tasks/liveness.ts';
 
 const FINAL = ['completed', 'partially_completed', 'failed', 'cancelled'];
 t.setTimeout(600_000); // real processes, blocked for tens of seconds on purpose
@@ -82,6 +83,7 @@ t.test('reap() counts heartbeat age and leases from the server start + restart g
   await c.query(`select pg_advisory_lock(l.namespace, l.key) from ballast.worker_lock('restart-w') l`);
   await at(5_000);
   await c.query(`select ballast.register_worker('restart-w', 'test', 1, 1, '{}')`);
+  await db.registerPipeline(quick.name, quick.version, quick.definition(), quick.inputJsonSchema());
   const jobId = await submit('liveness.quick', { ms: 1 });
   const { rows: [step] } = await c.query<{ id: string }>('select id from ballast_private.steps where job_id = $1', [jobId]);
   const { rows: [claim] } = await c.query<{ attempt_id: string }>(`select attempt_id from ballast.claim_step($1, 'restart-w', 2000)`, [step!.id]);
