@@ -18,6 +18,8 @@ import { startMetricsServer } from './metrics.ts';
 import { CliUsageError, listJobsCommand, reportCommand, reportNames } from './cli/ops.ts';
 import { watchJob } from './cli/watch.ts';
 import { listenEvents } from './db/events-listener.ts';
+import { SUPERVISED_ENV, superviseWorker } from './supervisor.ts';
+import { WATCHDOG_DEFAULTS } from './watchdog.ts';
 
 const HELP = `ballast: a Postgres-native job engine
 
@@ -62,6 +64,11 @@ Environment
   BALLAST_LOST_AFTER_MS a worker whose connection is gone is dead after this (default 2000)
   BALLAST_DEAD_AFTER_MS a worker without heartbeat is dead after this (default 10000)
   BALLAST_SHUTDOWN_GRACE_MS  on SIGTERM, time running steps get before release (default 10000)
+  BALLAST_MAX_STALL_MS  longest event-loop block allowed while a step without a timeout runs; a step with a timeout
+                        may block until its timeout + 2 s; then the watchdog kills the worker (default 60000)
+  BALLAST_QUARANTINE_AFTER  a step whose attempts blocked or crashed their worker this often fails for good (default 2)
+  BALLAST_SUPERVISE     0 to run \`worker\`/\`start\` in one process, without a supervisor that restarts a worker
+                        process that crashed or was killed by its watchdog (default: supervised)
   BALLAST_ACTOR         who you are, recorded on cancel/replay/send-event events (default: $USER)
   BALLAST_GRAPHQL_PORT  port of the GraphQL API (default 5678; 0 picks a free one); BALLAST_GRAPHQL_HOST to bind
   BALLAST_JWT_SECRET    HS256 secret of API tokens (development: generated into .ballast/jwt-secret)
@@ -88,7 +95,38 @@ function workerSettings() {
     lostAfterMs: intEnv('BALLAST_LOST_AFTER_MS', 2000),
     deadAfterMs: intEnv('BALLAST_DEAD_AFTER_MS', 10_000),
     shutdownGraceMs: intEnv('BALLAST_SHUTDOWN_GRACE_MS', 10_000),
+    watchdog: {
+      maxStallMs: intEnv('BALLAST_MAX_STALL_MS', WATCHDOG_DEFAULTS.maxStallMs),
+      quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WATCHDOG_DEFAULTS.quarantineAfter),
+    },
+    // A supervised child runs under the id its supervisor gave it (src/supervisor.ts).
+    ...(process.env.BALLAST_WORKER_ID ? { workerId: process.env.BALLAST_WORKER_ID } : {}),
   };
+}
+
+/** Whether `worker` and `start` run their worker in a supervised child process (BALLAST_SUPERVISE, default yes). */
+function supervised(): boolean {
+  return process.env.BALLAST_SUPERVISE !== '0';
+}
+
+/**
+ * Runs the worker under a supervisor (src/supervisor.ts): resolves once the first child process started its worker;
+ * SIGINT/SIGTERM stop the child gracefully, then `onStopped` runs.
+ */
+async function superviseFromCli(url: string, log: Logger, env: Record<string, string>, onStopped: (code: number) => Promise<void>) {
+  const supervisor = superviseWorker({
+    connectionString: url, log, env,
+    quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WATCHDOG_DEFAULTS.quarantineAfter),
+  });
+  const stop = (signal: NodeJS.Signals) => {
+    log.info({ signal }, 'stopping the worker process');
+    void supervisor.stop(signal);
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  void supervisor.done.then(onStopped);
+  await supervisor.ready;
+  return supervisor;
 }
 
 function actor(): string {
@@ -204,22 +242,39 @@ async function start(log: Logger): Promise<void> {
   log.info({ database: redact(handle.url), embedded: Boolean(handle.embedded) }, 'database ready');
   await migrate(handle.url, log);
   const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
-  const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
-  const api = await startApi(handle.url, log, { createSecret: true });
-  await serveMetrics(worker.db, log);
-
-  let stopping = false;
-  const shutdown = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    await api.stop();
-    await worker.stop();
-    await handle.close();
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void shutdown('SIGINT'));
-  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  let api: Awaited<ReturnType<typeof startApi>> | undefined;
+  let db: BallastDb | undefined;
+  if (supervised()) {
+    // The worker runs in a child process that is restarted when it crashes or its watchdog kills it; it serves the
+    // metrics (its counters live there). This process keeps the database, the API and the demo.
+    await superviseFromCli(handle.url, log, { DATABASE_URL: handle.url }, async (code) => {
+      log.info('shutting down');
+      await api?.stop();
+      await db?.close();
+      await handle.close();
+      process.exit(code);
+    });
+    db = new BallastDb(createPool(handle.url, { max: 2, applicationName: 'ballast-start' }));
+    api = await startApi(handle.url, log, { createSecret: true });
+  } else {
+    const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
+    db = worker.db;
+    api = await startApi(handle.url, log, { createSecret: true });
+    await serveMetrics(worker.db, log);
+    let stopping = false;
+    const shutdown = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      await api?.stop();
+      await worker.stop();
+      await handle.close();
+      process.exit(0);
+    };
+    process.on('SIGINT', () => void shutdown('SIGINT'));
+    process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  }
+  const worker = { db: db! };
 
   if (process.env.BALLAST_DEMO !== '0' && pipelines.some((p) => p.name === 'demo.wordstats')) {
     const { jobId } = await worker.db.submitJob({
@@ -276,13 +331,27 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'worker': {
       const handle = await openDatabase({ embedded: false, log });
-      await migrate(handle.url, log);
+      const child = process.env[SUPERVISED_ENV] === '1';
+      // A supervised child's parent has migrated already.
+      if (!child) await migrate(handle.url, log);
+      if (!child && supervised()) {
+        await superviseFromCli(handle.url, log, {}, async (code) => process.exit(code));
+        return -1;
+      }
       const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
       const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
       await serveMetrics(worker.db, log);
       const stop = () => void worker.stop().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
+      if (child) {
+        process.send?.({ type: 'ready', workerId: worker.id });
+        // The supervisor is gone (killed): stop gracefully rather than run on unsupervised.
+        process.on('disconnect', () => {
+          log.warn('the supervisor process is gone; stopping');
+          stop();
+        });
+      }
       return -1;
     }
     case 'serve': {

@@ -3,8 +3,15 @@
 // server drops the connection and the lock with it, which is how other workers' reapers notice within seconds.
 // If only the connection drops (server restart, network), this reconnects with backoff, takes the lock again and
 // listens again; cancellations missed meanwhile reach the worker through its heartbeat.
+// The backoff starts short (50 ms, doubling to at most 2 s): after a Postgres restart every worker's lock is gone,
+// and the reaper trusts a missing lock again 20 s after the server started (migration 0016, restart_grace), so the
+// lock must be back well before that. A refused connection costs the server nothing, so retrying every 2 s is cheap.
 import pg from 'pg';
 import type { Logger } from 'pino';
+
+/** First reconnect delay after the liveness connection dropped, and the most it doubles to. */
+const RETRY_FIRST_MS = 50;
+const RETRY_MAX_MS = 2000;
 
 export interface CancelNotice {
   job_id: number;
@@ -22,7 +29,7 @@ export class Liveness {
   private readonly options: LivenessOptions;
   private client: pg.Client | undefined;
   private stopped = false;
-  private retryMs = 250;
+  private retryMs = RETRY_FIRST_MS;
   private timer: NodeJS.Timeout | undefined;
 
   constructor(options: LivenessOptions) {
@@ -36,7 +43,10 @@ export class Liveness {
 
   private async connect(): Promise<void> {
     const { connectionString, workerId, log } = this.options;
-    const client = new pg.Client({ connectionString, application_name: `ballast-liveness ${workerId}` });
+    // A connection attempt that hangs (a server half up) must not stall the retries.
+    const client = new pg.Client({
+      connectionString, application_name: `ballast-liveness ${workerId}`, connectionTimeoutMillis: 10_000, keepAlive: true,
+    });
     client.on('error', (err) => {
       if (!this.stopped) log.warn({ err: err.message }, 'liveness connection failed; reconnecting');
     });
@@ -65,13 +75,13 @@ export class Liveness {
     }
     await client.query('listen ballast_cancel');
     this.client = client;
-    this.retryMs = 250;
+    this.retryMs = RETRY_FIRST_MS;
   }
 
   private scheduleReconnect(): void {
     if (this.timer || this.stopped) return;
     const delay = this.retryMs;
-    this.retryMs = Math.min(this.retryMs * 2, 5000);
+    this.retryMs = Math.min(this.retryMs * 2, RETRY_MAX_MS);
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.connect().then(

@@ -1,6 +1,8 @@
 // The reaper: every live worker runs ballast.reap about once a second (one at a time, the SQL function makes sure).
 // It declares dead workers (liveness lock gone, or heartbeat too old), reclaims their running attempts and expired
 // leases, enforces step timeouts a stuck worker could not, and expires waits past their deadline.
+// After a Postgres restart it trusts neither missing locks nor old heartbeats or leases for 20 s (ballast.reap in
+// migration 0016, restart_grace), so a restart declares no live worker dead.
 // A service with start, stop and runOnce: tests drive runOnce by hand.
 import type { Logger } from 'pino';
 import type { BallastDb } from './db/api.ts';

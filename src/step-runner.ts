@@ -11,6 +11,7 @@ import type { ProviderRegistry } from './model/providers.ts';
 import { ballastMetrics } from './metrics.ts';
 import { retryOnConnectionLoss } from './db/retry.ts';
 import { stepEffects } from './effects.ts';
+import { enterAttempt, leaveAttempt } from './watchdog.ts';
 
 /** Why a running attempt was aborted. */
 export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
@@ -240,7 +241,15 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
         ...(claim.itemIndex !== null ? { item: claim.item, index: claim.itemIndex } : {}),
         [STEP_INTERNALS]: { db, attemptId: claim.attemptId, providers: o.providers } satisfies StepInternals,
     };
-    const handler = Promise.resolve().then(() => (listing ? step.map!.items(ctx) : step.run(ctx)));
+    const handler = Promise.resolve().then(() => {
+      // Watchdog hook: a handler that blocks the event loop in its synchronous part is blamed for the block.
+      enterAttempt(claim.attemptId);
+      try {
+        return listing ? step.map!.items(ctx) : step.run(ctx);
+      } finally {
+        leaveAttempt();
+      }
+    });
     output = await Promise.race([handler, abortedPromise]);
   } catch (err) {
     threw = true;

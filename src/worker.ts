@@ -21,6 +21,7 @@ import { Reaper } from './reaper.ts';
 import { retentionSchedule, RETENTION_TASK } from './retention.ts';
 import { runAttempt, type AbortReason, type RunningAttempt } from './step-runner.ts';
 import { StepEngine } from './step-engine.ts';
+import { startWatchdog, type WatchdogOptions } from './watchdog.ts';
 import type { ProviderRegistry } from './model/providers.ts';
 
 export { classifyError } from './step-runner.ts';
@@ -55,6 +56,13 @@ export interface WorkerOptions {
    * that one worker runs every 15 minutes; false or 'off': never. Default: BALLAST_RETENTION, else off.
    */
   retention?: string | false;
+  /**
+   * The watchdog thread (src/watchdog.ts): heartbeats while a step blocks the event loop, and kills the process when
+   * the block outlasts a step's timeout (+ marginMs) or maxStallMs, after reporting it (the step is retried, then
+   * quarantined after quarantineAfter such faults). Default on; false turns it off. A process embedding startWorker
+   * gets the watchdog but no supervisor: it must restart itself after such a kill (`ballast worker` does).
+   */
+  watchdog?: false | Pick<WatchdogOptions, 'marginMs' | 'maxStallMs' | 'quarantineAfter'>;
   workerId?: string;
   log?: Logger;
 }
@@ -131,6 +139,12 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     pid: process.pid,
     concurrency,
     pipelines: options.pipelines.map((p) => p.ref),
+  });
+
+  // Watchdog hook (src/watchdog.ts): started once the worker is registered, stopped in stop() after the last step.
+  const watchdog = options.watchdog === false ? undefined : startWatchdog({
+    connectionString: options.connectionString ?? poolConnectionString(pool), workerId, log: wlog, leaseMs,
+    heartbeatMs: options.heartbeatMs ?? 1000, ...options.watchdog,
   });
 
   // The step engine: claims, runs and settles steps in batches.
@@ -279,6 +293,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       await engine.stop();
       clearTimeout(grace);
       clearInterval(heartbeat);
+      await watchdog?.stop();
       // graphile-worker may leave a just-finished job locked when its pool stops; stop_worker marks this worker
       // stopped and unlocks its pool's jobs (force_unlock_workers) so nothing stays locked for hours.
       await db.stopWorker(workerId).catch((err) => wlog.warn({ err: (err as Error).message }, 'could not mark worker stopped'));

@@ -365,6 +365,22 @@ export class BallastDb {
     });
   }
 
+  /**
+   * A worker blocked (watchdog) or crashed (supervisor): ends its running attempts, counts the blamed ones (all when
+   * `blamed` is undefined) toward quarantine, marks it stopped (ballast.report_worker_fault, 0016). The watchdog
+   * thread runs the same statement on its own connection (src/watchdog.ts).
+   */
+  async reportWorkerFault(workerId: string, errorClass: 'blocked_worker' | 'crashed_worker',
+    opts: { blamed?: string[]; message?: string; quarantineAfter?: number } = {},
+  ): Promise<{ attemptId: string; stepId: string; stepStatus: StepStatus; crashes: number; blamed: boolean }[]> {
+    return call(async () => {
+      const { rows } = await sql<{ attempt_id: string; step_id: string; step_status: StepStatus; crashes: number; blamed: boolean }>`
+        select * from ballast.report_worker_fault(${workerId}, ${errorClass}, ${opts.blamed ?? null}::bigint[],
+          ${opts.message ?? null}, ${opts.quarantineAfter ?? 2})`.execute(this.db);
+      return rows.map((r) => ({ attemptId: r.attempt_id, stepId: r.step_id, stepStatus: r.step_status, crashes: r.crashes, blamed: r.blamed }));
+    });
+  }
+
   async stopWorker(workerId: string): Promise<void> {
     await call(() => sql`select ballast.stop_worker(${workerId})`.execute(this.db));
   }

@@ -1,7 +1,15 @@
 // Schema migrations: graphile-worker's own schema first (ballast's SQL calls graphile_worker.add_job), then
-// ballast's numbered, forward-only SQL files in migrations/ through node-pg-migrate. Both take advisory locks, so
-// several processes starting at once migrate once.
+// ballast's numbered, forward-only SQL files in migrations/ through node-pg-migrate.
+//
+// Concurrency: several processes may migrate at once (`ballast migrate` in a deploy script while workers start, each
+// `ballast worker` migrating before it runs). They take turns: each first waits for a session advisory lock of its
+// own (MIGRATE_LOCK) held on a dedicated connection for the whole run, so graphile-worker's installer and the
+// `create schema` below never race either; node-pg-migrate's own lock is set to wait (advisoryLockMode 'wait')
+// instead of failing with "Another migration is already running", for tools that migrate without ballast's lock.
+// The one who comes second finds nothing left to apply. A process that dies while migrating loses its connection
+// and with it the lock; its transaction (one per file) is rolled back.
 import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { runMigrations as runWorkerMigrations } from 'graphile-worker';
 import { runner } from 'node-pg-migrate';
 import type { Logger } from 'pino';
@@ -9,9 +17,23 @@ import { createPool } from './api.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
 
+/** The session advisory lock that serialises ballast's migrations (a namespace of its own: 0005 uses 1650551916 for
+ * workers and the reaper, 0005 and 0007 1650551917 for event keys; the key spells 'migr'). */
+const MIGRATE_LOCK = [1650551918, 1835624306];
+
 export async function migrate(connectionString: string, log?: Logger): Promise<{ applied: string[] }> {
   const pool = createPool(connectionString, { max: 2, applicationName: 'ballast-migrate', ...(log ? { log } : {}) });
+  const lock = new pg.Client({ connectionString, application_name: 'ballast-migrate lock' });
+  lock.on('error', () => {}); // a lost lock connection fails the run through its queries below
   try {
+    await lock.connect();
+    // Wait for our turn; report a wait that takes long (a migration of a big table, or a stuck session).
+    const waiting = setTimeout(() => log?.info('waiting for another process to finish migrating'), 2000);
+    try {
+      await lock.query('select pg_advisory_lock($1, $2)', MIGRATE_LOCK);
+    } finally {
+      clearTimeout(waiting);
+    }
     await runWorkerMigrations({ pgPool: pool, logger: undefined });
     const client = await pool.connect();
     try {
@@ -23,6 +45,7 @@ export async function migrate(connectionString: string, log?: Logger): Promise<{
         migrationsSchema: 'ballast_private',
         direction: 'up',
         checkOrder: true,
+        advisoryLockMode: 'wait',
         log: (msg: string) => log?.debug(msg),
         verbose: false,
       });
@@ -40,6 +63,8 @@ export async function migrate(connectionString: string, log?: Logger): Promise<{
     );
   } finally {
     await pool.end();
+    // Ending the session releases the lock.
+    await lock.end().catch(() => {});
   }
 }
 
