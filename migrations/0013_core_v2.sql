@@ -159,51 +159,36 @@ create trigger stamp_updated_at
   for each row when (old.status is distinct from new.status and old.updated_at is not distinct from new.updated_at)
   execute function ballast_private.stamp_updated_at();
 
--- apply_step_deltas(rows): the counter deltas of a set of step rows (sign +1 for a new row image, -1 for an old one),
--- applied once per statement:
---  - map parents (id order): items_open += the change in their items that are not final;
---  - jobs (locked in id order): the counters, and the status derived from them (rules of 0003, first match wins:
---    all final -> cancelled if a step (not an item) was cancelled, failed if one failed, partially_completed if an
---    item failed/was cancelled/skipped, else completed; then running, needs_review, waiting (not for items),
---    retrying; else queued until a step has started, then running). started_at, finished_at, updated_at, result
---    and error change only with the status; result (completed) is the final step's output, or an object of the
---    final steps' outputs by name; error (failed) is the first failed step's error with its name and id.
--- PL/pgSQL, not LANGUAGE sql: the statements' plans are cached for the session.
-create function ballast_private.apply_step_deltas(
-  p_job bigint[], p_sgn integer[], p_status text[], p_items_wait boolean[], p_parent bigint[], p_started boolean[]
+-- update_job_counters(job ids, per-job deltas of the counters): applies the deltas to the jobs (locked in id order
+-- first, so two transactions touching the same jobs cannot deadlock), and the status derived from the new counters
+-- (rules of 0003, first match wins: all final -> cancelled if a step (not an item) was cancelled, failed if one
+-- failed, partially_completed if an item failed/was cancelled/skipped, else completed; then running, needs_review,
+-- waiting (not for items), retrying; else queued until a step has started, then running). started_at, finished_at,
+-- updated_at, result and error change only with the status; result (completed) is the final step's output, or an
+-- object of the final steps' outputs by name; error (failed) is the first failed step's error with its name and id.
+-- PL/pgSQL, not LANGUAGE sql: the statement's plan is cached for the session.
+create function ballast_private.update_job_counters(
+  p_job bigint[], p_total integer[], p_final integer[], p_running integer[], p_review integer[], p_waiting integer[],
+  p_retrying integer[], p_failed integer[], p_cancelled integer[], p_started integer[], p_item_bad integer[]
 ) returns void
 language plpgsql
 as $fn$
 declare
   v_now timestamptz := ballast.now();
+  v_ids bigint[];
+  v_from text[];
+  v_to text[];
+  v_bad record;
+  v_allowed text;
 begin
-  with r as (select * from unnest(p_parent, p_sgn, p_status) as t(parent_step_id, sgn, status)
-              where parent_step_id is not null),
-  d as (select parent_step_id, sum(sgn * (status not in ('succeeded', 'failed', 'cancelled', 'skipped'))::int) as n
-          from r group by parent_step_id),
-  locked as (select p.id from ballast_private.steps p
-              where p.id in (select parent_step_id from d where n <> 0) order by p.id for no key update)
-  update ballast_private.steps p set items_open = p.items_open + d.n
-    from d join locked l on l.id = d.parent_step_id
-   where p.id = d.parent_step_id;
-
-  with r as (select * from unnest(p_job, p_sgn, p_status, p_items_wait, p_parent, p_started)
-                             as t(job_id, sgn, status, items_wait, parent_step_id, started)),
-  delta as (
-    select job_id,
-           sum(sgn) as d_total,
-           sum(sgn * (status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int) as d_final,
-           sum(sgn * (status = 'running')::int) as d_running,
-           sum(sgn * (status = 'needs_review')::int) as d_review,
-           sum(sgn * (status = 'waiting' and not items_wait)::int) as d_waiting,
-           sum(sgn * (status = 'retrying')::int) as d_retrying,
-           sum(sgn * (status = 'failed' and parent_step_id is null)::int) as d_failed,
-           sum(sgn * (status = 'cancelled' and parent_step_id is null)::int) as d_cancelled,
-           sum(sgn * started::int) as d_started,
-           sum(sgn * (status in ('failed', 'cancelled', 'skipped') and parent_step_id is not null)::int) as d_item_bad
-      from r group by job_id),
-  changed as (
-    select * from delta
+  -- The transition check of these derived changes is done below, once for all rows; the row guard of 0003
+  -- (job_status_guard) skips them (its WHEN reads this setting).
+  perform set_config('ballast.deriving_jobs', 'on', true);
+  with changed as (
+    select * from unnest(p_job, p_total, p_final, p_running, p_review, p_waiting, p_retrying, p_failed, p_cancelled,
+                         p_started, p_item_bad)
+           as t(job_id, d_total, d_final, d_running, d_review, d_waiting, d_retrying, d_failed, d_cancelled, d_started,
+                d_item_bad)
      where d_total <> 0 or d_final <> 0 or d_running <> 0 or d_review <> 0 or d_waiting <> 0 or d_retrying <> 0
         or d_failed <> 0 or d_cancelled <> 0 or d_started <> 0 or d_item_bad <> 0),
   locked as (
@@ -227,7 +212,8 @@ begin
         when n.re > 0 then 'retrying'
         when n.st > 0 then 'running'
         else 'queued' end as status
-      from nxt n)
+      from nxt n),
+  u as (
   update ballast_private.jobs j
      set n_total = d.t, n_final = d.f, n_running = d.ru, n_review = d.rv, n_waiting = d.wa, n_retrying = d.re,
          n_failed = d.fa, n_cancelled = d.ca, n_started = d.st, n_item_bad = d.ib,
@@ -252,7 +238,138 @@ begin
                     where s.job_id = j.id and s.status = 'failed' and s.parent_step_id is null
                     order by s.finished_at, s.id limit 1) end
     from derived d
-   where j.id = d.id;
+   where j.id = d.id
+  returning j.id, d.old_status, d.status as new_status)
+  select array_agg(u.id), array_agg(u.old_status), array_agg(u.new_status) into v_ids, v_from, v_to
+    from u where u.old_status <> u.new_status;
+  perform set_config('ballast.deriving_jobs', 'off', true);
+
+  -- Every status change must be an edge of job_transitions (a via_replay edge only within a replay): BA001 for the
+  -- first offending job, and the whole statement with it.
+  select c.id, c.from_status, c.to_status, t.via_replay into v_bad
+    from unnest(v_ids, v_from, v_to) as c(id, from_status, to_status)
+    left join ballast_private.job_transitions t on t.from_status = c.from_status and t.to_status = c.to_status
+   where t.from_status is null or (t.via_replay and coalesce(current_setting('ballast.replay', true), '') <> 'on')
+   order by c.id limit 1;
+  if found then
+    select coalesce(string_agg(to_status, ', ' order by to_status), 'nothing (it is final)') into v_allowed
+      from ballast_private.job_transitions where from_status = v_bad.from_status and not via_replay;
+    raise exception using
+      errcode = 'BA001',
+      message = format('job %s cannot go from %s to %s', v_bad.id, v_bad.from_status, v_bad.to_status),
+      hint = format('From %s a job may go to: %s%s.', v_bad.from_status, v_allowed,
+                    case when v_bad.via_replay then '; running it again takes ballast.replay_job' else '' end);
+  end if;
+end
+$fn$;
+
+-- apply_step_deltas(rows): the counter deltas of a set of step rows (sign +1 for a new row image, -1 for an old one),
+-- once per statement:
+--  - map parents (id order): items_open += the change in their items that are not final, at once (finish_map reads
+--    it in the same transaction);
+--  - jobs: the per-job deltas go to update_job_counters at once, or, inside a batch that deferred them
+--    (defer_job_counters: the setting ballast.defer_counters is on), into the session's temporary table
+--    ballast_job_deltas, which flush_job_counters applies once at the end of the batch: a batch then updates each
+--    of its jobs once instead of once per statement.
+create function ballast_private.apply_step_deltas(
+  p_job bigint[], p_sgn integer[], p_status text[], p_items_wait boolean[], p_parent bigint[], p_started boolean[]
+) returns void
+language plpgsql
+as $fn$
+declare
+  v_d record;
+begin
+  -- Map parents first (steps before jobs), and only when items are among the rows: an UPDATE of steps fires the
+  -- statement triggers of steps again even when it changes no row.
+  if exists (select 1 from unnest(p_parent) p where p is not null) then
+    with r as (select * from unnest(p_parent, p_sgn, p_status) as t(parent_step_id, sgn, status)
+                where parent_step_id is not null),
+    d as (select parent_step_id, sum(sgn * (status not in ('succeeded', 'failed', 'cancelled', 'skipped'))::int) as n
+            from r group by parent_step_id),
+    locked as (select p.id from ballast_private.steps p
+                where p.id in (select parent_step_id from d where n <> 0) order by p.id for no key update)
+    update ballast_private.steps p set items_open = p.items_open + d.n
+      from d join locked l on l.id = d.parent_step_id
+     where p.id = d.parent_step_id;
+  end if;
+
+  with r as (select * from unnest(p_job, p_sgn, p_status, p_items_wait, p_parent, p_started)
+                             as t(job_id, sgn, status, items_wait, parent_step_id, started)),
+  delta as (
+    select job_id,
+           sum(sgn)::int as d_total,
+           sum(sgn * (status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int)::int as d_final,
+           sum(sgn * (status = 'running')::int)::int as d_running,
+           sum(sgn * (status = 'needs_review')::int)::int as d_review,
+           sum(sgn * (status = 'waiting' and not items_wait)::int)::int as d_waiting,
+           sum(sgn * (status = 'retrying')::int)::int as d_retrying,
+           sum(sgn * (status = 'failed' and parent_step_id is null)::int)::int as d_failed,
+           sum(sgn * (status = 'cancelled' and parent_step_id is null)::int)::int as d_cancelled,
+           sum(sgn * started::int)::int as d_started,
+           sum(sgn * (status in ('failed', 'cancelled', 'skipped') and parent_step_id is not null)::int)::int as d_item_bad
+      from r group by job_id)
+  select array_agg(job_id order by job_id) as job, array_agg(d_total order by job_id) as total,
+         array_agg(d_final order by job_id) as final, array_agg(d_running order by job_id) as running,
+         array_agg(d_review order by job_id) as review, array_agg(d_waiting order by job_id) as waiting,
+         array_agg(d_retrying order by job_id) as retrying, array_agg(d_failed order by job_id) as failed,
+         array_agg(d_cancelled order by job_id) as cancelled, array_agg(d_started order by job_id) as started,
+         array_agg(d_item_bad order by job_id) as item_bad
+    into v_d from delta;
+  if v_d.job is null then
+    return;
+  end if;
+  if current_setting('ballast.defer_counters', true) = 'on' then
+    insert into pg_temp.ballast_job_deltas
+    select * from unnest(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting, v_d.retrying, v_d.failed,
+                         v_d.cancelled, v_d.started, v_d.item_bad);
+  else
+    perform ballast_private.update_job_counters(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting,
+                                                v_d.retrying, v_d.failed, v_d.cancelled, v_d.started, v_d.item_bad);
+  end if;
+end
+$fn$;
+
+-- defer_job_counters(): from now until flush_job_counters in this transaction, the job counters' deltas collect in
+-- the session's temporary table ballast_job_deltas (created on first use, rows deleted at commit) instead of
+-- updating the jobs after every statement. Only the batch verbs use it, and they flush before they return.
+create function ballast_private.defer_job_counters() returns void
+language plpgsql
+as $fn$
+begin
+  if to_regclass('pg_temp.ballast_job_deltas') is null then
+    create temporary table ballast_job_deltas (
+      job_id bigint, d_total int, d_final int, d_running int, d_review int, d_waiting int, d_retrying int,
+      d_failed int, d_cancelled int, d_started int, d_item_bad int) on commit delete rows;
+  end if;
+  perform set_config('ballast.defer_counters', 'on', true);
+end
+$fn$;
+
+-- flush_job_counters(): applies the deltas collected since defer_job_counters, one UPDATE for all their jobs, and
+-- stops deferring.
+create function ballast_private.flush_job_counters() returns void
+language plpgsql
+as $fn$
+declare
+  v_d record;
+begin
+  perform set_config('ballast.defer_counters', 'off', true);
+  select array_agg(job_id order by job_id) as job, array_agg(t order by job_id) as total, array_agg(f order by job_id) as final,
+         array_agg(ru order by job_id) as running, array_agg(rv order by job_id) as review,
+         array_agg(wa order by job_id) as waiting, array_agg(re order by job_id) as retrying,
+         array_agg(fa order by job_id) as failed, array_agg(ca order by job_id) as cancelled,
+         array_agg(st order by job_id) as started, array_agg(ib order by job_id) as item_bad
+    into v_d
+    from (select job_id, sum(d_total)::int as t, sum(d_final)::int as f, sum(d_running)::int as ru,
+                 sum(d_review)::int as rv, sum(d_waiting)::int as wa, sum(d_retrying)::int as re,
+                 sum(d_failed)::int as fa, sum(d_cancelled)::int as ca, sum(d_started)::int as st,
+                 sum(d_item_bad)::int as ib
+            from pg_temp.ballast_job_deltas group by job_id) x;
+  delete from pg_temp.ballast_job_deltas;
+  if v_d.job is not null then
+    perform ballast_private.update_job_counters(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting,
+                                                v_d.retrying, v_d.failed, v_d.cancelled, v_d.started, v_d.item_bad);
+  end if;
 end
 $fn$;
 
@@ -374,6 +491,16 @@ create trigger jobs_inserted
   after insert on ballast_private.jobs
   referencing new table as new_t
   for each statement execute function ballast_private.jobs_inserted();
+
+-- job_status_guard (0003) stays for status changes written directly (an operator's UPDATE in psql, cancel): it must
+-- raise BA001 before the table's check constraints see the row. Changes derived from the counters are checked by
+-- update_job_counters itself, once per statement, and skip it.
+drop trigger job_status_guard on ballast_private.jobs;
+create trigger job_status_guard
+  before update of status on ballast_private.jobs
+  for each row when (old.status is distinct from new.status
+                     and current_setting('ballast.deriving_jobs', true) is distinct from 'on')
+  execute function ballast_private.job_status_guard();
 
 -- jobs_changed: AFTER UPDATE of jobs, once per statement: one event per status change (job_<status>; a failed job's
 -- event carries its error), in id order. The transition check stays a BEFORE row trigger (job_status_guard, 0003):
@@ -591,11 +718,14 @@ begin
       hint = 'Call ballast.register_worker before claiming steps (a worker declared dead must register again).';
   end if;
 
-  update ballast_private.steps s set status = 'queued', queued_at = v_now, next_run_at = null, updated_at = v_now
-   where s.id in (select r.id from ballast_private.steps r
-                   where r.status = 'retrying' and r.next_run_at <= v_now and r.task = any(p_tasks)
-                   order by r.next_run_at limit v_n
-                   for update skip locked);
+  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.)
+  if exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now) then
+    update ballast_private.steps s set status = 'queued', queued_at = v_now, next_run_at = null, updated_at = v_now
+     where s.id in (select r.id from ballast_private.steps r
+                     where r.status = 'retrying' and r.next_run_at <= v_now and r.task = any(p_tasks)
+                     order by r.next_run_at limit v_n
+                     for update skip locked);
+  end if;
 
   for v_group in
     select q.concurrency_key, max(q.concurrency_limit) as lim
@@ -718,7 +848,9 @@ begin
     select array_agg(s.attempt_id), array_agg(s.job_id), array_agg(s.name), array_agg(s.parent_step_id)
       into v_done, v_jobs, v_names, v_parents from s;
 
-    if v_done is not null then
+    if v_done is not null and exists (select 1 from unnest(v_jobs, v_names) as f(job_id, name)
+                                        join ballast_private.steps d2 on d2.job_id = f.job_id and f.name = any(d2.depends_on)
+                                       where d2.status = 'pending') then
       perform 1 from ballast_private.steps d
        where d.id in (select d2.id from unnest(v_jobs, v_names) as f(job_id, name)
                         join ballast_private.steps d2 on d2.job_id = f.job_id and f.name = any(d2.depends_on)
@@ -735,10 +867,10 @@ begin
                where d2.status = 'pending'
                group by d2.id) x
        where d.id = x.id;
-      for v_parent in select distinct p from unnest(v_parents) p where p is not null order by p loop
-        perform ballast_private.finish_map(v_parent);
-      end loop;
     end if;
+    for v_parent in select distinct p from unnest(v_parents) p where p is not null order by p loop
+      perform ballast_private.finish_map(v_parent);
+    end loop;
     return query
     select i.id, case when i.id = any(coalesce(v_done, '{}')) then 'succeeded' else 'stale' end
       from unnest(v_ok) as i(id);
@@ -762,7 +894,8 @@ $fn$;
 
 -- settle_and_claim(worker_id, ok_attempt_ids, outputs, failed_attempt_ids, errors, tasks, n, lease_ms)
 --   -> one row (settled, claims)
--- The worker's one round trip per batch: settle_steps, then claim_steps, in one transaction. settled: a JSON array
+-- The worker's one round trip per batch: settle_steps, then claim_steps, in one transaction, with the job counters
+-- deferred to its end (defer_job_counters / flush_job_counters: one job UPDATE per batch). settled: a JSON array
 -- of [attempt_id, step_status]; claims: a JSON array of ballast.step_claim objects (empty when n = 0 or the worker
 -- was declared stopped: it may finish what it holds, but takes nothing new until it registers again).
 create function ballast.settle_and_claim(
@@ -775,6 +908,7 @@ declare
   v_settled jsonb;
   v_claims jsonb;
 begin
+  perform ballast_private.defer_job_counters();
   if coalesce(cardinality(p_ok), 0) + coalesce(cardinality(p_failed), 0) > 0 then
     select jsonb_agg(jsonb_build_array(s.attempt_id, s.step_status)) into v_settled
       from ballast.settle_steps(p_worker_id, p_ok, p_outputs, p_failed, p_errors) s;
@@ -783,6 +917,8 @@ begin
      and exists (select 1 from ballast_private.workers w where w.id = p_worker_id and w.stopped_at is null) then
     select jsonb_agg(to_jsonb(c)) into v_claims from ballast.claim_steps(p_worker_id, p_tasks, p_n, p_lease_ms) c;
   end if;
+  -- Every job the batch touched is updated once, here, after all its step rows (the lock order: steps, then jobs).
+  perform ballast_private.flush_job_counters();
   return query select coalesce(v_settled, '[]'::jsonb), coalesce(v_claims, '[]'::jsonb);
 end
 $fn$;

@@ -4,7 +4,7 @@ import t from 'tap';
 import { z } from 'zod';
 import { pipeline } from '../src/pipeline.ts';
 import { PermanentError } from '../src/errors.ts';
-import { freshDatabase, testWorker, waitForJob, pgError } from './helpers.ts';
+import { eventually, freshDatabase, testWorker, waitForJob, pgError } from './helpers.ts';
 
 const { url, db, pool } = await freshDatabase(t);
 
@@ -112,6 +112,9 @@ t.test('cancelling a job cancels its items', async (t) => {
   await testWorker(t, url, { pipelines: [slow], concurrency: 3 });
   const { jobId } = await db.submitJob({ pipeline: 'm.slow', input: {} });
   await waitForJob(db, jobId, ['running']);
+  // Cancel once the items exist (the job is running as soon as the map step's listing is claimed).
+  t.ok(await eventually(async () => (await pool.query(`select 1 from ballast.step_items where job_id = $1`, [jobId])).rowCount === 3, 10_000),
+    'the items were listed');
   await db.cancelJob(jobId, 'no longer needed');
   const job = await waitForJob(db, jobId);
   t.equal(job.status, 'cancelled');
