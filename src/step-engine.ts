@@ -4,8 +4,9 @@
 // failures) and claims the next steps, in one transaction. Only one such call is in flight per worker: outcomes that
 // finish while it is out wait for the next, which leaves at once when it returns. At low load a call therefore
 // carries one outcome and leaves immediately (no batching delay); under load it carries everything that finished
-// during the previous round trip. Claims go to a local queue of at most `concurrency * 2` claimed steps (running
-// or waiting for a slot), so a slot that frees up starts the next step without a round trip.
+// during the previous round trip (and, while other steps are still running, up to `gatherMs` more). Claims go to a
+// local queue of at most 2 x concurrency claimed steps (running or waiting for a slot; up to 5 x for steps shorter
+// than a round trip: see capacity()), so a slot that frees up starts the next step without a round trip.
 //
 // When to claim: after a notification on `ballast_queue` (a statement queued a step), after a round trip that
 // came back full (there may be more), and on a poll (`pollIntervalMs`, default 1 s) that also picks up retries
@@ -35,6 +36,8 @@ export interface StepEngineOptions {
   concurrency: number;
   leaseMs: number;
   pollIntervalMs: number;
+  /** How long a round trip waits for steps still running to finish, so it carries them too (ms; 0: never). */
+  gatherMs: number;
   /** Round trips in flight at once (the worker uses 1: two batches of one worker contend for the same job rows; measured 0.21 vs 0.34 x graphile-worker). */
   maxInFlight: number;
   log: Logger;
@@ -68,6 +71,11 @@ export class StepEngine implements Settler {
   /** Round trips in flight (at most `maxInFlight`), and the claims they asked for. */
   private readonly flushing = new Set<Promise<void>>();
   private claimsInFlight = 0;
+  private gathering: NodeJS.Timeout | undefined;
+  /** Moving averages (ms) of a handler's run and of a round trip: they size the local queue (capacity()). */
+  private avgStepMs: number | undefined;
+  private avgRttMs: number | undefined;
+  private gathered = false;
   private claimWanted = true;
   private claiming = true;
   private stopped = false;
@@ -180,11 +188,13 @@ export class StepEngine implements Settler {
     while (this.running < this.o.concurrency && this.queue.length > 0 && this.claiming) {
       const claim = this.queue.shift()!;
       this.running++;
+      const started = performance.now();
       const { handlerDone, settled } = this.o.run(claim);
       let freed = false;
       const free = () => {
         if (freed) return;
         freed = true;
+        this.avgStepMs = ewma(this.avgStepMs, performance.now() - started);
         this.running--;
         this.dispatch();
         this.kick();
@@ -202,13 +212,37 @@ export class StepEngine implements Settler {
   /** How many claims the next round trip asks for. */
   private room(): number {
     if (!this.claiming || this.stopped) return 0;
-    return Math.min(MAX_CLAIM, Math.max(0, this.o.concurrency * Number(process.env.BALLAST_QF ?? 2) - this.running - this.queue.length - this.claimsInFlight));
+    return Math.min(MAX_CLAIM, Math.max(0, this.capacity() - this.running - this.queue.length - this.claimsInFlight));
+  }
+
+  /**
+   * How many claimed steps this worker holds at most (running and in the local queue): 2 x concurrency, and up to
+   * 5 x when its steps are shorter than a round trip (then a deeper queue is what keeps the slots busy, and the
+   * batches large; a step waits in the queue for less than a round trip). Steps that take longer than a round trip
+   * (model calls, I/O) keep the default: claiming more would only hold work that another worker could start.
+   */
+  private capacity(): number {
+    const c = this.o.concurrency;
+    if (this.avgStepMs === undefined || this.avgRttMs === undefined || this.avgStepMs >= this.avgRttMs) return c * 2;
+    return c * Math.min(5, 2 + Math.ceil(this.avgRttMs / Math.max(this.avgStepMs, 0.1)));
   }
 
   private kick(): void {
-    if (this.flushing.size >= this.o.maxInFlight) return;
+    if (this.flushing.size >= this.o.maxInFlight || this.gathering) return;
     const hasOutcomes = this.ok.length + this.failed.length > 0;
     if (!hasOutcomes && !(this.claimWanted && this.room() > 0)) return;
+    // Steps that started in the same dispatch usually finish within a millisecond of each other: while some are
+    // still running, wait up to `gatherMs` for them so that one round trip carries them all (at low load nothing
+    // else runs and the round trip leaves at once).
+    if (this.running > 0 && this.o.gatherMs > 0 && !this.gathered) {
+      this.gathering = setTimeout(() => {
+        this.gathering = undefined;
+        this.gathered = true;
+        this.kick();
+      }, this.o.gatherMs);
+      return;
+    }
+    this.gathered = false;
     const f: Promise<void> = this.flush().finally(() => {
       this.flushing.delete(f);
       // Outcomes that arrived during the round trip, or room that opened: go again at once.
@@ -255,6 +289,7 @@ export class StepEngine implements Settler {
           failed: failed.map((p) => p.attemptId), errors: failed.map((p) => p.value),
           tasks: this.o.tasks, n, leaseMs: this.o.leaseMs,
         });
+        this.avgRttMs = ewma(this.avgRttMs, performance.now() - t0);
         if (STATS) STATS.push([t0, performance.now() - t0, okIds.length + failed.length, n, r.claims.length]);
         const status = new Map(r.settled.map(([id, s]) => [String(id), s]));
         for (const p of [...okPending, ...failed]) {
@@ -291,6 +326,11 @@ export class StepEngine implements Settler {
       }
     }
   }
+}
+
+/** An exponentially weighted moving average (weight 0.1 for the new sample). */
+function ewma(avg: number | undefined, sample: number): number {
+  return avg === undefined ? sample : avg + 0.1 * (sample - avg);
 }
 
 /**

@@ -156,6 +156,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     tasks: [...byTask.keys()],
     pollIntervalMs: options.pollIntervalMs ?? 1000,
     maxInFlight: 1,
+    gatherMs: 2,
     run: (claim) => {
       const p = byRef.get(`${claim.pipeline}@${claim.pipelineVersion}`)!;
       let handlerDone!: () => void;
