@@ -168,7 +168,8 @@ export function profileMarkdown(p: any): string[] {
   if (w4?.backends_by_wait) {
     const waits = Object.entries(w4.backends_by_wait as Record<string, number>).filter(([, n]) => n >= 0.05);
     out.push('', `With 4 worker processes: ${fmt(w4.steps_per_s)} steps/s, Postgres ${fmt(w4.pg_cores)} cores busy, workers ${fmt(w4.worker_cores)}; backends by state: ${
-      waits.map(([k, n]) => `${k} ${fmt(n)}`).join(', ')}.`);
+      waits.map(([k, n]) => `${k} ${fmt(n)}`).join(', ')}.` + (w4.steps_per_batch ? ` With statistics on: ${fmt(w4.steps_per_batch)} steps per batch, ` +
+      `${fmt(w4.per_step_client_statement_ms)} ms of statement time, ${fmt(w4.per_step_xacts)} transactions and ${fmt(w4.per_step_nested_statements)} nested statements per step.` : ''));
   }
   const variants = Object.entries(p).filter(([k]) => k.startsWith('c50_')) as [string, any][];
   if (variants.length) {
