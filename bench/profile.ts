@@ -93,7 +93,14 @@ export async function profile(server: BenchServer, jobs: number, gwJobs: number,
   let before = await counters(c);
   await c.end();
   const b = await runBallast(url, concurrency, after, 'profile-ballast');
-  out.ballast = { steps: b.steps, steps_per_s_with_statistics: b.stepsPerS, ...(await collect(url, b.steps, statements, before, 'per_step')) };
+  const costs = await collect(url, b.steps, statements, before, 'per_step');
+  // A batch is one ballast.settle_and_claim call (the worker's one round trip: outcomes recorded, next steps claimed).
+  const batchCalls = costs.functions.find((f) => f.name === 'ballast.settle_and_claim')?.calls_per_unit;
+  out.ballast = {
+    steps: b.steps, steps_per_s_with_statistics: b.stepsPerS,
+    ...(batchCalls ? { steps_per_batch: 1 / batchCalls } : {}),
+    ...costs,
+  };
   await server.drop('profile_ballast');
 
   // What the backends wait for, sampled from pg_stat_activity in a run without statistics (they slow every statement).
@@ -102,6 +109,32 @@ export async function profile(server: BenchServer, jobs: number, gwJobs: number,
   const w = await runBallast(url, concurrency, after, 'profile-waits', { waits: true });
   (out.ballast as Record<string, unknown>).backends_by_wait = w.waits;
   await server.drop('profile_waits');
+  // The same with 4 worker processes on the one server (scaling): what the extra backends wait for, and (statistics
+  // on) what a step costs then.
+  url = await server.clone('profile_waits_w4');
+  after = await submitBallastJobs(url, jobs);
+  const w4 = await runBallast(url, concurrency, after, 'profile-waits-w4', { waits: true, workers: 4, cpu: true });
+  await server.drop('profile_waits_w4');
+  url = await prepare(server, 'profile_w4', statements);
+  after = await submitBallastJobs(url, jobs);
+  c = await connect(url);
+  await statsSettle();
+  if (statements) await c.query('select pg_stat_statements_reset()');
+  await c.query('select pg_stat_reset()');
+  before = await counters(c);
+  await c.end();
+  const s4 = await runBallast(url, concurrency, after, 'profile-w4', { workers: 4 });
+  const costs4 = await collect(url, s4.steps, statements, before, 'per_step');
+  await server.drop('profile_w4');
+  const batchCalls4 = costs4.functions.find((f) => f.name === 'ballast.settle_and_claim')?.calls_per_unit;
+  out.ballast_w4 = {
+    steps_per_s: w4.stepsPerS, backends_by_wait: w4.waits,
+    pg_cores: w4.serverCpuS! / w4.cpuWallS!, worker_cores: w4.workerCpuS! / w4.cpuWallS!,
+    steps_per_s_with_statistics: s4.stepsPerS,
+    ...(batchCalls4 ? { steps_per_batch: 1 / batchCalls4 } : {}),
+    ...Object.fromEntries(Object.entries(costs4).filter(([k]) => k.startsWith('per_step_'))),
+    functions: costs4.functions.slice(0, 10),
+  };
 
   url = await prepare(server, 'profile_gw', statements);
   await addGwJobs(url, gwJobs);

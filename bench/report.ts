@@ -15,6 +15,10 @@ export function summarize(rounds: Round[]): Record<string, number> {
     ratio_steps_vs_gw_c50: r.ballast_steps_per_s_c50! / r.gw_jobs_per_s_c50!,
     submit_vs_add_job: r.submit_per_s! / r.gw_add_job_per_s!,
     ratio_submit_batch_vs_add_jobs: r.submit_batch_per_s! / r.gw_add_jobs_batch_per_s!,
+    map_items_flatness: r.map_items_per_s_large! / r.map_items_per_s_small!,
+    wal_step_vs_job: r.wal_bytes_per_step! / r.wal_bytes_per_job!,
+    ...Object.fromEntries([2, 4].filter((k) => r[`scaling_steps_per_s_w${k}`] !== undefined)
+      .map((k) => [`scaling_w${k}_vs_w1`, r[`scaling_steps_per_s_w${k}`]! / r.scaling_steps_per_s_w1!])),
   }));
   const keys = [...new Set(withRatios.flatMap((r) => Object.keys(r)))];
   return Object.fromEntries(keys.map((k) => [k, median(withRatios.map((r) => (r as Record<string, number>)[k] ?? NaN))]));
@@ -25,8 +29,23 @@ interface Row {
   key: string;
   unit: string;
   target?: { op: '>=' | '<='; value: number; text: string };
+  /** Shown in the target column of a row without a target (default —). */
+  noTarget?: string;
   /** key: a ratio figure; over: value ÷ that figure (with e2e: that figure ÷ over, the end-to-end measurement). */
-  ratio?: { key?: string; over?: string; e2e?: string; label: string };
+  ratio?: { key?: string; over?: string; e2e?: string; label: string; text?: (s: Record<string, number>) => string };
+  /** Left out of the table when the run did not measure it (a scenario off by default in quick mode). */
+  optional?: boolean;
+}
+
+const NO_TARGET = 'none (recorded)';
+
+function scalingRow(k: number): Row {
+  return {
+    figure: `Scaling: ${k} worker process${k > 1 ? 'es' : ''} × concurrency 10`, key: `scaling_steps_per_s_w${k}`, unit: 'steps/s',
+    noTarget: NO_TARGET, optional: true,
+    ratio: { label: '', text: (s) => `${k > 1 ? `${fmt(s[`scaling_w${k}_vs_w1`])} × 1 process; ` : ''}${fmt(s[`scaling_steps_per_s_per_core_w${k}`])} steps/s per core (÷ all cores); ` +
+      `${fmt(s[`scaling_steps_per_pg_cpu_s_w${k}`])} steps per Postgres CPU-second (Postgres ${fmt(s[`scaling_pg_cores_w${k}`])} cores busy, workers ${fmt(s[`scaling_worker_cores_w${k}`])})` },
+  };
 }
 
 const ROWS: Row[] = [
@@ -46,6 +65,13 @@ const ROWS: Row[] = [
   { figure: 'History flatness', key: 'history_flatness', unit: '', target: { op: '>=', value: 0.9, text: '≥ 0.9' }, ratio: { label: 'history ÷ empty' } },
   { figure: 'Worker peak RSS at concurrency 50', key: 'worker_rss_mb', unit: 'MB', target: { op: '<=', value: 150, text: '≤ 150 MB' }, ratio: { over: 'gw_rss_mb', label: '× bare graphile-worker' } },
   { figure: 'Recovery after SIGKILL', key: 'recovery_s', unit: 's', target: { op: '<=', value: 10, text: '≤ 10 s' } },
+  { figure: 'Recovery after SIGKILL with a backlog', key: 'recovery_backlog_s', unit: 's', target: { op: '<=', value: 10, text: '≤ 10 s' },
+    ratio: { label: '', text: (s) => `${fmt(s.recovery_backlog_queued_at_kill)} steps of other jobs queued at the kill, ${fmt(s.recovery_backlog_queued_at_reclaim)} at the reclaim` } },
+  { figure: 'Map step flatness (10,000 ÷ 1,000 items)', key: 'map_items_flatness', unit: '', target: { op: '>=', value: 0.8, text: '≥ 0.8' },
+    ratio: { label: '', text: (s) => `${fmt(s.map_items_per_s_large)} ÷ ${fmt(s.map_items_per_s_small)} items/s` } },
+  { figure: 'WAL per step (3-step pipeline)', key: 'wal_bytes_per_step', unit: 'bytes', noTarget: NO_TARGET,
+    ratio: { key: 'wal_step_vs_job', label: '', text: (s) => `${fmt(s.wal_step_vs_job)} × graphile-worker's ${fmt(s.wal_bytes_per_job)} bytes per job` } },
+  scalingRow(1), scalingRow(2), scalingRow(4),
 ];
 
 function fmt(x: number | undefined): string {
@@ -70,16 +96,18 @@ export function markdownTable(s: Record<string, number>): string {
   const pass = verdicts(s);
   const lines = ['| figure | value | target | ratio to its reference | verdict |', '|---|---|---|---|---|'];
   for (const row of ROWS) {
+    if (row.optional && !Number.isFinite(s[row.key])) continue;
     const value = `${fmt(s[row.key])}${row.unit ? ' ' + row.unit : ''}`;
     let ratio = '';
-    if (row.ratio?.key) ratio = `${fmt(s[row.ratio.key])} ${row.ratio.label}`;
+    if (row.ratio?.text) ratio = row.ratio.text(s);
+    else if (row.ratio?.key) ratio = `${fmt(s[row.ratio.key])} ${row.ratio.label}`;
     else if (row.ratio?.e2e && row.ratio.over) {
       const e2e = s[row.ratio.e2e]!;
       ratio = `end to end ${fmt(e2e)} ms = ${fmt(e2e / s[row.ratio.over]!)} ${row.ratio.label} (${fmt(s[row.ratio.over])} ms)`;
     } else if (row.ratio?.over) ratio = `${fmt(s[row.key]! / s[row.ratio.over]!)} ${row.ratio.label} (${fmt(s[row.ratio.over])} ${row.unit})`;
     else if (row.ratio) ratio = row.key === 'history_flatness' ? `${fmt(s.history_steps_per_s)} ÷ ${fmt(s.ballast_steps_per_s)} steps/s` : row.ratio.label;
     const verdict = row.target ? (pass[row.key] ? 'pass' : '**miss**') : '—';
-    lines.push(`| ${row.figure} | ${value} | ${row.target?.text ?? '—'} | ${ratio} | ${verdict} |`);
+    lines.push(`| ${row.figure} | ${value} | ${row.target?.text ?? row.noTarget ?? '—'} | ${ratio} | ${verdict} |`);
   }
   return lines.join('\n');
 }
@@ -123,6 +151,10 @@ export function profileMarkdown(p: any): string[] {
     if (bv === undefined && gv === undefined) continue;
     out.push(`| ${label} | ${fmt(bv)} | ${fmt(gv)} | ${gv >= 0.01 ? fmt(bv / gv) + '×' : '—'} |`);
   }
+  if (b.steps_per_batch) {
+    out.push('', `A batch (one \`ballast.settle_and_claim\` round trip of the worker) carried ${fmt(b.steps_per_batch)} steps on average; ` +
+      'multiply the per-step figures below by that for the cost of one batch.');
+  }
   out.push('', '| SQL function (per step) | calls | self ms | total ms |', '|---|---|---|---|');
   for (const f of (b.functions ?? []).slice(0, 10)) {
     out.push(`| ${f.name} | ${fmt(f.calls_per_unit)} | ${f.self_ms_per_unit.toFixed(3)} | ${f.total_ms_per_unit.toFixed(3)} |`);
@@ -131,6 +163,13 @@ export function profileMarkdown(p: any): string[] {
     const waits = Object.entries(b.backends_by_wait as Record<string, number>).filter(([, n]) => n >= 0.05);
     out.push('', `Backends of the ballast run by state (average of pg_stat_activity samples): ${
       waits.map(([k, n]) => `${k} ${fmt(n)}`).join(', ')} (Lock:object is the lock that serialises the commits of transactions that NOTIFY).`);
+  }
+  const w4 = p.ballast_w4;
+  if (w4?.backends_by_wait) {
+    const waits = Object.entries(w4.backends_by_wait as Record<string, number>).filter(([, n]) => n >= 0.05);
+    out.push('', `With 4 worker processes: ${fmt(w4.steps_per_s)} steps/s, Postgres ${fmt(w4.pg_cores)} cores busy, workers ${fmt(w4.worker_cores)}; backends by state: ${
+      waits.map(([k, n]) => `${k} ${fmt(n)}`).join(', ')}.` + (w4.steps_per_batch ? ` With statistics on: ${fmt(w4.steps_per_batch)} steps per batch, ` +
+      `${fmt(w4.per_step_client_statement_ms)} ms of statement time, ${fmt(w4.per_step_xacts)} transactions and ${fmt(w4.per_step_nested_statements)} nested statements per step.` : ''));
   }
   const variants = Object.entries(p).filter(([k]) => k.startsWith('c50_')) as [string, any][];
   if (variants.length) {

@@ -5,7 +5,8 @@
 // Options: --quick, --rounds N, --history N (finished jobs of the history scenario), --memory-jobs N (jobs of the
 // memory scenario: a longer run shows whether the peak RSS still grows), --only a,b (scenarios, for development),
 // --profile / --no-profile (the statistics pass; on by default in full mode), --template-sql FILE (SQL run on the
-// template after migrating: try a schema change side by side; recorded in the results).
+// template after migrating: try a schema change side by side; recorded in the results), --scaling / --no-scaling
+// (throughput with 1, 2 and 4 worker processes; on by default in full mode).
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,7 @@ import { submit, BATCH } from './scenarios/submit.ts';
 import { ballastPickup, gwPickup } from './scenarios/pickup.ts';
 import { generateHistory, historySize } from './scenarios/history.ts';
 import { recovery } from './scenarios/recovery.ts';
+import { mapRun } from './scenarios/map.ts';
 import { profile } from './profile.ts';
 import { WORKER_NODE_FLAGS } from '../src/node-flags.ts';
 import { renderMarkdown, summarize, verdicts, type Round } from './report.ts';
@@ -31,6 +33,8 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean' },
     'no-profile': { type: 'boolean' },
     'template-sql': { type: 'string' },
+    scaling: { type: 'boolean' },
+    'no-scaling': { type: 'boolean' },
   },
 });
 const quick = args.quick === true;
@@ -48,7 +52,13 @@ const sizes = {
   pickup_samples: quick ? 50 : 300,
   memory_jobs: Number(args['memory-jobs'] ?? (quick ? 400 : 1500)),
   history_jobs: Number(args.history ?? (quick ? 100_000 : 1_000_000)),
+  map_small: 1000,
+  map_large: 10_000,
+  recovery_backlog: 1000,
+  scaling_workers: [1, 2, 4],
+  scaling_jobs: quick ? 1000 : 2000,
 };
+const doScaling = args['no-scaling'] ? false : (args.scaling ?? !quick);
 const doProfile = args['no-profile'] ? false : (args.profile ?? !quick);
 const log = (msg: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
@@ -70,12 +80,12 @@ function scenarios(server: BenchServer, historyUrl: string): Scenario[] {
     { name: 'graphile-worker', run: (r) => fresh('gw', r, async (url, label) => {
       await addGwJobs(url, sizes.gw_jobs);
       const g = await runGw(url, CONCURRENCY, sizes.gw_jobs, label);
-      return { gw_jobs_per_s: g.perS, gw_rss_mb_c10: g.peakRssMb };
+      return { gw_jobs_per_s: g.perS, gw_rss_mb_c10: g.peakRssMb, wal_bytes_per_job: g.walBytes / g.jobs };
     }) },
     { name: 'ballast', run: (r) => fresh('ballast', r, async (url, label) => {
       const after = await submitBallastJobs(url, sizes.ballast_jobs);
       const b = await runBallast(url, CONCURRENCY, after, label);
-      return { ballast_steps_per_s: b.stepsPerS, ballast_rss_mb_c10: b.peakRssMb };
+      return { ballast_steps_per_s: b.stepsPerS, ballast_rss_mb_c10: b.peakRssMb, wal_bytes_per_step: b.walBytes / b.steps };
     }) },
     { name: 'history', run: async (r) => {
       const after = await submitBallastJobs(historyUrl, sizes.ballast_jobs);
@@ -106,6 +116,32 @@ function scenarios(server: BenchServer, historyUrl: string): Scenario[] {
       };
     } },
     { name: 'recovery', run: (r) => fresh('recovery', r, (url, label) => recovery(url, label)) },
+    { name: 'recovery_backlog', run: (r) => fresh('recovery_backlog', r, (url, label) => recovery(url, label, sizes.recovery_backlog)) },
+    { name: 'map', run: async (r) => {
+      // Both sizes on fresh clones, the order alternating by round.
+      const out: Round = {};
+      const order = r % 2 === 0 ? [sizes.map_small, sizes.map_large] : [sizes.map_large, sizes.map_small];
+      for (const n of order) {
+        const m = await fresh(`map_${n}`, r, (url, label) => mapRun(url, n, label));
+        out[n === sizes.map_small ? 'map_items_per_s_small' : 'map_items_per_s_large'] = m.itemsPerS;
+      }
+      return out;
+    } },
+    ...(doScaling ? [{ name: 'scaling', run: async (r: number) => {
+      // 1, 2 and 4 worker processes (concurrency 10 each) on the same jobs, each on a fresh clone, order rotating.
+      const out: Round = {};
+      const ks = sizes.scaling_workers;
+      for (const k of [...ks.slice(r % ks.length), ...ks.slice(0, r % ks.length)]) {
+        const b = await fresh(`scaling_w${k}`, r, async (url, label) =>
+          runBallast(url, CONCURRENCY, await submitBallastJobs(url, sizes.scaling_jobs), label, { workers: k, cpu: true }));
+        out[`scaling_steps_per_s_w${k}`] = b.stepsPerS;
+        out[`scaling_steps_per_s_per_core_w${k}`] = b.stepsPerS / cpus().length;
+        out[`scaling_pg_cores_w${k}`] = b.serverCpuS! / b.cpuWallS!;
+        out[`scaling_steps_per_pg_cpu_s_w${k}`] = b.steps / b.serverCpuS!;
+        out[`scaling_worker_cores_w${k}`] = b.workerCpuS! / b.cpuWallS!;
+      }
+      return out;
+    } }] : []),
   ];
 }
 
@@ -154,7 +190,10 @@ async function main(): Promise<void> {
     const command = `npm run bench${quick ? ' -- --quick' : ''}`;
     const keys = ['ceiling_jobs_per_s', 'gw_jobs_per_s', 'ballast_steps_per_s', 'ratio_steps_vs_gw', 'submit_per_s',
       'submit_batch_per_s', 'ratio_submit_batch_vs_add_jobs',
-      'pickup_p50_ms', 'pickup_p99_ms', 'handoff_p99_ms', 'history_flatness', 'worker_rss_mb', 'recovery_s'];
+      'pickup_p50_ms', 'pickup_p99_ms', 'handoff_p99_ms', 'history_flatness', 'worker_rss_mb', 'recovery_s',
+      'recovery_backlog_s', 'map_items_flatness', 'map_items_per_s_small', 'map_items_per_s_large',
+      'wal_bytes_per_step', 'wal_bytes_per_job',
+      ...sizes.scaling_workers.flatMap((k) => doScaling ? [`scaling_steps_per_s_w${k}`, `scaling_steps_per_pg_cpu_s_w${k}`] : [])];
     const result = {
       date, command, mode: quick ? 'quick' : 'full', duration_s: Math.round((Date.now() - began) / 1000),
       ...Object.fromEntries(keys.map((k) => [k, summary[k] ?? null])),
@@ -169,9 +208,18 @@ async function main(): Promise<void> {
         'Every figure is the median across rounds; ratios are taken within each round first.',
         quick ? `Quick mode: history of ${sizes.history_jobs.toLocaleString('en-US')} finished jobs instead of 1,000,000, and fewer jobs per run. ` +
           `Its memory run is short (${sizes.memory_jobs * 3} steps) and the peak RSS still grows a little over the first few thousand steps, so the full run ` +
-          `is the reference for worker_rss_mb; its p99s come from ${sizes.pickup_samples} samples per round.` : undefined,
+          `is the reference for worker_rss_mb; its p99s come from ${sizes.pickup_samples} samples per round. ` +
+          `The map scenario uses the full sizes (${sizes.map_small.toLocaleString('en-US')} and ${sizes.map_large.toLocaleString('en-US')} items); ` +
+          `the scaling scenario is left out unless --scaling is given.` : undefined,
         `Worker children (ballast and bare graphile-worker alike) run with the node flags of the deployed \`ballast\` command: ${WORKER_NODE_FLAGS.join(' ') || '(none)'}.`,
         'Pickup and hand-off: database clock (submit_job start -> first attempt started_at; finished_at -> next attempt started_at). pickup_e2e_*: submit statement sent -> first handler start (CLOCK_MONOTONIC in both processes), the way bare graphile-worker is measured.',
+        `Map flatness: items/s of one map step (no-op items, one worker at concurrency 10) at ${sizes.map_large.toLocaleString('en-US')} items ÷ at ${sizes.map_small.toLocaleString('en-US')}, database clock from the listing attempt's finished_at to the map step's finished_at.`,
+        'WAL: pg_wal_lsn_diff of pg_current_wal_lsn() from before the worker child starts to its last unit done, ÷ steps (ballast throughput run) or jobs (bare graphile-worker run). Recorded, no target. ' +
+          'The server\'s full_page_writes setting (in settings) changes it: off on the embedded server.',
+        `Recovery with a backlog: as recovery_s, with ${sizes.recovery_backlog.toLocaleString('en-US')} bench.busy jobs (one 100 ms step each) submitted just before the kill; the queued steps at the kill and at the reclaim are recorded (recovery_backlog_queued_at_*).`,
+        doScaling ? `Scaling: ${sizes.scaling_jobs.toLocaleString('en-US')} bench.noop3 jobs run by ${sizes.scaling_workers.join(', ')} worker children at concurrency 10 each; steps/s on the database clock. ` +
+          'Postgres CPU: the CPU time of the server\'s processes (the postmaster, its live children and its exited children, from /proc) over the run; ' +
+          'scaling_steps_per_pg_cpu_s_w* = steps ÷ those CPU seconds (steps/s per fully busy Postgres core), scaling_pg_cores_w* = CPU seconds ÷ wall seconds, scaling_worker_cores_w* the same for the worker children.' : undefined,
         Math.max(...rounds.map((r) => r.load)) > cpus().length ? `The load average exceeded the core count (${rounds.map((r) => r.load.toFixed(1)).join(', ')}): other processes competed with the benchmark; absolute figures are noisy, ratios less so.` : undefined,
         args['template-sql'] ? `Experiment: ${args['template-sql']} was applied to the template.` : undefined,
       ].filter(Boolean),
