@@ -342,6 +342,8 @@ begin
       d_failed int, d_cancelled int, d_started int, d_item_bad int) on commit delete rows;
   end if;
   perform set_config('ballast.defer_counters', 'on', true);
+  -- And the audit events' ids, for one ballast_events notification at the end (flush_events_notice).
+  perform set_config('ballast.collect_events', 'on', true);
 end
 $fn$;
 
@@ -369,6 +371,22 @@ begin
   if v_d.job is not null then
     perform ballast_private.update_job_counters(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting,
                                                 v_d.retrying, v_d.failed, v_d.cancelled, v_d.started, v_d.item_bad);
+  end if;
+end
+$fn$;
+
+-- announce_queued(): a statement queued steps: NOTIFY ballast_queue (empty payload; idle workers claim). Inside a
+-- batch (settle_and_claim: ballast.defer_counters on) it only notes it (ballast.queued_in_batch): the batch claims
+-- in the same transaction, and NOTIFYs at its end only if it may have left some (flush_queue_notice). A NOTIFY costs
+-- a lock at commit and wakes every worker's listener, the batch's own included.
+create function ballast_private.announce_queued() returns void
+language plpgsql
+as $fn$
+begin
+  if current_setting('ballast.defer_counters', true) = 'on' then
+    perform set_config('ballast.queued_in_batch', 'on', true);
+  else
+    perform pg_notify('ballast_queue', '');
   end if;
 end
 $fn$;
@@ -437,7 +455,7 @@ begin
              from old_t o) r;
 
   if exists (select 1 from new_t n join old_t o on o.id = n.id where n.status = 'queued' and o.status <> 'queued') then
-    perform pg_notify('ballast_queue', '');
+    perform ballast_private.announce_queued();
   end if;
   return null;
 end
@@ -459,7 +477,7 @@ begin
                                             array_agg(n.parent_step_id), array_agg(n.attempts > 0))
      from new_t n;
   if exists (select 1 from new_t n where n.status = 'queued') then
-    perform pg_notify('ballast_queue', '');
+    perform ballast_private.announce_queued();
   end if;
   return null;
 end
@@ -892,6 +910,30 @@ begin
 end
 $fn$;
 
+-- flush_events_notice(): the one ballast_events notification of a worker's batch: the ids its statements collected
+-- (ballast_private.notify_events, 0014, collects them while ballast.defer_counters is on), as {"ids":[...]} while that stays under 7,500 bytes, else {"min_id","max_id","count"}.
+create function ballast_private.flush_events_notice() returns void
+language plpgsql
+as $fn$
+declare
+  v_ids text := nullif(current_setting('ballast.batch_event_ids', true), '');
+  v_list bigint[];
+begin
+  perform set_config('ballast.collect_events', 'off', true);
+  if v_ids is null then
+    return;
+  end if;
+  perform set_config('ballast.batch_event_ids', '', true);
+  if length(v_ids) + 10 <= 7500 then
+    perform pg_notify('ballast_events', '{"ids":[' || v_ids || ']}');
+  else
+    v_list := string_to_array(v_ids, ',')::bigint[];
+    perform pg_notify('ballast_events', json_build_object('min_id', (select min(x) from unnest(v_list) x),
+      'max_id', (select max(x) from unnest(v_list) x), 'count', cardinality(v_list))::text);
+  end if;
+end
+$fn$;
+
 -- settle_and_claim(worker_id, ok_attempt_ids, outputs, failed_attempt_ids, errors, tasks, n, lease_ms)
 --   -> one row (settled, claims)
 -- The worker's one round trip per batch: settle_steps, then claim_steps, in one transaction, with the job counters
@@ -919,6 +961,15 @@ begin
   end if;
   -- Every job the batch touched is updated once, here, after all its step rows (the lock order: steps, then jobs).
   perform ballast_private.flush_job_counters();
+  -- Steps the batch queued (dependants, retries due, map items: steps of the jobs this worker runs, so of its own
+  -- pipeline versions): the claim above took them unless it was full; only then tell the other workers.
+  if current_setting('ballast.queued_in_batch', true) = 'on' then
+    perform set_config('ballast.queued_in_batch', 'off', true);
+    if coalesce(jsonb_array_length(v_claims), 0) >= coalesce(p_n, 0) then
+      perform pg_notify('ballast_queue', '');
+    end if;
+  end if;
+  perform ballast_private.flush_events_notice();
   return query select coalesce(v_settled, '[]'::jsonb), coalesce(v_claims, '[]'::jsonb);
 end
 $fn$;

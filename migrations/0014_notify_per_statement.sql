@@ -51,6 +51,15 @@ begin
   if v_count = 0 then
     return null;
   end if;
+  -- Inside a worker's batch (0013's settle_and_claim sets ballast.collect_events), the ids are collected and the
+  -- batch sends one notification at its end (ballast_private.flush_events_notice, 0013): one per transaction, not one per
+  -- statement.
+  if current_setting('ballast.collect_events', true) = 'on' then
+    perform set_config('ballast.batch_event_ids',
+      coalesce(nullif(current_setting('ballast.batch_event_ids', true), '') || ',', '')
+        || (select string_agg(e.id::text, ',' order by e.id) from new_events e), true);
+    return null;
+  end if;
   if v_count * (length(v_max::text) + 1) + 10 <= 7500 then
     select '{"ids":[' || string_agg(e.id::text, ',' order by e.id) || ']}' into v_payload from new_events e;
   else
@@ -91,3 +100,4 @@ begin
   return true;
 end
 $fn$;
+

@@ -290,20 +290,20 @@ begin
        ins as (
          insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts,
                                             backoff_base_ms, backoff_cap_ms, timeout_ms, concurrency_key,
-                                            concurrency_limit, queued_at, created_at, updated_at)
+                                            concurrency_limit, queued_at, created_at, updated_at, task, priority)
          select j.id, d.name, case when d.root then 'queued' else 'pending' end, d.depends_on, d.deps,
                 d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.timeout_ms,
                 case when d.conc is not null then
                   (d.conc ->> 'group') || '/' || ballast_private.concurrency_value(d.conc ->> 'key', v_tenant, j.input) end,
                 (d.conc ->> 'limit')::int,
-                case when d.root then v_now end, v_now, v_now
+                case when d.root then v_now end, v_now, v_now,
+                ballast.task_identifier(v_pipeline.name, v_pipeline.version), p_priority
            from new_jobs j cross join defs d
           order by j.n, d.k
          returning id, status)
   select coalesce(array_agg(ins.id order by ins.id) filter (where ins.status = 'queued'), '{}') into v_queued from ins;
 
-  -- The root steps' wake-ups, one statement for the batch.
-  perform ballast_private.wake_step(q.id) from unnest(v_queued) q(id) order by q.id;
+  -- No wake-up per step: the step rows are the queue (0013), and the steps' insert NOTIFYs ballast_queue once.
 
   return query
     select u.n::int, u.job, u.created, j.status

@@ -1,7 +1,8 @@
 -- stuck.sql: work that should have moved and has not (ballast.report_stuck), oldest first: waits past their deadline
 -- and expired leases (no reaper ran: is any worker alive?), overdue retries and steps queued too long (no worker for
 -- the pipeline version, no free slot, or a full concurrency group). Then the workers and their last heartbeat
--- (operators and reporters). Read-only.
+-- (operators and reporters), and the oldest open transactions (a long one holds vacuum back and slows the queue).
+-- Read-only.
 --
 -- Variables (optional):
 --   queued_for  a queued step is stuck after this long (default '5 minutes')
@@ -32,3 +33,8 @@ select w.id, w.hostname, w.pid, w.concurrency, w.heartbeat_at,
   from ballast.workers w
  where w.stopped_at is null or w.stopped_at > ballast.now() - interval '1 hour'
  order by w.stopped_at nulls first, w.heartbeat_at desc;
+
+\echo '== oldest open transactions (a long one slows the queue: end it, or fix its client)'
+select t.pid, t.role, t.application_name, t.state, t.open_for, t.xmin_age, t.query
+  from ballast.oldest_transactions t
+ limit 5;
