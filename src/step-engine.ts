@@ -146,16 +146,23 @@ export class StepEngine implements Settler {
 
   /** Waits for running steps and their outcomes. */
   async drain(): Promise<void> {
-    while (this.settling.size > 0) await Promise.allSettled([...this.settling]);
-    while (this.flushing.size > 0 || this.ok.length + this.failed.length > 0) {
+    for (;;) {
+      if (this.settling.size > 0) {
+        await Promise.allSettled([...this.settling]);
+        continue;
+      }
+      if (this.flushing.size === 0 && this.ok.length + this.failed.length === 0) return;
       this.kick();
-      await Promise.allSettled([...this.flushing]);
+      // (A round trip may be waiting for its gather timer: wait on a timer, never spin on resolved promises.)
+      if (this.flushing.size > 0) await Promise.allSettled([...this.flushing]);
+      else await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.poll) clearInterval(this.poll);
+    if (this.gathering) clearTimeout(this.gathering);
     if (this.listenRetry) clearTimeout(this.listenRetry);
     const l = this.listener;
     this.listener = undefined;

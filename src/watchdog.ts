@@ -107,6 +107,8 @@ export function startWatchdog(options: WatchdogOptions): Watchdog {
   });
   thread.unref();
   thread.on('error', (err) => options.log.error({ err: err.message }, 'the watchdog thread failed; event-loop stalls are not watched'));
+  // stop() must not wait for an 'exit' that already happened (a thread that failed, or ran out of its heap).
+  const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
   const timer = setInterval(ping, PING_MS);
   timer.unref();
   let stopping: Promise<void> | undefined;
@@ -114,7 +116,6 @@ export function startWatchdog(options: WatchdogOptions): Watchdog {
     stop: () => (stopping ??= (async () => {
       clearInterval(timer);
       thread.postMessage('stop');
-      const exited = new Promise<void>((resolve) => thread.once('exit', () => resolve()));
       const late = setTimeout(() => void thread.terminate(), 2000);
       await exited;
       clearTimeout(late);
