@@ -147,7 +147,7 @@ async function tryChange(c: pg.PoolClient, sql: string, params: unknown[], event
 
 t.test('the transition tables hold the documented state machines', async (t) => {
   const steps = await edgesOf('step_transitions');
-  t.same(STEP_EDGES.filter((e) => !steps.ordinary.includes(e)), [], 'every step edge of DESIGN §3 is in step_transitions');
+  t.same(STEP_EDGES.filter((e) => !steps.ordinary.includes(e)), [], 'every step edge of the documented state machine is in step_transitions');
   t.same(steps.ordinary.filter((e) => STEP_FINAL.includes(e.split('>')[0]!)), [],
     'no ordinary edge leaves a final step status');
   const jobs = await edgesOf('job_transitions');

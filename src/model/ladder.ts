@@ -1,4 +1,4 @@
-// The contract ladder (DESIGN §5, issue 5): one attempt of a model step. Model output is an untrusted upstream; it
+// The contract ladder (issue 5): one attempt of a model step. Model output is an untrusted upstream; it
 // crosses the step's zod contract before anything downstream sees it, and every crossing is recorded.
 //
 // Per model, in order (the step's model, then its fallbacks):
