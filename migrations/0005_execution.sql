@@ -4,7 +4,7 @@
 -- liveness and crash recovery (heartbeats, leases, the reaper), graceful release, timeouts, waiting for external
 -- events, and the side-effect ledger.
 --
--- The protocol (DESIGN §4): a graphile-worker job is only a wake-up carrying a step id. The task calls
+-- The protocol: a graphile-worker job is only a wake-up carrying a step id. The task calls
 -- ballast.claim_step; if the step is runnable it gets an attempt with a lease, otherwise nothing (a duplicate or stale
 -- wake-up ends there). The handler's result goes to ballast.complete_step or ballast.fail_step, each one transaction
 -- that also queues or skips what follows and re-derives the job's status.

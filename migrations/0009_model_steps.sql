@@ -1,6 +1,6 @@
 -- Up Migration
 --
--- 0009: model steps (DESIGN §5): the rows behind the contract ladder, tracing, cost, budgets and provider
+-- 0009: model steps: the rows behind the contract ladder, tracing, cost, budgets and provider
 -- backpressure. The ladder itself runs in the worker (src/model/ladder.ts); every crossing of it is recorded here.
 --
 -- Tables (ballast_private):

@@ -111,17 +111,6 @@ export interface Settler {
   fail(attemptId: string, error: StepError): Promise<{ stepStatus: string; nextRunAt?: Date | null } | undefined>;
 }
 
-/** A Settler that writes each outcome at once through its own verb (ballast.complete_step / fail_step). */
-export function directSettler(db: BallastDb, log: Logger): Settler {
-  return {
-    complete: async (attemptId, output) => {
-      const r = await settle(() => db.completeStep(attemptId, output), log);
-      return r ? { stepStatus: 'succeeded' } : undefined;
-    },
-    fail: (attemptId, error) => settle(() => db.failStep(attemptId, error), log),
-  };
-}
-
 /** Runs the attempt and records its outcome. */
 export async function runAttempt(o: RunAttemptOptions): Promise<void> {
   const t0 = performance.now();

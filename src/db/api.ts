@@ -428,16 +428,6 @@ export class BallastDb {
     });
   }
 
-  /** Completes the attempt and claims the first step it made runnable for this worker (eager hand-off). */
-  async completeStepAndClaim(attemptId: string, output: unknown, workerId: string, leaseMs: number): Promise<Claim | undefined> {
-    return call(async () => {
-      const { rows } = await sql<ClaimRow>`
-        select * from ballast.complete_step_and_claim(${attemptId}::bigint, ${JSON.stringify(output ?? null)}::jsonb,
-          ${workerId}, ${leaseMs})`.execute(this.db);
-      return rows[0] ? toClaim(rows[0]) : undefined;
-    });
-  }
-
   async completeStep(attemptId: string, output: unknown): Promise<{ jobStatus: JobStatus; queuedStepIds: string[] }> {
     return call(async () => {
       const { rows } = await sql<{ job_status: JobStatus; queued_step_ids: string[] }>`
