@@ -4,7 +4,7 @@
 // src/cli.ts's shebang), not with the benchmark's own: the ballast worker is measured as deployed, and bare
 // graphile-worker under the same V8 heap settings, so the memory ratio compares the code, not the flags.
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, closeSync } from 'node:fs';
+import { appendFileSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { WORKER_NODE_FLAGS } from '../src/node-flags.ts';
 
@@ -66,6 +66,8 @@ export function spawnWorker(url: string, spec: WorkerSpec, label: string, env: N
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr = (stderr + c).slice(-4000)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => {
     live.delete(child);
+    // What the child wrote to stderr (the last 4,000 characters; BALLAST_ENGINE_STATS=1 prints there) ends its log.
+    if (stderr) appendFileSync(`${logDir}${label}.log`, stderr);
     resolve();
   }));
   const traces = new Map<string, Trace>();
