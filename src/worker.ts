@@ -155,7 +155,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     connectionString: options.connectionString ?? poolConnectionString(pool),
     tasks: [...byTask.keys()],
     pollIntervalMs: options.pollIntervalMs ?? 1000,
-    maxInFlight: 1,
+    maxInFlight: 2,
     gatherMs: 2,
     run: (claim) => {
       const p = byRef.get(`${claim.pipeline}@${claim.pipelineVersion}`)!;
