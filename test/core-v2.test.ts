@@ -107,6 +107,93 @@ t.test('a multi-row UPDATE that breaks the state machine for one row is refused 
   t.equal((await pool.query('select count(*)::int as n from ballast_private.events')).rows[0].n, before, 'no event was written');
 });
 
+t.test('two transactions settling steps of one job at once: neither one\'s counter deltas are lost', async (t) => {
+  const pair = pipeline({ name: 'core.pair', version: 1, input: z.object({}) })
+    .step('a', { output: z.object({}) }, () => ({}))
+    .step('b', { output: z.object({}) }, () => ({}));
+  await db.registerPipeline(pair.name, pair.version, pair.definition(), pair.inputJsonSchema());
+  const job = await submit('core.pair');
+  const { claims } = await settleAndClaim([], [], [], 2, [pair.taskIdentifier]);
+  t.equal(claims.length, 2, 'both root steps are running');
+  const first = await pool.connect();
+  const second = await pool.connect();
+  t.teardown(() => {
+    first.release();
+    second.release();
+  });
+  // The first settles step a and keeps its transaction (and the job's row lock) open; the second settles step b,
+  // reading the job after the first took its snapshot, and waits for the lock.
+  await first.query('begin');
+  await first.query(`select * from ballast.settle_steps($1, array[$2::bigint], array['{}'::jsonb])`, [worker, claims[0]!.attempt_id]);
+  await second.query('begin');
+  const waiting = second.query(`select * from ballast.settle_steps($1, array[$2::bigint], array['{}'::jsonb])`, [worker, claims[1]!.attempt_id]);
+  t.ok(await eventually(async () => (await pool.query(
+    `select 1 from pg_stat_activity where pid = $1 and wait_event_type = 'Lock'`, [(second as unknown as { processID: number }).processID])).rowCount === 1, 5000),
+    'the second waits for the first one\'s lock on the job');
+  await first.query('commit');
+  await waiting;
+  await second.query('commit');
+  t.match(await jobRow(job), { status: 'completed', n_total: 2, n_final: 2, n_running: 0 }, 'both successes counted: the job completed');
+  const { rows: [{ drift }] } = await pool.query('select ballast.recount_job($1) as drift', [job]);
+  t.equal(drift, false, 'the counters match a recount');
+});
+
+t.test('budgets and cooldowns apply in the claim: gated model steps are parked, not claimed, and no attempt is charged', async (t) => {
+  await db.registerPipeline('core.gated', 1, {
+    steps: [
+      { name: 'plain', depends_on: [], max_attempts: 3, backoff_base_ms: 0, backoff_cap_ms: 0 },
+      { name: 'm', depends_on: [], max_attempts: 3, backoff_base_ms: 0, backoff_cap_ms: 0,
+        model: { prompt: 'p@1', model: 'gateprov:priced', fallbacks: ['otherprov:free'], reasks: 0 } },
+    ],
+  }, {});
+  const task = 'ballast_step:core.gated@1';
+  await pool.query(`select ballast.set_model_price('gateprov', 'priced', 1, 2)`);
+  await pool.query(`select ballast.set_budget('gated', 0, 'day', 'pause')`);
+  const stepOf = async (job: string, name: string) =>
+    (await pool.query('select status, attempts, next_run_at, error from ballast_private.steps where job_id = $1 and name = $2', [job, name])).rows[0];
+
+  const job = (await db.submitJob({ pipeline: 'core.gated', input: {}, tenantId: 'gated' })).jobId;
+  const first = await settleAndClaim([], [], [], 10, [task]);
+  t.same(first.claims.map((c) => c.step_name), ['plain'], 'only the plain step is claimed');
+  const parked = await stepOf(job, 'm');
+  t.match(parked, { status: 'retrying', attempts: 0, error: { class: 'budget_exhausted', message: /tenant 'gated' has used its budget of 0/ } },
+    'the model step of the tenant with a used-up budget is parked, with the reason, and no attempt');
+  const { rows: [{ end }] } = await pool.query(`select ballast_private.budget_period_start('day', ballast.now()) + interval '1 day' as end`);
+  t.equal(parked.next_run_at.getTime(), end.getTime(), 'until the end of the budget period');
+  t.same((await pool.query(`select count(*)::int as n from ballast_private.attempts a join ballast_private.steps s on s.id = a.step_id
+                              where s.job_id = $1 and s.name = 'm'`, [job])).rows[0], { n: 0 }, 'no attempt row');
+
+  await pool.query(`select ballast.set_budget('gated', 100, 'day', 'pause')`);
+  const woken = await settleAndClaim([first.claims[0]!.attempt_id], [], [], 10, [task]);
+  t.same(woken.claims.map((c) => c.step_name), ['m'], 'a raised limit wakes it and the claim takes it');
+  await settleAndClaim([woken.claims[0]!.attempt_id], [], [], 0, [task]);
+  t.match(await jobRow(job), { status: 'completed' });
+
+  // Cooldowns: every model of the step cooling down parks it until the earliest end; one model free lets it run.
+  await pool.query(`select ballast.set_provider_cooldown('gateprov', 'priced', ballast.now() + interval '10 minutes', '429')`);
+  const second = (await db.submitJob({ pipeline: 'core.gated', input: { n: 2 }, tenantId: 'gated' })).jobId;
+  const c2 = await settleAndClaim([], [], [], 10, [task]);
+  t.same(c2.claims.map((c) => c.step_name).sort(), ['m', 'plain'], 'its fallback is not cooling down: the step is claimed');
+  await settleAndClaim(c2.claims.map((c) => c.attempt_id), [], [], 0, [task]);
+  await pool.query(`select ballast.set_provider_cooldown('otherprov', '*', ballast.now() + interval '5 minutes', 'overloaded')`);
+  const third = (await db.submitJob({ pipeline: 'core.gated', input: { n: 3 }, tenantId: 'gated' })).jobId;
+  const c3 = await settleAndClaim([], [], [], 10, [task]);
+  t.same(c3.claims.map((c) => c.step_name), ['plain'], 'all its models cooling down: only the plain step is claimed');
+  const cooled = await stepOf(third, 'm');
+  t.match(cooled, { status: 'retrying', attempts: 0, error: { class: 'cooldown', message: /every model of the step is cooling down/ } });
+  const { rows: [{ soonest }] } = await pool.query(`select until as soonest from ballast_private.provider_cooldowns where provider = 'otherprov'`);
+  t.equal(cooled.next_run_at.getTime(), soonest.getTime(), 'until the earliest cooldown ends');
+  t.match(await jobRow(third), { status: 'running' }, 'the job runs its other step meanwhile');
+  const { rows: events } = await pool.query(
+    `select type, data -> 'error' ->> 'class' as class from ballast_private.events e join ballast_private.steps s on s.id = e.step_id
+      where s.job_id = $1 and s.name = 'm'`, [third]);
+  t.same(events, [{ type: 'step_retrying', class: 'cooldown' }], 'the parking is audited');
+  await settleAndClaim(c3.claims.map((c) => c.attempt_id), [], [], 0, [task]);
+  await pool.query(`delete from ballast_private.provider_cooldowns`);
+  await pool.query(`select ballast.set_budget('gated', null)`);
+  void second;
+});
+
 t.test('job counters match a recount after mixed work (batches, cancels, replays, psql updates)', async (t) => {
   const { rows: [{ ids }] } = await pool.query(`select coalesce(array_agg(id), '{}') as ids from ballast_private.jobs`);
   for (const id of ids as string[]) {

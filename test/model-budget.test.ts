@@ -189,9 +189,30 @@ t.test('calls billed the most their input allows, in flight together, stay withi
   t.equal(c.n, heavyFake.requests.length, 'every call made completed its job');
 });
 
+t.test('a used-up pause budget: the claim parks the step, with no attempt and no call; raising the limit wakes it', async (t) => {
+  await startWorkers();
+  await store.setBudget('spent', 0, 'month', 'pause');
+  const before = fake.requests.length;
+  const { jobId } = await db.submitJob({ pipeline: pipelines.pause.name, input: { text: 'plums' }, tenantId: 'spent' });
+  t.ok(await eventually(async () => (await db.getSteps(jobId))[0]?.status === 'retrying', 10_000), 'the step is retrying');
+  const [step] = await db.getSteps(jobId);
+  t.match(step!.error, { class: 'budget_exhausted', message: /tenant 'spent' has used its budget of 0/ });
+  const now = new Date();
+  t.equal(step!.next_run_at?.getTime(), Date.UTC(now.getUTCFullYear(), now.getUTCMonth() + 1, 1), 'due at the start of next month (UTC)');
+  t.equal(step!.attempts, 0, 'no attempt was opened');
+  t.same(await db.getAttempts(jobId), []);
+  t.equal(fake.requests.length, before, 'no provider request was made');
+
+  fake.script('openai', { text: GOOD, usage: { input: 100, output: 10 } });
+  await store.setBudget('spent', 1, 'month', 'pause');
+  t.equal((await waitForJob(db, jobId)).status, 'completed', 'the raised limit woke it');
+  t.same((await db.getAttempts(jobId)).map((a) => a.outcome), ['succeeded']);
+});
+
 t.test('policy pause: the step parks until the next period, uncharged; raising the limit wakes it', async (t) => {
   await startWorkers();
-  await store.setBudget('pauser', 0, 'month', 'pause');
+  // Not used up (the claim takes the step), but too small for the call's reservation: the ladder pauses it.
+  await store.setBudget('pauser', 0.000001, 'month', 'pause');
   const before = fake.requests.length;
   const { jobId } = await db.submitJob({ pipeline: pipelines.pause.name, input: { text: 'pears' }, tenantId: 'pauser' });
   t.ok(await eventually(async () => (await db.getSteps(jobId))[0]?.status === 'retrying', 10_000), 'the step is retrying');

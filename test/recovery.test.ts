@@ -175,6 +175,37 @@ t.test('SIGKILL mid-step: another worker finishes the job, the recorded effect i
   t.equal(await lockedJobs(), 0, 'nothing is locked in graphile_worker at the end');
 });
 
+t.test('SIGKILL with 1,000 steps queued: the reclaimed step runs before the backlog, within 10 s of the kill', async (t) => {
+  const workers = await Promise.all([startWorker(t, { concurrency: 4 }), startWorker(t, { concurrency: 4 })]);
+  const jobId = await submit('recovery.charge', { hold_attempts: 1 });
+  await until('the charge effect is recorded', async () =>
+    (await q('select 1 from ballast.effects where job_id = $1 and key = $2', [jobId, 'charge'])).length === 1, 20_000);
+  const first = (await attemptsOf(jobId))[0]!;
+  const victim = workers.find((w) => w.workerId === first.worker_id)!;
+  const survivor = workers.find((w) => w.workerId !== first.worker_id)!;
+
+  // A backlog of 1,000 steps of 100 ms: at 8 (then 4) slots it lasts far longer than the recovery.
+  const backlog = (await db.submitJobs({ pipeline: 'recovery.slow', inputs: Array.from({ length: 1000 }, () => ({ ms: 100, honour_signal: true })) }))
+    .map((r) => r.jobId);
+  await until('the backlog is flowing', async () =>
+    (await one<{ n: number }>(`select count(*)::int as n from ballast.attempts where job_id = any($1::bigint[])`, [backlog])).n >= 8, 20_000);
+  const { now: killedAt } = await one<{ now: Date }>('select clock_timestamp() as now');
+  victim.proc.child.kill('SIGKILL');
+  t.same(await victim.proc.wait(5000), { code: null, signal: 'SIGKILL' }, 'the worker holding the step died of SIGKILL');
+
+  t.equal(await finished(jobId, 60_000), 'completed', 'the job completed');
+  const second = (await attemptsOf(jobId))[1]!;
+  t.equal(second.worker_id, survivor.workerId, 'on the surviving worker');
+  const recoveryMs = second.started_at.getTime() - killedAt.getTime();
+  const { n: waiting } = await one<{ n: number }>(
+    `select count(*)::int as n from ballast.steps s where s.job_id = any($1::bigint[])
+        and not exists (select 1 from ballast.attempts a where a.step_id = s.id and a.started_at <= $2)`, [backlog, second.started_at]);
+  t.comment(`SIGKILL -> reclaimed step started: ${recoveryMs} ms, with ${waiting} backlog steps not yet started`);
+  t.ok(recoveryMs > 0 && recoveryMs < 10_000, `the reclaimed step ran ${recoveryMs} ms after the kill (under 10 s)`);
+  t.ok(waiting > 500, `ahead of the backlog: ${waiting} of its 1,000 steps had not started yet`);
+  await stopGracefully(t, survivor);
+});
+
 t.test('a step that kills its worker every time ends failed after max attempts', async (t) => {
   // Keep two workers alive: respawn after each death (at most 6 processes in all, so a loop cannot run away).
   const deaths: { pid: number; signal: string | null }[] = [];

@@ -18,7 +18,7 @@ const JOB_LIVE = JOB_STATUSES.filter((s) => !JOB_FINAL.includes(s));
 // DESIGN.md §3, written out independently of the tables, so an edited or emptied table fails here.
 const STEP_EDGES = [
   'pending>queued', 'pending>skipped', 'pending>cancelled',
-  'queued>running', 'queued>cancelled',
+  'queued>running', 'queued>cancelled', 'queued>retrying',
   'running>succeeded', 'running>retrying', 'running>failed', 'running>waiting', 'running>needs_review',
   'running>cancelled',
   'retrying>queued', 'retrying>cancelled',

@@ -2,7 +2,7 @@
 // with submit_job's semantics per input (results in input order, idempotency keys within the batch and against
 // earlier jobs, all or nothing on a bad input, tenancy), two overlapping batches racing create one job per key
 // without deadlocking, GraphQL's submitJobs and BallastDb.submitJobs go through it, and a multi-row
-// INSERT INTO ballast.jobs keeps per-row semantics.
+// INSERT INTO ballast.jobs (migration 0023) keeps per-row semantics while writing each table with one statement.
 import t from 'tap';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
@@ -341,6 +341,91 @@ t.test('tenancy: a client submits for its own tenant only', async (t) => {
   const rows = await submitMany([text(1)], null, {}, c);
   const { rows: [j] } = await pool.query('select j.tenant_id, e.actor from ballast.jobs j join ballast.events e on e.job_id = j.id where j.id = $1', [rows[0]!.job_id]);
   t.same(j, { tenant_id: 'globex', actor: login }, 'it submits for its bound tenant, named by its login');
+});
+
+t.test('a multi-row INSERT writes its jobs, steps and events with one statement each, and returns them as stored', async (t) => {
+  const { rows } = await pool.query(
+    `insert into ballast.jobs (pipeline, input, idempotency_key, priority)
+     select 'batch.p', jsonb_build_object('text', 'set-' || n, 'shard', 's' || (n % 3)), 'set-' || n, n % 5
+       from generate_series(1, 200) n
+     returning *`);
+  t.equal(rows.length, 200);
+  const ids = rows.map((r) => r.id);
+  const { rows: stored } = await pool.query('select * from ballast.jobs where id = any($1::bigint[]) order by id', [ids]);
+  t.same(stored, [...rows].sort((a, b) => Number(a.id) - Number(b.id)), 'RETURNING * is the job as stored, column for column');
+  // Rows written by one statement share its command id (cmin) within the transaction.
+  const { rows: [cmds] } = await pool.query(
+    `select (select count(distinct cmin::text)::int from ballast_private.jobs where id = any($1::bigint[])) as jobs,
+            (select count(distinct cmin::text)::int from ballast_private.steps where job_id = any($1::bigint[])) as steps,
+            (select count(*)::int from ballast_private.steps where job_id = any($1::bigint[])) as step_rows,
+            (select count(distinct cmin::text)::int from ballast_private.events where job_id = any($1::bigint[])) as events,
+            (select count(*)::int from ballast_private.events where job_id = any($1::bigint[])) as event_rows`, [ids]);
+  t.same(cmds, { jobs: 1, steps: 1, step_rows: 600, events: 1, event_rows: 200 }, 'one INSERT per table');
+  const { rows: drift } = await pool.query('select id from ballast_private.jobs where id = any($1::bigint[]) and ballast.recount_job(id)', [ids]);
+  t.same(drift, [], 'the job counters match their steps');
+  const { rows: shards } = await pool.query(
+    `select s.concurrency_key, s.priority, s.task from ballast_private.steps s where s.job_id = $1 and s.name = 'b'`, [rows[4].id]);
+  t.same(shards, [{ concurrency_key: 'batch.p.b/s2', priority: 0, task: 'ballast_step:batch.p@1' }], 'the step rows are those submit_job makes');
+});
+
+t.test('INSERT INTO ballast.jobs: concurrent inserts of one key wait for each other and return one job', async (t) => {
+  const a = await pool.connect();
+  const b = await pool.connect();
+  t.teardown(() => {
+    a.release();
+    b.release();
+  });
+  await a.query('begin');
+  const { rows: [first] } = await a.query(`insert into ballast.jobs (pipeline, input, idempotency_key) values ('batch.p', '{"text": "race"}', 'insert-race') returning id`);
+  await b.query('begin');
+  const second = b.query(`insert into ballast.jobs (pipeline, input, idempotency_key) values ('batch.p', '{"text": "race"}', 'insert-race') returning id`);
+  const bPid = (b as unknown as { processID: number }).processID;
+  const waited = await (async () => {
+    for (let i = 0; i < 50; i++) {
+      const { rows } = await pool.query(`select wait_event_type from pg_stat_activity where pid = $1`, [bPid]);
+      if (rows[0]?.wait_event_type === 'Lock') return true;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return false;
+  })();
+  t.ok(waited, 'the second waits for the first one\'s key');
+  await a.query('commit');
+  const { rows: [again] } = await second;
+  await b.query('commit');
+  t.equal(again.id, first.id, 'and then returns its job');
+  const viaSubmit = await db.submitJob({ pipeline: 'batch.p', input: { text: 'race' }, idempotencyKey: 'insert-race' });
+  t.same([viaSubmit.jobId, viaSubmit.created], [String(first.id), false], 'submit_job agrees');
+  const { rows: [{ n }] } = await pool.query(`select count(*)::int as n from ballast.jobs where idempotency_key = 'insert-race'`);
+  t.equal(n, 1, 'one job');
+});
+
+t.test('INSERT INTO ballast.jobs refuses a note table planted by the session', async (t) => {
+  const login = `ballast_t_plant_${randomBytes(4).toString('hex')}`;
+  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
+  t.teardown(async () => {
+    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
+    await pool.query(`drop owned by ${login}`).catch(() => {});
+    await pool.query(`drop role if exists ${login}`);
+  });
+  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, 'acme']);
+  const u = new URL(databaseUrl(name));
+  u.username = login;
+  u.password = 'pw';
+  const c = new pg.Client({ connectionString: u.toString() });
+  await c.connect();
+  t.teardown(() => c.end());
+  await c.query(`begin`);
+  await c.query(`create temporary table ballast_job_inserts (
+    id bigint primary key, tenant_id text not null, pipeline text not null, pipeline_version integer not null,
+    idempotency_key text, request_hash text not null, input jsonb not null, priority integer not null,
+    created_at timestamptz not null, steps integer not null) on commit delete rows`);
+  await c.query(`insert into pg_temp.ballast_job_inserts values (987654321, 'globex', 'batch.p', 1, null, 'x', '{}', 0, now(), 0)`);
+  const e = await pgError(() => c.query(`insert into ballast.jobs (pipeline, input) values ('batch.p', '{"text": "planted"}')`));
+  t.equal(e.code, '42501', 'refused');
+  t.match(e.message, /ballast_job_inserts of this session was not created by ballast/);
+  await c.query('rollback');
+  const { rows } = await pool.query(`select id from ballast.jobs where tenant_id = 'globex' and input = '{}'::jsonb`);
+  t.same(rows, [], 'no job for another tenant was written');
 });
 
 t.test('BallastDb.submitJobs', async (t) => {

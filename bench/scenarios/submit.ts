@@ -3,7 +3,8 @@
 //   one by one  one autocommit statement per job, waiting for each reply (a web request submitting a job)
 //   batched     BATCH jobs per statement: ballast.submit_jobs with an array of BATCH inputs (each validated against
 //               the input contract, as one by one), and graphile_worker.add_jobs with an array of BATCH specs
-// The four measurements run in an order that changes from round to round.
+//   insert      BATCH jobs per statement: INSERT INTO ballast.jobs ... SELECT of BATCH rows (migration 0023)
+// The five measurements run in an order that changes from round to round.
 import { connect } from '../database.ts';
 import { GW_TASK } from '../fixtures/pipelines.ts';
 
@@ -21,14 +22,17 @@ export async function submit(url: string, one: number, batches: number, round: n
     ['gw_add_job_per_s', () => rate(one, () => c.query(`select id from graphile_worker.add_job('${GW_TASK}', '{}'::json)`), one)],
     ['submit_batch_per_s', () => rate(batches * BATCH, () => c.query(
       `select count(*) from ballast.submit_jobs('bench.noop3', array_fill('{}'::jsonb, array[${BATCH}]))`), batches)],
+    ['submit_insert_batch_per_s', () => rate(batches * BATCH, () => c.query(
+      `insert into ballast.jobs (pipeline, input) select 'bench.noop3', '{}'::jsonb from generate_series(1, ${BATCH})`), batches)],
     ['gw_add_jobs_batch_per_s', () => rate(batches * BATCH, () => c.query(
       `select count(*) from graphile_worker.add_jobs(array(
          select row('${GW_TASK}', '{}'::json, null, null, null, null, null, null)::graphile_worker.job_spec
            from generate_series(1, ${BATCH})))`), batches)],
   ];
   try {
-    // Warm up the plans and caches of all four (a few calls each), then measure in a rotating order.
+    // Warm up the plans and caches of all five (a few calls each), then measure in a rotating order.
     for (const sql of [`select ballast.submit_job('bench.noop3', '{}'::jsonb) from generate_series(1, 20)`,
+                       `insert into ballast.jobs (pipeline, input) select 'bench.noop3', '{}'::jsonb from generate_series(1, 20)`,
                        `select count(*) from ballast.submit_jobs('bench.noop3', array_fill('{}'::jsonb, array[20]))`,
                        `select graphile_worker.add_job('${GW_TASK}', '{}'::json) from generate_series(1, 20)`]) {
       await c.query(sql);
