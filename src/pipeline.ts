@@ -5,8 +5,8 @@
 import { z } from 'zod';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { runModelLadder, type ModelPolicy, type ModelStepSpec } from './model/ladder.ts';
-import { parseModelRef } from './model/providers.ts';
+import type { ModelPolicy, ModelStepSpec } from './model/ladder.ts';
+import { parseModelRef } from './model/model-ref.ts';
 import type { Prompt } from './model/prompt.ts';
 
 export interface RetryPolicy {
@@ -267,7 +267,8 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
       if (!checked.success) invalid(where, `its default value does not satisfy the output contract: ${z.prettifyError(checked.error)}`, 'Fix the default or the contract.');
     }
     const spec = options as ModelStepSpec<O>;
-    const run = ((ctx: StepContext<any, any>) => runModelLadder(ctx, spec)) as StepDefinition['run'];
+    // The ladder (and with it the AI SDK and its providers) loads on the first model step run, not with the pipeline.
+    const run = (async (ctx: StepContext<any, any>) => (await import('./model/ladder.ts')).runModelLadder(ctx, spec)) as StepDefinition['run'];
     const model = {
       prompt: options.prompt.ref, model: options.model, fallbacks: options.fallbacks ?? [], reasks: options.reasks ?? 2,
       max_output_tokens: options.maxOutputTokens ?? 1024, default: hasDefault, review: options.review ?? false,

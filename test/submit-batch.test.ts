@@ -3,7 +3,7 @@
 // earlier jobs, all or nothing on a bad input, tenancy), two overlapping batches racing create one job per key
 // without deadlocking, GraphQL's submitJobs and BallastDb.submitJobs go through it, and a multi-row
 // INSERT INTO ballast.jobs (migration 0023) keeps per-row semantics while writing each table with one statement.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
@@ -27,6 +27,26 @@ const register = (p: Pipeline<any, any>) => db.registerPipeline(p.name, p.versio
 await register(p1);
 
 type Row = { ord: number; job_id: string; created: boolean; status: string };
+
+/** A new login in role ballast_client bound to `tenant`, connected; dropped when `t` ends. */
+async function boundLogin(t: Test, label: string, tenant: string): Promise<{ login: string; c: pg.Client }> {
+  const login = `ballast_t_${label}_${randomBytes(4).toString('hex')}`;
+  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
+  t.teardown(async () => {
+    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
+    await pool.query(`drop owned by ${login}`).catch(() => {});
+    await pool.query(`drop role if exists ${login}`);
+  });
+  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, tenant]);
+  const u = new URL(databaseUrl(name));
+  u.username = login;
+  u.password = 'pw';
+  const c = new pg.Client({ connectionString: u.toString() });
+  await c.connect();
+  t.teardown(() => c.end());
+  return { login, c };
+}
+
 
 /** ballast.submit_jobs through `q` (the pool by default). */
 async function submitMany(inputs: unknown[], keys: (string | null)[] | null = null,
@@ -321,20 +341,7 @@ t.test('tenancy: a client submits for its own tenant only', async (t) => {
     t.equal(j.tenant_id, 'globex', 'operators submit for any tenant');
   });
 
-  const login = `ballast_t_batch_${randomBytes(4).toString('hex')}`;
-  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
-  t.teardown(async () => {
-    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
-    await pool.query(`drop owned by ${login}`).catch(() => {});
-    await pool.query(`drop role if exists ${login}`);
-  });
-  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, 'globex']);
-  const u = new URL(databaseUrl(name));
-  u.username = login;
-  u.password = 'pw';
-  const c = new pg.Client({ connectionString: u.toString() });
-  await c.connect();
-  t.teardown(() => c.end());
+  const { login, c } = await boundLogin(t, 'batch', 'globex');
   await c.query(`set ballast.tenant_id = 'acme'`);
   const e = await pgError(() => submitMany([text(1)], null, { tenant: 'acme' }, c));
   t.same([e.code, e.message], ['BA014', 'tenant globex cannot submit jobs for tenant acme'], 'a bound login cannot submit for another tenant');
@@ -400,20 +407,7 @@ t.test('INSERT INTO ballast.jobs: concurrent inserts of one key wait for each ot
 });
 
 t.test('INSERT INTO ballast.jobs refuses a note table planted by the session', async (t) => {
-  const login = `ballast_t_plant_${randomBytes(4).toString('hex')}`;
-  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
-  t.teardown(async () => {
-    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
-    await pool.query(`drop owned by ${login}`).catch(() => {});
-    await pool.query(`drop role if exists ${login}`);
-  });
-  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, 'acme']);
-  const u = new URL(databaseUrl(name));
-  u.username = login;
-  u.password = 'pw';
-  const c = new pg.Client({ connectionString: u.toString() });
-  await c.connect();
-  t.teardown(() => c.end());
+  const { c } = await boundLogin(t, 'plant', 'acme');
   await c.query(`begin`);
   await c.query(`create temporary table ballast_job_inserts (
     id bigint primary key, tenant_id text not null, pipeline text not null, pipeline_version integer not null,

@@ -19,6 +19,9 @@ import { createOpenAI } from '@ai-sdk/openai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import type { LanguageModelV4 } from '@ai-sdk/provider';
 import { ModelConfigError } from './classify.ts';
+import { parseModelRef, PROVIDER_NAME } from './model-ref.ts';
+
+export { parseModelRef, type ModelRef } from './model-ref.ts';
 import { localLanguageModel } from './local-provider.ts';
 
 export type ProviderKind = 'openai' | 'anthropic' | 'openai-compatible' | 'local';
@@ -43,25 +46,6 @@ export interface ProviderConfig {
 
 /** The fetch the adapters use; callModel passes one that records status, headers and the first byte. */
 export type FetchFunction = typeof globalThis.fetch;
-
-export interface ModelRef {
-  provider: string;
-  modelId: string;
-}
-
-const PROVIDER_NAME = /^[a-z][a-z0-9_.-]{0,62}$/;
-
-/** Splits `provider:model` (the model id may contain further colons, e.g. `ollama:llama3.1:8b`). */
-export function parseModelRef(ref: string): ModelRef {
-  const i = ref.indexOf(':');
-  const provider = i > 0 ? ref.slice(0, i) : '';
-  const modelId = i > 0 ? ref.slice(i + 1) : '';
-  if (!PROVIDER_NAME.test(provider) || !modelId) {
-    throw new ModelConfigError('invalid_model_ref',
-      `model "${ref}" is not of the form provider:model (e.g. openai:gpt-4o-mini, anthropic:claude-haiku-4-5, ollama:llama3.1, local:wink)`);
-  }
-  return { provider, modelId };
-}
 
 type Env = Record<string, string | undefined>;
 
