@@ -401,10 +401,12 @@ t.test('SIGKILL storm: 3 workers, one killed every 2-4 s for 30 s; every job com
       await new Promise((r) => setTimeout(r, 500));
     }
   })();
+  const killed: { pid: number; at: Date }[] = [];
   while (Date.now() < stormEnds) {
     await new Promise((r) => setTimeout(r, 2000 + Math.random() * 2000));
     const i = Math.floor(Math.random() * workers.length);
     const victim = workers[i]!;
+    killed.push({ pid: victim.child.pid!, at: (await rows<{ now: Date }>('select clock_timestamp() as now'))[0]!.now });
     victim.child.kill('SIGKILL');
     await victim.wait(10_000);
     kills++;
@@ -422,6 +424,19 @@ t.test('SIGKILL storm: 3 workers, one killed every 2-4 s for 30 s; every job com
     statuses.set(s, (statuses.get(s) ?? 0) + 1);
   }
   t.same([...statuses], [['completed', jobs.length]], 'every job completed');
+
+  // Each step a kill took from its worker ran again within 10 s of that kill.
+  const reclaim = await rows<{ pid: number; step_id: string; delay_ms: number }>(
+    `select k.pid, a.step_id, extract(epoch from (select min(n.started_at) from ballast.attempts n
+                                                    where n.step_id = a.step_id and n.number > a.number) - k.at) * 1000 as delay_ms
+       from unnest($1::int[], $2::timestamptz[]) k(pid, at)
+       join ballast.workers w on w.pid = k.pid and w.started_at < k.at
+       join ballast.attempts a on a.worker_id = w.id and a.outcome = 'crashed'
+      where a.job_id = any($3::bigint[])`, [killed.map((k) => k.pid), killed.map((k) => k.at), jobs]);
+  const slowest = Math.max(0, ...reclaim.map((r) => Number(r.delay_ms)));
+  t.comment(`${reclaim.length} steps taken by the kills; the slowest ran again ${Math.round(slowest)} ms after its kill`);
+  t.ok(reclaim.length > 0 && reclaim.every((r) => Number(r.delay_ms) > 0 && Number(r.delay_ms) < 10_000),
+    `every step a kill took ran again within 10 s of the kill (slowest ${Math.round(slowest)} ms)`);
 
   const counts = await rows<{ job_id: string; n: number }>(
     `select j.id as job_id, count(r.id)::int as n from ballast.jobs j left join storm_rows r on r.job_id = j.id

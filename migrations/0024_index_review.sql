@@ -1,0 +1,26 @@
+-- Up Migration
+--
+-- 0024: the indexes the hot path writes, reviewed (issue 11, item 10: "the fewest indexes the hot path and reports
+-- need"); one of them was redundant and goes.
+--
+-- Every status change of a row is a non-HOT update (status is indexed), so it writes an entry in each of the row's
+-- indexes whose predicate the new version meets. Per step of the 3-step bench pipeline that is:
+--   steps (claim: queued -> running; settle: running -> succeeded; a dependant: pending -> queued)
+--     steps_pkey, step_name_unique (job_id, name)         every version: lookups by id, by job and name
+--     steps_live_idx (status, next_run_at), live statuses the reaper (running), retries falling due (retrying,
+--                                                          next_run_at: claim_steps), stuck_work, reports
+--     steps_queue_idx (priority, attempts = 0, id), queued  the claim
+--     steps_pending_idx (job_id), pending                  finding a finished step's dependants (0018)
+--     the waiting, failed, concurrency and map-item indexes only for rows in those states
+--   attempts (opened, then closed)
+--     attempts_pkey, attempt_number_unique (step_id, number); attempts_running_lease_idx while running (the reaper)
+--   events (3.3 per step): events_pkey, events_job_idx (job_id, id) (a job's timeline, subscriptions)
+--   jobs: counter updates are HOT (no indexed column changes; fillfactor 70 leaves room on the page); the two or three
+--     status changes of a job write jobs_pkey, job_idempotency_unique, jobs_tenant_created_idx and
+--     jobs_pipeline_created_idx (listings by tenant and by pipeline), jobs_created_idx (reports over a time window,
+--     retention), and jobs_live_idx / jobs_prunable_idx while their predicates hold.
+-- steps_retry_due_idx (next_run_at) where status = 'retrying' (0013) duplicated steps_live_idx, whose (status,
+-- next_run_at) serves every query on due retries (claim_steps' probe and promotion, stuck_work, the queue report:
+-- checked with EXPLAIN). Dropping it saves an index entry on every retry scheduled and promoted.
+
+drop index ballast_private.steps_retry_due_idx;
