@@ -267,7 +267,9 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       .catch((err) => wlog.warn({ err: (err as Error).message }, 'heartbeat failed'))
       .finally(() => (beating = false));
   }, options.heartbeatMs ?? 1000);
-  heartbeat.unref();
+  // Not unref'd: a started worker keeps its process alive until stop(). Every other timer of the worker is unref'd,
+  // so when Postgres drops every connection at once (each loop then waits on a reconnect timer), an unref'd
+  // heartbeat let the event loop run empty and the process exit 0 in the middle of a run (seen in CI).
 
   const reaper = options.reaper === false ? undefined : new Reaper({
     db, log: wlog,

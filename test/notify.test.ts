@@ -1,15 +1,13 @@
 // NOTIFY ballast_events (migrations/0014): one notification per statement that appends events, carrying ids only
 // ({"ids":[...]} or, past 7,500 bytes, {"min_id","max_id","count"}; progress: {"progress":{"job_id","step_id"}}), and
-// the consumers that resolve ids into rows with one query per notification: listenEvents (CLI watch, start demo)
-// and the GraphQL server's EventHub. Events are appended directly as the owner (the audit trail refuses updates and
+// the consumers, which treat a notification as a hint and read the events by position (event-stream.ts, 0025):
+// listenEvents (CLI watch, start demo; the GraphQL hub reads the same stream, test/live-order.test.ts). Events are appended directly as the owner (the audit trail refuses updates and
 // deletes, not inserts), so one statement can append any number of them.
 import t from 'tap';
 import pg from 'pg';
 import { randomBytes } from 'node:crypto';
-import { freshDatabase, quietLog, registerTestWorker } from './helpers.ts';
+import { freshDatabase, registerTestWorker } from './helpers.ts';
 import { listenEvents, type LiveEvent } from '../src/db/events-listener.ts';
-import { EventHub, type HubListener } from '../src/server/hub.ts';
-import type { EventPayload } from '../src/db/caller.ts';
 
 const { pool, db, url } = await freshDatabase(t);
 
@@ -100,22 +98,12 @@ t.test('one statement appending many events sends one notification with all thei
   t.same(await raw.drain(), [], 'a statement that appended no event sends nothing');
 });
 
-t.test('a statement too large for an id list sends its range and count; consumers deliver every event once', async (t) => {
+t.test('a statement too large for an id list sends its range and count; the listener delivers every event once, in (tx, id) order', async (t) => {
   const raw = await rawListener(t);
   const live: LiveEvent[] = [];
   const errors: Error[] = [];
   const listener = await listenEvents(url, (e) => live.push(e), (err) => errors.push(err));
   t.teardown(() => listener.close());
-  const hub = new EventHub(url, quietLog);
-  await hub.start();
-  t.teardown(() => hub.stop());
-  const byJob: EventPayload[] = [];
-  const byTenant: EventPayload[] = [];
-  const byAll: EventPayload[] = [];
-  const sink = (into: EventPayload[]): HubListener => ({ event: (p) => into.push(p), fail: (err) => errors.push(err) });
-  hub.register({ job: jobId }, sink(byJob));
-  hub.register({ tenant: TENANT }, sink(byTenant));
-  hub.register('all', sink(byAll));
 
   // Interleave two other transactions' events into the big statement's id range: the big insert stops halfway on
   // an advisory lock this test holds; meanwhile `early` appends and commits (announced before the big one) and
@@ -150,15 +138,13 @@ t.test('a statement too large for an id list sends its range and count; consumer
   t.same(payloads, [{ ids: [earlyId] }, { min_id: bulk[0], max_id: bulk.at(-1), count: big }, { ids: [lateId] }, { ids: [fence] }],
     'the big statement is announced by its range and count, in commit order with the others');
 
-  const expected = [...bulk, earlyId!, lateId!, fence!].sort((a, b) => a - b);
-  for (const [name, events] of [['listenEvents', live], ['hub job', byJob], ['hub tenant', byTenant], ['hub all', byAll]] as const) {
-    await until(events, fence!, name);
-    const c = counts(events);
-    t.same([...c.keys()].sort((a, b) => a - b), expected, `${name}: every event delivered`);
-    t.same([...c.values()].filter((n) => n !== 1), [], `${name}: each exactly once`);
-    const bulkDelivered = events.filter((e) => bulk.includes(Number(e.id))).map((e) => Number(e.id));
-    t.same(bulkDelivered, bulk, `${name}: the range's events in id order`);
-  }
+  // The big statement's transaction took its id first, so its events come first, although `early` committed
+  // before it: `early`'s event waited (not final) until the big transaction ended.
+  const expected = [...bulk, earlyId!, lateId!, fence!];
+  await until(live, fence!, 'listenEvents');
+  const c = counts(live);
+  t.same([...c.values()].filter((n) => n !== 1), [], 'each event exactly once');
+  t.same(live.map((e) => e.id), expected, 'every event, in (tx, id) order: the big transaction\'s, then early, late, fence');
   const sample = live.find((e) => e.id === bulk[0])!;
   t.match(sample, { id: bulk[0], job_id: Number(jobId), step_id: null, type: 'test_bulk', status: 'noted', tenant_id: TENANT, step_name: null },
     'an event is delivered as a row: ids, type, status, tenant');
@@ -191,8 +177,9 @@ t.test('payloads carry ids only: no tenant, step name, status or progress value'
 
   await until(live, fence!, 'listenEvents');
   const progress = live.filter((e) => e.type === 'step_progress');
-  t.same(progress, [{ job_id: Number(jobId), step_id: Number(step!.id), type: 'step_progress', status: 'running', tenant_id: TENANT,
-    step_name: 'secret_step_name', progress: { done: 3, secret: 'progress-value-zz' } }], 'the listener reads the progress value from the step');
+  t.same(progress, [{ id: null, tx: null, job_id: Number(jobId), step_id: Number(step!.id), type: 'step_progress', status: 'running',
+    tenant_id: TENANT, step_name: 'secret_step_name', at: null, progress: { done: 3, secret: 'progress-value-zz' } }],
+    'the listener reads the progress value from the step');
   t.ok(live.some((e) => e.type === 'step_running' && e.step_name === 'secret_step_name'), 'and the claim\'s events as rows');
 });
 
@@ -218,44 +205,5 @@ t.test('a login bound to a tenant resolves only its own tenant\'s events', async
   await until(live, ours.at(-1)!, 'tenant login');
   t.same(live.map((e) => e.id), ours, 'only its tenant\'s events, not another tenant\'s');
   t.notOk(live.some((e) => theirs.includes(e.id!)), 'none of the other tenant\'s');
-  t.same(errors, [], 'no errors');
-});
-
-t.test('the hub hands a subscriber only notifications that arrived after it registered', async (t) => {
-  const hub = new EventHub(url, quietLog);
-  await hub.start();
-  t.teardown(() => hub.stop());
-  const before: EventPayload[] = [];
-  const after: EventPayload[] = [];
-  const errors: Error[] = [];
-  hub.register({ job: jobId }, { event: (p) => before.push(p), fail: (err) => errors.push(err) });
-
-  // Hold the hub's read of the next notification: its query reads ballast.jobs, which `locker` is waiting to lock
-  // exclusively behind `writer` (which read the jobs table in its open transaction: an access-share lock). When
-  // `writer` commits, its notification goes out and `locker` gets the lock first: the hub's read waits until it
-  // lets go.
-  const writer = await pool.connect();
-  const locker = await pool.connect();
-  t.teardown(() => { writer.release(); locker.release(); });
-  await writer.query('begin');
-  const [first] = await appendEvents(1, jobId, writer);
-  await writer.query('select 1 from ballast_private.jobs where id = $1', [jobId]);
-  await locker.query('begin');
-  const locked = locker.query('lock table ballast_private.jobs in access exclusive mode');
-  await waitFor(`select 1 from pg_locks where database = (select oid from pg_database where datname = current_database())
-                  and relation = 'ballast_private.jobs'::regclass and mode = 'AccessExclusiveLock' and not granted`,
-    'the locker never queued for the lock');
-  await writer.query('commit');
-  await locked;
-  await waitFor(`select 1 from pg_stat_activity where application_name = 'ballast-graphql-listen' and datname = current_database()
-                    and wait_event_type = 'Lock'`, 'the hub never waited for the lock');
-  hub.register({ job: jobId }, { event: (p) => after.push(p), fail: (err) => errors.push(err) });
-  t.equal(before.length, 0, 'the first event is not delivered yet');
-  await locker.query('rollback');
-  const [second] = await appendEvents(1);
-  await until(after, second!, 'late subscriber');
-  await until(before, second!, 'early subscriber');
-  t.same(before.map((e) => Number(e.id)), [first, second], 'the early subscriber gets both events');
-  t.same(after.map((e) => Number(e.id)), [second], 'the late one only the event announced after it registered');
   t.same(errors, [], 'no errors');
 });

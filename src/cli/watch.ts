@@ -20,7 +20,7 @@ export interface WatchOptions {
   out?: (line: string) => void;
 }
 
-function time(at: string | Date | undefined): string {
+function time(at: string | Date | null | undefined): string {
   const d = at ? new Date(at) : new Date();
   return d.toISOString().slice(11, 23);
 }
@@ -54,7 +54,8 @@ export async function watchJob(o: WatchOptions): Promise<number> {
     }
     const steps = await o.db.getSteps(o.jobId);
     const events = await o.db.getEvents(o.jobId);
-    const lastSeen = events.length ? Number(events.at(-1)!.id) : 0;
+    // Events already part of the state read above are not printed again (the listener started before that read).
+    const seen = new Set(events.map((e) => String(e.id)));
     if (o.json) out(JSON.stringify({ job, steps }));
     else {
       out(`job ${job.id} ${job.pipeline}@${job.pipeline_version} ${job.status}`);
@@ -65,7 +66,7 @@ export async function watchJob(o: WatchOptions): Promise<number> {
     let done: (job: Job) => void = () => {};
     const finished = new Promise<Job>((resolve) => { done = resolve; });
     const onEvent = (e: LiveEvent) => {
-      if (e.id !== undefined && e.id <= lastSeen) return; // already part of the state read above
+      if (e.id !== null && seen.has(String(e.id))) return;
       out(o.json ? JSON.stringify(e) : describe(e));
       if (e.step_id === null && e.status && FINAL.has(e.status)) void o.db.getJob(o.jobId).then((j) => j && done(j));
     };

@@ -65,40 +65,46 @@ export const resolveReview = (c: Queryable, stepId: string, decision: string, ou
             r.step_status as "stepStatus", r.job_status as "jobStatus", r.queued_step_ids::text[] as "queuedStepIds"
        from ballast.resolve_review($1, $2, $3::jsonb, $4, $5) r`, [stepId, decision, json(output), reviewer, note]);
 
-/** An event as delivered live (resolved from NOTIFY ballast_events, 0014) or as replayed from ballast.events. */
-export interface EventPayload {
-  id: number | string | null;
-  job_id: number | string;
-  step_id: number | string | null;
+/** An event as replayed to a subscriber: ballast.events_after's row (migrations/0025), ids as text. */
+export interface ReplayedEvent {
+  id: string;
+  tx: string;
+  job_id: string;
+  step_id: string | null;
   type: string;
   status: string | null;
-  tenant_id?: string | null;
-  step_name?: string | null;
-  at?: string | null;
-  progress?: unknown;
+  tenant_id: string | null;
+  step_name: string | null;
+  at: string | null;
 }
 
-// One event as every reader receives it, replayed (below) or live (resolved from a notification's ids by
-// event-notifications.ts), so both are read by one function. Over e (ballast.events), j (ballast.jobs), s (ballast.steps).
-export const EVENT_JSON = `json_build_object('id', e.id, 'job_id', e.job_id, 'step_id', e.step_id, 'type', e.type,
-  'status', e.status, 'tenant_id', j.tenant_id, 'step_name', s.name, 'at', e.at)`;
+// One replayed event over r (a row of ballast.events_after), in the shape live events have (event-stream.ts).
+const REPLAY_JSON = `json_build_object('id', r.id::text, 'tx', r.tx::text, 'job_id', r.job_id::text, 'step_id', r.step_id::text,
+  'type', r.type, 'status', r.status, 'tenant_id', r.tenant_id, 'step_name', r.step_name, 'at', r.at)`;
 
 export interface JobSnapshotRow {
+  /** pg_snapshot_xmin of the statement: the snapshot reflects every event below it (and `seen`). */
+  watermark: string;
   job: Record<string, unknown> | null;
   steps: Record<string, unknown>[];
-  replay: EventPayload[];
-  recentEventIds: string[];
+  replay: ReplayedEvent[];
+  /** Ids of the job's events at or above the watermark that the snapshot already reflects. */
+  seen: string[];
+  /** The job's last event below the watermark in delivery order: where a resume after this snapshot starts. */
   lastEventId: string | null;
 }
 
 /**
  * One statement, so one snapshot: the job and its steps as the caller may see them (no row: unknown or another
- * tenant's), the job's events after `after` (at most `limit`, oldest first; none when `after` is null), and the ids
- * of its newest 1000 events, which lets the subscriber drop live notifications this snapshot already includes.
+ * tenant's), the job's events after `after` in delivery order (ballast.events_after: at most `limit`; none when
+ * `after` is null; BA007 when `after` is no event the caller can see), the watermark, and the events the snapshot
+ * reflects although they are not final yet, so that the subscriber does not send them again.
  */
 export const jobSnapshot = (c: Queryable, jobId: string, after: string | null, limit: number) =>
   one<JobSnapshotRow>(c, `
-    select (select json_build_object('id', j.id::text, 'tenantId', j.tenant_id, 'pipeline', j.pipeline,
+    with w as (select pg_snapshot_xmin(pg_current_snapshot()) as mark)
+    select w.mark::text as watermark,
+           (select json_build_object('id', j.id::text, 'tenantId', j.tenant_id, 'pipeline', j.pipeline,
                    'pipelineVersion', j.pipeline_version, 'status', j.status, 'result', j.result, 'error', j.error,
                    'createdAt', j.created_at, 'updatedAt', j.updated_at, 'finishedAt', j.finished_at)
               from ballast.jobs j where j.id = $1) as job,
@@ -106,27 +112,27 @@ export const jobSnapshot = (c: Queryable, jobId: string, after: string | null, l
                    'attemptCount', s.attempts, 'maxAttempts', s.max_attempts, 'progress', s.progress,
                    'updatedAt', s.updated_at) order by s.id), '[]')
               from ballast.steps s where s.job_id = $1) as steps,
-           (select coalesce(json_agg(r.ev order by r.id), '[]')
-              from (select e.id, ${EVENT_JSON} as ev
-                      from ballast.events e join ballast.jobs j on j.id = e.job_id
-                      left join ballast.steps s on s.id = e.step_id
-                     where e.job_id = $1 and $2::bigint is not null and e.id > $2
-                     order by e.id limit $3) r) as replay,
-           (select coalesce(array_agg(r.id::text), '{}')
-              from (select id from ballast.events where job_id = $1 order by id desc limit 1000) r) as "recentEventIds",
-           (select max(id)::text from ballast.events where job_id = $1) as "lastEventId"`,
+           (select coalesce(json_agg(${REPLAY_JSON} order by r.tx, r.id), '[]')
+              from ballast.events_after($2, null, $1, $3) r where $2::bigint is not null) as replay,
+           (select coalesce(array_agg(e.id::text), '{}') from ballast.events e where e.job_id = $1 and e.tx >= w.mark) as seen,
+           (select e.id::text from ballast.events e where e.job_id = $1 and e.tx < w.mark
+             order by e.tx desc, e.id desc limit 1) as "lastEventId"
+      from w`,
     [jobId, after, limit]);
 
-/** Events after `after` (oldest first, at most `limit`) of one tenant, or of every tenant the caller sees. */
-export const eventsAfter = async (c: Queryable, after: string, tenantId: string | null, limit: number) =>
-  (await c.query<{ ev: EventPayload }>({
-    text: `select ${EVENT_JSON} as ev
-             from ballast.events e join ballast.jobs j on j.id = e.job_id
-             left join ballast.steps s on s.id = e.step_id
-            where e.id > $1 and ($2::text is null or j.tenant_id = $2)
-            order by e.id limit $3`,
-    values: [after, tenantId, limit],
-  })).rows.map((r) => r.ev);
+/**
+ * The events after `after` in delivery order (oldest first, at most `limit`) of one tenant, or of every tenant the
+ * caller sees, with the watermark of the statement: every final event below it after `after` is in the list (unless
+ * `limit` cut it). BA007 when `after` is no event the caller can see.
+ */
+export const eventsAfter = (c: Queryable, after: string, tenantId: string | null, limit: number) =>
+  one<{ watermark: string; events: ReplayedEvent[] }>(c, `
+    with w as (select pg_snapshot_xmin(pg_current_snapshot()) as mark)
+    select w.mark::text as watermark,
+           (select coalesce(json_agg(${REPLAY_JSON} order by r.tx, r.id), '[]')
+              from ballast.events_after($1, $2, null, $3) r) as events
+      from w`,
+    [after, tenantId, limit]);
 
 /** A cheap liveness check for the health endpoint. */
 export const ping = (c: Queryable) => one<{ ok: number }>(c, 'select 1 as ok', []);

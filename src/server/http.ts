@@ -8,7 +8,7 @@ import type { NodeGrafserv } from 'postgraphile/grafserv/node';
 import { ping } from '../db/caller.ts';
 import { AuthError } from './auth.ts';
 import type { ServerSettings } from './config.ts';
-import type { EventHub } from './hub.ts';
+import type { EventHub } from './live/hub.ts';
 import type { CallerRegistry } from './preset.ts';
 
 export interface HttpOptions {

@@ -9,7 +9,11 @@ import { createPool } from '../db/api.ts';
 import { createLogger } from '../log.ts';
 import { Authenticator } from './auth.ts';
 import { serverSettings, type JwtSettings, type ServerLimits, type ServerSettings } from './config.ts';
-import { EventHub } from './hub.ts';
+import { EventHub } from './live/hub.ts';
+import { DEFAULT_LIVE_LIMITS, type LiveLimits } from './live/connection.ts';
+import { LiveProtocol } from './live/protocol.ts';
+import { SubscriptionCompiler } from './live/selection.ts';
+import { queryLimitsRule } from './limits.ts';
 import { createHttpServer } from './http.ts';
 import { CallerRegistry, makePreset } from './preset.ts';
 import { attachWebSockets } from './ws.ts';
@@ -29,6 +33,10 @@ export interface StartServerOptions {
   jwt?: Partial<JwtSettings>;
   /** Connections of the API's pool (default 10). */
   poolSize?: number;
+  /** Connections for subscriptions' catch-up reads (default 3). */
+  livePoolSize?: number;
+  /** When a subscriber is too slow (default: 4 MiB unsent or 10,000 messages waiting on its socket). */
+  liveLimits?: Partial<LiveLimits>;
   /** graphql-ws ping interval (default 12 s). */
   keepAliveMs?: number;
   log?: Logger;
@@ -41,8 +49,10 @@ export interface BallastServer {
   wsUrl: string;
   port: number;
   settings: ServerSettings;
-  /** Subscriptions currently registered (for tests and metrics). */
+  /** Subscriptions currently open (for tests and metrics). */
   subscriptions(): number;
+  /** The fan-out of live events (tests: idle(), poke(), groups). */
+  hub: EventHub;
   stop(): Promise<void>;
 }
 
@@ -64,24 +74,36 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
     const { rows } = await pool.query<{ ok: boolean }>(`select to_regclass('ballast.jobs') is not null as ok`);
     if (!rows[0]?.ok) throw new Error('the database has no ballast schema: run `ballast migrate` (or `npm run migrate`) first');
 
-    const hub = new EventHub(opts.connectionString, log);
+    const hub = new EventHub({ connectionString: opts.connectionString, log });
     await hub.start();
     cleanup.push(() => hub.stop());
+    // Catch-up reads of subscriptions (resume, snapshot) have their own few connections: a storm of resubscriptions
+    // waits for them instead of taking the connections HTTP queries need.
+    const livePool = createPool(opts.connectionString, { max: opts.livePoolSize ?? 3, applicationName: 'ballast-graphql-live', log });
+    cleanup.push(() => livePool.end());
 
     const authenticator = new Authenticator(settings.jwt);
     if (!authenticator.acceptsTokens) {
       log.warn('neither BALLAST_JWT_SECRET nor BALLAST_JWKS_URL is set: every caller is anonymous and can read nothing');
     }
     const callers = new CallerRegistry(authenticator);
-    const pgl = postgraphile(makePreset({ pool, settings, hub, callers, log }));
+    const pgl = postgraphile(makePreset({ pool, settings, callers, log }));
     cleanup.push(async () => pgl.release());
-    await pgl.getSchema(); // build now: a broken schema fails the start, not the first request
+    const schema = await pgl.getSchema(); // build now: a broken schema fails the start, not the first request
     const serv = pgl.createServ(grafserv);
     cleanup.push(() => serv.release());
+    const compiler = new SubscriptionCompiler(schema, [queryLimitsRule(settings.limits)]);
+    const live = new LiveProtocol({
+      feeds: { hub, pool: livePool, statementTimeoutMs: settings.limits.statementTimeoutMs },
+      compiler: () => compiler,
+      limits: { ...DEFAULT_LIVE_LIMITS, ...opts.liveLimits },
+      log,
+    });
+    cleanup.push(async () => live.stopAll('SERVER_STOPPING', 'the server is shutting down; reconnect (with `after`) to another one'));
 
     const server = createHttpServer({ serv, callers, pool, hub, settings, log });
     const closeSockets = attachWebSockets(server, {
-      serv, authenticator, callers, maxPayloadBytes: settings.limits.maxBodyBytes, log,
+      serv, authenticator, callers, maxPayloadBytes: settings.limits.maxBodyBytes, live, log,
       ...(opts.keepAliveMs !== undefined ? { keepAliveMs: opts.keepAliveMs } : {}),
     });
     await new Promise<void>((resolve, reject) => {
@@ -107,7 +129,8 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
       wsUrl: `ws://${host}:${port}/graphql`,
       port,
       settings,
-      subscriptions: () => hub.size,
+      subscriptions: () => live.size,
+      hub,
       stop: () => (stopped ??= undo()),
     };
   } catch (err) {

@@ -9,7 +9,6 @@ import { makePgService } from 'postgraphile/adaptors/pg';
 import { ANONYMOUS, pgSettingsFor, type Authenticator, type Caller } from './auth.ts';
 import type { ServerSettings } from './config.ts';
 import { makeMaskError } from './errors.ts';
-import type { EventHub } from './hub.ts';
 import { pageSizePlugin, queryLimitsRule } from './limits.ts';
 import { MutationsPlugin } from './mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
@@ -63,7 +62,6 @@ export class CallerRegistry {
 export interface PresetOptions {
   pool: pg.Pool;
   settings: ServerSettings;
-  hub: EventHub;
   callers: CallerRegistry;
   log: Logger;
 }
@@ -86,7 +84,7 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
     extends: [PostGraphileAmberPreset],
     // No Relay global object ids: every row has its own `id`.
     disablePlugins: ['NodePlugin'],
-    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, subscriptionsPlugin(o.hub), LimitsPlugin],
+    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, subscriptionsPlugin(), LimitsPlugin],
     pgServices: [makePgService({ pool: o.pool, schemas: ['ballast'], pubsub: false })],
     grafast: {
       explain: false,

@@ -1,7 +1,8 @@
 // graphql-ws on the /graphql path, run here rather than by grafserv so that the connection is authenticated when
 // it opens: the token in the connection params (`{ authorization: "Bearer <jwt>" }`, or the upgrade request's
 // Authorization header) is verified in onConnect; a forged or expired token closes the socket with 4403 and the
-// reason, and a connection is closed (4403) when its token expires. Operations then run with that caller.
+// reason, and a connection is closed (4403) when its token expires. Operations then run with that caller:
+// subscriptions by live/protocol.ts (shared rendering, backpressure), queries and mutations by graphql-ws.
 import type { Server, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -10,6 +11,8 @@ import { CloseCode, handleProtocols, makeServer, type ServerOptions } from 'grap
 import { makeGraphQLWSConfig, type GrafservBase } from 'postgraphile/grafserv';
 import { AuthError, type Authenticator } from './auth.ts';
 import type { CallerRegistry } from './preset.ts';
+import type { LiveConnection } from './live/connection.ts';
+import type { LiveProtocol } from './live/protocol.ts';
 
 export const CLOSE_FORBIDDEN = 4403;
 
@@ -23,6 +26,8 @@ export interface WebSocketOptions {
   authenticator: Authenticator;
   callers: CallerRegistry;
   maxPayloadBytes: number;
+  /** Serves subscription operations (live/protocol.ts); graphql-ws gets everything else. */
+  live: LiveProtocol;
   keepAliveMs?: number;
   log: Logger;
 }
@@ -30,7 +35,9 @@ export interface WebSocketOptions {
 /** Handles websocket upgrades of /graphql on `server`; returns a function that closes every socket. */
 export function attachWebSockets(server: Server, o: WebSocketOptions): () => Promise<void> {
   // maxPayload: a bigger frame closes the socket with 1009 (message too big) before it is buffered.
-  const wss = new WebSocketServer({ noServer: true, maxPayload: o.maxPayloadBytes, handleProtocols });
+  // No permessage-deflate (ws's default for servers): compressing each message per socket would undo sharing its bytes.
+  const wss = new WebSocketServer({ noServer: true, maxPayload: o.maxPayloadBytes, handleProtocols, perMessageDeflate: false });
+  const live = new WeakMap<WebSocket, LiveConnection>();
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/graphql') {
@@ -53,6 +60,8 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
           ? await o.authenticator.fromConnectionParams(params)
           : await o.authenticator.fromAuthorization(request.headers.authorization);
         o.callers.setWebSocket(request, caller);
+        const conn = live.get(socket);
+        if (conn) o.live.acknowledged(conn, caller);
         if (caller.expiresAt !== null) {
           const ms = Math.max(0, caller.expiresAt * 1000 - Date.now());
           const timer = setTimeout(() => socket.close(CLOSE_FORBIDDEN, 'Forbidden: the token expired; reconnect with a new one'), ms);
@@ -73,6 +82,8 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
   wss.on('connection', (socket: WebSocket, request: IncomingMessage) => {
     // A protocol error (too big a frame, bad framing) closes the socket by itself; it is the client's fault, not ours.
     socket.on('error', (err) => o.log.debug({ err: err.message }, 'websocket error'));
+    const conn = o.live.opened(socket);
+    live.set(socket, conn);
     let alive = true;
     socket.on('pong', () => (alive = true));
     const ping = setInterval(() => {
@@ -85,7 +96,9 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
       send: (data) => new Promise<void>((resolve, reject) => socket.send(data, (err) => (err ? reject(err) : resolve()))),
       close: (code, reason) => socket.close(code, reason),
       onMessage: (cb) => socket.on('message', (message) => {
-        cb(String(message)).catch((err: Error) => {
+        const text = String(message);
+        if (o.live.handle(conn, text)) return;
+        cb(text).catch((err: Error) => {
           o.log.error({ err }, 'graphql-ws message handling failed');
           socket.close(CloseCode.InternalServerError, 'Internal server error');
         });
@@ -93,6 +106,7 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
     }, { socket, request });
     socket.once('close', (code, reason) => {
       clearInterval(ping);
+      o.live.closed(conn);
       void closed(code, String(reason));
     });
   });
