@@ -58,6 +58,11 @@ export class LiveSubscription implements HubSubscriber {
   send(bytes: Buffer, eventId: string | null): void {
     if (this.active) this.conn.enqueue({ sub: this, bytes, eventId });
   }
+
+  /** Resolves true once the socket has room again (a long catch-up waits between pages); false if it ended. */
+  writable(): Promise<boolean> {
+    return this.conn.writable().then((ok) => ok && this.active);
+  }
 }
 
 export class LiveConnection {
@@ -85,6 +90,16 @@ export class LiveConnection {
       this.marked = true;
       this.flusher.mark(this);
     }
+  }
+
+  /** Resolves true once the outbox is written and the send buffer is under half its limit; false if it closed. */
+  async writable(): Promise<boolean> {
+    const deadline = Date.now() + 60_000;
+    while (this.ws.readyState === this.ws.OPEN && Date.now() < deadline) {
+      if (this.outbox.length === 0 && this.ws.bufferedAmount <= this.limits.maxBufferedBytes / 2) return true;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return false;
   }
 
   /** Queues a whole protocol message after what is already queued. */

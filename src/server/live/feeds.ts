@@ -20,8 +20,12 @@ import type { LiveSubscription } from './connection.ts';
 import { changeOf, type Change, type EventHub, type GroupSpec, type Topic } from './hub.ts';
 import type { CompiledSubscription } from './selection.ts';
 
-/** Most events a subscription replays from `after`; beyond, read them with ballast.events_after first. */
+/** Most events jobUpdated replays from `after` (in the snapshot's statement); beyond, REPLAY_TOO_LARGE. */
 export const REPLAY_LIMIT = 1000;
+/** tenantEvents replays from `after` in pages of this many, waiting for the socket to drain between pages... */
+export const REPLAY_PAGE = 1000;
+/** ...up to this many events; beyond, REPLAY_TOO_LARGE (read the state instead). */
+export const REPLAY_MAX = 100_000;
 
 /** Shortest progressEveryMs accepted (0 means every report). */
 export const MIN_PROGRESS_MS = 50;
@@ -155,14 +159,23 @@ async function openTenant(ctx: FeedContext, caller: Caller, spec: GroupSpec, ten
     return;
   }
   await withCatchUp(ctx, spec, sub, async (render) => {
-    const { watermark, events } = await asCaller(ctx, caller, (c) => eventsAfter(c, after, tenant, REPLAY_LIMIT + 1));
-    if (events.length > REPLAY_LIMIT) {
-      throw clientError('REPLAY_TOO_LARGE', `more than ${REPLAY_LIMIT} events happened after ${after}; read them with ballast.events_after (or the events query) and subscribe again with a later \`after\``);
+    // Page by page: each page's statement returns the final events after the previous page's last one, below its
+    // own watermark; the last (short) page's watermark is where live delivery takes over.
+    let cursor = after;
+    let total = 0;
+    for (;;) {
+      const page = await asCaller(ctx, caller, (c) => eventsAfter(c, cursor, tenant, REPLAY_PAGE));
+      for (const r of page.events) {
+        const e = replayedEvent(r);
+        if (accepts(spec, e)) sub.send(render(changeOf(e, true)), r.id);
+      }
+      total += page.events.length;
+      if (page.events.length < REPLAY_PAGE) return { watermark: page.watermark, seen: null };
+      if (total >= REPLAY_MAX) {
+        throw clientError('REPLAY_TOO_LARGE', `more than ${REPLAY_MAX} events happened after ${after}; read the current state (or ballast.events_after in pages) and subscribe again with a later \`after\``);
+      }
+      cursor = page.events.at(-1)!.id;
+      if (!(await sub.writable())) return { watermark: page.watermark, seen: null };
     }
-    for (const r of events) {
-      const e = replayedEvent(r);
-      if (accepts(spec, e)) sub.send(render(changeOf(e, true)), r.id);
-    }
-    return { watermark, seen: null };
   });
 }
