@@ -3,6 +3,9 @@
 // is SIGKILLed. Both kinds run with the node flags of the deployed `ballast` command (WORKER_NODE_FLAGS, read from
 // src/cli.ts's shebang), not with the benchmark's own: the ballast worker is measured as deployed, and bare
 // graphile-worker under the same V8 heap settings, so the memory ratio compares the code, not the flags.
+// The subscriptions scenario's other children are spawned the same way (spawnChild) and speak the same messages
+// (ready, stop/stopped): the GraphQL API (bench/fixtures/api-server.ts, with the deployed flags too: `ballast serve`
+// runs from the same shebang) and its load client (bench/scenarios/subs-client.ts, with V8's defaults).
 import { fork, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdirSync, openSync, closeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +14,8 @@ import { WORKER_NODE_FLAGS } from '../src/node-flags.ts';
 const fixtures = {
   ballast: fileURLToPath(new URL('./fixtures/ballast-worker.ts', import.meta.url)),
   gw: fileURLToPath(new URL('./fixtures/gw-worker.mjs', import.meta.url)),
+  api: fileURLToPath(new URL('./fixtures/api-server.ts', import.meta.url)),
+  'subs-client': fileURLToPath(new URL('./scenarios/subs-client.ts', import.meta.url)),
 };
 export const logDir = fileURLToPath(new URL('./results/logs/', import.meta.url));
 
@@ -22,6 +27,16 @@ export interface WorkerSpec {
   expect?: number;
   /** Node flags of the child (default WORKER_NODE_FLAGS; [] for V8's defaults). */
   nodeFlags?: readonly string[];
+  /** ballast only: also run the demo pipeline of tasks/demo.ts (demo.wordstats), registered when the worker starts. */
+  demo?: boolean;
+}
+
+/** Another child of the benchmark; the whole spec reaches it as BENCH_WORKER (JSON), as a worker's does. */
+export interface ChildSpec {
+  kind: 'api' | 'subs-client';
+  /** Node flags of the child (default WORKER_NODE_FLAGS; [] for V8's defaults). */
+  nodeFlags?: readonly string[];
+  [option: string]: unknown;
 }
 
 export interface Trace {
@@ -34,8 +49,11 @@ export interface Trace {
 export interface WorkerChild {
   readonly child: ChildProcess;
   readonly pid: number;
-  /** Resolves once the pool runs, with the worker id and the RSS at that moment (everything loaded, nothing run). */
-  readonly ready: Promise<{ workerId: string; readyRssMb: number }>;
+  /**
+   * Resolves once the pool runs, with the worker id and the RSS at that moment (everything loaded, nothing run);
+   * `message` is the whole ready message (other children put more in it, e.g. the API's URLs).
+   */
+  readonly ready: Promise<{ workerId: string; readyRssMb: number; message: Record<string, unknown> }>;
   /** Traces received so far, by `${jobId}/${step}`. */
   readonly traces: Map<string, Trace>;
   /** Resolves with the first message of this type. */
@@ -53,6 +71,10 @@ process.on('exit', () => {
 });
 
 export function spawnWorker(url: string, spec: WorkerSpec, label: string, env: NodeJS.ProcessEnv = {}): WorkerChild {
+  return spawnChild(url, spec, label, env);
+}
+
+export function spawnChild(url: string, spec: WorkerSpec | ChildSpec, label: string, env: NodeJS.ProcessEnv = {}): WorkerChild {
   mkdirSync(logDir, { recursive: true });
   const out = openSync(`${logDir}${label}.log`, 'w');
   const child = fork(fixtures[spec.kind], [], {
@@ -83,7 +105,7 @@ export function spawnWorker(url: string, spec: WorkerSpec, label: string, env: N
     for (const w of [...waiters]) w(null);
   });
   const fail = (what: string) =>
-    new Error(`bench worker ${label} (pid ${child.pid}): ${what}; see ${logDir}${label}.log\n${stderr}`);
+    new Error(`bench ${spec.kind === 'ballast' || spec.kind === 'gw' ? 'worker' : spec.kind} ${label} (pid ${child.pid}): ${what}; see ${logDir}${label}.log\n${stderr}`);
   const wait = <T>(match: (msg: Record<string, unknown>) => T | undefined, what: string, timeoutMs: number) =>
     new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => done(() => reject(fail(`no ${what} within ${timeoutMs} ms`))), timeoutMs);
@@ -103,7 +125,7 @@ export function spawnWorker(url: string, spec: WorkerSpec, label: string, env: N
   const handle: WorkerChild = {
     child,
     pid: child.pid!,
-    ready: wait((m) => (m.type === 'ready' ? { workerId: String(m.workerId), readyRssMb: Number(m.readyRssMb) } : undefined),
+    ready: wait((m) => (m.type === 'ready' ? { workerId: String(m.workerId), readyRssMb: Number(m.readyRssMb), message: m } : undefined),
       'ready message', 60_000),
     traces,
     next: <T>(type: string, timeoutMs: number) => wait((m) => (m.type === type ? (m as T) : undefined), `${type} message`, timeoutMs),

@@ -76,6 +76,31 @@ const ROWS: Row[] = [
   { figure: 'WAL per step (3-step pipeline)', key: 'wal_bytes_per_step', unit: 'bytes', noTarget: NO_TARGET,
     ratio: { key: 'wal_step_vs_job', label: '', text: (s) => `${fmt(s.wal_step_vs_job)} × graphile-worker's ${fmt(s.wal_bytes_per_job)} bytes per job` } },
   scalingRow(1), scalingRow(2), scalingRow(4),
+  // Subscriptions (bench/scenarios/subscriptions.ts): 1,000 tenantEvents subscribers of one tenant on one API process
+  // while demo.wordstats jobs arrive at 5 jobs/s.
+  { figure: 'Subscriptions: delivery p50, 1,000 tenantEvents subscribers, one API process', key: 'subs_1000_p50_ms', unit: 'ms',
+    ratio: { label: '', text: (s) => `${fmt(s.subs_msgs_per_s)} messages/s delivered in all; load average ${fmt(s.subs_loadavg_start)} → ${fmt(s.subs_loadavg_end)}; ` +
+      `API ${fmt(s.subs_api_cpu_cores)} cores busy, ${fmt(s.subs_api_cpu_ms_per_1k_msgs)} CPU-ms per 1,000 messages; ` +
+      `load client ${fmt(s.subs_client_cpu_cores)} cores busy, event loop delay p99 ${fmt(s.subs_client_loop_delay_p99_ms)} ms, longest GC pause ${fmt(s.subs_client_gc_max_ms)} ms` } },
+  { figure: 'Subscriptions: delivery p99', key: 'subs_1000_p99_ms', unit: 'ms', target: { op: '<=', value: 1000, text: '≤ 1,000 ms' },
+    ratio: { label: '', text: (s) => `max ${fmt(s.subs_max_ms)} ms; ${fmt(s.subs_events_per_job)} events per job; ` +
+      `${fmt(s.subs_missing)} messages never received counted as lower bounds` } },
+  { figure: 'Subscriptions: HTTP p99 meanwhile ({ __typename } POST, GET /health)', key: 'subs_http_p99_ms', unit: 'ms', target: { op: '<=', value: 100, text: '≤ 100 ms' },
+    ratio: { label: '', text: (s) => `POST p99 ${fmt(s.subs_http_graphql_p99_ms)} ms, /health p99 ${fmt(s.subs_health_p99_ms)} ms; ` +
+      `${fmt(s.subs_http_timeouts)} of ${fmt(s.subs_http_samples)} unanswered in 10 s` } },
+  { figure: 'Subscriptions: API peak RSS', key: 'subs_rss_mb', unit: 'MB', target: { op: '<=', value: 300, text: '≤ 300 MB' },
+    ratio: { label: '', text: (s) => `${fmt(s.subs_rss_after_mb)} MB 5 s after the clients left (${fmt(s.subs_rss_end_of_load_mb)} MB at the end of the load, ${fmt(s.subs_rss_ready_mb)} MB once started)` } },
+  { figure: 'Subscriptions: events missing (summed over clients)', key: 'subs_missing', unit: '', target: { op: '<=', value: 0, text: '0' },
+    ratio: { label: '', text: (s) => `${fmt(s.subs_expected_events)} events expected per client; ${fmt(s.subs_clients_incomplete)} clients incomplete, ` +
+      `${fmt(s.subs_errors)} subscription errors, ${fmt(s.subs_connect_failed)} connections failed` } },
+  { figure: 'Subscriptions: events duplicated', key: 'subs_duplicated', unit: '', target: { op: '<=', value: 0, text: '0' } },
+  { figure: 'Subscriptions: events out of order', key: 'subs_out_of_order', unit: '', target: { op: '<=', value: 0, text: '0' },
+    ratio: { label: '', text: (s) => `${fmt(s.subs_clients_differing)} clients' order differs from client 0's; ` +
+      (s.subs_db_order ? `client 0 against the database's commit order: ${fmt(s.subs_client0_vs_db_out_of_order)}` : 'no txid/tx column: clients compared with each other only') } },
+  { figure: 'Subscriptions: reconnect with after, events missing', key: 'subs_reconnect_missing', unit: '', target: { op: '<=', value: 0, text: '0' },
+    ratio: { label: '', text: (s) => `${fmt(s.subs_reconnects)} clients left and resubscribed` } },
+  { figure: 'Subscriptions: reconnect with after, events duplicated', key: 'subs_reconnect_duplicated', unit: '', target: { op: '<=', value: 0, text: '0' } },
+  { figure: 'Subscriptions: reconnect with after, events out of order', key: 'subs_reconnect_out_of_order', unit: '', target: { op: '<=', value: 0, text: '0' } },
 ];
 
 function fmt(x: number | undefined): string {

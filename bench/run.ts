@@ -7,6 +7,9 @@
 // --profile / --no-profile (the statistics pass; on by default in full mode), --template-sql FILE (SQL run on the
 // template after migrating: try a schema change side by side; recorded in the results), --scaling / --no-scaling
 // (throughput with 1, 2 and 4 worker processes; on by default in full mode).
+// The subscriptions scenario (--only subscriptions) runs 1,000 GraphQL tenantEvents subscribers against one API
+// process while demo jobs are submitted (bench/scenarios/subscriptions.ts); when it fails outright (an API that does
+// not start, a client that stops answering), the round records subs_failed and its figures show as misses.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +22,7 @@ import { ballastPickup, gwPickup } from './scenarios/pickup.ts';
 import { generateHistory, historySize } from './scenarios/history.ts';
 import { recovery } from './scenarios/recovery.ts';
 import { mapRun } from './scenarios/map.ts';
+import { subscriptions } from './scenarios/subscriptions.ts';
 import { profile } from './profile.ts';
 import { WORKER_NODE_FLAGS } from '../src/node-flags.ts';
 import { renderMarkdown, summarize, verdicts, type Round } from './report.ts';
@@ -57,12 +61,19 @@ const sizes = {
   recovery_backlog: 1000,
   scaling_workers: [1, 2, 4],
   scaling_jobs: quick ? 1000 : 2000,
+  subs_clients: 1000,
+  subs_reconnect_clients: 20,
+  subs_jobs: quick ? 60 : 200,
+  subs_jobs_per_s: 5,
 };
 const doScaling = args['no-scaling'] ? false : (args.scaling ?? !quick);
 const doProfile = args['no-profile'] ? false : (args.profile ?? !quick);
 const log = (msg: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}`);
 
 type Scenario = { name: string; run: (round: number) => Promise<Round> };
+
+/** Rounds in which the subscriptions scenario failed outright, with the error (in the results' notes). */
+const subsFailures: string[] = [];
 
 function scenarios(server: BenchServer, historyUrl: string): Scenario[] {
   // Each run gets its own clone of the template, dropped right after.
@@ -127,6 +138,20 @@ function scenarios(server: BenchServer, historyUrl: string): Scenario[] {
       }
       return out;
     } },
+    { name: 'subscriptions', run: (r) => fresh('subs', r, async (url, label) => {
+      const loadStart = loadavg()[0]!;
+      try {
+        return await subscriptions(url, label, {
+          clients: sizes.subs_clients, reconnectClients: sizes.subs_reconnect_clients, jobs: sizes.subs_jobs,
+          rate: sizes.subs_jobs_per_s, concurrency: CONCURRENCY,
+        }, log);
+      } catch (err) {
+        // The API is the subject here, not the harness: a server that cannot take the load is a miss, not a crash.
+        log(`subscriptions failed in round ${r + 1}: ${(err as Error).stack ?? String(err)}`);
+        subsFailures.push(`round ${r + 1}: ${(err as Error).message ?? String(err)}`.slice(0, 500));
+        return { subs_failed: 1, subs_loadavg_start: loadStart, subs_loadavg_end: loadavg()[0]! };
+      }
+    }) },
     ...(doScaling ? [{ name: 'scaling', run: async (r: number) => {
       // 1, 2 and 4 worker processes (concurrency 10 each) on the same jobs, each on a fresh clone, order rotating.
       const out: Round = {};
@@ -193,6 +218,9 @@ async function main(): Promise<void> {
       'pickup_p50_ms', 'pickup_p99_ms', 'handoff_p99_ms', 'history_flatness', 'worker_rss_mb', 'recovery_s',
       'recovery_backlog_s', 'map_items_flatness', 'map_items_per_s_small', 'map_items_per_s_large',
       'wal_bytes_per_step', 'wal_bytes_per_job',
+      'subs_1000_p50_ms', 'subs_1000_p99_ms', 'subs_msgs_per_s', 'subs_http_p99_ms', 'subs_rss_mb', 'subs_rss_after_mb',
+      'subs_missing', 'subs_duplicated', 'subs_out_of_order', 'subs_reconnect_missing', 'subs_reconnect_duplicated',
+      'subs_reconnect_out_of_order', 'subs_loadavg_start', 'subs_loadavg_end',
       ...sizes.scaling_workers.flatMap((k) => doScaling ? [`scaling_steps_per_s_w${k}`, `scaling_steps_per_pg_cpu_s_w${k}`] : [])];
     const result = {
       date, command, mode: quick ? 'quick' : 'full', duration_s: Math.round((Date.now() - began) / 1000),
@@ -220,9 +248,21 @@ async function main(): Promise<void> {
         doScaling ? `Scaling: ${sizes.scaling_jobs.toLocaleString('en-US')} bench.noop3 jobs run by ${sizes.scaling_workers.join(', ')} worker children at concurrency 10 each; steps/s on the database clock. ` +
           'Postgres CPU: the CPU time of the server\'s processes (the postmaster, its live children and its exited children, from /proc) over the run; ' +
           'scaling_steps_per_pg_cpu_s_w* = steps ÷ those CPU seconds (steps/s per fully busy Postgres core), scaling_pg_cores_w* = CPU seconds ÷ wall seconds, scaling_worker_cores_w* the same for the worker children.' : undefined,
+        wanted('subscriptions') ? `Subscriptions: ${sizes.subs_clients.toLocaleString('en-US')} graphql-ws clients (one load-client process) subscribed to tenantEvents of one tenant on one API process ` +
+          `(its own process, NODE_ENV=production, the deployed node flags), ${sizes.subs_jobs} demo.wordstats jobs (4 steps) submitted at ${sizes.subs_jobs_per_s} jobs/s, one worker at concurrency ${CONCURRENCY}. ` +
+          'Latency of a message: received by the client (wall clock) − the event\'s `at` (the database\'s clock_timestamp() when the event row was written, same machine); p50/p99 over every message of every client, a message never received counting with its latency when the wait for the last ones (at most 30 s after the last job finished) ended, a lower bound. ' +
+          'HTTP: `{ __typename }` POSTs and GET /health every 100 ms from the load client while the messages flow, an unanswered probe counting 10,000 ms. ' +
+          'RSS: the API\'s VmHWM (the peak of the whole run, disconnections included), and its VmRSS 5 s after every client disconnected. ' +
+          'Missing/duplicated: each client\'s eventIds against the events ballast.events holds for the run\'s jobs (summed over clients); out of order: events a client received after one that comes later in the reference order ' +
+          '(client 0\'s order for the others; for client 0 the database\'s (txid, id) order when ballast_private.events records the writing transaction (a txid or tx column): subs_db_order = 1). ' +
+          `Reconnect: ${sizes.subs_reconnect_clients} more clients each leave once during the load and resubscribe 500 ms later with after: <the last eventId they received>; their whole sequence is checked the same way. ` +
+          'Everything shares the machine: subs_client_cpu_cores, subs_client_loop_delay_p99_ms and subs_client_gc_max_ms say how busy the load client was (a busy client inflates the latencies), ' +
+          'subs_api_cpu_cores how busy the API was, and subs_api_cpu_ms_per_1k_msgs what 1,000 delivered messages cost the API in CPU time (less sensitive to other load than the latencies).' : undefined,
+        subsFailures.length ? `The subscriptions scenario failed outright (figures missing): ${subsFailures.join('; ')}` : undefined,
         Math.max(...rounds.map((r) => r.load)) > cpus().length ? `The load average exceeded the core count (${rounds.map((r) => r.load.toFixed(1)).join(', ')}): other processes competed with the benchmark; absolute figures are noisy, ratios less so.` : undefined,
         args['template-sql'] ? `Experiment: ${args['template-sql']} was applied to the template.` : undefined,
       ].filter(Boolean),
+      subs_failures: subsFailures,
       summary, rounds, profile: prof,
     };
     const dir = fileURLToPath(new URL('./results/', import.meta.url));

@@ -19,6 +19,10 @@
 -- stores the constant without rewriting the table); new rows take the writer's transaction id.
 --
 -- Cost on the hot path: one more index entry per event (events_tx_idx), about 3.3 per step.
+--
+-- tx stays out of the view ballast.events (PostGraphile has no codec for xid8, and the order is read through
+-- ballast.events_after); readers that need it read ballast_private.events, whose row-level security policies are the
+-- view's (0010), so a tenant-bound role sees only its tenant's rows either way.
 
 alter table ballast_private.events add column tx xid8 not null default '1'::xid8;
 alter table ballast_private.events alter column tx set default pg_current_xact_id();
@@ -27,22 +31,19 @@ comment on column ballast_private.events.tx is
 
 create index events_tx_idx on ballast_private.events (tx, id);
 
-create or replace view ballast.events with (security_invoker = true) as
-select id, job_id, step_id, attempt_id, type, status, actor, reason, data, at, tx
-  from ballast_private.events;
 
 -- ballast.events_after(after, tenant_id, job_id, limit): the events that followed event `after` in delivery order
 -- ((tx, id), see above), final ones only, at most `limit` (default 1000); of one tenant and/or one job when given.
 -- `after` 0 (or null) starts from the first event. What a live subscriber receives after `after` is exactly this
 -- sequence (and what comes after it). Each row carries the event with its job's tenant and its step's name, and
--- `watermark`, the transaction below which events were final when this ran.
+-- `watermark`, the transaction below which events were final when this ran (tx and watermark as bigint).
 -- Reads under the caller's role: row-level security hides other tenants' events, so an `after` the caller cannot
 -- see is unknown. Raises BA007 (not_found) when `after` names no event the caller can see (never written, another
 -- tenant's, or pruned by retention): read the current state instead and follow from there.
 create function ballast.events_after(p_after bigint, p_tenant_id text default null, p_job_id bigint default null,
                                      p_limit integer default 1000)
-returns table (id bigint, tx xid8, job_id bigint, step_id bigint, tenant_id text, step_name text, type text,
-               status text, at timestamptz, watermark xid8)
+returns table (id bigint, tx bigint, job_id bigint, step_id bigint, tenant_id text, step_name text, type text,
+               status text, at timestamptz, watermark bigint)
 language plpgsql stable
 as $fn$
 declare
@@ -55,15 +56,17 @@ begin
       hint = 'read a long history in pages: pass the last id of one page as `after` of the next';
   end if;
   if coalesce(p_after, 0) <> 0 then
-    select e.tx, e.id into v_tx, v_id from ballast.events e where e.id = p_after;
+    select e.tx, e.id into v_tx, v_id from ballast_private.events e where e.id = p_after;
     if not found then
       raise exception 'event % does not exist (never written, pruned by retention, or not visible to you)', p_after
         using errcode = 'BA007', hint = 'read the current state (the job, or the events query) and follow from its newest event';
     end if;
   end if;
+  -- xid8 as bigint for the caller (transaction ids stay far below 2^63).
   return query
-    select e.id, e.tx, e.job_id, e.step_id, j.tenant_id, s.name, e.type, e.status, e.at, v_watermark
-      from ballast.events e
+    select e.id, e.tx::text::bigint, e.job_id, e.step_id, j.tenant_id, s.name, e.type, e.status, e.at,
+           v_watermark::text::bigint
+      from ballast_private.events e
       join ballast.jobs j on j.id = e.job_id
       left join ballast.steps s on s.id = e.step_id
      where (e.tx, e.id) > (v_tx, v_id) and e.tx < v_watermark

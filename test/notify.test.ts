@@ -176,6 +176,9 @@ t.test('payloads carry ids only: no tenant, step name, status or progress value'
     'a progress report names its job and step');
 
   await until(live, fence!, 'listenEvents');
+  // Progress reports are outside the event order: the report may be read in the round trip after the fence's.
+  const deadline = Date.now() + 10_000;
+  while (!live.some((e) => e.type === 'step_progress') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const progress = live.filter((e) => e.type === 'step_progress');
   t.same(progress, [{ id: null, tx: null, job_id: Number(jobId), step_id: Number(step!.id), type: 'step_progress', status: 'running',
     tenant_id: TENANT, step_name: 'secret_step_name', at: null, progress: { done: 3, secret: 'progress-value-zz' } }],

@@ -85,6 +85,8 @@ const REPLAY_JSON = `json_build_object('id', r.id::text, 'tx', r.tx::text, 'job_
 export interface JobSnapshotRow {
   /** pg_snapshot_xmin of the statement: the snapshot reflects every event below it (and `seen`). */
   watermark: string;
+  /** The transaction of event `after` (null without one): live delivery starts after (afterTx, after) at the earliest. */
+  afterTx: string | null;
   job: Record<string, unknown> | null;
   steps: Record<string, unknown>[];
   replay: ReplayedEvent[];
@@ -104,6 +106,7 @@ export const jobSnapshot = (c: Queryable, jobId: string, after: string | null, l
   one<JobSnapshotRow>(c, `
     with w as (select pg_snapshot_xmin(pg_current_snapshot()) as mark)
     select w.mark::text as watermark,
+           (select e.tx::text from ballast_private.events e where e.id = $2) as "afterTx",
            (select json_build_object('id', j.id::text, 'tenantId', j.tenant_id, 'pipeline', j.pipeline,
                    'pipelineVersion', j.pipeline_version, 'status', j.status, 'result', j.result, 'error', j.error,
                    'createdAt', j.created_at, 'updatedAt', j.updated_at, 'finishedAt', j.finished_at)
@@ -114,21 +117,22 @@ export const jobSnapshot = (c: Queryable, jobId: string, after: string | null, l
               from ballast.steps s where s.job_id = $1) as steps,
            (select coalesce(json_agg(${REPLAY_JSON} order by r.tx, r.id), '[]')
               from ballast.events_after($2, null, $1, $3) r where $2::bigint is not null) as replay,
-           (select coalesce(array_agg(e.id::text), '{}') from ballast.events e where e.job_id = $1 and e.tx >= w.mark) as seen,
-           (select e.id::text from ballast.events e where e.job_id = $1 and e.tx < w.mark
+           (select coalesce(array_agg(e.id::text), '{}') from ballast_private.events e where e.job_id = $1 and e.tx >= w.mark) as seen,
+           (select e.id::text from ballast_private.events e where e.job_id = $1 and e.tx < w.mark
              order by e.tx desc, e.id desc limit 1) as "lastEventId"
       from w`,
     [jobId, after, limit]);
 
 /**
  * The events after `after` in delivery order (oldest first, at most `limit`) of one tenant, or of every tenant the
- * caller sees, with the watermark of the statement: every final event below it after `after` is in the list (unless
- * `limit` cut it). BA007 when `after` is no event the caller can see.
+ * caller sees, with the watermark of the statement (every final event below it after `after` is in the list, unless
+ * `limit` cut it) and the transaction of `after` itself. BA007 when `after` is no event the caller can see.
  */
 export const eventsAfter = (c: Queryable, after: string, tenantId: string | null, limit: number) =>
-  one<{ watermark: string; events: ReplayedEvent[] }>(c, `
+  one<{ watermark: string; afterTx: string | null; events: ReplayedEvent[] }>(c, `
     with w as (select pg_snapshot_xmin(pg_current_snapshot()) as mark)
     select w.mark::text as watermark,
+           (select e.tx::text from ballast_private.events e where e.id = $1) as "afterTx",
            (select coalesce(json_agg(${REPLAY_JSON} order by r.tx, r.id), '[]')
               from ballast.events_after($1, $2, null, $3) r) as events
       from w`,

@@ -53,7 +53,8 @@ interface RawEvent extends Omit<StreamEvent, 'tx'> {
 export const READ_LIMIT = 5000;
 
 // One statement, so one snapshot for the watermark, the events below it and the check for held-back ones. The
-// events come through the public views under the connection's role. Uses events_tx_idx (tx, id) from the position.
+// events come from ballast_private.events (tx is not in the view; the table has the view's row-level security) and
+// the public views, under the connection's role. Uses events_tx_idx (tx, id) from the position.
 const READ_SQL = `
   with w as (select pg_snapshot_xmin(pg_current_snapshot()) as mark)
   select w.mark::text as watermark,
@@ -62,13 +63,13 @@ const READ_SQL = `
                          json_build_object('id', e.id, 'tx', e.tx::text, 'job_id', e.job_id, 'step_id', e.step_id,
                            'type', e.type, 'status', e.status, 'tenant_id', j.tenant_id, 'step_name', s.name,
                            'at', e.at) as ev
-                    from ballast.events e
+                    from ballast_private.events e
                     join ballast.jobs j on j.id = e.job_id
                     left join ballast.steps s on s.id = e.step_id
                    where (e.tx, e.id) > ($1::xid8, $2::bigint) and e.tx < w.mark
                    order by e.tx, e.id
                    limit $3) r) as events,
-         exists (select 1 from ballast.events e where e.tx >= w.mark and (e.tx, e.id) > ($1::xid8, $2::bigint)) as held,
+         exists (select 1 from ballast_private.events e where e.tx >= w.mark and (e.tx, e.id) > ($1::xid8, $2::bigint)) as held,
          (select coalesce(json_agg(json_build_object('id', null, 'tx', null, 'job_id', s.job_id, 'step_id', s.id,
                    'type', 'step_progress', 'status', 'running', 'tenant_id', j.tenant_id, 'step_name', s.name,
                    'at', null, 'progress', s.progress) order by s.id), '[]')

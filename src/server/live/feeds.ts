@@ -13,7 +13,7 @@
 // resubscriptions cannot take the connections HTTP queries need.
 import type pg from 'pg';
 import { eventsAfter, jobSnapshot, type Queryable, type ReplayedEvent } from '../../db/caller.ts';
-import type { StreamEvent } from '../../db/event-stream.ts';
+import { isAfter, type Position, type StreamEvent } from '../../db/event-stream.ts';
 import { pgSettingsFor, type Caller } from '../auth.ts';
 import { clientError } from '../errors.ts';
 import type { LiveSubscription } from './connection.ts';
@@ -100,15 +100,28 @@ export async function openFeed(ctx: FeedContext, caller: Caller, compiled: Compi
   return openTenant(ctx, caller, spec, tenant, after, sub);
 }
 
-/** Registers with a buffer, runs `catchUp`, sends its messages, then goes live from its watermark. */
+interface CatchUp {
+  /** The watermark of the catch-up's (last) statement: it covered every final event below it. */
+  watermark: string;
+  /** The position it replayed up to, if above the watermark: `after` itself when `after` is not final yet. */
+  last: Position | null;
+  seen: Set<number> | null;
+}
+
+/**
+ * Registers with a buffer, runs `catchUp`, sends its messages, then goes live from the later of its watermark and
+ * the last position it covered (an `after` that is not final yet lies above the watermark: live delivery must not
+ * send it, nor anything before it, again).
+ */
 async function withCatchUp(ctx: FeedContext, spec: GroupSpec, sub: LiveSubscription,
-  catchUp: (render: (c: Change) => Buffer) => Promise<{ watermark: string; seen: Set<number> | null }>): Promise<void> {
+  catchUp: (render: (c: Change) => Buffer) => Promise<CatchUp>): Promise<void> {
   sub.from = null;
   sub.unregister = ctx.hub.register(spec, sub);
   const render = ctx.hub.groupOf(spec);
-  const { watermark, seen } = await catchUp(render);
+  const { watermark, last, seen } = await catchUp(render);
   if (!sub.active) return;
-  sub.from = { tx: BigInt(watermark), id: 0 };
+  const mark: Position = { tx: BigInt(watermark), id: 0 };
+  sub.from = last !== null && isAfter(last, mark) ? last : mark;
   sub.seen = seen;
   const pending = sub.buffer;
   sub.buffer = [];
@@ -117,10 +130,13 @@ async function withCatchUp(ctx: FeedContext, spec: GroupSpec, sub: LiveSubscript
       sub.send(render(changeOf(e, false)), null);
       continue;
     }
-    if (e.tx! < sub.from.tx || (seen !== null && seen.has(e.id!))) continue;
+    if (!isAfter(e as Position, sub.from) || (seen !== null && seen.has(e.id!))) continue;
     sub.send(render(changeOf(e, false)), String(e.id));
   }
 }
+
+const positionOf = (tx: string | null, id: string | null): Position | null =>
+  tx === null || id === null ? null : { tx: BigInt(tx), id: Number(id) };
 
 function accepts(spec: GroupSpec, e: StreamEvent): boolean {
   return !(spec.jobsOnly && e.step_id !== null);
@@ -147,7 +163,7 @@ async function openJob(ctx: FeedContext, caller: Caller, spec: GroupSpec, jobId:
       job: { ...job, steps: snap.steps },
     };
     sub.send(render(snapshot), snap.lastEventId);
-    return { watermark: snap.watermark, seen: new Set(snap.seen.map(Number)) };
+    return { watermark: snap.watermark, last: positionOf(snap.afterTx, after), seen: new Set(snap.seen.map(Number)) };
   });
 }
 
@@ -170,12 +186,14 @@ async function openTenant(ctx: FeedContext, caller: Caller, spec: GroupSpec, ten
         if (accepts(spec, e)) sub.send(render(changeOf(e, true)), r.id);
       }
       total += page.events.length;
-      if (page.events.length < REPLAY_PAGE) return { watermark: page.watermark, seen: null };
+      const lastRow = page.events.at(-1);
+      const last = lastRow ? { tx: BigInt(lastRow.tx), id: Number(lastRow.id) } : positionOf(page.afterTx, cursor);
+      if (page.events.length < REPLAY_PAGE) return { watermark: page.watermark, last, seen: null };
       if (total >= REPLAY_MAX) {
         throw clientError('REPLAY_TOO_LARGE', `more than ${REPLAY_MAX} events happened after ${after}; read the current state (or ballast.events_after in pages) and subscribe again with a later \`after\``);
       }
       cursor = page.events.at(-1)!.id;
-      if (!(await sub.writable())) return { watermark: page.watermark, seen: null };
+      if (!(await sub.writable())) return { watermark: page.watermark, last, seen: null };
     }
   });
 }
