@@ -4,7 +4,7 @@
 // within a round first). Writes bench/results/latest.json (raw figures, machine, settings) and latest.md (the table).
 // Options: --quick, --rounds N, --history N (finished jobs of the history scenario), --memory-jobs N (jobs of the
 // memory scenario: a longer run shows whether the peak RSS still grows), --only a,b (scenarios, for development),
-// --profile / --no-profile (the statistics pass; on by default in full mode), --template-sql FILE (SQL run on the
+// --subs-rate N (jobs/s of the subscriptions scenario, default 5), --profile / --no-profile (the statistics pass; on by default in full mode), --template-sql FILE (SQL run on the
 // template after migrating: try a schema change side by side; recorded in the results), --scaling / --no-scaling
 // (throughput with 1, 2 and 4 worker processes; on by default in full mode).
 // The subscriptions scenario (--only subscriptions) runs 1,000 GraphQL tenantEvents subscribers against one API
@@ -33,6 +33,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string' },
     history: { type: 'string' },
     'memory-jobs': { type: 'string' },
+    'subs-rate': { type: 'string' },
     only: { type: 'string' },
     profile: { type: 'boolean' },
     'no-profile': { type: 'boolean' },
@@ -64,7 +65,7 @@ const sizes = {
   subs_clients: 1000,
   subs_reconnect_clients: 20,
   subs_jobs: quick ? 60 : 200,
-  subs_jobs_per_s: 5,
+  subs_jobs_per_s: Number(args['subs-rate'] ?? 5),
 };
 const doScaling = args['no-scaling'] ? false : (args.scaling ?? !quick);
 const doProfile = args['no-profile'] ? false : (args.profile ?? !quick);
@@ -218,7 +219,7 @@ async function main(): Promise<void> {
       'pickup_p50_ms', 'pickup_p99_ms', 'handoff_p99_ms', 'history_flatness', 'worker_rss_mb', 'recovery_s',
       'recovery_backlog_s', 'map_items_flatness', 'map_items_per_s_small', 'map_items_per_s_large',
       'wal_bytes_per_step', 'wal_bytes_per_job',
-      'subs_1000_p50_ms', 'subs_1000_p99_ms', 'subs_msgs_per_s', 'subs_http_p99_ms', 'subs_rss_mb', 'subs_rss_after_mb',
+      'subs_1000_p50_ms', 'subs_1000_p99_ms', 'subs_msgs_per_s', 'subs_http_p99_ms', 'subs_rss_mb', 'subs_rss_after_mb', 'subs_heap_ready_mb', 'subs_heap_after_mb',
       'subs_missing', 'subs_duplicated', 'subs_out_of_order', 'subs_reconnect_missing', 'subs_reconnect_duplicated',
       'subs_reconnect_out_of_order', 'subs_loadavg_start', 'subs_loadavg_end',
       ...sizes.scaling_workers.flatMap((k) => doScaling ? [`scaling_steps_per_s_w${k}`, `scaling_steps_per_pg_cpu_s_w${k}`] : [])];

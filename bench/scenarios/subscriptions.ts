@@ -16,6 +16,7 @@
 // clients, messages/s delivered, HTTP p99 (10 s for an unanswered probe), the API's peak RSS (VmHWM, read last: the
 // peak of the whole run, the disconnections included) and its RSS 5 s after every client left, the correctness counters, and the load average at the start
 // and end of the scenario (the machine may be shared).
+import { WORKER_NODE_FLAGS } from '../../src/node-flags.ts';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -101,7 +102,8 @@ export async function subscriptions(url: string, label: string, sizes: Subscript
   const c = await connect(url);
   const children: WorkerChild[] = [];
   try {
-    const api = spawnChild(url, { kind: 'api' }, `${label}-api`, { BALLAST_JWT_SECRET: secret, NODE_ENV: 'production', GRAPHILE_ENV: 'production' });
+    // --expose-gc on top of the deployed flags: the heap is measured after a collection once the clients left.
+    const api = spawnChild(url, { kind: 'api', nodeFlags: [...WORKER_NODE_FLAGS, '--expose-gc'] }, `${label}-api`, { BALLAST_JWT_SECRET: secret, NODE_ENV: 'production', GRAPHILE_ENV: 'production' });
     children.push(api);
     const worker = spawnWorker(url, { kind: 'ballast', concurrency: sizes.concurrency, demo: true }, `${label}-worker`);
     children.push(worker);
@@ -176,8 +178,10 @@ export async function subscriptions(url: string, label: string, sizes: Subscript
     const loadWallS = (performance.now() - t0) / 1000;
     await ask(client, { type: 'close' }, 'closed', 60_000);
     await sleep(SETTLE_MS);
-    // The peak over the whole run (VmHWM), disconnections included; the RSS once they are over.
+    // The peak over the whole run (VmHWM), disconnections included; the RSS once they are over; the live heap after
+    // a collection then (what the API still holds for subscriptions that ended: the memory it returns to V8).
     const after = procMemoryMb(api.pid);
+    const heap = await ask<{ heapUsedMb: number; heapReadyMb: number; loopDelayP99Ms: number; loopDelayMaxMs: number }>(api, { type: 'heap' }, 'heap', 30_000);
     const f = result.figures;
     log(`subscriptions: ${ids.length} events of ${sizes.jobs} jobs (${(ids.length / sizes.jobs).toFixed(1)} per job); delivery p50 ${f.subs_1000_p50_ms?.toFixed(1)} ms, ` +
       `p99 ${f.subs_1000_p99_ms?.toFixed(1)} ms, ${f.subs_msgs_per_s?.toFixed(0)} messages/s; HTTP p99 ${f.subs_http_p99_ms?.toFixed(1)} ms; ` +
@@ -206,6 +210,10 @@ export async function subscriptions(url: string, label: string, sizes: Subscript
       subs_rss_mb: after.peakRssMb,
       subs_rss_end_of_load_mb: atEnd.rssMb,
       subs_rss_after_mb: after.rssMb,
+      subs_heap_ready_mb: heap.heapReadyMb,
+      subs_heap_after_mb: heap.heapUsedMb,
+      subs_api_loop_delay_p99_ms: heap.loopDelayP99Ms,
+      subs_api_loop_delay_max_ms: heap.loopDelayMaxMs,
       subs_db_order: tx ? 1 : 0,
       subs_loadavg_start: loadStart,
       subs_loadavg_end: loadavg()[0]!,

@@ -24,10 +24,36 @@ export interface LiveLimits {
 
 export const DEFAULT_LIVE_LIMITS: LiveLimits = { maxBufferedBytes: 4 * 1024 * 1024, maxQueued: 10_000 };
 
-/** Connections written per turn of the event loop. */
-export const FLUSH_PER_TURN = 50;
+/** Connections written per turn of the event loop, at most... */
+export const FLUSH_PER_TURN = 100;
+/** ...and for about this long (ms), so that the HTTP requests waiting behind a round wait little. */
+export const TURN_BUDGET_MS = 2;
 
 const SUFFIX = Buffer.from('}');
+
+/** The header of an unmasked, final text frame (RFC 6455 5.2) of `length` bytes. */
+function frameHeader(length: number): Buffer {
+  if (length < 126) return Buffer.from([0x81, length]);
+  if (length < 65536) {
+    const h = Buffer.allocUnsafe(4);
+    h[0] = 0x81;
+    h[1] = 126;
+    h.writeUInt16BE(length, 2);
+    return h;
+  }
+  const h = Buffer.allocUnsafe(10);
+  h[0] = 0x81;
+  h[1] = 127;
+  h.writeBigUInt64BE(BigInt(length), 2);
+  return h;
+}
+
+/** The TCP socket under a ws WebSocket, when ws exposes it and no extension (compression) transforms frames. */
+function rawSocket(ws: WebSocket): { write(b: Buffer): boolean } | undefined {
+  const any = ws as unknown as { _socket?: { write(b: Buffer): boolean; writable: boolean }; extensions?: string };
+  if (!any._socket || !any._socket.writable || (any.extensions && any.extensions.length > 0)) return undefined;
+  return any._socket;
+}
 
 interface Frame {
   /** null: `bytes` is a whole protocol message (error, complete). */
@@ -133,20 +159,37 @@ export class LiveConnection {
       this.tooSlow(frames);
       return;
     }
-    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-    socket?.cork();
-    try {
-      for (const f of frames) {
-        if (f.sub === null) {
-          this.ws.send(f.bytes, { binary: false });
-          continue;
-        }
-        if (!f.sub.active) continue;
-        this.ws.send(Buffer.concat([f.sub.prefix, f.bytes, SUFFIX]), { binary: false });
-        if (f.eventId !== null) f.sub.lastEventId = f.eventId;
+    // Every queued message of this socket framed into one buffer and written with one call: a text frame per
+    // message (the server does not mask; no permessage-deflate, ws.ts turns it off), written to the TCP socket
+    // under ws. Each write holds whole frames, so they interleave safely with ws's own (pings, graphql-ws replies),
+    // and ws.bufferedAmount still counts them.
+    const socket = rawSocket(this.ws);
+    const parts: Buffer[] = [];
+    for (const f of frames) {
+      if (f.sub === null) {
+        parts.push(frameHeader(f.bytes.length), f.bytes);
+        continue;
       }
-    } finally {
-      socket?.uncork();
+      if (!f.sub.active) continue;
+      parts.push(frameHeader(f.sub.prefix.length + f.bytes.length + 1), f.sub.prefix, f.bytes, SUFFIX);
+      if (f.eventId !== null) f.sub.lastEventId = f.eventId;
+    }
+    if (parts.length === 0) return;
+    if (socket) {
+      socket.write(parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+      return;
+    }
+    // No raw socket to write to (another ws version): message by message through ws.
+    for (let i = 0; i < parts.length;) {
+      const header = parts[i]!;
+      const n = header.length === 2 ? header[1]! & 0x7f : header.length === 4 ? header.readUInt16BE(2) : Number(header.readBigUInt64BE(2));
+      let len = 0;
+      const body: Buffer[] = [];
+      for (i++; len < n; i++) {
+        body.push(parts[i]!);
+        len += parts[i]!.length;
+      }
+      this.ws.send(Buffer.concat(body), { binary: false });
     }
   }
 
@@ -183,8 +226,19 @@ export class Flusher {
   }
 
   private run(): void {
-    const batch = this.dirty.splice(0, FLUSH_PER_TURN);
-    for (const conn of batch) conn.flush();
+    // At most FLUSH_PER_TURN connections or TURN_BUDGET_MS of work, whichever comes first, then the event loop
+    // turns (HTTP requests, /health) before the next round.
+    const began = performance.now();
+    let n = 0;
+    let i = 0;
+    for (; i < this.dirty.length && n < FLUSH_PER_TURN; i++, n++) {
+      this.dirty[i]!.flush();
+      if (performance.now() - began > TURN_BUDGET_MS) {
+        i++;
+        break;
+      }
+    }
+    this.dirty.splice(0, i);
     if (this.dirty.length > 0) setImmediate(() => this.run());
     else this.scheduled = false;
   }

@@ -19,6 +19,7 @@
 import type { Logger } from 'pino';
 import { EventStream, isAfter, type Position, type StreamEvent } from '../../db/event-stream.ts';
 import { project, type Shape } from './selection.ts';
+import { TURN_BUDGET_MS } from './connection.ts';
 
 export type Topic = { job: string } | { tenant: string } | 'all';
 
@@ -263,14 +264,15 @@ export class EventHub {
     setImmediate(() => this.step());
   }
 
-  /** Dispatches up to SLICE events, then yields to the event loop. */
+  /** Dispatches up to SLICE events (or TURN_BUDGET_MS of work), then yields to the event loop. */
   private step(): void {
     let budget = SLICE;
+    const began = performance.now();
     while (budget > 0 && this.queue.length > 0) {
       const head = this.queue[0]!;
       while (budget > 0 && head.next < head.events.length) {
         this.dispatch(head.events[head.next++]!);
-        budget--;
+        budget = performance.now() - began > TURN_BUDGET_MS ? 0 : budget - 1;
       }
       if (head.next === head.events.length) {
         for (const p of head.progress) this.dispatchProgress(p);
