@@ -116,6 +116,10 @@ t.test('health endpoint, and Ruru only outside production', async (t) => {
   t.match(await ruru.text(), /ruru/i);
   t.equal(serverSettings({}, { NODE_ENV: 'production' }).graphiql, false, 'NODE_ENV=production turns Ruru off');
   t.equal(serverSettings({}, {}).graphiql, true);
+  t.match(serverSettings({}, { BALLAST_LIVE_MAX_BUFFERED: '1048576', BALLAST_LIVE_MAX_QUEUED: '500' }).limits,
+    { liveMaxBufferedBytes: 1048576, liveMaxQueued: 500 }, 'the slow-subscriber limits come from the environment');
+  t.throws(() => serverSettings({}, { BALLAST_LIVE_MAX_QUEUED: '5' }), /BALLAST_LIVE_MAX_QUEUED=5 is not an integer >= 100/,
+    'a limit too small to be useful is refused, naming the variable');
 });
 
 t.test('RS256 tokens from an identity provider\'s JWKS', async (t) => {

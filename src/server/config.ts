@@ -14,6 +14,10 @@ export interface ServerLimits {
   maxBodyBytes: number;
   /** Postgres statement_timeout of every GraphQL request, in milliseconds. */
   statementTimeoutMs: number;
+  /** Bytes unsent in a websocket's buffer beyond which its subscriptions end with SUBSCRIBER_TOO_SLOW. */
+  liveMaxBufferedBytes: number;
+  /** Messages waiting for a websocket beyond which the same happens. */
+  liveMaxQueued: number;
 }
 
 export interface JwtSettings {
@@ -71,6 +75,8 @@ export function serverSettings(overrides: Partial<Omit<ServerSettings, 'limits' 
     defaultPage: intFrom(env, 'BALLAST_GRAPHQL_DEFAULT_PAGE', 20, 1),
     maxBodyBytes: intFrom(env, 'BALLAST_GRAPHQL_MAX_BODY', 102_400, 1024),
     statementTimeoutMs: intFrom(env, 'BALLAST_GRAPHQL_STATEMENT_TIMEOUT_MS', 15_000, 1),
+    liveMaxBufferedBytes: intFrom(env, 'BALLAST_LIVE_MAX_BUFFERED', 4 * 1024 * 1024, 65_536),
+    liveMaxQueued: intFrom(env, 'BALLAST_LIVE_MAX_QUEUED', 10_000, 100),
     ...overrides.limits,
   };
   if (limits.defaultPage > limits.maxPage) {

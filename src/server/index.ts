@@ -10,7 +10,7 @@ import { createLogger } from '../log.ts';
 import { Authenticator } from './auth.ts';
 import { serverSettings, type JwtSettings, type ServerLimits, type ServerSettings } from './config.ts';
 import { EventHub } from './live/hub.ts';
-import { DEFAULT_LIVE_LIMITS, type LiveLimits } from './live/connection.ts';
+import type { LiveLimits } from './live/connection.ts';
 import { LiveProtocol } from './live/protocol.ts';
 import { SubscriptionCompiler } from './live/selection.ts';
 import { queryLimitsRule } from './limits.ts';
@@ -35,7 +35,7 @@ export interface StartServerOptions {
   poolSize?: number;
   /** Connections for subscriptions' catch-up reads (default 3). */
   livePoolSize?: number;
-  /** When a subscriber is too slow (default: 4 MiB unsent or 10,000 messages waiting on its socket). */
+  /** When a subscriber is too slow (default: BALLAST_LIVE_MAX_BUFFERED / BALLAST_LIVE_MAX_QUEUED, 4 MiB / 10,000). */
   liveLimits?: Partial<LiveLimits>;
   /** graphql-ws ping interval (default 12 s). */
   keepAliveMs?: number;
@@ -96,7 +96,7 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
     const live = new LiveProtocol({
       feeds: { hub, pool: livePool, statementTimeoutMs: settings.limits.statementTimeoutMs },
       compiler: () => compiler,
-      limits: { ...DEFAULT_LIVE_LIMITS, ...opts.liveLimits },
+      limits: { maxBufferedBytes: settings.limits.liveMaxBufferedBytes, maxQueued: settings.limits.liveMaxQueued, ...opts.liveLimits },
       log,
     });
     cleanup.push(async () => live.stopAll('SERVER_STOPPING', 'the server is shutting down; reconnect (with `after`) to another one'));

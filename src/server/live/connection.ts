@@ -22,8 +22,6 @@ export interface LiveLimits {
   maxQueued: number;
 }
 
-export const DEFAULT_LIVE_LIMITS: LiveLimits = { maxBufferedBytes: 4 * 1024 * 1024, maxQueued: 10_000 };
-
 /** Connections written per turn of the event loop, at most... */
 export const FLUSH_PER_TURN = 100;
 /** ...and for about this long (ms), so that the HTTP requests waiting behind a round wait little. */
