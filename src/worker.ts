@@ -115,11 +115,20 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     connectionString: options.connectionString ?? poolConnectionString(pool),
     workerId,
     log: wlog,
+    // A cancellation notice is a hint: any login can NOTIFY ballast_cancel with guessed ids. Only attempts of this
+    // worker that the database says are no longer running are aborted (or dropped from the local queue).
     onCancel: (notice: CancelNotice) => {
-      for (const a of notice.attempts) {
-        if (a.worker_id === workerId) abortAttempt(String(a.attempt_id), 'cancelled', `job ${notice.job_id} was cancelled`);
-      }
-      engineRef?.drop(notice.attempts.map((a) => String(a.attempt_id)));
+      const ids = (Array.isArray(notice?.attempts) ? notice.attempts : [])
+        .filter((a) => a?.worker_id === workerId).map((a) => String(a.attempt_id)).filter((id) => /^[0-9]{1,19}$/.test(id));
+      if (ids.length === 0) return;
+      db.endedAttempts(ids).then((ended) => {
+        for (const a of ended) {
+          abortAttempt(a.id, a.outcome === 'cancelled' ? 'cancelled' : 'lost', a.outcome === 'cancelled'
+            ? `job ${notice.job_id} was cancelled` : `the attempt ended as ${a.outcome} elsewhere`);
+        }
+        engineRef?.drop(ended.map((a) => a.id));
+        if (ended.length < ids.length) wlog.warn({ notice_attempts: ids, ended: ended.map((a) => a.id) }, 'ignored a cancellation notice for attempts that are still running (forged or stale)');
+      }, (err: unknown) => wlog.warn({ err: (err as Error).message }, 'could not check a cancellation notice; the heartbeat will find cancelled attempts'));
     },
   });
   try {

@@ -93,6 +93,43 @@ t.test('depth and cost limits refuse a query before it runs', async (t) => {
   t.equal(introspection.body.errors, undefined, 'introspection (GraphiQL) is not counted');
 });
 
+t.test('denial-of-service shapes are refused before planning: doubling fragments, aliases, root fields, first: 0', async (t) => {
+  // Twenty fragments, each spreading the next twice: under 1 KB, 2^20 fields once expanded. Anonymous.
+  const names = Array.from({ length: 20 }, (_, i) => `F${i}`);
+  const doubling = names.map((n, i) => i < 19 ? `fragment ${n} on Query { ...F${i + 1} ...F${i + 1} }` : `fragment ${n} on Query { __typename }`).join('\n') +
+    '\nquery { ...F0 }';
+  t.ok(doubling.length < 1024, `the document is ${doubling.length} bytes`);
+  const began = Date.now();
+  const bomb = await gql(server, doubling);
+  t.same([errorOf(bomb).code, errorOf(bomb).extensions.fields], ['QUERY_TOO_LARGE', 2 ** 19], 'refused with its expanded size');
+  t.ok(Date.now() - began < 10_000, `answered in ${Date.now() - began} ms, not after planning a million fields`);
+  const health = await fetch(server.url.replace('/graphql', '/health'));
+  t.equal(health.status, 200, 'the server stays healthy');
+
+  // The same limits with the default body size (100 KB), for the big documents.
+  const wide = await testServer(t, url, { limits: { ...limits, maxBodyBytes: 102_400 } });
+  const aliasesOfSchema = `{ ${Array.from({ length: 1500 }, (_, i) => `s${i}: __schema { queryType { name } }`).join(' ')} }`;
+  const codes = (r: Awaited<ReturnType<typeof gql>>) => (r.body.errors ?? []).map((e) => e.extensions?.code);
+  const schemaAliases = await gql(wide, aliasesOfSchema);
+  t.same(codes(schemaAliases), ['TOO_MANY_ROOT_FIELDS', 'QUERY_TOO_LARGE', 'TOO_MANY_ALIASES'], '1,500 aliases of __schema (anonymous): every limit it breaks');
+  t.equal(schemaAliases.body.errors!.find((e) => e.extensions?.code === 'TOO_MANY_ALIASES')!.extensions!.aliases, 1500);
+  t.equal(schemaAliases.body.data, undefined, 'nothing ran');
+  const counts = `{ ${Array.from({ length: 800 }, (_, i) => `c${i}: jobs(first: 0) { totalCount }`).join(' ')} }`;
+  t.ok(codes(await gql(wide, counts, {}, acme)).includes('TOO_MANY_ALIASES'), '800 aliased counts with a client token');
+  const viaFragment = `fragment A on Query { ${Array.from({ length: 60 }, (_, i) => `a${i}: __typename`).join(' ')} } { ...A ...A }`;
+  t.equal(errorOf(await gql(server, viaFragment)).code, 'TOO_MANY_ALIASES', 'aliases are counted once per spread (60 x 2 > 100)');
+
+  const zeroPage = await gql(server, '{ jobs(first: 0) { nodes { steps(first: 50) { totalCount } } } }', {}, acme);
+  t.same([errorOf(zeroPage).code, errorOf(zeroPage).extensions.cost], ['QUERY_TOO_COSTLY', 51], 'first: 0 counts as one row (1 + 50 > 50)');
+
+  const few = await testServer(t, url, { limits: { maxRootFields: 3 } });
+  const roots = await gql(few, '{ jobs { totalCount } steps { totalCount } events { totalCount } attempts { totalCount } }', {}, acme);
+  t.same([errorOf(roots).code, errorOf(roots).extensions.rootFields], ['TOO_MANY_ROOT_FIELDS', 4]);
+  t.equal((await gql(few, '{ jobs { totalCount } steps { totalCount } events { totalCount } }', {}, acme)).body.errors, undefined, 'three run');
+  const introspection = await gql(server, getIntrospectionQuery(), {}, acme);
+  t.equal(introspection.body.errors, undefined, 'the standard introspection query stays under every limit');
+});
+
 t.test('request bodies and websocket messages over the limit are refused', async (t) => {
   const big = `{ jobs { totalCount } } # ${'x'.repeat(5000)}`;
   const r = await gql(server, big, {}, acme);

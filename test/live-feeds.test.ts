@@ -186,3 +186,40 @@ async function until(check: () => boolean, timeoutMs = 10_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+t.test('limits: subscriptions per socket, sockets per caller; a token valid for 30 days keeps its socket', async (t) => {
+  const small = await testServer(t, url, { limits: { liveMaxSocketsPerCaller: 2 }, liveLimits: { maxSubscriptions: 2 } });
+  const alice = await token('client', TENANT, { subject: 'alice' });
+  const ws = new WsConnection(small, alice);
+  t.teardown(() => ws.close());
+  const [zero] = await append(jobId, 1);
+  const subs = [1, 2, 3].map(() => ws.subscribe(`subscription ($after: BigInt) { tenantEvents(after: $after) { eventId } }`, { after: zero }));
+  await subs[2]!.ended();
+  t.match(subs[2]!.errors[0], { extensions: { code: 'TOO_MANY_SUBSCRIPTIONS', maxSubscriptions: 2 } }, 'the third subscription is refused');
+  const [id] = await append(jobId, 1);
+  for (const s of subs.slice(0, 2)) await s.until((ms) => ms.some((m) => m.eventId === id), 10_000, 'the event');
+  t.pass('the first two keep working');
+
+  const second = new WsConnection(small, alice);
+  t.teardown(() => second.close());
+  const ok = second.subscribe(`subscription { tenantEvents { eventId } }`);
+  await until(() => small.subscriptions() === 3);
+  const third = new WsConnection(small, alice);
+  t.teardown(() => third.close());
+  third.subscribe(`subscription { tenantEvents { eventId } }`);
+  t.equal((await third.closed).code, 4429, 'a third socket of the same caller is closed with 4429');
+  const bob = new WsConnection(small, await token('client', TENANT, { subject: 'bob' }));
+  t.teardown(() => bob.close());
+  const bobs = bob.subscribe(`subscription { tenantEvents { eventId } }`);
+  await until(() => small.subscriptions() === 4);
+  t.equal(bobs.errors.length + ok.errors.length, 0, 'another caller is counted apart');
+
+  const longLived = new WsConnection(server, await token('client', TENANT, { expiresInS: 30 * 86_400 }));
+  t.teardown(() => longLived.close());
+  const [z2] = await append(jobId, 1);
+  const s = longLived.subscribe(`subscription ($after: BigInt) { tenantEvents(after: $after) { eventId } }`, { after: z2 });
+  await new Promise((r) => setTimeout(r, 300));
+  const [id2] = await append(jobId, 1);
+  await s.until((ms) => ms.some((m) => m.eventId === id2), 10_000, 'an event on the 30-day token\'s socket');
+  t.same(s.errors, [], 'a token valid for longer than 24.8 days (the longest timer) does not close its socket at once');
+});

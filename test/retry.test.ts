@@ -128,14 +128,16 @@ t.test('retryable failure: backoff window, early claim refused, retry_after_ms, 
   t.equal(a3?.attempt_number, 3);
   const f3 = await fail(a3!.attempt_id, timeout('rate limited', { code: '429', retry_after_ms: 2500 }));
   t.equal(f3.step_status, 'retrying');
-  t.equal(f3.next_run_at!.getTime(), next2 + 5 + 2500, 'retry_after_ms wins over the backoff, exactly');
+  const due3 = f3.next_run_at!.getTime();
+  t.ok(due3 >= next2 + 5 + 2500 && due3 < next2 + 5 + 2500 + 625,
+    `retry_after_ms wins over the backoff: never sooner, jitter under a quarter of it (${due3 - next2 - 5} ms)`);
   const [retryEvent] = await rows(
     `select data from ballast.events where step_id = $1 and type = 'step_retrying' order by id desc limit 1`, [work]);
-  t.equal(Date.parse(retryEvent!.data.next_run_at), next2 + 5 + 2500, 'the step_retrying event records when');
+  t.equal(Date.parse(retryEvent!.data.next_run_at), due3, 'the step_retrying event records when');
 
-  await setNow(next2 + 5 + 2499);
+  await setNow(due3 - 1);
   t.equal(await claim(work!), undefined, 'not due 1 ms early');
-  await setNow(next2 + 5 + 2500);
+  await setNow(due3);
   const a4 = await claim(work!);
   t.equal(a4?.attempt_number, 4, 'the last attempt');
 
@@ -181,6 +183,26 @@ t.test('backoff is exponential, capped and fully jittered', async (t) => {
   t.ok(d3.every((d) => d >= 0 && d < 3000), `attempt 3 within the cap [0, 3000), not [0, 4000): max ${Math.max(...d3)}`);
   t.ok(Math.max(...d2) >= 1000, 'attempt 2 can wait longer than attempt 1 could (exponential)');
   t.ok(new Set(d1).size > 10, `jitter: ${new Set(d1).size} distinct delays among 30`);
+});
+
+t.test('Retry-After gets a bounded jitter: steps refused together come back spread, never sooner than asked', async (t) => {
+  const p = pipeline({ name: 'retry.after.jitter', version: 1, input: z.object({}) })
+    .step('work', { output: z.object({}), retry: { maxAttempts: 3, baseDelayMs: 1000, maxDelayMs: 3000 } }, () => ({}));
+  await register(p);
+  const now = T0 + 5 * 86_400_000;
+  await setNow(now);
+  const delays: number[] = [];
+  for (let i = 0; i < 30; i++) {
+    const id = (await stepIds(await submit('retry.after.jitter')))['work']!;
+    const a = await claim(id);
+    delays.push((await fail(a!.attempt_id, timeout('429', { code: '429', retry_after_ms: 4000 }))).next_run_at!.getTime() - now);
+  }
+  t.ok(delays.every((d) => d >= 4000 && d < 5000), `all within [4000, 5000): ${Math.min(...delays)}..${Math.max(...delays)}`);
+  t.ok(new Set(delays).size > 10, `spread: ${new Set(delays).size} distinct delays among 30`);
+  const long = (await stepIds(await submit('retry.after.jitter')))['work']!;
+  const a = await claim(long);
+  const d = (await fail(a!.attempt_id, timeout('529', { code: '529', retry_after_ms: 3_600_000 }))).next_run_at!.getTime() - now;
+  t.ok(d >= 3_600_000 && d < 3_660_000, `an hour's Retry-After gets at most 60 s more (${d - 3_600_000} ms)`);
 });
 
 t.test('exhausted step: dependants skipped, independent branch runs on, job fails when all are final', async (t) => {

@@ -136,6 +136,53 @@ t.test('a login bound to a tenant acts for it whatever it sets', async (t) => {
   t.equal(bind.code, '42501', 'it cannot rebind itself');
 });
 
+t.test('a login with ballast_client but no tenant can see and change nothing; nobody but the owner moves the clock', async (t) => {
+  const login = `ballast_t_unbound_${randomBytes(4).toString('hex')}`;
+  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
+  t.teardown(async () => {
+    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
+    await pool.query(`drop owned by ${login}`).catch(() => {});
+    await pool.query(`drop role if exists ${login}`);
+  });
+  const url = new URL(databaseUrl(name));
+  url.username = login;
+  url.password = 'pw';
+  const c = new pg.Client({ connectionString: url.toString() });
+  await c.connect();
+  t.teardown(() => c.end());
+  // Everything a session can set to talk itself into something.
+  await c.query(`set ballast.tenant_id = 'acme'`);
+  await c.query(`set ballast.actor = 'the-ceo'`);
+  await c.query(`set ballast.now = '2100-01-01T00:00:00Z'`);
+  const target = (await db.submitJob({ pipeline: 'ten.p', input: { n: 5 }, tenantId: 'acme' })).jobId;
+  t.equal((await c.query('select id from ballast.jobs')).rowCount, 0, 'unbound: no job is visible');
+  const cancel = await pgError(() => c.query(`select * from ballast.cancel_job($1, 'probe', 'the-ceo')`, [target]));
+  t.same([cancel.code, /acts for no tenant/.test(cancel.message)], ['BA014', true], 'unbound: cancel refused for want of a tenant');
+  const finished = await pgError(() => c.query(`select * from ballast.cancel_job($1, 'probe', null)`, [globexJob]));
+  t.equal(finished.code, 'BA014', 'the same error whatever the job\'s state: nothing is learned about it');
+  t.equal((await db.getJob(target))!.status, 'queued', 'the job was not cancelled');
+
+  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, 'globex']);
+  const other = await pgError(() => c.query(`select * from ballast.cancel_job($1, 'probe', null)`, [target]));
+  t.equal(other.code, 'BA007', 'bound to another tenant: the job does not exist for it');
+  const { rows: [mine] } = await c.query(`select job_id::text from ballast.submit_job('ten.p', '{"n": 6}')`);
+  const { rows: [created] } = await pool.query(`select created_at from ballast.jobs where id = $1`, [mine.job_id]);
+  t.ok(created.created_at.getFullYear() < 2100, `the clock it set is ignored (created ${created.created_at.toISOString()})`);
+  await c.query(`select * from ballast.cancel_job($1, 'mine', 'the-ceo')`, [mine.job_id]);
+  const { rows: [ev] } = await pool.query(`select actor, at from ballast.events where job_id = $1 and type = 'job_cancelled'`, [mine.job_id]);
+  t.equal(ev.actor, login, 'the audit trail names its login, not the actor it claimed');
+  t.ok(ev.at.getFullYear() < 2100, 'and the event\'s time is the real one');
+  const owner = await pool.connect();
+  try {
+    await owner.query('begin');
+    await owner.query(`select set_config('ballast.now', '2031-05-05T00:00:00Z', true)`);
+    t.equal((await owner.query(`select ballast.now() as now`)).rows[0].now.toISOString(), '2031-05-05T00:00:00.000Z', 'the owner still moves the clock (tests)');
+  } finally {
+    await owner.query('rollback');
+    owner.release();
+  }
+});
+
 t.test('functions are not executable by PUBLIC, including ones created later by the migrating user', async (t) => {
   const { rows } = await pool.query(`
     select p.oid::regprocedure::text as fn from pg_proc p join pg_namespace n on n.oid = p.pronamespace

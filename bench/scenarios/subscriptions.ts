@@ -103,7 +103,11 @@ export async function subscriptions(url: string, label: string, sizes: Subscript
   const children: WorkerChild[] = [];
   try {
     // --expose-gc on top of the deployed flags: the heap is measured after a collection once the clients left.
-    const api = spawnChild(url, { kind: 'api', nodeFlags: [...WORKER_NODE_FLAGS, '--expose-gc'] }, `${label}-api`, { BALLAST_JWT_SECRET: secret, NODE_ENV: 'production', GRAPHILE_ENV: 'production' });
+    const api = spawnChild(url, { kind: 'api', nodeFlags: [...WORKER_NODE_FLAGS, '--expose-gc'] }, `${label}-api`, {
+      BALLAST_JWT_SECRET: secret, NODE_ENV: 'production', GRAPHILE_ENV: 'production',
+      // Every client uses one token here (one subject); real dashboards are many users.
+      BALLAST_LIVE_MAX_SOCKETS_PER_CALLER: String(sizes.clients + sizes.reconnectClients + 100),
+    });
     children.push(api);
     const worker = spawnWorker(url, { kind: 'ballast', concurrency: sizes.concurrency, demo: true }, `${label}-worker`);
     children.push(worker);

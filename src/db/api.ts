@@ -213,6 +213,17 @@ export class BallastDb {
     });
   }
 
+  /**
+   * Which of `attemptIds` are no longer running, with their outcome: what a worker checks before it acts on a
+   * cancellation notice (any login can send one; the database says what really happened).
+   */
+  async endedAttempts(attemptIds: string[]): Promise<{ id: string; outcome: string }[]> {
+    if (attemptIds.length === 0) return [];
+    return call(async () => (await sql<{ id: string; outcome: string }>`
+      select a.id::text as id, a.outcome from ballast.attempts a
+       where a.id = any(${attemptIds}::bigint[]) and a.outcome <> 'running'`.execute(this.db)).rows);
+  }
+
   async reap(deadAfterMs: number, lostAfterMs: number): Promise<{ deadWorkers: string[]; reclaimedAttempts: string[]; expiredWaits: string[] }> {
     return call(async () => {
       const { rows } = await sql<{ dead_workers: string[]; reclaimed_attempts: string[]; expired_waits: string[] }>`

@@ -10,6 +10,12 @@ export interface ServerLimits {
   maxPage: number;
   /** Page size of a connection asked without `first`/`last`. */
   defaultPage: number;
+  /** Most fields an operation may have once its fragments are expanded (introspection included). */
+  maxFields: number;
+  /** Most aliased fields an operation may have once its fragments are expanded. */
+  maxAliases: number;
+  /** Most root fields an operation may select. */
+  maxRootFields: number;
   /** Largest request body (HTTP) or websocket message, in bytes. */
   maxBodyBytes: number;
   /** Postgres statement_timeout of every GraphQL request, in milliseconds. */
@@ -18,6 +24,10 @@ export interface ServerLimits {
   liveMaxBufferedBytes: number;
   /** Messages waiting for a websocket beyond which the same happens. */
   liveMaxQueued: number;
+  /** Subscriptions one websocket may hold open. */
+  liveMaxSubscriptionsPerSocket: number;
+  /** Websockets one caller (a token's subject, else its role and tenant) may hold open on one API process. */
+  liveMaxSocketsPerCaller: number;
 }
 
 export interface JwtSettings {
@@ -73,10 +83,15 @@ export function serverSettings(overrides: Partial<Omit<ServerSettings, 'limits' 
     maxCost: intFrom(env, 'BALLAST_GRAPHQL_MAX_COST', 50_000, 1),
     maxPage: intFrom(env, 'BALLAST_GRAPHQL_MAX_PAGE', 100, 1),
     defaultPage: intFrom(env, 'BALLAST_GRAPHQL_DEFAULT_PAGE', 20, 1),
+    maxFields: intFrom(env, 'BALLAST_GRAPHQL_MAX_FIELDS', 2_000, 10),
+    maxAliases: intFrom(env, 'BALLAST_GRAPHQL_MAX_ALIASES', 100, 0),
+    maxRootFields: intFrom(env, 'BALLAST_GRAPHQL_MAX_ROOT_FIELDS', 30, 1),
     maxBodyBytes: intFrom(env, 'BALLAST_GRAPHQL_MAX_BODY', 102_400, 1024),
     statementTimeoutMs: intFrom(env, 'BALLAST_GRAPHQL_STATEMENT_TIMEOUT_MS', 15_000, 1),
     liveMaxBufferedBytes: intFrom(env, 'BALLAST_LIVE_MAX_BUFFERED', 4 * 1024 * 1024, 65_536),
     liveMaxQueued: intFrom(env, 'BALLAST_LIVE_MAX_QUEUED', 10_000, 100),
+    liveMaxSubscriptionsPerSocket: intFrom(env, 'BALLAST_LIVE_MAX_PER_SOCKET', 100, 1),
+    liveMaxSocketsPerCaller: intFrom(env, 'BALLAST_LIVE_MAX_SOCKETS_PER_CALLER', 50, 1),
     ...overrides.limits,
   };
   if (limits.defaultPage > limits.maxPage) {

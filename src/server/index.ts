@@ -96,14 +96,17 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
     const live = new LiveProtocol({
       feeds: { hub, pool: livePool, statementTimeoutMs: settings.limits.statementTimeoutMs },
       compiler: () => compiler,
-      limits: { maxBufferedBytes: settings.limits.liveMaxBufferedBytes, maxQueued: settings.limits.liveMaxQueued, ...opts.liveLimits },
+      limits: {
+        maxBufferedBytes: settings.limits.liveMaxBufferedBytes, maxQueued: settings.limits.liveMaxQueued,
+        maxSubscriptions: settings.limits.liveMaxSubscriptionsPerSocket, ...opts.liveLimits,
+      },
       log,
     });
     cleanup.push(async () => live.stopAll('SERVER_STOPPING', 'the server is shutting down; reconnect (with `after`) to another one'));
 
     const server = createHttpServer({ serv, callers, pool, hub, settings, log });
     const closeSockets = attachWebSockets(server, {
-      serv, authenticator, callers, maxPayloadBytes: settings.limits.maxBodyBytes, live, log,
+      serv, authenticator, callers, maxPayloadBytes: settings.limits.maxBodyBytes, maxSocketsPerCaller: settings.limits.liveMaxSocketsPerCaller, live, log,
       ...(opts.keepAliveMs !== undefined ? { keepAliveMs: opts.keepAliveMs } : {}),
     });
     await new Promise<void>((resolve, reject) => {

@@ -1,13 +1,18 @@
-// What one request may cost. Three limits, each with its own error code:
+// What one request may cost. Each limit has its own error code, and all are validation rules: an operation over a
+// limit is refused before anything is planned or run.
 //   - depth (QUERY_TOO_DEEP): fields nested in fields, fragments expanded; introspection (__schema, __type,
 //     __typename) does not count, so GraphiQL keeps working;
 //   - cost (QUERY_TOO_COSTLY): the most rows the query could return. Each connection counts its page size
 //     multiplied by the page sizes of the connections around it (jobs(first: 50) { steps(first: 10) } = 50 + 500).
 //     A page size given by a variable counts as the maximum page; a connection without first/last as the default;
+//     `first: 0` as 1 (its query still runs);
+//   - size (QUERY_TOO_LARGE): fields once fragments are expanded, introspection included: what the planner works
+//     through. Fragments are measured once each and reused at every spread, so a document that doubles at every
+//     spread costs linear time to measure and is refused;
+//   - aliases (TOO_MANY_ALIASES) and root fields (TOO_MANY_ROOT_FIELDS): the same field asked many times over;
 //   - page size (INVALID_PAGE_SIZE): `first`/`last` at most maxPage; without either a connection returns the
 //     default page. `offset` is not offered: pages are cursor-based (after/before), which stay fast deep in a table.
-// Depth and cost are validation rules: a query over a limit is refused before anything runs. The body size limit is
-// the HTTP server's (http.ts) and the websocket's.
+// The body size limit is the HTTP server's (http.ts) and the websocket's.
 import {
   GraphQLError, getNamedType, isInterfaceType, isObjectType, Kind,
   type ASTVisitor, type FieldNode, type FragmentDefinitionNode, type GraphQLCompositeType, type GraphQLNamedType,
@@ -18,8 +23,14 @@ import type { ServerLimits } from './config.ts';
 import { clientError } from './errors.ts';
 
 interface Measure {
+  /** Deepest field nesting (introspection not counted). */
   depth: number;
+  /** Rows the query could return (introspection not counted). */
   cost: number;
+  /** Fields in the document once fragments are expanded (introspection counted): the planner's work. */
+  fields: number;
+  /** Aliased fields once fragments are expanded. */
+  aliases: number;
 }
 
 function pageOf(field: FieldNode, limits: ServerLimits): number {
@@ -29,63 +40,117 @@ function pageOf(field: FieldNode, limits: ServerLimits): number {
     const n = arg.value.kind === Kind.INT ? Number(arg.value.value) : arg.value.kind === Kind.NULL ? limits.defaultPage : limits.maxPage;
     page = Math.max(page ?? 0, n);
   }
-  return page ?? limits.defaultPage;
+  // `first: 0` still runs the connection's query (totalCount, pageInfo): it costs at least one row.
+  return Math.max(1, page ?? limits.defaultPage);
 }
 
-function measure(context: ValidationContext, selectionSet: SelectionSetNode, parent: GraphQLNamedType | undefined,
-  depth: number, multiplier: number, limits: ServerLimits, fragments: Set<string>): Measure {
-  const result: Measure = { depth, cost: 0 };
-  const fields = parent && (isObjectType(parent) || isInterfaceType(parent)) ? parent.getFields() : undefined;
-  for (const selection of selectionSet.selections) {
-    let inner: Measure | undefined;
-    if (selection.kind === Kind.FIELD) {
-      if (selection.name.value.startsWith('__')) continue;
-      const def = fields?.[selection.name.value];
-      let m = multiplier;
-      if (def?.args.some((a) => a.name === 'first')) {
-        m = multiplier * pageOf(selection, limits);
-        result.cost += m;
-      }
-      inner = selection.selectionSet
-        ? measure(context, selection.selectionSet, def ? getNamedType(def.type) : undefined, depth + 1, m, limits, fragments)
-        : { depth: depth + 1, cost: 0 };
-    } else if (selection.kind === Kind.INLINE_FRAGMENT) {
-      const type = selection.typeCondition ? context.getSchema().getType(selection.typeCondition.name.value) : parent;
-      inner = measure(context, selection.selectionSet, type ?? undefined, depth, multiplier, limits, fragments);
-    } else {
-      const name = selection.name.value;
-      const fragment: FragmentDefinitionNode | null | undefined = context.getFragment(name);
-      if (!fragment || fragments.has(name)) continue; // unknown or cyclic: other rules report it
-      fragments.add(name);
-      const type = context.getSchema().getType(fragment.typeCondition.name.value) as GraphQLCompositeType | undefined;
-      inner = measure(context, fragment.selectionSet, type, depth, multiplier, limits, fragments);
-      fragments.delete(name);
-    }
-    result.depth = Math.max(result.depth, inner.depth);
-    result.cost += inner.cost;
+const INTROSPECTION_TYPES: Record<string, string> = { __schema: '__Schema', __type: '__Type' };
+
+/**
+ * Walks a selection set once. A fragment is measured once per document (at depth 0, multiplier 1) and its measure
+ * reused at every spread: depth adds, cost scales with the multiplier (every cost inside is a multiple of it), fields
+ * and aliases add. So a document whose spreads double at every level (twenty fragments each spreading the next twice,
+ * under 1 KB) is measured in linear time, and its expanded size (2^20 fields) is refused instead of planned.
+ */
+class Measurer {
+  private readonly memo = new Map<string, Measure>();
+  private readonly open = new Set<string>();
+  private readonly context: ValidationContext;
+  private readonly limits: ServerLimits;
+
+  constructor(context: ValidationContext, limits: ServerLimits) {
+    this.context = context;
+    this.limits = limits;
   }
-  return result;
+
+  measure(selectionSet: SelectionSetNode, parent: GraphQLNamedType | undefined, depth: number, multiplier: number, introspection: boolean): Measure {
+    const result: Measure = { depth, cost: 0, fields: 0, aliases: 0 };
+    const schema = this.context.getSchema();
+    const fields = parent && (isObjectType(parent) || isInterfaceType(parent)) ? parent.getFields() : undefined;
+    for (const selection of selectionSet.selections) {
+      let inner: Measure;
+      if (selection.kind === Kind.FIELD) {
+        const name = selection.name.value;
+        result.fields += 1;
+        if (selection.alias) result.aliases += 1;
+        const intro = introspection || name.startsWith('__');
+        const def = fields?.[name];
+        let m = multiplier;
+        if (!intro && def?.args.some((a) => a.name === 'first')) {
+          m = multiplier * pageOf(selection, this.limits);
+          result.cost += m;
+        }
+        const type = def ? getNamedType(def.type) : INTROSPECTION_TYPES[name] ? schema.getType(INTROSPECTION_TYPES[name]!) ?? undefined : undefined;
+        inner = selection.selectionSet
+          ? this.measure(selection.selectionSet, type, intro ? depth : depth + 1, m, intro)
+          : { depth: intro ? depth : depth + 1, cost: 0, fields: 0, aliases: 0 };
+      } else if (selection.kind === Kind.INLINE_FRAGMENT) {
+        const type = selection.typeCondition ? schema.getType(selection.typeCondition.name.value) : parent;
+        inner = this.measure(selection.selectionSet, type ?? undefined, depth, multiplier, introspection);
+      } else {
+        const unit = this.fragment(selection.name.value, introspection);
+        if (!unit) continue; // unknown or cyclic: other rules report it
+        inner = { depth: depth + unit.depth, cost: multiplier * unit.cost, fields: unit.fields, aliases: unit.aliases };
+      }
+      result.depth = Math.max(result.depth, inner.depth);
+      result.cost += inner.cost;
+      result.fields += inner.fields;
+      result.aliases += inner.aliases;
+    }
+    return result;
+  }
+
+  /** A fragment's measure at depth 0 and multiplier 1 (memoised); undefined for an unknown or cyclic one. */
+  private fragment(name: string, introspection: boolean): Measure | undefined {
+    const key = `${introspection ? 'i' : 'q'}:${name}`;
+    const known = this.memo.get(key);
+    if (known) return known;
+    const fragment: FragmentDefinitionNode | null | undefined = this.context.getFragment(name);
+    if (!fragment || this.open.has(key)) return undefined;
+    this.open.add(key);
+    const type = this.context.getSchema().getType(fragment.typeCondition.name.value) as GraphQLCompositeType | undefined;
+    const m = this.measure(fragment.selectionSet, type, 0, 1, introspection);
+    this.open.delete(key);
+    this.memo.set(key, m);
+    return m;
+  }
 }
 
-/** Validation rule enforcing maxDepth and maxCost on every operation (HTTP and websocket). */
+/** Validation rule enforcing maxDepth, maxCost, maxFields, maxAliases and maxRootFields on every operation. */
 export function queryLimitsRule(limits: ServerLimits): ValidationRule {
-  return (context: ValidationContext): ASTVisitor => ({
-    OperationDefinition(node: OperationDefinitionNode) {
-      const schema = context.getSchema();
-      const root = node.operation === 'query' ? schema.getQueryType() : node.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
-      const { depth, cost } = measure(context, node.selectionSet, root ?? undefined, 0, 1, limits, new Set());
-      if (depth > limits.maxDepth) {
-        context.reportError(new GraphQLError(
-          `the query is ${depth} fields deep; the limit is ${limits.maxDepth} (BALLAST_GRAPHQL_MAX_DEPTH): split it into several queries`,
-          { nodes: [node], extensions: { code: 'QUERY_TOO_DEEP', depth, maxDepth: limits.maxDepth } }));
-      }
-      if (cost > limits.maxCost) {
-        context.reportError(new GraphQLError(
-          `the query could return up to ${cost} rows; the limit is ${limits.maxCost} (BALLAST_GRAPHQL_MAX_COST): ask for smaller pages (first/last) or fewer nested connections`,
-          { nodes: [node], extensions: { code: 'QUERY_TOO_COSTLY', cost, maxCost: limits.maxCost } }));
-      }
-    },
-  });
+  return (context: ValidationContext): ASTVisitor => {
+    const measurer = new Measurer(context, limits);
+    return {
+      OperationDefinition(node: OperationDefinitionNode) {
+        const schema = context.getSchema();
+        const root = node.operation === 'query' ? schema.getQueryType() : node.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
+        const { depth, cost, fields, aliases } = measurer.measure(node.selectionSet, root ?? undefined, 0, 1, false);
+        const rootFields = node.selectionSet.selections.length;
+        const refuse = (message: string, code: string, extensions: Record<string, unknown>) =>
+          context.reportError(new GraphQLError(message, { nodes: [node], extensions: { code, ...extensions } }));
+        if (rootFields > limits.maxRootFields) {
+          refuse(`the operation selects ${rootFields} root fields; the limit is ${limits.maxRootFields} (BALLAST_GRAPHQL_MAX_ROOT_FIELDS): send several requests`,
+            'TOO_MANY_ROOT_FIELDS', { rootFields, maxRootFields: limits.maxRootFields });
+        }
+        if (fields > limits.maxFields) {
+          refuse(`the operation has ${fields} fields once its fragments are expanded; the limit is ${limits.maxFields} (BALLAST_GRAPHQL_MAX_FIELDS): select fewer fields or spread fragments less often`,
+            'QUERY_TOO_LARGE', { fields, maxFields: limits.maxFields });
+        }
+        if (aliases > limits.maxAliases) {
+          refuse(`the operation has ${aliases} aliased fields once its fragments are expanded; the limit is ${limits.maxAliases} (BALLAST_GRAPHQL_MAX_ALIASES): send several requests`,
+            'TOO_MANY_ALIASES', { aliases, maxAliases: limits.maxAliases });
+        }
+        if (depth > limits.maxDepth) {
+          refuse(`the query is ${depth} fields deep; the limit is ${limits.maxDepth} (BALLAST_GRAPHQL_MAX_DEPTH): split it into several queries`,
+            'QUERY_TOO_DEEP', { depth, maxDepth: limits.maxDepth });
+        }
+        if (cost > limits.maxCost) {
+          refuse(`the query could return up to ${cost} rows; the limit is ${limits.maxCost} (BALLAST_GRAPHQL_MAX_COST): ask for smaller pages (first/last) or fewer nested connections`,
+            'QUERY_TOO_COSTLY', { cost, maxCost: limits.maxCost });
+        }
+      },
+    };
+  };
 }
 
 /** The page a connection reads: last wins over first (first carries the default); before alone reads backwards. */

@@ -1,20 +1,40 @@
 // graphql-ws on the /graphql path, run here rather than by grafserv so that the connection is authenticated when
 // it opens: the token in the connection params (`{ authorization: "Bearer <jwt>" }`, or the upgrade request's
-// Authorization header) is verified in onConnect; a forged or expired token closes the socket with 4403 and the
-// reason, and a connection is closed (4403) when its token expires. Operations then run with that caller:
-// subscriptions by live/protocol.ts (shared rendering, backpressure), queries and mutations by graphql-ws.
+// Authorization header) is verified in onConnect; a forged or expired token, or none (anonymous callers can read
+// nothing, so they get no socket), closes the socket with 4403 and the reason; a caller already holding
+// maxSocketsPerCaller sockets gets 4429; a connection is closed (4403) when its token expires (however far away).
+// Operations then run with that caller: subscriptions by live/protocol.ts (shared rendering, backpressure, at most
+// BALLAST_LIVE_MAX_PER_SOCKET each), queries and mutations by graphql-ws.
 import type { Server, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { CloseCode, handleProtocols, makeServer, type ServerOptions } from 'graphql-ws';
 import { makeGraphQLWSConfig, type GrafservBase } from 'postgraphile/grafserv';
-import { AuthError, type Authenticator } from './auth.ts';
+import { AuthError, type Authenticator, type Caller } from './auth.ts';
 import type { CallerRegistry } from './preset.ts';
 import type { LiveConnection } from './live/connection.ts';
 import type { LiveProtocol } from './live/protocol.ts';
 
 export const CLOSE_FORBIDDEN = 4403;
+export const CLOSE_TOO_MANY = 4429;
+
+/** setTimeout's longest delay (2^31 - 1 ms, 24.8 days); a longer one fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Calls `fn` at `at` (epoch ms), however far away, with timers of at most MAX_TIMER_MS; returns its cancel. */
+function at(at: number, fn: () => void): () => void {
+  let timer: NodeJS.Timeout;
+  const arm = () => {
+    const ms = at - Date.now();
+    timer = ms > MAX_TIMER_MS ? setTimeout(arm, MAX_TIMER_MS) : setTimeout(fn, Math.max(0, ms));
+  };
+  arm();
+  return () => clearTimeout(timer);
+}
+
+/** Who a caller is, for counting its sockets: the token's subject, else its role and tenant. */
+const callerKey = (c: Caller) => c.subject ?? `${c.role}:${c.tenantId ?? ''}`;
 
 interface Extra {
   socket: WebSocket;
@@ -26,6 +46,8 @@ export interface WebSocketOptions {
   authenticator: Authenticator;
   callers: CallerRegistry;
   maxPayloadBytes: number;
+  /** Websockets one caller may hold open at once (4429 beyond). */
+  maxSocketsPerCaller: number;
   /** Serves subscription operations (live/protocol.ts); graphql-ws gets everything else. */
   live: LiveProtocol;
   keepAliveMs?: number;
@@ -38,6 +60,7 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
   // No permessage-deflate (ws's default for servers): compressing each message per socket would undo sharing its bytes.
   const wss = new WebSocketServer({ noServer: true, maxPayload: o.maxPayloadBytes, handleProtocols, perMessageDeflate: false });
   const live = new WeakMap<WebSocket, LiveConnection>();
+  const socketsOf = new Map<string, number>();
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/graphql') {
@@ -59,13 +82,29 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
         const caller = hasParam
           ? await o.authenticator.fromConnectionParams(params)
           : await o.authenticator.fromAuthorization(request.headers.authorization);
+        if (caller.role === 'anonymous') {
+          // Anonymous callers can read nothing and subscribe to nothing: no socket for them to hold open.
+          socket.close(CLOSE_FORBIDDEN, 'Forbidden: a websocket needs a token (connectionParams { authorization })');
+          return false;
+        }
+        const key = callerKey(caller);
+        const open = socketsOf.get(key) ?? 0;
+        if (open >= o.maxSocketsPerCaller) {
+          socket.close(CLOSE_TOO_MANY, `Too many websockets for this caller (${open}); close some (BALLAST_LIVE_MAX_SOCKETS_PER_CALLER)`.slice(0, 120));
+          return false;
+        }
+        socketsOf.set(key, open + 1);
+        socket.once('close', () => {
+          const n = (socketsOf.get(key) ?? 1) - 1;
+          if (n > 0) socketsOf.set(key, n);
+          else socketsOf.delete(key);
+        });
         o.callers.setWebSocket(request, caller);
         const conn = live.get(socket);
         if (conn) o.live.acknowledged(conn, caller);
         if (caller.expiresAt !== null) {
-          const ms = Math.max(0, caller.expiresAt * 1000 - Date.now());
-          const timer = setTimeout(() => socket.close(CLOSE_FORBIDDEN, 'Forbidden: the token expired; reconnect with a new one'), ms);
-          socket.once('close', () => clearTimeout(timer));
+          const cancel = at(caller.expiresAt * 1000, () => socket.close(CLOSE_FORBIDDEN, 'Forbidden: the token expired; reconnect with a new one'));
+          socket.once('close', cancel);
         }
         return true;
       } catch (err) {

@@ -20,6 +20,8 @@ export interface LiveLimits {
   maxBufferedBytes: number;
   /** Messages waiting in a socket's outbox beyond which the same happens. */
   maxQueued: number;
+  /** Subscriptions one socket may hold (TOO_MANY_SUBSCRIPTIONS beyond). */
+  maxSubscriptions: number;
 }
 
 /** Connections written per turn of the event loop, at most... */

@@ -109,6 +109,13 @@ export class LiveProtocol {
       conn.ws.close(CLOSE_DUPLICATE_ID, `Subscriber for ${id} already exists`);
       return true;
     }
+    if (conn.subs.size >= this.o.limits.maxSubscriptions) {
+      conn.message({ id, type: 'error', payload: [{
+        message: `this connection already holds ${conn.subs.size} subscriptions, the most one may (BALLAST_LIVE_MAX_PER_SOCKET); end one (complete) or open another connection`,
+        extensions: { code: 'TOO_MANY_SUBSCRIPTIONS', maxSubscriptions: this.o.limits.maxSubscriptions },
+      }] });
+      return true;
+    }
     if (compiled.kind === 'errors') {
       conn.message({ id, type: 'error', payload: compiled.errors.map((e) => e.toJSON()) });
       return true;
