@@ -72,7 +72,8 @@ $fn$;
 
 -- 4. Retry-After without jitter: steps that a provider refused together (a 429 to a burst) all came back at the same
 --    instant and were refused together again. settle_failure (0005) again, with a bounded jitter added on top of a
---    Retry-After (never shortening it): uniform in [0, min(max(retry_after / 4, 250 ms), 60 s)).
+--    Retry-After above 0 (never shortening it): uniform in [0, min(max(retry_after / 4, 250 ms), 60 s)). A delay of
+--    0 (a release on shutdown: runnable again at once) gets none.
 --
 -- settle_failure(step, error, retryable, retry_after_ms, now): the decision after an attempt ended badly (failed,
 -- crashed, timed out, released). The caller has locked the step row and closed the attempt. Retryable with charged
@@ -95,7 +96,10 @@ begin
   if p_retryable and v_charged < p_step.max_attempts then
     -- Retry-After is a floor, never shortened; a bounded jitter on top (a quarter of it, at least 250 ms, at most
     -- 60 s) spreads the steps that a provider turned away together, so they do not all come back at once.
-    v_delay_ms := coalesce(p_retry_after_ms + floor(random() * least(greatest(p_retry_after_ms * 0.25, 250), 60000)),
+    -- 0 stays 0: "at once" (a release on shutdown, a provider's Retry-After: 0).
+    v_delay_ms := coalesce(case when p_retry_after_ms > 0
+                                then p_retry_after_ms + floor(random() * least(greatest(p_retry_after_ms * 0.25, 250), 60000))
+                                else p_retry_after_ms end,
                            floor(random() * least(p_step.backoff_cap_ms::double precision,
                                                   p_step.backoff_base_ms * power(2, least(greatest(v_charged, 1) - 1, 40)))));
     v_next := v_now + make_interval(secs => v_delay_ms / 1000.0);

@@ -20,6 +20,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import type { BallastDb, Claim, StepError } from './db/api.ts';
 import type { Settler } from './step-runner.ts';
+import { storable, storableError } from './storable.ts';
 import { connectionLost, CONNECTION_RETRY_MS } from './db/retry.ts';
 
 interface Pending<T> {
@@ -293,6 +294,8 @@ export class StepEngine implements Settler {
         failed.push({ attemptId: p.attemptId, value: { class: 'unstorable_output', message: text.problem, retryable: false }, resolve: p.resolve, reject: p.reject });
       }
     }
+    // Every error as Postgres can store it: one \u0000 in one message would make the whole batch's parameter fail.
+    for (const p of failed) p.value = storableError(p.value);
     const okPending = ok.filter((p) => okIds.includes(p.attemptId));
     const until = Date.now() + CONNECTION_RETRY_MS;
     for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
@@ -351,21 +354,3 @@ function ewma(avg: number | undefined, sample: number): number {
   return avg === undefined ? sample : avg + 0.1 * (sample - avg);
 }
 
-/**
- * The JSON text of a step's output, or why Postgres cannot store it: JSON.stringify fails (BigInt, a cycle),
- * or the text holds \u0000 (jsonb refuses it) or a lone surrogate.
- */
-export function storable(value: unknown): string | { problem: string } {
-  let text: string | undefined;
-  try {
-    text = JSON.stringify(value === undefined ? null : value);
-  } catch (err) {
-    return { problem: `the step's output cannot be stored as JSON: ${(err as Error).message}` };
-  }
-  if (text === undefined) return 'null';
-  if (text.includes('\\u0000')) return { problem: 'the step\'s output holds a \\u0000 character, which Postgres jsonb cannot store' };
-  if (/\\ud[89ab][0-9a-f]{2}(?!\\ud[c-f])|(?<!\\ud[89ab][0-9a-f]{2})\\ud[c-f][0-9a-f]{2}/i.test(text)) {
-    return { problem: 'the step\'s output holds a lone UTF-16 surrogate, which Postgres jsonb cannot store' };
-  }
-  return text;
-}

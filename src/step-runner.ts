@@ -12,6 +12,7 @@ import { ballastMetrics } from './metrics.ts';
 import { retryOnConnectionLoss } from './db/retry.ts';
 import { stepEffects } from './effects.ts';
 import { enterAttempt, leaveAttempt } from './watchdog.ts';
+import { storableError } from './storable.ts';
 
 /** Why a running attempt was aborted. */
 export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
@@ -67,11 +68,46 @@ export interface RunningAttempt {
 /** The longest Retry-After ballast.fail_step accepts (7 days); longer hints are capped, not refused. */
 const MAX_RETRY_AFTER_MS = 604_800_000;
 
-/** Classifies what a step handler threw into the error ballast records. */
+/** A readable text for anything thrown, whatever it is (a string, undefined, an object whose toString throws). */
+function describeThrown(err: unknown): { message: string; code: string } {
+  if (err instanceof Error) {
+    let message: unknown;
+    try {
+      message = err.message;
+    } catch {
+      message = undefined;
+    }
+    let name = 'Error';
+    try {
+      name = typeof err.name === 'string' && err.name ? err.name : 'Error';
+    } catch { /* a throwing getter */ }
+    return { message: typeof message === 'string' && message !== '' ? message : name, code: name };
+  }
+  if (typeof err === 'string') return { message: err || 'an empty string was thrown', code: 'thrown_string' };
+  if (err === undefined || err === null) return { message: `${String(err)} was thrown`, code: `thrown_${String(err)}` };
+  let text: string;
+  try {
+    text = String(err);
+  } catch {
+    try {
+      text = JSON.stringify(err) ?? typeof err;
+    } catch {
+      text = `an unprintable ${typeof err}`;
+    }
+  }
+  return { message: `a ${typeof err} was thrown: ${text}`, code: `thrown_${typeof err}` };
+}
+
+/** Classifies what a step handler threw into the error ballast records (storable: see storable.ts). */
 export function classifyError(err: unknown, step: StepDefinition, signal: AbortSignal): StepError {
-  const e = err instanceof Error ? err : new Error(String(err));
+  return storableError(classifyThrown(err, step, signal));
+}
+
+function classifyThrown(err: unknown, step: StepDefinition, signal: AbortSignal): StepError {
+  const described = describeThrown(err);
+  const e = err instanceof Error ? err : new Error(described.message);
   // fail_step refuses an empty message or an out-of-range delay (BA002); a handler's odd error must still be recorded.
-  const message = e.message || e.name || 'error';
+  const message = described.message;
   if (e instanceof PermanentError) return { class: e.errorClass, code: e.errorCode, message, retryable: false };
   if (e instanceof RetryableError) {
     const after = e.retryAfterMs;
@@ -80,8 +116,12 @@ export function classifyError(err: unknown, step: StepDefinition, signal: AbortS
     return { class: e.errorClass, code: e.errorCode, message, retryable: true, retryAfterMs };
   }
   if (signal.aborted) return { class: 'aborted', message: `aborted: ${message}`, retryable: true };
-  if (step.isPermanent?.(err)) return { class: 'permanent', code: e.name, message, retryable: false };
-  return { class: 'error', code: e.name, message, retryable: true };
+  let permanent = false;
+  try {
+    permanent = step.isPermanent?.(err) === true;
+  } catch { /* a throwing isPermanent: treated as not permanent */ }
+  if (permanent) return { class: 'permanent', code: described.code, message, retryable: false };
+  return { class: 'error', code: described.code, message, retryable: true };
 }
 
 export interface RunAttemptOptions {
