@@ -47,7 +47,11 @@ Commands
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
   report <name>         a report from SQL as a table (--since '7 days', --period hour|day, --limit <n>, --json):
 ${reportNames()}
-  serve                 the GraphQL API alone (http://localhost:5678/graphql; start runs it beside the worker)
+  serve                 the GraphQL API alone (http://127.0.0.1:5678/graphql; start runs it beside the worker)
+      --dev                    accept tokens signed with the development secret in .ballast/jwt-secret (refused
+                               otherwise: set BALLAST_JWT_SECRET or BALLAST_JWKS_URL)
+  url                   print the database URL (DATABASE_URL, or the one \`start\` wrote to .ballast/url, mode 0600):
+                               psql "$(npm run -s ballast -- url)"
   token                 mint a development JWT for the GraphQL API (HS256, BALLAST_JWT_SECRET or .ballast/jwt-secret)
       --role <role>            client, operator or reporter (default client)
       --tenant <id>            the tenant a client acts for (default "default")
@@ -216,10 +220,18 @@ async function followJob(url: string, jobId: string, log: Logger): Promise<void>
  * The GraphQL API (src/server) on `url`. Loaded on demand: the other commands do not pay for PostGraphile. In
  * development a missing BALLAST_JWT_SECRET is taken from (or, with createSecret, written to) .ballast/jwt-secret.
  */
-async function startApi(url: string, log: Logger, opts: { createSecret: boolean }) {
+async function startApi(url: string, log: Logger, opts: { createSecret: boolean; dev: boolean }) {
   process.env.GRAPHILE_ENV ??= process.env.NODE_ENV === 'production' ? 'production' : 'development';
   const [{ startServer }, { resolveJwtSecret }] = await Promise.all([import('./server/index.ts'), import('./server/dev-secret.ts')]);
   const { secret, source } = resolveJwtSecret(dataDir(), opts.createSecret);
+  const generated = secret !== undefined && source !== 'BALLAST_JWT_SECRET';
+  if (generated && !opts.dev) {
+    throw new UsageError(`refusing to serve with the generated development secret (${source}): anyone who can read it mints any token. ` +
+      'Set BALLAST_JWT_SECRET (e.g. `openssl rand -base64 48`) or BALLAST_JWKS_URL, or pass --dev on a development machine.');
+  }
+  if (generated) {
+    log.warn({ jwt_secret: source }, 'DEVELOPMENT MODE: API tokens are signed with a generated secret kept in .ballast/; never expose this server');
+  }
   const api = await startServer({ connectionString: url, log, jwt: { secret } });
   log.info({ url: api.url, jwt_secret: source }, `GraphQL API at ${api.url}` +
     (api.settings.graphiql ? ` (Ruru: ${api.url.replace(/\/graphql$/, '/graphiql')})` : '') +
@@ -255,11 +267,11 @@ async function start(log: Logger): Promise<void> {
       process.exit(code);
     });
     db = new BallastDb(createPool(handle.url, { max: 2, applicationName: 'ballast-start' }));
-    api = await startApi(handle.url, log, { createSecret: true });
+    api = await startApi(handle.url, log, { createSecret: true, dev: true });
   } else {
     const worker = await startWorker({ connectionString: handle.url, pipelines, ...workerSettings(), log });
     db = worker.db;
-    api = await startApi(handle.url, log, { createSecret: true });
+    api = await startApi(handle.url, log, { createSecret: true, dev: true });
     await serveMetrics(worker.db, log);
     let stopping = false;
     const shutdown = async (signal: string) => {
@@ -293,11 +305,11 @@ async function start(log: Logger): Promise<void> {
     log.info({ job_id: jobId }, `demo job ${jobId} (model step) submitted`);
     await followJob(handle.url, jobId, log);
   }
-  const shown = handle.embedded ? handle.url : redact(handle.url);
+  // The URL holds the embedded superuser's password: it stays in .ballast/url (0600), not in a log line.
   log.info(
     `ready. Submit your own job from another terminal:\n` +
       `  npm run ballast -- submit demo.wordstats --input '{"text":"hello world"}'\n` +
-      `  psql '${shown}' -c "select * from ballast.submit_job('demo.wordstats', '{\\"text\\": \\"hello world\\"}')"\n` +
+      `  psql "$(npm run -s ballast -- url)" -c "select * from ballast.submit_job('demo.wordstats', '{\\"text\\": \\"hello world\\"}')"\n` +
       `Add pipelines in tasks/ and restart. Ctrl-C stops.`,
   );
 }
@@ -356,13 +368,20 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'serve': {
       const handle = await openDatabase({ embedded: false, log });
-      const api = await startApi(handle.url, log, { createSecret: false });
+      const dev = rest.includes('--dev');
+      const api = await startApi(handle.url, log, { createSecret: false, dev });
       const metricsDb = new BallastDb(createPool(handle.url, { max: 2, applicationName: 'ballast-metrics' }));
       await serveMetrics(metricsDb, log);
       const stop = () => void api.stop().then(() => process.exit(0));
       process.on('SIGINT', stop);
       process.on('SIGTERM', stop);
       return -1;
+    }
+    case 'url': {
+      // The full URL, password included: for psql and scripts, never for logs.
+      const handle = await openDatabase({ embedded: false });
+      console.log(handle.url);
+      return 0;
     }
     case 'token': {
       const { values } = parseCommandArgs(rest, {

@@ -116,7 +116,8 @@ export async function startMetricsServer(options: { port: number; host?: string;
   const server: Server = createServer((req, res) => void ballastMetrics.handle(req, res));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host ?? '0.0.0.0', () => resolve());
+    // Loopback unless told otherwise (BALLAST_METRICS_HOST); the URL logged is the address actually bound.
+    server.listen(options.port, options.host ?? '127.0.0.1', () => resolve());
   });
   const { port } = server.address() as AddressInfo;
   return {

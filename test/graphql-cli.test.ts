@@ -39,7 +39,7 @@ t.test('start serves GraphQL beside the worker; a minted token submits a job tha
   const e = env({ DATABASE_URL: url, BALLAST_JWT_SECRET: SECRET });
   const proc = spawnNode(t, ['src/cli.ts', 'start'], { env: e });
   const api = await apiUrl(proc);
-  t.match(api, /^http:\/\/localhost:\d+\/graphql$/, `start logged the URL (${api})`);
+  t.match(api, /^http:\/\/127\.0\.0\.1:\d+\/graphql$/, `start logged the URL, on loopback by default (${api})`);
   const minted = await cli(t, ['token', '--role', 'client', '--tenant', 'acme', '--sub', 'dev', '--expires', '10m'], e);
   t.equal(minted.code, 0, minted.stderr);
   const { payload } = await jwtVerify(minted.stdout, new TextEncoder().encode(SECRET));
@@ -63,6 +63,26 @@ t.test('serve runs the API alone; health answers', async (t) => {
   t.same(r, { data: { jobs: { totalCount: 0 } } });
   t.equal((await fetch(api.replace('/graphql', '/health'))).status, 200);
   t.same(await proc.stop('SIGTERM', 20_000), { code: 0, signal: null });
+});
+
+t.test('serve refuses the generated development secret unless --dev; `url` prints the database URL', async (t) => {
+  const { url } = await freshDatabase(t);
+  const dir = mkdtempSync(join(tmpdir(), 'ballast-serve-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const e = env({ DATABASE_URL: url, BALLAST_DATA_DIR: dir });
+  const minted = await cli(t, ['token', '--role', 'operator'], e);
+  t.equal(minted.code, 0, 'a development token (and secret) exist');
+  const refused = await cli(t, ['serve'], e);
+  t.not(refused.code, 0, 'serve without a configured secret exits with an error');
+  t.match(refused.stderr + refused.stdout, /refusing to serve with the generated development secret/, 'and says why and what to do');
+  const proc = spawnNode(t, ['src/cli.ts', 'serve', '--dev'], { env: e });
+  const api = await apiUrl(proc);
+  t.match(api, /^http:\/\/127\.0\.0\.1:/, 'with --dev it serves, on loopback');
+  t.ok(proc.lines.some((l) => l.includes('DEVELOPMENT MODE')), 'and warns that it is development mode');
+  t.same(await post(api, '{ jobs { totalCount } }', minted.stdout), { data: { jobs: { totalCount: 0 } } });
+  t.same(await proc.stop('SIGTERM', 20_000), { code: 0, signal: null });
+  const printed = await cli(t, ['url'], env({ DATABASE_URL: url }));
+  t.same([printed.code, printed.stdout], [0, url], '`ballast url` prints the database URL for psql');
 });
 
 t.test('token without BALLAST_JWT_SECRET: a development secret in the data dir, never in production', async (t) => {

@@ -13,7 +13,7 @@ import { serverSettings } from '../src/server/config.ts';
 import { makeMaskError } from '../src/server/errors.ts';
 import { createLogger } from '../src/log.ts';
 import { freshDatabase } from './helpers.ts';
-import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
+import { data, errorOf, gql, testServer, token, WsConnection } from './support/graphql.ts';
 
 const { url, db, pool } = await freshDatabase(t);
 const p = pipeline({ name: 'lim.p', version: 1, input: z.object({ n: z.number() }) }).step('a', { output: z.number() }, () => 1);
@@ -110,8 +110,9 @@ t.test('denial-of-service shapes are refused before planning: doubling fragments
   const wide = await testServer(t, url, { limits: { ...limits, maxBodyBytes: 102_400 } });
   const aliasesOfSchema = `{ ${Array.from({ length: 1500 }, (_, i) => `s${i}: __schema { queryType { name } }`).join(' ')} }`;
   const codes = (r: Awaited<ReturnType<typeof gql>>) => (r.body.errors ?? []).map((e) => e.extensions?.code);
-  const schemaAliases = await gql(wide, aliasesOfSchema);
-  t.same(codes(schemaAliases), ['TOO_MANY_ROOT_FIELDS', 'QUERY_TOO_LARGE', 'TOO_MANY_ALIASES'], '1,500 aliases of __schema (anonymous): every limit it breaks');
+  t.same(codes(await gql(wide, aliasesOfSchema)), ['INTROSPECTION_DISABLED'], '1,500 aliases of __schema, anonymous: no introspection at all');
+  const schemaAliases = await gql(wide, aliasesOfSchema, {}, acme);
+  t.same(codes(schemaAliases), ['TOO_MANY_ROOT_FIELDS', 'QUERY_TOO_LARGE', 'TOO_MANY_ALIASES'], '1,500 aliases of __schema with a token: every limit it breaks');
   t.equal(schemaAliases.body.errors!.find((e) => e.extensions?.code === 'TOO_MANY_ALIASES')!.extensions!.aliases, 1500);
   t.equal(schemaAliases.body.data, undefined, 'nothing ran');
   const counts = `{ ${Array.from({ length: 800 }, (_, i) => `c${i}: jobs(first: 0) { totalCount }`).join(' ')} }`;
@@ -128,6 +129,29 @@ t.test('denial-of-service shapes are refused before planning: doubling fragments
   t.equal((await gql(few, '{ jobs { totalCount } steps { totalCount } events { totalCount } }', {}, acme)).body.errors, undefined, 'three run');
   const introspection = await gql(server, getIntrospectionQuery(), {}, acme);
   t.equal(introspection.body.errors, undefined, 'the standard introspection query stays under every limit');
+});
+
+t.test('introspection: with a token by default, never anonymous; off in production; configurable', async (t) => {
+  const q = '{ __schema { queryType { name } } }';
+  const anonymous = await gql(server, q);
+  t.same([errorOf(anonymous).code, errorOf(anonymous).extensions.policy], ['INTROSPECTION_DISABLED', 'authenticated'], 'anonymous: refused');
+  t.match(errorOf(await gql(server, '{ __type(name: "Job") { name } }')).message, /needs a token/, '__type too');
+  t.same((await gql(server, '{ __typename }')).body, { data: { __typename: 'Query' } }, '__typename is always allowed');
+  t.same((await gql(server, q, {}, acme)).body.data, { __schema: { queryType: { name: 'Query' } } }, 'with a token: allowed');
+  const off = await testServer(t, url, { introspection: 'off' });
+  t.equal(errorOf(await gql(off, q, {}, await token('operator'))).code, 'INTROSPECTION_DISABLED', 'off: refused even to an operator');
+  const ws = new WsConnection(off, await token('operator'));
+  t.teardown(() => ws.close());
+  const overWs = await new Promise<any>((resolve) => {
+    ws.client.subscribe({ query: '{ __schema { queryType { name } } }' }, { next: resolve, error: resolve, complete: () => {} });
+  });
+  const wsError = Array.isArray(overWs) ? overWs[0] : overWs.errors?.[0];
+  t.equal(wsError?.extensions?.code, 'INTROSPECTION_DISABLED', 'off: refused over the websocket too');
+  const all = await testServer(t, url, { introspection: 'all' });
+  t.equal((await gql(all, q)).body.errors, undefined, 'all: anonymous may');
+  t.equal(serverSettings({}, { NODE_ENV: 'production' }).introspection, 'off', 'production default: off');
+  t.equal(serverSettings({}, {}).introspection, 'authenticated', 'development default: authenticated');
+  t.throws(() => serverSettings({}, { BALLAST_GRAPHQL_INTROSPECTION: 'sometimes' }), /BALLAST_GRAPHQL_INTROSPECTION=sometimes is not all, authenticated or off/);
 });
 
 t.test('request bodies and websocket messages over the limit are refused', async (t) => {

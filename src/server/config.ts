@@ -50,6 +50,8 @@ export interface ServerSettings {
   host: string | undefined;
   /** Ruru (GraphiQL) at /graphiql; off in production. */
   graphiql: boolean;
+  /** Who may query __schema/__type: all, authenticated callers (default outside production) or nobody (production). */
+  introspection: 'all' | 'authenticated' | 'off';
   limits: ServerLimits;
   jwt: JwtSettings;
 }
@@ -69,6 +71,15 @@ function intFrom(env: NodeJS.ProcessEnv, name: string, fallback: number, min: nu
 function textFrom(env: NodeJS.ProcessEnv, name: string): string | undefined {
   const raw = env[name];
   return raw === undefined || raw === '' ? undefined : raw;
+}
+
+function introspectionFrom(env: NodeJS.ProcessEnv): ServerSettings['introspection'] {
+  const raw = textFrom(env, 'BALLAST_GRAPHQL_INTROSPECTION');
+  if (raw === undefined) return isProduction(env) ? 'off' : 'authenticated';
+  if (raw !== 'all' && raw !== 'authenticated' && raw !== 'off') {
+    throw new ConfigError(`BALLAST_GRAPHQL_INTROSPECTION=${raw} is not all, authenticated or off`);
+  }
+  return raw;
 }
 
 export function isProduction(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -111,8 +122,10 @@ export function serverSettings(overrides: Partial<Omit<ServerSettings, 'limits' 
   }
   return {
     port: overrides.port ?? intFrom(env, 'BALLAST_GRAPHQL_PORT', 5678, 0),
-    host: overrides.host ?? textFrom(env, 'BALLAST_GRAPHQL_HOST'),
+    // Loopback unless told otherwise: a development server is not offered to the network by accident.
+    host: overrides.host ?? textFrom(env, 'BALLAST_GRAPHQL_HOST') ?? '127.0.0.1',
     graphiql: overrides.graphiql ?? !isProduction(env),
+    introspection: overrides.introspection ?? introspectionFrom(env),
     limits,
     jwt,
   };

@@ -29,6 +29,8 @@ export interface StartServerOptions {
   host?: string;
   /** Ruru at /graphiql. Default: on unless NODE_ENV=production. */
   graphiql?: boolean;
+  /** Who may introspect (default: BALLAST_GRAPHQL_INTROSPECTION, else authenticated; off in production). */
+  introspection?: 'all' | 'authenticated' | 'off';
   limits?: Partial<ServerLimits>;
   jwt?: Partial<JwtSettings>;
   /** Connections of the API's pool (default 10). */
@@ -61,6 +63,7 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
     ...(opts.port !== undefined ? { port: opts.port } : {}),
     ...(opts.host !== undefined ? { host: opts.host } : {}),
     ...(opts.graphiql !== undefined ? { graphiql: opts.graphiql } : {}),
+    ...(opts.introspection !== undefined ? { introspection: opts.introspection } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
     ...(opts.jwt ? { jwt: opts.jwt } : {}),
   });

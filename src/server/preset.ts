@@ -12,6 +12,7 @@ import { makeMaskError } from './errors.ts';
 import { pageSizePlugin, queryLimitsRule } from './limits.ts';
 import { MutationsPlugin } from './mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
+import { checkIntrospection } from './introspection.ts';
 import { SurfacePlugins } from './surface.ts';
 
 declare global {
@@ -75,6 +76,15 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
       middleware: {
         setPreset(next, event) {
           event.validationRules.push(queryLimitsRule(limits));
+          return next();
+        },
+        // Per request, before validation (whose results grafserv caches per document): introspection by caller.
+        async processGraphQLRequestBody(next, event) {
+          const ws = event.graphqlWsContext as { extra?: { request?: IncomingMessage }; connectionParams?: Record<string, unknown> } | undefined;
+          const caller = await o.callers.ofRequestContext(ws
+            ? { ws: { request: ws.extra?.request, connectionParams: ws.connectionParams } } as never
+            : { node: { req: (event.request?.requestContext as { node?: { req?: IncomingMessage } } | undefined)?.node?.req } } as never);
+          checkIntrospection(o.settings.introspection, caller, event.body.query);
           return next();
         },
       },
