@@ -154,6 +154,28 @@ t.test('introspection: with a token by default, never anonymous; off in producti
   t.throws(() => serverSettings({}, { BALLAST_GRAPHQL_INTROSPECTION: 'sometimes' }), /BALLAST_GRAPHQL_INTROSPECTION=sometimes is not all, authenticated or off/);
 });
 
+t.test('every refusal has a code: unparseable body, media type, validation, 1e400, deep variables', async (t) => {
+  const wide = await testServer(t, url, { limits: { ...limits, maxBodyBytes: 102_400 } });
+  const raw = async (body: string, contentType = 'application/json') => {
+    const r = await fetch(wide.url, { method: 'POST', headers: { 'content-type': contentType, authorization: `Bearer ${acme}` }, body });
+    return { status: r.status, body: (await r.json()) as { errors: { message: string; extensions: Record<string, unknown> }[] } };
+  };
+  const cases: [string, string, string | undefined, string, number][] = [
+    ['a body that is not JSON', '{not json', undefined, 'BAD_REQUEST', 400],
+    ['a media type the API does not take', '{ __typename }', 'text/plain', 'UNSUPPORTED_MEDIA_TYPE', 415],
+    ['no query', JSON.stringify({ foo: 1 }), undefined, 'BAD_REQUEST', 400],
+    ['an unknown field', JSON.stringify({ query: '{ nope }' }), undefined, 'GRAPHQL_VALIDATION_FAILED', 400],
+    ['a number beyond float64', '{"query":"query ($i: JSON) { __typename }","variables":{"i":1e400}}', undefined, 'BAD_USER_INPUT', 400],
+    ['variables nested 5,000 deep', `{"query":"{ __typename }","variables":{"v":${'['.repeat(5000)}${']'.repeat(5000)}}}`, undefined, 'BAD_USER_INPUT', 400],
+  ];
+  for (const [what, body, type, code, status] of cases) {
+    const r = await raw(body, type);
+    t.equal(r.body.errors?.[0]?.extensions?.code, code, `${what}: ${code}`);
+    t.equal(r.status, status, `${what}: HTTP ${status}`);
+  }
+  t.match((await raw('{"query":"query ($i: JSON) { __typename }","variables":{"i":1e400}}')).body.errors[0]!.message, /variables\.i is not a finite number/);
+});
+
 t.test('request bodies and websocket messages over the limit are refused', async (t) => {
   const big = `{ jobs { totalCount } } # ${'x'.repeat(5000)}`;
   const r = await gql(server, big, {}, acme);

@@ -36,5 +36,5 @@ export function checkIntrospection(policy: IntrospectionPolicy, caller: Caller, 
   if (typeof query !== 'string' || mayIntrospect(policy, caller) || !introspects(query)) return;
   throw clientError('INTROSPECTION_DISABLED', policy === 'off'
     ? 'introspection is off on this server (BALLAST_GRAPHQL_INTROSPECTION=off); the schema is documented in the README'
-    : 'introspection needs a token (BALLAST_GRAPHQL_INTROSPECTION=authenticated): send Authorization: Bearer <jwt>', { policy });
+    : 'introspection needs a token (BALLAST_GRAPHQL_INTROSPECTION=authenticated): send Authorization: Bearer <jwt>', { policy, statusCode: 403 });
 }

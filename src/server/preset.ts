@@ -13,6 +13,7 @@ import { pageSizePlugin, queryLimitsRule } from './limits.ts';
 import { MutationsPlugin } from './mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
 import { checkIntrospection } from './introspection.ts';
+import { addErrorCodes, checkVariables } from './request-checks.ts';
 import { SurfacePlugins } from './surface.ts';
 
 declare global {
@@ -85,7 +86,12 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
             ? { ws: { request: ws.extra?.request, connectionParams: ws.connectionParams } } as never
             : { node: { req: (event.request?.requestContext as { node?: { req?: IncomingMessage } } | undefined)?.node?.req } } as never);
           checkIntrospection(o.settings.introspection, caller, event.body.query);
+          checkVariables(event.body.variableValues);
           return next();
+        },
+        // Every error of a response leaves with extensions.code (request-checks.ts).
+        async processRequest(next) {
+          return addErrorCodes(await next());
         },
       },
     },
