@@ -7,19 +7,64 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
-import { createLogger } from './log.ts';
-import { migrate, redact } from './db/migrate.ts';
-import { dataDir, openDatabase } from './db/connection.ts';
-import { BallastDb, createPool } from './db/api.ts';
-import { loadPipelines } from './load.ts';
-import { startWorker } from './worker.ts';
-import { BallastError, InvalidInputError } from './errors.ts';
-import { startMetricsServer } from './metrics.ts';
-import { CliUsageError, listJobsCommand, reportCommand, reportNames } from './cli/ops.ts';
-import { watchJob } from './cli/watch.ts';
-import { listenEvents } from './db/events-listener.ts';
-import { SUPERVISED_ENV, superviseWorker } from './supervisor.ts';
-import { WATCHDOG_DEFAULTS } from './watchdog.ts';
+import type { BallastDb as BallastDbType } from './db/api.ts';
+
+// Modules are loaded when a command needs them, not at start: `ballast --help` loads none, `submit` the database
+// doorway only, `start` and `worker` the worker (whose import alone costs about a second of CPU). loadCore() and
+// loadRuntime() fill these bindings; the functions below use them after their command loaded them.
+let createLogger: typeof import('./log.ts').createLogger;
+let migrate: typeof import('./db/migrate.ts').migrate;
+let redact: typeof import('./db/migrate.ts').redact;
+let dataDir: typeof import('./db/connection.ts').dataDir;
+let openDatabase: typeof import('./db/connection.ts').openDatabase;
+let BallastDb: typeof import('./db/api.ts').BallastDb;
+let createPool: typeof import('./db/api.ts').createPool;
+let loadPipelines: typeof import('./load.ts').loadPipelines;
+let startWorker: typeof import('./worker.ts').startWorker;
+let BallastError: typeof import('./errors.ts').BallastError | undefined;
+let InvalidInputError: typeof import('./errors.ts').InvalidInputError | undefined;
+let startMetricsServer: typeof import('./metrics.ts').startMetricsServer;
+let CliUsageError: typeof import('./cli/ops.ts').CliUsageError | undefined;
+let listJobsCommand: typeof import('./cli/ops.ts').listJobsCommand;
+let reportCommand: typeof import('./cli/ops.ts').reportCommand;
+let watchJob: typeof import('./cli/watch.ts').watchJob;
+let listenEvents: typeof import('./db/events-listener.ts').listenEvents;
+let SUPERVISED_ENV: typeof import('./supervisor.ts').SUPERVISED_ENV;
+let superviseWorker: typeof import('./supervisor.ts').superviseWorker;
+let WATCHDOG_DEFAULTS: typeof import('./watchdog.ts').WATCHDOG_DEFAULTS;
+type BallastDb = BallastDbType;
+
+/** What every command but help needs: logging, the database doorway, errors, the read commands. */
+async function loadCore(): Promise<void> {
+  const [log, connection, api, errors, ops] = await Promise.all([
+    import('./log.ts'), import('./db/connection.ts'), import('./db/api.ts'), import('./errors.ts'), import('./cli/ops.ts')]);
+  ({ createLogger } = log);
+  ({ dataDir, openDatabase } = connection);
+  ({ BallastDb, createPool } = api);
+  ({ BallastError, InvalidInputError } = errors);
+  ({ CliUsageError, listJobsCommand, reportCommand } = ops);
+}
+
+/** What running things needs: migrations, the worker and its supervisor, metrics, live events. */
+async function loadRuntime(): Promise<void> {
+  const [mig, load, worker, metrics, watch, listener, supervisor, watchdog] = await Promise.all([
+    import('./db/migrate.ts'), import('./load.ts'), import('./worker.ts'), import('./metrics.ts'), import('./cli/watch.ts'),
+    import('./db/events-listener.ts'), import('./supervisor.ts'), import('./watchdog.ts')]);
+  ({ migrate, redact } = mig);
+  ({ loadPipelines } = load);
+  ({ startWorker } = worker);
+  ({ startMetricsServer } = metrics);
+  ({ watchJob } = watch);
+  ({ listenEvents } = listener);
+  ({ SUPERVISED_ENV, superviseWorker } = supervisor);
+  ({ WATCHDOG_DEFAULTS } = watchdog);
+}
+
+/** The help text (the report names come from the reports module, loaded for it). */
+async function helpText(): Promise<string> {
+  const { reportNames } = await import('./db/report-about.ts');
+  return HELP.replace('__REPORT_NAMES__', reportNames());
+}
 
 const HELP = `ballast: a Postgres-native job engine
 
@@ -46,7 +91,7 @@ Commands
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
   report <name>         a report from SQL as a table (--since '7 days', --period hour|day, --limit <n>, --json):
-${reportNames()}
+__REPORT_NAMES__
   serve                 the GraphQL API alone (http://127.0.0.1:5678/graphql; start runs it beside the worker)
       --dev                    accept tokens signed with the development secret in .ballast/jwt-secret (refused
                                otherwise: set BALLAST_JWT_SECRET or BALLAST_JWKS_URL)
@@ -316,9 +361,13 @@ async function start(log: Logger): Promise<void> {
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    console.log(await helpText());
+    return command === undefined ? 2 : 0;
+  }
   if (command && (rest.includes('--help') || rest.includes('-h'))) {
     // `ballast <command> --help`: the command's part of the help.
-    const lines = HELP.split('\n');
+    const lines = (await helpText()).split('\n');
     const at = lines.findIndex((l) => new RegExp(`^  ${command.replace(/[^a-z-]/g, '')}\\b`).test(l));
     if (at < 0) throw new UsageError(`unknown command "${command}"; run \`ballast help\` for the list`);
     let end = at + 1;
@@ -326,6 +375,9 @@ async function main(argv: string[]): Promise<number> {
     console.log(`Usage: ballast ${lines.slice(at, end).join('\n').trim()}\n\nballast help lists every command, the environment and the exit codes.`);
     return 0;
   }
+  await loadCore();
+  // Commands that run things (or follow them live) load the runtime; the others stay quick.
+  if (['start', 'migrate', 'worker', 'serve', 'watch', 'url'].includes(command)) await loadRuntime();
   const log = createLogger();
   switch (command) {
     case 'start':
@@ -495,12 +547,6 @@ async function main(argv: string[]): Promise<number> {
       }
       return 0;
     }
-    case undefined:
-    case 'help':
-    case '--help':
-    case '-h':
-      console.log(HELP);
-      return command === undefined ? 2 : 0;
     default:
       throw new UsageError(`unknown command "${command}"; run \`ballast help\` for the list`);
   }
@@ -511,14 +557,14 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof UsageError || err instanceof CliUsageError) {
-      console.error(`ballast: ${err.message}`);
+    if (err instanceof UsageError || (CliUsageError && err instanceof CliUsageError)) {
+      console.error(`ballast: ${(err as Error).message}`);
       process.exitCode = 2;
-    } else if (err instanceof InvalidInputError) {
+    } else if (InvalidInputError && err instanceof InvalidInputError) {
       console.error(`ballast: ${err.message}`);
       for (const issue of err.issues) console.error(`  ${issue.path}: ${issue.message}`);
       process.exitCode = 4;
-    } else if (err instanceof BallastError) {
+    } else if (BallastError && err instanceof BallastError) {
       console.error(`ballast: ${err.code}: ${err.message}`);
       process.exitCode = 4;
     } else {

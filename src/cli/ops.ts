@@ -37,9 +37,9 @@ export async function listJobsCommand(db: BallastDb, o: { status?: string; pipel
   return 0;
 }
 
-export function reportNames(): string {
-  return Object.entries(REPORTS).map(([name, r]) => `    ${name.padEnd(14)} ${r.about}`).join('\n');
-}
+import { reportNames } from '../db/report-about.ts';
+
+export { reportNames };
 
 export async function reportCommand(db: BallastDb, name: string | undefined, o: { since?: string; period?: string; limit?: string; json?: boolean }): Promise<number> {
   if (!name || !(name in REPORTS)) {

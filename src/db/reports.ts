@@ -3,35 +3,37 @@
 import { sql, type RawBuilder } from 'kysely';
 import type { BallastDb } from './api.ts';
 
-export type ReportName = 'pipelines' | 'steps' | 'models' | 'quality' | 'queue' | 'stuck' | 'dead-letters';
+import { REPORT_ABOUT, type ReportName } from './report-about.ts';
+
+export type { ReportName };
 
 export const REPORTS: Record<ReportName, { about: string; query: (since: string, period: string, limit: number) => RawBuilder<Record<string, unknown>> }> = {
   pipelines: {
-    about: 'per pipeline version and period: jobs, success/retry/fallback/first-pass rates, latency p50/p95, cost',
+    about: REPORT_ABOUT['pipelines'],
     query: (since, period) => sql`select * from ballast.report_pipelines(${since}::interval, ${period})`,
   },
   steps: {
-    about: 'the same per step',
+    about: REPORT_ABOUT['steps'],
     query: (since, period) => sql`select * from ballast.report_steps(${since}::interval, ${period})`,
   },
   models: {
-    about: 'per provider/model and period: calls, errors by class, latency p50/p95, tokens, cost',
+    about: REPORT_ABOUT['models'],
     query: (since, period) => sql`select * from ballast.report_models(${since}::interval, ${period})`,
   },
   quality: {
-    about: 'quality scores by prompt version and model over time (drift)',
+    about: REPORT_ABOUT['quality'],
     query: (since, period) => sql`select * from ballast.report_quality(${since}::interval, ${period})`,
   },
   queue: {
-    about: 'queue depth and age by pipeline',
+    about: REPORT_ABOUT['queue'],
     query: () => sql`select * from ballast.queue_depth order by pipeline`,
   },
   stuck: {
-    about: 'waits past their deadline, expired leases, overdue retries, long-queued steps',
+    about: REPORT_ABOUT['stuck'],
     query: () => sql`select * from ballast.report_stuck()`,
   },
   'dead-letters': {
-    about: 'failed steps with their last error and attempts, newest first',
+    about: REPORT_ABOUT['dead-letters'],
     query: (_since, _period, limit) => sql`select * from ballast.dead_letters order by failed_at desc limit ${limit}`,
   },
 };
