@@ -130,6 +130,14 @@ for (const target of targets) {
     t.match(r.error?.message, /maxOutputTokens/);
   });
 
+  t.test(`${protocol}: an answer cut mid-string with a normal finish → truncated, not repaired`, async (t) => {
+    const { record: r } = await exchange(t, target, { text: '{"sentiment":"positive","score":0.8,"summary":"great fo', finish: 'stop' });
+    t.equal(r.ok, false, 'not accepted');
+    t.equal(r.output, undefined, 'no output stored as valid');
+    t.match(r.error, { class: 'truncated', code: 'cut_off', retryable: false, reask: false, fallback: true });
+    t.match(r.error?.message, /ends inside a string: it was cut off/);
+  });
+
   const cases: { name: string; reply: Reply; expect: Record<string, unknown>; message?: RegExp }[] = [
     { name: '400', reply: { status: 400, body: target.error('invalid_request_error', 'response_format is invalid') },
       expect: { class: 'client', code: 'bad_request', retryable: false, fallback: false, httpStatus: 400 }, message: /HTTP 400: response_format is invalid\. Check the request parameters/ },
@@ -333,7 +341,10 @@ t.test('local JSON repair', async (t) => {
   t.match(parseJsonOutput('{"a": 1}'), { ok: true, value: { a: 1 }, repaired: false });
   t.match(parseJsonOutput('```json\n{"a": [1, 2,],}\n```'), { ok: true, value: { a: [1, 2] }, repaired: true });
   t.match(parseJsonOutput('Sure! {"a": "b"} Hope this helps.'), { ok: true, value: { a: 'b' }, repaired: true });
-  t.match(parseJsonOutput('{"a": {"b": "unterminated'), { ok: true, value: { a: { b: 'unterminated' } }, repaired: true });
+  t.match(parseJsonOutput('{"a": {"b": "unterminated'), { ok: false, truncated: true, reason: /ends inside a string/ },
+    'an answer cut mid-string is truncated, not repaired into a shorter value');
+  t.match(parseJsonOutput('{"a": [1, 2'), { ok: false, truncated: true, reason: /open array or object/ }, 'cut with brackets open: truncated');
+  t.match(parseJsonOutput('```json\n{"a": "}"}\n```'), { ok: true, value: { a: '}' } }, 'a bracket inside a string is not an open one');
   t.match(parseJsonOutput("{'a': True, b: None}"), { ok: true, value: { a: true, b: null } });
   t.match(parseJsonOutput('I cannot help with that.'), { ok: false, reason: /no JSON object or array/ });
   t.match(parseJsonOutput(''), { ok: false });

@@ -124,7 +124,11 @@ function systemPrompt(options: CallModelOptions<unknown>, resolved: ResolvedMode
 /** Checks the text against the schema: parse, local repair, zod. */
 function checkOutput<T>(text: string, schema: z.ZodType<T>, who: string): { json?: unknown; output?: T; repaired: boolean; error?: ModelFailure } {
   const parsed = parseJsonOutput(text);
-  if (!parsed.ok) return { repaired: false, error: failure('unparsable', 'invalid_json', `${who}: the output is not JSON: ${parsed.reason}`) };
+  if (!parsed.ok) {
+    return { repaired: false, error: parsed.truncated
+      ? failure('truncated', 'cut_off', `${who}: ${parsed.reason}`)
+      : failure('unparsable', 'invalid_json', `${who}: the output is not JSON: ${parsed.reason}`) };
+  }
   const checked = schema.safeParse(parsed.value);
   if (checked.success) return { json: parsed.value, output: checked.data, repaired: parsed.repaired };
   const issues = checked.error.issues.map((i) => ({ path: i.path.length ? i.path.join('.') : '(root)', message: i.message }));

@@ -11,7 +11,8 @@
 // | client     | bad_request (400), unauthorized (401), forbidden (403), not_found (404), too_large     | no        | no    | no       |
 // |            | (413), unprocessable (422), http_4xx, missing_api_key, invalid_model_ref,              |           |       |          |
 // |            | unknown_provider, unknown_model, call_error (a bad argument before any request)        |           |       |          |
-// | truncated  | max_tokens (finish reason length / max_tokens)                                         | no        | no    | yes      |
+// | truncated  | max_tokens (finish reason length / max_tokens), cut_off (the text ends inside a string |           |       |          |
+// |            | or with brackets open, whatever the finish reason: never completed by repair)          | no        | no    | yes      |
 // | refusal    | refusal, content_filter                                                               | no        | no    | yes (**) |
 // | unparsable | invalid_json (not JSON even after local repair)                                        | no        | yes   | yes (*)  |
 // | schema     | schema_violation (valid JSON failing the zod contract; `issues` lists why)             | no        | yes   | yes (*)  |

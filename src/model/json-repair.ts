@@ -1,15 +1,37 @@
 // Local JSON repair: the cheap first rung of the contract ladder, tried before a model is asked again. Models wrap
 // JSON in markdown fences, put a sentence before or after it, leave trailing commas, use single quotes or stop
 // mid-object. This module cuts the JSON out of the text and hands it to `jsonrepair` (josdejong/jsonrepair: no
-// dependencies, ISC, maintained since 2011; it fixes quotes, commas, comments, Python literals and unclosed
-// brackets/strings). Text with no JSON in it (a refusal in prose, "I cannot help with that") is not repairable:
+// dependencies, ISC, maintained since 2011; it fixes quotes, commas, comments and Python literals). An answer that
+// ends inside a string or with brackets still open was cut off: it is reported as truncated, never completed by
+// repair (that would store an invented end as valid output). Text with no JSON in it (a refusal in prose, "I cannot help with that") is not repairable:
 // jsonrepair alone would turn it into a JSON string, which is not a repair but a different answer.
 import { jsonrepair } from 'jsonrepair';
 
 export type JsonParse =
   | { ok: true; value: unknown; repaired: false }
   | { ok: true; value: unknown; repaired: true; repairedText: string }
-  | { ok: false; reason: string };
+  | { ok: false; reason: string; truncated?: true };
+
+/**
+ * Where JSON `text` ends: inside a string, or with arrays or objects still open. Such an answer was cut off (a
+ * token limit, a dropped connection, whatever the finish reason says): repair may fix syntax, never invent the end
+ * of an answer, so it is not repaired.
+ */
+export function unfinished(text: string): 'string' | 'array or object' | undefined {
+  let depth = 0;
+  let quote: string | undefined;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quote) {
+      if (c === '\\') i++;
+      else if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") quote = c;
+    else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+  }
+  if (quote) return 'string';
+  return depth > 0 ? 'array or object' : undefined;
+}
 
 /** JSON.parse that reports instead of throwing. */
 function strictParse(text: string): { ok: true; value: unknown } | { ok: false; reason: string } {
@@ -44,6 +66,8 @@ export function parseJsonOutput(text: string): JsonParse {
   if (strict.ok) return { ok: true, value: strict.value, repaired: false };
   const candidate = extractJsonCandidate(text);
   if (candidate === undefined) return { ok: false, reason: `no JSON object or array in the output (${strict.reason})` };
+  const open = unfinished(candidate);
+  if (open) return { ok: false, truncated: true, reason: `the output ends inside ${open === 'string' ? 'a string' : 'an open array or object'}: it was cut off, and repair does not invent the rest` };
   let repairedText: string;
   try {
     repairedText = jsonrepair(candidate);
