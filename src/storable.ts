@@ -2,6 +2,7 @@
 // output that JSON or jsonb cannot carry fails its attempt as `unstorable_output` with the reason; an error's texts
 // are made storable (a \u0000 shown escaped, a lone surrogate replaced, long messages cut at MAX_ERROR_MESSAGE
 // characters, saying so). One bad value must never fail the batch it travels in.
+import { createHash } from 'node:crypto';
 import type { StepError } from './db/api.ts';
 
 /** The longest error message recorded (characters); a longer one is cut, saying how long it was. */
@@ -23,6 +24,22 @@ export function storableText(text: string, max: number): string {
     t = wellFormed(t.slice(0, max - note.length)) + note;
   }
   return t;
+}
+
+/** The longest raw model output kept in a trace row (characters). */
+export const MAX_RAW_OUTPUT = 65_536;
+
+/**
+ * A model's raw output as a trace keeps it: storable (see storableText) and at most MAX_RAW_OUTPUT characters; a
+ * longer one is cut, with its length and the SHA-256 of the whole text, so that it can still be recognised.
+ */
+export function rawOutputText(text: string | null): string | null {
+  if (text === null) return null;
+  const safe = storableText(text, Number.MAX_SAFE_INTEGER);
+  if (safe.length <= MAX_RAW_OUTPUT) return safe;
+  const sha = createHash('sha256').update(text).digest('hex');
+  const note = ` ... (cut: ${text.length} characters, sha256 ${sha})`;
+  return wellFormed(safe.slice(0, MAX_RAW_OUTPUT - note.length)) + note;
 }
 
 /** A StepError every field of which Postgres can store (see storableText); fail_step's limits met. */

@@ -55,6 +55,7 @@ const pipelines = {
   qualityReview: modelPipeline({ quality: { rules: [{ name: 'not_neutral', check: (o) => o.sentiment !== 'neutral' || 'neutral is not allowed here' }], onFail: 'review' } }),
   truncated: modelPipeline({ fallbacks: ['anthropic:claude-3-5-haiku-latest'] }),
   budgetFail: modelPipeline({}),
+  huge: modelPipeline({ reasks: 0 }),
 };
 await testWorker(t, url, { pipelines: [...Object.values(pipelines), triage], concurrency: 2 });
 
@@ -288,4 +289,16 @@ t.test('a reservation whose attempt ended without settling it expires, counted a
 t.test('INSERT INTO ballast.jobs returns the whole row, totals included', async (t) => {
   const { rows: [job] } = await pool.query(`insert into ballast.jobs (pipeline, input) values ('m.unserved', '{}') returning *`);
   t.match(job, { status: 'queued', cost_usd: '0.00000000', input_tokens: '0' });
+});
+
+t.test('a huge answer (with a NUL in it) is traced, cut to 65,536 characters with its length and SHA-256', async (t) => {
+  const { createHash } = await import('node:crypto');
+  const text = `Here is my long answer \u0000 ${'blah '.repeat(40_000)}`;
+  fake.script('openai', { text, usage: { input: 10, output: 50_000 } });
+  const { job, calls } = await run(pipelines.huge);
+  t.equal(job.status, 'failed', 'prose is not the contract');
+  const raw = calls[0]!.raw_output!;
+  t.ok(raw.length <= 65_536, `raw_output kept ${raw.length} characters, not ${text.length}`);
+  t.match(raw, new RegExp(`\\(cut: ${text.length} characters, sha256 ${createHash('sha256').update(text).digest('hex')}\\)$`), 'with the whole length and hash');
+  t.ok(raw.startsWith('Here is my long answer \\u0000'), 'the NUL is shown escaped, not lost with the row');
 });

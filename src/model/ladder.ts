@@ -28,6 +28,7 @@ import { BallastError, PermanentError, RetryableError } from '../errors.ts';
 import { AttemptSettled, STEP_INTERNALS, type StepInternals } from '../step-runner.ts';
 import type { StepContext } from '../pipeline.ts';
 import { ballastMetrics } from '../metrics.ts';
+import { rawOutputText } from '../storable.ts';
 
 export interface QualityRule<O> {
   name: string;
@@ -168,7 +169,7 @@ function traceOf(rec: ModelCallRecord, m: TraceMeta): ModelCallTrace {
     error_class: err?.class ?? m.miss?.class ?? null, error_code: err?.code ?? m.miss?.code ?? null,
     error_message: err?.message ?? m.miss?.message ?? null, retryable: err ? err.retryable : null,
     retry_after_ms: err?.retryAfterMs ?? null, http_status: rec.httpStatus, request_id: rec.requestId, response_id: rec.responseId,
-    raw_output: rec.text, validation_issues: err?.issues ?? null, repair_method: rec.repair, score: m.score ?? null,
+    raw_output: rawOutputText(rec.text), validation_issues: err?.issues ?? null, repair_method: rec.repair, score: m.score ?? null,
     quality: m.quality ?? null,
   };
 }
