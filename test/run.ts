@@ -4,13 +4,14 @@
 // throwaway embedded Postgres in the system temp folder, removed afterwards.
 // Extra arguments go to tap, e.g. `npm test -- test/submit.test.ts`.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
+import { countTap } from './support/tap-count.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 // One folder per run: two runs at once in one checkout must not count each other's results.
@@ -30,37 +31,6 @@ async function admin(url: string, sql: string): Promise<void> {
   } finally {
     await client.end();
   }
-}
-
-function listTapFiles(dir: string): string[] {
-  let out: string[] = [];
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(dir);
-  } catch {
-    return out;
-  }
-  for (const e of entries) {
-    const p = join(dir, e);
-    if (statSync(p).isDirectory()) out = out.concat(listTapFiles(p));
-    else if (e.endsWith('.tap')) out.push(p);
-  }
-  return out;
-}
-
-/** Counts the top-level test points of each file's raw TAP (one per t.test block or top-level assertion). */
-function count(dir: string): { passed: number; failed: number; skipped: number } {
-  let passed = 0, failed = 0, skipped = 0;
-  for (const file of listTapFiles(dir)) {
-    for (const line of readFileSync(file, 'utf8').split('\n')) {
-      const m = /^(not ok|ok) \d+/.exec(line);
-      if (!m) continue;
-      if (/# (SKIP|TODO)/i.test(line)) skipped++;
-      else if (m[1] === 'ok') passed++;
-      else failed++;
-    }
-  }
-  return { passed, failed, skipped };
 }
 
 async function main(): Promise<number> {
@@ -103,7 +73,7 @@ async function main(): Promise<number> {
     await admin(serverUrl, `drop database if exists ${template} with (force)`).catch(() => {});
     await cluster?.stop();
   }
-  const { passed, failed, skipped } = count(outputDir);
+  const { passed, failed, skipped } = countTap(outputDir);
   rmSync(outputDir, { recursive: true, force: true });
   const failedShown = code !== 0 && failed === 0 ? 1 : failed;
   console.log(`${passed} passed, ${failedShown} failed${skipped ? `, ${skipped} skipped` : ''}`);
