@@ -212,3 +212,26 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/**
+ * A new login with role ballast_client in database `dbName`, bound to `tenant` (none: left unbound), connected as
+ * `c`; the login and its binding are dropped when `t` ends.
+ */
+export async function clientLogin(t: { teardown(fn: () => unknown): void }, admin: Pick<pg.Pool, 'query'>, dbName: string, label: string,
+  tenant: string | null): Promise<{ login: string; c: pg.Client }> {
+  const login = `ballast_t_${label}_${randomBytes(4).toString('hex')}`;
+  await admin.query(`create role ${login} login password 'pw' in role ballast_client`);
+  t.teardown(async () => {
+    await admin.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
+    await admin.query(`drop owned by ${login}`).catch(() => {});
+    await admin.query(`drop role if exists ${login}`);
+  });
+  if (tenant !== null) await admin.query('select ballast.bind_role_tenant($1, $2)', [login, tenant]);
+  const u = new URL(databaseUrl(dbName));
+  u.username = login;
+  u.password = 'pw';
+  const c = new pg.Client({ connectionString: u.toString() });
+  await c.connect();
+  t.teardown(() => c.end());
+  return { login, c };
+}

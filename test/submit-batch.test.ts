@@ -5,9 +5,8 @@
 // INSERT INTO ballast.jobs (migration 0023) keeps per-row semantics while writing each table with one statement.
 import t, { type Test } from 'tap';
 import pg from 'pg';
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { databaseUrl, freshDatabase, pgError } from './helpers.ts';
+import { clientLogin, freshDatabase, pgError } from './helpers.ts';
 import { pipeline, type Pipeline } from '../src/pipeline.ts';
 import { IdempotencyConflictError, InvalidInputError } from '../src/errors.ts';
 import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
@@ -29,24 +28,7 @@ await register(p1);
 type Row = { ord: number; job_id: string; created: boolean; status: string };
 
 /** A new login in role ballast_client bound to `tenant`, connected; dropped when `t` ends. */
-async function boundLogin(t: Test, label: string, tenant: string): Promise<{ login: string; c: pg.Client }> {
-  const login = `ballast_t_${label}_${randomBytes(4).toString('hex')}`;
-  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
-  t.teardown(async () => {
-    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
-    await pool.query(`drop owned by ${login}`).catch(() => {});
-    await pool.query(`drop role if exists ${login}`);
-  });
-  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, tenant]);
-  const u = new URL(databaseUrl(name));
-  u.username = login;
-  u.password = 'pw';
-  const c = new pg.Client({ connectionString: u.toString() });
-  await c.connect();
-  t.teardown(() => c.end());
-  return { login, c };
-}
-
+const boundLogin = (t: Test, label: string, tenant: string) => clientLogin(t, pool, name, label, tenant);
 
 /** ballast.submit_jobs through `q` (the pool by default). */
 async function submitMany(inputs: unknown[], keys: (string | null)[] | null = null,

@@ -3,10 +3,9 @@
 // login bound to a tenant, which cannot talk itself into another tenant.
 import t from 'tap';
 import pg from 'pg';
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { pipeline } from '../src/pipeline.ts';
-import { databaseUrl, freshDatabase, pgError } from './helpers.ts';
+import { clientLogin, freshDatabase, pgError } from './helpers.ts';
 
 const { name, db, pool } = await freshDatabase(t);
 const p = pipeline({ name: 'ten.p', version: 1, input: z.object({ n: z.number() }) }).step('a', { output: z.number() }, () => 1);
@@ -111,20 +110,7 @@ t.test('an operator reads every tenant, replays and decides, named in the audit 
 });
 
 t.test('a login bound to a tenant acts for it whatever it sets', async (t) => {
-  const login = `ballast_t_login_${randomBytes(4).toString('hex')}`;
-  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
-  t.teardown(async () => {
-    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
-    await pool.query(`drop owned by ${login}`).catch(() => {});
-    await pool.query(`drop role if exists ${login}`);
-  });
-  await pool.query('select ballast.bind_role_tenant($1, $2)', [login, 'globex']);
-  const url = new URL(databaseUrl(name));
-  url.username = login;
-  url.password = 'pw';
-  const c = new pg.Client({ connectionString: url.toString() });
-  await c.connect();
-  t.teardown(() => c.end());
+  const { login, c } = await clientLogin(t, pool, name, 'login', 'globex');
   await c.query(`set ballast.tenant_id = 'acme'`);
   t.same(ids((await c.query('select id from ballast.jobs')).rows), [globexJob], 'it sees its bound tenant, not the one it set');
   const { rows: [r] } = await c.query(`select * from ballast.submit_job('ten.p', '{"n": 9}')`);
@@ -137,19 +123,7 @@ t.test('a login bound to a tenant acts for it whatever it sets', async (t) => {
 });
 
 t.test('a login with ballast_client but no tenant can see and change nothing; nobody but the owner moves the clock', async (t) => {
-  const login = `ballast_t_unbound_${randomBytes(4).toString('hex')}`;
-  await pool.query(`create role ${login} login password 'pw' in role ballast_client`);
-  t.teardown(async () => {
-    await pool.query(`delete from ballast_private.role_tenants where role_name = $1`, [login]);
-    await pool.query(`drop owned by ${login}`).catch(() => {});
-    await pool.query(`drop role if exists ${login}`);
-  });
-  const url = new URL(databaseUrl(name));
-  url.username = login;
-  url.password = 'pw';
-  const c = new pg.Client({ connectionString: url.toString() });
-  await c.connect();
-  t.teardown(() => c.end());
+  const { login, c } = await clientLogin(t, pool, name, 'unbound', null);
   // Everything a session can set to talk itself into something.
   await c.query(`set ballast.tenant_id = 'acme'`);
   await c.query(`set ballast.actor = 'the-ceo'`);
