@@ -126,6 +126,26 @@ t.test('out-of-order commits: live and resumed subscribers all see (tx, id) orde
   t.same(jobIds, await dbOrder(start!, jobA), 'jobUpdated: the job\'s events in the same order, none twice');
 });
 
+t.test('jobUpdated while events are held: what the snapshot shows but was not final follows it, as a resume would return', async (t) => {
+  const ws = new WsConnection(server, client);
+  t.teardown(() => ws.close());
+  const [before] = await append(pool, jobA, 1, 'test_before');
+  const old = await pool.connect();
+  t.teardown(() => old.release());
+  await old.query('begin');
+  await append(old, jobB, 1, 'test_old'); // an older writing transaction, still open: holds what commits after it
+  const held = await append(pool, jobA, 2, 'test_held');
+  const sub = ws.subscribe(JOB_SUB, { id: jobA, after: before });
+  const snap = await sub.until((ms) => ms.some((m) => m.type === 'snapshot'), 10_000, 'the snapshot');
+  t.notOk(snap.some((m) => held.includes(m.eventId)), 'the held events are not replayed before the snapshot');
+  await old.query('commit');
+  await sub.until((ms) => held.every((id) => ms.some((m) => m.eventId === id)), 10_000, 'the held events');
+  const afterSnapshot = sub.messages.slice(sub.messages.findIndex((m) => m.type === 'snapshot') + 1).map((m) => m.eventId);
+  const snapshotId = sub.messages.find((m) => m.type === 'snapshot').eventId as string;
+  t.same(afterSnapshot, await dbOrder(snapshotId, jobA), 'after the snapshot: exactly what a resume from its eventId returns');
+  t.same(afterSnapshot, held, 'the two held events, once each');
+});
+
 t.test('a client that stops reading gets SUBSCRIBER_TOO_SLOW with its resume point, and loses nothing by resuming', async (t) => {
   const slow = await testServer(t, url, { liveLimits: { maxBufferedBytes: 64 * 1024 } });
   const [start] = await append(pool, jobB, 1, 'test_start');

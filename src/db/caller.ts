@@ -83,15 +83,13 @@ const REPLAY_JSON = `json_build_object('id', r.id::text, 'tx', r.tx::text, 'job_
   'type', r.type, 'status', r.status, 'tenant_id', r.tenant_id, 'step_name', r.step_name, 'at', r.at)`;
 
 export interface JobSnapshotRow {
-  /** pg_snapshot_xmin of the statement: the snapshot reflects every event below it (and `seen`). */
+  /** pg_snapshot_xmin of the statement: the snapshot reflects every event below it (and maybe some above). */
   watermark: string;
   /** The transaction of event `after` (null without one): live delivery starts after (afterTx, after) at the earliest. */
   afterTx: string | null;
   job: Record<string, unknown> | null;
   steps: Record<string, unknown>[];
   replay: ReplayedEvent[];
-  /** Ids of the job's events at or above the watermark that the snapshot already reflects. */
-  seen: string[];
   /** The job's last event below the watermark in delivery order: where a resume after this snapshot starts. */
   lastEventId: string | null;
 }
@@ -99,8 +97,8 @@ export interface JobSnapshotRow {
 /**
  * One statement, so one snapshot: the job and its steps as the caller may see them (no row: unknown or another
  * tenant's), the job's events after `after` in delivery order (ballast.events_after: at most `limit`; none when
- * `after` is null; BA007 when `after` is no event the caller can see), the watermark, and the events the snapshot
- * reflects although they are not final yet, so that the subscriber does not send them again.
+ * `after` is null; BA007 when `after` is no event the caller can see), the watermark, and the transaction of
+ * `after`. Events the snapshot reflects that were not final yet follow it live (they are after its eventId).
  */
 export const jobSnapshot = (c: Queryable, jobId: string, after: string | null, limit: number) =>
   one<JobSnapshotRow>(c, `
@@ -117,7 +115,6 @@ export const jobSnapshot = (c: Queryable, jobId: string, after: string | null, l
               from ballast.steps s where s.job_id = $1) as steps,
            (select coalesce(json_agg(${REPLAY_JSON} order by r.tx, r.id), '[]')
               from ballast.events_after($2, null, $1, $3) r where $2::bigint is not null) as replay,
-           (select coalesce(array_agg(e.id::text), '{}') from ballast_private.events e where e.job_id = $1 and e.tx >= w.mark) as seen,
            (select e.id::text from ballast_private.events e where e.job_id = $1 and e.tx < w.mark
              order by e.tx desc, e.id desc limit 1) as "lastEventId"
       from w`,

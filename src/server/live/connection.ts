@@ -65,7 +65,6 @@ interface Frame {
 export class LiveSubscription implements HubSubscriber {
   from: Position | null = null;
   buffer: StreamEvent[] = [];
-  seen: Set<number> | null = null;
   readonly id: string;
   readonly prefix: Buffer;
   /** The eventId of the last message written to the socket: where the client resumes. */

@@ -105,7 +105,6 @@ interface CatchUp {
   watermark: string;
   /** The position it replayed up to, if above the watermark: `after` itself when `after` is not final yet. */
   last: Position | null;
-  seen: Set<number> | null;
 }
 
 /**
@@ -118,11 +117,10 @@ async function withCatchUp(ctx: FeedContext, spec: GroupSpec, sub: LiveSubscript
   sub.from = null;
   sub.unregister = ctx.hub.register(spec, sub);
   const render = ctx.hub.groupOf(spec);
-  const { watermark, last, seen } = await catchUp(render);
+  const { watermark, last } = await catchUp(render);
   if (!sub.active) return;
   const mark: Position = { tx: BigInt(watermark), id: 0 };
   sub.from = last !== null && isAfter(last, mark) ? last : mark;
-  sub.seen = seen;
   const pending = sub.buffer;
   sub.buffer = [];
   for (const e of pending) {
@@ -130,7 +128,7 @@ async function withCatchUp(ctx: FeedContext, spec: GroupSpec, sub: LiveSubscript
       sub.send(render(changeOf(e, false)), null);
       continue;
     }
-    if (!isAfter(e as Position, sub.from) || (seen !== null && seen.has(e.id!))) continue;
+    if (!isAfter(e as Position, sub.from)) continue;
     sub.send(render(changeOf(e, false)), String(e.id));
   }
 }
@@ -163,7 +161,9 @@ async function openJob(ctx: FeedContext, caller: Caller, spec: GroupSpec, jobId:
       job: { ...job, steps: snap.steps },
     };
     sub.send(render(snapshot), snap.lastEventId);
-    return { watermark: snap.watermark, last: positionOf(snap.afterTx, after), seen: new Set(snap.seen.map(Number)) };
+    // Events the snapshot already reflects but that were not final yet (a transaction older than theirs was still
+    // open) follow it live: the events a client receives are exactly those a resume from the same point returns.
+    return { watermark: snap.watermark, last: positionOf(snap.afterTx, after) };
   });
 }
 
@@ -188,12 +188,12 @@ async function openTenant(ctx: FeedContext, caller: Caller, spec: GroupSpec, ten
       total += page.events.length;
       const lastRow = page.events.at(-1);
       const last = lastRow ? { tx: BigInt(lastRow.tx), id: Number(lastRow.id) } : positionOf(page.afterTx, cursor);
-      if (page.events.length < REPLAY_PAGE) return { watermark: page.watermark, last, seen: null };
+      if (page.events.length < REPLAY_PAGE) return { watermark: page.watermark, last };
       if (total >= REPLAY_MAX) {
         throw clientError('REPLAY_TOO_LARGE', `more than ${REPLAY_MAX} events happened after ${after}; read the current state (or ballast.events_after in pages) and subscribe again with a later \`after\``);
       }
       cursor = page.events.at(-1)!.id;
-      if (!(await sub.writable())) return { watermark: page.watermark, last, seen: null };
+      if (!(await sub.writable())) return { watermark: page.watermark, last };
     }
   });
 }

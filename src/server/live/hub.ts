@@ -70,8 +70,6 @@ export interface HubSubscriber {
   /** Events after this position are this subscriber's; null while it catches up (events are buffered). */
   from: Position | null;
   buffer: StreamEvent[];
-  /** Ids of events its catch-up already reflected (jobUpdated's snapshot), not to be sent again. */
-  seen: Set<number> | null;
   /** Hands one rendered message (and the id of its event) to the subscriber's socket. */
   send(bytes: Buffer, eventId: string | null): void;
 }
@@ -108,7 +106,7 @@ export class Group {
         s.buffer.push(e);
         continue;
       }
-      if (!isAfter(e as Position, s.from) || (s.seen !== null && s.seen.has(e.id!))) continue;
+      if (!isAfter(e as Position, s.from)) continue;
       bytes ??= this.render(change);
       s.send(bytes, change.eventId);
     }
