@@ -84,7 +84,7 @@ Commands
   status <job-id>       the job and its steps (--json for JSON)
   cancel <job-id>       cancel a job (--reason <text>)
   replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>)
-  send-event <key>      deliver an event to steps waiting for it (--payload <json|@file|->)
+  send-event <key>      deliver an event to one tenant's steps waiting for it (--payload <json|@file|->, --tenant <id>: default 'default')
   watch <job-id>        follow a job live (each step's transitions and progress) until it ends with its result
       --timeout <seconds>      stop watching after this long (exit 124)
       --json                   JSON lines: the state, then each event, then the final job
@@ -497,11 +497,11 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'send-event': {
-      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { payload: { type: 'string' }, json: { type: 'boolean' } } });
+      const { values, positionals } = parseArgs({ args: rest, allowPositionals: true, options: { payload: { type: 'string' }, tenant: { type: 'string' }, json: { type: 'boolean' } } });
       const key = positionals[0];
-      if (!key) throw new UsageError('send-event needs a key, e.g. `ballast send-event approval:42 --payload \'{"ok":true}\'`');
+      if (!key) throw new UsageError('send-event needs a key, e.g. `ballast send-event approval:42 --payload \'{"ok":true}\' --tenant acme`');
       const payload = values.payload === undefined ? null : readInput(values.payload);
-      const r = await withDb((db) => db.sendEvent(key, payload, actor()));
+      const r = await withDb((db) => db.sendEvent(key, payload, actor(), values.tenant));
       if (values.json) console.log(JSON.stringify(r));
       else console.log(r.accepted ? `event ${key} delivered; resumed ${r.resumedStepIds.length} step(s)` : `event ${key} was already delivered; nothing changed`);
       return 0;

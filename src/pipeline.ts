@@ -177,6 +177,9 @@ function invalid(pipeline: string, message: string, fix: string): never {
   throw new Error(`pipeline ${pipeline}: ${message}. ${fix}`);
 }
 
+/** The most maxInputBytes may be (64 MiB); the default is 1 MiB (ballast_private.input_size_limit). */
+export const MAX_INPUT_BYTES_LIMIT = 67_108_864;
+
 function checkInteger(where: string, field: string, value: number, min: number, max: number): void {
   if (!Number.isInteger(value) || value < min || value > max) {
     invalid(where, `${field} ${value} is not an integer from ${min} to ${max}`, `Set ${field} within that range.`);
@@ -188,12 +191,17 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
   readonly version: number;
   readonly input: z.ZodType<I>;
   readonly steps: readonly StepDefinition[];
+  /** The largest input accepted, in bytes of JSON text (null: the default, 1 MiB). Checked by Postgres first. */
+  readonly maxInputBytes: number | null;
 
-  constructor(name: string, version: number, input: z.ZodType<I>, steps: readonly StepDefinition[] = []) {
+  constructor(name: string, version: number, input: z.ZodType<I>, steps: readonly StepDefinition[] = [],
+    maxInputBytes: number | null = null) {
     if (!NAME.test(name)) {
       throw new Error(`pipeline name "${name}" is not valid: use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-".`);
     }
     checkInteger(name, 'version', version, 1, 2 ** 31 - 1);
+    if (maxInputBytes !== null) checkInteger(`${name}@${version}`, 'maxInputBytes', maxInputBytes, 1, MAX_INPUT_BYTES_LIMIT);
+    this.maxInputBytes = maxInputBytes;
     this.name = name;
     this.version = version;
     this.input = input;
@@ -319,7 +327,7 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
       run,
       ...(model ? { model } : {}),
     };
-    return new Pipeline<I, S & { [K in N]: R }>(this.name, this.version, this.input, [...this.steps, def]);
+    return new Pipeline<I, S & { [K in N]: R }>(this.name, this.version, this.input, [...this.steps, def], this.maxInputBytes);
   }
 
   stepNamed(name: string): StepDefinition | undefined {
@@ -332,9 +340,11 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
   }
 
   /** The definition stored by ballast.register_pipeline (its hash pins the version). */
-  definition(): { steps: unknown[] } {
+  definition(): { steps: unknown[]; max_input_bytes?: number } {
     if (this.steps.length === 0) invalid(this.ref, 'has no steps', 'Add at least one step with .step(name, options, run).');
     return {
+      // Only when set, so that pipelines without it kept their definition hash.
+      ...(this.maxInputBytes !== null ? { max_input_bytes: this.maxInputBytes } : {}),
       steps: this.steps.map((s) => ({
         name: s.name,
         depends_on: s.after,
@@ -354,8 +364,17 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
 }
 
 /** Starts a pipeline definition: `pipeline({ name, version, input }).step(...).step(...)`. */
-export function pipeline<I>(options: { name: string; version: number; input: z.ZodType<I> }): Pipeline<I, {}> {
-  return new Pipeline<I, {}>(options.name, options.version, options.input);
+export function pipeline<I>(options: {
+  name: string;
+  version: number;
+  input: z.ZodType<I>;
+  /**
+   * The largest input a job of this version accepts, in bytes of its JSON text (1 to 64 MiB; default 1 MiB). Postgres
+   * refuses a larger one (BA002) before validating it, on every way in (SQL, INSERT, GraphQL).
+   */
+  maxInputBytes?: number;
+}): Pipeline<I, {}> {
+  return new Pipeline<I, {}>(options.name, options.version, options.input, [], options.maxInputBytes ?? null);
 }
 
 export function isPipeline(value: unknown): value is Pipeline<any, any> {

@@ -129,11 +129,14 @@ t.test('a client acting on another tenant by mutation is refused', async (t) => 
   t.same([foreign.code, foreign.extensions.sqlstate], ['FORBIDDEN', 'BA014'], 'submitting into another tenant is forbidden');
   for (const [name, mutation] of [
     ['replayJob', `mutation { replayJob(input: { jobId: "${globexJob}" }) { jobStatus } }`],
-    ['sendEvent', `mutation { sendEvent(input: { key: "k" }) { accepted } }`],
     ['resolveReview', `mutation { resolveReview(input: { stepId: "1", decision: REJECT }) { stepStatus } }`],
   ] as const) {
     t.equal(errorOf(await gql(server, mutation, {}, globex)).code, 'FORBIDDEN', `a client cannot ${name}, even in its own tenant`);
   }
+  const event = errorOf(await gql(server, `mutation { sendEvent(input: { key: "k", tenantId: "acme" }) { accepted } }`, {}, globex));
+  t.same([event.code, event.extensions.sqlstate], ['FORBIDDEN', 'BA014'], 'sending an event to another tenant is forbidden');
+  const own = await data(server, `mutation { sendEvent(input: { key: "auth:own" }) { accepted } }`, {}, globex);
+  t.equal(own.sendEvent.accepted, true, 'a client sends events to its own tenant (event keys are per tenant)');
   const mine = await gql(server, 'mutation ($id: BigInt!) { cancelJob(input: { jobId: $id }) { status job { status } } }', { id: running }, acme);
   t.equal(mine.body.data?.cancelJob.status, 'cancelled', 'its own tenant cancels it (control)');
 });

@@ -193,12 +193,12 @@ t.test('bad arguments name the field', async (t) => {
   const cases: [string, () => Promise<unknown>, string, string][] = [
     ['keys shorter than inputs', () => submitMany([text(1), text(2)], ['a']), 'idempotency_keys', 'idempotency_keys: has 1 entries for 2 inputs'],
     ['keys longer than inputs', () => submitMany([text(1)], ['a', 'b']), 'idempotency_keys', 'idempotency_keys: has 2 entries for 1 inputs'],
-    ['an empty key', () => submitMany([text(1), text(2)], ['a', '']), 'idempotency_keys[2]', 'idempotency_keys[2]: must be 1 to 500 characters'],
+    ['an empty key', () => submitMany([text(1), text(2)], ['a', '']), 'idempotency_keys[2]', 'idempotency_keys[2]: is empty; it must be 1 to 500 bytes of UTF-8'],
     ['too many inputs', () => submitMany(Array.from({ length: 1001 }, () => text(1))), 'inputs', 'inputs: holds 1001 inputs, more than 1000 per call'],
     ['inputs null', () => pool.query(`select * from ballast.submit_jobs('batch.p', null)`), 'inputs', 'inputs: is null'],
     ['two dimensions', () => pool.query(`select * from ballast.submit_jobs('batch.p', array[['{}', '{}']]::jsonb[])`), 'inputs', 'inputs: has 2 dimensions'],
     ['priority', () => submitMany([text(1)], null, { priority: 5000 }), 'priority', 'priority: 5000 is out of range'],
-    ['tenant', () => submitMany([text(1)], null, { tenant: '' }), 'tenant_id', `tenant_id: '' is not a tenant id`],
+    ['tenant', () => submitMany([text(1)], null, { tenant: '' }), 'tenant_id', 'tenant_id: is empty; it must be 1 to 200 bytes of UTF-8'],
     ['pipeline', () => submitMany([text(1)], null, { pipeline: '' }), 'pipeline', 'pipeline: is missing'],
   ];
   for (const [what, run, field, message] of cases) {

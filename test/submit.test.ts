@@ -314,8 +314,8 @@ t.test('unknown pipelines and bad arguments', async (t) => {
   const before = await rowCounts();
   const bad: [string, Parameters<typeof submitSql>[0], string][] = [
     ['priority', { priority: 5000 }, 'priority: 5000 is out of range'],
-    ['tenant_id', { tenant: '' }, `tenant_id: '' is not a tenant id`],
-    ['idempotency_key', { key: '' }, 'idempotency_key: must be 1 to 500 characters'],
+    ['tenant_id', { tenant: '' }, 'tenant_id: is empty; it must be 1 to 200 bytes of UTF-8'],
+    ['idempotency_key', { key: '' }, 'idempotency_key: is empty; it must be 1 to 500 bytes of UTF-8'],
   ];
   for (const [field, args, message] of bad) {
     const e = await pgError(() => submitSql(args));

@@ -341,10 +341,14 @@ export class BallastDb {
     });
   }
 
-  async sendEvent(key: string, payload: unknown, actor?: string): Promise<{ accepted: boolean; resumedStepIds: string[] }> {
+  /**
+   * Delivers event `key` to the steps of one tenant waiting for it (ballast.send_event): `tenantId`, else the
+   * connection's bound tenant, else 'default'.
+   */
+  async sendEvent(key: string, payload: unknown, actor?: string, tenantId?: string): Promise<{ accepted: boolean; resumedStepIds: string[] }> {
     return call(async () => {
       const { rows } = await sql<{ accepted: boolean; resumed_step_ids: string[] }>`
-        select * from ballast.send_event(${key}, ${JSON.stringify(payload ?? null)}::jsonb, ${actor ?? null})`.execute(this.db);
+        select * from ballast.send_event(${key}, ${JSON.stringify(payload ?? null)}::jsonb, ${actor ?? null}, ${tenantId ?? null})`.execute(this.db);
       return { accepted: rows[0]!.accepted, resumedStepIds: rows[0]!.resumed_step_ids };
     });
   }

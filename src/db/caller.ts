@@ -54,10 +54,10 @@ export const replayJob = (c: Queryable, jobId: string, fromStep: string | null, 
     `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
        from ballast.replay_job($1, $2, $3)`, [jobId, fromStep, reason]);
 
-export const sendEvent = (c: Queryable, key: string, payload: unknown) =>
+export const sendEvent = (c: Queryable, key: string, payload: unknown, tenantId: string | null = null) =>
   one<{ accepted: boolean; resumedStepIds: string[] }>(c,
-    `select accepted, resumed_step_ids::text[] as "resumedStepIds" from ballast.send_event($1, $2::jsonb)`,
-    [key, json(payload)]);
+    `select accepted, resumed_step_ids::text[] as "resumedStepIds" from ballast.send_event($1, $2::jsonb, null, $3)`,
+    [key, json(payload), tenantId]);
 
 export const resolveReview = (c: Queryable, stepId: string, decision: string, output: unknown, reviewer: string, note: string | null) =>
   one<{ stepId: string; jobId: string; stepStatus: string; jobStatus: string; queuedStepIds: string[] }>(c,

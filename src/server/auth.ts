@@ -104,8 +104,8 @@ export class Authenticator {
       throw new AuthError(`the token's ${this.settings.roleClaim} claim must be one of ${API_ROLES.join(', ')} (got ${JSON.stringify(rawRole ?? null)})`);
     }
     const rawTenant = payload[this.settings.tenantClaim];
-    if (rawTenant !== undefined && rawTenant !== null && (typeof rawTenant !== 'string' || rawTenant === '' || rawTenant.length > 200)) {
-      throw new AuthError(`the token's ${this.settings.tenantClaim} claim must be a non-empty string of at most 200 characters`);
+    if (rawTenant !== undefined && rawTenant !== null && (typeof rawTenant !== 'string' || rawTenant === '' || Buffer.byteLength(rawTenant, 'utf8') > 200)) {
+      throw new AuthError(`the token's ${this.settings.tenantClaim} claim must be a non-empty string of at most 200 bytes of UTF-8`);
     }
     const tenantId = typeof rawTenant === 'string' ? rawTenant : null;
     if (roleName === 'client' && tenantId === null) {

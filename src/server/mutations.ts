@@ -93,9 +93,11 @@ const typeDefs = gql`
     job: Job
   }
   input SendEventInput {
-    "The key a waiting step named, e.g. approval:42. Event keys are global, not per tenant."
+    "The key a waiting step named, e.g. approval:42 (1 to 500 bytes). Keys belong to a tenant: an event reaches only that tenant's steps."
     key: String!
     payload: JSON
+    "Operators only: the tenant whose steps receive it (default: the token's tenant, else 'default'). Clients send to their own tenant."
+    tenantId: String
   }
   type SendEventPayload {
     "False when the key was delivered before (nothing changed)."
@@ -137,7 +139,7 @@ const typeDefs = gql`
     replayStep(input: ReplayStepInput!): ReplayPayload
     "Run a job's failed steps again, or from a named step (ballast.replay_job). Operators."
     replayJob(input: ReplayJobInput!): ReplayPayload
-    "Deliver an event to the steps waiting for it (ballast.send_event). Operators."
+    "Deliver an event to the steps of one tenant waiting for it (ballast.send_event). Clients: their own tenant."
     sendEvent(input: SendEventInput!): SendEventPayload
     "Decide a step in needs_review (ballast.resolve_review); the token's subject is recorded as reviewer. Operators."
     resolveReview(input: ResolveReviewInput!): ResolveReviewPayload
@@ -178,7 +180,7 @@ export const MutationsPlugin = extendSchema((build) => {
           cancelJob: verb((c, i) => sql.cancelJob(c, String(i.jobId), text(i.reason))),
           replayStep: verb((c, i) => sql.replayStep(c, String(i.stepId), text(i.reason), i.force === true)),
           replayJob: verb((c, i) => sql.replayJob(c, String(i.jobId), text(i.fromStep), text(i.reason))),
-          sendEvent: verb((c, i) => sql.sendEvent(c, String(i.key), i.payload ?? null)),
+          sendEvent: verb((c, i) => sql.sendEvent(c, String(i.key), i.payload ?? null, text(i.tenantId))),
           resolveReview: verb((c, i, caller) => sql.resolveReview(c, String(i.stepId), String(i.decision), i.output ?? null,
             caller.subject ? `jwt:${caller.subject}` : `jwt:${caller.role}`, text(i.note))),
         },
