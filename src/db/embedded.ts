@@ -4,11 +4,13 @@
 // would cut a worker's graceful shutdown short, and it cannot clean up a cluster left by a killed run.
 //
 // Layout of a data directory: <dir>/pgdata (the cluster), <dir>/password (0600), <dir>/owner.pid (the node process
-// using it). On start: a live owner means another ballast uses this directory (refused); a postmaster.pid whose
+// using it). Run as root, Postgres runs as the `postgres` user, which cannot reach a folder under a private one
+// (root's home, a mktemp -d folder): then the cluster and its password live in a folder of their own that it can
+// reach (see clusterHome), and <dir>/cluster-dir says where. On start: a live owner means another ballast uses this directory (refused); a postmaster.pid whose
 // postgres is still running without a live owner is an orphan from a killed run (stopped, then started again).
 import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, cpSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
@@ -128,6 +130,44 @@ function usableBinaries(bin: Binaries, ids: { uid: number; gid: number } | undef
   return copied;
 }
 
+/** Whether the user `ids` can enter folder `dir` (every folder above it must let it through). */
+function reachable(dir: string, ids: { uid: number; gid: number }): boolean {
+  return spawnSync('test', ['-x', dir], { uid: ids.uid, gid: ids.gid }).status === 0;
+}
+
+/**
+ * Where the cluster of data directory `dir` lives: `dir` itself when the postgres user can reach it; otherwise (run
+ * as root from a private folder) a folder named after `dir`'s real path in /var/tmp (kept across reboots; the system
+ * temp folder when there is none), made by root, 0711, so that each checkout keeps its own cluster there. A folder
+ * of that name that is not root's own directory (a symlink, another user's) is refused rather than used.
+ */
+function clusterHome(dir: string, ids: { uid: number; gid: number } | undefined, log?: Logger): string {
+  if (!ids || reachable(dir, ids)) return dir;
+  const base = existsSync('/var/tmp') ? '/var/tmp' : tmpdir();
+  const home = join(base, `ballast-cluster-${createHash('sha256').update(realpathSync(dir)).digest('hex').slice(0, 16)}`);
+  if (lstatSafe(home)) {
+    const st = lstatSync(home);
+    if (!st.isDirectory() || st.isSymbolicLink() || st.uid !== 0) {
+      throw new Error(`${home} is not a folder of root's own; remove it (it should hold the embedded Postgres of ${dir}) and start again.`);
+    }
+  } else {
+    log?.info({ dir, cluster: home }, 'the postgres user cannot reach the data directory: keeping the embedded cluster in a folder it can reach');
+    mkdirSync(home, { mode: 0o711 });
+  }
+  chmodSync(home, 0o711);
+  writeFileSync(join(dir, 'cluster-dir'), home + '\n', { mode: 0o600 });
+  return home;
+}
+
+function lstatSafe(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 async function stopOrphan(pgdata: string, log?: Logger): Promise<void> {
   const pidFile = join(pgdata, 'postmaster.pid');
   if (!existsSync(pidFile)) return;
@@ -145,10 +185,14 @@ async function stopOrphan(pgdata: string, log?: Logger): Promise<void> {
 
 export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const dir = resolve(options.dir);
-  const pgdata = join(dir, 'pgdata');
   const ownerFile = join(dir, 'owner.pid');
   const log = options.log;
   mkdirSync(dir, { recursive: true });
+  const ids = runAsIds();
+  // The postgres user must be able to reach its data directory (mkdtemp creates 0700 folders).
+  if (ids) chmodSync(dir, 0o711);
+  const home = clusterHome(dir, ids, log);
+  const pgdata = join(home, 'pgdata');
 
   if (existsSync(ownerFile)) {
     const owner = Number(readFileSync(ownerFile, 'utf8').trim());
@@ -162,11 +206,8 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   writeFileSync(ownerFile, String(process.pid));
   await stopOrphan(pgdata, log);
 
-  const ids = runAsIds();
   const bin = usableBinaries(await binaries(), ids, log);
-  // The postgres user must be able to reach its data directory (mkdtemp creates 0700 folders).
-  if (ids) chmodSync(dir, 0o711);
-  const passwordFile = join(dir, 'password');
+  const passwordFile = join(home, 'password');
   if (!existsSync(join(pgdata, 'PG_VERSION'))) {
     rmSync(pgdata, { recursive: true, force: true });
     mkdirSync(pgdata, { recursive: true });
@@ -214,7 +255,10 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
     stop: async () => {
       await stopChild(child);
       rmSync(ownerFile, { force: true });
-      if (options.ephemeral) rmSync(dir, { recursive: true, force: true });
+      if (options.ephemeral) {
+        rmSync(dir, { recursive: true, force: true });
+        if (home !== dir) rmSync(home, { recursive: true, force: true });
+      }
     },
   };
   return cluster;
