@@ -15,7 +15,9 @@
 --    minutes. Every submission path (submit_job, INSERT INTO ballast.jobs, submit_jobs) now measures the input first:
 --    octet_length(input::text), the size of its JSON text as Postgres prints it, against the pipeline's
 --    max_input_bytes (its definition's "max_input_bytes", set with pipeline({ maxInputBytes }), 1 to 67,108,864;
---    default 1,048,576 = 1 MiB). Too large: BA002 naming the input, before any validation. submit_jobs also refuses
+--    default 1,048,576 = 1 MiB). Too large: BA002 naming the input, before any validation. Numbers beyond the range
+--    of a 64-bit float are refused too: Postgres prints numbers in full, so '1e131071' (8 bytes) prints as 131,072
+--    digits, and 1,000 of them (16 kB) made a 131 MB text for every later print (the request hash, the worker's read). submit_jobs also refuses
 --    a batch whose inputs add up to more than 16 MiB (or one input's maximum, when that is larger). Measured
 --    (PostgreSQL 15, load 1.5): refusing a 20 MB input takes ~0.1 s (printing it to measure it); the size check adds
 --    ~1 us to a 200-byte submit.
@@ -54,6 +56,33 @@ language sql
 immutable
 as $fn$
   select coalesce((p_pipeline.definition ->> 'max_input_bytes')::bigint, 1048576)
+$fn$;
+
+-- input_size_problem(input, max_bytes): null when `input` may be submitted for its size, else what is wrong with it.
+-- In order, each step bounding the cost of the next: (a) its stored size (pg_column_size, O(1)) over 8 times the
+-- limit: too large, without printing it (jsonb takes at most ~6 times the bytes of compact JSON: 1.2 MB for
+-- '[1,1,...]' of 200 kB); (b) a number outside the range of a double: refused, because Postgres prints numbers in
+-- full ('1e131071' is 131,072 digits: 1,000 of them, a 16 kB value, print as 131 MB) and JavaScript cannot read it
+-- anyway; (c) the bytes of its JSON text as Postgres prints it over the limit.
+create function ballast_private.input_size_problem(p_input jsonb, p_max_bytes bigint) returns text
+language plpgsql
+immutable
+as $fn$
+declare
+  v_size bigint;
+begin
+  if pg_column_size(p_input) > 8 * p_max_bytes then
+    return format('is more than %s bytes of JSON; at most %s are accepted', p_max_bytes, p_max_bytes);
+  end if;
+  if jsonb_path_exists(p_input, 'strict $.** ? (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308 || (@ != 0 && @ < 1e-307 && @ > -1e-307)))') then
+    return 'holds a number outside the range of a 64-bit float (beyond ±1.8e308, or nearer to 0 than ±1e-307, but not 0)';
+  end if;
+  v_size := octet_length(p_input::text);
+  if v_size > p_max_bytes then
+    return format('is %s bytes of JSON; at most %s are accepted', v_size, p_max_bytes);
+  end if;
+  return null;
+end
 $fn$;
 
 -- Tables: byte limits (see 1.), the range of max_input_bytes.
@@ -114,8 +143,7 @@ declare
   v_pipeline ballast_private.pipelines;
   v_errors jsonb;
   v_count int;
-  v_size bigint;
-  v_limit bigint;
+  v_problem text;
 begin
   if p_pipeline is null or p_pipeline = '' then
     perform ballast_private.bad_argument('pipeline', 'is missing', 'Name a registered pipeline, e.g. ''demo.wordstats''.');
@@ -154,14 +182,11 @@ begin
       format('Pass a JSON value matching the input contract of %s@%s (ballast.pipelines.input_schema).',
              v_pipeline.name, v_pipeline.version));
   end if;
-  v_limit := ballast_private.input_size_limit(v_pipeline);
-  v_size := octet_length(p_input::text);
-  if v_size > v_limit then
-    perform ballast_private.bad_argument('input',
-      format('is %s bytes of JSON; pipeline %s@%s accepts at most %s', v_size, v_pipeline.name, v_pipeline.version,
-             v_limit),
+  v_problem := ballast_private.input_size_problem(p_input, ballast_private.input_size_limit(v_pipeline));
+  if v_problem is not null then
+    perform ballast_private.bad_argument('input', format('%s (pipeline %s@%s)', v_problem, v_pipeline.name, v_pipeline.version),
       'Send less per job (keep large documents elsewhere and pass a reference: a URL, an object key, an id), or '
-      || 'give the pipeline a larger maxInputBytes (up to 64 MiB) in a new version.');
+      || 'give the pipeline a larger maxInputBytes (up to 64 MiB) in a new version; numbers must fit a 64-bit float.');
   end if;
   select jsonb_agg(jsonb_build_object('path', 'input' || case when e.path = '' then ''
                                                               when left(e.path, 1) = '[' then e.path
@@ -218,7 +243,7 @@ declare
   v_pipeline ballast_private.pipelines;
   v_limit bigint;
   v_ord integer;
-  v_size bigint;
+  v_problem text;
   v_total bigint;
   v_key text;
 begin
@@ -242,18 +267,19 @@ begin
   end if;
   if v_pipeline.name is not null and p_inputs is not null then
     v_limit := ballast_private.input_size_limit(v_pipeline);
-    select s.n, s.size, sum(s.size) over () into v_ord, v_size, v_total
-      from (select i.n, octet_length(i.input::text)::bigint as size
+    select s.n, s.problem into v_ord, v_problem
+      from (select i.n, ballast_private.input_size_problem(i.input, v_limit) as problem
               from unnest(p_inputs) with ordinality i(input, n)) s
-     order by s.size > v_limit desc, s.n
+     where s.problem is not null
+     order by s.n
      limit 1;
-    if v_size > v_limit then
+    if found then
       perform ballast_private.bad_argument(format('inputs[%s]', v_ord),
-        format('is %s bytes of JSON; pipeline %s@%s accepts at most %s', v_size, v_pipeline.name, v_pipeline.version,
-               v_limit),
+        format('%s (pipeline %s@%s)', v_problem, v_pipeline.name, v_pipeline.version),
         'Send less per job (keep large documents elsewhere and pass a reference: a URL, an object key, an id), or '
-        || 'give the pipeline a larger maxInputBytes (up to 64 MiB) in a new version.');
+        || 'give the pipeline a larger maxInputBytes (up to 64 MiB) in a new version; numbers must fit a 64-bit float.');
     end if;
+    select sum(octet_length(i.input::text)) into v_total from unnest(p_inputs) i(input);
     if v_total > greatest(c_max_batch_bytes, v_limit) then
       perform ballast_private.bad_argument('inputs',
         format('hold %s bytes of JSON in all; one call accepts at most %s', v_total, greatest(c_max_batch_bytes, v_limit)),

@@ -94,12 +94,12 @@ t.test('inputs over the pipeline\'s max_input_bytes are refused before validatio
   const over = JSON.stringify({ items: Array.from({ length: 250_000 }, () => 'x') }); // ~1.25 MB, every item wrong
   const err = await pgError(() => pool.query(`select * from ballast.submit_job('ks.size', $1::jsonb, null, 'default', 0, 1)`, [over]));
   t.equal(err.code, 'BA002');
-  t.match(err.message, /^input: is \d+ bytes of JSON; pipeline ks\.size@1 accepts at most 1048576$/);
+  t.match(err.message, /^input: is \d+ bytes of JSON; at most 1048576 are accepted \(pipeline ks\.size@1\)$/);
   t.match(err.hint, /maxInputBytes/);
   const viaInsert = await pgError(() => pool.query(`insert into ballast.jobs (pipeline, pipeline_version, input) values ('ks.size', 1, $1::jsonb)`, [over]));
   t.match(viaInsert.message, /^input: is \d+ bytes of JSON/);
   const viaBatch = await pgError(() => pool.query(`select * from ballast.submit_jobs('ks.size', array['{"items": []}', $1]::jsonb[], null, 'default', 0, 1)`, [over]));
-  t.match(viaBatch.message, /^inputs\[2\]: is \d+ bytes of JSON; pipeline ks\.size@1 accepts at most 1048576$/);
+  t.match(viaBatch.message, /^inputs\[2\]: is \d+ bytes of JSON; at most 1048576 are accepted \(pipeline ks\.size@1\)$/);
 
   // Version 2 raised its limit: the same input is accepted for size, then validated (and refused for content).
   const v2 = await pgError(() => pool.query(`select * from ballast.submit_job('ks.size', $1::jsonb, null, 'default', 0, 2)`, [over]));
@@ -118,9 +118,24 @@ t.test('inputs over the pipeline\'s max_input_bytes are refused before validatio
   const huge = JSON.stringify({ items: Array.from({ length: 2_500_000 }, () => 'xxxxx') });
   const started = Date.now();
   const hugeErr = await pgError(() => pool.query(`select * from ballast.submit_job('ks.size', $1::jsonb)`, [huge]));
-  t.match(hugeErr.message, /^input: is \d+ bytes of JSON; pipeline ks\.size@2 accepts at most 3000000$/);
+  t.match(hugeErr.message, /^input: is (more than 3000000|\d+) bytes of JSON; at most 3000000 are accepted \(pipeline ks\.size@2\)$/);
   t.ok(Date.now() - started < 30_000, `refused in ${Date.now() - started} ms (a generous bound: the machine is shared)`);
   t.same(await counts(), { jobs: before.jobs + 1, steps: before.steps + 1 }, 'only the valid job was written');
+  const { rows: [n] } = await pool.query(`select count(*)::int as n from ballast.jobs where pipeline = 'ks.size'`);
+  t.equal(n.n, 1);
+
+  // Numbers Postgres would print in full: 1e131071 is 8 bytes of input and 131,072 digits of text.
+  for (const [what, json] of [['huge', '[1e131071]'], ['negative huge', '{"a": [-1e400]}'], ['tiny', '[1e-16000]']] as const) {
+    const bomb = await pgError(() => pool.query(`select * from ballast.submit_job('ks.p', $1::jsonb)`, [json]));
+    t.match(bomb.message, /^input: holds a number outside the range of a 64-bit float/, `${what}: refused`);
+    const inBatch = await pgError(() => pool.query(`select * from ballast.submit_jobs('ks.p', array['{}', $1]::jsonb[])`, [json]));
+    t.match(inBatch.message, /^inputs\[2\]: holds a number outside the range/);
+  }
+  const bombs = '[' + Array.from({ length: 1000 }, () => '1e131071').join(',') + ']';
+  const bombErr = await pgError(() => pool.query(`select * from ballast.submit_job('ks.p', $1::jsonb)`, [bombs]));
+  t.match(bombErr.message, /outside the range/, 'a 9 kB input that would print as 131 MB is refused');
+  const { rows: [edge] } = await pool.query(`select * from ballast.submit_job('ks.p', '{"max": 1.7976931348623157e308, "min": -1e307, "zero": 0, "small": 1e-300}')`);
+  t.equal(edge.created, true, 'numbers a double can hold are fine');
 
   t.throws(() => pipeline({ name: 'ks.bad', version: 1, input: Any, maxInputBytes: 100_000_000 }), /maxInputBytes 100000000 is not an integer from 1 to 67108864/);
   const raw = await pgError(() => db.registerPipeline('ks.raw', 1, { steps: [{ name: 'a', depends_on: [], max_attempts: 1, backoff_base_ms: 0, backoff_cap_ms: 0, timeout_ms: null, concurrency: null }], max_input_bytes: 0 }, {}));
