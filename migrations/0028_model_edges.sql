@@ -1,6 +1,6 @@
 -- Up Migration
 --
--- 0028: edges of model steps found by an adversarial review (issue 13, "Model steps").
+-- 0028: two edges of model steps found by an adversarial review (issue 13, "Model steps").
 --
 -- 1. Cooldowns and retries. A 429 or 529 without Retry-After sets a 2 s shared cooldown (record_model_call, 0009),
 --    but the ladder retried the step with an empty delay (it dropped the cooldown record_model_call returned), met its
@@ -16,10 +16,35 @@
 --       ever: each park lasts until a cooldown ends (at most 7 days, the longest Retry-After fail_step accepts), a
 --       cooldown only exists because a provider refused a real call (or an operator set one), and an attempt that
 --       made a call is always charged (src/model/ladder.ts).
+-- 2. Calls without usage. A provider answer carrying no token counts was priced at $0 and not flagged, so such calls
+--    spent nothing against the budget. model_calls.usage_missing (new, shown in ballast.model_calls) marks them, and
+--    record_model_call charges them the reservation's estimate (the most the call could cost, reserved by
+--    begin_model_call; without a budget, the estimate the worker passes as call.estimate_usd), so budgets stay
+--    bounded.
 --
 -- Plain steps are not touched: settle_failure and the claim functions are unchanged.
 
--- 1. Before a call: the cooldown's time left --------------------------------------------------------------------------
+-- 1. The flag ------------------------------------------------------------------------------------------------------
+
+-- A provider answer (HTTP 2xx, or an in-process provider's text) that did not report input and output tokens: its
+-- cost_usd is the reservation's estimate, not a price times tokens.
+alter table ballast_private.model_calls add column usage_missing boolean not null default false;
+
+-- ballast.model_calls (0009) again, with usage_missing at the end (a view keeps its columns in order).
+create or replace view ballast.model_calls with (security_invoker = true) as
+select c.id, c.attempt_id, c.step_id, c.job_id, c.tenant_id, c.rung, c.model_index, c.provider, c.provider_kind,
+       c.requested_model, c.returned_model, c.prompt_name, c.prompt_version, c.prompt_hash, c.parameters,
+       c.started_at, c.first_token_at, c.ended_at, c.latency_ms,
+       extract(epoch from (c.first_token_at - c.started_at)) * 1000 as first_token_ms,
+       c.finish_reason_raw, c.finish_reason, c.input_tokens, c.output_tokens, c.cached_input_tokens,
+       c.cache_write_tokens, c.reasoning_tokens, c.cost_usd, c.price_valid_from,
+       c.cost_usd is null and c.error_class is distinct from 'cooldown' and c.error_class is distinct from 'budget'
+         as price_missing,
+       c.error_class, c.error_code, c.error_message, c.retryable, c.http_status, c.request_id, c.response_id,
+       c.raw_output, c.validation_issues, c.repair_method, c.score, c.quality, c.usage_missing
+  from ballast_private.model_calls c;
+
+-- 2. Before a call: the cooldown's time left --------------------------------------------------------------------------
 
 -- cooldown_left_ms(until, now) -> the milliseconds from now to until (0 when past), capped at 7 days (an operator's
 -- cooldown may end at 'infinity'); null for a null until.
@@ -122,23 +147,26 @@ begin
 end
 $fn$;
 
--- 2. After a call: the cooldown's time left ------------------------------------------------------------------------
+-- 3. After a call: missing usage charged, the cooldown's time left ----------------------------------------------------
 
--- record_model_call(attempt_id, reservation_id, call) -> (call_id, cost_usd, cooldown_until, cooldown_ms)
+-- record_model_call(attempt_id, reservation_id, call) -> (call_id, cost_usd, cooldown_until, cooldown_ms, usage_missing)
 -- After a provider call (or a call not made because of a cooldown or budget): stores the trace row, prices it with
 -- the price in force at its start (cost null when the model has no price), settles the reservation (reserved minus
 -- the estimate, spent plus the actual), adds tokens and cost to the attempt, step and job, and after a rate limit
 -- or overload (error_code rate_limited / overloaded) sets the provider/model's shared cooldown to the retry-after
 -- the provider sent (call.retry_after_ms), or 2 s without one; cooldown_until is then the latest cooldown in force
 -- for the provider/model or the whole provider ('*'), and cooldown_ms its time left by ballast.now() (at most 7
--- days); both null otherwise. Recorded whatever the attempt's state (a call made by an attempt cancelled meanwhile
--- still cost money). call: the JSON of a ModelCallRecord as src/model/ladder.ts writes it; provider,
--- requested_model, rung, started_at and ended_at are required. Raises BA007 for an unknown attempt, BA002 for a call
--- without those fields. The result type changed from 0009, hence drop and create (no role was granted it: the
--- worker runs as the owner).
+-- days); both null otherwise. Missing usage: call.usage_missing (boolean; when absent: an HTTP 2xx answer,
+-- call.http_status, without input_tokens or output_tokens) marks an answer that did not say what it used; a priced
+-- call so marked costs the reservation's estimate (or call.estimate_usd without a reservation), at least what its
+-- known tokens cost, so it counts against the budget as the most it could have cost. Recorded whatever the
+-- attempt's state (a call made by an attempt cancelled meanwhile still cost money). call: the JSON of a
+-- ModelCallRecord as src/model/ladder.ts writes it; provider, requested_model, rung, started_at and ended_at are
+-- required. Raises BA007 for an unknown attempt, BA002 for a call without those fields. The result type changed
+-- from 0009, hence drop and create (no role was granted it: the worker runs as the owner).
 drop function ballast.record_model_call(bigint, bigint, jsonb);
 create function ballast.record_model_call(p_attempt_id bigint, p_reservation_id bigint, p_call jsonb)
-returns table (call_id bigint, cost_usd numeric, cooldown_until timestamptz, cooldown_ms integer)
+returns table (call_id bigint, cost_usd numeric, cooldown_until timestamptz, cooldown_ms integer, usage_missing boolean)
 language plpgsql
 as $fn$
 declare
@@ -149,6 +177,8 @@ declare
   v_in int := (p_call ->> 'input_tokens')::int;
   v_out int := (p_call ->> 'output_tokens')::int;
   v_cached int := coalesce((p_call ->> 'cached_input_tokens')::int, 0);
+  v_usage_missing boolean;
+  v_estimate numeric;
   v_started timestamptz;
   v_id bigint;
   v_until timestamptz;
@@ -169,6 +199,9 @@ begin
   select j.tenant_id into v_tenant from ballast_private.jobs j where j.id = v_attempt.job_id;
   v_started := (p_call ->> 'started_at')::timestamptz;
   v_model := coalesce(p_call ->> 'returned_model', p_call ->> 'requested_model');
+  v_usage_missing := coalesce((p_call ->> 'usage_missing')::boolean,
+                              coalesce((p_call ->> 'http_status')::int between 200 and 299, false)
+                              and (v_in is null or v_out is null));
   select * into v_price from ballast.model_price(p_call ->> 'provider', p_call ->> 'requested_model', v_started);
   if v_price.provider is null then
     select * into v_price from ballast.model_price(p_call ->> 'provider', v_model, v_started);
@@ -177,6 +210,10 @@ begin
     v_cost := round((greatest(coalesce(v_in, 0) - v_cached, 0) * v_price.input_per_mtok
                      + v_cached * coalesce(v_price.cached_input_per_mtok, v_price.input_per_mtok)
                      + coalesce(v_out, 0) * v_price.output_per_mtok) / 1000000.0, 8);
+    if v_usage_missing then
+      select r.estimate_usd into v_estimate from ballast_private.budget_reservations r where r.id = p_reservation_id;
+      v_cost := greatest(v_cost, coalesce(v_estimate, (p_call ->> 'estimate_usd')::numeric, 0));
+    end if;
   end if;
 
   insert into ballast_private.model_calls (
@@ -184,7 +221,8 @@ begin
     returned_model, prompt_name, prompt_version, prompt_hash, parameters, started_at, first_token_at, ended_at,
     latency_ms, finish_reason_raw, finish_reason, input_tokens, output_tokens, cached_input_tokens,
     cache_write_tokens, reasoning_tokens, cost_usd, price_valid_from, error_class, error_code, error_message,
-    retryable, http_status, request_id, response_id, raw_output, validation_issues, repair_method, score, quality)
+    retryable, http_status, request_id, response_id, raw_output, validation_issues, repair_method, score, quality,
+    usage_missing)
   values (
     p_attempt_id, v_attempt.step_id, v_attempt.job_id, v_tenant, p_call ->> 'rung',
     coalesce((p_call ->> 'model_index')::int, 0), p_call ->> 'provider', p_call ->> 'provider_kind',
@@ -196,7 +234,8 @@ begin
     (p_call ->> 'reasoning_tokens')::int, v_cost, v_price.valid_from, p_call ->> 'error_class',
     p_call ->> 'error_code', p_call ->> 'error_message', (p_call ->> 'retryable')::boolean,
     (p_call ->> 'http_status')::int, p_call ->> 'request_id', p_call ->> 'response_id', p_call ->> 'raw_output',
-    p_call -> 'validation_issues', p_call ->> 'repair_method', (p_call ->> 'score')::numeric, p_call -> 'quality')
+    p_call -> 'validation_issues', p_call ->> 'repair_method', (p_call ->> 'score')::numeric, p_call -> 'quality',
+    v_usage_missing)
   returning id into v_id;
 
   if p_reservation_id is not null then
@@ -231,11 +270,11 @@ begin
     select max(c.until) into v_until from ballast_private.provider_cooldowns c
      where c.provider = p_call ->> 'provider' and c.model in (p_call ->> 'requested_model', '*');
   end if;
-  return query select v_id, v_cost, v_until, ballast_private.cooldown_left_ms(v_until, ballast.now());
+  return query select v_id, v_cost, v_until, ballast_private.cooldown_left_ms(v_until, ballast.now()), v_usage_missing;
 end
 $fn$;
 
--- 3. Parking for a cooldown ------------------------------------------------------------------------------------------
+-- 4. Parking for a cooldown ------------------------------------------------------------------------------------------
 
 -- pause_for_cooldown(attempt_id, provider, model, message) -> (step_status, next_run_at)
 -- The attempt met a cooldown of provider/model before it made any provider call (src/model/ladder.ts): the attempt

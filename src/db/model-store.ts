@@ -62,17 +62,25 @@ export interface ModelCallTrace {
   repair_method: string | null;
   score: number | null;
   quality: unknown;
+  /**
+   * An answer that did not report its input and output tokens: charged the reservation's estimate. Absent:
+   * record_model_call decides from http_status (2xx) and the token counts.
+   */
+  usage_missing?: boolean;
+  /** USD: begin_model_call's estimate, charged for missing usage when the call had no budget reservation. */
+  estimate_usd?: number | null;
 }
 
 /** What record_model_call returns. */
 export interface RecordedCall {
   callId: string;
-  /** USD charged; null for an unpriced model. */
+  /** USD charged (the estimate for an answer without usage); null for an unpriced model. */
   costUsd: number | null;
   /** After a 429/529: the latest cooldown now in force for the provider/model (or the whole provider). */
   cooldownUntil: Date | null;
   /** Milliseconds left of that cooldown by the database's clock (at most 7 days); null without one. */
   cooldownMs: number | null;
+  usageMissing: boolean;
 }
 
 async function call<T>(fn: () => Promise<T>): Promise<T> {
@@ -118,10 +126,10 @@ export class ModelStore {
 
   async recordModelCall(attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<RecordedCall> {
     return call(async () => {
-      const { rows } = await sql<{ call_id: string; cost_usd: string | null; cooldown_until: Date | null; cooldown_ms: number | null }>`
+      const { rows } = await sql<{ call_id: string; cost_usd: string | null; cooldown_until: Date | null; cooldown_ms: number | null; usage_missing: boolean }>`
         select * from ballast.record_model_call(${attemptId}::bigint, ${reservationId}::bigint, ${JSON.stringify(trace)}::jsonb)`.execute(this.#db.db);
       const r = rows[0]!;
-      return { callId: r.call_id, costUsd: num(r.cost_usd), cooldownUntil: r.cooldown_until, cooldownMs: r.cooldown_ms };
+      return { callId: r.call_id, costUsd: num(r.cost_usd), cooldownUntil: r.cooldown_until, cooldownMs: r.cooldown_ms, usageMissing: r.usage_missing };
     });
   }
 

@@ -6,7 +6,8 @@
 //                      call (below); the tenant's budget reserves the call's highest cost or is exhausted (pause or
 //                      fail);
 //   the call           callModel: structured output, local JSON repair, zod;
-//   after each call    ballast.record_model_call: the trace row, its cost, the budget settled, the cooldown set;
+//   after each call    ballast.record_model_call: the trace row, its cost (an answer without usage costs the
+//                      reservation's estimate), the budget settled, the cooldown set;
 //   on the answer      usable -> quality rules and score; a failure moves by its class:
 //     transport        retry the whole step later while attempts remain, after the later of the provider's
 //                      Retry-After and the end of the cooldown a 429/529 set; on the last attempt, the next model;
@@ -157,6 +158,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 interface TraceMeta {
   rung: ModelCallTrace['rung'];
+  /** begin_model_call's estimate: what an answer without usage is charged. */
+  estimateUsd?: number | null;
   modelIndex: number;
   prompt: Prompt;
   hash: string;
@@ -180,8 +183,18 @@ function traceOf(rec: ModelCallRecord, m: TraceMeta): ModelCallTrace {
     error_message: err?.message ?? m.miss?.message ?? null, retryable: err ? err.retryable : null,
     retry_after_ms: err?.retryAfterMs ?? null, http_status: rec.httpStatus, request_id: rec.requestId, response_id: rec.responseId,
     raw_output: rawOutputText(rec.text), validation_issues: err?.issues ?? null, repair_method: rec.repair, score: m.score ?? null,
-    quality: m.quality ?? null,
+    quality: m.quality ?? null, usage_missing: usageMissing(rec), estimate_usd: m.estimateUsd ?? null,
   };
+}
+
+/**
+ * An answer came back (HTTP 2xx, or text from a provider without HTTP) without saying how many tokens it used: the
+ * provider may bill it, so it is charged the reservation's estimate. A call that got no answer (an HTTP error, no
+ * connection, a timeout before the response began) is not.
+ */
+function usageMissing(rec: ModelCallRecord): boolean {
+  const answered = rec.httpStatus !== null ? rec.httpStatus >= 200 && rec.httpStatus < 300 : rec.text !== null;
+  return answered && (rec.usage.inputTokens === null || rec.usage.outputTokens === null);
 }
 
 /** The later of two waits in ms; undefined when neither is known. */
@@ -202,7 +215,7 @@ function skippedTrace(model: string, miss: Miss, m: Omit<TraceMeta, 'miss'>): Mo
     cached_input_tokens: null, cache_write_tokens: null, reasoning_tokens: null, error_class: miss.class,
     error_code: miss.code, error_message: miss.message, retryable: miss.class === 'cooldown', retry_after_ms: null,
     http_status: null, request_id: null, response_id: null, raw_output: null, validation_issues: null,
-    repair_method: null, score: null, quality: null,
+    repair_method: null, score: null, quality: null, usage_missing: false,
   };
 }
 
@@ -330,7 +343,11 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
       waited = false;
       const q = rec.ok ? await checkQuality(spec.quality, rec.output as O) : { miss: null, score: null, results: null };
       const recorded = await recordCall(store, attemptId, permit.reservationId,
-        traceOf(rec, { ...meta, score: q.score, quality: q.results, miss: q.miss }));
+        traceOf(rec, { ...meta, estimateUsd: permit.estimateUsd, score: q.score, quality: q.results, miss: q.miss }));
+      if (recorded.usageMissing) {
+        ctx.log.warn({ model, http_status: rec.httpStatus, charged_usd: recorded.costUsd },
+          'the provider reported no token usage: the call is charged its reservation estimate');
+      }
       const err = rec.error;
       if (rec.ok && !q.miss) {
         const outcome: ContractOutcome = mi > 0 ? 'fell_back' : ask > 0 || rec.repair ? 'repaired' : 'valid_first_try';
