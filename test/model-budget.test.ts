@@ -54,6 +54,7 @@ const pipelines = {
   cached: modelPipeline('openai:gpt-4o-mini'),
   cachedNoPrice: modelPipeline('openai:nocache'),
   cachedAnthropic: modelPipeline('anthropic:claude-3-5-haiku-latest'),
+  blind: modelPipeline('openai:blind', { maxOutputTokens: 100 }),
 };
 const usd = (v: unknown) => Number(v);
 
@@ -234,6 +235,52 @@ t.test('policy pause: the step parks until the next period, uncharged; raising t
   t.equal(fake.requests.length, before + 1);
 });
 
+// A provider answer without token counts (an OpenAI-compatible server that leaves `usage` out) would otherwise cost
+// $0 whatever it used: it is flagged and charged the most it could have cost, the reservation's estimate.
+t.test('an answer without usage: flagged usage_missing, charged the reservation estimate, and such calls exhaust the budget', async (t) => {
+  await startWorkers();
+  const schema = JSON.stringify(z.toJSONSchema(Answer, { io: 'output', unrepresentable: 'any' }));
+  const inTokens = inputTokenBound('You count things.', [{ role: 'user', content: 'Count: apples' }], schema);
+  await store.setModelPrice('openai', 'blind', { inputPerMTok: 2, outputPerMTok: 8, validFrom: new Date('2020-01-01') });
+  const estimate = Math.round((inTokens * 2 + 100 * 8) / 1e6 * 1e8) / 1e8;
+  await store.setBudget('blind', Math.round(estimate * 2.5 * 1e8) / 1e8, 'month', 'fail');
+  const noUsage = {
+    status: 200,
+    body: { id: 'chatcmpl-blind', object: 'chat.completion', created: 1, model: 'blind',
+      choices: [{ index: 0, message: { role: 'assistant', content: GOOD }, finish_reason: 'stop' }] },
+  };
+  const traced = async (jobId: string) => (await pool.query(
+    `select error_class, usage_missing, input_tokens, output_tokens, cost_usd::float8 as cost_usd, price_missing
+       from ballast.model_calls where job_id = $1 order by id`, [jobId])).rows;
+  const budget = async () => (await pool.query(
+    `select spent_usd::float8 as spent, reserved_usd::float8 as reserved from ballast.budgets where tenant_id = 'blind'`)).rows[0];
+  fake.script('openai', noUsage, noUsage, noUsage);
+  const before = fake.requests.length;
+
+  const first = await run(pipelines.blind, { tenantId: 'blind' });
+  t.equal(first.job.status, 'completed', 'the answer itself is fine');
+  t.same(await traced(first.job.id), [{ error_class: null, usage_missing: true, input_tokens: null, output_tokens: null, cost_usd: estimate, price_missing: false }],
+    'flagged, and priced at the estimate');
+  t.same(await budget(), { spent: estimate, reserved: 0 }, 'the budget is charged the estimate');
+  t.equal(usd(first.job.cost_usd), estimate, 'so is the job');
+
+  const second = await run(pipelines.blind, { tenantId: 'blind' });
+  t.equal(second.job.status, 'completed');
+  t.same(await budget(), { spent: Math.round(2 * estimate * 1e8) / 1e8, reserved: 0 });
+
+  const third = await run(pipelines.blind, { tenantId: 'blind' });
+  t.equal(third.job.status, 'failed', 'a third estimate does not fit in the limit (2.5 estimates)');
+  t.match(third.attempts, [{ error_class: 'budget_exhausted', error_message: /budget of tenant blind exhausted/ }]);
+  t.same((await traced(third.job.id)).map((c) => c.error_class), ['budget'], 'the call was not made');
+  t.equal(fake.requests.length, before + 2, 'the provider saw two calls');
+
+  // Without a budget there is no reservation: the estimate begin_model_call priced is charged all the same.
+  const unbudgeted = await run(pipelines.blind);
+  t.equal(unbudgeted.job.status, 'completed');
+  t.match(await traced(unbudgeted.job.id), [{ usage_missing: true, cost_usd: estimate }]);
+  t.equal(fake.pending('openai'), 0);
+});
+
 t.test('a dated snapshot takes the price of its longest priced prefix', async (t) => {
   await startWorkers();
   const price = async (provider: string, model: string) =>
@@ -248,6 +295,8 @@ t.test('a dated snapshot takes the price of its longest priced prefix', async (t
   t.equal(job.status, 'completed');
   t.equal(usd(calls[0]!.cost_usd), 0.00027, '1000 x 0.15 + 200 x 0.60 per 1M');
   t.same(calls[0]!.price_valid_from, new Date('2024-07-18T00:00:00Z'));
+  const { rows: [flag] } = await pool.query(`select usage_missing from ballast.model_calls where id = $1`, [calls[0]!.id]);
+  t.equal(flag.usage_missing, false, 'an answer with usage is priced from it, not flagged');
 });
 
 t.test('a price with a later valid_from applies only to calls started after it', async (t) => {

@@ -2,11 +2,19 @@
 // answers the first request with 429 and `retry-after: 4` (seconds): record_model_call stores a cooldown for
 // openai/gpt-4o-mini, and while it is in force neither process calls the provider again, although both have
 // runnable model steps: each skipped call is traced (error_class cooldown) and its step retries when the window ends.
+// Then, on the SQL clock (issue 13): a 429 or 529 without Retry-After sets a 2 s cooldown that the step's own retry
+// waits for, and a step that meets a cooldown before calling is parked without being charged an attempt.
 import t from 'tap';
 import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
 import { ModelStore } from '../src/db/model-store.ts';
-import { FakeLLM } from './support/fake-llm.ts';
-import { eventually, freshDatabase, spawnNode, waitForJob, type TestProcess } from './helpers.ts';
+import { BallastDb, createPool } from '../src/db/api.ts';
+import { pipeline } from '../src/pipeline.ts';
+import { prompt } from '../src/model/prompt.ts';
+import { ProviderRegistry } from '../src/model/providers.ts';
+import { startWorker } from '../src/worker.ts';
+import { FakeLLM, type Protocol, type Reply } from './support/fake-llm.ts';
+import { eventually, freshDatabase, quietLog, spawnNode, waitForJob, type TestProcess } from './helpers.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/model-worker.ts', import.meta.url));
 const fake = await new FakeLLM().start();
@@ -105,4 +113,98 @@ t.test('a 429 with retry-after cools the model down for both worker processes', 
   t.ok(attempts.length === JOBS && attempts.every((a) => a.n === 1 && a.ok), 'each new job ran once, uncharged by the cooldown');
 
   for (const p of procs) t.match(await p.stop('SIGTERM', 15_000), { code: 0 }, 'the worker stops cleanly');
+});
+
+// The SQL clock for a whole worker: every connection of its pool sets `ballast.now` to `clock` when it is checked
+// out (the query is queued on the connection before the caller's), so the database's time stands still until the
+// test moves it. The worker's wake-ups (graphile-worker, on the real clock) never fall due at that time; its poll
+// claims the retries the moved clock made due. No reaper and no watchdog: both would judge leases by another clock.
+t.test('429/529 without Retry-After, on the SQL clock: the retry waits for the cooldown, a skipped call costs no attempt', async (t) => {
+  const edge = await new FakeLLM().start();
+  t.teardown(() => edge.close());
+  const d = await freshDatabase(t);
+  let clock = Date.parse('2031-03-03T10:00:00.000Z');
+  const clocked = createPool(d.url, { max: 8, applicationName: 'clocked-worker' });
+  clocked.on('acquire', (client) => {
+    client.query(`select set_config('ballast.now', $1, false)`, [new Date(clock).toISOString()]).catch(() => {});
+  });
+  const cdb = new BallastDb(clocked);
+  const providers = new ProviderRegistry([
+    { name: 'openai', kind: 'openai', baseURL: edge.baseURL, apiKey: 'sk-edge' },
+    { name: 'anthropic', kind: 'anthropic', baseURL: edge.baseURL, apiKey: 'sk-ant-edge' },
+  ]);
+  const Score = z.object({ score: z.number() });
+  const ask = prompt({ name: 'edge.score', version: 1, user: 'Score: {{input.text}}' });
+  const cases: { protocol: Protocol; status: number; code: string; model: string; spare: string; refusal: Reply }[] = [
+    { protocol: 'openai', status: 429, code: 'rate_limited', model: 'openai:edge-429', spare: 'anthropic:edge-spare',
+      refusal: { status: 429, body: { error: { message: 'Rate limit reached', type: 'requests', code: 'rate_limit_exceeded' } } } },
+    { protocol: 'anthropic', status: 529, code: 'overloaded', model: 'anthropic:edge-529', spare: 'openai:edge-spare',
+      refusal: { status: 529, body: { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } } } },
+  ];
+  // Per case: `retried` may retry once (its attempt after the refusal is its last), `parked` may not retry at all.
+  // Each has a fallback that is not cooling down, so the claim does not park them: the ladder meets the cooldown.
+  const pipelines = cases.map((c) => {
+    const step = (name: string, maxAttempts: number) => pipeline({ name, version: 1, input: z.object({ text: z.string() }) })
+      .modelStep('score', { prompt: ask, model: c.model, fallbacks: [c.spare], output: Score, retry: { maxAttempts, baseDelayMs: 0 }, callTimeoutMs: 5000 });
+    return { retried: step(`edge.retried.${c.status}`, 2), parked: step(`edge.parked.${c.status}`, 1) };
+  });
+  const worker = await startWorker({
+    pool: clocked, pipelines: pipelines.flatMap((p) => [p.retried, p.parked]), concurrency: 2, pollIntervalMs: 100,
+    reaper: false, watchdog: false, providers, log: quietLog,
+  });
+  // Stopped before its pool is ended.
+  t.teardown(() => worker.stop().finally(() => clocked.end()));
+
+  const stepOf = async (jobId: string) => (await d.pool.query(`select * from ballast.steps where job_id = $1`, [jobId])).rows[0];
+  const attemptsOf = async (jobId: string) => (await d.pool.query(
+    `select outcome, error_class, error_code from ballast.attempts where job_id = $1 order by id`, [jobId])).rows;
+  const callsOf = async (jobId: string) => (await d.pool.query(
+    `select error_class, error_code, http_status, cost_usd from ballast.model_calls where job_id = $1 order by id`, [jobId])).rows;
+
+  for (const [i, c] of cases.entries()) {
+    await t.test(`HTTP ${c.status} (${c.protocol})`, async (t) => {
+      const modelId = c.model.slice(c.model.indexOf(':') + 1);
+      const requestsTo = (id: string) => edge.requests.filter((r) => r.body.model === id).length;
+      edge.script(c.protocol, c.refusal, { text: '{"score":1}' }, { text: '{"score":2}' });
+      const t0 = clock;
+
+      // The refusal, on the step's first attempt: a 2 s cooldown by the database's clock, and a retry after it.
+      const retried = (await cdb.submitJob({ pipeline: pipelines[i]!.retried.name, input: { text: 'a' } })).jobId;
+      t.ok(await eventually(async () => (await stepOf(retried))?.status === 'retrying', 15_000), 'the step is retrying');
+      const { rows: [cool] } = await d.pool.query(`select until, reason from ballast.provider_cooldowns where model = $1`, [modelId]);
+      t.equal(cool.until.getTime(), t0 + 2000, 'no Retry-After: a 2 s cooldown from the refusal');
+      const s1 = await stepOf(retried);
+      const due = s1.next_run_at.getTime();
+      t.ok(due >= t0 + 2000 && due < t0 + 2500, `the retry is due after the cooldown ends, plus at most 500 ms of jitter (+${due - t0} ms)`);
+      t.match(s1, { attempts: 1, attempt_offset: 0, error: { class: 'transport', code: c.code } });
+
+      // A step that meets the cooldown before calling: parked until it ends, its attempt not charged.
+      const parked = (await cdb.submitJob({ pipeline: pipelines[i]!.parked.name, input: { text: 'b' } })).jobId;
+      t.ok(await eventually(async () => (await stepOf(parked))?.status === 'retrying', 15_000), 'the step is retrying');
+      const s2 = await stepOf(parked);
+      t.match(s2, { attempts: 1, attempt_offset: 1, error: { class: 'cooldown', code: 'cooldown', message: /is cooling down until .*not counted as an attempt/ } });
+      const due2 = s2.next_run_at.getTime();
+      t.ok(due2 >= t0 + 2000 && due2 < t0 + 2500, `due when the cooldown ends, plus at most 500 ms of jitter (+${due2 - t0} ms)`);
+      t.same(await attemptsOf(parked), [{ outcome: 'parked', error_class: 'cooldown', error_code: 'cooldown' }], 'the parked attempt says why');
+      t.same(await callsOf(parked), [{ error_class: 'cooldown', error_code: 'cooldown', http_status: null, cost_usd: null }], 'the skipped call is recorded, at no cost');
+      t.equal(requestsTo(modelId), 1, 'the provider has seen only the refused request');
+
+      // The provider is ready once the cooldown is over: both steps complete on their own model.
+      clock = t0 + 3000;
+      for (const id of [retried, parked]) t.equal((await waitForJob(d.db, id, undefined, 20_000)).status, 'completed', `job ${id} completed`);
+      t.same(await attemptsOf(retried), [{ outcome: 'failed', error_class: 'transport', error_code: c.code }, { outcome: 'succeeded', error_class: null, error_code: null }]);
+      t.same(await attemptsOf(parked), [{ outcome: 'parked', error_class: 'cooldown', error_code: 'cooldown' }, { outcome: 'succeeded', error_class: null, error_code: null }],
+        'completed although it may not retry: the parked attempt did not count');
+      t.same((await callsOf(retried)).map((x) => [x.error_code, x.http_status]), [[c.code, c.status], [null, 200]]);
+      t.same((await callsOf(parked)).map((x) => [x.error_class, x.http_status]), [['cooldown', null], [null, 200]]);
+      t.match(await stepOf(parked), { attempts: 2, attempt_offset: 1, max_attempts: 1 });
+      t.equal(requestsTo(modelId), 3, 'the refusal, then one call per step');
+      t.equal(requestsTo('edge-spare'), 0, 'no fallback was needed');
+      t.equal(edge.pending(c.protocol), 0);
+      const { rows: [contract] } = await d.pool.query(
+        `select contract_outcome from ballast.attempts where job_id = $1 and outcome = 'succeeded'`, [parked]);
+      t.equal(contract.contract_outcome, 'valid_first_try');
+      clock += 1000;
+    });
+  }
 });

@@ -13,6 +13,8 @@ export interface CallPermit {
   /** A shared cooldown is in force for this provider/model until then: do not call. */
   cooldownUntil: Date | null;
   cooldownReason: string | null;
+  /** Milliseconds left of that cooldown by the database's clock (ballast.now(); at most 7 days); null without one. */
+  cooldownMs: number | null;
   /** The budget reservation to settle with record_model_call; null without a budget (or in cooldown). */
   reservationId: string | null;
   /** USD: the most this call can cost (input estimate and max output tokens at the model's price). */
@@ -60,6 +62,25 @@ export interface ModelCallTrace {
   repair_method: string | null;
   score: number | null;
   quality: unknown;
+  /**
+   * An answer that did not report its input and output tokens: charged the reservation's estimate. Absent:
+   * record_model_call decides from http_status (2xx) and the token counts.
+   */
+  usage_missing?: boolean;
+  /** USD: begin_model_call's estimate, charged for missing usage when the call had no budget reservation. */
+  estimate_usd?: number | null;
+}
+
+/** What record_model_call returns. */
+export interface RecordedCall {
+  callId: string;
+  /** USD charged (the estimate for an answer without usage); null for an unpriced model. */
+  costUsd: number | null;
+  /** After a 429/529: the latest cooldown now in force for the provider/model (or the whole provider). */
+  cooldownUntil: Date | null;
+  /** Milliseconds left of that cooldown by the database's clock (at most 7 days); null without one. */
+  cooldownMs: number | null;
+  usageMissing: boolean;
 }
 
 async function call<T>(fn: () => Promise<T>): Promise<T> {
@@ -92,22 +113,23 @@ export class ModelStore {
       const { rows } = await sql<{
         cooldown_until: Date | null; cooldown_reason: string | null; reservation_id: string | null; estimate_usd: string | null;
         budget_exhausted: boolean; budget_message: string | null; resume_at: Date | null; on_exhausted: 'pause' | 'fail' | null;
+        cooldown_ms: number | null;
       }>`select * from ballast.begin_model_call(${attemptId}::bigint, ${provider}, ${model}, ${inputTokensEstimate}, ${maxOutputTokens})`.execute(this.#db.db);
       const r = rows[0]!;
       return {
-        cooldownUntil: r.cooldown_until, cooldownReason: r.cooldown_reason, reservationId: r.reservation_id,
+        cooldownUntil: r.cooldown_until, cooldownReason: r.cooldown_reason, cooldownMs: r.cooldown_ms, reservationId: r.reservation_id,
         estimateUsd: num(r.estimate_usd), budgetExhausted: r.budget_exhausted, budgetMessage: r.budget_message,
         resumeAt: r.resume_at, onExhausted: r.on_exhausted,
       };
     });
   }
 
-  async recordModelCall(attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<{ callId: string; costUsd: number | null; cooldownUntil: Date | null }> {
+  async recordModelCall(attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<RecordedCall> {
     return call(async () => {
-      const { rows } = await sql<{ call_id: string; cost_usd: string | null; cooldown_until: Date | null }>`
+      const { rows } = await sql<{ call_id: string; cost_usd: string | null; cooldown_until: Date | null; cooldown_ms: number | null; usage_missing: boolean }>`
         select * from ballast.record_model_call(${attemptId}::bigint, ${reservationId}::bigint, ${JSON.stringify(trace)}::jsonb)`.execute(this.#db.db);
       const r = rows[0]!;
-      return { callId: r.call_id, costUsd: num(r.cost_usd), cooldownUntil: r.cooldown_until };
+      return { callId: r.call_id, costUsd: num(r.cost_usd), cooldownUntil: r.cooldown_until, cooldownMs: r.cooldown_ms, usageMissing: r.usage_missing };
     });
   }
 
@@ -120,6 +142,18 @@ export class ModelStore {
       const { rows } = await sql<{ status: StepStatus }>`
         select ballast.pause_for_budget(${attemptId}::bigint, ${resumeAt}, ${message}) as status`.execute(this.#db.db);
       return rows[0]!.status;
+    });
+  }
+
+  /**
+   * The attempt met a cooldown before making any call: it ends parked (not charged against max_attempts) and the
+   * step retries when the cooldown ends (plus a bounded jitter). Returns the step's status and when it runs again.
+   */
+  async pauseForCooldown(attemptId: string, provider: string, model: string, message: string): Promise<{ stepStatus: StepStatus; nextRunAt: Date }> {
+    return call(async () => {
+      const { rows } = await sql<{ step_status: StepStatus; next_run_at: Date }>`
+        select * from ballast.pause_for_cooldown(${attemptId}::bigint, ${provider}, ${model}, ${message})`.execute(this.#db.db);
+      return { stepStatus: rows[0]!.step_status, nextRunAt: rows[0]!.next_run_at };
     });
   }
 

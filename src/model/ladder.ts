@@ -2,26 +2,37 @@
 // crosses the step's zod contract before anything downstream sees it, and every crossing is recorded.
 //
 // Per model, in order (the step's model, then its fallbacks):
-//   before each call   ballast.begin_model_call: a shared cooldown in force (another worker saw a 429) skips the
-//                      call; the tenant's budget reserves the call's highest cost or is exhausted (pause or fail);
+//   before each call   ballast.begin_model_call: a shared cooldown in force (a 429/529 seen by any worker) skips the
+//                      call (below); the tenant's budget reserves the call's highest cost or is exhausted (pause or
+//                      fail);
 //   the call           callModel: structured output, local JSON repair, zod;
-//   after each call    ballast.record_model_call: the trace row, its cost, the budget settled, the cooldown set;
+//   after each call    ballast.record_model_call: the trace row, its cost (an answer without usage costs the
+//                      reservation's estimate), the budget settled, the cooldown set;
 //   on the answer      usable -> quality rules and score; a failure moves by its class:
-//     transport        retry the whole step later (Retry-After honoured) while attempts remain; on the last
-//                      attempt, the next model;
+//     transport        retry the whole step later while attempts remain, after the later of the provider's
+//                      Retry-After and the end of the cooldown a 429/529 set; on the last attempt, the next model;
 //     quota, truncated, refusal                 the next model (no re-ask);
 //     unparsable, schema                        re-ask the same model with what was wrong (bounded), then the next;
 //     client           fail at once with the provider's message (config errors do not get better);
 //     aborted          the step's signal (timeout, cancellation, shutdown): the runner records it.
 // When every model failed: the declared default value (outcome `degraded`), else human review where the step says
 // its blast radius is high (`needs_review`), else a permanent failure (outcome `rejected`).
+//
+// A model cooling down is not called. A cooldown with at most cooldownWaitMs left (by the database's clock) is
+// waited out, once per call. Otherwise the skipped call is traced (class cooldown) and:
+//   - no call made yet in this attempt: the attempt is parked, not charged against max_attempts, and the step comes
+//     back when the cooldown ends (ballast.pause_for_cooldown), whatever the attempt's number;
+//   - calls already made (a re-ask, a fallback): they cost money, so the attempt counts: the step retries after the
+//     cooldown while attempts remain; on the last attempt, the next model.
+// This cannot loop for ever: a park lasts until a cooldown ends (at most 7 days), a cooldown exists only because a
+// provider refused a real call (or an operator set one), and every attempt that made a call is charged.
 import type { ModelMessage } from 'ai';
 import { z } from 'zod';
 import { callModel } from './call.ts';
 import type { ModelFailure } from './failure.ts';
 import type { Prompt } from './prompt.ts';
 import type { ModelCallRecord } from './record.ts';
-import { ModelStore, type CallPermit, type ModelCallTrace } from '../db/model-store.ts';
+import { ModelStore, type CallPermit, type ModelCallTrace, type RecordedCall } from '../db/model-store.ts';
 import type { BallastDb } from '../db/api.ts';
 import type { ContractOutcome } from '../db/schema.ts';
 import { BallastError, PermanentError, RetryableError } from '../errors.ts';
@@ -147,6 +158,8 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 
 interface TraceMeta {
   rung: ModelCallTrace['rung'];
+  /** begin_model_call's estimate: what an answer without usage is charged. */
+  estimateUsd?: number | null;
   modelIndex: number;
   prompt: Prompt;
   hash: string;
@@ -170,8 +183,24 @@ function traceOf(rec: ModelCallRecord, m: TraceMeta): ModelCallTrace {
     error_message: err?.message ?? m.miss?.message ?? null, retryable: err ? err.retryable : null,
     retry_after_ms: err?.retryAfterMs ?? null, http_status: rec.httpStatus, request_id: rec.requestId, response_id: rec.responseId,
     raw_output: rawOutputText(rec.text), validation_issues: err?.issues ?? null, repair_method: rec.repair, score: m.score ?? null,
-    quality: m.quality ?? null,
+    quality: m.quality ?? null, usage_missing: usageMissing(rec), estimate_usd: m.estimateUsd ?? null,
   };
+}
+
+/**
+ * An answer came back (HTTP 2xx, or text from a provider without HTTP) without saying how many tokens it used: the
+ * provider may bill it, so it is charged the reservation's estimate. A call that got no answer (an HTTP error, no
+ * connection, a timeout before the response began) is not.
+ */
+function usageMissing(rec: ModelCallRecord): boolean {
+  const answered = rec.httpStatus !== null ? rec.httpStatus >= 200 && rec.httpStatus < 300 : rec.text !== null;
+  return answered && (rec.usage.inputTokens === null || rec.usage.outputTokens === null);
+}
+
+/** The later of two waits in ms; undefined when neither is known. */
+function laterOf(a: number | null | undefined, b: number | null | undefined): number | undefined {
+  if (a == null) return b ?? undefined;
+  return b == null ? a : Math.max(a, b);
 }
 
 /** A call that was not made (cooldown, budget): still a row, so nothing is silent. */
@@ -186,7 +215,7 @@ function skippedTrace(model: string, miss: Miss, m: Omit<TraceMeta, 'miss'>): Mo
     cached_input_tokens: null, cache_write_tokens: null, reasoning_tokens: null, error_class: miss.class,
     error_code: miss.code, error_message: miss.message, retryable: miss.class === 'cooldown', retry_after_ms: null,
     http_status: null, request_id: null, response_id: null, raw_output: null, validation_issues: null,
-    repair_method: null, score: null, quality: null,
+    repair_method: null, score: null, quality: null, usage_missing: false,
   };
 }
 
@@ -217,7 +246,7 @@ async function checkQuality<O>(q: QualityPolicy<O> | undefined, output: O): Prom
 }
 
 /** Stores the trace of a call and counts it in this process's metrics. */
-async function recordCall(store: ModelStore, attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<void> {
+async function recordCall(store: ModelStore, attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<RecordedCall> {
   const r = await store.recordModelCall(attemptId, reservationId, trace);
   const labels = { provider: trace.provider, model: trace.requested_model };
   ballastMetrics.modelCalls.inc({ ...labels, error_class: trace.error_class ?? 'none' });
@@ -229,6 +258,7 @@ async function recordCall(store: ModelStore, attemptId: string, reservationId: s
   if (trace.input_tokens) ballastMetrics.modelTokens.inc({ ...labels, direction: 'input' }, Math.max(trace.input_tokens - cached, 0));
   if (cached) ballastMetrics.modelTokens.inc({ ...labels, direction: 'cached_input' }, cached);
   if (trace.output_tokens) ballastMetrics.modelTokens.inc({ ...labels, direction: 'output' }, trace.output_tokens);
+  return r;
 }
 
 /** One attempt of a model step: returns the output for the runner to complete the step with. */
@@ -250,6 +280,8 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
   const maxOut = spec.maxOutputTokens ?? 1024;
   const reasks = spec.reasks ?? 2;
   let calls = 0;
+  // Provider calls made in this attempt (calls also counts the ones a cooldown skipped).
+  let made = 0;
   let reasked = 0;
   let last: Miss | null = null;
   // The best candidate for a reviewer: the last contract-valid output that failed a quality check, else the last
@@ -264,18 +296,29 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
     const provider = model.slice(0, colon);
     const modelId = model.slice(colon + 1);
     let messages: ModelMessage[] = [{ role: 'user', content: rendered.user }];
+    // A cooldown is waited out inline at most once per call: one extended meanwhile is handled as a long one.
+    let waited = false;
     for (let ask = 0; ; ) {
       const meta = { rung: (ask > 0 ? 'reask' : mi > 0 ? 'fallback' : 'primary') as ModelCallTrace['rung'], modelIndex: mi, prompt: spec.prompt, hash };
       const permit: CallPermit = await store.beginModelCall(attemptId, provider, modelId, inputTokenBound(rendered.system, messages, schemaJson), maxOut);
       if (permit.cooldownUntil) {
-        const waitMs = permit.cooldownUntil.getTime() - Date.now();
-        if (waitMs <= (spec.cooldownWaitMs ?? 1000)) {
-          await sleep(Math.max(waitMs, 0) + 5, ctx.signal);
+        // Time left by the database's clock (the one that set the cooldown), never this process's.
+        const waitMs = permit.cooldownMs ?? 0;
+        if (!waited && waitMs <= (spec.cooldownWaitMs ?? 1000)) {
+          waited = true;
+          await sleep(waitMs + 5, ctx.signal);
           continue;
         }
         const miss = { class: 'cooldown', code: 'cooldown', message: `${model} is cooling down until ${permit.cooldownUntil.toISOString()}: ${permit.cooldownReason}` };
         await recordCall(store, attemptId, null, skippedTrace(model, miss, meta));
         calls++;
+        if (made === 0) {
+          // Nothing was spent: the attempt does not count, and the step comes back when the cooldown ends.
+          const parked = await store.pauseForCooldown(attemptId, provider, modelId,
+            `${miss.message}; the step waits for it (not counted as an attempt)`);
+          ctx.log.warn({ model, next_run_at: parked.nextRunAt.toISOString() }, 'model step parked for a provider cooldown');
+          throw new AttemptSettled(parked.stepStatus, `model step parked: ${miss.message}`);
+        }
         if (!lastAttempt) throw new RetryableError(miss.message, { errorClass: 'transport', code: 'cooldown', retryAfterMs: waitMs });
         last = miss;
         break;
@@ -296,8 +339,15 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
         timeoutMs: spec.callTimeoutMs ?? 60_000, signal: ctx.signal, stream: spec.stream, providers,
       });
       calls++;
+      made++;
+      waited = false;
       const q = rec.ok ? await checkQuality(spec.quality, rec.output as O) : { miss: null, score: null, results: null };
-      await recordCall(store, attemptId, permit.reservationId, traceOf(rec, { ...meta, score: q.score, quality: q.results, miss: q.miss }));
+      const recorded = await recordCall(store, attemptId, permit.reservationId,
+        traceOf(rec, { ...meta, estimateUsd: permit.estimateUsd, score: q.score, quality: q.results, miss: q.miss }));
+      if (recorded.usageMissing) {
+        ctx.log.warn({ model, http_status: rec.httpStatus, charged_usd: recorded.costUsd },
+          'the provider reported no token usage: the call is charged its reservation estimate');
+      }
       const err = rec.error;
       if (rec.ok && !q.miss) {
         const outcome: ContractOutcome = mi > 0 ? 'fell_back' : ask > 0 || rec.repair ? 'repaired' : 'valid_first_try';
@@ -320,7 +370,8 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
         throw new PermanentError(err.message, { errorClass: 'client', code: err.code });
       }
       if (err.class === 'transport' && !lastAttempt) {
-        throw new RetryableError(err.message, { errorClass: 'transport', code: err.code, retryAfterMs: err.retryAfterMs });
+        // A 429/529 set a shared cooldown (2 s without Retry-After): retrying before it ends would only meet it.
+        throw new RetryableError(err.message, { errorClass: 'transport', code: err.code, retryAfterMs: laterOf(err.retryAfterMs, recorded.cooldownMs) });
       }
       if (rec.json !== undefined) proposed = rec.json;
       last = { class: err.class, code: err.code, message: err.message };
