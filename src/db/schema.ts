@@ -136,6 +136,8 @@ export interface ModelCallsView {
   repair_method: string | null;
   score: string | null;
   quality: Json;
+  /** The provider's answer carried no token usage: charged at the reservation's estimate (migration 0028). */
+  usage_missing: boolean;
 }
 
 export interface EventsView {
