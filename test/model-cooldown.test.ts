@@ -119,7 +119,7 @@ t.test('a 429 with retry-after cools the model down for both worker processes', 
 // out (the query is queued on the connection before the caller's), so the database's time stands still until the
 // test moves it. The worker's wake-ups (graphile-worker, on the real clock) never fall due at that time; its poll
 // claims the retries the moved clock made due. No reaper and no watchdog: both would judge leases by another clock.
-t.test('429/529 without Retry-After, on the SQL clock: the retry waits for the cooldown, a skipped call costs no attempt', async (t) => {
+t.test('429/529 without Retry-After, on the SQL clock: the retry waits for the cooldown; a step meeting it uses its fallback at once', async (t) => {
   const edge = await new FakeLLM().start();
   t.teardown(() => edge.close());
   const d = await freshDatabase(t);
@@ -142,7 +142,9 @@ t.test('429/529 without Retry-After, on the SQL clock: the retry waits for the c
       refusal: { status: 529, body: { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } } } },
   ];
   // Per case: `retried` may retry once (its attempt after the refusal is its last), `parked` may not retry at all.
-  // Each has a fallback that is not cooling down, so the claim does not park them: the ladder meets the cooldown.
+  // Each has a fallback that is not cooling down, so the claim does not park them: the ladder meets the cooldown and,
+  // having spent nothing, moves to the fallback at once (a step whose models all cool down is parked by the claim,
+  // without an attempt: test/model-budget.test.ts and the claim gate of 0022).
   const pipelines = cases.map((c) => {
     const step = (name: string, maxAttempts: number) => pipeline({ name, version: 1, input: z.object({ text: z.string() }) })
       .modelStep('score', { prompt: ask, model: c.model, fallbacks: [c.spare], output: Score, retry: { maxAttempts, baseDelayMs: 0 }, callTimeoutMs: 5000 });
@@ -165,8 +167,9 @@ t.test('429/529 without Retry-After, on the SQL clock: the retry waits for the c
     await t.test(`HTTP ${c.status} (${c.protocol})`, async (t) => {
       const modelId = c.model.slice(c.model.indexOf(':') + 1);
       const requestsTo = (id: string) => edge.requests.filter((r) => r.body.model === id).length;
-      edge.script(c.protocol, c.refusal, { text: '{"score":1}' }, { text: '{"score":2}' });
+      edge.script(c.protocol, c.refusal, { text: '{"score":1}' });
       const t0 = clock;
+      const spare0 = requestsTo('edge-spare');
 
       // The refusal, on the step's first attempt: a 2 s cooldown by the database's clock, and a retry after it.
       const retried = (await cdb.submitJob({ pipeline: pipelines[i]!.retried.name, input: { text: 'a' } })).jobId;
@@ -178,32 +181,25 @@ t.test('429/529 without Retry-After, on the SQL clock: the retry waits for the c
       t.ok(due >= t0 + 2000 && due < t0 + 2500, `the retry is due after the cooldown ends, plus at most 500 ms of jitter (+${due - t0} ms)`);
       t.match(s1, { attempts: 1, attempt_offset: 0, error: { class: 'transport', code: c.code } });
 
-      // A step that meets the cooldown before calling: parked until it ends, its attempt not charged.
+      // A step that meets the cooldown before calling, on its only attempt: its fallback answers at once.
+      edge.script(c.protocol === 'openai' ? 'anthropic' : 'openai', { text: '{"score":3}' });
       const parked = (await cdb.submitJob({ pipeline: pipelines[i]!.parked.name, input: { text: 'b' } })).jobId;
-      t.ok(await eventually(async () => (await stepOf(parked))?.status === 'retrying', 15_000), 'the step is retrying');
-      const s2 = await stepOf(parked);
-      t.match(s2, { attempts: 1, attempt_offset: 1, error: { class: 'cooldown', code: 'cooldown', message: /is cooling down until .*not counted as an attempt/ } });
-      const due2 = s2.next_run_at.getTime();
-      t.ok(due2 >= t0 + 2000 && due2 < t0 + 2500, `due when the cooldown ends, plus at most 500 ms of jitter (+${due2 - t0} ms)`);
-      t.same(await attemptsOf(parked), [{ outcome: 'parked', error_class: 'cooldown', error_code: 'cooldown' }], 'the parked attempt says why');
-      t.same(await callsOf(parked), [{ error_class: 'cooldown', error_code: 'cooldown', http_status: null, cost_usd: null }], 'the skipped call is recorded, at no cost');
-      t.equal(requestsTo(modelId), 1, 'the provider has seen only the refused request');
+      t.equal((await waitForJob(d.db, parked, undefined, 20_000)).status, 'completed', 'completed on its fallback');
+      t.same(await attemptsOf(parked), [{ outcome: 'succeeded', error_class: null, error_code: null }], 'on its first and only attempt');
+      t.same((await callsOf(parked)).map((x) => [x.error_class, x.http_status]), [['cooldown', null], [null, 200]],
+        'the skipped call is recorded, then the fallback\'s call');
+      t.equal((await callsOf(parked))[0].cost_usd, null, 'the skipped call cost nothing');
+      t.equal(requestsTo(modelId), 1, 'the cooling provider has seen only the refused request');
+      t.equal(requestsTo('edge-spare') - spare0, 1, 'the fallback answered');
 
       // The provider is ready once the cooldown is over: both steps complete on their own model.
       clock = t0 + 3000;
-      for (const id of [retried, parked]) t.equal((await waitForJob(d.db, id, undefined, 20_000)).status, 'completed', `job ${id} completed`);
+      t.equal((await waitForJob(d.db, retried, undefined, 20_000)).status, 'completed', `job ${retried} completed`);
       t.same(await attemptsOf(retried), [{ outcome: 'failed', error_class: 'transport', error_code: c.code }, { outcome: 'succeeded', error_class: null, error_code: null }]);
-      t.same(await attemptsOf(parked), [{ outcome: 'parked', error_class: 'cooldown', error_code: 'cooldown' }, { outcome: 'succeeded', error_class: null, error_code: null }],
-        'completed although it may not retry: the parked attempt did not count');
       t.same((await callsOf(retried)).map((x) => [x.error_code, x.http_status]), [[c.code, c.status], [null, 200]]);
-      t.same((await callsOf(parked)).map((x) => [x.error_class, x.http_status]), [['cooldown', null], [null, 200]]);
-      t.match(await stepOf(parked), { attempts: 2, attempt_offset: 1, max_attempts: 1 });
-      t.equal(requestsTo(modelId), 3, 'the refusal, then one call per step');
-      t.equal(requestsTo('edge-spare'), 0, 'no fallback was needed');
-      t.equal(edge.pending(c.protocol), 0);
-      const { rows: [contract] } = await d.pool.query(
-        `select contract_outcome from ballast.attempts where job_id = $1 and outcome = 'succeeded'`, [parked]);
-      t.equal(contract.contract_outcome, 'valid_first_try');
+      t.equal(requestsTo(modelId), 2, 'the refusal, then the retry after the cooldown');
+      t.equal(requestsTo('edge-spare') - spare0, 1, 'the retried step needed no fallback');
+      t.equal(edge.pending('openai') + edge.pending('anthropic'), 0, 'every scripted answer was used');
       clock += 1000;
     });
   }

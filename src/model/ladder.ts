@@ -20,8 +20,9 @@
 //
 // A model cooling down is not called. A cooldown with at most cooldownWaitMs left (by the database's clock) is
 // waited out, once per call. Otherwise the skipped call is traced (class cooldown) and:
-//   - no call made yet in this attempt: the attempt is parked, not charged against max_attempts, and the step comes
-//     back when the cooldown ends (ballast.pause_for_cooldown), whatever the attempt's number;
+//   - no call made yet in this attempt: the next model is tried at once; when every model is cooling down, the
+//     attempt is parked, not charged against max_attempts, and the step comes back when the first of their
+//     cooldowns ends (ballast.pause_for_cooldown), whatever the attempt's number;
 //   - calls already made (a re-ask, a fallback): they cost money, so the attempt counts: the step retries after the
 //     cooldown while attempts remain; on the last attempt, the next model.
 // This cannot loop for ever: a park lasts until a cooldown ends (at most 7 days), a cooldown exists only because a
@@ -290,6 +291,8 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
   let lastScore: number | null = null;
   const detail = (extra: Record<string, unknown>) => ({ prompt: spec.prompt.ref, prompt_hash: hash, calls, reasks: reasked, ...extra });
 
+  // Of the models skipped for a cooldown before any call was made: the one whose cooldown ends first.
+  let soonest: { provider: string; modelId: string; waitMs: number } | null = null;
   for (let mi = 0; mi < models.length; mi++) {
     const model = models[mi]!;
     const colon = model.indexOf(':');
@@ -312,9 +315,16 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
         const miss = { class: 'cooldown', code: 'cooldown', message: `${model} is cooling down until ${permit.cooldownUntil.toISOString()}: ${permit.cooldownReason}` };
         await recordCall(store, attemptId, null, skippedTrace(model, miss, meta));
         calls++;
+        if (made === 0 && (!soonest || waitMs < soonest.waitMs)) soonest = { provider, modelId, waitMs };
+        if (made === 0 && mi < models.length - 1) {
+          // Nothing spent yet and another model to try: that is what fallbacks are for.
+          last = miss;
+          break;
+        }
         if (made === 0) {
-          // Nothing was spent: the attempt does not count, and the step comes back when the cooldown ends.
-          const parked = await store.pauseForCooldown(attemptId, provider, modelId,
+          // Every model is cooling down and nothing was spent: the attempt does not count, and the step comes back
+          // when the first of their cooldowns ends.
+          const parked = await store.pauseForCooldown(attemptId, soonest!.provider, soonest!.modelId,
             `${miss.message}; the step waits for it (not counted as an attempt)`);
           ctx.log.warn({ model, next_run_at: parked.nextRunAt.toISOString() }, 'model step parked for a provider cooldown');
           throw new AttemptSettled(parked.stepStatus, `model step parked: ${miss.message}`);
