@@ -119,7 +119,7 @@ t.test('denial-of-service shapes are refused before planning: doubling fragments
   const counts = `{ ${Array.from({ length: 800 }, (_, i) => `c${i}: jobs(first: 0) { totalCount }`).join(' ')} }`;
   t.ok(codes(await gql(wide, counts, {}, acme)).includes('TOO_MANY_ALIASES'), '800 aliased counts with a client token');
   const viaFragment = `fragment A on Query { ${Array.from({ length: 60 }, (_, i) => `a${i}: __typename`).join(' ')} } { ...A ...A }`;
-  t.equal(errorOf(await gql(server, viaFragment)).code, 'TOO_MANY_ALIASES', 'aliases are counted once per spread (60 x 2 > 100)');
+  t.same(codes(await gql(server, viaFragment)), ['TOO_MANY_ROOT_FIELDS', 'TOO_MANY_ALIASES'], 'aliases are counted once per spread (60 x 2 > 100); 60 root fields > 30');
 
   const zeroPage = await gql(server, '{ jobs(first: 0) { nodes { steps(first: 50) { totalCount } } } }', {}, acme);
   t.same([errorOf(zeroPage).code, errorOf(zeroPage).extensions.cost], ['QUERY_TOO_COSTLY', 51], 'first: 0 counts as one row (1 + 50 > 50)');
@@ -128,6 +128,10 @@ t.test('denial-of-service shapes are refused before planning: doubling fragments
   const roots = await gql(few, '{ jobs { totalCount } steps { totalCount } events { totalCount } attempts { totalCount } }', {}, acme);
   t.same([errorOf(roots).code, errorOf(roots).extensions.rootFields], ['TOO_MANY_ROOT_FIELDS', 4]);
   t.equal((await gql(few, '{ jobs { totalCount } steps { totalCount } events { totalCount } }', {}, acme)).body.errors, undefined, 'three run');
+  // Found by test/graphql-fuzz.test.ts: root fields spread from fragments were counted as one.
+  const spread = await gql(few, 'fragment A on Query { a: jobs { totalCount } b: jobs { totalCount } } fragment B on Query { c: jobs { totalCount } ...A } { ...A ...B ... on Query { d: jobs { totalCount } } }', {}, acme);
+  t.same([errorOf(spread).code, errorOf(spread).extensions.rootFields], ['TOO_MANY_ROOT_FIELDS', 4], 'fragments and inline fragments at the root bring their fields');
+  t.equal((await gql(few, '{ jobs { totalCount } jobs { totalCount } steps { totalCount } events { totalCount } }', {}, acme)).body.errors, undefined, 'the same response key twice is one root field');
   const introspection = await gql(server, getIntrospectionQuery(), {}, acme);
   t.equal(introspection.body.errors, undefined, 'the standard introspection query stays under every limit');
 });
@@ -175,6 +179,14 @@ t.test('every refusal has a code: unparseable body, media type, validation, 1e40
     t.equal(r.status, status, `${what}: HTTP ${status}`);
   }
   t.match((await raw('{"query":"query ($i: JSON) { __typename }","variables":{"i":1e400}}')).body.errors[0]!.message, /variables\.i is not a finite number/);
+  // Found by test/graphql-fuzz.test.ts: PostGraphile's own refusal of a cursor it did not issue had no code.
+  const cursor = await gql(wide, '{ jobs(after: "bm90IGEgY3Vyc29y") { totalCount } }', {}, acme);
+  t.same([cursor.status, errorOf(cursor).code], [200, 'INVALID_CURSOR'], 'a cursor the API did not issue: INVALID_CURSOR');
+  t.match(errorOf(cursor).message, /cursor from a previous request/);
+  const wrong405 = await fetch(wide.url, { method: 'PUT', headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${acme}` }, body: '{"query":"{ __typename }"}' });
+  t.same([wrong405.status, ((await wrong405.json()) as any).errors[0].extensions.code], [405, 'METHOD_NOT_ALLOWED'], 'another method: METHOD_NOT_ALLOWED');
+  const wrong406 = await fetch(wide.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/csv', authorization: `Bearer ${acme}` }, body: '{"query":"{ __typename }"}' });
+  t.same([wrong406.status, ((await wrong406.json()) as any).errors[0].extensions.code], [406, 'NOT_ACCEPTABLE'], 'an Accept the API cannot answer: NOT_ACCEPTABLE');
 });
 
 t.test('request bodies and websocket messages over the limit are refused', async (t) => {

@@ -5,7 +5,8 @@
 //   - Postgres refusing the role (42501) is FORBIDDEN, a bad value (class 22/23) BAD_USER_INPUT, a statement over
 //     its statement_timeout TIMEOUT;
 //   - errors the server raises on purpose (SafeError: limits, authorization of subscriptions) keep their message
-//     and extensions; GraphQL validation errors pass unchanged;
+//     and extensions; PostGraphile's own SafeErrors have no code and get one: INVALID_CURSOR (a cursor it did not
+//     issue), else BAD_USER_INPUT; GraphQL validation errors pass unchanged;
 //   - anything else is masked: the client gets an error id, the log gets the error with the same id and a hash
 //     that groups repeats.
 import { createHash, randomBytes } from 'node:crypto';
@@ -64,7 +65,12 @@ export function makeMaskError(log: Logger): MaskError {
       return error;
     }
     if (original instanceof GraphQLError) return error;
-    if (isSafeError(original)) return rebuild(original.message, { ...(original.extensions ?? {}) });
+    if (isSafeError(original)) {
+      // PostGraphile's own safe errors (a cursor it cannot decode) come without a code: one is given here.
+      const extensions = { ...(original.extensions ?? {}) };
+      if (typeof extensions.code !== 'string') extensions.code = /cursor/i.test(original.message) ? 'INVALID_CURSOR' : 'BAD_USER_INPUT';
+      return rebuild(original.message, extensions);
+    }
     if (isPgError(original)) {
       const described = describePgError(original);
       if (described) return rebuild(described.message, described.extensions);
