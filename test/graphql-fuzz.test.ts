@@ -10,6 +10,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { z } from 'zod';
+import WebSocket from 'ws';
 import {
   buildClientSchema, getIntrospectionQuery, getNamedType, isEnumType, isInputObjectType, isInterfaceType, isLeafType,
   isListType, isNonNullType, isObjectType, isScalarType,
@@ -310,11 +311,16 @@ function expectedCodes(m: ReturnType<typeof measureDoc>): Set<string> {
 }
 
 const failures: string[] = [];
-async function checkDocument(doc: Doc): Promise<boolean> {
+/** What the documents got, by first code (or `data`): printed, to see that the generator reaches past validation. */
+const outcomes = new Map<string, number>();
+async function checkDocument(doc: Doc, legacy = false): Promise<boolean> {
   const { query, variables } = render(doc);
   const request = `{"query":${JSON.stringify(query)},"variables":${variables}}`;
-  const answer = await post(request);
+  // application/json is the legacy answer type (validation failures come with HTTP 200), the other one the standard's.
+  const answer = await post(request, 'application/json', legacy ? 'application/json' : 'application/graphql-response+json');
   const found = problems(request, answer);
+  const outcome = `${doc.operation} ${answer.status} ${answer.body?.data ? 'data' : ''} ${String(answer.body?.errors?.[0]?.extensions?.code ?? '')}`;
+  outcomes.set(outcome, (outcomes.get(outcome) ?? 0) + 1);
   // A request refused as a whole (its variables, its size) is not validated: the limits are not its verdict.
   const refusedAsRequest = answer.status === 413 ||
     ((answer.body?.errors ?? []).length > 0 && answer.body!.errors!.every((e) => typeof e.extensions?.statusCode === 'number'));
@@ -333,16 +339,69 @@ async function checkDocument(doc: Doc): Promise<boolean> {
 
 // Shrinks a failure for at most 40 s (each try is a request), then reports the smallest found so far.
 const SHRINK = { interruptAfterTimeLimit: 40_000, markInterruptAsFailure: true };
+// BALLAST_FUZZ_SEED and BALLAST_FUZZ_RUNS explore further by hand; the defaults are what the suite runs.
+const SEED = Number(process.env.BALLAST_FUZZ_SEED ?? 1313);
 const RUNS = Number(process.env.BALLAST_FUZZ_RUNS ?? 150);
+const BODY_RUNS = Math.max(120, Math.round(RUNS * 0.8));
 
 t.test('generated documents: answers, codes, tenancy and limits', async (t) => {
-  const result = await fc.check(fc.asyncProperty(docArb, checkDocument), { seed: 1313, numRuns: RUNS, ...SHRINK });
+  const result = await fc.check(fc.asyncProperty(docArb, fc.boolean(), checkDocument), { seed: SEED, numRuns: RUNS, ...SHRINK });
   t.notOk(result.failed, result.failed ? `counterexample after shrinking:\n${failures.at(-1)}` : `${RUNS} documents`);
 });
 
 t.test('fragments spreading fragments, repeatedly and deeply', async (t) => {
-  const result = await fc.check(fc.asyncProperty(chainArb, checkDocument), { seed: 1314, numRuns: 40, ...SHRINK });
+  const result = await fc.check(fc.asyncProperty(chainArb, (doc) => checkDocument(doc)), { seed: SEED + 1, numRuns: 40, ...SHRINK });
   t.notOk(result.failed, result.failed ? `counterexample after shrinking:\n${failures.at(-1)}` : '40 chains');
+});
+
+t.test('generated documents over the websocket (graphql-ws): answers with codes, nothing of bravo', async (t) => {
+  let socket: WebSocket | undefined;
+  let closeCode = 0;
+  const inbox: { id?: string; type: string; payload?: any; raw: string }[] = [];
+  let wake = () => {};
+  const wait = (done: () => boolean) => new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), 20_000);
+    wake = () => { if (done()) { clearTimeout(timer); resolve(true); } };
+    wake();
+  });
+  const open = async () => {
+    const ws = new WebSocket(server.wsUrl, 'graphql-transport-ws');
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    ws.on('error', () => {});
+    closeCode = 0;
+    ws.once('close', (code) => { closeCode = code; wake(); });
+    ws.on('message', (m) => { const raw = String(m); inbox.push({ ...JSON.parse(raw), raw }); wake(); });
+    ws.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${alpha}` } }));
+    if (!(await wait(() => inbox.some((m) => m.type === 'connection_ack')))) throw new Error('no connection_ack within 20 s');
+    inbox.length = 0;
+    socket = ws;
+  };
+  let n = 0;
+  const result = await fc.check(fc.asyncProperty(docArb, async (doc) => {
+    if (!socket || socket.readyState !== WebSocket.OPEN) await open();
+    const id = String(++n);
+    const { query, variables } = render(doc);
+    const request = `{"id":"${id}","type":"subscribe","payload":{"query":${JSON.stringify(query)},"variables":${variables}}}`;
+    const found: string[] = [];
+    socket!.send(request);
+    const ended = await wait(() => closeCode !== 0 || inbox.some((m) => m.id === id && (m.type === 'complete' || m.type === 'error')));
+    if (!ended) found.push('no complete, error or close within 20 s');
+    // A message the protocol refuses closes the socket (graphql-ws: 4400; too big: 1009); never an internal error.
+    if (closeCode !== 0 && ![4400, 1009].includes(closeCode)) found.push(`the socket closed with ${closeCode}`);
+    for (const m of inbox.filter((x) => x.id === id)) {
+      const errors = m.type === 'error' ? m.payload : m.type === 'next' ? m.payload?.errors ?? [] : [];
+      for (const e of errors) {
+        if (typeof e?.extensions?.code !== 'string') found.push(`an error without extensions.code: ${JSON.stringify(e).slice(0, 300)}`);
+        else if (e.extensions.code === 'INTERNAL_SERVER_ERROR') found.push(`an unexpected error: ${JSON.stringify(e).slice(0, 300)}`);
+      }
+      for (const secret of SECRETS) if (m.raw.includes(secret) && !request.includes(secret)) found.push(`tenant bravo's ${secret} in the answer`);
+    }
+    inbox.length = 0;
+    if (found.length) failures.push(`websocket: ${found.join('; ')}\n  message: ${request.slice(0, 1500)}`);
+    return found.length === 0;
+  }), { seed: SEED + 3, numRuns: Math.round(RUNS / 2), ...SHRINK });
+  socket?.close();
+  t.notOk(result.failed, result.failed ? `counterexample after shrinking:\n${failures.at(-1)}` : `${Math.round(RUNS / 2)} documents`);
 });
 
 t.test('raw bodies: garbage bytes, broken JSON, odd media types', async (t) => {
@@ -360,13 +419,14 @@ t.test('raw bodies: garbage bytes, broken JSON, odd media types', async (t) => {
     const found = problems(bytes.toString('latin1'), answer);
     if (found.length) failures.push(`${found.join('; ')}\n  body (${contentType}): ${bytes.toString('hex').slice(0, 600)}\n  answer: HTTP ${answer.status} ${answer.text.slice(0, 600)}`);
     return found.length === 0;
-  }), { seed: 1315, numRuns: 120, ...SHRINK });
-  t.notOk(result.failed, result.failed ? `counterexample after shrinking:\n${failures.at(-1)}` : '120 bodies');
+  }), { seed: SEED + 2, numRuns: BODY_RUNS, ...SHRINK });
+  t.notOk(result.failed, result.failed ? `counterexample after shrinking:\n${failures.at(-1)}` : `${BODY_RUNS} bodies`);
 });
 
 t.test('after the run: the server is healthy and bravo is untouched', async (t) => {
   const health = await fetch(server.url.replace('/graphql', '/health'), { signal: AbortSignal.timeout(20_000) });
   t.equal(health.status, 200, '/health answers');
   t.same(await bravoState(), bravoBefore, "tenant bravo's jobs are as they were");
+  t.comment(`outcomes: ${[...outcomes].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}: ${n}`).join('; ')}`);
   if (failures.length) t.comment(`all failures:\n${failures.join('\n')}`);
 });

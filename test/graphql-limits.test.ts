@@ -152,6 +152,11 @@ t.test('introspection: with a token by default, never anonymous; off in producti
   });
   const wsError = Array.isArray(overWs) ? overWs[0] : overWs.errors?.[0];
   t.equal(wsError?.extensions?.code, 'INTROSPECTION_DISABLED', 'off: refused over the websocket too');
+  // Found by test/graphql-fuzz.test.ts: over the websocket, validation errors had no code (HTTP adds it afterwards).
+  const invalid = await new Promise<any>((resolve) => {
+    ws.client.subscribe({ query: '{ jobs { nope } }' }, { next: resolve, error: resolve, complete: () => {} });
+  });
+  t.equal((Array.isArray(invalid) ? invalid[0] : invalid.errors?.[0])?.extensions?.code, 'GRAPHQL_VALIDATION_FAILED', 'a validation error over the websocket has its code');
   const all = await testServer(t, url, { introspection: 'all' });
   t.equal((await gql(all, q)).body.errors, undefined, 'all: anonymous may');
   t.equal(serverSettings({}, { NODE_ENV: 'production' }).introspection, 'off', 'production default: off');

@@ -20,6 +20,15 @@ export function clientError(code: string, message: string, extensions: Record<st
   return new SafeError(message, { code, ...extensions });
 }
 
+const BY_STATUS: Record<number, string> = {
+  400: 'BAD_REQUEST', 405: 'METHOD_NOT_ALLOWED', 406: 'NOT_ACCEPTABLE', 413: 'PAYLOAD_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE',
+};
+
+/** The code of a refusal that has only an HTTP status (grafserv's). */
+export function codeOfStatus(status: number): string {
+  return BY_STATUS[status] ?? (status >= 500 ? 'INTERNAL_SERVER_ERROR' : 'BAD_REQUEST');
+}
+
 interface PgLikeError extends Error {
   code: string;
   severity?: string;
@@ -60,15 +69,20 @@ export function makeMaskError(log: Logger): MaskError {
     const original = error.originalError;
     const rebuild = (message: string, extensions: Record<string, unknown>) =>
       new GraphQLError(message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, originalError: original, extensions });
-    if (original === undefined || original === null) {
-      // Validation, parse and "cannot return null" errors: GraphQL's own, safe to show.
-      return error;
+    if (original === undefined || original === null || original instanceof GraphQLError) {
+      // Validation, parse, variable and "cannot return null" errors: GraphQL's own, safe to show. Over HTTP the
+      // refusals get their code in request-checks.ts; over the websocket they come only through here.
+      if (typeof error.extensions?.code === 'string') return error;
+      return rebuild(error.message, { ...error.extensions, code: error.path ? 'INTERNAL_SERVER_ERROR' : 'GRAPHQL_VALIDATION_FAILED' });
     }
-    if (original instanceof GraphQLError) return error;
     if (isSafeError(original)) {
-      // PostGraphile's own safe errors (a cursor it cannot decode) come without a code: one is given here.
+      // grafserv's and PostGraphile's own safe errors (a body that is not a request, a cursor it cannot decode) come
+      // without a code: one is given here, the HTTP status's if they have one.
       const extensions = { ...(original.extensions ?? {}) };
-      if (typeof extensions.code !== 'string') extensions.code = /cursor/i.test(original.message) ? 'INVALID_CURSOR' : 'BAD_USER_INPUT';
+      if (typeof extensions.code !== 'string') {
+        extensions.code = typeof extensions.statusCode === 'number' ? codeOfStatus(extensions.statusCode)
+          : /cursor/i.test(original.message) ? 'INVALID_CURSOR' : 'BAD_USER_INPUT';
+      }
       return rebuild(original.message, extensions);
     }
     if (isPgError(original)) {

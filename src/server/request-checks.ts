@@ -7,7 +7,7 @@
 //   - a body that is not valid UTF-8 is refused (INVALID_UTF8, HTTP 400, naming the first bad byte's offset) instead
 //     of being decoded with U+FFFD in place of the bad bytes (grafserv's Buffer#toString) and stored that way.
 import type { RequestDigest } from 'postgraphile/grafserv';
-import { clientError } from './errors.ts';
+import { clientError, codeOfStatus } from './errors.ts';
 import { decodeUtf8, InvalidUtf8Error } from './utf8.ts';
 
 /** Deepest nesting of arrays and objects accepted in a request's variables. */
@@ -52,10 +52,6 @@ export function strictUtf8Body(digest: RequestDigest): void {
   };
 }
 
-const BY_STATUS: Record<number, string> = {
-  400: 'BAD_REQUEST', 405: 'METHOD_NOT_ALLOWED', 406: 'NOT_ACCEPTABLE', 413: 'PAYLOAD_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE',
-};
-
 interface FormattedError {
   message: string;
   extensions?: Record<string, unknown>;
@@ -71,7 +67,7 @@ export function withCode(error: FormattedError, responseStatus?: number): Format
   if (typeof ext.code === 'string') return error;
   const status = typeof ext.statusCode === 'number' ? ext.statusCode
     : responseStatus !== undefined && responseStatus > 400 ? responseStatus : undefined;
-  const code = status !== undefined ? BY_STATUS[status] ?? (status >= 500 ? 'INTERNAL_SERVER_ERROR' : 'BAD_REQUEST') : 'GRAPHQL_VALIDATION_FAILED';
+  const code = status !== undefined ? codeOfStatus(status) : 'GRAPHQL_VALIDATION_FAILED';
   return { ...error, extensions: { ...ext, code } };
 }
 
