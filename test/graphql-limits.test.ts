@@ -2,7 +2,7 @@
 // and time, depth and cost limits, the body size limit, the health endpoint, Ruru only outside production, RS256
 // tokens from a JWKS, and unexpected errors masked with an id that the log repeats.
 import t from 'tap';
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import WebSocket from 'ws';
@@ -18,7 +18,8 @@ import { data, errorOf, gql, testServer, token, WsConnection } from './support/g
 const { url, db, pool } = await freshDatabase(t);
 const p = pipeline({ name: 'lim.p', version: 1, input: z.object({ n: z.number() }) }).step('a', { output: z.number() }, () => 1);
 const q = pipeline({ name: 'lim.q', version: 1, input: z.object({}) }).step('a', { output: z.number() }, () => 1);
-for (const x of [p, q]) await db.registerPipeline(x.name, x.version, x.definition(), x.inputJsonSchema());
+const text = pipeline({ name: 'lim.t', version: 1, input: z.object({ text: z.string() }) }).step('a', { output: z.number() }, () => 1);
+for (const x of [p, q, text]) await db.registerPipeline(x.name, x.version, x.definition(), x.inputJsonSchema());
 
 // Eight jobs of acme, created a day apart (on the SQL clock), no worker: they stay queued unless cancelled.
 const ids: string[] = [];
@@ -118,7 +119,7 @@ t.test('denial-of-service shapes are refused before planning: doubling fragments
   const counts = `{ ${Array.from({ length: 800 }, (_, i) => `c${i}: jobs(first: 0) { totalCount }`).join(' ')} }`;
   t.ok(codes(await gql(wide, counts, {}, acme)).includes('TOO_MANY_ALIASES'), '800 aliased counts with a client token');
   const viaFragment = `fragment A on Query { ${Array.from({ length: 60 }, (_, i) => `a${i}: __typename`).join(' ')} } { ...A ...A }`;
-  t.equal(errorOf(await gql(server, viaFragment)).code, 'TOO_MANY_ALIASES', 'aliases are counted once per spread (60 x 2 > 100)');
+  t.same(codes(await gql(server, viaFragment)), ['TOO_MANY_ROOT_FIELDS', 'TOO_MANY_ALIASES'], 'aliases are counted once per spread (60 x 2 > 100); 60 root fields > 30');
 
   const zeroPage = await gql(server, '{ jobs(first: 0) { nodes { steps(first: 50) { totalCount } } } }', {}, acme);
   t.same([errorOf(zeroPage).code, errorOf(zeroPage).extensions.cost], ['QUERY_TOO_COSTLY', 51], 'first: 0 counts as one row (1 + 50 > 50)');
@@ -127,6 +128,10 @@ t.test('denial-of-service shapes are refused before planning: doubling fragments
   const roots = await gql(few, '{ jobs { totalCount } steps { totalCount } events { totalCount } attempts { totalCount } }', {}, acme);
   t.same([errorOf(roots).code, errorOf(roots).extensions.rootFields], ['TOO_MANY_ROOT_FIELDS', 4]);
   t.equal((await gql(few, '{ jobs { totalCount } steps { totalCount } events { totalCount } }', {}, acme)).body.errors, undefined, 'three run');
+  // Found by test/graphql-fuzz.test.ts: root fields spread from fragments were counted as one.
+  const spread = await gql(few, 'fragment A on Query { a: jobs { totalCount } b: jobs { totalCount } } fragment B on Query { c: jobs { totalCount } ...A } { ...A ...B ... on Query { d: jobs { totalCount } } }', {}, acme);
+  t.same([errorOf(spread).code, errorOf(spread).extensions.rootFields], ['TOO_MANY_ROOT_FIELDS', 4], 'fragments and inline fragments at the root bring their fields');
+  t.equal((await gql(few, '{ jobs { totalCount } jobs { totalCount } steps { totalCount } events { totalCount } }', {}, acme)).body.errors, undefined, 'the same response key twice is one root field');
   const introspection = await gql(server, getIntrospectionQuery(), {}, acme);
   t.equal(introspection.body.errors, undefined, 'the standard introspection query stays under every limit');
 });
@@ -147,6 +152,11 @@ t.test('introspection: with a token by default, never anonymous; off in producti
   });
   const wsError = Array.isArray(overWs) ? overWs[0] : overWs.errors?.[0];
   t.equal(wsError?.extensions?.code, 'INTROSPECTION_DISABLED', 'off: refused over the websocket too');
+  // Found by test/graphql-fuzz.test.ts: over the websocket, validation errors had no code (HTTP adds it afterwards).
+  const invalid = await new Promise<any>((resolve) => {
+    ws.client.subscribe({ query: '{ jobs { nope } }' }, { next: resolve, error: resolve, complete: () => {} });
+  });
+  t.equal((Array.isArray(invalid) ? invalid[0] : invalid.errors?.[0])?.extensions?.code, 'GRAPHQL_VALIDATION_FAILED', 'a validation error over the websocket has its code');
   const all = await testServer(t, url, { introspection: 'all' });
   t.equal((await gql(all, q)).body.errors, undefined, 'all: anonymous may');
   t.equal(serverSettings({}, { NODE_ENV: 'production' }).introspection, 'off', 'production default: off');
@@ -174,6 +184,14 @@ t.test('every refusal has a code: unparseable body, media type, validation, 1e40
     t.equal(r.status, status, `${what}: HTTP ${status}`);
   }
   t.match((await raw('{"query":"query ($i: JSON) { __typename }","variables":{"i":1e400}}')).body.errors[0]!.message, /variables\.i is not a finite number/);
+  // Found by test/graphql-fuzz.test.ts: PostGraphile's own refusal of a cursor it did not issue had no code.
+  const cursor = await gql(wide, '{ jobs(after: "bm90IGEgY3Vyc29y") { totalCount } }', {}, acme);
+  t.same([cursor.status, errorOf(cursor).code], [200, 'INVALID_CURSOR'], 'a cursor the API did not issue: INVALID_CURSOR');
+  t.match(errorOf(cursor).message, /cursor from a previous request/);
+  const wrong405 = await fetch(wide.url, { method: 'PUT', headers: { 'content-type': 'application/json', accept: 'application/json', authorization: `Bearer ${acme}` }, body: '{"query":"{ __typename }"}' });
+  t.same([wrong405.status, ((await wrong405.json()) as any).errors[0].extensions.code], [405, 'METHOD_NOT_ALLOWED'], 'another method: METHOD_NOT_ALLOWED');
+  const wrong406 = await fetch(wide.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/csv', authorization: `Bearer ${acme}` }, body: '{"query":"{ __typename }"}' });
+  t.same([wrong406.status, ((await wrong406.json()) as any).errors[0].extensions.code], [406, 'NOT_ACCEPTABLE'], 'an Accept the API cannot answer: NOT_ACCEPTABLE');
 });
 
 t.test('request bodies and websocket messages over the limit are refused', async (t) => {
@@ -236,4 +254,92 @@ t.test('unexpected errors are masked for the client and logged with the same id'
   const pgErr = Object.assign(new Error('job 9 does not exist'), { code: 'BA007', severity: 'ERROR' });
   const known = mask(new GraphQLError('x', { originalError: pgErr }));
   t.same([known.message, known.extensions.code, known.extensions.sqlstate], ['job 9 does not exist', 'NOT_FOUND', 'BA007'], 'ballast errors keep their message and code');
+});
+
+t.test('a body or websocket message that is not UTF-8 is refused, not stored with U+FFFD', async (t) => {
+  const wide = await testServer(t, url, { limits: { ...limits, maxBodyBytes: 102_400 } });
+  const utf8co = await token('client', 'utf8co');
+  const jobsOf = async () => Number((await pool.query(`select count(*) from ballast.jobs where tenant_id = 'utf8co'`)).rows[0].count);
+  const post = async (body: Buffer, headers: Record<string, string>, server = wide) => {
+    const r = await fetch(server.url, { method: 'POST', headers: { authorization: `Bearer ${utf8co}`, ...headers }, body: new Uint8Array(body) });
+    return { status: r.status, body: (await r.json()) as { data?: any; errors?: { message: string; extensions: Record<string, any> }[] } };
+  };
+  const submit = 'mutation ($i: JSON) { submitJob(input: { pipeline: \"lim.t\", input: $i }) { jobId } }';
+  const withText = (bytes: number[]) => {
+    const head = Buffer.from(`{"query":${JSON.stringify(submit)},"variables":{"i":{"text":"caf`);
+    return { body: Buffer.concat([head, Buffer.from(bytes), Buffer.from('"}}}')]), offset: head.length };
+  };
+  // A lone Latin-1 byte, an overlong slash, a UTF-16 surrogate, a sequence cut short, a byte that never starts one.
+  const bad: [string, number[]][] = [['Latin-1 é', [0xe9]], ['overlong /', [0xc0, 0xaf]], ['surrogate', [0xed, 0xa0, 0x80]], ['truncated €', [0xe2, 0x82]], ['0xff', [0xff]]];
+  for (const [what, bytes] of bad) {
+    for (const accept of ['application/json', 'application/graphql-response+json']) {
+      const { body, offset } = withText(bytes);
+      const r = await post(body, { 'content-type': 'application/json', accept });
+      t.equal(r.status, 400, `${what}, accept ${accept}: HTTP 400`);
+      const e = r.body.errors?.[0];
+      t.equal(e?.extensions.code, 'INVALID_UTF8', `${what}: INVALID_UTF8`);
+      t.equal(e?.extensions.offset, offset, `${what}: the offset of the first bad byte`);
+      t.match(e?.message, new RegExp(`offset ${offset} \\(0x${bytes[0]!.toString(16)}\\).*UTF-8`), 'the message names the byte and asks for UTF-8');
+      t.equal(r.body.data, undefined);
+    }
+  }
+  const before = Buffer.from('mutation { submitJob(input: { pipeline: "lim.t", input: { text: "caf');
+  const document = Buffer.concat([before, Buffer.from([0xe9]), Buffer.from('" } }) { jobId } }')]);
+  const asGraphql = await post(document, { 'content-type': 'application/graphql', accept: 'application/json' });
+  t.same([asGraphql.status, asGraphql.body.errors?.[0]?.extensions.code, asGraphql.body.errors?.[0]?.extensions.offset], [400, 'INVALID_UTF8', before.length], 'an application/graphql body too');
+  t.equal(await jobsOf(), 0, 'nothing was written');
+
+  const ok = withText([...Buffer.from('é ✓ 😀')]);
+  const stored = await post(ok.body, { 'content-type': 'application/json', accept: 'application/json' });
+  t.equal(stored.body.errors, undefined, 'valid UTF-8 is accepted');
+  const { rows } = await pool.query(`select input->>'text' as text from ballast.jobs where id = $1`, [stored.body.data.submitJob.jobId]);
+  t.equal(rows[0].text, 'café ✓ 😀', 'and stored as sent');
+
+  const tooBig = Buffer.concat([Buffer.from([0xff]), Buffer.alloc(5000, 0x20)]);
+  const limited = await post(tooBig, { 'content-type': 'application/json', accept: 'application/json' }, server);
+  t.same([limited.status, limited.body.errors?.[0]?.extensions.code], [413, 'PAYLOAD_TOO_LARGE'], 'a body over the limit is still a 413');
+  // Chunked, with no content-length: grafserv's own guard stops reading it.
+  const chunked = await new Promise<{ status: number; body: any }>((resolve, reject) => {
+    const req = httpRequest(server.url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${utf8co}` } }, (res) => {
+      let data = '';
+      res.setEncoding('utf8').on('data', (c) => (data += c)).on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(data) }));
+    });
+    req.on('error', reject);
+    req.write(Buffer.from([0xff]));
+    req.end(Buffer.alloc(5000, 0x20));
+  });
+  t.same([chunked.status, chunked.body.errors?.[0]?.extensions.code], [413, 'PAYLOAD_TOO_LARGE'], 'a chunked body over the limit is a 413 too');
+
+  const get = await fetch(`${wide.url}?query=%7B%20jobs%20%7B%20totalCount%20%7D%20%7D%20%23%FF`, { headers: { authorization: `Bearer ${utf8co}`, accept: 'application/json' } });
+  const getBody = (await get.json()) as { errors: { extensions: Record<string, unknown> }[] };
+  t.same([get.status, getBody.errors[0]!.extensions.code], [405, 'METHOD_NOT_ALLOWED'], 'GET (and so a query string) is not served at all');
+
+  // Websockets: ws closes a text frame that is not UTF-8 with 1007 (RFC 6455); a binary frame is decoded as strictly.
+  const socket = async () => {
+    const ws = new WebSocket(wide.wsUrl, 'graphql-transport-ws');
+    await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    ws.on('error', () => {});
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: String(reason) })));
+    const acked = new Promise((resolve) => ws.once('message', resolve));
+    ws.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${utf8co}` } }));
+    t.match(JSON.parse(String(await acked)), { type: 'connection_ack' });
+    return { ws, closed };
+  };
+  const subscribe = (bytes: number[]) => Buffer.concat([
+    Buffer.from(`{"id":"1","type":"subscribe","payload":{"query":${JSON.stringify(submit)},"variables":{"i":{"text":"caf`), Buffer.from(bytes), Buffer.from('"}}}}'),
+  ]);
+  const asText = await socket();
+  asText.ws.send(subscribe([0xe9]), { binary: false });
+  t.equal((await asText.closed).code, 1007, 'a text frame: closed with 1007 (invalid frame payload data)');
+  const asBinary = await socket();
+  asBinary.ws.send(subscribe([0xe9]), { binary: true });
+  const binaryClosed = await asBinary.closed;
+  t.equal(binaryClosed.code, 1007, 'a binary frame: 1007 as well');
+  t.match(binaryClosed.reason, /Invalid UTF-8 at byte \d+.*send UTF-8/, 'naming the byte');
+  const fine = await socket();
+  const answered = new Promise((resolve) => fine.ws.once('message', (m) => resolve(JSON.parse(String(m)))));
+  fine.ws.send(subscribe([...Buffer.from('é')]), { binary: true });
+  t.match(await answered, { type: 'next', payload: { data: { submitJob: { jobId: /\d+/ } } } }, 'a binary frame of valid UTF-8 still runs');
+  fine.ws.close();
+  t.equal(await jobsOf(), 2, 'only the two valid submissions were written');
 });

@@ -5,7 +5,8 @@
 //   - Postgres refusing the role (42501) is FORBIDDEN, a bad value (class 22/23) BAD_USER_INPUT, a statement over
 //     its statement_timeout TIMEOUT;
 //   - errors the server raises on purpose (SafeError: limits, authorization of subscriptions) keep their message
-//     and extensions; GraphQL validation errors pass unchanged;
+//     and extensions; PostGraphile's own SafeErrors have no code and get one: INVALID_CURSOR (a cursor it did not
+//     issue), else BAD_USER_INPUT; GraphQL validation errors pass unchanged;
 //   - anything else is masked: the client gets an error id, the log gets the error with the same id and a hash
 //     that groups repeats.
 import { createHash, randomBytes } from 'node:crypto';
@@ -17,6 +18,15 @@ import { BallastError, IdempotencyConflictError, InvalidInputError, translateErr
 /** An error with a stable code that the client may see as it is. */
 export function clientError(code: string, message: string, extensions: Record<string, unknown> = {}): SafeError {
   return new SafeError(message, { code, ...extensions });
+}
+
+const BY_STATUS: Record<number, string> = {
+  400: 'BAD_REQUEST', 405: 'METHOD_NOT_ALLOWED', 406: 'NOT_ACCEPTABLE', 413: 'PAYLOAD_TOO_LARGE', 415: 'UNSUPPORTED_MEDIA_TYPE',
+};
+
+/** The code of a refusal that has only an HTTP status (grafserv's). */
+export function codeOfStatus(status: number): string {
+  return BY_STATUS[status] ?? (status >= 500 ? 'INTERNAL_SERVER_ERROR' : 'BAD_REQUEST');
 }
 
 interface PgLikeError extends Error {
@@ -59,12 +69,22 @@ export function makeMaskError(log: Logger): MaskError {
     const original = error.originalError;
     const rebuild = (message: string, extensions: Record<string, unknown>) =>
       new GraphQLError(message, { nodes: error.nodes, source: error.source, positions: error.positions, path: error.path, originalError: original, extensions });
-    if (original === undefined || original === null) {
-      // Validation, parse and "cannot return null" errors: GraphQL's own, safe to show.
-      return error;
+    if (original === undefined || original === null || original instanceof GraphQLError) {
+      // Validation, parse, variable and "cannot return null" errors: GraphQL's own, safe to show. Over HTTP the
+      // refusals get their code in request-checks.ts; over the websocket they come only through here.
+      if (typeof error.extensions?.code === 'string') return error;
+      return rebuild(error.message, { ...error.extensions, code: error.path ? 'INTERNAL_SERVER_ERROR' : 'GRAPHQL_VALIDATION_FAILED' });
     }
-    if (original instanceof GraphQLError) return error;
-    if (isSafeError(original)) return rebuild(original.message, { ...(original.extensions ?? {}) });
+    if (isSafeError(original)) {
+      // grafserv's and PostGraphile's own safe errors (a body that is not a request, a cursor it cannot decode) come
+      // without a code: one is given here, the HTTP status's if they have one.
+      const extensions = { ...(original.extensions ?? {}) };
+      if (typeof extensions.code !== 'string') {
+        extensions.code = typeof extensions.statusCode === 'number' ? codeOfStatus(extensions.statusCode)
+          : /cursor/i.test(original.message) ? 'INVALID_CURSOR' : 'BAD_USER_INPUT';
+      }
+      return rebuild(original.message, extensions);
+    }
     if (isPgError(original)) {
       const described = describePgError(original);
       if (described) return rebuild(described.message, described.extensions);

@@ -9,7 +9,8 @@
 //   - size (QUERY_TOO_LARGE): fields once fragments are expanded, introspection included: what the planner works
 //     through. Fragments are measured once each and reused at every spread, so a document that doubles at every
 //     spread costs linear time to measure and is refused;
-//   - aliases (TOO_MANY_ALIASES) and root fields (TOO_MANY_ROOT_FIELDS): the same field asked many times over;
+//   - aliases (TOO_MANY_ALIASES) and root fields (TOO_MANY_ROOT_FIELDS): the same field asked many times over. Root
+//     fields are the operation's response keys once fragments are expanded: a spread at the root brings its fields;
 //   - page size (INVALID_PAGE_SIZE): `first`/`last` at most maxPage; without either a connection returns the
 //     default page. `offset` is not offered: pages are cursor-based (after/before), which stay fast deep in a table.
 // The body size limit is the HTTP server's (http.ts) and the websocket's.
@@ -100,6 +101,34 @@ class Measurer {
     return result;
   }
 
+  private readonly keysMemo = new Map<string, Set<string>>();
+
+  /**
+   * The response keys (alias, else name) of a selection set's own fields, inline fragments and spread fragments
+   * expanded: the root fields of an operation, as they are executed (the same key twice runs once). Each fragment's
+   * keys are collected once (memoised), so spreads that double at every level cost linear time here too.
+   */
+  responseKeys(selectionSet: SelectionSetNode, into = new Set<string>()): Set<string> {
+    for (const selection of selectionSet.selections) {
+      if (selection.kind === Kind.FIELD) into.add(selection.alias?.value ?? selection.name.value);
+      else if (selection.kind === Kind.INLINE_FRAGMENT) this.responseKeys(selection.selectionSet, into);
+      else {
+        const name = selection.name.value;
+        let keys = this.keysMemo.get(name);
+        if (!keys) {
+          const fragment = this.context.getFragment(name);
+          if (!fragment || this.open.has(`k:${name}`)) continue; // unknown or cyclic: other rules report it
+          this.open.add(`k:${name}`);
+          keys = this.responseKeys(fragment.selectionSet);
+          this.open.delete(`k:${name}`);
+          this.keysMemo.set(name, keys);
+        }
+        for (const k of keys) into.add(k);
+      }
+    }
+    return into;
+  }
+
   /** A fragment's measure at depth 0 and multiplier 1 (memoised); undefined for an unknown or cyclic one. */
   private fragment(name: string, introspection: boolean): Measure | undefined {
     const key = `${introspection ? 'i' : 'q'}:${name}`;
@@ -125,11 +154,11 @@ export function queryLimitsRule(limits: ServerLimits): ValidationRule {
         const schema = context.getSchema();
         const root = node.operation === 'query' ? schema.getQueryType() : node.operation === 'mutation' ? schema.getMutationType() : schema.getSubscriptionType();
         const { depth, cost, fields, aliases } = measurer.measure(node.selectionSet, root ?? undefined, 0, 1, false);
-        const rootFields = node.selectionSet.selections.length;
+        const rootFields = measurer.responseKeys(node.selectionSet).size;
         const refuse = (message: string, code: string, extensions: Record<string, unknown>) =>
           context.reportError(new GraphQLError(message, { nodes: [node], extensions: { code, ...extensions } }));
         if (rootFields > limits.maxRootFields) {
-          refuse(`the operation selects ${rootFields} root fields; the limit is ${limits.maxRootFields} (BALLAST_GRAPHQL_MAX_ROOT_FIELDS): send several requests`,
+          refuse(`the operation selects ${rootFields} root fields (response keys, fragments expanded); the limit is ${limits.maxRootFields} (BALLAST_GRAPHQL_MAX_ROOT_FIELDS): send several requests`,
             'TOO_MANY_ROOT_FIELDS', { rootFields, maxRootFields: limits.maxRootFields });
         }
         if (fields > limits.maxFields) {

@@ -13,7 +13,7 @@ import { pageSizePlugin, queryLimitsRule } from './limits.ts';
 import { MutationsPlugin } from './mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
 import { checkIntrospection } from './introspection.ts';
-import { addErrorCodes, checkVariables } from './request-checks.ts';
+import { addErrorCodes, checkVariables, strictUtf8Body } from './request-checks.ts';
 import { SurfacePlugins } from './surface.ts';
 
 declare global {
@@ -89,8 +89,9 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
           checkVariables(event.body.variableValues);
           return next();
         },
-        // Every error of a response leaves with extensions.code (request-checks.ts).
-        async processRequest(next) {
+        // Bodies are read as strict UTF-8, and every error of a response leaves with extensions.code (request-checks.ts).
+        async processRequest(next, event) {
+          strictUtf8Body(event.requestDigest);
           return addErrorCodes(await next());
         },
       },

@@ -15,9 +15,12 @@ import { AuthError, type Authenticator, type Caller } from './auth.ts';
 import type { CallerRegistry } from './preset.ts';
 import type { LiveConnection } from './live/connection.ts';
 import type { LiveProtocol } from './live/protocol.ts';
+import { decodeUtf8, InvalidUtf8Error } from './utf8.ts';
 
 export const CLOSE_FORBIDDEN = 4403;
 export const CLOSE_TOO_MANY = 4429;
+/** RFC 6455: a message whose data is not consistent with its type (here: not UTF-8). */
+export const CLOSE_INVALID_PAYLOAD = 1007;
 
 /** setTimeout's longest delay (2^31 - 1 ms, 24.8 days); a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -134,8 +137,18 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
       protocol: socket.protocol,
       send: (data) => new Promise<void>((resolve, reject) => socket.send(data, (err) => (err ? reject(err) : resolve()))),
       close: (code, reason) => socket.close(code, reason),
-      onMessage: (cb) => socket.on('message', (message) => {
-        const text = String(message);
+      onMessage: (cb) => socket.on('message', (message, isBinary) => {
+        // ws refuses a text frame that is not UTF-8 itself (close 1007, RFC 6455 8.1); a binary frame is decoded here
+        // as strictly, rather than with U+FFFD in place of bad bytes, and closes the socket the same way.
+        let text: string;
+        try {
+          // binaryType is ws's default, 'nodebuffer': a message is one Buffer, however many frames it came in.
+          text = isBinary ? decodeUtf8(message as Buffer, 'the message') : String(message);
+        } catch (err) {
+          if (!(err instanceof InvalidUtf8Error)) throw err;
+          socket.close(CLOSE_INVALID_PAYLOAD, `Invalid UTF-8 at byte ${err.offset} of a binary message; send UTF-8`);
+          return;
+        }
         if (o.live.handle(conn, text)) return;
         cb(text).catch((err: Error) => {
           o.log.error({ err }, 'graphql-ws message handling failed');
