@@ -236,7 +236,7 @@ t.test('a 100,000-item input with every item wrong stops after 100 violations', 
   const rows = await errorsFor(schema, value);
   const ms = Date.now() - started;
   t.equal(rows.length, 101, '100 violations and the marker row');
-  t.same(rows[100], { path: '', message: STOPPED }, 'the last row says it stopped');
+  t.same(rows.at(-1), { path: '', message: STOPPED }, 'the last row says it stopped');
   t.same(rows.slice(0, 4), [
     { path: '[0].qty', message: 'expected integer, got string' },
     { path: '[0].sku', message: 'required property is missing' },
@@ -271,7 +271,7 @@ t.test('the cap holds through combinators, uniqueItems and contains', async (t) 
     many,
   );
   t.equal(union.length, 101, 'anyOf: the explanation is capped too');
-  t.equal(union[100].message, STOPPED);
+  t.equal(union.at(-1)?.message, STOPPED);
   const allOf = await errorsFor({ allOf: [{ type: 'array', items: { type: 'string' } }, { items: { maximum: -1 } }] }, many);
   t.equal(allOf.length, 101);
   t.same(await errorsFor({ type: 'array', contains: { const: 2 }, maxContains: 2 }, many), [
@@ -295,5 +295,5 @@ t.test('messages stay short whatever the value, key or schema', async (t) => {
   for (const r of rows) {
     t.ok(r.message.length <= 500 && r.path.length <= 100, `short: ${r.path.slice(0, 20)}: ${r.message.slice(0, 80)}`);
   }
-  t.match(rows[0].message, /^must be one of "value-0-y+\.\.\., .*, \.\.\. \(\d+ more\); got "x+\.\.\.$/, 'the first allowed values, then how many more');
+  t.match(rows[0]?.message, /^must be one of "value-0-y+\.\.\., .*, \.\.\. \(\d+ more\); got "x+\.\.\.$/, 'the first allowed values, then how many more');
 });
