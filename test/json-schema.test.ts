@@ -223,3 +223,77 @@ t.test('verdicts agree with zod safeParse', async (t) => {
     }
   }
 });
+
+// Issue 13: validation stops working after 100 violations (migrations/0027_json_schema_bounds.sql), so a huge wrong
+// input costs what 100 violations cost. The contract callers rely on: at most 100 real rows, then ONE final row with
+// path '' and this message when it stopped early.
+const STOPPED = 'stopped after 100 violations; the value may have more';
+
+t.test('a 100,000-item input with every item wrong stops after 100 violations', async (t) => {
+  const schema = { type: 'array', items: { type: 'object', required: ['sku'], properties: { qty: { type: 'integer' } } } };
+  const value = Array.from({ length: 100_000 }, () => ({ qty: 'many' }));
+  const started = Date.now();
+  const rows = await errorsFor(schema, value);
+  const ms = Date.now() - started;
+  t.equal(rows.length, 101, '100 violations and the marker row');
+  t.same(rows.at(-1), { path: '', message: STOPPED }, 'the last row says it stopped');
+  t.same(rows.slice(0, 4), [
+    { path: '[0].qty', message: 'expected integer, got string' },
+    { path: '[0].sku', message: 'required property is missing' },
+    { path: '[1].qty', message: 'expected integer, got string' },
+    { path: '[1].sku', message: 'required property is missing' },
+  ], 'the first violations in walk order');
+  t.ok(rows.slice(0, 100).every((r) => r.message !== STOPPED), 'the marker appears only once, at the end');
+  const size = rows.reduce((n, r) => n + r.path.length + r.message.length, 0);
+  t.ok(size < 10_000, `the whole error stays small (${size} characters)`);
+  t.ok(ms < 20_000, `it stops working early (${ms} ms; generous bound for a shared machine)`);
+});
+
+t.test('exactly 100 violations: 100 rows and no marker; 101: 100 rows and the marker', async (t) => {
+  const schema = { type: 'array', items: { type: 'integer' } };
+  const hundred = await errorsFor(schema, [...Array.from({ length: 100 }, () => 'x'), 1, 2, 3]);
+  t.equal(hundred.length, 100);
+  t.notOk(hundred.some((r) => r.message === STOPPED), 'no marker');
+  t.same(hundred[99], { path: '[99]', message: 'expected integer, got string' });
+  const more = await errorsFor(schema, Array.from({ length: 101 }, () => 'x'));
+  t.equal(more.length, 101);
+  t.same(more[100], { path: '', message: STOPPED });
+  t.same(more[99], { path: '[99]', message: 'expected integer, got string' });
+});
+
+t.test('the cap holds through combinators, uniqueItems and contains', async (t) => {
+  const many = Array.from({ length: 5000 }, (_, i) => i % 3);
+  const unique = await errorsFor({ type: 'array', uniqueItems: true }, many);
+  t.equal(unique.length, 101, 'duplicates are capped');
+  t.same(unique[0], { path: '[3]', message: 'duplicate item (same as item 0); items must be unique' });
+  const union = await errorsFor(
+    { anyOf: [{ type: 'array', items: { type: 'string' } }, { type: 'array', items: { type: 'boolean' } }] },
+    many,
+  );
+  t.equal(union.length, 101, 'anyOf: the explanation is capped too');
+  t.equal(union.at(-1)?.message, STOPPED);
+  const allOf = await errorsFor({ allOf: [{ type: 'array', items: { type: 'string' } }, { items: { maximum: -1 } }] }, many);
+  t.equal(allOf.length, 101);
+  t.same(await errorsFor({ type: 'array', contains: { const: 2 }, maxContains: 2 }, many), [
+    { path: '', message: 'must contain at most 2 item(s) of the given shape; got 3 or more' },
+  ], 'contains stops counting once the answer is known');
+});
+
+t.test('messages stay short whatever the value, key or schema', async (t) => {
+  const huge = 'x'.repeat(1_000_000);
+  const enumValues = Array.from({ length: 10_000 }, (_, i) => `value-${i}-${'y'.repeat(100)}`);
+  const rows = [
+    ...(await errorsFor({ enum: enumValues }, huge)),
+    ...(await errorsFor({ const: huge }, 'short')),
+    ...(await errorsFor({ type: 'string', pattern: `^${'a'.repeat(5000)}$` }, huge)),
+    ...(await errorsFor({ type: 'object', additionalProperties: false }, { [huge]: 1 })),
+    ...(await errorsFor({ type: 'object', propertyNames: { maxLength: 3 } }, { [huge]: 1 })),
+    ...(await errorsFor({ oneOf: Array.from({ length: 50 }, () => ({})) }, 1)),
+    ...(await errorsFor({ type: 'object', properties: { kind: { enum: enumValues } }, required: ['kind'] }, { kind: huge })),
+  ];
+  t.equal(rows.length, 7);
+  for (const r of rows) {
+    t.ok(r.message.length <= 500 && r.path.length <= 100, `short: ${r.path.slice(0, 20)}: ${r.message.slice(0, 80)}`);
+  }
+  t.match(rows[0]?.message, /^must be one of "value-0-y+\.\.\., .*, \.\.\. \(\d+ more\); got "x+\.\.\.$/, 'the first allowed values, then how many more');
+});
