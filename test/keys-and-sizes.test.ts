@@ -103,7 +103,10 @@ t.test('inputs over the pipeline\'s max_input_bytes are refused before validatio
 
   // Version 2 raised its limit: the same input is accepted for size, then validated (and refused for content).
   const v2 = await pgError(() => pool.query(`select * from ballast.submit_job('ks.size', $1::jsonb, null, 'default', 0, 2)`, [over]));
-  t.match(v2.message, /^input does not match the contract of pipeline ks\.size@2 \(/);
+  t.match(v2.message, /^input does not match the contract of pipeline ks\.size@2 \(more than 100 problems, the first 100 listed\): input\.items\[0\]: /);
+  const listed = JSON.parse(v2.detail!) as { path: string }[];
+  t.equal(listed.length, 100, 'the detail lists the first 100 (validation stopped there)');
+  t.equal(listed[99]!.path, 'input.items[99]');
   const fine = JSON.stringify({ items: Array.from({ length: 200_000 }, (_, i) => i) });
   const { rows: [ok] } = await pool.query(`select * from ballast.submit_job('ks.size', $1::jsonb, null, 'default', 0, 2)`, [fine]);
   t.equal(ok.created, true, 'a valid 1.3 MB input is accepted by the version that allows 3 MB');
