@@ -10,8 +10,8 @@
 --       database's clock (ballast.now()), so the worker never compares a database time with its own clock; the
 --       ladder retries a rate-limited or overloaded call after the later of Retry-After and the cooldown's end
 --       (settle_failure, 0026, adds its bounded jitter on top);
---     - pause_for_cooldown (new) parks a step whose attempt met a cooldown before making any provider call: the
---       attempt ends 'parked' (error class cooldown, not charged against max_attempts, as pause_for_budget does for a
+--     - pause_for_cooldown (new) parks a step whose attempt met a cooldown before making any provider call and has
+--       no other model left to try (a free fallback is tried at once, src/model/ladder.ts): the attempt ends 'parked' (error class cooldown, not charged against max_attempts, as pause_for_budget does for a
 --       budget) and the step is 'retrying' until the cooldown ends, plus the same bounded jitter. It cannot loop for
 --       ever: each park lasts until a cooldown ends (at most 7 days, the longest Retry-After fail_step accepts), a
 --       cooldown only exists because a provider refused a real call (or an operator set one), and an attempt that
