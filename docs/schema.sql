@@ -1,0 +1,6012 @@
+-- ballast: the current schema, as the migrations in migrations/ leave it. Generated from a migrated database by
+-- test/support/schema-snapshot.ts and checked by test/schema-snapshot.test.ts: edit the migrations, never this file,
+-- then regenerate it with  BALLAST_UPDATE_SNAPSHOT=1 npm test -- test/schema-snapshot.test.ts
+-- Order: tables (with constraints, indexes, row-level security and policies), functions, views (each after the
+-- views it reads), triggers, comments, privileges. It is a map to read, not a script to run: function bodies refer to
+-- objects by name, in any order.
+
+-- ==================== tables ===================================================================================
+
+create table ballast_private.attempts (
+  id bigint generated always as identity not null,
+  step_id bigint not null,
+  job_id bigint not null,
+  number integer not null,
+  worker_id text,
+  outcome text default 'running'::text not null,
+  started_at timestamp with time zone default ballast.now() not null,
+  lease_expires_at timestamp with time zone not null,
+  finished_at timestamp with time zone,
+  error_class text,
+  error_code text,
+  error_message text,
+  error_retryable boolean,
+  contract_outcome text,
+  contract_detail jsonb,
+  model text,
+  prompt_ref text,
+  fallback_used boolean,
+  quality_score numeric(6,5),
+  model_calls integer default 0 not null,
+  input_tokens bigint default 0 not null,
+  output_tokens bigint default 0 not null,
+  cost_usd numeric(14,8) default 0 not null
+);
+alter table ballast_private.attempts add constraint attempt_contract_outcome_known CHECK ((contract_outcome = ANY (ARRAY['valid_first_try'::text, 'repaired'::text, 'fell_back'::text, 'degraded'::text, 'rejected'::text, 'review'::text])));
+alter table ballast_private.attempts add constraint attempt_error_when_failed CHECK (((outcome = ANY (ARRAY['running'::text, 'succeeded'::text, 'parked'::text, 'needs_review'::text])) OR ((error_class IS NOT NULL) AND (error_message IS NOT NULL))));
+alter table ballast_private.attempts add constraint attempt_finished_when_done CHECK (((outcome = 'running'::text) = (finished_at IS NULL)));
+alter table ballast_private.attempts add constraint attempt_number_positive CHECK ((number >= 1));
+alter table ballast_private.attempts add constraint attempt_number_unique UNIQUE (step_id, number);
+alter table ballast_private.attempts add constraint attempt_outcome_known CHECK ((outcome = ANY (ARRAY['running'::text, 'succeeded'::text, 'failed'::text, 'crashed'::text, 'timed_out'::text, 'cancelled'::text, 'released'::text, 'parked'::text, 'needs_review'::text])));
+alter table ballast_private.attempts add constraint attempts_pkey PRIMARY KEY (id);
+CREATE INDEX attempts_running_lease_idx ON ballast_private.attempts USING btree (lease_expires_at) WHERE (outcome = 'running'::text);
+alter table ballast_private.attempts enable row level security;
+create policy tenant_rows on ballast_private.attempts as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
+   FROM ballast_private.jobs j))));
+
+create table ballast_private.budget_reservations (
+  id bigint generated always as identity not null,
+  tenant_id text not null,
+  period_start timestamp with time zone not null,
+  attempt_id bigint,
+  estimate_usd numeric(14,8) not null,
+  actual_usd numeric(14,8),
+  status text default 'open'::text not null,
+  created_at timestamp with time zone default ballast.now() not null,
+  settled_at timestamp with time zone
+);
+alter table ballast_private.budget_reservations add constraint budget_reservations_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES ballast_private.attempts(id) ON DELETE SET NULL;
+alter table ballast_private.budget_reservations add constraint budget_reservations_pkey PRIMARY KEY (id);
+alter table ballast_private.budget_reservations add constraint reservation_status_known CHECK ((status = ANY (ARRAY['open'::text, 'settled'::text, 'expired'::text])));
+CREATE INDEX budget_reservations_open ON ballast_private.budget_reservations USING btree (tenant_id, period_start) WHERE (status = 'open'::text);
+
+create table ballast_private.budget_usage (
+  tenant_id text not null,
+  period_start timestamp with time zone not null,
+  reserved_usd numeric(14,8) default 0 not null,
+  spent_usd numeric(14,8) default 0 not null
+);
+alter table ballast_private.budget_usage add constraint budget_usage_pkey PRIMARY KEY (tenant_id, period_start);
+alter table ballast_private.budget_usage add constraint usage_reserved_nonnegative CHECK ((reserved_usd >= (0)::numeric));
+alter table ballast_private.budget_usage enable row level security;
+create policy tenant_rows on ballast_private.budget_usage as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.budgets (
+  tenant_id text not null,
+  limit_usd numeric(14,6) not null,
+  period text not null,
+  on_exhausted text default 'pause'::text not null,
+  updated_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.budgets add constraint budget_limit_nonnegative CHECK ((limit_usd >= (0)::numeric));
+alter table ballast_private.budgets add constraint budget_on_exhausted_known CHECK ((on_exhausted = ANY (ARRAY['pause'::text, 'fail'::text])));
+alter table ballast_private.budgets add constraint budget_period_known CHECK ((period = ANY (ARRAY['day'::text, 'week'::text, 'month'::text])));
+alter table ballast_private.budgets add constraint budgets_pkey PRIMARY KEY (tenant_id);
+alter table ballast_private.budgets enable row level security;
+create policy tenant_rows on ballast_private.budgets as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.effect_intents (
+  step_id bigint not null,
+  key text not null,
+  attempt_id bigint not null,
+  started_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.effect_intents add constraint effect_intent_key_format CHECK (((key <> ''::text) AND (octet_length(key) <= 500))) NOT VALID;
+alter table ballast_private.effect_intents add constraint effect_intents_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES ballast_private.attempts(id) ON DELETE CASCADE;
+alter table ballast_private.effect_intents add constraint effect_intents_pkey PRIMARY KEY (step_id, key, attempt_id);
+alter table ballast_private.effect_intents add constraint effect_intents_step_id_fkey FOREIGN KEY (step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
+alter table ballast_private.effect_intents enable row level security;
+create policy tenant_rows on ballast_private.effect_intents as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (step_id IN ( SELECT s.id
+   FROM ballast_private.steps s))));
+
+create table ballast_private.effects (
+  step_id bigint not null,
+  key text not null,
+  attempt_id bigint not null,
+  result jsonb,
+  created_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.effects add constraint effect_key_format CHECK (((key <> ''::text) AND (octet_length(key) <= 500))) NOT VALID;
+alter table ballast_private.effects add constraint effects_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES ballast_private.attempts(id) ON DELETE CASCADE;
+alter table ballast_private.effects add constraint effects_pkey PRIMARY KEY (step_id, key);
+alter table ballast_private.effects add constraint effects_step_id_fkey FOREIGN KEY (step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
+alter table ballast_private.effects enable row level security;
+create policy tenant_rows on ballast_private.effects as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (step_id IN ( SELECT s.id
+   FROM ballast_private.steps s))));
+
+create table ballast_private.error_codes (
+  sqlstate text not null,
+  name text not null,
+  meaning text not null
+);
+alter table ballast_private.error_codes add constraint error_codes_name_check CHECK ((name ~ '^[a-z_]+$'::text));
+alter table ballast_private.error_codes add constraint error_codes_name_key UNIQUE (name);
+alter table ballast_private.error_codes add constraint error_codes_pkey PRIMARY KEY (sqlstate);
+alter table ballast_private.error_codes add constraint error_codes_sqlstate_check CHECK ((sqlstate ~ '^BA[0-9]{3}$'::text));
+
+create table ballast_private.events (
+  id bigint generated always as identity not null,
+  job_id bigint not null,
+  step_id bigint,
+  attempt_id bigint,
+  type text not null,
+  status text,
+  actor text default 'system'::text not null,
+  reason text,
+  data jsonb,
+  at timestamp with time zone default ballast.now() not null,
+  tx xid8 default pg_current_xact_id() not null
+);
+alter table ballast_private.events add constraint event_type_format CHECK ((type ~ '^[a-z][a-z_]*$'::text));
+alter table ballast_private.events add constraint events_pkey PRIMARY KEY (id);
+CREATE INDEX events_job_idx ON ballast_private.events USING btree (job_id, id);
+CREATE INDEX events_tx_idx ON ballast_private.events USING btree (tx, id);
+alter table ballast_private.events enable row level security;
+create policy tenant_rows on ballast_private.events as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
+   FROM ballast_private.jobs j))));
+
+create table ballast_private.job_transitions (
+  from_status text not null,
+  to_status text not null,
+  via_replay boolean default false not null
+);
+alter table ballast_private.job_transitions add constraint job_transitions_pkey PRIMARY KEY (from_status, to_status);
+
+create table ballast_private.jobs (
+  id bigint generated always as identity not null,
+  tenant_id text default 'default'::text not null,
+  pipeline text not null,
+  pipeline_version integer not null,
+  idempotency_key text,
+  request_hash text not null,
+  input jsonb not null,
+  status text default 'queued'::text not null,
+  priority smallint default 0 not null,
+  result jsonb,
+  error jsonb,
+  created_at timestamp with time zone default ballast.now() not null,
+  started_at timestamp with time zone,
+  finished_at timestamp with time zone,
+  updated_at timestamp with time zone default ballast.now() not null,
+  input_tokens bigint default 0 not null,
+  output_tokens bigint default 0 not null,
+  cost_usd numeric(14,8) default 0 not null,
+  pruned_at timestamp with time zone,
+  n_total integer default 0 not null,
+  n_final integer default 0 not null,
+  n_running integer default 0 not null,
+  n_review integer default 0 not null,
+  n_waiting integer default 0 not null,
+  n_retrying integer default 0 not null,
+  n_failed integer default 0 not null,
+  n_cancelled integer default 0 not null,
+  n_started integer default 0 not null,
+  n_item_bad integer default 0 not null
+);
+alter table ballast_private.jobs add constraint job_finished_when_terminal CHECK (((status = ANY (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])) = (finished_at IS NOT NULL)));
+alter table ballast_private.jobs add constraint job_idempotency_key_format CHECK (((idempotency_key <> ''::text) AND (octet_length(idempotency_key) <= 500))) NOT VALID;
+alter table ballast_private.jobs add constraint job_idempotency_unique UNIQUE (tenant_id, idempotency_key);
+alter table ballast_private.jobs add constraint job_pipeline_fk FOREIGN KEY (pipeline, pipeline_version) REFERENCES ballast_private.pipelines(name, version);
+alter table ballast_private.jobs add constraint job_priority_range CHECK (((priority >= '-1000'::integer) AND (priority <= 1000)));
+alter table ballast_private.jobs add constraint job_status_known CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'waiting'::text, 'retrying'::text, 'needs_review'::text, 'completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])));
+alter table ballast_private.jobs add constraint job_tenant_format CHECK (((tenant_id <> ''::text) AND (octet_length(tenant_id) <= 200))) NOT VALID;
+alter table ballast_private.jobs add constraint jobs_pkey PRIMARY KEY (id);
+CREATE INDEX jobs_created_idx ON ballast_private.jobs USING btree (created_at);
+CREATE INDEX jobs_live_idx ON ballast_private.jobs USING btree (status, created_at) WHERE (status <> ALL (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text]));
+CREATE INDEX jobs_pipeline_created_idx ON ballast_private.jobs USING btree (pipeline, created_at DESC);
+CREATE INDEX jobs_prunable_idx ON ballast_private.jobs USING btree (finished_at) WHERE ((pruned_at IS NULL) AND (finished_at IS NOT NULL));
+CREATE INDEX jobs_tenant_created_idx ON ballast_private.jobs USING btree (tenant_id, created_at DESC);
+alter table ballast_private.jobs enable row level security;
+create policy tenant_rows on ballast_private.jobs as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.migrations (
+  id integer default nextval('ballast_private.migrations_id_seq'::regclass) not null,
+  name character varying(255) not null,
+  run_on timestamp without time zone not null
+);
+alter table ballast_private.migrations add constraint migrations_pkey PRIMARY KEY (id);
+
+create table ballast_private.model_calls (
+  id bigint generated always as identity not null,
+  attempt_id bigint not null,
+  step_id bigint not null,
+  job_id bigint not null,
+  tenant_id text not null,
+  rung text not null,
+  model_index integer default 0 not null,
+  provider text not null,
+  provider_kind text,
+  requested_model text not null,
+  returned_model text,
+  prompt_name text,
+  prompt_version integer,
+  prompt_hash text,
+  parameters jsonb,
+  started_at timestamp with time zone not null,
+  first_token_at timestamp with time zone,
+  ended_at timestamp with time zone not null,
+  latency_ms numeric(12,1),
+  finish_reason_raw text,
+  finish_reason text,
+  input_tokens integer,
+  output_tokens integer,
+  cached_input_tokens integer,
+  cache_write_tokens integer,
+  reasoning_tokens integer,
+  cost_usd numeric(14,8),
+  price_valid_from timestamp with time zone,
+  error_class text,
+  error_code text,
+  error_message text,
+  retryable boolean,
+  http_status integer,
+  request_id text,
+  response_id text,
+  raw_output text,
+  validation_issues jsonb,
+  repair_method text,
+  score numeric(6,5),
+  quality jsonb,
+  created_at timestamp with time zone default ballast.now() not null,
+  usage_missing boolean default false not null
+);
+alter table ballast_private.model_calls add constraint call_rung_known CHECK ((rung = ANY (ARRAY['primary'::text, 'reask'::text, 'fallback'::text])));
+alter table ballast_private.model_calls add constraint model_calls_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES ballast_private.attempts(id) ON DELETE CASCADE;
+alter table ballast_private.model_calls add constraint model_calls_job_id_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
+alter table ballast_private.model_calls add constraint model_calls_pkey PRIMARY KEY (id);
+alter table ballast_private.model_calls add constraint model_calls_step_id_fkey FOREIGN KEY (step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
+CREATE INDEX model_calls_attempt ON ballast_private.model_calls USING btree (attempt_id);
+CREATE INDEX model_calls_job ON ballast_private.model_calls USING btree (job_id);
+CREATE INDEX model_calls_started ON ballast_private.model_calls USING btree (started_at);
+alter table ballast_private.model_calls enable row level security;
+create policy tenant_rows on ballast_private.model_calls as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.model_prices (
+  provider text not null,
+  model text not null,
+  valid_from timestamp with time zone not null,
+  input_per_mtok numeric(12,6) not null,
+  output_per_mtok numeric(12,6) not null,
+  cached_input_per_mtok numeric(12,6),
+  source text default 'operator'::text not null
+);
+alter table ballast_private.model_prices add constraint model_prices_pkey PRIMARY KEY (provider, model, valid_from);
+alter table ballast_private.model_prices add constraint price_cached_nonnegative CHECK ((cached_input_per_mtok >= (0)::numeric));
+alter table ballast_private.model_prices add constraint price_input_nonnegative CHECK ((input_per_mtok >= (0)::numeric));
+alter table ballast_private.model_prices add constraint price_output_nonnegative CHECK ((output_per_mtok >= (0)::numeric));
+
+create table ballast_private.pipelines (
+  name text not null,
+  version integer not null,
+  definition jsonb not null,
+  input_schema jsonb not null,
+  definition_hash text not null,
+  registered_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.pipelines add constraint pipeline_definition_object CHECK ((jsonb_typeof(definition) = 'object'::text));
+alter table ballast_private.pipelines add constraint pipeline_hash_format CHECK ((definition_hash ~ '^[0-9a-f]{64}$'::text));
+alter table ballast_private.pipelines add constraint pipeline_input_schema_shape CHECK ((jsonb_typeof(input_schema) = ANY (ARRAY['object'::text, 'boolean'::text])));
+alter table ballast_private.pipelines add constraint pipeline_max_input_bytes CHECK ((((definition -> 'max_input_bytes'::text) IS NULL) OR ((jsonb_typeof((definition -> 'max_input_bytes'::text)) = 'number'::text) AND ((((definition ->> 'max_input_bytes'::text))::numeric >= (1)::numeric) AND (((definition ->> 'max_input_bytes'::text))::numeric <= (67108864)::numeric)) AND ((((definition ->> 'max_input_bytes'::text))::numeric % (1)::numeric) = (0)::numeric))));
+alter table ballast_private.pipelines add constraint pipeline_name_format CHECK ((name ~ '^[a-z][a-z0-9_.-]{0,62}$'::text));
+alter table ballast_private.pipelines add constraint pipeline_version_positive CHECK ((version >= 1));
+alter table ballast_private.pipelines add constraint pipelines_pkey PRIMARY KEY (name, version);
+
+create table ballast_private.prompts (
+  name text not null,
+  version integer not null,
+  template jsonb not null,
+  content_hash text not null,
+  registered_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.prompts add constraint prompt_name_format CHECK ((name ~ '^[a-z][a-z0-9_.-]{0,62}$'::text));
+alter table ballast_private.prompts add constraint prompt_version_positive CHECK ((version >= 1));
+alter table ballast_private.prompts add constraint prompts_pkey PRIMARY KEY (name, version);
+
+create table ballast_private.provider_cooldowns (
+  provider text not null,
+  model text not null,
+  until timestamp with time zone not null,
+  reason text not null,
+  set_at timestamp with time zone default ballast.now() not null,
+  hits integer default 1 not null
+);
+alter table ballast_private.provider_cooldowns add constraint provider_cooldowns_pkey PRIMARY KEY (provider, model);
+
+create table ballast_private.role_tenants (
+  role_name name not null,
+  tenant_id text not null,
+  bound_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.role_tenants add constraint role_tenant_format CHECK (((tenant_id <> ''::text) AND (octet_length(tenant_id) <= 200))) NOT VALID;
+alter table ballast_private.role_tenants add constraint role_tenants_pkey PRIMARY KEY (role_name);
+
+create table ballast_private.signals (
+  key text not null,
+  payload jsonb,
+  actor text default 'system'::text not null,
+  received_at timestamp with time zone default ballast.now() not null,
+  tenant_id text not null
+);
+alter table ballast_private.signals add constraint signal_key_format CHECK (((key <> ''::text) AND (octet_length(key) <= 500))) NOT VALID;
+alter table ballast_private.signals add constraint signal_tenant_format CHECK (((tenant_id <> ''::text) AND (octet_length(tenant_id) <= 200)));
+alter table ballast_private.signals add constraint signals_pkey PRIMARY KEY (tenant_id, key);
+alter table ballast_private.signals enable row level security;
+create policy tenant_rows on ballast_private.signals as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.step_transitions (
+  from_status text not null,
+  to_status text not null,
+  why text not null,
+  via_replay boolean default false not null
+);
+alter table ballast_private.step_transitions add constraint step_transitions_pkey PRIMARY KEY (from_status, to_status);
+
+create table ballast_private.steps (
+  id bigint generated always as identity not null,
+  job_id bigint not null,
+  name text not null,
+  status text not null,
+  depends_on text[] default '{}'::text[] not null,
+  deps_remaining integer not null,
+  attempts integer default 0 not null,
+  max_attempts integer not null,
+  backoff_base_ms integer not null,
+  backoff_cap_ms integer not null,
+  timeout_ms integer,
+  concurrency_key text,
+  concurrency_limit integer,
+  output jsonb,
+  error jsonb,
+  progress jsonb,
+  next_run_at timestamp with time zone,
+  created_at timestamp with time zone default ballast.now() not null,
+  queued_at timestamp with time zone,
+  started_at timestamp with time zone,
+  finished_at timestamp with time zone,
+  updated_at timestamp with time zone default ballast.now() not null,
+  attempt_offset integer default 0 not null,
+  wait_key text,
+  wait_deadline timestamp with time zone,
+  wait_on_timeout text,
+  parent_step_id bigint,
+  item_index integer,
+  item jsonb,
+  input_tokens bigint default 0 not null,
+  output_tokens bigint default 0 not null,
+  cost_usd numeric(14,8) default 0 not null,
+  review jsonb,
+  task text,
+  priority smallint default 0 not null,
+  items_open integer default 0 not null,
+  crashes integer default 0 not null
+);
+alter table ballast_private.steps add constraint step_attempt_offset_range CHECK (((attempt_offset >= 0) AND (attempt_offset <= attempts)));
+alter table ballast_private.steps add constraint step_attempts_nonnegative CHECK ((attempts >= 0));
+alter table ballast_private.steps add constraint step_attempts_within_max CHECK (((attempts - attempt_offset) <= max_attempts));
+alter table ballast_private.steps add constraint step_backoff_base_range CHECK (((backoff_base_ms >= 0) AND (backoff_base_ms <= 86400000)));
+alter table ballast_private.steps add constraint step_backoff_cap_range CHECK (((backoff_cap_ms >= 0) AND (backoff_cap_ms <= 604800000)));
+alter table ballast_private.steps add constraint step_concurrency_limit_positive CHECK ((concurrency_limit >= 1));
+alter table ballast_private.steps add constraint step_concurrency_pair CHECK (((concurrency_key IS NULL) = (concurrency_limit IS NULL)));
+alter table ballast_private.steps add constraint step_crashes_nonnegative CHECK ((crashes >= 0));
+alter table ballast_private.steps add constraint step_deps_remaining_range CHECK ((deps_remaining >= 0));
+alter table ballast_private.steps add constraint step_item_index_range CHECK ((item_index >= 0));
+alter table ballast_private.steps add constraint step_item_pair CHECK (((parent_step_id IS NULL) = (item_index IS NULL)));
+alter table ballast_private.steps add constraint step_items_open_nonnegative CHECK ((items_open >= 0));
+alter table ballast_private.steps add constraint step_max_attempts_range CHECK (((max_attempts >= 1) AND (max_attempts <= 1000)));
+alter table ballast_private.steps add constraint step_name_format CHECK ((name ~ '^[a-z][a-z0-9_]{0,62}$'::text));
+alter table ballast_private.steps add constraint step_name_unique UNIQUE (job_id, name);
+alter table ballast_private.steps add constraint step_ready_when_no_deps CHECK (((status <> 'pending'::text) OR (deps_remaining > 0)));
+alter table ballast_private.steps add constraint step_retry_has_time CHECK (((status <> 'retrying'::text) OR (next_run_at IS NOT NULL)));
+alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
+alter table ballast_private.steps add constraint step_timeout_positive CHECK ((timeout_ms > 0));
+alter table ballast_private.steps add constraint step_wait_on_timeout_known CHECK ((wait_on_timeout = ANY (ARRAY['fail'::text, 'retry'::text])));
+alter table ballast_private.steps add constraint step_waiting_has_key CHECK (((status <> 'waiting'::text) OR (wait_key IS NOT NULL)));
+alter table ballast_private.steps add constraint steps_job_id_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
+alter table ballast_private.steps add constraint steps_parent_step_id_fkey FOREIGN KEY (parent_step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
+alter table ballast_private.steps add constraint steps_pkey PRIMARY KEY (id);
+CREATE INDEX steps_failed_idx ON ballast_private.steps USING btree (finished_at DESC) WHERE (status = 'failed'::text);
+CREATE INDEX steps_live_idx ON ballast_private.steps USING btree (status, next_run_at) WHERE (status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text]));
+CREATE INDEX steps_parent_idx ON ballast_private.steps USING btree (parent_step_id, item_index) WHERE (parent_step_id IS NOT NULL);
+CREATE INDEX steps_pending_idx ON ballast_private.steps USING btree (job_id) WHERE (status = 'pending'::text);
+CREATE INDEX steps_queue_idx ON ballast_private.steps USING btree (priority, ((attempts = 0)), id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NULL));
+CREATE INDEX steps_queued_concurrency_idx ON ballast_private.steps USING btree (concurrency_key, id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NOT NULL));
+CREATE INDEX steps_running_concurrency_idx ON ballast_private.steps USING btree (concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
+CREATE INDEX steps_waiting_deadline_idx ON ballast_private.steps USING btree (wait_deadline) WHERE (status = 'waiting'::text);
+CREATE INDEX steps_waiting_key_idx ON ballast_private.steps USING btree (wait_key) WHERE (status = 'waiting'::text);
+alter table ballast_private.steps enable row level security;
+create policy tenant_rows on ballast_private.steps as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
+   FROM ballast_private.jobs j))));
+
+create table ballast_private.workers (
+  id text not null,
+  pool_id text,
+  hostname text not null,
+  pid integer not null,
+  concurrency integer not null,
+  pipelines text[] default '{}'::text[] not null,
+  started_at timestamp with time zone default ballast.now() not null,
+  heartbeat_at timestamp with time zone default ballast.now() not null,
+  stopped_at timestamp with time zone
+);
+alter table ballast_private.workers add constraint worker_concurrency_positive CHECK ((concurrency >= 1));
+alter table ballast_private.workers add constraint worker_id_format CHECK (((id <> ''::text) AND (length(id) <= 200)));
+alter table ballast_private.workers add constraint workers_pkey PRIMARY KEY (id);
+
+-- ==================== functions ================================================================================
+
+create function ballast._json_schema_alternatives(p_root jsonb, p_branches jsonb, p_value jsonb, p_path text, p_depth integer, p_exactly_one boolean, p_budget integer, p_regexes jsonb) returns TABLE(path text, message text)
+language plpgsql immutable parallel safe
+as $fn$
+#variable_conflict use_column
+declare
+  v_value_type text := jsonb_typeof(p_value);
+  v_count integer := jsonb_array_length(p_branches);
+  v_errors jsonb[] := '{}';
+  v_matched integer[] := '{}';
+  v_all_types text[] := '{}';
+  v_types text[];
+  v_any_type boolean := false;
+  v_all_values jsonb := '[]';
+  v_values jsonb;
+  v_candidates integer[] := '{}';
+  v_narrowed integer[];
+  v_first jsonb;
+  v_branch jsonb;
+  v_key text;
+  v_disc_key text;
+  v_allowed jsonb;
+  v_best integer;
+  v_i integer;
+begin
+  if p_budget <= 0 then
+    return;
+  end if;
+
+  -- evaluate every branch
+  for v_i in 1 .. v_count loop
+    v_errors := v_errors || ballast._json_schema_collect(
+      p_root, p_branches->(v_i - 1), p_value, p_path, p_depth + 1, p_budget, p_regexes);
+    if v_errors[v_i] = '[]'::jsonb then
+      v_matched := v_matched || v_i;
+      if not p_exactly_one then
+        return;
+      end if;
+    end if;
+  end loop;
+
+  if cardinality(v_matched) = 1 then
+    return;
+  elsif cardinality(v_matched) > 1 then
+    path := p_path;
+    message := 'matches more than one allowed shape (options '
+      || array_to_string(v_matched[1:10], ', ')
+      || case when cardinality(v_matched) > 10 then ', ...' else '' end
+      || '); it must match exactly one';
+    return next;
+    return;
+  end if;
+
+  -- no branch accepts the type of the value: one plain type error
+  for v_i in 1 .. v_count loop
+    v_types := ballast._json_schema_declared_types(p_root, p_branches->(v_i - 1));
+    if v_types is null then
+      v_any_type := true;
+    else
+      v_all_types := v_all_types || v_types;
+      if v_value_type = any(v_types) or (v_value_type = 'number' and 'integer' = any(v_types)) then
+        v_candidates := v_candidates || v_i;
+      end if;
+    end if;
+    if v_all_values is not null then
+      v_values := ballast._json_schema_declared_values(p_root, p_branches->(v_i - 1));
+      v_all_values := case when v_values is null then null else v_all_values || v_values end;
+    end if;
+  end loop;
+  if v_any_type then
+    v_candidates := array(select generate_series(1, v_count));
+  elsif cardinality(v_candidates) = 0 then
+    path := p_path;
+    message := 'expected ' || ballast._json_schema_cut(ballast._json_schema_type_list(v_all_types))
+      || ', got ' || v_value_type;
+    return next;
+    return;
+  end if;
+
+  -- a union of literals: list the allowed values
+  if v_all_values is not null and jsonb_array_length(v_all_values) > 0 then
+    path := p_path;
+    message := ballast._json_schema_one_of_values(v_all_values, p_value);
+    return next;
+    return;
+  end if;
+
+  -- objects: look for a discriminator property (a literal in every candidate)
+  if v_value_type = 'object' and cardinality(v_candidates) > 1 then
+    v_first := ballast._json_schema_deref(p_root, p_branches->(v_candidates[1] - 1));
+    for v_key in
+      select k from jsonb_object_keys(
+        case when jsonb_typeof(v_first->'properties') = 'object' then v_first->'properties' else '{}' end
+      ) as t(k)
+    loop
+      v_disc_key := v_key;
+      foreach v_i in array v_candidates loop
+        v_branch := ballast._json_schema_deref(p_root, p_branches->(v_i - 1));
+        if ballast._json_schema_declared_values(p_root, v_branch #> array['properties', v_key]) is null then
+          v_disc_key := null;
+          exit;
+        end if;
+      end loop;
+      exit when v_disc_key is not null;
+    end loop;
+
+    if v_disc_key is not null then
+      v_narrowed := '{}';
+      v_allowed := '[]';
+      foreach v_i in array v_candidates loop
+        v_branch := ballast._json_schema_deref(p_root, p_branches->(v_i - 1));
+        v_values := ballast._json_schema_declared_values(p_root, v_branch #> array['properties', v_disc_key]);
+        v_allowed := v_allowed || v_values;
+        if p_value ? v_disc_key and v_values @> jsonb_build_array(p_value->v_disc_key) then
+          v_narrowed := v_narrowed || v_i;
+        end if;
+      end loop;
+      if cardinality(v_narrowed) = 0 then
+        path := ballast._json_schema_path_key(p_path, v_disc_key);
+        if p_value ? v_disc_key then
+          message := ballast._json_schema_one_of_values(v_allowed, p_value->v_disc_key);
+        else
+          message := 'required property is missing (must be one of '
+            || ballast._json_schema_value_list(v_allowed) || ')';
+        end if;
+        return next;
+        return;
+      end if;
+      v_candidates := v_narrowed;
+    end if;
+  end if;
+
+  -- a single plausible branch: its errors are the explanation
+  if cardinality(v_candidates) = 1 then
+    return query
+      select e->>0, e->>1
+      from jsonb_array_elements(v_errors[v_candidates[1]]) with ordinality as t(e, ord)
+      order by ord
+      limit p_budget;
+    return;
+  end if;
+
+  -- otherwise report the mismatch and the errors of the closest branch: the
+  -- fewest errors, counting each property of the value that the branch
+  -- declares as one error less (it is probably the shape that was meant)
+  select c.i into v_best
+  from unnest(v_candidates) with ordinality as c(i, ord)
+  order by jsonb_array_length(v_errors[c.i]) - (
+      select count(*)
+      from jsonb_object_keys(
+        case when v_value_type = 'object'
+             and jsonb_typeof(ballast._json_schema_deref(p_root, p_branches->(c.i - 1))->'properties') = 'object'
+          then ballast._json_schema_deref(p_root, p_branches->(c.i - 1))->'properties'
+          else '{}'::jsonb end
+      ) as k(key)
+      where p_value ? k.key
+    ),
+    c.ord
+  limit 1;
+  path := p_path;
+  message := 'does not match any of the ' || v_count
+    || ' allowed shapes (closest: option ' || v_best || ', whose errors follow)';
+  return next;
+  return query
+    select e->>0, e->>1
+    from jsonb_array_elements(v_errors[v_best]) with ordinality as t(e, ord)
+    order by ord
+    limit p_budget - 1;
+end
+$fn$;
+
+create function ballast._json_schema_collect(p_root jsonb, p_schema jsonb, p_value jsonb, p_path text, p_depth integer, p_budget integer, p_regexes jsonb) returns jsonb
+language sql immutable parallel safe
+as $fn$
+  select coalesce(jsonb_agg(jsonb_build_array(w.path, w.message) order by w.ord), '[]'::jsonb)
+  from ballast._json_schema_walk(p_root, p_schema, p_value, p_path, p_depth, p_budget, p_regexes)
+    with ordinality as w(path, message, ord)
+$fn$;
+
+create function ballast._json_schema_cut(p_text text) returns text
+language sql immutable parallel safe
+as $fn$
+  select case when char_length(p_text) > 60 then left(p_text, 57) || '...' else p_text end
+$fn$;
+
+create function ballast._json_schema_declared_types(p_root jsonb, p_schema jsonb, p_depth integer DEFAULT 0) returns text[]
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_types text[] := '{}';
+  v_branch jsonb;
+  v_branch_types text[];
+begin
+  if p_depth > 32 then
+    return null;
+  end if;
+  if jsonb_typeof(p_schema) = 'boolean' then
+    return case when p_schema = 'false'::jsonb then '{}'::text[] else null end;
+  end if;
+  if jsonb_typeof(p_schema) is distinct from 'object' then
+    return null;
+  end if;
+  if p_schema ? 'type' then
+    if jsonb_typeof(p_schema->'type') = 'array' then
+      v_types := array(select jsonb_array_elements_text(p_schema->'type'));
+    else
+      v_types := array[p_schema->>'type'];
+    end if;
+    if p_schema->'nullable' = 'true'::jsonb then
+      v_types := v_types || 'null'::text;
+    end if;
+    return v_types;
+  end if;
+  if p_schema ? 'const' then
+    return array[jsonb_typeof(p_schema->'const')];
+  end if;
+  if jsonb_typeof(p_schema->'enum') = 'array' then
+    return array(
+      select distinct jsonb_typeof(v_item)
+      from jsonb_array_elements(p_schema->'enum') as t(v_item)
+      order by 1
+    );
+  end if;
+  if p_schema ? '$ref' then
+    return ballast._json_schema_declared_types(
+      p_root, ballast._json_schema_resolve(p_root, p_schema->>'$ref'), p_depth + 1);
+  end if;
+  if jsonb_typeof(coalesce(p_schema->'anyOf', p_schema->'oneOf')) = 'array' then
+    for v_branch in select jsonb_array_elements(coalesce(p_schema->'anyOf', p_schema->'oneOf')) loop
+      v_branch_types := ballast._json_schema_declared_types(p_root, v_branch, p_depth + 1);
+      if v_branch_types is null then
+        return null;
+      end if;
+      v_types := v_types || v_branch_types;
+    end loop;
+    return v_types;
+  end if;
+  return null;
+end
+$fn$;
+
+create function ballast._json_schema_declared_values(p_root jsonb, p_schema jsonb, p_depth integer DEFAULT 0) returns jsonb
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_values jsonb := '[]';
+  v_branch jsonb;
+  v_branch_values jsonb;
+begin
+  if p_depth > 32 or jsonb_typeof(p_schema) is distinct from 'object' then
+    return null;
+  end if;
+  if p_schema ? 'const' then
+    return jsonb_build_array(p_schema->'const');
+  end if;
+  if jsonb_typeof(p_schema->'enum') = 'array' then
+    return p_schema->'enum';
+  end if;
+  if p_schema ? '$ref' then
+    return ballast._json_schema_declared_values(
+      p_root, ballast._json_schema_resolve(p_root, p_schema->>'$ref'), p_depth + 1);
+  end if;
+  if jsonb_typeof(coalesce(p_schema->'anyOf', p_schema->'oneOf')) = 'array' then
+    for v_branch in select jsonb_array_elements(coalesce(p_schema->'anyOf', p_schema->'oneOf')) loop
+      v_branch_values := ballast._json_schema_declared_values(p_root, v_branch, p_depth + 1);
+      if v_branch_values is null then
+        return null;
+      end if;
+      v_values := v_values || v_branch_values;
+    end loop;
+    return v_values;
+  end if;
+  return null;
+end
+$fn$;
+
+create function ballast._json_schema_deref(p_root jsonb, p_schema jsonb) returns jsonb
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_schema jsonb := p_schema;
+  v_hops integer := 0;
+begin
+  while jsonb_typeof(v_schema) = 'object' and v_schema ? '$ref' and v_hops < 32 loop
+    v_schema := ballast._json_schema_resolve(p_root, v_schema->>'$ref');
+    v_hops := v_hops + 1;
+  end loop;
+  return v_schema;
+end
+$fn$;
+
+create function ballast._json_schema_js_regex(p_pattern text) returns text
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_out text[] := '{}';
+  v_tok text;
+  v_in_class boolean := false;
+begin
+  if strpos(p_pattern, '\') = 0 and strpos(p_pattern, '.') = 0 then
+    return p_pattern;
+  end if;
+  -- tokens: a run of characters that never need translation, an \xHH escape, any other escape, one character
+  for v_tok in
+    select v_m[1] from regexp_matches(p_pattern, '[^][\\.]+|\\x[0-9A-Fa-f]{2}|\\.|.', 'g') as t(v_m)
+  loop
+    if left(v_tok, 1) = '\' and char_length(v_tok) > 1 then
+      v_tok := case
+        when char_length(v_tok) = 4 then '\u00' || substr(v_tok, 3)  -- only \xHH tokens are that long
+        when v_tok = '\d' then case when v_in_class then '0-9' else '[0-9]' end
+        when v_tok = '\w' then case when v_in_class then 'A-Za-z0-9_' else '[A-Za-z0-9_]' end
+        when v_in_class then case when v_tok in ('\A', '\Z', '\m', '\M', '\y', '\Y') then substr(v_tok, 2) else v_tok end
+        when v_tok = '\D' then '[^0-9]'
+        when v_tok = '\W' then '[^A-Za-z0-9_]'
+        when v_tok = '\b' then '\y'
+        when v_tok = '\B' then '\Y'
+        when v_tok in ('\A', '\Z', '\m', '\M', '\y', '\Y') then substr(v_tok, 2)
+        else v_tok
+      end;
+    elsif v_in_class then
+      if v_tok = ']' then
+        v_in_class := false;
+      end if;
+    elsif v_tok = '[' then
+      v_in_class := true;
+    elsif v_tok = '.' then
+      v_tok := '[^\n\r\u2028\u2029]';
+    end if;
+    v_out := v_out || v_tok;
+  end loop;
+  return array_to_string(v_out, '');
+end
+$fn$;
+
+create function ballast._json_schema_match(p_string text, p_pattern text, p_regexes jsonb) returns boolean
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_regex jsonb := p_regexes -> p_pattern;
+begin
+  if v_regex is null then
+    v_regex := to_jsonb(ballast._json_schema_js_regex(p_pattern));
+  elsif jsonb_typeof(v_regex) <> 'string' then
+    return null;
+  end if;
+  return p_string ~ (v_regex #>> '{}');
+exception
+  when invalid_regular_expression or program_limit_exceeded then
+    return null;
+end
+$fn$;
+
+create function ballast._json_schema_matches(p_string text, p_pattern text) returns boolean
+language plpgsql immutable parallel safe
+as $fn$
+begin
+  return p_string ~ ballast._json_schema_js_regex(p_pattern);
+exception
+  when invalid_regular_expression or program_limit_exceeded then
+    return null;
+end
+$fn$;
+
+create function ballast._json_schema_one_of_values(p_allowed jsonb, p_value jsonb) returns text
+language sql immutable parallel safe
+as $fn$
+  select case when jsonb_array_length(p_allowed) = 1 then 'must be ' else 'must be one of ' end
+    || ballast._json_schema_value_list(p_allowed)
+    || '; got ' || ballast._json_schema_show(p_value)
+$fn$;
+
+create function ballast._json_schema_path_key(p_path text, p_key text) returns text
+language sql immutable parallel safe
+as $fn$
+  select case
+    when char_length(p_key) > 60 then p_path || '[' || to_jsonb(left(p_key, 57) || '...')::text || ']'
+    when p_key ~ '^[A-Za-z_$][A-Za-z0-9_$]*$' then
+      case when p_path = '' then p_key else p_path || '.' || p_key end
+    else p_path || '[' || to_jsonb(p_key)::text || ']'
+  end
+$fn$;
+
+create function ballast._json_schema_regexes(p_schema jsonb) returns jsonb
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_map jsonb := '{}';
+  v_pattern text;
+  v_regex text;
+begin
+  for v_pattern in
+    select distinct v_found #>> '{}'
+    from jsonb_path_query(p_schema, 'lax $.**.pattern ? (@.type() == "string")') as t(v_found)
+    union
+    select v_found #>> '{}'
+    from jsonb_path_query(p_schema, 'lax $.**.patternProperties.keyvalue().key') as t(v_found)
+  loop
+    v_regex := ballast._json_schema_js_regex(v_pattern);
+    begin
+      perform '' ~ v_regex;
+      v_map := v_map || jsonb_build_object(v_pattern, v_regex);
+    exception
+      when invalid_regular_expression or program_limit_exceeded then
+        v_map := v_map || jsonb_build_object(v_pattern, null);
+    end;
+  end loop;
+  return v_map;
+end
+$fn$;
+
+create function ballast._json_schema_resolve(p_root jsonb, p_ref text) returns jsonb
+language sql immutable parallel safe
+as $fn$
+  select case
+    when p_ref in ('#', '') then p_root
+    when p_ref like '#/%' then
+      p_root #> array(
+        select replace(replace(replace(v_part, '%25', '%'), '~1', '/'), '~0', '~')
+        from unnest(string_to_array(substr(p_ref, 3), '/')) with ordinality as t(v_part, v_ord)
+        order by v_ord
+      )
+    else null
+  end
+$fn$;
+
+create function ballast._json_schema_show(p_value jsonb) returns text
+language sql immutable parallel safe
+as $fn$
+  select case
+    when char_length(p_value::text) > 60 then left(p_value::text, 57) || '...'
+    else p_value::text
+  end
+$fn$;
+
+create function ballast._json_schema_type_list(p_types text[]) returns text
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_list text[] := '{}';
+  v_type text;
+  v_count integer;
+begin
+  foreach v_type in array coalesce(p_types, '{}') loop
+    if v_type = any(v_list) then
+      continue;
+    end if;
+    if v_type = 'integer' and 'number' = any(p_types) then
+      continue;
+    end if;
+    v_list := v_list || v_type;
+  end loop;
+  v_count := coalesce(array_length(v_list, 1), 0);
+  if v_count = 0 then
+    return 'nothing';
+  elsif v_count = 1 then
+    return v_list[1];
+  end if;
+  return array_to_string(v_list[1:v_count - 1], ', ') || ' or ' || v_list[v_count];
+end
+$fn$;
+
+create function ballast._json_schema_valid(p_root jsonb, p_schema jsonb, p_value jsonb, p_depth integer, p_regexes jsonb) returns boolean
+language sql immutable parallel safe
+as $fn$
+  select not exists (
+    select 1 from ballast._json_schema_walk(p_root, p_schema, p_value, '', p_depth, 1, p_regexes)
+  )
+$fn$;
+
+create function ballast._json_schema_value_list(p_values jsonb) returns text
+language sql immutable parallel safe
+as $fn$
+  with v_shown as (
+    select v_i, ballast._json_schema_show(p_values -> v_i) as v_text
+    from generate_series(0, least(jsonb_array_length(p_values), 10) - 1) as g(v_i)
+  ), v_listed as (
+    select v_i, v_text
+    from (select v_i, v_text, sum(char_length(v_text) + 2) over (order by v_i) - char_length(v_text) - 2 as v_before
+          from v_shown) as r
+    where v_before < 240 or v_i = 0
+  )
+  select coalesce((select string_agg(v_text, ', ' order by v_i) from v_listed), '')
+    || case when jsonb_array_length(p_values) > (select count(*) from v_listed)
+         then ', ... (' || (jsonb_array_length(p_values) - (select count(*) from v_listed)) || ' more)' else '' end
+$fn$;
+
+create function ballast._json_schema_walk(p_root jsonb, p_schema jsonb, p_value jsonb, p_path text, p_depth integer, p_budget integer, p_regexes jsonb) returns TABLE(path text, message text)
+language plpgsql immutable parallel safe
+as $fn$
+#variable_conflict use_column
+declare
+  v_left integer := p_budget;
+  v_got bigint;
+  v_type text := jsonb_typeof(p_value);
+  v_types text[];
+  v_limit jsonb;
+  v_max jsonb;
+  v_num numeric;
+  v_str text;
+  v_len integer;
+  v_count integer;
+  v_key text;
+  v_sub jsonb;
+  v_item jsonb;
+  v_prefix jsonb;
+  v_prefix_len integer := 0;
+  v_rest jsonb;
+  v_required text[];
+  v_matched boolean;
+  v_pattern text;
+  v_i integer;
+  v_j integer;
+  v_child_path text;
+  v_format text;
+begin
+  if v_left <= 0 then
+    return;
+  end if;
+  if p_depth > 256 then
+    raise exception 'JSON Schema validation nested too deeply at "%"', p_path
+      using detail = 'The value is nested too deeply, or the schema has a $ref cycle that never descends into the value.',
+            errcode = 'program_limit_exceeded';
+  end if;
+
+  -- boolean schemas
+  if jsonb_typeof(p_schema) = 'boolean' then
+    if p_schema = 'false'::jsonb then
+      path := p_path;
+      message := 'no value is allowed here';
+      return next;
+    end if;
+    return;
+  end if;
+  if jsonb_typeof(p_schema) is distinct from 'object' then
+    return;
+  end if;
+
+  -- OpenAPI 3.0 style nullable
+  if v_type = 'null' and p_schema->'nullable' = 'true'::jsonb then
+    return;
+  end if;
+
+  -- $ref (siblings still apply, as in draft 2020-12)
+  if p_schema ? '$ref' then
+    v_sub := ballast._json_schema_resolve(p_root, p_schema->>'$ref');
+    if v_sub is null then
+      path := p_path;
+      message := 'contract error: cannot resolve $ref ' || ballast._json_schema_show(p_schema->'$ref');
+      return next;
+      v_left := v_left - 1;
+    else
+      return query select * from ballast._json_schema_walk(
+        p_root, v_sub, p_value, p_path, p_depth + 1, v_left, p_regexes);
+      get diagnostics v_got = row_count;
+      v_left := v_left - v_got;
+    end if;
+    if v_left <= 0 then
+      return;
+    end if;
+  end if;
+
+  -- type: on a mismatch nothing else at this level is worth reporting
+  if p_schema ? 'type' then
+    if jsonb_typeof(p_schema->'type') = 'array' then
+      v_types := array(select jsonb_array_elements_text(p_schema->'type'));
+    else
+      v_types := array[p_schema->>'type'];
+    end if;
+    if not (
+      v_type = any(v_types)
+      or (v_type = 'number' and 'integer' = any(v_types) and (p_value::numeric % 1) = 0)
+    ) then
+      path := p_path;
+      if v_type = 'number' and 'integer' = any(v_types) then
+        message := 'must be an integer; got ' || ballast._json_schema_show(p_value);
+      else
+        message := 'expected ' || ballast._json_schema_cut(ballast._json_schema_type_list(v_types))
+          || ', got ' || v_type;
+      end if;
+      return next;
+      return;
+    end if;
+  end if;
+
+  -- const / enum
+  if p_schema ? 'const' and p_value is distinct from p_schema->'const' then
+    path := p_path;
+    message := ballast._json_schema_one_of_values(jsonb_build_array(p_schema->'const'), p_value);
+    return next;
+    v_left := v_left - 1;
+    if v_left <= 0 then
+      return;
+    end if;
+  end if;
+  if jsonb_typeof(p_schema->'enum') = 'array'
+    and not exists (select 1 from jsonb_array_elements(p_schema->'enum') as t(v_e) where v_e = p_value) then
+    path := p_path;
+    message := ballast._json_schema_one_of_values(p_schema->'enum', p_value);
+    return next;
+    v_left := v_left - 1;
+    if v_left <= 0 then
+      return;
+    end if;
+  end if;
+
+  -- numbers (a draft 4 boolean exclusiveMinimum/exclusiveMaximum modifies minimum/maximum)
+  if v_type = 'number' then
+    v_num := p_value::numeric;
+    v_limit := p_schema->'minimum';
+    if jsonb_typeof(v_limit) = 'number' then
+      if p_schema->'exclusiveMinimum' = 'true'::jsonb then
+        if v_num <= v_limit::numeric then
+          path := p_path;
+          message := 'must be > ' || ballast._json_schema_show(v_limit) || '; got ' || ballast._json_schema_show(p_value);
+          return next;
+          v_left := v_left - 1;
+        end if;
+      elsif v_num < v_limit::numeric then
+        path := p_path;
+        message := 'must be >= ' || ballast._json_schema_show(v_limit) || '; got ' || ballast._json_schema_show(p_value);
+        return next;
+        v_left := v_left - 1;
+      end if;
+    end if;
+    v_limit := p_schema->'exclusiveMinimum';
+    if v_left > 0 and jsonb_typeof(v_limit) = 'number' and v_num <= v_limit::numeric then
+      path := p_path;
+      message := 'must be > ' || ballast._json_schema_show(v_limit) || '; got ' || ballast._json_schema_show(p_value);
+      return next;
+      v_left := v_left - 1;
+    end if;
+    v_limit := p_schema->'maximum';
+    if v_left > 0 and jsonb_typeof(v_limit) = 'number' then
+      if p_schema->'exclusiveMaximum' = 'true'::jsonb then
+        if v_num >= v_limit::numeric then
+          path := p_path;
+          message := 'must be < ' || ballast._json_schema_show(v_limit) || '; got ' || ballast._json_schema_show(p_value);
+          return next;
+          v_left := v_left - 1;
+        end if;
+      elsif v_num > v_limit::numeric then
+        path := p_path;
+        message := 'must be <= ' || ballast._json_schema_show(v_limit) || '; got ' || ballast._json_schema_show(p_value);
+        return next;
+        v_left := v_left - 1;
+      end if;
+    end if;
+    v_limit := p_schema->'exclusiveMaximum';
+    if v_left > 0 and jsonb_typeof(v_limit) = 'number' and v_num >= v_limit::numeric then
+      path := p_path;
+      message := 'must be < ' || ballast._json_schema_show(v_limit) || '; got ' || ballast._json_schema_show(p_value);
+      return next;
+      v_left := v_left - 1;
+    end if;
+    v_limit := p_schema->'multipleOf';
+    -- the quotient may miss an integer by binary floating-point noise, as
+    -- JavaScript computes 0.1 * 3 = 0.30000000000000004; zod accepts that too
+    if v_left > 0 and jsonb_typeof(v_limit) = 'number' and v_limit::numeric > 0
+      and v_num % v_limit::numeric <> 0
+      and abs(v_num / v_limit::numeric - round(v_num / v_limit::numeric))
+          > 1e-9 * greatest(1, abs(v_num / v_limit::numeric)) then
+      path := p_path;
+      message := 'must be a multiple of ' || ballast._json_schema_show(v_limit)
+        || '; got ' || ballast._json_schema_show(p_value);
+      return next;
+      v_left := v_left - 1;
+    end if;
+    if v_left <= 0 then
+      return;
+    end if;
+  end if;
+
+  -- strings
+  if v_type = 'string' then
+    v_str := p_value #>> '{}';
+    v_len := char_length(v_str);
+    v_limit := p_schema->'minLength';
+    if jsonb_typeof(v_limit) = 'number' and v_len < v_limit::numeric then
+      path := p_path;
+      message := 'must have at least ' || ballast._json_schema_show(v_limit)
+        || case when v_limit::numeric = 1 then ' character' else ' characters' end
+        || '; got ' || v_len;
+      return next;
+      v_left := v_left - 1;
+    end if;
+    v_limit := p_schema->'maxLength';
+    if v_left > 0 and jsonb_typeof(v_limit) = 'number' and v_len > v_limit::numeric then
+      path := p_path;
+      message := 'must have at most ' || ballast._json_schema_show(v_limit)
+        || case when v_limit::numeric = 1 then ' character' else ' characters' end
+        || '; got ' || v_len;
+      return next;
+      v_left := v_left - 1;
+    end if;
+    if v_left > 0 and jsonb_typeof(p_schema->'pattern') = 'string' then
+      v_pattern := p_schema->>'pattern';
+      if ballast._json_schema_match(v_str, v_pattern, p_regexes) = false then
+        path := p_path;
+        v_format := p_schema->>'format';
+        message := case v_format
+          when 'email' then 'must be a valid email address'
+          when 'uuid' then 'must be a valid UUID'
+          when 'guid' then 'must be a valid GUID'
+          when 'date-time' then 'must be an ISO 8601 date-time (e.g. 2024-01-31T12:00:00Z)'
+          when 'date' then 'must be an ISO 8601 date (YYYY-MM-DD)'
+          when 'time' then 'must be an ISO 8601 time (HH:MM[:SS])'
+          when 'duration' then 'must be an ISO 8601 duration (e.g. P1DT2H)'
+          when 'ipv4' then 'must be a valid IPv4 address'
+          when 'ipv6' then 'must be a valid IPv6 address'
+          when 'cidrv4' then 'must be a valid IPv4 CIDR range'
+          when 'cidrv6' then 'must be a valid IPv6 CIDR range'
+          when 'e164' then 'must be an E.164 phone number (e.g. +14155552671)'
+          when 'base64' then 'must be base64-encoded'
+          when 'base64url' then 'must be base64url-encoded'
+          when 'hex' then 'must be a hexadecimal string'
+          when 'hostname' then 'must be a valid hostname'
+          when 'emoji' then 'must consist of emoji'
+          when 'jwt' then 'must be a JWT'
+          when 'nanoid' then 'must be a valid nanoid'
+          when 'ulid' then 'must be a valid ULID'
+          when 'cuid' then 'must be a valid CUID'
+          when 'cuid2' then 'must be a valid CUID2'
+          when 'ksuid' then 'must be a valid KSUID'
+          when 'lowercase' then 'must not contain upper-case letters'
+          when 'uppercase' then 'must not contain lower-case letters'
+          else 'must match pattern ' || ballast._json_schema_cut(v_pattern)
+        end || '; got ' || ballast._json_schema_show(p_value);
+        return next;
+        v_left := v_left - 1;
+      end if;
+    end if;
+    if v_left <= 0 then
+      return;
+    end if;
+  end if;
+
+  -- arrays
+  if v_type = 'array' then
+    v_count := jsonb_array_length(p_value);
+    v_limit := p_schema->'minItems';
+    if jsonb_typeof(v_limit) = 'number' and v_count < v_limit::numeric then
+      path := p_path;
+      message := 'must have at least ' || ballast._json_schema_show(v_limit) || ' item(s); got ' || v_count;
+      return next;
+      v_left := v_left - 1;
+    end if;
+    v_limit := p_schema->'maxItems';
+    if v_left > 0 and jsonb_typeof(v_limit) = 'number' and v_count > v_limit::numeric then
+      path := p_path;
+      message := 'must have at most ' || ballast._json_schema_show(v_limit) || ' item(s); got ' || v_count;
+      return next;
+      v_left := v_left - 1;
+    end if;
+    if v_left <= 0 then
+      return;
+    end if;
+
+    -- tuple part: prefixItems (2020-12) or an items array (draft 7)
+    if jsonb_typeof(p_schema->'prefixItems') = 'array' then
+      v_prefix := p_schema->'prefixItems';
+      v_rest := p_schema->'items';
+    elsif jsonb_typeof(p_schema->'items') = 'array' then
+      v_prefix := p_schema->'items';
+      v_rest := p_schema->'additionalItems';
+    else
+      v_prefix := '[]';
+      v_rest := p_schema->'items';
+    end if;
+    v_prefix_len := jsonb_array_length(v_prefix);
+    if v_prefix_len > 0 or v_rest is not null then
+      for v_i in 0 .. v_count - 1 loop
+        v_child_path := p_path || '[' || v_i || ']';
+        if v_i < v_prefix_len then
+          return query select * from ballast._json_schema_walk(
+            p_root, v_prefix->v_i, p_value->v_i, v_child_path, p_depth + 1, v_left, p_regexes);
+          get diagnostics v_got = row_count;
+          v_left := v_left - v_got;
+        elsif v_rest is null then
+          exit;
+        elsif v_rest = 'false'::jsonb then
+          -- zod's tuples also set maxItems, which has already reported this
+          exit when jsonb_typeof(p_schema->'maxItems') = 'number'
+            and (p_schema->'maxItems')::numeric <= v_prefix_len;
+          path := v_child_path;
+          message := 'unexpected item (not allowed by the contract, which allows at most '
+            || v_prefix_len || ' item(s))';
+          return next;
+          v_left := v_left - 1;
+        else
+          return query select * from ballast._json_schema_walk(
+            p_root, v_rest, p_value->v_i, v_child_path, p_depth + 1, v_left, p_regexes);
+          get diagnostics v_got = row_count;
+          v_left := v_left - v_got;
+        end if;
+        if v_left <= 0 then
+          return;
+        end if;
+      end loop;
+    end if;
+
+    -- one sort finds every repeated item and its first occurrence (jsonb equality: 1 = 1.0, key order ignored)
+    if p_schema->'uniqueItems' = 'true'::jsonb then
+      for v_i, v_j in
+        select d.ord - 1, d.first_ord - 1
+        from (
+          select e.ord, min(e.ord) over (partition by e.item) as first_ord
+          from jsonb_array_elements(p_value) with ordinality as e(item, ord)
+        ) as d
+        where d.ord > d.first_ord
+        order by d.ord
+        limit v_left
+      loop
+        path := p_path || '[' || v_i || ']';
+        message := 'duplicate item (same as item ' || v_j || '); items must be unique';
+        return next;
+        v_left := v_left - 1;
+      end loop;
+      if v_left <= 0 then
+        return;
+      end if;
+    end if;
+
+    if p_schema ? 'contains' then
+      v_limit := coalesce(p_schema->'minContains', '1'::jsonb);
+      v_max := p_schema->'maxContains';
+      if jsonb_typeof(v_limit) <> 'number' then
+        v_limit := '1'::jsonb;
+      end if;
+      if jsonb_typeof(v_max) <> 'number' then
+        v_max := null;
+      end if;
+      v_len := 0;
+      v_matched := false;
+      for v_item in select jsonb_array_elements(p_value) loop
+        if ballast._json_schema_valid(p_root, p_schema->'contains', v_item, p_depth + 1, p_regexes) then
+          v_len := v_len + 1;
+          -- the answer is known once the minimum is reached and the maximum is either absent or exceeded
+          v_matched := v_len >= v_limit::numeric and (v_max is null or v_len > v_max::numeric);
+          exit when v_matched;
+        end if;
+      end loop;
+      if v_len < v_limit::numeric then
+        path := p_path;
+        message := 'must contain at least ' || ballast._json_schema_show(v_limit)
+          || ' item(s) of the required shape; got ' || v_len;
+        return next;
+        v_left := v_left - 1;
+      end if;
+      if v_left > 0 and v_max is not null and v_len > v_max::numeric then
+        path := p_path;
+        message := 'must contain at most ' || ballast._json_schema_show(v_max)
+          || ' item(s) of the given shape; got ' || v_len || case when v_matched then ' or more' else '' end;
+        return next;
+        v_left := v_left - 1;
+      end if;
+      if v_left <= 0 then
+        return;
+      end if;
+    end if;
+  end if;
+
+  -- objects
+  if v_type = 'object' then
+    if p_schema ? 'minProperties' or p_schema ? 'maxProperties' then
+      v_count := (select count(*) from jsonb_object_keys(p_value));
+      v_limit := p_schema->'minProperties';
+      if jsonb_typeof(v_limit) = 'number' and v_count < v_limit::numeric then
+        path := p_path;
+        message := 'must have at least ' || ballast._json_schema_show(v_limit) || ' property(ies); got ' || v_count;
+        return next;
+        v_left := v_left - 1;
+      end if;
+      v_limit := p_schema->'maxProperties';
+      if v_left > 0 and jsonb_typeof(v_limit) = 'number' and v_count > v_limit::numeric then
+        path := p_path;
+        message := 'must have at most ' || ballast._json_schema_show(v_limit) || ' property(ies); got ' || v_count;
+        return next;
+        v_left := v_left - 1;
+      end if;
+      if v_left <= 0 then
+        return;
+      end if;
+    end if;
+
+    if jsonb_typeof(p_schema->'required') = 'array' then
+      v_required := array(select jsonb_array_elements_text(p_schema->'required'));
+    else
+      v_required := '{}';
+    end if;
+
+    -- declared properties, reporting missing required ones in the same pass
+    if jsonb_typeof(p_schema->'properties') = 'object' then
+      for v_key, v_sub in select * from jsonb_each(p_schema->'properties') loop
+        v_child_path := ballast._json_schema_path_key(p_path, v_key);
+        if p_value ? v_key then
+          return query select * from ballast._json_schema_walk(
+            p_root, v_sub, p_value->v_key, v_child_path, p_depth + 1, v_left, p_regexes);
+          get diagnostics v_got = row_count;
+          v_left := v_left - v_got;
+        elsif v_key = any(v_required) then
+          path := v_child_path;
+          message := 'required property is missing';
+          return next;
+          v_left := v_left - 1;
+        end if;
+        if v_left <= 0 then
+          return;
+        end if;
+      end loop;
+    end if;
+    -- required properties that are not declared in properties
+    foreach v_key in array v_required loop
+      if not (p_value ? v_key)
+        and not coalesce((p_schema->'properties') ? v_key, false) then
+        path := ballast._json_schema_path_key(p_path, v_key);
+        message := 'required property is missing';
+        return next;
+        v_left := v_left - 1;
+        if v_left <= 0 then
+          return;
+        end if;
+      end if;
+    end loop;
+
+    -- every present key: propertyNames, patternProperties, additionalProperties
+    if p_schema ? 'propertyNames' or p_schema ? 'patternProperties' or p_schema ? 'additionalProperties' then
+      for v_key, v_item in select * from jsonb_each(p_value) loop
+        v_child_path := ballast._json_schema_path_key(p_path, v_key);
+        if p_schema ? 'propertyNames' then
+          return query
+            select v_child_path, 'invalid property name: ' || w.message
+            from ballast._json_schema_walk(p_root, p_schema->'propertyNames', to_jsonb(v_key), v_child_path,
+                                           p_depth + 1, v_left, p_regexes)
+              with ordinality as w(path, message, ord)
+            order by w.ord;
+          get diagnostics v_got = row_count;
+          v_left := v_left - v_got;
+          if v_left <= 0 then
+            return;
+          end if;
+        end if;
+        v_matched := coalesce((p_schema->'properties') ? v_key, false);
+        if jsonb_typeof(p_schema->'patternProperties') = 'object' then
+          for v_pattern, v_sub in select * from jsonb_each(p_schema->'patternProperties') loop
+            if ballast._json_schema_match(v_key, v_pattern, p_regexes) then
+              v_matched := true;
+              return query select * from ballast._json_schema_walk(
+                p_root, v_sub, v_item, v_child_path, p_depth + 1, v_left, p_regexes);
+              get diagnostics v_got = row_count;
+              v_left := v_left - v_got;
+              if v_left <= 0 then
+                return;
+              end if;
+            end if;
+          end loop;
+        end if;
+        if not v_matched and p_schema ? 'additionalProperties' then
+          if p_schema->'additionalProperties' = 'false'::jsonb then
+            path := v_child_path;
+            message := 'unknown property (not allowed by the contract)';
+            return next;
+            v_left := v_left - 1;
+          else
+            return query select * from ballast._json_schema_walk(
+              p_root, p_schema->'additionalProperties', v_item, v_child_path, p_depth + 1, v_left, p_regexes);
+            get diagnostics v_got = row_count;
+            v_left := v_left - v_got;
+          end if;
+          if v_left <= 0 then
+            return;
+          end if;
+        end if;
+      end loop;
+    end if;
+  end if;
+
+  -- combinators
+  if jsonb_typeof(p_schema->'allOf') = 'array' then
+    for v_sub in select jsonb_array_elements(p_schema->'allOf') loop
+      return query select * from ballast._json_schema_walk(
+        p_root, v_sub, p_value, p_path, p_depth + 1, v_left, p_regexes);
+      get diagnostics v_got = row_count;
+      v_left := v_left - v_got;
+      if v_left <= 0 then
+        return;
+      end if;
+    end loop;
+  end if;
+  if jsonb_typeof(p_schema->'anyOf') = 'array' then
+    return query select * from ballast._json_schema_alternatives(
+      p_root, p_schema->'anyOf', p_value, p_path, p_depth, false, v_left, p_regexes);
+    get diagnostics v_got = row_count;
+    v_left := v_left - v_got;
+    if v_left <= 0 then
+      return;
+    end if;
+  end if;
+  if jsonb_typeof(p_schema->'oneOf') = 'array' then
+    return query select * from ballast._json_schema_alternatives(
+      p_root, p_schema->'oneOf', p_value, p_path, p_depth, true, v_left, p_regexes);
+    get diagnostics v_got = row_count;
+    v_left := v_left - v_got;
+    if v_left <= 0 then
+      return;
+    end if;
+  end if;
+  if p_schema ? 'not' then
+    if ballast._json_schema_valid(p_root, p_schema->'not', p_value, p_depth + 1, p_regexes) then
+      path := p_path;
+      message := case
+        when p_schema->'not' in ('{}'::jsonb, 'true'::jsonb) then 'no value is allowed here'
+        else 'must not match the excluded shape'
+      end;
+      return next;
+      v_left := v_left - 1;
+      if v_left <= 0 then
+        return;
+      end if;
+    end if;
+  end if;
+  if p_schema ? 'if' then
+    if ballast._json_schema_valid(p_root, p_schema->'if', p_value, p_depth + 1, p_regexes) then
+      if p_schema ? 'then' then
+        return query select * from ballast._json_schema_walk(
+          p_root, p_schema->'then', p_value, p_path, p_depth + 1, v_left, p_regexes);
+      end if;
+    elsif p_schema ? 'else' then
+      return query select * from ballast._json_schema_walk(
+        p_root, p_schema->'else', p_value, p_path, p_depth + 1, v_left, p_regexes);
+    end if;
+  end if;
+end
+$fn$;
+
+create function ballast.begin_effect(p_attempt_id bigint, p_key text) returns TABLE(done boolean, result jsonb, earlier_attempts integer, idempotency_key text)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_effect ballast_private.effects;
+  v_earlier integer;
+begin
+  perform ballast_private.check_effect_key(p_key);
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select * into v_effect from ballast_private.effects e where e.step_id = v_step.id and e.key = p_key;
+  if v_effect.step_id is null then
+    insert into ballast_private.effect_intents (step_id, key, attempt_id)
+    values (v_step.id, p_key, p_attempt_id)
+    on conflict do nothing;
+  end if;
+  select count(*) into v_earlier from ballast_private.effect_intents i
+   where i.step_id = v_step.id and i.key = p_key and i.attempt_id <> p_attempt_id
+     and i.attempt_id is distinct from v_effect.attempt_id;
+  return query
+  select v_effect.step_id is not null, v_effect.result, v_earlier,
+         'ballast:' || v_step.job_id || ':' || v_step.name || ':' || p_key;
+end
+$fn$;
+
+create function ballast.begin_model_call(p_attempt_id bigint, p_provider text, p_model text, p_input_tokens_estimate integer, p_max_output_tokens integer) returns TABLE(cooldown_until timestamp with time zone, cooldown_reason text, reservation_id bigint, estimate_usd numeric, budget_exhausted boolean, budget_message text, resume_at timestamp with time zone, on_exhausted text, cooldown_ms integer)
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_tenant text;
+  v_cool ballast_private.provider_cooldowns;
+  v_price ballast_private.model_prices;
+  v_estimate numeric;
+  v_budget ballast_private.budgets;
+  v_start timestamptz;
+  v_end timestamptz;
+  v_usage ballast_private.budget_usage;
+  v_reservation bigint;
+begin
+  if p_input_tokens_estimate < 0 or p_max_output_tokens < 0 then
+    perform ballast_private.bad_argument('estimate', format('input %s, output %s: token counts must be >= 0',
+      p_input_tokens_estimate, p_max_output_tokens), 'Pass the prompt''s estimated tokens and the call''s max output tokens.');
+  end if;
+  select j.tenant_id into v_tenant
+    from ballast_private.attempts a join ballast_private.jobs j on j.id = a.job_id where a.id = p_attempt_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('attempt %s does not exist', p_attempt_id);
+  end if;
+  select * into v_cool from ballast_private.provider_cooldowns c
+   where c.provider = p_provider and c.model in (p_model, '*') and c.until > v_now
+   order by c.until desc limit 1;
+  if found then
+    return query select v_cool.until, v_cool.reason, null::bigint, null::numeric, false, null::text, null::timestamptz,
+                        null::text, ballast_private.cooldown_left_ms(v_cool.until, v_now);
+    return;
+  end if;
+  select * into v_price from ballast.model_price(p_provider, p_model, v_now);
+  v_estimate := round((coalesce(p_input_tokens_estimate, 0) * coalesce(v_price.input_per_mtok, 0)
+                       + coalesce(p_max_output_tokens, 0) * coalesce(v_price.output_per_mtok, 0)) / 1000000.0, 8);
+  select * into v_budget from ballast_private.budgets b where b.tenant_id = v_tenant;
+  if not found then
+    return query select null::timestamptz, null::text, null::bigint, v_estimate, false, null::text, null::timestamptz,
+                        null::text, null::integer;
+    return;
+  end if;
+  v_start := ballast_private.budget_period_start(v_budget.period, v_now);
+  v_end := v_start + ('1 ' || v_budget.period)::interval;
+  insert into ballast_private.budget_usage (tenant_id, period_start) values (v_tenant, v_start)
+  on conflict do nothing;
+  -- Reservations whose attempt is over without having settled them (the worker died during the call) would hold
+  -- budget for ever: expire them, counting their estimate as spent (the call may have been made and billed).
+  with stale as (
+    update ballast_private.budget_reservations r
+       set status = 'expired', actual_usd = r.estimate_usd, settled_at = v_now
+     where r.tenant_id = v_tenant and r.period_start = v_start and r.status = 'open'
+       and not exists (select 1 from ballast_private.attempts a where a.id = r.attempt_id and a.outcome = 'running')
+    returning r.estimate_usd as stale_estimate)
+  update ballast_private.budget_usage u
+     set reserved_usd = greatest(u.reserved_usd - s.total, 0), spent_usd = u.spent_usd + s.total
+    from (select sum(st.stale_estimate) as total from stale st) s
+   where s.total is not null and u.tenant_id = v_tenant and u.period_start = v_start;
+  update ballast_private.budget_usage u set reserved_usd = u.reserved_usd + v_estimate
+   where u.tenant_id = v_tenant and u.period_start = v_start
+     and u.spent_usd + u.reserved_usd + v_estimate <= v_budget.limit_usd
+  returning * into v_usage;
+  if not found then
+    select * into v_usage from ballast_private.budget_usage u where u.tenant_id = v_tenant and u.period_start = v_start;
+    return query select null::timestamptz, null::text, null::bigint, v_estimate, true,
+      format('budget of tenant %s exhausted: %s USD spent and %s USD reserved of %s USD for the %s starting %s; this call could cost up to %s USD',
+             v_tenant, trim_scale(round(v_usage.spent_usd, 6)), trim_scale(round(v_usage.reserved_usd, 6)),
+             trim_scale(v_budget.limit_usd), v_budget.period, to_char(v_start at time zone 'UTC', 'YYYY-MM-DD'),
+             trim_scale(round(v_estimate, 6))),
+      v_end, v_budget.on_exhausted, null::integer;
+    return;
+  end if;
+  insert into ballast_private.budget_reservations (tenant_id, period_start, attempt_id, estimate_usd)
+  values (v_tenant, v_start, p_attempt_id, v_estimate)
+  returning id into v_reservation;
+  return query select null::timestamptz, null::text, v_reservation, v_estimate, false, null::text, null::timestamptz,
+                      null::text, null::integer;
+end
+$fn$;
+
+create function ballast.begin_transactional_effect(p_attempt_id bigint, p_key text) returns TABLE(done boolean, result jsonb)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_effect ballast_private.effects;
+begin
+  perform ballast_private.check_effect_key(p_key);
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select * into v_effect from ballast_private.effects e where e.step_id = v_step.id and e.key = p_key;
+  return query select v_effect.step_id is not null, v_effect.result;
+end
+$fn$;
+
+create function ballast.bind_role_tenant(p_role name, p_tenant_id text) returns void
+language plpgsql volatile
+as $fn$
+begin
+  if not exists (select 1 from pg_roles where rolname = p_role) then
+    perform ballast_private.bad_argument('role', format('%L is not a role of this server', p_role), 'Create the login first (create role ... login).');
+  end if;
+  if p_tenant_id is null then
+    delete from ballast_private.role_tenants where role_name = p_role;
+  else
+    perform ballast_private.check_key_text('tenant_id', p_tenant_id, 200, 'Pass a tenant id of 1 to 200 bytes.');
+    insert into ballast_private.role_tenants (role_name, tenant_id) values (p_role, p_tenant_id)
+    on conflict (role_name) do update set tenant_id = excluded.tenant_id, bound_at = ballast.now();
+  end if;
+end
+$fn$;
+
+create function ballast.cancel_job(p_job_id bigint, p_reason text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns TABLE(job_id bigint, status text, cancelled_step_ids bigint[], already_cancelled boolean)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  perform ballast_private.require_tenant((select j.tenant_id from ballast_private.jobs j where j.id = p_job_id),
+                                         format('job %s', p_job_id));
+  return query select * from ballast_private.cancel_job(p_job_id, p_reason, ballast_private.caller_actor(p_actor));
+end
+$fn$;
+
+create function ballast.claim_step(p_step_id bigint, p_worker_id text, p_lease_ms integer DEFAULT 30000) returns SETOF ballast.step_claim
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_running int;
+  v_attempt_id bigint;
+  v_lease timestamptz;
+begin
+  perform 1 from ballast_private.workers w where w.id = p_worker_id and w.stopped_at is null;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('worker %L is not registered or was declared stopped', p_worker_id),
+      hint = 'Call ballast.register_worker before claiming steps (a worker declared dead must register again).';
+  end if;
+
+  select * into v_step from ballast_private.steps s where s.id = p_step_id for update skip locked;
+  if not found then
+    return;
+  end if;
+  if v_step.status = 'retrying' then
+    if v_step.next_run_at > v_now then
+      return;
+    end if;
+    update ballast_private.steps s set status = 'queued', queued_at = v_now, next_run_at = null
+     where s.id = p_step_id;
+  elsif v_step.status <> 'queued' then
+    return;
+  end if;
+
+  if v_step.concurrency_key is not null then
+    perform pg_advisory_xact_lock(hashtextextended(v_step.concurrency_key, 0));
+    select count(*) into v_running from ballast_private.steps s
+     where s.concurrency_key = v_step.concurrency_key and s.status = 'running';
+    if v_running >= v_step.concurrency_limit then
+      perform ballast_private.wake_step(p_step_id, v_now + make_interval(secs => 1 + random()));
+      return;
+    end if;
+    -- The attempt starts now, not when this call began: the wait for the group lock can outlast the completion of
+    -- the step whose slot this claim takes, and an earlier started_at would show a third step overlapping two.
+    v_now := ballast.now();
+  end if;
+
+  v_lease := v_now + make_interval(secs => greatest(p_lease_ms, 1000) / 1000.0);
+  update ballast_private.steps s
+     set status = 'running', attempts = s.attempts + 1, started_at = coalesce(s.started_at, v_now),
+         next_run_at = null
+   where s.id = p_step_id
+  returning * into v_step;
+  insert into ballast_private.attempts (step_id, job_id, number, worker_id, started_at, lease_expires_at)
+  values (v_step.id, v_step.job_id, v_step.attempts, p_worker_id, v_now, v_lease)
+  returning id into v_attempt_id;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+
+  return query
+  select v_attempt_id, v_step.attempts - v_step.attempt_offset, v_step.max_attempts, v_step.id, v_step.name,
+         j.id, j.tenant_id, j.pipeline, j.pipeline_version, j.input,
+         coalesce((select jsonb_object_agg(d.name, d.output) from ballast_private.steps d
+                    where d.job_id = v_step.job_id and d.name = any(v_step.depends_on)), '{}'::jsonb),
+         'ballast:' || j.id || ':' || v_step.name,
+         v_step.timeout_ms, v_lease,
+         coalesce((select jsonb_object_agg(e.key, e.result) from ballast_private.effects e
+                    where e.step_id = v_step.id), '{}'::jsonb),
+         coalesce((select p.name from ballast_private.steps p where p.id = v_step.parent_step_id), v_step.name),
+         v_step.item_index, v_step.item
+    from ballast_private.jobs j where j.id = v_step.job_id;
+end
+$fn$;
+
+create function ballast.claim_steps(p_worker_id text, p_tasks text[], p_n integer, p_lease_ms integer DEFAULT 30000) returns SETOF ballast.step_claim
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_lease timestamptz;
+  v_n int := least(greatest(coalesce(p_n, 0), 0), 1000);
+  v_ids bigint[] := '{}';
+  v_group record;
+  v_running int;
+  v_free int;
+begin
+  if v_n = 0 then
+    return;
+  end if;
+  perform 1 from ballast_private.workers w where w.id = p_worker_id and w.stopped_at is null;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('worker %L is not registered or was declared stopped', p_worker_id),
+      hint = 'Call ballast.register_worker before claiming steps (a worker declared dead must register again).';
+  end if;
+
+  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.)
+  if exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now) then
+    update ballast_private.steps s set status = 'queued', queued_at = v_now, next_run_at = null, updated_at = v_now
+     where s.id in (select r.id from ballast_private.steps r
+                     where r.status = 'retrying' and r.next_run_at <= v_now and r.task = any(p_tasks)
+                     order by r.next_run_at limit v_n
+                     for update skip locked);
+  end if;
+
+  for v_group in
+    select q.concurrency_key, max(q.concurrency_limit) as lim
+      from (select g.concurrency_key, g.concurrency_limit from ballast_private.steps g
+             where g.status = 'queued' and g.concurrency_key is not null and g.task = any(p_tasks)
+             order by g.concurrency_key, g.id limit 500) q
+     group by q.concurrency_key
+  loop
+    exit when cardinality(v_ids) >= v_n;
+    perform pg_advisory_xact_lock(hashtextextended(v_group.concurrency_key, 0));
+    select count(*) into v_running from ballast_private.steps s
+     where s.concurrency_key = v_group.concurrency_key and s.status = 'running';
+    v_free := least(v_group.lim - v_running, v_n - cardinality(v_ids));
+    continue when v_free <= 0;
+    v_ids := v_ids || array(
+      select s.id from ballast_private.steps s
+       where s.concurrency_key = v_group.concurrency_key and s.status = 'queued' and s.task = any(p_tasks)
+       order by s.priority, (s.attempts = 0), s.id limit v_free
+       for update skip locked);
+  end loop;
+
+  if cardinality(v_ids) < v_n then
+    v_ids := v_ids || array(
+      select s.id from ballast_private.steps s
+       where s.status = 'queued' and s.concurrency_key is null and s.task = any(p_tasks)
+       order by s.priority, (s.attempts = 0), s.id limit v_n - cardinality(v_ids)
+       for update skip locked);
+  end if;
+  if cardinality(v_ids) = 0 then
+    return;
+  end if;
+
+  -- Model steps whose gate is closed are parked instead of claimed (claim_gate). Two probes of small tables first,
+  -- so that claims pay nothing while no cooldown is in force and no pausing budget is used up.
+  if exists (select 1 from ballast_private.provider_cooldowns c where c.until > v_now)
+     or exists (select 1 from ballast_private.budgets b
+                  left join ballast_private.budget_usage u
+                    on u.tenant_id = b.tenant_id and u.period_start = ballast_private.budget_period_start(b.period, v_now)
+                 where b.on_exhausted = 'pause' and coalesce(u.spent_usd, 0) + coalesce(u.reserved_usd, 0) >= b.limit_usd) then
+    with gated as (
+      select s.id, g.until, g.class, g.message
+        from ballast_private.steps s
+        join ballast_private.jobs j on j.id = s.job_id
+        join ballast_private.pipelines p on p.name = j.pipeline and p.version = j.pipeline_version
+        cross join lateral (select e -> 'model' as model from jsonb_array_elements(p.definition -> 'steps') e
+                             where e ->> 'name' = s.name and e ? 'model') d
+        cross join lateral ballast_private.claim_gate(j.tenant_id, d.model, v_now) g
+       where s.id = any(v_ids) and s.parent_step_id is null),
+    parked as (
+      update ballast_private.steps s
+         set status = 'retrying', next_run_at = g.until, updated_at = v_now,
+             error = jsonb_build_object('class', g.class, 'code', g.class, 'message', g.message, 'retryable', true,
+                                        'attempt', s.attempts)
+        from gated g where s.id = g.id
+      returning s.id)
+    select array(select i from unnest(v_ids) i where i not in (select id from parked)) into v_ids;
+    if cardinality(v_ids) = 0 then
+      return;
+    end if;
+  end if;
+
+  -- The attempts start now (a group lock may have been waited for).
+  v_now := ballast.now();
+  v_lease := v_now + make_interval(secs => greatest(p_lease_ms, 1000) / 1000.0);
+  return query
+  with upd as (
+    update ballast_private.steps s
+       set status = 'running', attempts = s.attempts + 1, started_at = coalesce(s.started_at, v_now),
+           next_run_at = null, updated_at = v_now
+     where s.id = any(v_ids)
+    returning s.*),
+  att as (
+    insert into ballast_private.attempts (step_id, job_id, number, worker_id, started_at, lease_expires_at)
+    select u.id, u.job_id, u.attempts, p_worker_id, v_now, v_lease from upd u
+     order by u.priority, (u.attempts = 1), u.id
+    returning id, step_id)
+  select att.id, u.attempts - u.attempt_offset, u.max_attempts, u.id, u.name,
+         j.id, j.tenant_id, j.pipeline, j.pipeline_version, j.input,
+         case when cardinality(u.depends_on) = 0 then '{}'::jsonb else
+           coalesce((select jsonb_object_agg(d.name, d.output) from ballast_private.steps d
+                      where d.job_id = u.job_id and d.name = any(u.depends_on)), '{}'::jsonb) end,
+         'ballast:' || j.id || ':' || u.name, u.timeout_ms, v_lease,
+         case when u.attempts = 1 then '{}'::jsonb else
+           coalesce((select jsonb_object_agg(e.key, e.result) from ballast_private.effects e where e.step_id = u.id),
+                    '{}'::jsonb) end,
+         case when u.parent_step_id is null then u.name
+              else (select p.name from ballast_private.steps p where p.id = u.parent_step_id) end,
+         u.item_index, u.item
+    from upd u join att on att.step_id = u.id join ballast_private.jobs j on j.id = u.job_id
+   order by u.priority, (u.attempts = 1), u.id;
+end
+$fn$;
+
+create function ballast.complete_step(p_attempt_id bigint, p_output jsonb) returns TABLE(step_status text, job_status text, queued_step_ids bigint[])
+language sql volatile
+as $fn$
+  select 'succeeded'::text, c.job_status, c.queued_step_ids from ballast_private.complete(p_attempt_id, p_output, true) c
+$fn$;
+
+create function ballast.complete_step_and_claim(p_attempt_id bigint, p_output jsonb, p_worker_id text, p_lease_ms integer DEFAULT 30000) returns SETOF ballast.step_claim
+language plpgsql volatile
+as $fn$
+declare
+  v_queued bigint[];
+begin
+  perform 1 from ballast_private.workers w where w.id = p_worker_id and w.stopped_at is null;
+  if not found then
+    -- A worker declared stopped may still finish what it holds, but takes nothing new.
+    perform ballast_private.complete(p_attempt_id, p_output, true);
+    return;
+  end if;
+  select c.queued_step_ids into v_queued from ballast_private.complete(p_attempt_id, p_output, false) c;
+  if cardinality(v_queued) = 0 then
+    return;
+  end if;
+  return query select * from ballast.claim_step(v_queued[1], p_worker_id, p_lease_ms);
+end
+$fn$;
+
+create function ballast.events_after(p_after bigint, p_tenant_id text DEFAULT NULL::text, p_job_id bigint DEFAULT NULL::bigint, p_limit integer DEFAULT 1000) returns TABLE(id bigint, tx bigint, job_id bigint, step_id bigint, tenant_id text, step_name text, type text, status text, at timestamp with time zone, watermark bigint)
+language plpgsql stable
+as $fn$
+declare
+  v_tx xid8 := '0'::xid8;
+  v_id bigint := 0;
+  v_watermark xid8 := pg_snapshot_xmin(pg_current_snapshot());
+begin
+  if p_limit is null or p_limit < 1 or p_limit > 10000 then
+    raise exception 'limit must be between 1 and 10000, got %', p_limit using errcode = '22023',
+      hint = 'read a long history in pages: pass the last id of one page as `after` of the next';
+  end if;
+  if coalesce(p_after, 0) <> 0 then
+    select e.tx, e.id into v_tx, v_id from ballast_private.events e where e.id = p_after;
+    if not found then
+      raise exception 'event % does not exist (never written, pruned by retention, or not visible to you)', p_after
+        using errcode = 'BA007', hint = 'read the current state (the job, or the events query) and follow from its newest event';
+    end if;
+  end if;
+  -- xid8 as bigint for the caller (transaction ids stay far below 2^63).
+  return query
+    select e.id, e.tx::text::bigint, e.job_id, e.step_id, j.tenant_id, s.name, e.type, e.status, e.at,
+           v_watermark::text::bigint
+      from ballast_private.events e
+      join ballast.jobs j on j.id = e.job_id
+      left join ballast.steps s on s.id = e.step_id
+     where (e.tx, e.id) > (v_tx, v_id) and e.tx < v_watermark
+       and (p_tenant_id is null or j.tenant_id = p_tenant_id)
+       and (p_job_id is null or e.job_id = p_job_id)
+     order by e.tx, e.id
+     limit p_limit;
+end
+$fn$;
+
+create function ballast.expand_items(p_attempt_id bigint, p_items jsonb) returns integer
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_def jsonb;
+  v_count int;
+  v_id bigint;
+begin
+  if p_items is null or jsonb_typeof(p_items) <> 'array' then
+    perform ballast_private.bad_argument('items', format('must be a JSON array, got %s', coalesce(jsonb_typeof(p_items), 'null')),
+      'Return an array of the items to process from the map step''s items function.');
+  end if;
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select d into v_def
+    from ballast_private.jobs j
+    join ballast_private.pipelines p on p.name = j.pipeline and p.version = j.pipeline_version
+    cross join lateral jsonb_array_elements(p.definition -> 'steps') d
+   where j.id = v_step.job_id and d ->> 'name' = v_step.name;
+  if jsonb_typeof(v_def -> 'map') is distinct from 'object' then
+    perform ballast_private.bad_argument('step', format('step %s ("%s") is not a map step', v_step.id, v_step.name),
+      'Declare it with .map(...) in the pipeline.');
+  end if;
+  if length(v_step.name) + 2 + length((jsonb_array_length(p_items))::text) > 63 then
+    perform ballast_private.bad_argument('step', format('map step name "%s" is too long to name %s items', v_step.name, jsonb_array_length(p_items)),
+      'Use a map step name of at most 50 characters.');
+  end if;
+
+  update ballast_private.attempts set outcome = 'succeeded', finished_at = v_now where id = p_attempt_id;
+  insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
+                                     backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
+                                     created_at, updated_at, parent_step_id, item_index, item)
+  select v_step.job_id, v_step.name || '__' || (e.ordinality - 1), 'queued', v_step.depends_on, 0,
+         v_step.max_attempts, v_step.backoff_base_ms, v_step.backoff_cap_ms, v_step.timeout_ms,
+         v_step.concurrency_key, v_step.concurrency_limit, v_now, v_now, v_now, v_step.id, e.ordinality - 1, e.value
+    from jsonb_array_elements(p_items) with ordinality e;
+  get diagnostics v_count = row_count;
+
+  update ballast_private.steps
+     set status = 'waiting', wait_key = 'ballast:items:' || v_step.id, wait_deadline = null, wait_on_timeout = null
+   where id = v_step.id;
+  for v_id in select id from ballast_private.steps where parent_step_id = v_step.id order by item_index loop
+    perform ballast_private.wake_step(v_id);
+  end loop;
+  if v_count = 0 then
+    perform ballast_private.finish_map(v_step.id);
+  end if;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return v_count;
+end
+$fn$;
+
+create function ballast.fail_step(p_attempt_id bigint, p_error jsonb) returns TABLE(step_status text, next_run_at timestamp with time zone, job_status text)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_retryable boolean;
+  v_status text;
+  v_error jsonb;
+begin
+  if p_error is null or jsonb_typeof(p_error) <> 'object'
+     or jsonb_typeof(p_error -> 'class') is distinct from 'string' or p_error ->> 'class' = ''
+     or jsonb_typeof(p_error -> 'message') is distinct from 'string' or p_error ->> 'message' = '' then
+    perform ballast_private.bad_argument('error', 'must be an object with non-empty text "class" and "message"',
+      'Pass e.g. {"class": "timeout", "message": "upstream took longer than 30s", "retryable": true}.');
+  end if;
+  if coalesce(jsonb_typeof(p_error -> 'code'), 'null') not in ('null', 'string', 'number') then
+    perform ballast_private.bad_argument('error.code', format('%s is not a text', p_error -> 'code'),
+      'Pass the provider''s error code as text (e.g. "ETIMEDOUT", "429"), or leave it out.');
+  end if;
+  if coalesce(jsonb_typeof(p_error -> 'retryable'), 'null') not in ('null', 'boolean') then
+    perform ballast_private.bad_argument('error.retryable', format('%s is not a boolean', p_error -> 'retryable'),
+      'Pass true or false (JSON booleans, not text), or leave it out for true.');
+  end if;
+  if coalesce(jsonb_typeof(p_error -> 'retry_after_ms'), 'null') <> 'null'
+     and (jsonb_typeof(p_error -> 'retry_after_ms') <> 'number'
+          or (p_error ->> 'retry_after_ms')::numeric not between 0 and 604800000) then
+    perform ballast_private.bad_argument('error.retry_after_ms',
+      format('%s is not a number of milliseconds from 0 to 604800000 (7 days)', p_error -> 'retry_after_ms'),
+      'Pass the delay in milliseconds, or leave it out to use the step''s backoff.');
+  end if;
+  if coalesce(p_error ->> 'outcome', 'failed') not in ('failed', 'timed_out') then
+    perform ballast_private.bad_argument('error.outcome', format('%s is not "failed" or "timed_out"', p_error -> 'outcome'),
+      'Leave it out, or pass "timed_out" for an attempt stopped by its timeout.');
+  end if;
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  v_retryable := coalesce((p_error ->> 'retryable')::boolean, true);
+  v_error := jsonb_build_object('class', p_error ->> 'class', 'code', p_error ->> 'code',
+                                'message', p_error ->> 'message', 'retryable', v_retryable,
+                                'attempt', v_step.attempts);
+
+  update ballast_private.attempts
+     set outcome = coalesce(p_error ->> 'outcome', 'failed'), finished_at = v_now,
+         error_class = p_error ->> 'class', error_code = p_error ->> 'code',
+         error_message = p_error ->> 'message', error_retryable = v_retryable
+   where id = p_attempt_id;
+
+  v_status := ballast_private.settle_failure(v_step, v_error, v_retryable,
+                                             (p_error ->> 'retry_after_ms')::double precision, v_now);
+  return query
+  select v_status, s.next_run_at, ballast_private.refresh_job_status(v_step.job_id)
+    from ballast_private.steps s where s.id = v_step.id;
+end
+$fn$;
+
+create function ballast.heartbeat_worker(p_worker_id text, p_running bigint[] DEFAULT '{}'::bigint[], p_lease_ms integer DEFAULT 30000) returns TABLE(alive boolean, lost_attempt_ids bigint[])
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_alive boolean;
+begin
+  update ballast_private.workers set heartbeat_at = v_now
+   where id = p_worker_id and stopped_at is null;
+  v_alive := found;
+  if v_alive then
+    -- Only the attempts the worker names: one it lost track of (its outcome could not be recorded, or its claim's
+    -- reply never arrived) must let its lease run out and be reclaimed, not be kept alive for as long as the process.
+    update ballast_private.attempts
+       set lease_expires_at = v_now + make_interval(secs => greatest(p_lease_ms, 1000) / 1000.0)
+     where worker_id = p_worker_id and outcome = 'running' and id = any(coalesce(p_running, '{}'));
+  end if;
+  return query
+  select v_alive,
+         coalesce((select array_agg(r.id order by r.id)
+                     from unnest(coalesce(p_running, '{}')) as r(id)
+                     left join ballast_private.attempts a on a.id = r.id
+                    where a.id is null or a.outcome <> 'running' or a.worker_id is distinct from p_worker_id
+                       or not v_alive), '{}');
+end
+$fn$;
+
+create function ballast.json_schema_errors(p_schema jsonb, p_value jsonb) returns TABLE(path text, message text)
+language plpgsql immutable parallel safe
+as $fn$
+#variable_conflict use_column
+declare
+  c_max_violations constant integer := 100;
+  v_rows integer := 0;
+  -- translating every pattern of the schema up front pays off only when the value has many strings to check
+  v_regexes jsonb := case when pg_column_size(p_value) > 4096 then ballast._json_schema_regexes(p_schema)
+                          else '{}'::jsonb end;
+begin
+  for path, message in
+    select w.path, w.message
+    from ballast._json_schema_walk(p_schema, p_schema, coalesce(p_value, 'null'::jsonb), '', 0,
+                                   c_max_violations + 1, v_regexes)
+      with ordinality as w(path, message, ord)
+    order by w.ord
+  loop
+    v_rows := v_rows + 1;
+    if v_rows > c_max_violations then
+      path := '';
+      message := 'stopped after ' || c_max_violations || ' violations; the value may have more';
+    elsif char_length(message) > 500 then
+      message := left(message, 497) || '...';
+    end if;
+    return next;
+  end loop;
+end
+$fn$;
+
+create function ballast.model_price(p_provider text, p_model text, p_at timestamp with time zone DEFAULT ballast.now()) returns SETOF ballast_private.model_prices
+language sql stable
+as $fn$
+  select p.* from ballast_private.model_prices p
+   where p.provider = p_provider and p.valid_from <= p_at
+     and (p.model = p_model or p_model like p.model || '-%' or p.model = '*')
+   order by (p.model = p_model) desc, (p.model <> '*') desc, length(p.model) desc, p.valid_from desc
+   limit 1
+$fn$;
+
+create function ballast.now() returns timestamp with time zone
+language sql volatile parallel safe
+as $fn$
+  select case when coalesce(current_setting('ballast.now', true), '') = '' then clock_timestamp()
+              when pg_has_role(session_user, (select n.nspowner from pg_catalog.pg_namespace n where n.nspname = 'ballast_private'), 'member')
+              then current_setting('ballast.now', true)::timestamptz
+              else clock_timestamp() end
+$fn$;
+
+create function ballast.pause_for_budget(p_attempt_id bigint, p_resume_at timestamp with time zone, p_message text) returns text
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+begin
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  update ballast_private.attempts set outcome = 'parked', finished_at = v_now where id = p_attempt_id;
+  update ballast_private.steps
+     set status = 'retrying', next_run_at = greatest(p_resume_at, v_now), attempt_offset = attempt_offset + 1,
+         error = jsonb_build_object('class', 'budget_exhausted', 'code', 'budget_exhausted', 'message', p_message,
+                                    'retryable', true, 'attempt', v_step.attempts)
+   where id = v_step.id;
+  perform ballast_private.wake_step(v_step.id, greatest(p_resume_at, v_now));
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return 'retrying';
+end
+$fn$;
+
+create function ballast.pause_for_cooldown(p_attempt_id bigint, p_provider text, p_model text, p_message text) returns TABLE(step_status text, next_run_at timestamp with time zone)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_until timestamptz;
+  v_wait_ms double precision;
+  v_next timestamptz;
+  v_message text := coalesce(nullif(p_message, ''), format('%s:%s is cooling down', p_provider, p_model));
+begin
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select max(c.until) into v_until from ballast_private.provider_cooldowns c
+   where c.provider = p_provider and c.model in (p_model, '*') and c.until > v_now;
+  v_wait_ms := coalesce(ballast_private.cooldown_left_ms(v_until, v_now), 0);
+  v_next := v_now + make_interval(secs => (case when v_wait_ms > 0
+                                                then v_wait_ms + floor(random() * least(greatest(v_wait_ms * 0.25, 250), 60000))
+                                                else 0 end) / 1000.0);
+  update ballast_private.attempts
+     set outcome = 'parked', finished_at = v_now, error_class = 'cooldown', error_code = 'cooldown',
+         error_message = v_message, error_retryable = true
+   where id = p_attempt_id;
+  update ballast_private.steps
+     set status = 'retrying', next_run_at = v_next, attempt_offset = attempt_offset + 1,
+         error = jsonb_build_object('class', 'cooldown', 'code', 'cooldown', 'message', v_message,
+                                    'retryable', true, 'attempt', v_step.attempts)
+   where id = v_step.id;
+  perform ballast_private.wake_step(v_step.id, v_next);
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return query select 'retrying'::text, v_next;
+end
+$fn$;
+
+create function ballast.prune_history(p_older_than interval, p_batch integer DEFAULT 1000) returns TABLE(jobs_pruned integer, steps_pruned integer, attempts_pruned integer, effects_pruned integer, model_calls_pruned integer, bytes_freed_estimate bigint, jobs_busy integer, more boolean)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp set lock_timeout = 5s
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_jobs bigint[];
+  v_steps bigint[];
+  v_busy bigint[];
+  v_more boolean;
+  v_n_jobs int := 0; v_n_steps int := 0; v_n_attempts int := 0; v_n_effects int := 0; v_n_calls int := 0;
+  v_bytes bigint := 0;
+  v_b bigint;
+begin
+  if p_older_than is null or p_older_than <= interval '0' then
+    perform ballast_private.bad_argument('older_than', format('%s is not a positive interval', coalesce(p_older_than::text, 'null')),
+      'Pass how long finished jobs keep their payloads, e.g. ''30 days''.');
+  end if;
+  if p_batch is null or p_batch not between 1 and 100000 then
+    perform ballast_private.bad_argument('batch', format('%s is not between 1 and 100000', coalesce(p_batch::text, 'null')),
+      'Pass the number of jobs per batch, e.g. 1000.');
+  end if;
+
+  -- Oldest first through jobs_prunable_idx; a job row locked by someone (a replay or cancel about to change it) is
+  -- skipped and found again next time.
+  select coalesce(array_agg(c.id), '{}') into v_jobs
+    from (select j.id from ballast_private.jobs j
+           where j.pruned_at is null and j.finished_at < v_now - p_older_than
+           order by j.finished_at
+           limit p_batch
+             for no key update skip locked) c;
+  v_more := cardinality(v_jobs) = p_batch;
+  if cardinality(v_jobs) = 0 then
+    return query select 0, 0, 0, 0, 0, 0::bigint, 0, false;
+    return;
+  end if;
+
+  select coalesce(array_agg(s.id), '{}') into v_steps
+    from (select s.id from ballast_private.steps s where s.job_id = any(v_jobs)
+             for no key update skip locked) s;
+  -- A job with a step we could not lock is busy (someone is replaying or inspecting it for update): all of it waits.
+  select coalesce(array_agg(distinct s.job_id), '{}') into v_busy
+    from ballast_private.steps s where s.job_id = any(v_jobs) and not s.id = any(v_steps);
+  if cardinality(v_busy) > 0 then
+    v_jobs := array(select x from unnest(v_jobs) x where not x = any(v_busy));
+    v_steps := array(select s.id from ballast_private.steps s where s.id = any(v_steps) and not s.job_id = any(v_busy));
+  end if;
+
+  with old as (
+    select s.id, coalesce(pg_column_size(s.output), 0) + coalesce(pg_column_size(s.progress), 0)
+                 + coalesce(pg_column_size(s.item), 0) + coalesce(pg_column_size(s.review), 0) as size
+      from ballast_private.steps s
+     where s.id = any(v_steps)
+       and (s.output is not null or s.progress is not null or s.item is not null or s.review ? 'proposed' or s.review ? 'detail')),
+  u as (
+    update ballast_private.steps s
+       set output = null, progress = null, item = null, review = s.review - 'proposed' - 'detail'
+      from old where s.id = old.id
+    returning old.size - coalesce(pg_column_size(s.review), 0) as freed)
+  select count(*), coalesce(sum(u.freed), 0) into v_n_steps, v_b from u;
+  v_bytes := v_bytes + v_b;
+
+  with old as (
+    select e.step_id, e.key, pg_column_size(e.result) as size
+      from ballast_private.effects e where e.step_id = any(v_steps) and e.result is not null),
+  u as (
+    update ballast_private.effects e set result = null
+      from old where (e.step_id, e.key) = (old.step_id, old.key)
+    returning old.size as freed)
+  select count(*), coalesce(sum(u.freed), 0) into v_n_effects, v_b from u;
+  v_bytes := v_bytes + v_b;
+
+  with old as (
+    select a.id, pg_column_size(a.contract_detail) as size
+      from ballast_private.attempts a where a.step_id = any(v_steps) and a.contract_detail is not null),
+  u as (
+    update ballast_private.attempts a set contract_detail = null
+      from old where a.id = old.id
+    returning old.size as freed)
+  select count(*), coalesce(sum(u.freed), 0) into v_n_attempts, v_b from u;
+  v_bytes := v_bytes + v_b;
+
+  with old as (
+    select c.id, coalesce(pg_column_size(c.raw_output), 0) + coalesce(pg_column_size(c.validation_issues), 0) as size
+      from ballast_private.model_calls c
+     where c.job_id = any(v_jobs) and (c.raw_output is not null or c.validation_issues is not null)),
+  u as (
+    update ballast_private.model_calls c set raw_output = null, validation_issues = null
+      from old where c.id = old.id
+    returning old.size as freed)
+  select count(*), coalesce(sum(u.freed), 0) into v_n_calls, v_b from u;
+  v_bytes := v_bytes + v_b;
+
+  with old as (
+    select j.id, pg_column_size(j.input) + coalesce(pg_column_size(j.result), 0) as size
+      from ballast_private.jobs j where j.id = any(v_jobs)),
+  u as (
+    update ballast_private.jobs j set input = '{"pruned": true}'::jsonb, result = null, pruned_at = v_now
+      from old where j.id = old.id
+    returning old.size - pg_column_size(j.input) as freed)
+  select count(*), coalesce(sum(u.freed), 0) into v_n_jobs, v_b from u;
+  v_bytes := v_bytes + v_b;
+
+  return query select v_n_jobs, v_n_steps, v_n_attempts, v_n_effects, v_n_calls, v_bytes, cardinality(v_busy), v_more;
+end
+$fn$;
+
+create function ballast.reap(p_dead_after_ms integer DEFAULT 10000, p_lost_after_ms integer DEFAULT 2000) returns TABLE(dead_workers text[], reclaimed_attempts bigint[], expired_waits bigint[])
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_batch constant integer := 500;
+  v_trusted_from timestamptz;
+  v_locks_trusted boolean;
+  v_dead text[] := '{}';
+  v_pools text[];
+  v_reclaimed bigint[] := '{}';
+  v_expired bigint[] := '{}';
+  v_attempt record;
+  v_step ballast_private.steps;
+  v_jobs bigint[] := '{}';
+  v_job bigint;
+  v_error jsonb;
+begin
+  if not pg_try_advisory_xact_lock(1650551916, 0) then
+    return query select v_dead, v_reclaimed, v_expired;
+    return;
+  end if;
+  perform set_config('ballast.actor', 'reaper', true);
+  v_trusted_from := ballast_private.server_epoch() + ballast_private.restart_grace();
+  -- Compared with the real clock: the server's age is real time even when a test sets ballast.now.
+  v_locks_trusted := clock_timestamp() > v_trusted_from;
+
+  with candidates as (
+    select w.id from ballast_private.workers w
+     where w.stopped_at is null
+       and (greatest(w.heartbeat_at, v_trusted_from) < v_now - make_interval(secs => p_dead_after_ms / 1000.0)
+            or (v_locks_trusted
+                and w.heartbeat_at < v_now - make_interval(secs => p_lost_after_ms / 1000.0)
+                and not exists (
+                  select 1 from pg_locks l
+                   where l.locktype = 'advisory' and l.granted and l.database = (select oid from pg_database where datname = current_database())
+                     and l.classid::bigint = 1650551916 and l.objid::bigint = (hashtext(w.id)::bigint & 4294967295)
+                     and l.objsubid = 2)))
+     order by w.heartbeat_at
+     limit v_batch
+       for update skip locked),
+  dead as (
+    update ballast_private.workers w set stopped_at = v_now
+      from candidates c
+     where w.id = c.id
+    returning w.id, w.pool_id)
+  select coalesce(array_agg(id), '{}'), array_remove(array_agg(pool_id), null) into v_dead, v_pools from dead;
+  if cardinality(v_pools) > 0 then
+    perform graphile_worker.force_unlock_workers(v_pools);
+  end if;
+
+  for v_attempt in
+    select x.id, x.step_id, x.worker_id,
+           case when x.past_timeout then 'timed_out' else 'crashed' end as outcome,
+           case when x.worker_stopped then format('worker %s stopped while running it (process gone or stopped heartbeating)', x.worker_id)
+                when x.past_timeout then format('ran past its timeout of %s ms and its worker did not stop it', x.timeout_ms)
+                else format('lease expired at %s without a heartbeat from worker %s', x.lease_expires_at, x.worker_id) end as why
+      from (
+        select a.id, a.step_id, a.worker_id, a.lease_expires_at, s.timeout_ms,
+               w.stopped_at is not null as worker_stopped,
+               (s.timeout_ms is not null
+                and greatest(a.started_at + make_interval(secs => (s.timeout_ms + 5000) / 1000.0), v_trusted_from) < v_now) as past_timeout
+          from ballast_private.attempts a
+          join ballast_private.steps s on s.id = a.step_id
+          left join ballast_private.workers w on w.id = a.worker_id
+         where a.outcome = 'running'
+           and (w.stopped_at is not null or a.worker_id is null
+                or greatest(a.lease_expires_at, v_trusted_from) < v_now
+                or (s.timeout_ms is not null
+                    and greatest(a.started_at + make_interval(secs => (s.timeout_ms + 5000) / 1000.0), v_trusted_from) < v_now))
+         order by a.step_id
+         limit v_batch) x
+     order by x.step_id
+  loop
+    select * into v_step from ballast_private.steps where id = v_attempt.step_id for update skip locked;
+    continue when not found;
+    continue when v_step.status <> 'running' or v_step.attempts <> (select number from ballast_private.attempts where id = v_attempt.id);
+    update ballast_private.attempts
+       set outcome = v_attempt.outcome, finished_at = v_now,
+           error_class = case when v_attempt.outcome = 'timed_out' then 'timeout' else 'worker_lost' end,
+           error_message = v_attempt.why, error_retryable = true
+     where id = v_attempt.id and outcome = 'running';
+    v_error := jsonb_build_object('class', case when v_attempt.outcome = 'timed_out' then 'timeout' else 'worker_lost' end,
+                                  'message', v_attempt.why, 'retryable', true, 'attempt', v_step.attempts);
+    perform ballast_private.settle_failure(v_step, v_error, true, null, v_now);
+    v_reclaimed := v_reclaimed || v_attempt.id;
+    v_jobs := v_jobs || v_step.job_id;
+  end loop;
+
+  for v_step in
+    select * from ballast_private.steps
+     where status = 'waiting' and wait_deadline < v_now
+     order by id
+     limit v_batch
+     for update skip locked
+  loop
+    -- The attempt that waited in vain is charged now (wait_for_event un-charged it when it parked): otherwise a step
+    -- whose event never comes would wait and retry forever instead of ending in the dead-letter set.
+    if v_step.wait_on_timeout = 'retry' and v_step.attempts - v_step.attempt_offset + 1 < v_step.max_attempts then
+      update ballast_private.steps
+         set status = 'queued', queued_at = v_now, wait_key = null, wait_deadline = null, wait_on_timeout = null,
+             attempt_offset = attempt_offset - 1,
+             error = jsonb_build_object('class', 'deadline_exceeded', 'message',
+                                        format('no event %L arrived by %s; running the step again', v_step.wait_key, v_step.wait_deadline),
+                                        'retryable', true, 'attempt', v_step.attempts)
+       where id = v_step.id;
+      perform ballast_private.wake_step(v_step.id);
+    else
+      perform ballast_private.settle_failure(v_step,
+        jsonb_build_object('class', 'deadline_exceeded', 'message',
+                           format('no event %L arrived by %s', v_step.wait_key, v_step.wait_deadline),
+                           'retryable', false, 'attempt', v_step.attempts),
+        false, null, v_now);
+    end if;
+    v_expired := v_expired || v_step.id;
+    v_jobs := v_jobs || v_step.job_id;
+  end loop;
+
+  -- Map steps (0008) whose items are all final but that still wait (the item that finished last could not finish
+  -- its map step, e.g. a crash between the two): finish them now. items_open (0013) counts their live items.
+  for v_step in
+    select p.* from ballast_private.steps p
+     where p.status = 'waiting' and p.wait_key like 'ballast:items:%' and p.items_open = 0
+     order by p.id
+     limit v_batch
+  loop
+    perform ballast_private.finish_map(v_step.id);
+    v_jobs := v_jobs || v_step.job_id;
+  end loop;
+
+  foreach v_job in array (select coalesce(array_agg(distinct j), '{}') from unnest(v_jobs) j) loop
+    perform ballast_private.refresh_job_status(v_job);
+  end loop;
+  return query select v_dead, v_reclaimed, v_expired;
+end
+$fn$;
+
+create function ballast.record_contract_outcome(p_attempt_id bigint, p_outcome text, p_detail jsonb DEFAULT '{}'::jsonb) returns void
+language plpgsql volatile
+as $fn$
+begin
+  if p_outcome is null or p_outcome not in ('valid_first_try', 'repaired', 'fell_back', 'degraded', 'rejected', 'review') then
+    perform ballast_private.bad_argument('outcome', format('%L is not a contract outcome', p_outcome),
+      'Pass valid_first_try, repaired, fell_back, degraded, rejected or review.');
+  end if;
+  perform ballast_private.running_attempt(p_attempt_id);
+  update ballast_private.attempts a
+     set contract_outcome = p_outcome, contract_detail = p_detail, model = p_detail ->> 'model',
+         prompt_ref = p_detail ->> 'prompt', fallback_used = (p_detail ->> 'fallback_used')::boolean,
+         quality_score = (p_detail ->> 'score')::numeric
+   where a.id = p_attempt_id;
+end
+$fn$;
+
+create function ballast.record_effect(p_attempt_id bigint, p_key text, p_result jsonb) returns jsonb
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_result jsonb;
+begin
+  if p_key is null or p_key = '' or length(p_key) > 500 then
+    perform ballast_private.bad_argument('key', 'must be 1 to 500 characters',
+      'Name the effect after what it does and to whom, e.g. ''email:welcome:user-42''.');
+  end if;
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  insert into ballast_private.effects (step_id, key, attempt_id, result)
+  values (v_step.id, p_key, p_attempt_id, coalesce(p_result, 'null'::jsonb))
+  on conflict (step_id, key) do nothing;
+  select e.result into v_result from ballast_private.effects e where e.step_id = v_step.id and e.key = p_key;
+  return v_result;
+end
+$fn$;
+
+create function ballast.record_model_call(p_attempt_id bigint, p_reservation_id bigint, p_call jsonb) returns TABLE(call_id bigint, cost_usd numeric, cooldown_until timestamp with time zone, cooldown_ms integer, usage_missing boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_attempt ballast_private.attempts;
+  v_tenant text;
+  v_price ballast_private.model_prices;
+  v_cost numeric;
+  v_in int := (p_call ->> 'input_tokens')::int;
+  v_out int := (p_call ->> 'output_tokens')::int;
+  v_cached int := coalesce((p_call ->> 'cached_input_tokens')::int, 0);
+  v_usage_missing boolean;
+  v_estimate numeric;
+  v_started timestamptz;
+  v_id bigint;
+  v_until timestamptz;
+  v_model text;
+begin
+  if jsonb_typeof(p_call) is distinct from 'object' or coalesce(p_call ->> 'provider', '') = ''
+     or coalesce(p_call ->> 'requested_model', '') = '' or p_call ->> 'rung' is null
+     or p_call ->> 'started_at' is null or p_call ->> 'ended_at' is null then
+    perform ballast_private.bad_argument('call', 'must be an object with provider, requested_model, rung, started_at and ended_at',
+      'Pass the call record as src/model/ladder.ts builds it.');
+  end if;
+  select a.* into v_attempt from ballast_private.attempts a where a.id = p_attempt_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('attempt %s does not exist', p_attempt_id);
+  end if;
+  -- Lock order: step, attempt, job.
+  perform 1 from ballast_private.steps s where s.id = v_attempt.step_id for update;
+  select j.tenant_id into v_tenant from ballast_private.jobs j where j.id = v_attempt.job_id;
+  v_started := (p_call ->> 'started_at')::timestamptz;
+  v_model := coalesce(p_call ->> 'returned_model', p_call ->> 'requested_model');
+  v_usage_missing := coalesce((p_call ->> 'usage_missing')::boolean,
+                              coalesce((p_call ->> 'http_status')::int between 200 and 299, false)
+                              and (v_in is null or v_out is null));
+  select * into v_price from ballast.model_price(p_call ->> 'provider', p_call ->> 'requested_model', v_started);
+  if v_price.provider is null then
+    select * into v_price from ballast.model_price(p_call ->> 'provider', v_model, v_started);
+  end if;
+  if v_price.provider is not null then
+    v_cost := round((greatest(coalesce(v_in, 0) - v_cached, 0) * v_price.input_per_mtok
+                     + v_cached * coalesce(v_price.cached_input_per_mtok, v_price.input_per_mtok)
+                     + coalesce(v_out, 0) * v_price.output_per_mtok) / 1000000.0, 8);
+    if v_usage_missing then
+      select r.estimate_usd into v_estimate from ballast_private.budget_reservations r where r.id = p_reservation_id;
+      v_cost := greatest(v_cost, coalesce(v_estimate, (p_call ->> 'estimate_usd')::numeric, 0));
+    end if;
+  end if;
+
+  insert into ballast_private.model_calls (
+    attempt_id, step_id, job_id, tenant_id, rung, model_index, provider, provider_kind, requested_model,
+    returned_model, prompt_name, prompt_version, prompt_hash, parameters, started_at, first_token_at, ended_at,
+    latency_ms, finish_reason_raw, finish_reason, input_tokens, output_tokens, cached_input_tokens,
+    cache_write_tokens, reasoning_tokens, cost_usd, price_valid_from, error_class, error_code, error_message,
+    retryable, http_status, request_id, response_id, raw_output, validation_issues, repair_method, score, quality,
+    usage_missing)
+  values (
+    p_attempt_id, v_attempt.step_id, v_attempt.job_id, v_tenant, p_call ->> 'rung',
+    coalesce((p_call ->> 'model_index')::int, 0), p_call ->> 'provider', p_call ->> 'provider_kind',
+    p_call ->> 'requested_model', p_call ->> 'returned_model', p_call ->> 'prompt_name',
+    (p_call ->> 'prompt_version')::int, p_call ->> 'prompt_hash', p_call -> 'parameters', v_started,
+    (p_call ->> 'first_token_at')::timestamptz, (p_call ->> 'ended_at')::timestamptz,
+    (p_call ->> 'latency_ms')::numeric, p_call ->> 'finish_reason_raw', p_call ->> 'finish_reason', v_in, v_out,
+    (p_call ->> 'cached_input_tokens')::int, (p_call ->> 'cache_write_tokens')::int,
+    (p_call ->> 'reasoning_tokens')::int, v_cost, v_price.valid_from, p_call ->> 'error_class',
+    p_call ->> 'error_code', p_call ->> 'error_message', (p_call ->> 'retryable')::boolean,
+    (p_call ->> 'http_status')::int, p_call ->> 'request_id', p_call ->> 'response_id', p_call ->> 'raw_output',
+    p_call -> 'validation_issues', p_call ->> 'repair_method', (p_call ->> 'score')::numeric, p_call -> 'quality',
+    v_usage_missing)
+  returning id into v_id;
+
+  if p_reservation_id is not null then
+    with r as (
+      update ballast_private.budget_reservations r
+         set status = 'settled', actual_usd = coalesce(v_cost, 0), settled_at = ballast.now()
+       where r.id = p_reservation_id and r.status = 'open'
+      returning r.tenant_id, r.period_start, r.estimate_usd)
+    update ballast_private.budget_usage u
+       set reserved_usd = greatest(u.reserved_usd - r.estimate_usd, 0), spent_usd = u.spent_usd + coalesce(v_cost, 0)
+      from r where u.tenant_id = r.tenant_id and u.period_start = r.period_start;
+  end if;
+
+  update ballast_private.steps s
+     set input_tokens = s.input_tokens + coalesce(v_in, 0), output_tokens = s.output_tokens + coalesce(v_out, 0),
+         cost_usd = s.cost_usd + coalesce(v_cost, 0)
+   where s.id = v_attempt.step_id;
+  update ballast_private.attempts a
+     set model_calls = a.model_calls + 1, input_tokens = a.input_tokens + coalesce(v_in, 0),
+         output_tokens = a.output_tokens + coalesce(v_out, 0), cost_usd = a.cost_usd + coalesce(v_cost, 0)
+   where a.id = p_attempt_id;
+  update ballast_private.jobs j
+     set input_tokens = j.input_tokens + coalesce(v_in, 0), output_tokens = j.output_tokens + coalesce(v_out, 0),
+         cost_usd = j.cost_usd + coalesce(v_cost, 0)
+   where j.id = v_attempt.job_id;
+
+  if p_call ->> 'error_code' in ('rate_limited', 'overloaded') then
+    perform ballast.set_provider_cooldown(p_call ->> 'provider', p_call ->> 'requested_model',
+      ballast.now() + make_interval(secs => coalesce((p_call ->> 'retry_after_ms')::double precision, 2000) / 1000.0),
+      format('%s from %s:%s (HTTP %s)', p_call ->> 'error_code', p_call ->> 'provider', p_call ->> 'requested_model',
+             coalesce(p_call ->> 'http_status', '?')));
+    select max(c.until) into v_until from ballast_private.provider_cooldowns c
+     where c.provider = p_call ->> 'provider' and c.model in (p_call ->> 'requested_model', '*');
+  end if;
+  return query select v_id, v_cost, v_until, ballast_private.cooldown_left_ms(v_until, ballast.now()), v_usage_missing;
+end
+$fn$;
+
+create function ballast.recount_job(p_job_id bigint) returns boolean
+language plpgsql volatile
+as $fn$
+declare
+  v_before ballast_private.jobs;
+  v_after ballast_private.jobs;
+begin
+  select * into v_before from ballast_private.jobs where id = p_job_id for no key update;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('job %s does not exist', p_job_id);
+  end if;
+  update ballast_private.jobs j
+     set n_total = c.t, n_final = c.f, n_running = c.ru, n_review = c.rv, n_waiting = c.wa, n_retrying = c.re,
+         n_failed = c.fa, n_cancelled = c.ca, n_started = c.st, n_item_bad = c.ib
+    from (select count(*)::int as t,
+                 count(*) filter (where status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int as f,
+                 count(*) filter (where status = 'running')::int as ru,
+                 count(*) filter (where status = 'needs_review')::int as rv,
+                 count(*) filter (where status = 'waiting' and wait_key not like 'ballast:items:%')::int as wa,
+                 count(*) filter (where status = 'retrying')::int as re,
+                 count(*) filter (where status = 'failed' and parent_step_id is null)::int as fa,
+                 count(*) filter (where status = 'cancelled' and parent_step_id is null)::int as ca,
+                 count(*) filter (where attempts > 0)::int as st,
+                 count(*) filter (where status in ('failed', 'cancelled', 'skipped') and parent_step_id is not null)::int as ib
+            from ballast_private.steps where job_id = p_job_id) c
+   where j.id = p_job_id
+  returning j.* into v_after;
+  return (v_before.n_total, v_before.n_final, v_before.n_running, v_before.n_review, v_before.n_waiting,
+          v_before.n_retrying, v_before.n_failed, v_before.n_cancelled, v_before.n_started, v_before.n_item_bad)
+         is distinct from
+         (v_after.n_total, v_after.n_final, v_after.n_running, v_after.n_review, v_after.n_waiting,
+          v_after.n_retrying, v_after.n_failed, v_after.n_cancelled, v_after.n_started, v_after.n_item_bad);
+end
+$fn$;
+
+create function ballast.register_pipeline(p_name text, p_version integer, p_definition jsonb, p_input_schema jsonb DEFAULT '{}'::jsonb) returns TABLE(created boolean, definition_hash text)
+language plpgsql volatile
+as $fn$
+declare
+  v_hash text;
+  v_existing text;
+  v_step jsonb;
+  v_names text[] := '{}';
+  v_name text;
+  v_dep text;
+  v_remaining jsonb;
+  v_ready text[];
+  v_conc jsonb;
+begin
+  if p_name is null or p_name !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+    raise exception using errcode = 'BA006',
+      message = format('pipeline name %L is not valid', p_name),
+      hint = 'Use 1-63 characters: a lower-case letter, then lower-case letters, digits, "_", "." or "-".';
+  end if;
+  if p_version is null or p_version < 1 then
+    raise exception using errcode = 'BA006',
+      message = format('pipeline %s: version %s is not valid', p_name, coalesce(p_version::text, 'null')),
+      hint = 'Versions are integers starting at 1; bump the version whenever the steps or contracts change.';
+  end if;
+  if p_input_schema is null or jsonb_typeof(p_input_schema) not in ('object', 'boolean') then
+    raise exception using errcode = 'BA006',
+      message = format('pipeline %s@%s: input_schema must be a JSON Schema object', p_name, p_version);
+  end if;
+  if p_definition is null or jsonb_typeof(p_definition -> 'steps') is distinct from 'array'
+     or jsonb_array_length(p_definition -> 'steps') = 0 then
+    raise exception using errcode = 'BA006',
+      message = format('pipeline %s@%s: definition.steps must be a non-empty array', p_name, p_version);
+  end if;
+
+  for v_step in select value from jsonb_array_elements(p_definition -> 'steps') loop
+    v_name := v_step ->> 'name';
+    if v_name is null or v_name !~ '^[a-z][a-z0-9_]{0,62}$' then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step name %L is not valid', p_name, p_version, v_name),
+        hint = 'Step names are lower_snake_case, 1-63 characters, starting with a letter.';
+    end if;
+    if v_name = any(v_names) then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step %L is defined twice', p_name, p_version, v_name);
+    end if;
+    v_names := v_names || v_name;
+    if jsonb_typeof(v_step -> 'depends_on') is distinct from 'array' then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step %s: depends_on must be an array of step names', p_name, p_version,
+                         v_name);
+    end if;
+    -- A repeated dependency would be counted twice in deps_remaining but decremented once: the step would never run.
+    select d into v_dep from jsonb_array_elements_text(v_step -> 'depends_on') d group by d having count(*) > 1 limit 1;
+    if found then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step %s lists %L twice in depends_on', p_name, p_version, v_name, v_dep),
+        hint = 'Name each dependency once.';
+    end if;
+    if jsonb_typeof(v_step -> 'max_attempts') is distinct from 'number'
+       or (v_step ->> 'max_attempts')::numeric not between 1 and 1000
+       or (v_step ->> 'max_attempts')::numeric % 1 <> 0 then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step %s: max_attempts %s must be an integer from 1 to 1000', p_name,
+                         p_version, v_name, coalesce(v_step ->> 'max_attempts', 'null'));
+    end if;
+    if jsonb_typeof(v_step -> 'backoff_base_ms') is distinct from 'number'
+       or jsonb_typeof(v_step -> 'backoff_cap_ms') is distinct from 'number'
+       or (v_step ->> 'backoff_base_ms')::numeric not between 0 and 86400000
+       or (v_step ->> 'backoff_cap_ms')::numeric not between 0 and 604800000 then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step %s: backoff_base_ms (0 to 1 day) and backoff_cap_ms (0 to 7 days) must be numbers of milliseconds',
+                         p_name, p_version, v_name);
+    end if;
+    -- Numbers are checked against the integer columns they are copied into at submit: a definition that registers
+    -- must never make every submission fail with "integer out of range".
+    if (v_step -> 'timeout_ms') is not null and jsonb_typeof(v_step -> 'timeout_ms') <> 'null'
+       and (jsonb_typeof(v_step -> 'timeout_ms') <> 'number'
+            or (v_step ->> 'timeout_ms')::numeric not between 1 and 2147483647
+            or (v_step ->> 'timeout_ms')::numeric % 1 <> 0) then
+      raise exception using errcode = 'BA006',
+        message = format('pipeline %s@%s: step %s: timeout_ms must be a positive integer of milliseconds up to 2147483647 (about 24 days), or null; got %s',
+                         p_name, p_version, v_name, v_step -> 'timeout_ms');
+    end if;
+    v_conc := v_step -> 'concurrency';
+    if v_conc is not null and jsonb_typeof(v_conc) <> 'null' then
+      if jsonb_typeof(v_conc -> 'limit') is distinct from 'number'
+         or (v_conc ->> 'limit')::numeric not between 1 and 100000 or (v_conc ->> 'limit')::numeric % 1 <> 0
+         or coalesce(v_conc ->> 'group', '') = ''
+         or coalesce(v_conc ->> 'key', '') !~ '^(global|tenant|input(\.[A-Za-z0-9_-]+)+)$' then
+        raise exception using errcode = 'BA006',
+          message = format('pipeline %s@%s: step %s: concurrency %s is not valid', p_name, p_version, v_name, v_conc),
+          hint = 'Use {"group": "<name>", "key": "global" | "tenant" | "input.<field>[.<field>...]", "limit": <integer from 1 to 100000>}.';
+      end if;
+    end if;
+  end loop;
+
+  -- Dependencies exist, are not the step itself, and form no cycle (Kahn's algorithm: peel off steps whose
+  -- dependencies are all peeled; whatever remains is on a cycle).
+  for v_step in select value from jsonb_array_elements(p_definition -> 'steps') loop
+    for v_dep in select jsonb_array_elements_text(v_step -> 'depends_on') loop
+      if not v_dep = any(v_names) or v_dep = v_step ->> 'name' then
+        raise exception using errcode = 'BA006',
+          message = format('pipeline %s@%s: step %s depends on %L, which is %s', p_name, p_version,
+                           v_step ->> 'name', v_dep,
+                           case when v_dep = v_step ->> 'name' then 'itself' else 'not a step of this pipeline' end),
+          hint = format('Steps of this pipeline: %s.', array_to_string(v_names, ', '));
+      end if;
+    end loop;
+  end loop;
+  v_remaining := p_definition -> 'steps';
+  v_ready := '{}';
+  loop
+    select coalesce(array_agg(value ->> 'name'), '{}') into v_names
+      from jsonb_array_elements(v_remaining)
+     where not exists (select 1 from jsonb_array_elements_text(value -> 'depends_on') d
+                        where not d = any(v_ready));
+    exit when cardinality(v_names) = 0;
+    v_ready := v_ready || v_names;
+    select coalesce(jsonb_agg(value), '[]') into v_remaining
+      from jsonb_array_elements(v_remaining) where not (value ->> 'name') = any(v_names);
+  end loop;
+  if jsonb_array_length(v_remaining) > 0 then
+    raise exception using errcode = 'BA006',
+      message = format('pipeline %s@%s: steps %s depend on each other in a cycle', p_name, p_version,
+                       (select string_agg(value ->> 'name', ', ') from jsonb_array_elements(v_remaining)));
+  end if;
+
+  v_hash := encode(sha256(convert_to(jsonb_build_array(p_definition, p_input_schema)::text, 'UTF8')), 'hex');
+  insert into ballast_private.pipelines (name, version, definition, input_schema, definition_hash)
+  values (p_name, p_version, p_definition, p_input_schema, v_hash)
+  on conflict (name, version) do nothing;
+  if found then
+    return query select true, v_hash;
+    return;
+  end if;
+  select p.definition_hash into v_existing from ballast_private.pipelines p
+   where p.name = p_name and p.version = p_version;
+  if v_existing <> v_hash then
+    raise exception using errcode = 'BA005',
+      message = format('pipeline %s version %s is already registered with a different definition', p_name, p_version),
+      detail = format('registered hash %s, new hash %s', v_existing, v_hash),
+      hint = format('Give the changed pipeline a new version (%s); jobs already submitted stay pinned to version %s.',
+                    p_version + 1, p_version);
+  end if;
+  return query select false, v_hash;
+end
+$fn$;
+
+create function ballast.register_prompt(p_name text, p_version integer, p_template jsonb) returns TABLE(created boolean, content_hash text)
+language plpgsql volatile
+as $fn$
+declare
+  v_hash text;
+  v_existing ballast_private.prompts;
+begin
+  if p_name is null or p_name !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+    perform ballast_private.bad_argument('name', format('%L is not a valid prompt name', p_name),
+      'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-".');
+  end if;
+  if p_version is null or p_version < 1 then
+    perform ballast_private.bad_argument('version', format('%s is not a positive integer', coalesce(p_version::text, 'null')),
+      'Number prompt versions 1, 2, 3...');
+  end if;
+  if jsonb_typeof(p_template) is distinct from 'object' or jsonb_typeof(p_template -> 'user') is distinct from 'string'
+     or coalesce(jsonb_typeof(p_template -> 'system'), 'null') not in ('null', 'string') then
+    perform ballast_private.bad_argument('template', 'must be an object with a text "user" and an optional text "system"',
+      'Pass e.g. {"system": "You extract invoices.", "user": "Extract: {{input.text}}"}.');
+  end if;
+  v_hash := encode(sha256(convert_to(p_template::text, 'UTF8')), 'hex');
+  insert into ballast_private.prompts (name, version, template, content_hash)
+  values (p_name, p_version, p_template, v_hash)
+  on conflict (name, version) do nothing;
+  if found then
+    return query select true, v_hash;
+    return;
+  end if;
+  select * into v_existing from ballast_private.prompts p where p.name = p_name and p.version = p_version;
+  if v_existing.content_hash <> v_hash then
+    raise exception using errcode = 'BA012',
+      message = format('prompt %s@%s is already registered with other content (hash %s, this one %s)', p_name,
+                       p_version, left(v_existing.content_hash, 12), left(v_hash, 12)),
+      hint = 'A prompt version is immutable once used: give the changed prompt a new version number.';
+  end if;
+  return query select false, v_hash;
+end
+$fn$;
+
+create function ballast.register_worker(p_worker_id text, p_hostname text, p_pid integer, p_concurrency integer, p_pipelines text[] DEFAULT '{}'::text[]) returns void
+language plpgsql volatile
+as $fn$
+begin
+  if p_worker_id is null or p_worker_id = '' then
+    perform ballast_private.bad_argument('worker_id', 'is missing', 'Pass a unique id for this worker process.');
+  end if;
+  if p_concurrency is null or p_concurrency < 1 then
+    perform ballast_private.bad_argument('concurrency', format('%s is not a positive integer', p_concurrency),
+      'Run at least one step at a time.');
+  end if;
+  insert into ballast_private.workers (id, hostname, pid, concurrency, pipelines)
+  values (p_worker_id, coalesce(p_hostname, 'unknown'), coalesce(p_pid, 0), p_concurrency, coalesce(p_pipelines, '{}'))
+  on conflict (id) do update
+     set hostname = excluded.hostname, pid = excluded.pid, concurrency = excluded.concurrency,
+         pipelines = excluded.pipelines, heartbeat_at = ballast.now(), stopped_at = null;
+end
+$fn$;
+
+create function ballast.release_attempt(p_attempt_id bigint, p_reason text DEFAULT 'worker shutting down'::text) returns text
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_status text;
+begin
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  update ballast_private.attempts
+     set outcome = 'released', finished_at = v_now, error_class = 'released',
+         error_message = coalesce(nullif(p_reason, ''), 'released'), error_retryable = true
+   where id = p_attempt_id;
+  update ballast_private.steps set attempt_offset = attempt_offset + 1 where id = v_step.id
+  returning * into v_step;
+  v_status := ballast_private.settle_failure(v_step,
+    jsonb_build_object('class', 'released', 'message', coalesce(nullif(p_reason, ''), 'released'),
+                       'retryable', true, 'attempt', v_step.attempts),
+    true, 0, v_now);
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return v_status;
+end
+$fn$;
+
+create function ballast.release_attempts(p_worker_id text, p_attempt_ids bigint[], p_reason text DEFAULT 'worker shutting down'::text) returns integer
+language plpgsql volatile
+as $fn$
+declare
+  v_id bigint;
+  v_n int := 0;
+begin
+  foreach v_id in array coalesce(p_attempt_ids, '{}') loop
+    begin
+      perform ballast.release_attempt(v_id, p_reason);
+      v_n := v_n + 1;
+    exception when sqlstate 'BA008' or sqlstate 'BA007' then
+      null;
+    end;
+  end loop;
+  return v_n;
+end
+$fn$;
+
+create function ballast.replay_dead_letters(p_reason text, p_pipeline text DEFAULT NULL::text, p_error_class text DEFAULT NULL::text, p_since interval DEFAULT '7 days'::interval, p_step_name text DEFAULT NULL::text, p_limit integer DEFAULT 100, p_dry_run boolean DEFAULT false, p_actor text DEFAULT NULL::text) returns TABLE(step_id bigint, job_id bigint, pipeline text, step_name text, error_class text, failed_at timestamp with time zone, replayed boolean, replayed_step_ids bigint[], job_status text)
+language plpgsql volatile
+as $fn$
+declare
+  v_from timestamptz;
+  v_dead record;
+  v_replay record;
+begin
+  if coalesce(p_reason, '') = '' then
+    perform ballast_private.bad_argument('reason', 'is empty',
+      'Say why these steps run again (e.g. ''provider outage over''); it is kept in the audit trail.');
+  end if;
+  if p_limit is null or p_limit not between 1 and 10000 then
+    perform ballast_private.bad_argument('limit', format('%s is not between 1 and 10000', coalesce(p_limit::text, 'null')),
+      'Replay in batches of at most 10000.');
+  end if;
+  v_from := ballast_private.report_window(coalesce(p_since, interval '7 days'), 'day');
+  for v_dead in
+    select d.step_id, d.job_id, d.pipeline, d.step_name, d.error_class, d.failed_at
+      from ballast.dead_letters d
+     where d.failed_at >= v_from and d.pruned_at is null and not d.is_map_step
+       and (p_pipeline is null or d.pipeline = p_pipeline)
+       and (p_error_class is null or d.error_class = p_error_class)
+       and (p_step_name is null or d.step_name = p_step_name)
+     order by d.failed_at, d.step_id
+     limit p_limit
+  loop
+    if p_dry_run then
+      return query select v_dead.step_id, v_dead.job_id, v_dead.pipeline, v_dead.step_name, v_dead.error_class,
+                          v_dead.failed_at, false, '{}'::bigint[],
+                          (select j.status from ballast_private.jobs j where j.id = v_dead.job_id);
+      continue;
+    end if;
+    -- An earlier replay in this loop may have reset this step already (a dependant of the step it replayed).
+    continue when (select s.status from ballast_private.steps s where s.id = v_dead.step_id) <> 'failed';
+    select * into v_replay from ballast.replay_step(v_dead.step_id, p_reason, false, p_actor);
+    return query select v_dead.step_id, v_dead.job_id, v_dead.pipeline, v_dead.step_name, v_dead.error_class,
+                        v_dead.failed_at, true, v_replay.replayed_step_ids, v_replay.job_status;
+  end loop;
+end
+$fn$;
+
+create function ballast.replay_job(p_job_id bigint, p_from_step text DEFAULT NULL::text, p_reason text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns TABLE(job_id bigint, replayed_step_ids bigint[], job_status text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_step_id bigint;
+  v_all bigint[] := '{}';
+  v_r record;
+begin
+  perform 1 from ballast_private.jobs j where j.id = p_job_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('job %s does not exist', p_job_id);
+  end if;
+  if p_from_step is not null then
+    select s.id into v_step_id from ballast_private.steps s where s.job_id = p_job_id and s.name = p_from_step;
+    if v_step_id is null then
+      raise exception using errcode = 'BA007', message = format('job %s has no step %L', p_job_id, p_from_step),
+        hint = 'Steps: ' || (select string_agg(name, ', ' order by id) from ballast_private.steps where steps.job_id = p_job_id);
+    end if;
+    return query select * from ballast.replay_step(v_step_id, p_reason, true, p_actor);
+    return;
+  end if;
+  for v_step_id in
+    -- Map steps are replayed through their failed items (their own failure is the items').
+    select s.id from ballast_private.steps s
+     where s.job_id = p_job_id and s.status in ('failed', 'cancelled')
+       and not exists (select 1 from ballast_private.steps c where c.parent_step_id = s.id)
+     order by s.id
+  loop
+    -- A cancelled step may already have been reset as a dependant of an earlier one in this loop.
+    continue when (select status from ballast_private.steps where id = v_step_id) not in ('failed', 'cancelled');
+    select * into v_r from ballast.replay_step(v_step_id, p_reason, false, p_actor);
+    v_all := v_all || v_r.replayed_step_ids;
+  end loop;
+  if cardinality(v_all) = 0 then
+    raise exception using errcode = 'BA011', message = format('job %s has no failed or cancelled step to replay', p_job_id),
+      hint = 'Name a step (p_from_step) to run it and what follows again.';
+  end if;
+  return query select p_job_id, v_all, (select j.status from ballast_private.jobs j where j.id = p_job_id);
+end
+$fn$;
+
+create function ballast.replay_step(p_step_id bigint, p_reason text DEFAULT NULL::text, p_force boolean DEFAULT false, p_actor text DEFAULT NULL::text) returns TABLE(job_id bigint, replayed_step_ids bigint[], job_status text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_ids bigint[];
+  v_id bigint;
+  v_r record;
+  v_parent ballast_private.steps;
+begin
+  select * into v_step from ballast_private.steps s where s.id = p_step_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('step %s does not exist', p_step_id);
+  end if;
+  perform ballast_private.set_actor(p_actor);
+  perform set_config('ballast.reason', coalesce(p_reason, ''), true);
+  -- Items of map steps first, then the other steps, each by id (the order cancel_job and finish_map use).
+  perform 1 from ballast_private.steps s where s.job_id = v_step.job_id order by s.parent_step_id is null, s.id for update;
+  select * into v_step from ballast_private.steps s where s.id = p_step_id;
+  if v_step.status in ('pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review') then
+    raise exception using errcode = 'BA011',
+      message = format('step %s ("%s" of job %s) is %s: only a finished step can be replayed', v_step.id, v_step.name,
+                       v_step.job_id, v_step.status),
+      hint = case when v_step.status = 'running' then 'Wait for it to finish, or cancel the job first.'
+                  else 'It will run by itself; replay it once it has finished.' end;
+  end if;
+  if v_step.status = 'succeeded' and not p_force then
+    perform ballast_private.bad_argument('force', format('step %s ("%s") succeeded; replaying it repeats its work', v_step.id, v_step.name),
+      'Pass p_force => true to run it again anyway.');
+  end if;
+  if v_step.status = 'skipped' then
+    perform ballast_private.bad_argument('step_id', format('step %s ("%s") was skipped because a step it depends on failed', v_step.id, v_step.name),
+      'Replay the failed step it depends on; this one follows.');
+  end if;
+
+  perform set_config('ballast.replay', 'on', true);
+  insert into ballast_private.events (job_id, step_id, type, status, actor, reason, data)
+  values (v_step.job_id, v_step.id, 'step_replayed', v_step.status, current_setting('ballast.actor', true),
+          nullif(p_reason, ''), jsonb_build_object('previous_status', v_step.status, 'attempts', v_step.attempts,
+                                                   'force', p_force));
+
+  -- An item of a map step (0008) is replayed alone; its map step waits for it again and what follows the map
+  -- step runs again. Otherwise the step and everything depending on it, directly or not.
+  select p.* into v_parent from ballast_private.steps p where p.id = v_step.parent_step_id;
+  with recursive dependants(name) as (
+    select coalesce(v_parent.name, v_step.name)
+    union
+    select d.name from ballast_private.steps d join dependants p on p.name = any(d.depends_on)
+     where d.job_id = v_step.job_id)
+  select array_agg(s.id order by s.id) into v_ids
+    from ballast_private.steps s
+   where s.job_id = v_step.job_id and s.parent_step_id is null and s.name in (select name from dependants);
+  if v_parent.id is not null then
+    v_ids := v_ids || v_step.id;
+  end if;
+  select s.id, s.name into v_r from ballast_private.steps s
+   where s.id = any(v_ids) and (v_parent.id is null or s.id <> v_parent.id)
+     and exists (select 1 from ballast_private.steps c where c.parent_step_id = s.id)
+   order by s.id limit 1;
+  if found then
+    raise exception using errcode = 'BA011',
+      message = format('step %s ("%s") is a map step that already ran its items: replaying it, or a step before it, is not supported yet',
+                       v_r.id, v_r.name),
+      hint = 'Replay its failed items instead (ballast.step_items lists them).';
+  end if;
+
+  select s.id, s.name, s.status into v_r from ballast_private.steps s
+   where s.id = any(v_ids) and s.id <> v_step.id
+     and s.status in ('queued', 'running', 'retrying', 'waiting', 'needs_review')
+     and (v_parent.id is null or s.id <> v_parent.id or s.status <> 'waiting')
+   order by s.id limit 1;
+  if found then
+    raise exception using errcode = 'BA011',
+      message = format('step %s ("%s") depends on step %s and is %s: replaying now would run it twice', v_r.id,
+                       v_r.name, v_step.id, v_r.status),
+      hint = 'Wait until it has finished, or cancel the job first.';
+  end if;
+
+  -- The replayed step and its dependants start over: outputs and errors cleared, attempts budget renewed, the
+  -- dependency counter recomputed from the statuses upstream (only the replayed set changes).
+  update ballast_private.steps s
+     set deps_remaining = (select count(*) from ballast_private.steps d
+                            where d.job_id = s.job_id and d.name = any(s.depends_on)
+                              and (d.status <> 'succeeded' or d.id = any(v_ids))),
+         attempt_offset = s.attempts, output = null, error = null, progress = null, next_run_at = null,
+         finished_at = null, wait_key = null, wait_deadline = null, wait_on_timeout = null
+   where s.id = any(v_ids);
+  update ballast_private.steps s
+     set status = case when s.deps_remaining = 0 then 'queued' else 'pending' end,
+         queued_at = case when s.deps_remaining = 0 then v_now else s.queued_at end
+   where s.id = any(v_ids) and s.id is distinct from v_parent.id;
+  if v_parent.id is not null then
+    -- The map step keeps its attempts and waits for the replayed item (its output is rebuilt when all are final).
+    update ballast_private.steps s
+       set status = 'waiting', wait_key = 'ballast:items:' || s.id, attempt_offset = v_parent.attempt_offset,
+           deps_remaining = 0
+     where s.id = v_parent.id and s.status <> 'waiting';
+  end if;
+  for v_id in select s.id from ballast_private.steps s where s.id = any(v_ids) and s.status = 'queued' loop
+    perform ballast_private.wake_step(v_id);
+  end loop;
+  return query select v_step.job_id, v_ids, ballast_private.refresh_job_status(v_step.job_id);
+end
+$fn$;
+
+create function ballast.report_models(p_since interval DEFAULT '24:00:00'::interval, p_period text DEFAULT 'hour'::text) returns TABLE(period_start timestamp with time zone, provider text, model text, calls bigint, errors bigint, error_rate numeric, errors_by_class jsonb, not_made bigint, latency_p50_ms numeric, latency_p95_ms numeric, input_tokens bigint, output_tokens bigint, cached_input_tokens bigint, cost_usd numeric, unpriced bigint)
+language plpgsql stable
+as $fn$
+#variable_conflict use_column
+declare
+  v_from timestamptz := ballast_private.report_window(p_since, p_period);
+begin
+  return query
+  with c as materialized (
+    select ballast_private.report_period(p_period, c.started_at) as period_start, c.provider,
+           c.requested_model as model, c.error_class, c.latency_ms, c.input_tokens, c.output_tokens,
+           c.cached_input_tokens, c.cost_usd,
+           coalesce(c.error_class not in ('cooldown', 'budget'), true) as made
+      from ballast_private.model_calls c
+     where c.started_at >= v_from),
+  by_class as (
+    select c.period_start, c.provider, c.model, jsonb_object_agg(c.error_class, c.n order by c.error_class) as classes
+      from (select c.period_start, c.provider, c.model, c.error_class, count(*) as n
+              from c where c.error_class is not null group by 1, 2, 3, 4) c
+     group by 1, 2, 3)
+  select c.period_start, c.provider, c.model,
+         count(*) filter (where c.made),
+         count(*) filter (where c.made and c.error_class is not null),
+         round((count(*) filter (where c.made and c.error_class is not null))::numeric
+               / nullif(count(*) filter (where c.made), 0), 4),
+         coalesce(b.classes, '{}'::jsonb),
+         count(*) filter (where not c.made),
+         round((percentile_cont(0.5) within group (order by c.latency_ms) filter (where c.made))::numeric, 1),
+         round((percentile_cont(0.95) within group (order by c.latency_ms) filter (where c.made))::numeric, 1),
+         coalesce(sum(c.input_tokens), 0)::bigint, coalesce(sum(c.output_tokens), 0)::bigint,
+         coalesce(sum(c.cached_input_tokens), 0)::bigint, coalesce(sum(c.cost_usd), 0),
+         count(*) filter (where c.made and c.cost_usd is null)
+    from c
+    left join by_class b on (b.period_start, b.provider, b.model) = (c.period_start, c.provider, c.model)
+   group by c.period_start, c.provider, c.model, b.classes
+   order by c.period_start, c.provider, c.model;
+end
+$fn$;
+
+create function ballast.report_pipelines(p_since interval DEFAULT '24:00:00'::interval, p_period text DEFAULT 'hour'::text) returns TABLE(period_start timestamp with time zone, pipeline text, pipeline_version integer, jobs bigint, completed bigint, partially_completed bigint, failed bigint, cancelled bigint, unfinished bigint, pruned bigint, success_rate numeric, retry_rate numeric, model_attempts bigint, first_pass_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric, queue_wait_p50_ms numeric, queue_wait_p95_ms numeric, run_p50_ms numeric, run_p95_ms numeric, duration_p50_ms numeric, duration_p95_ms numeric, cost_usd numeric, input_tokens bigint, output_tokens bigint)
+language plpgsql stable set jit = off
+as $fn$
+#variable_conflict use_column
+declare
+  v_from timestamptz := ballast_private.report_window(p_since, p_period);
+begin
+  return query
+  with win as materialized (
+    select j.id, j.pipeline, j.pipeline_version, j.status, j.pruned_at, j.cost_usd, j.input_tokens, j.output_tokens,
+           ballast_private.report_period(p_period, j.created_at) as period_start,
+           case when j.status in ('completed', 'partially_completed', 'failed')
+                then extract(epoch from j.finished_at - j.created_at) * 1000 end as duration_ms
+      from ballast_private.jobs j
+     where j.created_at >= v_from),
+  st as materialized (
+    select w.period_start, w.pipeline, w.pipeline_version, s.id, s.job_id,
+           extract(epoch from s.started_at - case when s.attempts = 1 then s.queued_at
+                                                  when s.parent_step_id is not null or cardinality(s.depends_on) = 0
+                                                  then s.created_at end) * 1000 as wait_ms
+      from win w
+      cross join lateral (select s.* from ballast_private.steps s where s.job_id = w.id offset 0) s),
+  att as materialized (
+    select s.period_start, s.pipeline, s.pipeline_version, s.job_id, a.step_id, a.number, a.outcome,
+           a.contract_outcome, a.fallback_used,
+           case when a.outcome in ('succeeded', 'failed', 'timed_out', 'needs_review')
+                then extract(epoch from a.finished_at - a.started_at) * 1000 end as run_ms
+      from st s
+      cross join lateral (select a.* from ballast_private.attempts a where a.step_id = s.id offset 0) a),
+  job_agg as (
+    select w.period_start, w.pipeline, w.pipeline_version, count(*) as jobs,
+           count(*) filter (where w.status = 'completed') as completed,
+           count(*) filter (where w.status = 'partially_completed') as partially_completed,
+           count(*) filter (where w.status = 'failed') as failed,
+           count(*) filter (where w.status = 'cancelled') as cancelled,
+           count(*) filter (where w.status not in ('completed', 'partially_completed', 'failed', 'cancelled')) as unfinished,
+           count(*) filter (where w.pruned_at is not null) as pruned,
+           percentile_cont(0.5) within group (order by w.duration_ms) as duration_p50,
+           percentile_cont(0.95) within group (order by w.duration_ms) as duration_p95,
+           sum(w.cost_usd) as cost_usd, sum(w.input_tokens)::bigint as input_tokens,
+           sum(w.output_tokens)::bigint as output_tokens
+      from win w group by 1, 2, 3),
+  retry_agg as (
+    select r.period_start, r.pipeline, r.pipeline_version, count(distinct r.job_id) as jobs_ran,
+           count(distinct r.job_id) filter (where r.retried) as jobs_retried
+      from (select a.period_start, a.pipeline, a.pipeline_version, a.job_id,
+                   coalesce(min(a.number) filter (where a.outcome in ('failed', 'crashed', 'timed_out')) < max(a.number),
+                            false) as retried
+              from att a group by 1, 2, 3, 4, a.step_id) r
+     group by 1, 2, 3),
+  attempt_agg as (
+    select a.period_start, a.pipeline, a.pipeline_version,
+           count(*) filter (where a.contract_outcome is not null) as model_attempts,
+           count(*) filter (where a.contract_outcome = 'valid_first_try') as first_pass,
+           count(*) filter (where a.contract_outcome is not null and a.fallback_used) as fell_back,
+           count(*) filter (where a.contract_outcome = 'degraded') as degraded,
+           count(*) filter (where a.contract_outcome = 'review') as review,
+           percentile_cont(0.5) within group (order by a.run_ms) as run_p50,
+           percentile_cont(0.95) within group (order by a.run_ms) as run_p95
+      from att a group by 1, 2, 3),
+  step_agg as (
+    select s.period_start, s.pipeline, s.pipeline_version,
+           percentile_cont(0.5) within group (order by s.wait_ms) as wait_p50,
+           percentile_cont(0.95) within group (order by s.wait_ms) as wait_p95
+      from st s group by 1, 2, 3)
+  select j.period_start, j.pipeline, j.pipeline_version, j.jobs, j.completed, j.partially_completed, j.failed,
+         j.cancelled, j.unfinished, j.pruned,
+         round(j.completed::numeric / nullif(j.completed + j.partially_completed + j.failed, 0), 4),
+         round(r.jobs_retried::numeric / nullif(r.jobs_ran, 0), 4),
+         coalesce(a.model_attempts, 0),
+         round(a.first_pass::numeric / nullif(a.model_attempts, 0), 4),
+         round(a.fell_back::numeric / nullif(a.model_attempts, 0), 4),
+         round(a.degraded::numeric / nullif(a.model_attempts, 0), 4),
+         round(a.review::numeric / nullif(a.model_attempts, 0), 4),
+         round(s.wait_p50::numeric, 1), round(s.wait_p95::numeric, 1),
+         round(a.run_p50::numeric, 1), round(a.run_p95::numeric, 1),
+         round(j.duration_p50::numeric, 1), round(j.duration_p95::numeric, 1),
+         j.cost_usd, j.input_tokens, j.output_tokens
+    from job_agg j
+    left join retry_agg r on (r.period_start, r.pipeline, r.pipeline_version) = (j.period_start, j.pipeline, j.pipeline_version)
+    left join attempt_agg a on (a.period_start, a.pipeline, a.pipeline_version) = (j.period_start, j.pipeline, j.pipeline_version)
+    left join step_agg s on (s.period_start, s.pipeline, s.pipeline_version) = (j.period_start, j.pipeline, j.pipeline_version)
+   order by j.period_start, j.pipeline, j.pipeline_version;
+end
+$fn$;
+
+create function ballast.report_progress(p_attempt_id bigint, p_progress jsonb) returns boolean
+language plpgsql volatile
+as $fn$
+declare
+  v_step_id bigint;
+  v_job_id bigint;
+begin
+  update ballast_private.steps s set progress = p_progress
+    from ballast_private.attempts a
+   where a.id = p_attempt_id and a.outcome = 'running' and s.id = a.step_id and s.status = 'running'
+     and s.attempts = a.number
+  returning s.id, s.job_id into v_step_id, v_job_id;
+  if v_step_id is null then
+    return false;
+  end if;
+  perform pg_notify('ballast_events',
+    json_build_object('progress', json_build_object('job_id', v_job_id, 'step_id', v_step_id))::text);
+  return true;
+end
+$fn$;
+
+create function ballast.report_quality(p_since interval DEFAULT '30 days'::interval, p_period text DEFAULT 'day'::text) returns TABLE(period_start timestamp with time zone, prompt_name text, prompt_version integer, provider text, model text, scored_calls bigint, avg_score numeric, min_score numeric, max_score numeric, below_threshold bigint)
+language plpgsql stable
+as $fn$
+#variable_conflict use_column
+declare
+  v_from timestamptz := ballast_private.report_window(p_since, p_period);
+begin
+  return query
+  select ballast_private.report_period(p_period, c.started_at), c.prompt_name, c.prompt_version, c.provider,
+         c.requested_model, count(*), round(avg(c.score), 4), min(c.score), max(c.score),
+         count(*) filter (where c.error_class = 'quality')
+    from ballast_private.model_calls c
+   where c.started_at >= v_from and c.score is not null
+   group by 1, 2, 3, 4, 5
+   order by 1, 2, 3, 4, 5;
+end
+$fn$;
+
+create function ballast.report_steps(p_since interval DEFAULT '24:00:00'::interval, p_period text DEFAULT 'hour'::text) returns TABLE(period_start timestamp with time zone, pipeline text, pipeline_version integer, step_name text, is_item boolean, steps bigint, succeeded bigint, failed bigint, skipped bigint, cancelled bigint, unfinished bigint, success_rate numeric, retry_rate numeric, attempts bigint, model_attempts bigint, first_pass_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric, queue_wait_p50_ms numeric, queue_wait_p95_ms numeric, run_p50_ms numeric, run_p95_ms numeric, cost_usd numeric, input_tokens bigint, output_tokens bigint)
+language plpgsql stable set jit = off
+as $fn$
+#variable_conflict use_column
+declare
+  v_from timestamptz := ballast_private.report_window(p_since, p_period);
+begin
+  return query
+  with st as materialized (
+    select ballast_private.report_period(p_period, j.created_at) as period_start, j.pipeline, j.pipeline_version,
+           -- items are named '<map step>__<index>' (0008)
+           case when s.parent_step_id is null then s.name else regexp_replace(s.name, '__[0-9]+$', '') end as step_name,
+           s.parent_step_id is not null as is_item, s.id, s.status, s.cost_usd, s.input_tokens, s.output_tokens,
+           extract(epoch from s.started_at - case when s.attempts = 1 then s.queued_at
+                                                  when s.parent_step_id is not null or cardinality(s.depends_on) = 0
+                                                  then s.created_at end) * 1000 as wait_ms
+      from ballast_private.jobs j
+      cross join lateral (select s.* from ballast_private.steps s where s.job_id = j.id offset 0) s
+     where j.created_at >= v_from),
+  att as materialized (
+    select s.period_start, s.pipeline, s.pipeline_version, s.step_name, s.is_item, a.step_id, a.number, a.outcome,
+           a.contract_outcome, a.fallback_used,
+           case when a.outcome in ('succeeded', 'failed', 'timed_out', 'needs_review')
+                then extract(epoch from a.finished_at - a.started_at) * 1000 end as run_ms
+      from st s
+      cross join lateral (select a.* from ballast_private.attempts a where a.step_id = s.id offset 0) a),
+  step_agg as (
+    select s.period_start, s.pipeline, s.pipeline_version, s.step_name, s.is_item, count(*) as steps,
+           count(*) filter (where s.status = 'succeeded') as succeeded,
+           count(*) filter (where s.status = 'failed') as failed,
+           count(*) filter (where s.status = 'skipped') as skipped,
+           count(*) filter (where s.status = 'cancelled') as cancelled,
+           count(*) filter (where s.status not in ('succeeded', 'failed', 'skipped', 'cancelled')) as unfinished,
+           percentile_cont(0.5) within group (order by s.wait_ms) as wait_p50,
+           percentile_cont(0.95) within group (order by s.wait_ms) as wait_p95,
+           sum(s.cost_usd) as cost_usd, sum(s.input_tokens)::bigint as input_tokens,
+           sum(s.output_tokens)::bigint as output_tokens
+      from st s group by 1, 2, 3, 4, 5),
+  retry_agg as (
+    select r.period_start, r.pipeline, r.pipeline_version, r.step_name, r.is_item, count(*) as steps_ran,
+           count(*) filter (where r.retried) as steps_retried
+      from (select a.period_start, a.pipeline, a.pipeline_version, a.step_name, a.is_item,
+                   coalesce(min(a.number) filter (where a.outcome in ('failed', 'crashed', 'timed_out')) < max(a.number),
+                            false) as retried
+              from att a group by 1, 2, 3, 4, 5, a.step_id) r
+     group by 1, 2, 3, 4, 5),
+  attempt_agg as (
+    select a.period_start, a.pipeline, a.pipeline_version, a.step_name, a.is_item, count(*) as attempts,
+           count(*) filter (where a.contract_outcome is not null) as model_attempts,
+           count(*) filter (where a.contract_outcome = 'valid_first_try') as first_pass,
+           count(*) filter (where a.contract_outcome is not null and a.fallback_used) as fell_back,
+           count(*) filter (where a.contract_outcome = 'degraded') as degraded,
+           count(*) filter (where a.contract_outcome = 'review') as review,
+           percentile_cont(0.5) within group (order by a.run_ms) as run_p50,
+           percentile_cont(0.95) within group (order by a.run_ms) as run_p95
+      from att a group by 1, 2, 3, 4, 5)
+  select s.period_start, s.pipeline, s.pipeline_version, s.step_name, s.is_item, s.steps, s.succeeded, s.failed,
+         s.skipped, s.cancelled, s.unfinished,
+         round(s.succeeded::numeric / nullif(s.succeeded + s.failed, 0), 4),
+         round(r.steps_retried::numeric / nullif(r.steps_ran, 0), 4),
+         coalesce(a.attempts, 0), coalesce(a.model_attempts, 0),
+         round(a.first_pass::numeric / nullif(a.model_attempts, 0), 4),
+         round(a.fell_back::numeric / nullif(a.model_attempts, 0), 4),
+         round(a.degraded::numeric / nullif(a.model_attempts, 0), 4),
+         round(a.review::numeric / nullif(a.model_attempts, 0), 4),
+         round(s.wait_p50::numeric, 1), round(s.wait_p95::numeric, 1),
+         round(a.run_p50::numeric, 1), round(a.run_p95::numeric, 1),
+         s.cost_usd, s.input_tokens, s.output_tokens
+    from step_agg s
+    left join retry_agg r
+      on (r.period_start, r.pipeline, r.pipeline_version, r.step_name, r.is_item)
+       = (s.period_start, s.pipeline, s.pipeline_version, s.step_name, s.is_item)
+    left join attempt_agg a
+      on (a.period_start, a.pipeline, a.pipeline_version, a.step_name, a.is_item)
+       = (s.period_start, s.pipeline, s.pipeline_version, s.step_name, s.is_item)
+   order by s.period_start, s.pipeline, s.pipeline_version, s.step_name, s.is_item;
+end
+$fn$;
+
+create function ballast.report_stuck(p_queued_for interval DEFAULT '00:05:00'::interval, p_overdue_by interval DEFAULT '00:01:00'::interval) returns TABLE(kind text, job_id bigint, step_id bigint, attempt_id bigint, tenant_id text, pipeline text, pipeline_version integer, step_name text, since timestamp with time zone, overdue interval, detail text)
+language sql stable
+as $fn$
+  with n as materialized (select ballast.now() as now)
+  select * from (
+    select 'wait_past_deadline'::text as kind, s.job_id, s.id, null::bigint, j.tenant_id, j.pipeline,
+           j.pipeline_version, s.name, s.wait_deadline as since, (select now from n) - s.wait_deadline,
+           format('waiting for event %L; its deadline passed and no reaper acted on it (is a worker running?)', s.wait_key)
+      from ballast_private.steps s join ballast_private.jobs j on j.id = s.job_id
+     where s.status = 'waiting' and s.wait_deadline < (select now from n) - p_overdue_by
+    union all
+    select 'lease_expired', a.job_id, a.step_id, a.id, j.tenant_id, j.pipeline, j.pipeline_version, s.name,
+           a.lease_expires_at, (select now from n) - a.lease_expires_at,
+           format('attempt %s on worker %s: lease expired and not reclaimed (is a worker running its reaper?)',
+                  a.number, coalesce(a.worker_id, '(gone)'))
+      from ballast_private.attempts a
+      join ballast_private.steps s on s.id = a.step_id
+      join ballast_private.jobs j on j.id = a.job_id
+     where a.outcome = 'running' and a.lease_expires_at < (select now from n) - p_overdue_by
+    union all
+    select 'retry_overdue', s.job_id, s.id, null, j.tenant_id, j.pipeline, j.pipeline_version, s.name, s.next_run_at,
+           (select now from n) - s.next_run_at,
+           format('retry due since %s and not picked up (is a worker running %s@%s?); last error: %s',
+                  s.next_run_at, j.pipeline, j.pipeline_version, coalesce(s.error ->> 'message', '-'))
+      from ballast_private.steps s join ballast_private.jobs j on j.id = s.job_id
+     where s.status = 'retrying' and s.next_run_at < (select now from n) - p_overdue_by
+    union all
+    select 'queued_too_long', s.job_id, s.id, null, j.tenant_id, j.pipeline, j.pipeline_version, s.name, s.queued_at,
+           (select now from n) - s.queued_at,
+           case when s.concurrency_key is not null
+                then format('queued; concurrency group %s allows %s at once', s.concurrency_key, s.concurrency_limit)
+                else format('queued and not picked up (are workers for %s@%s running and free?)', j.pipeline, j.pipeline_version) end
+      from ballast_private.steps s join ballast_private.jobs j on j.id = s.job_id
+     where s.status = 'queued' and s.queued_at < (select now from n) - p_queued_for) w
+  order by w.since, w.kind
+$fn$;
+
+create function ballast.report_worker_fault(p_worker_id text, p_error_class text, p_blamed_attempt_ids bigint[] DEFAULT NULL::bigint[], p_message text DEFAULT NULL::text, p_quarantine_after integer DEFAULT 2) returns TABLE(attempt_id bigint, step_id bigint, step_status text, crashes integer, blamed boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_pool_id text;
+  v_attempt record;
+  v_step ballast_private.steps;
+  v_blamed boolean;
+  v_class text;
+  v_message text;
+  v_error jsonb;
+  v_status text;
+  v_jobs bigint[] := '{}';
+  v_job bigint;
+begin
+  if p_worker_id is null or p_worker_id = '' then
+    perform ballast_private.bad_argument('worker_id', 'is missing', 'Pass the id of the worker that blocked or crashed.');
+  end if;
+  if p_error_class is null or p_error_class not in ('blocked_worker', 'crashed_worker') then
+    perform ballast_private.bad_argument('error_class', format('%L is not ''blocked_worker'' or ''crashed_worker''', p_error_class),
+      'Pass ''blocked_worker'' (event loop stalled past a timeout) or ''crashed_worker'' (process died abnormally).');
+  end if;
+  if p_quarantine_after is null or p_quarantine_after not between 1 and 1000 then
+    perform ballast_private.bad_argument('quarantine_after', format('%s is not from 1 to 1000', p_quarantine_after),
+      'Pass after how many blocked or crashed attempts a step is quarantined, e.g. 2.');
+  end if;
+  perform set_config('ballast.actor', case when p_error_class = 'blocked_worker' then 'watchdog' else 'supervisor' end, true);
+
+  select w.pool_id into v_pool_id from ballast_private.workers w where w.id = p_worker_id for update;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('worker %L is not registered', p_worker_id),
+      hint = 'Pass the id the worker registered with (ballast.workers).';
+  end if;
+  update ballast_private.workers w set stopped_at = coalesce(w.stopped_at, v_now) where w.id = p_worker_id;
+  if v_pool_id is not null then
+    perform graphile_worker.force_unlock_workers(array[v_pool_id]);
+  end if;
+
+  for v_attempt in
+    select a.id, a.step_id, a.number from ballast_private.attempts a
+     where a.worker_id = p_worker_id and a.outcome = 'running'
+     order by a.step_id
+  loop
+    select * into v_step from ballast_private.steps s where s.id = v_attempt.step_id for update;
+    continue when v_step.status <> 'running' or v_step.attempts <> v_attempt.number;
+    v_blamed := p_blamed_attempt_ids is null or v_attempt.id = any(p_blamed_attempt_ids);
+    v_class := case when v_blamed then p_error_class else 'worker_lost' end;
+    v_message := case
+      when not v_blamed then format('worker %s was stopped while running this step: another step %s it', p_worker_id,
+                                    case when p_error_class = 'blocked_worker' then 'blocked' else 'crashed' end)
+      when coalesce(p_message, '') <> '' then p_message
+      when p_error_class = 'blocked_worker'
+        then format('worker %s was blocked (its event loop stalled) while running this step; the process was killed', p_worker_id)
+      else format('worker %s crashed while running this step', p_worker_id) end;
+    update ballast_private.attempts a
+       set outcome = 'crashed', finished_at = v_now, error_class = v_class, error_message = v_message,
+           error_retryable = true
+     where a.id = v_attempt.id;
+    if v_blamed then
+      update ballast_private.steps s set crashes = s.crashes + 1 where s.id = v_step.id
+      returning * into v_step;
+    end if;
+    if v_blamed and v_step.crashes >= p_quarantine_after then
+      v_error := jsonb_build_object('class', v_class, 'retryable', false, 'attempt', v_step.attempts, 'quarantined', true,
+        'message', format('quarantined after %s blocked or crashed workers: %s', v_step.crashes, v_message));
+      v_status := ballast_private.settle_failure(v_step, v_error, false, null, v_now);
+    else
+      v_error := jsonb_build_object('class', v_class, 'message', v_message, 'retryable', true, 'attempt', v_step.attempts);
+      v_status := ballast_private.settle_failure(v_step, v_error, true, null, v_now);
+    end if;
+    v_jobs := v_jobs || v_step.job_id;
+    attempt_id := v_attempt.id;
+    step_id := v_step.id;
+    step_status := v_status;
+    crashes := v_step.crashes;
+    blamed := v_blamed;
+    return next;
+  end loop;
+
+  foreach v_job in array (select coalesce(array_agg(distinct j), '{}') from unnest(v_jobs) j) loop
+    perform ballast_private.refresh_job_status(v_job);
+  end loop;
+end
+$fn$;
+
+create function ballast.request_review(p_attempt_id bigint, p_proposed jsonb, p_reason text, p_detail jsonb DEFAULT NULL::jsonb) returns TABLE(step_status text, job_status text)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+begin
+  if coalesce(p_reason, '') = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why a person must decide (e.g. "quality score 0.41 below 0.7").');
+  end if;
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  update ballast_private.attempts set outcome = 'needs_review', finished_at = v_now where id = p_attempt_id;
+  perform set_config('ballast.reason', p_reason, true);
+  update ballast_private.steps
+     set status = 'needs_review',
+         review = jsonb_build_object('reason', p_reason, 'proposed', p_proposed, 'detail', p_detail,
+                                     'requested_at', v_now, 'attempt_id', p_attempt_id)
+   where id = v_step.id;
+  perform set_config('ballast.reason', '', true);
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  return query select 'needs_review'::text, ballast_private.refresh_job_status(v_step.job_id);
+end
+$fn$;
+
+create function ballast.resolve_review(p_step_id bigint, p_decision text, p_output jsonb DEFAULT NULL::jsonb, p_reviewer text DEFAULT NULL::text, p_note text DEFAULT NULL::text) returns TABLE(step_status text, job_status text, queued_step_ids bigint[])
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_output jsonb;
+  v_errors jsonb;
+  v_count int;
+  v_queued bigint[] := '{}';
+  v_status text;
+begin
+  if p_decision is null or p_decision not in ('approve', 'edit', 'reject') then
+    perform ballast_private.bad_argument('decision', format('%L is not approve, edit or reject', p_decision),
+      'Pass ''approve'' (keep the proposed output), ''edit'' (with p_output) or ''reject''.');
+  end if;
+  if coalesce(p_reviewer, '') = '' then
+    perform ballast_private.bad_argument('reviewer', 'is empty', 'Name the person deciding; it is kept in the audit trail.');
+  end if;
+  select * into v_step from ballast_private.steps s where s.id = p_step_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('step %s does not exist', p_step_id);
+  end if;
+  -- Lock order: an item before its map step (finish_map), then the step.
+  select * into v_step from ballast_private.steps s where s.id = p_step_id for update;
+  if v_step.status <> 'needs_review' then
+    raise exception using errcode = 'BA013',
+      message = format('step %s ("%s" of job %s) is %s, not needs_review: there is nothing to decide', v_step.id,
+                       v_step.name, v_step.job_id, v_step.status),
+      hint = 'ballast.reviews lists the steps waiting for a decision.';
+  end if;
+  perform set_config('ballast.actor', 'reviewer:' || p_reviewer, true);
+  perform set_config('ballast.reason', coalesce(p_note, ''), true);
+
+  if p_decision = 'reject' then
+    update ballast_private.steps
+       set review = v_step.review || jsonb_build_object('decision', p_decision, 'reviewer', p_reviewer, 'note', p_note,
+                                                        'resolved_at', v_now)
+     where id = v_step.id;
+    select * into v_step from ballast_private.steps s where s.id = p_step_id;
+    v_status := ballast_private.settle_failure(v_step,
+      jsonb_build_object('class', 'review_rejected', 'code', 'review_rejected', 'retryable', false,
+                         'message', coalesce('rejected by ' || p_reviewer || ': ' || nullif(p_note, ''), 'rejected by ' || p_reviewer),
+                         'attempt', v_step.attempts),
+      false, null, v_now);
+  else
+    v_output := case when p_decision = 'approve' then v_step.review -> 'proposed' else p_output end;
+    if p_decision = 'approve' and (v_output is null or v_output = 'null'::jsonb) then
+      perform ballast_private.bad_argument('decision', 'approve needs a proposed output and this review has none',
+        'Pass decision ''edit'' with the output to use, or ''reject''.');
+    end if;
+    if p_decision = 'edit' and p_output is null then
+      perform ballast_private.bad_argument('output', 'is null', 'Pass the corrected output (JSON) with decision ''edit''.');
+    end if;
+    select jsonb_agg(jsonb_build_object('path', 'output' || case when e.path = '' then ''
+                                                                 when left(e.path, 1) = '[' then e.path
+                                                                 else '.' || e.path end,
+                                        'message', e.message)), count(*)
+      into v_errors, v_count
+      from ballast.json_schema_errors(ballast_private.output_contract(v_step), v_output) e;
+    if v_count > 0 then
+      raise exception using
+        errcode = 'BA002',
+        message = format('output does not satisfy the contract of step "%s" (%s problem%s): %s', v_step.name, v_count,
+                         case when v_count > 1 then 's' else '' end,
+                         (select string_agg((e ->> 'path') || ': ' || (e ->> 'message'), '; ')
+                            from jsonb_array_elements(v_errors) e)),
+        detail = v_errors::text,
+        hint = 'Correct the listed fields and resolve again; nothing was changed.';
+    end if;
+    update ballast_private.steps
+       set status = 'succeeded', output = v_output, error = null, finished_at = v_now,
+           review = v_step.review || jsonb_build_object('decision', p_decision, 'reviewer', p_reviewer, 'note', p_note,
+                                                        'resolved_at', v_now)
+     where id = v_step.id;
+    v_queued := ballast_private.queue_dependants(v_step.job_id, v_step.name, v_now, true);
+    if v_step.parent_step_id is not null then
+      perform ballast_private.finish_map(v_step.parent_step_id);
+    end if;
+    v_status := 'succeeded';
+  end if;
+  insert into ballast_private.events (job_id, step_id, type, status, actor, reason, data)
+  values (v_step.job_id, v_step.id, 'review_resolved', v_status, 'reviewer:' || p_reviewer, nullif(p_note, ''),
+          jsonb_build_object('decision', p_decision, 'reviewer', p_reviewer,
+                             'edited', p_decision = 'edit' and p_output is distinct from v_step.review -> 'proposed'));
+  return query select v_status, ballast_private.refresh_job_status(v_step.job_id), coalesce(v_queued, '{}'::bigint[]);
+end
+$fn$;
+
+create function ballast.send_event(p_key text, p_payload jsonb DEFAULT NULL::jsonb, p_actor text DEFAULT NULL::text, p_tenant_id text DEFAULT NULL::text) returns TABLE(accepted boolean, resumed_step_ids bigint[])
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_resumed bigint[] := '{}';
+  v_step ballast_private.steps;
+  v_tenant text;
+begin
+  if ballast_private.caller_unrestricted() then
+    v_tenant := coalesce(p_tenant_id, ballast_private.caller_tenant(), 'default');
+  else
+    v_tenant := ballast_private.caller_tenant();
+    if v_tenant is null then
+      raise exception using errcode = 'BA014',
+        message = format('role %s acts for no tenant: it cannot send events', ballast_private.caller_role()),
+        hint = 'Bind the login to a tenant (ballast.bind_role_tenant), or send a token with a tenant_id claim.';
+    end if;
+    if p_tenant_id is not null and p_tenant_id <> v_tenant then
+      raise exception using errcode = 'BA014',
+        message = format('tenant %s cannot send events to tenant %s', v_tenant, p_tenant_id),
+        hint = 'Leave the tenant out: events go to your own tenant''s steps.';
+    end if;
+  end if;
+  perform ballast_private.check_key_text('tenant_id', v_tenant, 200, 'Name a tenant id of 1 to 200 bytes.');
+  if p_key is null then
+    perform ballast_private.bad_argument('key', 'is null', 'Pass the key the waiting step named.');
+  end if;
+  perform ballast_private.check_key_text('key', p_key, 500, 'Pass the key the waiting step named (at most 500 bytes).');
+  perform ballast_private.set_actor(ballast_private.caller_actor(p_actor));
+  perform pg_advisory_xact_lock(1650551917, hashtext(v_tenant || '/' || p_key));
+  insert into ballast_private.signals (tenant_id, key, payload, actor)
+  values (v_tenant, p_key, p_payload, current_setting('ballast.actor', true))
+  on conflict (tenant_id, key) do nothing;
+  if not found then
+    return query select false, v_resumed;
+    return;
+  end if;
+  for v_step in
+    select s.* from ballast_private.steps s join ballast_private.jobs j on j.id = s.job_id
+     where s.status = 'waiting' and s.wait_key = p_key and j.tenant_id = v_tenant
+     order by s.id for update of s
+  loop
+    update ballast_private.steps
+       set status = 'queued', queued_at = v_now, wait_key = null, wait_deadline = null, wait_on_timeout = null
+     where id = v_step.id;
+    perform ballast_private.wake_step(v_step.id);
+    perform ballast_private.refresh_job_status(v_step.job_id);
+    v_resumed := v_resumed || v_step.id;
+  end loop;
+  return query select true, v_resumed;
+end
+$fn$;
+
+create function ballast.set_budget(p_tenant_id text, p_limit_usd numeric, p_period text DEFAULT 'month'::text, p_on_exhausted text DEFAULT 'pause'::text, p_actor text DEFAULT NULL::text) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_step record;
+begin
+  if coalesce(p_tenant_id, '') = '' then
+    perform ballast_private.bad_argument('tenant_id', 'is empty', 'Name the tenant whose spending is limited.');
+  end if;
+  if p_limit_usd < 0 then
+    perform ballast_private.bad_argument('limit_usd', format('%s is negative', p_limit_usd),
+      'Pass the limit in USD (0 stops all priced calls), or null to remove the limit.');
+  end if;
+  if p_period is null or p_period not in ('day', 'week', 'month') then
+    perform ballast_private.bad_argument('period', format('%L is not day, week or month', p_period), 'Pass ''day'', ''week'' or ''month''.');
+  end if;
+  if p_on_exhausted is null or p_on_exhausted not in ('pause', 'fail') then
+    perform ballast_private.bad_argument('on_exhausted', format('%L is not pause or fail', p_on_exhausted),
+      'Pass ''pause'' (the step waits for the next period or a raised limit) or ''fail''.');
+  end if;
+  perform ballast_private.set_actor(p_actor);
+  if p_limit_usd is null then
+    delete from ballast_private.budgets where tenant_id = p_tenant_id;
+  else
+    insert into ballast_private.budgets (tenant_id, limit_usd, period, on_exhausted)
+    values (p_tenant_id, p_limit_usd, p_period, p_on_exhausted)
+    on conflict (tenant_id) do update
+      set limit_usd = excluded.limit_usd, period = excluded.period, on_exhausted = excluded.on_exhausted,
+          updated_at = ballast.now();
+  end if;
+  -- Wake the steps the old limit paused (status retrying, error class budget_exhausted, due later).
+  for v_step in
+    select s.id, s.job_id from ballast_private.steps s join ballast_private.jobs j on j.id = s.job_id
+     where j.tenant_id = p_tenant_id and s.status = 'retrying' and s.error ->> 'class' = 'budget_exhausted'
+     order by s.id for update of s
+  loop
+    update ballast_private.steps set next_run_at = ballast.now() where id = v_step.id;
+    perform ballast_private.wake_step(v_step.id);
+  end loop;
+end
+$fn$;
+
+create function ballast.set_model_price(p_provider text, p_model text, p_input_per_mtok numeric, p_output_per_mtok numeric, p_cached_input_per_mtok numeric DEFAULT NULL::numeric, p_valid_from timestamp with time zone DEFAULT ballast.now(), p_source text DEFAULT 'operator'::text) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  if coalesce(p_provider, '') = '' or coalesce(p_model, '') = '' then
+    perform ballast_private.bad_argument(case when coalesce(p_provider, '') = '' then 'provider' else 'model' end,
+      'is empty', 'Name the provider as in "provider:model" (e.g. openai) and the model id (e.g. gpt-4o-mini, or * for all).');
+  end if;
+  if p_input_per_mtok is null or p_input_per_mtok < 0 or p_output_per_mtok is null or p_output_per_mtok < 0
+     or p_cached_input_per_mtok < 0 then
+    perform ballast_private.bad_argument('price', format('input %s, output %s, cached %s: prices must be numbers >= 0',
+      coalesce(p_input_per_mtok::text, 'null'), coalesce(p_output_per_mtok::text, 'null'), coalesce(p_cached_input_per_mtok::text, 'null')),
+      'Pass USD per 1M tokens, e.g. 0.15 and 0.60.');
+  end if;
+  insert into ballast_private.model_prices (provider, model, valid_from, input_per_mtok, output_per_mtok, cached_input_per_mtok, source)
+  values (p_provider, p_model, coalesce(p_valid_from, ballast.now()), p_input_per_mtok, p_output_per_mtok, p_cached_input_per_mtok, coalesce(p_source, 'operator'))
+  on conflict (provider, model, valid_from) do update
+    set input_per_mtok = excluded.input_per_mtok, output_per_mtok = excluded.output_per_mtok,
+        cached_input_per_mtok = excluded.cached_input_per_mtok, source = excluded.source;
+end
+$fn$;
+
+create function ballast.set_provider_cooldown(p_provider text, p_model text, p_until timestamp with time zone, p_reason text) returns timestamp with time zone
+language sql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+  insert into ballast_private.provider_cooldowns as c (provider, model, until, reason)
+  values (p_provider, coalesce(p_model, '*'), p_until, coalesce(p_reason, 'operator'))
+  on conflict (provider, model) do update
+    set until = greatest(c.until, excluded.until),
+        reason = case when excluded.until > c.until then excluded.reason else c.reason end,
+        set_at = ballast.now(), hits = c.hits + 1
+  returning until
+$fn$;
+
+create function ballast.set_worker_pool(p_worker_id text, p_pool_id text) returns void
+language plpgsql volatile
+as $fn$
+begin
+  update ballast_private.workers set pool_id = p_pool_id, heartbeat_at = ballast.now() where id = p_worker_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('worker %L is not registered', p_worker_id),
+      hint = 'Call ballast.register_worker first.';
+  end if;
+end
+$fn$;
+
+create function ballast.settle_and_claim(p_worker_id text, p_ok bigint[], p_outputs jsonb[], p_failed bigint[], p_errors jsonb[], p_tasks text[], p_n integer, p_lease_ms integer DEFAULT 30000) returns TABLE(settled jsonb, claims jsonb)
+language plpgsql volatile
+as $fn$
+declare
+  v_settled jsonb;
+  v_claims jsonb;
+begin
+  perform ballast_private.defer_job_counters();
+  if coalesce(cardinality(p_ok), 0) + coalesce(cardinality(p_failed), 0) > 0 then
+    select jsonb_agg(jsonb_build_array(s.attempt_id, s.step_status)) into v_settled
+      from ballast.settle_steps(p_worker_id, p_ok, p_outputs, p_failed, p_errors) s;
+  end if;
+  if coalesce(p_n, 0) > 0
+     and exists (select 1 from ballast_private.workers w where w.id = p_worker_id and w.stopped_at is null) then
+    select jsonb_agg(to_jsonb(c)) into v_claims from ballast.claim_steps(p_worker_id, p_tasks, p_n, p_lease_ms) c;
+  end if;
+  -- Every job the batch touched is updated once, here, after all its step rows (the lock order: steps, then jobs).
+  perform ballast_private.flush_job_counters();
+  -- Steps the batch queued (dependants, retries due, map items: steps of the jobs this worker runs, so of its own
+  -- pipeline versions): the claim above took them unless it was full; only then tell the other workers.
+  if current_setting('ballast.queued_in_batch', true) = 'on' then
+    perform set_config('ballast.queued_in_batch', 'off', true);
+    if coalesce(jsonb_array_length(v_claims), 0) >= coalesce(p_n, 0) then
+      perform pg_notify('ballast_queue', '');
+    end if;
+  end if;
+  perform ballast_private.flush_events_notice();
+  return query select coalesce(v_settled, '[]'::jsonb), coalesce(v_claims, '[]'::jsonb);
+end
+$fn$;
+
+create function ballast.settle_steps(p_worker_id text, p_ok bigint[], p_outputs jsonb[], p_failed bigint[] DEFAULT '{}'::bigint[], p_errors jsonb[] DEFAULT '{}'::jsonb[]) returns TABLE(attempt_id bigint, step_status text)
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_ok bigint[] := coalesce(p_ok, '{}');
+  v_failed bigint[] := coalesce(p_failed, '{}');
+  v_done bigint[];
+  v_steps bigint[];
+  v_outputs jsonb[];
+  v_jobs bigint[];
+  v_names text[];
+  v_parents bigint[];
+  v_status text;
+  v_parent bigint;
+begin
+  if cardinality(v_ok) <> cardinality(coalesce(p_outputs, '{}')) then
+    perform ballast_private.bad_argument('outputs', format('has %s entries for %s succeeded attempts',
+      cardinality(coalesce(p_outputs, '{}')), cardinality(v_ok)), 'Pass one output per attempt id, in the same order.');
+  end if;
+  if cardinality(v_failed) <> cardinality(coalesce(p_errors, '{}')) then
+    perform ballast_private.bad_argument('errors', format('has %s entries for %s failed attempts',
+      cardinality(coalesce(p_errors, '{}')), cardinality(v_failed)), 'Pass one error per attempt id, in the same order.');
+  end if;
+
+  if cardinality(v_ok) > 0 then
+    -- The steps of the attempts, locked in id order (the lock order of every verb), read by primary key; an attempt
+    -- owns its step when both are still running and it is the step's latest attempt. OFFSET 0 keeps that filter
+    -- out of the locking scan (see the header).
+    select array_agg(x.aid order by x.sid), array_agg(x.sid order by x.sid), array_agg(x.output order by x.sid)
+      into v_done, v_steps, v_outputs
+      from (select a.id as aid, s.id as sid, s.status, s.attempts, a.number, a.outcome, inp.output
+              from unnest(v_ok, p_outputs) as inp(attempt_id, output)
+              join ballast_private.attempts a on a.id = inp.attempt_id
+              join ballast_private.steps s on s.id = a.step_id
+             order by s.id
+               for update of s
+            offset 0) x
+     where x.status = 'running' and x.outcome = 'running' and x.attempts = x.number;
+
+    if v_done is not null then
+      update ballast_private.attempts a set outcome = 'succeeded', finished_at = v_now
+       where a.id = any(v_done);
+      with s as (
+        update ballast_private.steps s
+           set status = 'succeeded', output = coalesce(o.output, 'null'::jsonb), error = null, finished_at = v_now,
+               wait_key = null, wait_deadline = null, wait_on_timeout = null, updated_at = v_now
+          from unnest(v_steps, v_outputs) as o(step_id, output)
+         where s.id = o.step_id
+        returning s.job_id, s.name, s.parent_step_id)
+      select array_agg(s.job_id), array_agg(s.name), array_agg(s.parent_step_id) into v_jobs, v_names, v_parents from s;
+    end if;
+
+    if v_done is not null and exists (select 1 from unnest(v_jobs, v_names) as f(job_id, name)
+                                        join ballast_private.steps d2 on d2.job_id = f.job_id and f.name = any(d2.depends_on)
+                                       where d2.status = 'pending') then
+      perform 1 from ballast_private.steps d
+       where d.id in (select d2.id from unnest(v_jobs, v_names) as f(job_id, name)
+                        join ballast_private.steps d2 on d2.job_id = f.job_id and f.name = any(d2.depends_on)
+                       where d2.status = 'pending')
+       order by d.id for update;
+      update ballast_private.steps d
+         set deps_remaining = d.deps_remaining - x.n,
+             status = case when d.deps_remaining = x.n then 'queued' else d.status end,
+             queued_at = case when d.deps_remaining = x.n then v_now else d.queued_at end,
+             updated_at = v_now
+        from (select d2.id, count(*)::int as n
+                from unnest(v_jobs, v_names) as f(job_id, name)
+                join ballast_private.steps d2 on d2.job_id = f.job_id and f.name = any(d2.depends_on)
+               where d2.status = 'pending'
+               group by d2.id) x
+       where d.id = x.id;
+    end if;
+    for v_parent in select distinct p from unnest(v_parents) p where p is not null order by p loop
+      perform ballast_private.finish_map(v_parent);
+    end loop;
+    return query
+    select i.id, case when i.id = any(coalesce(v_done, '{}')) then 'succeeded' else 'stale' end
+      from unnest(v_ok) as i(id);
+  end if;
+
+  for i in 1 .. cardinality(v_failed) loop
+    begin
+      select f.step_status into v_status from ballast.fail_step(v_failed[i], p_errors[i]) f;
+    exception
+      when sqlstate 'BA008' or sqlstate 'BA007' then
+        v_status := 'stale';
+      when sqlstate 'BA002' then
+        v_status := 'refused: ' || sqlerrm;
+    end;
+    attempt_id := v_failed[i];
+    step_status := v_status;
+    return next;
+  end loop;
+end
+$fn$;
+
+create function ballast.stop_worker(p_worker_id text) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_pool_id text;
+begin
+  update ballast_private.workers set stopped_at = ballast.now()
+   where id = p_worker_id and stopped_at is null
+  returning pool_id into v_pool_id;
+  if v_pool_id is not null then
+    perform graphile_worker.force_unlock_workers(array[v_pool_id]);
+  end if;
+end
+$fn$;
+
+create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_job_id bigint;
+  v_created boolean;
+  v_tenant text := p_tenant_id;
+begin
+  if not ballast_private.caller_unrestricted() then
+    v_tenant := ballast_private.caller_tenant();
+    if v_tenant is null then
+      raise exception using errcode = 'BA014', message = format('role %s acts for no tenant: it cannot submit jobs', ballast_private.caller_role()),
+        hint = 'Bind the login to a tenant (ballast.bind_role_tenant), or send a token with a tenant_id claim.';
+    end if;
+    if p_tenant_id is not null and p_tenant_id not in ('default', v_tenant) then
+      raise exception using errcode = 'BA014', message = format('tenant %s cannot submit jobs for tenant %s', v_tenant, p_tenant_id),
+        hint = 'Leave the tenant out: jobs are submitted for your own tenant.';
+    end if;
+    perform set_config('ballast.actor', ballast_private.caller_actor(null), true);
+  end if;
+  if coalesce(current_setting('ballast.actor', true), '') = '' then
+    perform set_config('ballast.actor', 'sql', true);
+  end if;
+  select s.job_id, s.created into v_job_id, v_created
+    from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version) s;
+  return query select j.id, v_created, j.status, j.pipeline_version from ballast_private.jobs j where j.id = v_job_id;
+end
+$fn$;
+
+create function ballast.submit_jobs(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(ord integer, job_id bigint, created boolean, status text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  c_max_batch_bytes constant bigint := 16777216;
+  v_tenant text := case when ballast_private.caller_unrestricted() then p_tenant_id else ballast_private.caller_tenant() end;
+  v_pipeline ballast_private.pipelines;
+  v_limit bigint;
+  v_ord integer;
+  v_problem text;
+  v_total bigint;
+  v_key text;
+begin
+  perform ballast_private.check_key_text('tenant_id', v_tenant, 200,
+    'Pass a tenant id of 1 to 200 bytes, or leave it out for the tenant ''default''.');
+  select k.n, k.key into v_ord, v_key
+    from unnest(p_idempotency_keys) with ordinality k(key, n)
+   where k.key = '' or octet_length(k.key) > 500
+   order by k.n limit 1;
+  if found then
+    perform ballast_private.check_key_text(format('idempotency_keys[%s]', v_ord), v_key, 500,
+      'Pass null for no deduplication of that input, or a key of 1 to 500 bytes unique to its request (an order id, a webhook delivery id).');
+  end if;
+
+  if p_pipeline_version is null then
+    select * into v_pipeline from ballast_private.pipelines p
+     where p.name = p_pipeline order by p.version desc limit 1;
+  else
+    select * into v_pipeline from ballast_private.pipelines p
+     where p.name = p_pipeline and p.version = p_pipeline_version;
+  end if;
+  if v_pipeline.name is not null and p_inputs is not null then
+    v_limit := ballast_private.input_size_limit(v_pipeline);
+    select s.n, s.problem into v_ord, v_problem
+      from (select i.n, ballast_private.input_size_problem(i.input, v_limit) as problem
+              from unnest(p_inputs) with ordinality i(input, n)) s
+     where s.problem is not null
+     order by s.n
+     limit 1;
+    if found then
+      perform ballast_private.bad_argument(format('inputs[%s]', v_ord),
+        format('%s (pipeline %s@%s)', v_problem, v_pipeline.name, v_pipeline.version),
+        'Send less per job (keep large documents elsewhere and pass a reference: a URL, an object key, an id), or '
+        || 'give the pipeline a larger maxInputBytes (up to 64 MiB) in a new version; numbers must fit a 64-bit float.');
+    end if;
+    select sum(octet_length(i.input::text)) into v_total from unnest(p_inputs) i(input);
+    if v_total > greatest(c_max_batch_bytes, v_limit) then
+      perform ballast_private.bad_argument('inputs',
+        format('hold %s bytes of JSON in all; one call accepts at most %s', v_total, greatest(c_max_batch_bytes, v_limit)),
+        'Split the batch into smaller calls (each call is one transaction).');
+    end if;
+  end if;
+
+  return query select * from ballast_private.submit_jobs_checked_v15(p_pipeline, p_inputs, p_idempotency_keys,
+                                                                     p_tenant_id, p_priority, p_pipeline_version);
+end
+$fn$;
+
+create function ballast.task_identifier(p_pipeline text, p_version integer) returns text
+language sql immutable parallel safe
+as $fn$
+  select 'ballast_step:' || p_pipeline || '@' || p_version
+$fn$;
+
+create function ballast.wait_for_event(p_attempt_id bigint, p_key text, p_timeout_ms integer DEFAULT NULL::integer, p_on_timeout text DEFAULT 'fail'::text) returns TABLE(received boolean, payload jsonb)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_signal ballast_private.signals;
+  v_tenant text;
+begin
+  if p_key is null then
+    perform ballast_private.bad_argument('key', 'is null', 'Use the key the sender will pass to ballast.send_event.');
+  end if;
+  perform ballast_private.check_key_text('key', p_key, 500,
+    'Use the key the sender will pass to ballast.send_event (at most 500 bytes).');
+  if p_on_timeout not in ('fail', 'retry') then
+    perform ballast_private.bad_argument('on_timeout', format('%L is not "fail" or "retry"', p_on_timeout), 'Pass ''fail'' or ''retry''.');
+  end if;
+  if p_timeout_ms is not null and p_timeout_ms <= 0 then
+    perform ballast_private.bad_argument('timeout_ms', format('%s is not a positive number of milliseconds', p_timeout_ms),
+      'Pass how long to wait, or null to wait without a deadline.');
+  end if;
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select j.tenant_id into v_tenant from ballast_private.jobs j where j.id = v_step.job_id;
+  perform pg_advisory_xact_lock(1650551917, hashtext(v_tenant || '/' || p_key));
+  select * into v_signal from ballast_private.signals s where s.tenant_id = v_tenant and s.key = p_key;
+  if found then
+    return query select true, v_signal.payload;
+    return;
+  end if;
+  update ballast_private.attempts set outcome = 'parked', finished_at = v_now where id = p_attempt_id;
+  update ballast_private.steps
+     set status = 'waiting', wait_key = p_key, attempt_offset = attempt_offset + 1,
+         wait_deadline = case when p_timeout_ms is null then null else v_now + make_interval(secs => p_timeout_ms / 1000.0) end,
+         wait_on_timeout = p_on_timeout
+   where id = v_step.id;
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return query select false, null::jsonb;
+end
+$fn$;
+
+create function ballast.watchdog_heartbeat(p_worker_id text, p_lease_ms integer DEFAULT 30000) returns TABLE(alive boolean, db_now timestamp with time zone, running jsonb)
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_alive boolean;
+begin
+  update ballast_private.workers set heartbeat_at = v_now
+   where id = p_worker_id and stopped_at is null;
+  v_alive := found;
+  if v_alive then
+    update ballast_private.attempts
+       set lease_expires_at = greatest(lease_expires_at, v_now + make_interval(secs => greatest(p_lease_ms, 1000) / 1000.0))
+     where worker_id = p_worker_id and outcome = 'running';
+  end if;
+  return query
+  select v_alive, v_now,
+         coalesce((select jsonb_agg(jsonb_build_object('attempt_id', a.id, 'step_id', a.step_id,
+                                                       'started_at', a.started_at, 'timeout_ms', s.timeout_ms)
+                                    order by a.id)
+                     from ballast_private.attempts a
+                     join ballast_private.steps s on s.id = a.step_id
+                    where a.worker_id = p_worker_id and a.outcome = 'running'), '[]'::jsonb);
+end
+$fn$;
+
+create function ballast.worker_lock(p_worker_id text) returns TABLE(namespace integer, key integer)
+language sql immutable parallel safe
+as $fn$
+  select 1650551916, hashtext(p_worker_id)
+$fn$;
+
+create function ballast_private.announce_queued() returns void
+language plpgsql volatile
+as $fn$
+begin
+  if current_setting('ballast.defer_counters', true) = 'on' then
+    perform set_config('ballast.queued_in_batch', 'on', true);
+  else
+    perform pg_notify('ballast_queue', '');
+  end if;
+end
+$fn$;
+
+create function ballast_private.apply_step_deltas(p_job bigint[], p_sgn integer[], p_status text[], p_items_wait boolean[], p_parent bigint[], p_started boolean[]) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_d record;
+begin
+  -- Map parents first (steps before jobs), and only when items are among the rows: an UPDATE of steps fires the
+  -- statement triggers of steps again even when it changes no row.
+  if exists (select 1 from unnest(p_parent) p where p is not null) then
+    with r as (select * from unnest(p_parent, p_sgn, p_status) as t(parent_step_id, sgn, status)
+                where parent_step_id is not null),
+    d as (select parent_step_id, sum(sgn * (status not in ('succeeded', 'failed', 'cancelled', 'skipped'))::int) as n
+            from r group by parent_step_id),
+    locked as (select p.id from ballast_private.steps p
+                where p.id in (select parent_step_id from d where n <> 0) order by p.id for no key update)
+    update ballast_private.steps p set items_open = p.items_open + d.n
+      from d join locked l on l.id = d.parent_step_id
+     where p.id = d.parent_step_id;
+  end if;
+
+  with r as (select * from unnest(p_job, p_sgn, p_status, p_items_wait, p_parent, p_started)
+                             as t(job_id, sgn, status, items_wait, parent_step_id, started)),
+  delta as (
+    select job_id,
+           sum(sgn)::int as d_total,
+           sum(sgn * (status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int)::int as d_final,
+           sum(sgn * (status = 'running')::int)::int as d_running,
+           sum(sgn * (status = 'needs_review')::int)::int as d_review,
+           sum(sgn * (status = 'waiting' and not items_wait)::int)::int as d_waiting,
+           sum(sgn * (status = 'retrying')::int)::int as d_retrying,
+           sum(sgn * (status = 'failed' and parent_step_id is null)::int)::int as d_failed,
+           sum(sgn * (status = 'cancelled' and parent_step_id is null)::int)::int as d_cancelled,
+           sum(sgn * started::int)::int as d_started,
+           sum(sgn * (status in ('failed', 'cancelled', 'skipped') and parent_step_id is not null)::int)::int as d_item_bad
+      from r group by job_id)
+  select array_agg(job_id order by job_id) as job, array_agg(d_total order by job_id) as total,
+         array_agg(d_final order by job_id) as final, array_agg(d_running order by job_id) as running,
+         array_agg(d_review order by job_id) as review, array_agg(d_waiting order by job_id) as waiting,
+         array_agg(d_retrying order by job_id) as retrying, array_agg(d_failed order by job_id) as failed,
+         array_agg(d_cancelled order by job_id) as cancelled, array_agg(d_started order by job_id) as started,
+         array_agg(d_item_bad order by job_id) as item_bad
+    into v_d from delta;
+  if v_d.job is null then
+    return;
+  end if;
+  if current_setting('ballast.defer_counters', true) = 'on' then
+    insert into pg_temp.ballast_job_deltas
+    select * from unnest(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting, v_d.retrying, v_d.failed,
+                         v_d.cancelled, v_d.started, v_d.item_bad);
+  else
+    perform ballast_private.update_job_counters(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting,
+                                                v_d.retrying, v_d.failed, v_d.cancelled, v_d.started, v_d.item_bad);
+  end if;
+end
+$fn$;
+
+create function ballast_private.bad_argument(p_field text, p_problem text, p_fix text) returns void
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using
+    errcode = 'BA002',
+    message = format('%s: %s', p_field, p_problem),
+    hint = p_fix,
+    detail = jsonb_build_array(jsonb_build_object('path', p_field, 'message', p_problem))::text;
+end
+$fn$;
+
+create function ballast_private.budget_period_start(p_period text, p_at timestamp with time zone) returns timestamp with time zone
+language sql immutable
+as $fn$
+  select date_trunc(p_period, p_at at time zone 'UTC') at time zone 'UTC'
+$fn$;
+
+create function ballast_private.caller_actor(p_actor text) returns text
+language sql stable security definer set search_path = pg_catalog, pg_temp
+as $fn$
+  select case when ballast_private.caller_unrestricted()
+              then coalesce(nullif(p_actor, ''), nullif(current_setting('ballast.actor', true), ''))
+              when pg_has_role(session_user, 'ballast_authenticator', 'member')
+              then coalesce(nullif(current_setting('ballast.actor', true), ''), session_user::text)
+              else session_user::text end
+$fn$;
+
+create function ballast_private.caller_role() returns name
+language sql stable
+as $fn$
+  select case when current_setting('role') in ('none', '') then session_user else current_setting('role')::name end
+$fn$;
+
+create function ballast_private.caller_tenant() returns text
+language sql stable security definer set search_path = pg_catalog, pg_temp
+as $fn$
+  select coalesce(
+    (select t.tenant_id from ballast_private.role_tenants t where t.role_name = session_user),
+    case when pg_has_role(session_user, 'ballast_authenticator', 'member')
+              or pg_has_role(session_user, (select nspowner from pg_namespace where nspname = 'ballast_private'), 'member')
+         then nullif(current_setting('ballast.tenant_id', true), '') end)
+$fn$;
+
+create function ballast_private.caller_unrestricted() returns boolean
+language sql stable
+as $fn$
+  select pg_has_role(r, 'ballast_operator', 'member') or pg_has_role(r, 'ballast_reporter', 'member')
+         or pg_has_role(r, (select nspowner from pg_namespace where nspname = 'ballast_private'), 'member')
+    from ballast_private.caller_role() r
+$fn$;
+
+create function ballast_private.cancel_job(p_job_id bigint, p_reason text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns TABLE(job_id bigint, status text, cancelled_step_ids bigint[], already_cancelled boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_job ballast_private.jobs;
+  v_now timestamptz := ballast.now();
+  v_steps bigint[];
+  v_attempts jsonb;
+begin
+  perform ballast_private.set_actor(p_actor);
+  perform set_config('ballast.reason', coalesce(p_reason, ''), true);
+  -- Items of map steps first, then the other steps, each by id: an item finishing locks itself, then its map step.
+  perform 1 from ballast_private.steps s where s.job_id = p_job_id order by s.parent_step_id is null, s.id for update;
+  select * into v_job from ballast_private.jobs j where j.id = p_job_id for no key update;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('job %s does not exist', p_job_id);
+  end if;
+  if v_job.status = 'cancelled' then
+    return query select v_job.id, v_job.status, '{}'::bigint[], true;
+    return;
+  end if;
+  if v_job.status in ('completed', 'failed', 'partially_completed') then
+    raise exception using errcode = 'BA010',
+      message = format('job %s already %s; there is nothing to cancel', p_job_id, v_job.status),
+      hint = 'To run it again use ballast.replay_job.';
+  end if;
+
+  select coalesce(jsonb_agg(jsonb_build_object('attempt_id', a.id, 'worker_id', a.worker_id)), '[]')
+    into v_attempts
+    from ballast_private.attempts a where a.job_id = p_job_id and a.outcome = 'running';
+  update ballast_private.attempts a
+     set outcome = 'cancelled', finished_at = v_now, error_class = 'cancelled',
+         error_message = coalesce('job cancelled: ' || nullif(p_reason, ''), 'job cancelled'), error_retryable = false
+   where a.job_id = p_job_id and a.outcome = 'running';
+  with c as (
+    update ballast_private.steps s
+       set status = 'cancelled', finished_at = v_now, next_run_at = null,
+           wait_key = null, wait_deadline = null, wait_on_timeout = null
+     where s.job_id = p_job_id
+       and s.status in ('pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review')
+    returning s.id)
+  select coalesce(array_agg(c.id order by c.id), '{}') into v_steps from c;
+  if jsonb_array_length(v_attempts) > 0 then
+    perform pg_notify('ballast_cancel', jsonb_build_object('job_id', p_job_id, 'attempts', v_attempts)::text);
+  end if;
+  return query select p_job_id, ballast_private.refresh_job_status(p_job_id), v_steps, false;
+end
+$fn$;
+
+create function ballast_private.check_effect_key(p_key text) returns void
+language plpgsql volatile
+as $fn$
+begin
+  if p_key is null then
+    perform ballast_private.bad_argument('key', 'is null', 'Name the effect after what it does and to whom, e.g. ''email:welcome:user-42''.');
+  end if;
+  perform ballast_private.check_key_text('key', p_key, 500,
+    'Name the effect after what it does and to whom, in at most 500 bytes, e.g. ''email:welcome:user-42''.');
+end
+$fn$;
+
+create function ballast_private.check_key_text(p_field text, p_value text, p_max_bytes integer, p_fix text) returns void
+language plpgsql immutable
+as $fn$
+begin
+  if p_value = '' then
+    perform ballast_private.bad_argument(p_field, format('is empty; it must be 1 to %s bytes of UTF-8', p_max_bytes), p_fix);
+  elsif octet_length(p_value) > p_max_bytes then
+    perform ballast_private.bad_argument(p_field,
+      format('is %s bytes of UTF-8 (%s characters); at most %s bytes are allowed', octet_length(p_value),
+             char_length(p_value), p_max_bytes), p_fix);
+  end if;
+end
+$fn$;
+
+create function ballast_private.checked_pipeline(p_pipeline text, p_input jsonb, p_idempotency_key text, p_tenant_id text, p_priority integer, p_pipeline_version integer) returns ballast_private.pipelines
+language plpgsql stable
+as $fn$
+declare
+  c_listed constant integer := 100;
+  v_pipeline ballast_private.pipelines;
+  v_errors jsonb;
+  v_count int;
+  v_problem text;
+begin
+  if p_pipeline is null or p_pipeline = '' then
+    perform ballast_private.bad_argument('pipeline', 'is missing', 'Name a registered pipeline, e.g. ''demo.wordstats''.');
+  end if;
+  if p_tenant_id is null then
+    perform ballast_private.bad_argument('tenant_id', 'is null',
+      'Pass a tenant id of 1 to 200 bytes, or leave it out for the tenant ''default''.');
+  end if;
+  perform ballast_private.check_key_text('tenant_id', p_tenant_id, 200,
+    'Pass a tenant id of 1 to 200 bytes, or leave it out for the tenant ''default''.');
+  if p_priority is null or p_priority not between -1000 and 1000 then
+    perform ballast_private.bad_argument('priority', format('%s is out of range', coalesce(p_priority::text, 'null')),
+      'Use an integer from -1000 to 1000; lower runs first, 0 is the default.');
+  end if;
+  perform ballast_private.check_key_text('idempotency_key', p_idempotency_key, 500,
+    'Pass null for no deduplication, or a key of 1 to 500 bytes unique to this request (an order id, a webhook delivery id).');
+
+  if p_pipeline_version is null then
+    select * into v_pipeline from ballast_private.pipelines
+     where name = p_pipeline order by version desc limit 1;
+  else
+    select * into v_pipeline from ballast_private.pipelines
+     where name = p_pipeline and version = p_pipeline_version;
+  end if;
+  if v_pipeline.name is null then
+    raise exception using errcode = 'BA004',
+      message = case when p_pipeline_version is null then format('pipeline %L is not registered', p_pipeline)
+                     else format('pipeline %L has no version %s', p_pipeline, p_pipeline_version) end,
+      hint = coalesce('Registered pipelines: ' || (select string_agg(distinct name || '@' || version, ', ')
+                                                     from ballast_private.pipelines) || '. ', '')
+             || 'A pipeline is registered when a worker that defines it starts.';
+  end if;
+
+  if p_input is null then
+    perform ballast_private.bad_argument('input', 'is null',
+      format('Pass a JSON value matching the input contract of %s@%s (ballast.pipelines.input_schema).',
+             v_pipeline.name, v_pipeline.version));
+  end if;
+  v_problem := ballast_private.input_size_problem(p_input, ballast_private.input_size_limit(v_pipeline));
+  if v_problem is not null then
+    perform ballast_private.bad_argument('input', format('%s (pipeline %s@%s)', v_problem, v_pipeline.name, v_pipeline.version),
+      'Send less per job (keep large documents elsewhere and pass a reference: a URL, an object key, an id), or '
+      || 'give the pipeline a larger maxInputBytes (up to 64 MiB) in a new version; numbers must fit a 64-bit float.');
+  end if;
+  select jsonb_agg(jsonb_build_object('path', 'input' || case when e.path = '' then ''
+                                                              when left(e.path, 1) = '[' then e.path
+                                                              else '.' || e.path end,
+                                      'message', e.message) order by e.k) filter (where e.k <= c_listed),
+         count(*)
+    into v_errors, v_count
+    from ballast.json_schema_errors(v_pipeline.input_schema, p_input) with ordinality e(path, message, k);
+  if v_count > 0 then
+    raise exception using
+      errcode = 'BA002',
+      message = format('input does not match the contract of pipeline %s@%s (%s): %s',
+                       v_pipeline.name, v_pipeline.version,
+                       case when v_count > c_listed then format('more than %s problems, the first %s listed', c_listed, c_listed)
+                            when v_count > 1 then format('%s problems', v_count) else '1 problem' end,
+                       (select string_agg((e ->> 'path') || ': ' || (e ->> 'message'), '; ' order by o)
+                          from jsonb_array_elements(v_errors) with ordinality x(e, o))),
+      detail = v_errors::text,
+      hint = 'Fix the listed fields and submit again; nothing was written.';
+  end if;
+  return v_pipeline;
+end
+$fn$;
+
+create function ballast_private.claim_gate(p_tenant_id text, p_model jsonb, p_now timestamp with time zone) returns TABLE(until timestamp with time zone, class text, message text)
+language plpgsql stable
+as $fn$
+declare
+  v_models text[] := array[p_model ->> 'model']
+                     || coalesce(array(select jsonb_array_elements_text(p_model -> 'fallbacks')), '{}');
+  v_budget ballast_private.budgets;
+  v_start timestamptz;
+  v_spent numeric;
+  v_cool record;
+begin
+  select * into v_budget from ballast_private.budgets b where b.tenant_id = p_tenant_id and b.on_exhausted = 'pause';
+  if found and exists (select 1 from ballast.model_price(split_part(v_models[1], ':', 1),
+                                                          substr(v_models[1], strpos(v_models[1], ':') + 1), p_now)) then
+    v_start := ballast_private.budget_period_start(v_budget.period, p_now);
+    select coalesce(sum(u.spent_usd + u.reserved_usd), 0) into v_spent
+      from ballast_private.budget_usage u where u.tenant_id = p_tenant_id and u.period_start = v_start;
+    if v_spent >= v_budget.limit_usd then
+      until := v_start + ('1 ' || v_budget.period)::interval;
+      class := 'budget_exhausted';
+      message := format('tenant %L has used its budget of %s USD per %s (%s USD spent or reserved); the step waits '
+                        'until %s or a raised limit (ballast.set_budget)', p_tenant_id, v_budget.limit_usd,
+                        v_budget.period, round(v_spent, 6), until);
+      return next;
+      return;
+    end if;
+  end if;
+
+  select min(x.until) as until, string_agg(x.model || ' until ' || x.until, ', ' order by x.model) as what
+    into v_cool
+    from (select m as model, (select max(c.until) from ballast_private.provider_cooldowns c
+                               where c.provider = split_part(m, ':', 1)
+                                 and c.model in (substr(m, strpos(m, ':') + 1), '*') and c.until > p_now) as until
+            from unnest(v_models) m) x
+   having count(*) = count(x.until);
+  if found then
+    until := v_cool.until;
+    class := 'cooldown';
+    message := format('every model of the step is cooling down (%s); the step waits until %s', v_cool.what, v_cool.until);
+    return next;
+  end if;
+end
+$fn$;
+
+create function ballast_private.complete(p_attempt_id bigint, p_output jsonb, p_wake_first boolean) returns TABLE(job_status text, queued_step_ids bigint[])
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_queued bigint[];
+begin
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  update ballast_private.attempts set outcome = 'succeeded', finished_at = v_now where id = p_attempt_id;
+  update ballast_private.steps
+     set status = 'succeeded', output = coalesce(p_output, 'null'::jsonb), error = null, finished_at = v_now,
+         wait_key = null, wait_deadline = null, wait_on_timeout = null
+   where id = v_step.id;
+
+  v_queued := ballast_private.queue_dependants(v_step.job_id, v_step.name, v_now, p_wake_first);
+
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  if v_step.parent_step_id is not null then
+    perform ballast_private.finish_map(v_step.parent_step_id);
+  end if;
+  return query select ballast_private.refresh_job_status(v_step.job_id), v_queued;
+end
+$fn$;
+
+create function ballast_private.concurrency_value(p_key text, p_tenant_id text, p_input jsonb) returns text
+language sql immutable parallel safe
+as $fn$
+  select ballast_private.short_key(case
+    when p_key = 'global' then '*'
+    when p_key = 'tenant' then p_tenant_id
+    else coalesce(p_input #>> string_to_array(substr(p_key, 7), '.'), '(none)')
+  end)
+$fn$;
+
+create function ballast_private.cooldown_left_ms(p_until timestamp with time zone, p_now timestamp with time zone) returns integer
+language sql immutable
+as $fn$
+  select case when p_until is null then null
+              else ceil(greatest(extract(epoch from (least(p_until, p_now + interval '7 days') - p_now)), 0) * 1000)::integer
+         end
+$fn$;
+
+create function ballast_private.defer_job_counters() returns void
+language plpgsql volatile
+as $fn$
+begin
+  if to_regclass('pg_temp.ballast_job_deltas') is null then
+    create temporary table ballast_job_deltas (
+      job_id bigint, d_total int, d_final int, d_running int, d_review int, d_waiting int, d_retrying int,
+      d_failed int, d_cancelled int, d_started int, d_item_bad int) on commit delete rows;
+  end if;
+  perform set_config('ballast.defer_counters', 'on', true);
+  -- And the audit events' ids, for one ballast_events notification at the end (flush_events_notice).
+  perform set_config('ballast.collect_events', 'on', true);
+end
+$fn$;
+
+create function ballast_private.derive_job_status(p_total integer, p_final integer, p_running integer, p_review integer, p_waiting integer, p_retrying integer, p_failed integer, p_cancelled integer, p_started integer, p_item_bad integer) returns text
+language sql immutable parallel safe
+as $fn$
+  select case
+    when p_final = p_total and p_cancelled > 0 then 'cancelled'
+    when p_final = p_total and p_failed > 0 then 'failed'
+    when p_final = p_total and p_item_bad > 0 then 'partially_completed'
+    when p_final = p_total then 'completed'
+    when p_running > 0 then 'running'
+    when p_review > 0 then 'needs_review'
+    when p_waiting > 0 then 'waiting'
+    when p_retrying > 0 then 'retrying'
+    when p_started > 0 then 'running'
+    else 'queued' end
+$fn$;
+
+create function ballast_private.events_append_only() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using
+    errcode = 'BA009',
+    message = format('ballast events are append-only: %s is not allowed', lower(tg_op)),
+    hint = 'The audit trail keeps every event; record a correction as a new event instead.';
+end
+$fn$;
+
+create function ballast_private.fill_step_queue_columns() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  select ballast.task_identifier(j.pipeline, j.pipeline_version), j.priority into new.task, new.priority
+    from ballast_private.jobs j where j.id = new.job_id;
+  return new;
+end
+$fn$;
+
+create function ballast_private.finish_map(p_parent_id bigint) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_parent ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_def jsonb;
+  v_ok int; v_bad int;
+  v_output jsonb;
+  v_acceptable boolean;
+begin
+  select * into v_parent from ballast_private.steps where id = p_parent_id for update;
+  if v_parent.status <> 'waiting' or v_parent.items_open > 0 then
+    return;
+  end if;
+  select d into v_def
+    from ballast_private.jobs j
+    join ballast_private.pipelines p on p.name = j.pipeline and p.version = j.pipeline_version
+    cross join lateral jsonb_array_elements(p.definition -> 'steps') d
+   where j.id = v_parent.job_id and d ->> 'name' = v_parent.name;
+  select jsonb_build_object(
+           'items', coalesce(jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                      'index', c.item_index, 'status', c.status, 'output', c.output, 'error', c.error))
+                    order by c.item_index), '[]'::jsonb),
+           'succeeded', count(*) filter (where c.status = 'succeeded'),
+           'failed', count(*) filter (where c.status <> 'succeeded')),
+         count(*) filter (where c.status = 'succeeded'), count(*) filter (where c.status <> 'succeeded')
+    into v_output, v_ok, v_bad
+    from ballast_private.steps c where c.parent_step_id = p_parent_id;
+  v_acceptable := v_bad = 0
+    or (coalesce((v_def -> 'map' ->> 'partial')::boolean, false)
+        and v_ok >= coalesce((v_def -> 'map' ->> 'min_succeeded')::int, 1));
+
+  if v_acceptable then
+    update ballast_private.steps
+       set status = 'succeeded', output = v_output, error = null, finished_at = v_now, wait_key = null
+     where id = p_parent_id;
+    perform ballast_private.queue_dependants(v_parent.job_id, v_parent.name, v_now);
+  else
+    update ballast_private.steps set output = v_output where id = p_parent_id;
+    select * into v_parent from ballast_private.steps where id = p_parent_id;
+    perform ballast_private.settle_failure(v_parent,
+      jsonb_build_object('class', 'items_failed', 'retryable', false, 'attempt', v_parent.attempts,
+                         'message', format('%s of %s items failed%s', v_bad, v_ok + v_bad,
+                                           case when coalesce((v_def -> 'map' ->> 'partial')::boolean, false)
+                                                then format(' (at least %s had to succeed)', coalesce((v_def -> 'map' ->> 'min_succeeded')::int, 1))
+                                                else ' and the step does not accept partial success' end)),
+      false, null, v_now);
+  end if;
+end
+$fn$;
+
+create function ballast_private.flush_events_notice() returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_ids text := nullif(current_setting('ballast.batch_event_ids', true), '');
+  v_list bigint[];
+begin
+  perform set_config('ballast.collect_events', 'off', true);
+  if v_ids is null then
+    return;
+  end if;
+  perform set_config('ballast.batch_event_ids', '', true);
+  if length(v_ids) + 10 <= 7500 then
+    perform pg_notify('ballast_events', '{"ids":[' || v_ids || ']}');
+  else
+    v_list := string_to_array(v_ids, ',')::bigint[];
+    perform pg_notify('ballast_events', json_build_object('min_id', (select min(x) from unnest(v_list) x),
+      'max_id', (select max(x) from unnest(v_list) x), 'count', cardinality(v_list))::text);
+  end if;
+end
+$fn$;
+
+create function ballast_private.flush_job_counters() returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_d record;
+begin
+  perform set_config('ballast.defer_counters', 'off', true);
+  select array_agg(job_id order by job_id) as job, array_agg(t order by job_id) as total, array_agg(f order by job_id) as final,
+         array_agg(ru order by job_id) as running, array_agg(rv order by job_id) as review,
+         array_agg(wa order by job_id) as waiting, array_agg(re order by job_id) as retrying,
+         array_agg(fa order by job_id) as failed, array_agg(ca order by job_id) as cancelled,
+         array_agg(st order by job_id) as started, array_agg(ib order by job_id) as item_bad
+    into v_d
+    from (select job_id, sum(d_total)::int as t, sum(d_final)::int as f, sum(d_running)::int as ru,
+                 sum(d_review)::int as rv, sum(d_waiting)::int as wa, sum(d_retrying)::int as re,
+                 sum(d_failed)::int as fa, sum(d_cancelled)::int as ca, sum(d_started)::int as st,
+                 sum(d_item_bad)::int as ib
+            from pg_temp.ballast_job_deltas group by job_id) x;
+  delete from pg_temp.ballast_job_deltas;
+  if v_d.job is not null then
+    perform ballast_private.update_job_counters(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting,
+                                                v_d.retrying, v_d.failed, v_d.cancelled, v_d.started, v_d.item_bad);
+  end if;
+end
+$fn$;
+
+create function ballast_private.input_size_limit(p_pipeline ballast_private.pipelines) returns bigint
+language sql immutable
+as $fn$
+  select coalesce((p_pipeline.definition ->> 'max_input_bytes')::bigint, 1048576)
+$fn$;
+
+create function ballast_private.input_size_problem(p_input jsonb, p_max_bytes bigint) returns text
+language plpgsql immutable
+as $fn$
+declare
+  v_size bigint;
+begin
+  if pg_column_size(p_input) > 8 * p_max_bytes then
+    return format('is more than %s bytes of JSON; at most %s are accepted', p_max_bytes, p_max_bytes);
+  end if;
+  if jsonb_path_exists(p_input, 'strict $.** ? (@.type() == "number" && (@ > 1.7976931348623157e308 || @ < -1.7976931348623157e308 || (@ != 0 && @ < 1e-307 && @ > -1e-307)))') then
+    return 'holds a number outside the range of a 64-bit float (beyond ±1.8e308, or nearer to 0 than ±1e-307, but not 0)';
+  end if;
+  v_size := octet_length(p_input::text);
+  if v_size > p_max_bytes then
+    return format('is %s bytes of JSON; at most %s are accepted', v_size, p_max_bytes);
+  end if;
+  return null;
+end
+$fn$;
+
+create function ballast_private.insert_job() returns trigger
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_tenant text := coalesce(new.tenant_id, 'default');
+  v_input jsonb := coalesce(new.input, '{}'::jsonb);
+  v_priority integer := coalesce(new.priority, 0);
+  v_pipeline ballast_private.pipelines;
+  v_hash text;
+  v_prior record;
+  v_id bigint;
+  v_now timestamptz := ballast.now();
+begin
+  if not ballast_private.caller_unrestricted() then
+    v_tenant := ballast_private.caller_tenant();
+    if v_tenant is null then
+      raise exception using errcode = 'BA014', message = format('role %s acts for no tenant: it cannot submit jobs', ballast_private.caller_role()),
+        hint = 'Bind the login to a tenant (ballast.bind_role_tenant), or send a token with a tenant_id claim.';
+    end if;
+    if new.tenant_id is not null and new.tenant_id not in ('default', v_tenant) then
+      raise exception using errcode = 'BA014', message = format('tenant %s cannot submit jobs for tenant %s', v_tenant, new.tenant_id),
+        hint = 'Leave the tenant out: jobs are submitted for your own tenant.';
+    end if;
+    perform set_config('ballast.actor', ballast_private.caller_actor(null), true);
+  end if;
+  if coalesce(current_setting('ballast.actor', true), '') = '' then
+    perform set_config('ballast.actor', 'sql_insert', true);
+  end if;
+
+  v_pipeline := ballast_private.checked_pipeline(new.pipeline, v_input, new.idempotency_key, v_tenant, v_priority,
+                                                 new.pipeline_version);
+  v_hash := ballast_private.request_hash(new.pipeline, new.pipeline_version, v_input);
+
+  if not ballast_private.job_inserts_ready() then
+    create temporary table ballast_job_inserts (
+      id bigint primary key, tenant_id text not null, pipeline text not null, pipeline_version integer not null,
+      idempotency_key text, request_hash text not null, input jsonb not null, priority integer not null,
+      created_at timestamptz not null, steps integer not null) on commit delete rows;
+  end if;
+
+  if new.idempotency_key is not null then
+    perform ballast_private.lock_idempotency_key(v_tenant, new.idempotency_key);
+    -- An earlier row of this statement with the key: the same job (it is noted, not stored yet).
+    select i.id, i.request_hash into v_prior from pg_temp.ballast_job_inserts i
+     where i.tenant_id = v_tenant and i.idempotency_key = new.idempotency_key;
+    if found then
+      if v_prior.request_hash <> v_hash then
+        perform ballast_private.raise_key_conflict(new.idempotency_key, v_prior.id);
+      end if;
+      v_id := v_prior.id;
+    else
+      -- A stored job with the key (committed: the lock above waited for any submission of it still running).
+      select j.id, j.request_hash into v_prior from ballast_private.jobs j
+       where j.tenant_id = v_tenant and j.idempotency_key = new.idempotency_key;
+      if found then
+        if v_prior.request_hash <> v_hash then
+          perform ballast_private.raise_key_conflict(new.idempotency_key, v_prior.id);
+        end if;
+        select v.* into new from ballast.jobs v where v.id = v_prior.id;
+        return new;
+      end if;
+    end if;
+  end if;
+
+  if v_id is null then
+    v_id := nextval('ballast_private.jobs_id_seq');
+    insert into pg_temp.ballast_job_inserts (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
+                                             input, priority, created_at, steps)
+    values (v_id, v_tenant, v_pipeline.name, v_pipeline.version, new.idempotency_key, v_hash, v_input, v_priority,
+            v_now, jsonb_array_length(v_pipeline.definition -> 'steps'));
+  end if;
+  select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.input, 'queued', i.priority,
+         null::jsonb, null::jsonb, i.created_at, null::timestamptz, null::timestamptz, i.created_at, 0, 0, 0,
+         null::timestamptz
+    into new.id, new.tenant_id, new.pipeline, new.pipeline_version, new.idempotency_key, new.input, new.status,
+         new.priority, new.result, new.error, new.created_at, new.started_at, new.finished_at, new.updated_at,
+         new.input_tokens, new.output_tokens, new.cost_usd, new.pruned_at
+    from pg_temp.ballast_job_inserts i where i.id = v_id;
+  return new;
+end
+$fn$;
+
+create function ballast_private.insert_jobs_flush() returns trigger
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_noted integer;
+  v_inserted integer;
+  v_lost record;
+begin
+  if not ballast_private.job_inserts_ready() then
+    return null;
+  end if;
+  select count(*) into v_noted from pg_temp.ballast_job_inserts;
+  if v_noted = 0 then
+    return null;
+  end if;
+  with ins as (
+    insert into ballast_private.jobs as j (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
+                                           input, priority, created_at, updated_at, n_total)
+    overriding system value
+    select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.request_hash, i.input, i.priority,
+           i.created_at, i.created_at, i.steps
+      from pg_temp.ballast_job_inserts i
+     order by i.id
+    on conflict (tenant_id, idempotency_key) do nothing
+    returning j.id)
+  select count(*) into v_inserted from ins;
+  if v_inserted < v_noted then
+    select i.id, i.idempotency_key into v_lost from pg_temp.ballast_job_inserts i
+     where not exists (select 1 from ballast_private.jobs j where j.id = i.id) order by i.id limit 1;
+    raise exception using errcode = '40001',
+      message = format('a concurrent submission took idempotency key %L while this INSERT ran', v_lost.idempotency_key),
+      hint = 'Retry the statement with the same keys; it will return that job.';
+  end if;
+
+  perform set_config('ballast.steps_counted', 'on', true);
+  insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
+                                     backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
+                                     created_at, updated_at, task, priority)
+  select s.*
+    from pg_temp.ballast_job_inserts i
+    join ballast_private.pipelines p on p.name = i.pipeline and p.version = i.pipeline_version
+   cross join lateral ballast_private.new_steps(i.id, p.name, p.version, p.definition, i.tenant_id, i.input,
+                                                i.priority, i.created_at) s
+   order by i.id;
+  perform set_config('ballast.steps_counted', 'off', true);
+  delete from pg_temp.ballast_job_inserts;
+  return null;
+end
+$fn$;
+
+create function ballast_private.job_inserts_ready() returns boolean
+language plpgsql volatile
+as $fn$
+declare
+  v_owner oid;
+begin
+  select c.relowner into v_owner from pg_class c where c.oid = to_regclass('pg_temp.ballast_job_inserts');
+  if not found then
+    return false;
+  end if;
+  if v_owner is distinct from (select r.oid from pg_roles r where r.rolname = current_user) then
+    raise exception using errcode = '42501',
+      message = 'the temporary table ballast_job_inserts of this session was not created by ballast',
+      hint = 'Drop it (drop table pg_temp.ballast_job_inserts): ballast uses that name while rows are inserted into ballast.jobs.';
+  end if;
+  return true;
+end
+$fn$;
+
+create function ballast_private.job_status_guard() returns trigger
+language plpgsql volatile
+as $fn$
+declare
+  v_via_replay boolean;
+  v_allowed text;
+begin
+  select via_replay into v_via_replay from ballast_private.job_transitions
+   where from_status = old.status and to_status = new.status;
+  if not found or (v_via_replay and coalesce(current_setting('ballast.replay', true), '') <> 'on') then
+    select coalesce(string_agg(to_status, ', ' order by to_status), 'nothing (it is final)')
+      into v_allowed
+      from ballast_private.job_transitions where from_status = old.status and not via_replay;
+    raise exception using
+      errcode = 'BA001',
+      message = format('job %s cannot go from %s to %s', old.id, old.status, new.status),
+      hint = format('From %s a job may go to: %s%s.', old.status, v_allowed,
+                    case when v_via_replay then '; running it again takes ballast.replay_job' else '' end);
+  end if;
+  new.updated_at := ballast.now();
+  return new;
+end
+$fn$;
+
+create function ballast_private.jobs_changed() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+  select n.id, 'job_' || n.status, n.status, coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+         nullif(current_setting('ballast.reason', true), ''),
+         case when n.status = 'failed' then jsonb_build_object('error', n.error) end,
+         ballast.now()
+    from new_t n join old_t o on o.id = n.id
+   where o.status <> n.status
+   order by n.id;
+  return null;
+end
+$fn$;
+
+create function ballast_private.jobs_deleted() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  if exists (select 1 from old_t o join ballast_private.events e on e.job_id = o.id) then
+    raise exception using errcode = 'BA009', message = 'a job with audit events cannot be deleted',
+      hint = 'The audit trail keeps every job it mentions; prune payloads with ballast.prune_history instead.';
+  end if;
+  return null;
+end
+$fn$;
+
+create function ballast_private.jobs_inserted() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+  select n.id, 'job_submitted', n.status, coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+         nullif(current_setting('ballast.reason', true), ''),
+         jsonb_build_object('pipeline', n.pipeline, 'version', n.pipeline_version, 'tenant_id', n.tenant_id,
+                            'priority', n.priority),
+         ballast.now()
+    from new_t n order by n.id;
+  return null;
+end
+$fn$;
+
+create function ballast_private.lock_idempotency_key(p_tenant_id text, p_idempotency_key text) returns void
+language sql volatile
+as $fn$
+  select pg_advisory_xact_lock(hashtextextended('ballast.key/' || p_tenant_id || '/' || p_idempotency_key, 0))
+   where p_idempotency_key is not null
+$fn$;
+
+create function ballast_private.new_steps(p_job_id bigint, p_pipeline text, p_pipeline_version integer, p_definition jsonb, p_tenant_id text, p_input jsonb, p_priority integer, p_now timestamp with time zone) returns TABLE(job_id bigint, name text, status text, depends_on text[], deps_remaining integer, max_attempts integer, backoff_base_ms integer, backoff_cap_ms integer, timeout_ms integer, concurrency_key text, concurrency_limit integer, queued_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone, task text, priority smallint)
+language sql stable
+as $fn$
+  select p_job_id,
+         s ->> 'name',
+         case when jsonb_array_length(s -> 'depends_on') = 0 then 'queued' else 'pending' end,
+         array(select jsonb_array_elements_text(s -> 'depends_on')),
+         jsonb_array_length(s -> 'depends_on'),
+         (s ->> 'max_attempts')::int,
+         (s ->> 'backoff_base_ms')::int,
+         (s ->> 'backoff_cap_ms')::int,
+         (s ->> 'timeout_ms')::int,
+         case when jsonb_typeof(s -> 'concurrency') = 'object' then
+           (s -> 'concurrency' ->> 'group') || '/'
+           || ballast_private.concurrency_value(s -> 'concurrency' ->> 'key', p_tenant_id, p_input) end,
+         case when jsonb_typeof(s -> 'concurrency') = 'object' then (s -> 'concurrency' ->> 'limit')::int end,
+         case when jsonb_array_length(s -> 'depends_on') = 0 then p_now end,
+         p_now, p_now, ballast.task_identifier(p_pipeline, p_pipeline_version), p_priority::smallint
+    from jsonb_array_elements(p_definition -> 'steps') with ordinality as d(s, k)
+   order by d.k
+$fn$;
+
+create function ballast_private.notify_events() returns trigger
+language plpgsql volatile
+as $fn$
+declare
+  v_min bigint;
+  v_max bigint;
+  v_count bigint;
+  v_payload text;
+begin
+  select min(e.id), max(e.id), count(*) into v_min, v_max, v_count from new_events e;
+  if v_count = 0 then
+    return null;
+  end if;
+  -- Inside a worker's batch (0013's settle_and_claim sets ballast.collect_events), the ids are collected and the
+  -- batch sends one notification at its end (ballast_private.flush_events_notice, 0013): one per transaction, not one per
+  -- statement.
+  if current_setting('ballast.collect_events', true) = 'on' then
+    perform set_config('ballast.batch_event_ids',
+      coalesce(nullif(current_setting('ballast.batch_event_ids', true), '') || ',', '')
+        || (select string_agg(e.id::text, ',' order by e.id) from new_events e), true);
+    return null;
+  end if;
+  if v_count * (length(v_max::text) + 1) + 10 <= 7500 then
+    select '{"ids":[' || string_agg(e.id::text, ',' order by e.id) || ']}' into v_payload from new_events e;
+  else
+    v_payload := json_build_object('min_id', v_min, 'max_id', v_max, 'count', v_count)::text;
+  end if;
+  perform pg_notify('ballast_events', v_payload);
+  return null;
+end
+$fn$;
+
+create function ballast_private.output_contract(p_step ballast_private.steps) returns jsonb
+language sql stable
+as $fn$
+  select d -> 'output_schema'
+    from ballast_private.jobs j
+    join ballast_private.pipelines p on p.name = j.pipeline and p.version = j.pipeline_version
+    cross join lateral jsonb_array_elements(p.definition -> 'steps') d
+   where j.id = p_step.job_id
+     and d ->> 'name' = coalesce((select s.name from ballast_private.steps s where s.id = p_step.parent_step_id), p_step.name)
+$fn$;
+
+create function ballast_private.pruned_job_guard() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using
+    errcode = 'BA001',
+    message = format('job %s cannot go from %s to %s: its history was pruned at %s (input and outputs are gone)',
+                     old.id, old.status, new.status, old.pruned_at),
+    hint = 'Submit a new job with the input instead; retention (BALLAST_RETENTION) prunes finished jobs after its period.';
+end
+$fn$;
+
+create function ballast_private.queue_dependants(p_job_id bigint, p_step_name text, p_now timestamp with time zone, p_wake_first boolean DEFAULT true) returns bigint[]
+language plpgsql volatile
+as $fn$
+declare
+  v_queued bigint[];
+  v_id bigint;
+begin
+  with d as (
+    update ballast_private.steps s
+       set deps_remaining = s.deps_remaining - 1,
+           status = case when s.deps_remaining = 1 then 'queued' else s.status end,
+           queued_at = case when s.deps_remaining = 1 then p_now else s.queued_at end
+     where s.job_id = p_job_id and p_step_name = any(s.depends_on) and s.status = 'pending'
+    returning s.id, s.status)
+  select coalesce(array_agg(d.id order by d.id) filter (where d.status = 'queued'), '{}') into v_queued from d;
+  foreach v_id in array v_queued loop
+    -- Without p_wake_first the caller runs the first queued dependant itself (eager hand-off) or wakes it.
+    continue when not p_wake_first and v_id = v_queued[1];
+    perform ballast_private.wake_step(v_id);
+  end loop;
+  return v_queued;
+end
+$fn$;
+
+create function ballast_private.raise_key_conflict(p_idempotency_key text, p_job_id bigint) returns void
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using errcode = 'BA003',
+    message = format('idempotency key %L was already used by job %s for a different request', p_idempotency_key, p_job_id),
+    detail = jsonb_build_object('job_id', p_job_id, 'idempotency_key', p_idempotency_key)::text,
+    hint = 'Use a new key for a new request, or resend exactly the same pipeline and input to get job '
+           || p_job_id || ' back.';
+end
+$fn$;
+
+create function ballast_private.refresh_job_status(p_job_id bigint) returns text
+language plpgsql volatile
+as $fn$
+declare
+  v_status text;
+begin
+  select j.status into v_status from ballast_private.jobs j where j.id = p_job_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('job %s does not exist', p_job_id);
+  end if;
+  return v_status;
+end
+$fn$;
+
+create function ballast_private.refuse_view_write() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using
+    errcode = 'BA009',
+    message = format('ballast.%s is read-only: %s is not allowed', tg_table_name, lower(tg_op)),
+    hint = 'Change state through the ballast functions (submit_job, claim_step, complete_step, fail_step, ...).';
+end
+$fn$;
+
+create function ballast_private.report_period(p_period text, p_at timestamp with time zone) returns timestamp with time zone
+language sql immutable parallel safe
+as $fn$
+  select date_trunc(p_period, p_at at time zone 'UTC') at time zone 'UTC'
+$fn$;
+
+create function ballast_private.report_window(p_since interval, p_period text) returns timestamp with time zone
+language plpgsql stable
+as $fn$
+begin
+  if p_since is null or p_since <= interval '0' then
+    perform ballast_private.bad_argument('since', format('%s is not a positive interval', coalesce(p_since::text, 'null')),
+      'Pass how far back to look, e.g. ''24 hours'' or ''7 days''.');
+  end if;
+  if p_period is null or p_period not in ('minute', 'hour', 'day', 'week', 'month') then
+    perform ballast_private.bad_argument('period', format('%L is not minute, hour, day, week or month', p_period),
+      'Pass ''hour'' or ''day'' (periods are UTC).');
+  end if;
+  return ballast.now() - p_since;
+end
+$fn$;
+
+create function ballast_private.request_hash(p_pipeline text, p_pipeline_version integer, p_input jsonb) returns text
+language sql immutable parallel safe
+as $fn$
+  select encode(sha256(convert_to(jsonb_build_array(p_pipeline, p_pipeline_version, p_input)::text, 'UTF8')), 'hex')
+$fn$;
+
+create function ballast_private.require_tenant(p_tenant text, p_what text) returns void
+language plpgsql stable
+as $fn$
+declare
+  v_caller_tenant text;
+begin
+  if ballast_private.caller_unrestricted() then
+    return;
+  end if;
+  v_caller_tenant := ballast_private.caller_tenant();
+  if v_caller_tenant is null then
+    raise exception using errcode = 'BA014',
+      message = format('role %s acts for no tenant: it can see and change nothing', ballast_private.caller_role()),
+      hint = 'Bind the login to a tenant (ballast.bind_role_tenant), or send a token with a tenant_id claim.';
+  end if;
+  if p_tenant is null or p_tenant <> v_caller_tenant then
+    raise exception using errcode = 'BA007', message = format('%s does not exist', p_what);
+  end if;
+end
+$fn$;
+
+create function ballast_private.restart_grace() returns interval
+language plpgsql stable
+as $fn$
+declare
+  v_raw text := nullif(current_setting('ballast.restart_grace_ms', true), '');
+begin
+  if v_raw is null then
+    return interval '20 seconds';
+  end if;
+  if v_raw !~ '^\d{1,6}$' or v_raw::integer > 600000 then
+    perform ballast_private.bad_argument('ballast.restart_grace_ms', format('%L is not a number of milliseconds from 0 to 600000', v_raw),
+      'Set it to how long workers may take to reconnect after a restart, e.g. 20000, or reset it.');
+  end if;
+  return make_interval(secs => v_raw::integer / 1000.0);
+end
+$fn$;
+
+create function ballast_private.running_attempt(p_attempt_id bigint) returns ballast_private.steps
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_attempt ballast_private.attempts;
+begin
+  select * into v_attempt from ballast_private.attempts where id = p_attempt_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('attempt %s does not exist', p_attempt_id);
+  end if;
+  select * into v_step from ballast_private.steps where id = v_attempt.step_id for update;
+  select * into v_attempt from ballast_private.attempts where id = p_attempt_id;
+  if v_attempt.outcome <> 'running' or v_step.status <> 'running' or v_step.attempts <> v_attempt.number then
+    raise exception using errcode = 'BA008',
+      message = format('attempt %s of step %s is no longer running (attempt outcome %s, step status %s): its result was not recorded',
+                       p_attempt_id, v_step.id, v_attempt.outcome, v_step.status),
+      hint = 'Another attempt owns the step now; discard this result.';
+  end if;
+  return v_step;
+end
+$fn$;
+
+create function ballast_private.server_epoch() returns timestamp with time zone
+language sql stable
+as $fn$
+  select greatest(pg_postmaster_start_time(),
+                  (select max(a.backend_start) from pg_stat_activity a where a.backend_type = 'checkpointer'))
+$fn$;
+
+create function ballast_private.set_actor(p_actor text) returns void
+language sql volatile
+as $fn$
+  select set_config('ballast.actor', coalesce(nullif(p_actor, ''), nullif(current_setting('ballast.actor', true), ''), 'sql'), true)
+$fn$;
+
+create function ballast_private.settle_failure(p_step ballast_private.steps, p_error jsonb, p_retryable boolean, p_retry_after_ms double precision, p_now timestamp with time zone) returns text
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := p_now;
+  v_charged int := p_step.attempts - p_step.attempt_offset;
+  v_delay_ms double precision;
+  v_next timestamptz;
+  v_status text;
+begin
+  if p_retryable and v_charged < p_step.max_attempts then
+    -- Retry-After is a floor, never shortened; a bounded jitter on top (a quarter of it, at least 250 ms, at most
+    -- 60 s) spreads the steps that a provider turned away together, so they do not all come back at once.
+    -- 0 stays 0: "at once" (a release on shutdown, a provider's Retry-After: 0).
+    v_delay_ms := coalesce(case when p_retry_after_ms > 0
+                                then p_retry_after_ms + floor(random() * least(greatest(p_retry_after_ms * 0.25, 250), 60000))
+                                else p_retry_after_ms end,
+                           floor(random() * least(p_step.backoff_cap_ms::double precision,
+                                                  p_step.backoff_base_ms * power(2, least(greatest(v_charged, 1) - 1, 40)))));
+    v_next := v_now + make_interval(secs => v_delay_ms / 1000.0);
+    update ballast_private.steps set status = 'retrying', next_run_at = v_next, error = p_error,
+           wait_key = null, wait_deadline = null, wait_on_timeout = null
+     where id = p_step.id;
+    perform ballast_private.wake_step(p_step.id, v_next);
+    v_status := 'retrying';
+  else
+    update ballast_private.steps set status = 'failed', error = p_error, finished_at = v_now,
+           wait_key = null, wait_deadline = null, wait_on_timeout = null
+     where id = p_step.id;
+    with recursive dependants(name) as (
+      select p_step.name
+      union
+      select d.name from ballast_private.steps d join dependants p on p.name = any(d.depends_on)
+       where d.job_id = p_step.job_id)
+    update ballast_private.steps s set status = 'skipped', finished_at = v_now
+     where s.job_id = p_step.job_id and s.status = 'pending'
+       and s.name in (select name from dependants);
+    v_status := 'failed';
+  end if;
+  if p_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(p_step.concurrency_key, p_step.concurrency_limit);
+  end if;
+  if v_status = 'failed' and p_step.parent_step_id is not null then
+    perform ballast_private.finish_map(p_step.parent_step_id);
+  end if;
+  return v_status;
+end
+$fn$;
+
+create function ballast_private.short_key(p_value text) returns text
+language sql immutable strict parallel safe
+as $fn$
+  select case when octet_length(p_value) <= 1000 then p_value
+              else 'sha256:' || encode(sha256(convert_to(p_value, 'UTF8')), 'hex') end
+$fn$;
+
+create function ballast_private.stamp_updated_at() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  new.updated_at := ballast.now();
+  return new;
+end
+$fn$;
+
+create function ballast_private.steps_changed() returns trigger
+language plpgsql volatile
+as $fn$
+declare
+  v_bad record;
+  v_allowed text;
+begin
+  if not exists (select 1 from old_t o join new_t n on n.id = o.id
+                  where o.status <> n.status or (o.attempts > 0) <> (n.attempts > 0)
+                     or o.wait_key is distinct from n.wait_key or o.job_id <> n.job_id
+                     or o.parent_step_id is distinct from n.parent_step_id) then
+    return null;
+  end if;
+
+  select o.id, o.name, o.job_id, o.status as from_status, n.status as to_status, t.via_replay into v_bad
+    from old_t o join new_t n on n.id = o.id
+    left join ballast_private.step_transitions t on t.from_status = o.status and t.to_status = n.status
+   where o.status <> n.status
+     and (t.from_status is null or (t.via_replay and coalesce(current_setting('ballast.replay', true), '') <> 'on'))
+   order by o.id limit 1;
+  if found then
+    select coalesce(string_agg(to_status, ', ' order by to_status), 'nothing (it is final)') into v_allowed
+      from ballast_private.step_transitions where from_status = v_bad.from_status and not via_replay;
+    raise exception using
+      errcode = 'BA001',
+      message = format('step %s ("%s" of job %s) cannot go from %s to %s', v_bad.id, v_bad.name, v_bad.job_id,
+                       v_bad.from_status, v_bad.to_status),
+      hint = format('From %s a step may go to: %s%s.', v_bad.from_status, v_allowed,
+                    case when v_bad.via_replay then '; running it again takes ballast.replay_step' else '' end);
+  end if;
+
+  insert into ballast_private.events (job_id, step_id, type, status, actor, reason, data, at)
+  select n.job_id, n.id, 'step_' || n.status, n.status,
+         coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+         nullif(current_setting('ballast.reason', true), ''),
+         case when n.status = 'running' then jsonb_build_object('attempt', n.attempts)
+              when n.status = 'retrying' then jsonb_build_object('attempt', n.attempts, 'next_run_at', n.next_run_at,
+                                                                 'error', n.error)
+              when n.status = 'failed' then jsonb_build_object('attempt', n.attempts, 'error', n.error) end,
+         ballast.now()
+    from new_t n join old_t o on o.id = n.id
+   where o.status <> n.status
+   order by n.id;
+
+  perform ballast_private.apply_step_deltas(array_agg(r.job_id), array_agg(r.sgn), array_agg(r.status),
+                                            array_agg(r.items_wait), array_agg(r.parent_step_id), array_agg(r.started))
+     from (select n.job_id, 1 as sgn, n.status, coalesce(n.wait_key like 'ballast:items:%', false) as items_wait,
+                  n.parent_step_id, n.attempts > 0 as started
+             from new_t n
+           union all
+           select o.job_id, -1, o.status, coalesce(o.wait_key like 'ballast:items:%', false), o.parent_step_id,
+                  o.attempts > 0
+             from old_t o) r;
+
+  if exists (select 1 from new_t n join old_t o on o.id = n.id where n.status = 'queued' and o.status <> 'queued') then
+    perform ballast_private.announce_queued();
+  end if;
+  return null;
+end
+$fn$;
+
+create function ballast_private.steps_deleted() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  delete from ballast_private.attempts a where a.step_id in (select o.id from old_t o);
+  return null;
+end
+$fn$;
+
+create function ballast_private.steps_inserted() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  if current_setting('ballast.steps_counted', true) is distinct from 'on' then
+    perform ballast_private.apply_step_deltas(array_agg(n.job_id), array_agg(1), array_agg(n.status),
+                                              array_agg(coalesce(n.wait_key like 'ballast:items:%', false)),
+                                              array_agg(n.parent_step_id), array_agg(n.attempts > 0))
+       from new_t n;
+  end if;
+  if exists (select 1 from new_t n where n.status = 'queued') then
+    perform ballast_private.announce_queued();
+  end if;
+  return null;
+end
+$fn$;
+
+create function ballast_private.submit(p_pipeline text, p_input jsonb, p_idempotency_key text, p_tenant_id text, p_priority integer, p_pipeline_version integer) returns TABLE(job_id bigint, created boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_pipeline ballast_private.pipelines;
+  v_hash text;
+  v_job_id bigint;
+  v_existing_hash text;
+  v_now timestamptz := ballast.now();
+begin
+  v_pipeline := ballast_private.checked_pipeline(p_pipeline, p_input, p_idempotency_key, p_tenant_id, p_priority,
+                                                 p_pipeline_version);
+  v_hash := ballast_private.request_hash(p_pipeline, p_pipeline_version, p_input);
+  perform ballast_private.lock_idempotency_key(p_tenant_id, p_idempotency_key);
+
+  -- n_total is the number of steps the insert below creates (none of them final, running, waiting or started: every
+  -- other counter is 0), so the job is counted here and the steps' insert trigger skips it (ballast.steps_counted).
+  insert into ballast_private.jobs (tenant_id, pipeline, pipeline_version, idempotency_key, request_hash, input,
+                                    priority, created_at, updated_at, n_total)
+  values (p_tenant_id, v_pipeline.name, v_pipeline.version, p_idempotency_key, v_hash, p_input, p_priority, v_now, v_now,
+          jsonb_array_length(v_pipeline.definition -> 'steps'))
+  on conflict (tenant_id, idempotency_key) do nothing
+  returning id into v_job_id;
+
+  if v_job_id is null then
+    select j.id, j.request_hash into v_job_id, v_existing_hash
+      from ballast_private.jobs j
+     where j.tenant_id = p_tenant_id and j.idempotency_key = p_idempotency_key;
+    if v_job_id is null then
+      raise exception using errcode = '40001',
+        message = format('a concurrent submission with idempotency key %L is not visible yet', p_idempotency_key),
+        hint = 'Retry the transaction with the same key; it will return that job.';
+    end if;
+    if v_existing_hash <> v_hash then
+      perform ballast_private.raise_key_conflict(p_idempotency_key, v_job_id);
+    end if;
+    return query select v_job_id, false;
+    return;
+  end if;
+
+  perform set_config('ballast.steps_counted', 'on', true);
+  insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
+                                     backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
+                                     created_at, updated_at, task, priority)
+  select * from ballast_private.new_steps(v_job_id, v_pipeline.name, v_pipeline.version, v_pipeline.definition,
+                                          p_tenant_id, p_input, p_priority, v_now);
+  perform set_config('ballast.steps_counted', 'off', true);
+
+  return query select v_job_id, true;
+end
+$fn$;
+
+create function ballast_private.submit_jobs_checked_v15(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(ord integer, job_id bigint, created boolean, status text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+declare
+  c_max_inputs constant integer := 1000;
+  c_max_problems constant integer := 20;
+  v_tenant text := p_tenant_id;
+  v_pipeline ballast_private.pipelines;
+  v_n integer;
+  v_keys text[];          -- per input: its idempotency key or null
+  v_hashes text[];        -- per input: its request hash (as ballast_private.submit computes it)
+  v_ids bigint[];         -- per input: the id reserved for it (inputs without a key, and the first use of a key)
+  v_inserted bigint[];    -- the ids actually inserted (a key already stored inserts nothing)
+  v_job_ids bigint[];     -- per input: the job returned
+  v_created boolean[];
+  v_queued bigint[];
+  v_errors jsonb;
+  v_count integer;
+  v_ord integer;
+  v_other integer;
+  v_key text;
+  v_job bigint;
+  v_missing integer;
+  v_conflict integer;
+  v_now timestamptz := ballast.now();
+  v_seq regclass := pg_get_serial_sequence('ballast_private.jobs', 'id')::regclass;
+begin
+  -- Tenancy, exactly as submit_job (0010).
+  if not ballast_private.caller_unrestricted() then
+    v_tenant := ballast_private.caller_tenant();
+    if v_tenant is null then
+      raise exception using errcode = 'BA014', message = format('role %s acts for no tenant: it cannot submit jobs', ballast_private.caller_role()),
+        hint = 'Bind the login to a tenant (ballast.bind_role_tenant), or send a token with a tenant_id claim.';
+    end if;
+    if p_tenant_id is not null and p_tenant_id not in ('default', v_tenant) then
+      raise exception using errcode = 'BA014', message = format('tenant %s cannot submit jobs for tenant %s', v_tenant, p_tenant_id),
+        hint = 'Leave the tenant out: jobs are submitted for your own tenant.';
+    end if;
+    perform set_config('ballast.actor', ballast_private.caller_actor(null), true);
+  end if;
+  if coalesce(current_setting('ballast.actor', true), '') = '' then
+    perform set_config('ballast.actor', 'sql', true);
+  end if;
+
+  -- Arguments, as ballast_private.submit checks them, then the arrays.
+  if p_pipeline is null or p_pipeline = '' then
+    perform ballast_private.bad_argument('pipeline', 'is missing', 'Name a registered pipeline, e.g. ''demo.wordstats''.');
+  end if;
+  if v_tenant is null or v_tenant = '' or length(v_tenant) > 200 then
+    perform ballast_private.bad_argument('tenant_id', format('%L is not a tenant id', v_tenant),
+      'Pass a non-empty text of at most 200 characters, or leave it out for the tenant ''default''.');
+  end if;
+  if p_priority is null or p_priority not between -1000 and 1000 then
+    perform ballast_private.bad_argument('priority', format('%s is out of range', coalesce(p_priority::text, 'null')),
+      'Use an integer from -1000 to 1000; lower runs first, 0 is the default.');
+  end if;
+  if p_inputs is null then
+    perform ballast_private.bad_argument('inputs', 'is null',
+      'Pass an array with one job input per job, e.g. array[''{"text": "a"}'', ''{"text": "b"}'']::jsonb[].');
+  end if;
+  if array_ndims(p_inputs) > 1 then
+    perform ballast_private.bad_argument('inputs', format('has %s dimensions', array_ndims(p_inputs)),
+      'Pass a one-dimensional array: one element per job.');
+  end if;
+  v_n := cardinality(p_inputs);
+  if v_n > c_max_inputs then
+    perform ballast_private.bad_argument('inputs', format('holds %s inputs, more than %s per call', v_n, c_max_inputs),
+      format('Split the batch into calls of at most %s inputs (each call is one transaction).', c_max_inputs));
+  end if;
+  if p_idempotency_keys is not null then
+    if array_ndims(p_idempotency_keys) > 1 or cardinality(p_idempotency_keys) <> v_n then
+      perform ballast_private.bad_argument('idempotency_keys',
+        format('has %s entries for %s inputs', cardinality(p_idempotency_keys), v_n),
+        'Pass one key (or null) per input, in the order of the inputs, or leave idempotency_keys out.');
+    end if;
+    select k.n into v_ord
+      from unnest(p_idempotency_keys) with ordinality k(key, n)
+     where k.key = '' or length(k.key) > 500
+     order by k.n limit 1;
+    if found then
+      perform ballast_private.bad_argument(format('idempotency_keys[%s]', v_ord), 'must be 1 to 500 characters',
+        'Pass null for no deduplication of that input, or a key unique to its request (an order id, a webhook delivery id).');
+    end if;
+  end if;
+
+  if p_pipeline_version is null then
+    select * into v_pipeline from ballast_private.pipelines p
+     where p.name = p_pipeline order by p.version desc limit 1;
+  else
+    select * into v_pipeline from ballast_private.pipelines p
+     where p.name = p_pipeline and p.version = p_pipeline_version;
+  end if;
+  if v_pipeline.name is null then
+    raise exception using errcode = 'BA004',
+      message = case when p_pipeline_version is null then format('pipeline %L is not registered', p_pipeline)
+                     else format('pipeline %L has no version %s', p_pipeline, p_pipeline_version) end,
+      hint = coalesce('Registered pipelines: ' || (select string_agg(distinct p.name || '@' || p.version, ', ')
+                                                     from ballast_private.pipelines p) || '. ', '')
+             || 'A pipeline is registered when a worker that defines it starts.';
+  end if;
+  if v_n = 0 then
+    return;
+  end if;
+
+  -- Every input against the contract, in one statement, stopping after c_max_problems + 1 problems (the lateral
+  -- validation runs input by input in order, so LIMIT stops it early).
+  select coalesce(jsonb_agg(p.issue order by p.n, p.k), '[]'::jsonb), count(*)::int
+    into v_errors, v_count
+    from (select i.n, e.k,
+                 jsonb_build_object(
+                   'path', format('inputs[%s]', i.n) || case when e.path = '' then ''
+                                                             when left(e.path, 1) = '[' then e.path
+                                                             else '.' || e.path end,
+                   'message', e.message) as issue
+            from unnest(p_inputs) with ordinality i(input, n)
+            cross join lateral (
+              select 0::bigint as k, ''::text as path, 'is null (use ''{}'' for an empty object)'::text as message
+               where i.input is null
+              union all
+              select x.k, x.path, x.message
+                from ballast.json_schema_errors(v_pipeline.input_schema, i.input) with ordinality x(path, message, k)
+               where i.input is not null) e
+           limit c_max_problems + 1) p;
+  if v_count > c_max_problems then
+    v_errors := v_errors - c_max_problems;  -- drops the extra one (0-based index): it only said "there are more"
+  end if;
+  if v_count > 0 then
+    raise exception using
+      errcode = 'BA002',
+      message = format('inputs do not match the contract of pipeline %s@%s (%s): %s',
+                       v_pipeline.name, v_pipeline.version,
+                       case when v_count > c_max_problems then format('more than %s problems, the first %s listed', c_max_problems, c_max_problems)
+                            when v_count > 1 then format('%s problems', v_count) else '1 problem' end,
+                       (select string_agg((e ->> 'path') || ': ' || (e ->> 'message'), '; ' order by e.o)
+                          from jsonb_array_elements(v_errors) with ordinality e(e, o))),
+      detail = v_errors::text,
+      hint = 'Fix the listed inputs (numbered from 1, as p_inputs[n]) and submit the batch again; nothing was written.';
+  end if;
+
+  -- Keys and request hashes, per input; a key given twice in this call must be given for the same request.
+  select array_agg(encode(sha256(convert_to(jsonb_build_array(p_pipeline, p_pipeline_version, u.input)::text, 'UTF8')), 'hex')
+                   order by u.n)
+    into v_hashes from unnest(p_inputs) with ordinality u(input, n);
+  if p_idempotency_keys is null then
+    v_keys := array_fill(null::text, array[v_n]);
+  else
+    select array_agg(k.key order by k.n) into v_keys from unnest(p_idempotency_keys) with ordinality k(key, n);
+  end if;
+  select r.n, r.first_n, r.key into v_ord, v_other, v_key
+    from (select u.n, u.key, u.hash, first_value(u.n) over w as first_n, first_value(u.hash) over w as first_hash
+            from unnest(v_keys, v_hashes) with ordinality u(key, hash, n)
+           where u.key is not null
+          window w as (partition by u.key order by u.n)) r
+   where r.hash <> r.first_hash
+   order by r.n limit 1;
+  if found then
+    raise exception using errcode = 'BA003',
+      message = format('inputs[%s]: idempotency key %L is also given to inputs[%s] of this call, for a different request',
+                       v_ord, v_key, v_other),
+      detail = jsonb_build_object('idempotency_key', v_key, 'ord', v_ord, 'other_ord', v_other)::text,
+      hint = 'Give each distinct request its own key; repeat a key only for the same pipeline and input.';
+  end if;
+
+  -- Ids reserved in input order (the subquery is sorted before nextval runs: Postgres evaluates volatile output
+  -- expressions after ORDER BY), for the inputs that may create a job: those without a key, and a key's first use.
+  select array_agg(r.id order by r.n) into v_ids
+    from (select f.n, case when f.first then nextval(v_seq) end as id
+            from (select u.n, u.key is null or u.n = min(u.n) over (partition by u.key) as first
+                    from unnest(v_keys) with ordinality u(key, n)) f
+           order by f.n) r;
+
+  -- One INSERT for every job, in key order (see Locks above). A key stored before (or by a concurrent transaction,
+  -- which this waits for) inserts nothing.
+  with ins as (
+    insert into ballast_private.jobs as j (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
+                                           input, priority, created_at, updated_at)
+    overriding system value
+    select v_ids[u.n], v_tenant, v_pipeline.name, v_pipeline.version, u.key, v_hashes[u.n], u.input, p_priority, v_now, v_now
+      from unnest(p_inputs, v_keys) with ordinality u(input, key, n)
+     where v_ids[u.n] is not null
+     order by u.key collate "C" nulls last, u.n
+    on conflict (tenant_id, idempotency_key) do nothing
+    returning j.id)
+  select coalesce(array_agg(ins.id), '{}') into v_inserted from ins;
+
+  -- One statement (a new snapshot: it sees what a concurrent transaction committed while the insert waited) reads
+  -- the jobs of the keys that inserted nothing, and decides each input's job and created flag.
+  with u as (select u.n, u.key, u.hash, u.id from unnest(v_keys, v_hashes, v_ids) with ordinality u(key, hash, id, n)),
+       mine as (select i.id from unnest(v_inserted) i(id)),
+       firsts as (select u.key, u.id, m.id is not null as inserted
+                    from u left join mine m on m.id = u.id
+                   where u.key is not null and u.id is not null),
+       existing as (select j.idempotency_key as key, j.id, j.request_hash
+                      from ballast_private.jobs j
+                     where j.tenant_id = v_tenant
+                       and j.idempotency_key in (select f.key from firsts f where not f.inserted)),
+       r as (select u.n,
+                    case when u.key is null then u.id when f.inserted then f.id else e.id end as job,
+                    u.key is null or (f.inserted and u.id is not null) as created,
+                    u.key is not null and not f.inserted and e.request_hash <> u.hash as conflict
+               from u left join firsts f on f.key = u.key left join existing e on e.key = u.key)
+  select array_agg(r.job order by r.n), array_agg(r.created order by r.n),
+         min(r.n) filter (where r.job is null), min(r.n) filter (where r.conflict)
+    into v_job_ids, v_created, v_missing, v_conflict
+    from r;
+  if v_missing is not null then
+    raise exception using errcode = '40001',
+      message = format('inputs[%s]: a concurrent submission with idempotency key %L is not visible yet',
+                       v_missing, v_keys[v_missing]),
+      hint = 'Retry the transaction with the same keys; it will return those jobs.';
+  end if;
+  if v_conflict is not null then
+    v_key := v_keys[v_conflict];
+    v_job := v_job_ids[v_conflict];
+    raise exception using errcode = 'BA003',
+      message = format('inputs[%s]: idempotency key %L was already used by job %s for a different request',
+                       v_conflict, v_key, v_job),
+      detail = jsonb_build_object('job_id', v_job, 'idempotency_key', v_key, 'ord', v_conflict)::text,
+      hint = 'Use a new key for a new request, or resend exactly the same pipeline and input to get job '
+             || v_job || ' back.';
+  end if;
+
+  -- One INSERT for every step of every new job: the definition is read once, then repeated per job.
+  with defs as materialized (
+         select d.k, d.s ->> 'name' as name, jsonb_array_length(d.s -> 'depends_on') = 0 as root,
+                array(select jsonb_array_elements_text(d.s -> 'depends_on')) as depends_on,
+                jsonb_array_length(d.s -> 'depends_on') as deps,
+                (d.s ->> 'max_attempts')::int as max_attempts, (d.s ->> 'backoff_base_ms')::int as backoff_base_ms,
+                (d.s ->> 'backoff_cap_ms')::int as backoff_cap_ms, (d.s ->> 'timeout_ms')::int as timeout_ms,
+                case when jsonb_typeof(d.s -> 'concurrency') = 'object' then d.s -> 'concurrency' end as conc
+           from jsonb_array_elements(v_pipeline.definition -> 'steps') with ordinality d(s, k)),
+       new_jobs as (
+         select u.id, u.input, u.n
+           from unnest(v_ids, p_inputs) with ordinality u(id, input, n)
+           join unnest(v_inserted) i(id) on i.id = u.id),
+       ins as (
+         insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts,
+                                            backoff_base_ms, backoff_cap_ms, timeout_ms, concurrency_key,
+                                            concurrency_limit, queued_at, created_at, updated_at, task, priority)
+         select j.id, d.name, case when d.root then 'queued' else 'pending' end, d.depends_on, d.deps,
+                d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.timeout_ms,
+                case when d.conc is not null then
+                  (d.conc ->> 'group') || '/' || ballast_private.concurrency_value(d.conc ->> 'key', v_tenant, j.input) end,
+                (d.conc ->> 'limit')::int,
+                case when d.root then v_now end, v_now, v_now,
+                ballast.task_identifier(v_pipeline.name, v_pipeline.version), p_priority
+           from new_jobs j cross join defs d
+          order by j.n, d.k
+         returning id, status)
+  select coalesce(array_agg(ins.id order by ins.id) filter (where ins.status = 'queued'), '{}') into v_queued from ins;
+
+  -- No wake-up per step: the step rows are the queue (0013), and the steps' insert NOTIFYs ballast_queue once.
+
+  return query
+    select u.n::int, u.job, u.created, j.status
+      from unnest(v_job_ids, v_created) with ordinality u(job, created, n)
+      join ballast_private.jobs j on j.id = u.job
+     order by u.n;
+end
+$fn$;
+
+create function ballast_private.update_job_counters(p_job bigint[], p_total integer[], p_final integer[], p_running integer[], p_review integer[], p_waiting integer[], p_retrying integer[], p_failed integer[], p_cancelled integer[], p_started integer[], p_item_bad integer[]) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  n record;
+  v_ids bigint[];
+  v_from text[];
+  v_to text[];
+  v_bad record;
+  v_allowed text;
+begin
+  -- 1. Lock the jobs with a change (id order) and read their newest counters plus the deltas.
+  with changed as (
+    select * from unnest(p_job, p_total, p_final, p_running, p_review, p_waiting, p_retrying, p_failed, p_cancelled,
+                         p_started, p_item_bad)
+           as t(job_id, d_total, d_final, d_running, d_review, d_waiting, d_retrying, d_failed, d_cancelled, d_started,
+                d_item_bad)
+     where d_total <> 0 or d_final <> 0 or d_running <> 0 or d_review <> 0 or d_waiting <> 0 or d_retrying <> 0
+        or d_failed <> 0 or d_cancelled <> 0 or d_started <> 0 or d_item_bad <> 0)
+  select array_agg(x.id order by x.id) as id, array_agg(x.status order by x.id) as old_status,
+         array_agg(x.t order by x.id) as t, array_agg(x.f order by x.id) as f, array_agg(x.ru order by x.id) as ru,
+         array_agg(x.rv order by x.id) as rv, array_agg(x.wa order by x.id) as wa, array_agg(x.re order by x.id) as re,
+         array_agg(x.fa order by x.id) as fa, array_agg(x.ca order by x.id) as ca, array_agg(x.st order by x.id) as st,
+         array_agg(x.ib order by x.id) as ib
+    into n
+    from (select j.id, j.status,
+                 j.n_total + c.d_total as t, j.n_final + c.d_final as f, j.n_running + c.d_running as ru,
+                 j.n_review + c.d_review as rv, j.n_waiting + c.d_waiting as wa, j.n_retrying + c.d_retrying as re,
+                 j.n_failed + c.d_failed as fa, j.n_cancelled + c.d_cancelled as ca, j.n_started + c.d_started as st,
+                 j.n_item_bad + c.d_item_bad as ib
+            from ballast_private.jobs j join changed c on c.job_id = j.id
+           where j.id = any(array(select job_id from changed))
+           order by j.id
+             for no key update of j
+          offset 0) x;
+  if n.id is null then
+    return;
+  end if;
+
+  -- 2. Write the counters and the status derived from them. The transition check of these derived changes is done
+  -- below, once for all rows; the row guard of 0003 (job_status_guard) skips them (its WHEN reads this setting).
+  perform set_config('ballast.deriving_jobs', 'on', true);
+  with d as (
+    select x.*, ballast_private.derive_job_status(x.t, x.f, x.ru, x.rv, x.wa, x.re, x.fa, x.ca, x.st, x.ib) as status
+      from unnest(n.id, n.old_status, n.t, n.f, n.ru, n.rv, n.wa, n.re, n.fa, n.ca, n.st, n.ib)
+           as x(id, old_status, t, f, ru, rv, wa, re, fa, ca, st, ib)),
+  u as (
+  update ballast_private.jobs j
+     set n_total = d.t, n_final = d.f, n_running = d.ru, n_review = d.rv, n_waiting = d.wa, n_retrying = d.re,
+         n_failed = d.fa, n_cancelled = d.ca, n_started = d.st, n_item_bad = d.ib,
+         status = d.status,
+         updated_at = case when d.status <> d.old_status then v_now else j.updated_at end,
+         started_at = case when d.status <> d.old_status
+                           then coalesce(j.started_at, case when d.status <> 'queued' then v_now end)
+                           else j.started_at end,
+         finished_at = case when d.status = d.old_status then j.finished_at
+                            when d.status in ('completed', 'partially_completed', 'failed', 'cancelled') then v_now end,
+         result = case when d.status = d.old_status then j.result
+                       when d.status in ('completed', 'partially_completed') then (
+                    select case when count(*) = 1 then (array_agg(s.output))[1] else jsonb_object_agg(s.name, s.output) end
+                      from ballast_private.steps s
+                     where s.job_id = j.id and s.parent_step_id is null
+                       and not exists (select 1 from ballast_private.steps x
+                                        where x.job_id = j.id and s.name = any(x.depends_on))) end,
+         error = case when d.status = d.old_status then j.error
+                      when d.status = 'failed' then (
+                   select jsonb_build_object('step', s.name, 'step_id', s.id) || coalesce(s.error, '{}')
+                     from ballast_private.steps s
+                    where s.job_id = j.id and s.status = 'failed' and s.parent_step_id is null
+                    order by s.finished_at, s.id limit 1) end
+    from d
+   where j.id = d.id and j.id = any(n.id)
+  returning j.id, d.old_status, d.status as new_status)
+  select array_agg(u.id), array_agg(u.old_status), array_agg(u.new_status) into v_ids, v_from, v_to
+    from u where u.old_status <> u.new_status;
+  perform set_config('ballast.deriving_jobs', 'off', true);
+
+  -- Every status change must be an edge of job_transitions (a via_replay edge only within a replay): BA001 for the
+  -- first offending job, and the whole statement with it.
+  select c.id, c.from_status, c.to_status, t.via_replay into v_bad
+    from unnest(v_ids, v_from, v_to) as c(id, from_status, to_status)
+    left join ballast_private.job_transitions t on t.from_status = c.from_status and t.to_status = c.to_status
+   where t.from_status is null or (t.via_replay and coalesce(current_setting('ballast.replay', true), '') <> 'on')
+   order by c.id limit 1;
+  if found then
+    select coalesce(string_agg(to_status, ', ' order by to_status), 'nothing (it is final)') into v_allowed
+      from ballast_private.job_transitions where from_status = v_bad.from_status and not via_replay;
+    raise exception using
+      errcode = 'BA001',
+      message = format('job %s cannot go from %s to %s', v_bad.id, v_bad.from_status, v_bad.to_status),
+      hint = format('From %s a job may go to: %s%s.', v_bad.from_status, v_allowed,
+                    case when v_bad.via_replay then '; running it again takes ballast.replay_job' else '' end);
+  end if;
+end
+$fn$;
+
+create function ballast_private.wake_concurrency_group(p_key text, p_limit integer) returns void
+language plpgsql volatile
+as $fn$
+begin
+  return;
+end
+$fn$;
+
+create function ballast_private.wake_step(p_step_id bigint, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns void
+language plpgsql volatile
+as $fn$
+begin
+  return;
+end
+$fn$;
+
+-- ==================== views ====================================================================================
+
+create view ballast.attempts with (security_invoker=true) as
+ SELECT attempts.id,
+    attempts.step_id,
+    attempts.job_id,
+    attempts.number,
+    attempts.worker_id,
+    attempts.outcome,
+    attempts.started_at,
+    attempts.lease_expires_at,
+    attempts.finished_at,
+    attempts.error_class,
+    attempts.error_code,
+    attempts.error_message,
+    attempts.error_retryable,
+    (EXTRACT(epoch FROM (attempts.finished_at - attempts.started_at)) * (1000)::numeric) AS duration_ms,
+    attempts.contract_outcome,
+    attempts.contract_detail,
+    attempts.model,
+    attempts.prompt_ref,
+    attempts.fallback_used,
+    attempts.quality_score,
+    attempts.model_calls,
+    attempts.input_tokens,
+    attempts.output_tokens,
+    attempts.cost_usd
+   FROM ballast_private.attempts;
+
+create view ballast.budgets with (security_invoker=true) as
+ SELECT b.tenant_id,
+    b.limit_usd,
+    b.period,
+    b.on_exhausted,
+    b.updated_at,
+    ballast_private.budget_period_start(b.period, ballast.now()) AS period_start,
+    COALESCE(u.spent_usd, (0)::numeric) AS spent_usd,
+    COALESCE(u.reserved_usd, (0)::numeric) AS reserved_usd,
+    ((b.limit_usd - COALESCE(u.spent_usd, (0)::numeric)) - COALESCE(u.reserved_usd, (0)::numeric)) AS remaining_usd
+   FROM (ballast_private.budgets b
+     LEFT JOIN ballast_private.budget_usage u ON (((u.tenant_id = b.tenant_id) AND (u.period_start = ballast_private.budget_period_start(b.period, ballast.now())))));
+
+create view ballast.dead_letters with (security_invoker=true) as
+ SELECT s.id AS step_id,
+    s.job_id,
+    j.tenant_id,
+    j.pipeline,
+    j.pipeline_version,
+    s.name AS step_name,
+    s.attempts,
+    s.max_attempts,
+    (s.error ->> 'class'::text) AS error_class,
+    (s.error ->> 'code'::text) AS error_code,
+    (s.error ->> 'message'::text) AS error_message,
+    s.finished_at AS failed_at,
+    ((s.error ->> 'retryable'::text))::boolean AS error_retryable,
+    j.status AS job_status,
+    j.pruned_at,
+    last.id AS last_attempt_id,
+    last.outcome AS last_attempt_outcome,
+    last.worker_id AS last_worker_id,
+    last.started_at AS last_attempt_started_at,
+    last.finished_at AS last_attempt_finished_at,
+    ( SELECT jsonb_agg(jsonb_build_object('number', a.number, 'outcome', a.outcome, 'error_class', a.error_class, 'error_message', a.error_message, 'started_at', a.started_at, 'finished_at', a.finished_at) ORDER BY a.number) AS jsonb_agg
+           FROM ballast_private.attempts a
+          WHERE (a.step_id = s.id)) AS attempt_errors,
+    (EXISTS ( SELECT 1
+           FROM ballast_private.steps c
+          WHERE (c.parent_step_id = s.id))) AS is_map_step
+   FROM ((ballast_private.steps s
+     JOIN ballast_private.jobs j ON ((j.id = s.job_id)))
+     LEFT JOIN LATERAL ( SELECT a.id,
+            a.outcome,
+            a.worker_id,
+            a.started_at,
+            a.finished_at
+           FROM ballast_private.attempts a
+          WHERE (a.step_id = s.id)
+          ORDER BY a.number DESC
+         LIMIT 1) last ON (true))
+  WHERE (s.status = 'failed'::text);
+
+create view ballast.effect_intents with (security_invoker=true) as
+ SELECT i.step_id,
+    s.job_id,
+    i.key,
+    i.attempt_id,
+    a.number AS attempt_number,
+    i.started_at,
+    (EXISTS ( SELECT 1
+           FROM ballast_private.effects e
+          WHERE ((e.step_id = i.step_id) AND (e.key = i.key)))) AS recorded
+   FROM ((ballast_private.effect_intents i
+     JOIN ballast_private.steps s ON ((s.id = i.step_id)))
+     JOIN ballast_private.attempts a ON ((a.id = i.attempt_id)));
+
+create view ballast.effects with (security_invoker=true) as
+ SELECT e.step_id,
+    s.job_id,
+    e.key,
+    e.attempt_id,
+    e.result,
+    e.created_at
+   FROM (ballast_private.effects e
+     JOIN ballast_private.steps s ON ((s.id = e.step_id)));
+
+create view ballast.error_codes with (security_invoker=true) as
+ SELECT error_codes.sqlstate,
+    error_codes.name,
+    error_codes.meaning
+   FROM ballast_private.error_codes;
+
+create view ballast.events with (security_invoker=true) as
+ SELECT events.id,
+    events.job_id,
+    events.step_id,
+    events.attempt_id,
+    events.type,
+    events.status,
+    events.actor,
+    events.reason,
+    events.data,
+    events.at
+   FROM ballast_private.events;
+
+create view ballast.job_transitions with (security_invoker=true) as
+ SELECT job_transitions.from_status,
+    job_transitions.to_status,
+    job_transitions.via_replay
+   FROM ballast_private.job_transitions;
+
+create view ballast.jobs with (security_invoker=true) as
+ SELECT jobs.id,
+    jobs.tenant_id,
+    jobs.pipeline,
+    jobs.pipeline_version,
+    jobs.idempotency_key,
+    jobs.input,
+    jobs.status,
+    jobs.priority,
+    jobs.result,
+    jobs.error,
+    jobs.created_at,
+    jobs.started_at,
+    jobs.finished_at,
+    jobs.updated_at,
+    jobs.input_tokens,
+    jobs.output_tokens,
+    jobs.cost_usd,
+    jobs.pruned_at
+   FROM ballast_private.jobs;
+
+create view ballast.model_calls with (security_invoker=true) as
+ SELECT c.id,
+    c.attempt_id,
+    c.step_id,
+    c.job_id,
+    c.tenant_id,
+    c.rung,
+    c.model_index,
+    c.provider,
+    c.provider_kind,
+    c.requested_model,
+    c.returned_model,
+    c.prompt_name,
+    c.prompt_version,
+    c.prompt_hash,
+    c.parameters,
+    c.started_at,
+    c.first_token_at,
+    c.ended_at,
+    c.latency_ms,
+    (EXTRACT(epoch FROM (c.first_token_at - c.started_at)) * (1000)::numeric) AS first_token_ms,
+    c.finish_reason_raw,
+    c.finish_reason,
+    c.input_tokens,
+    c.output_tokens,
+    c.cached_input_tokens,
+    c.cache_write_tokens,
+    c.reasoning_tokens,
+    c.cost_usd,
+    c.price_valid_from,
+    ((c.cost_usd IS NULL) AND (c.error_class IS DISTINCT FROM 'cooldown'::text) AND (c.error_class IS DISTINCT FROM 'budget'::text)) AS price_missing,
+    c.error_class,
+    c.error_code,
+    c.error_message,
+    c.retryable,
+    c.http_status,
+    c.request_id,
+    c.response_id,
+    c.raw_output,
+    c.validation_issues,
+    c.repair_method,
+    c.score,
+    c.quality,
+    c.usage_missing
+   FROM ballast_private.model_calls c;
+
+create view ballast.model_prices with (security_invoker=true) as
+ SELECT model_prices.provider,
+    model_prices.model,
+    model_prices.valid_from,
+    model_prices.input_per_mtok,
+    model_prices.output_per_mtok,
+    model_prices.cached_input_per_mtok,
+    model_prices.source
+   FROM ballast_private.model_prices;
+
+create view ballast.oldest_transactions as
+ SELECT a.pid,
+    a.usename AS role,
+    a.application_name,
+    a.client_addr,
+    a.state,
+    a.xact_start,
+    date_trunc('second'::text, (ballast.now() - a.xact_start)) AS open_for,
+    age(a.backend_xmin) AS xmin_age,
+    a.wait_event_type,
+    a.wait_event,
+    "left"(a.query, 200) AS query
+   FROM pg_stat_activity a
+  WHERE ((a.datname = current_database()) AND ((a.xact_start IS NOT NULL) OR (a.backend_xmin IS NOT NULL)) AND (a.pid <> pg_backend_pid()))
+  ORDER BY a.xact_start;
+
+create view ballast.pipelines with (security_invoker=true) as
+ SELECT pipelines.name,
+    pipelines.version,
+    pipelines.definition,
+    pipelines.input_schema,
+    pipelines.definition_hash,
+    pipelines.registered_at
+   FROM ballast_private.pipelines;
+
+create view ballast.prompts with (security_invoker=true) as
+ SELECT prompts.name,
+    prompts.version,
+    prompts.template,
+    prompts.content_hash,
+    prompts.registered_at
+   FROM ballast_private.prompts;
+
+create view ballast.provider_cooldowns with (security_invoker=true) as
+ SELECT provider_cooldowns.provider,
+    provider_cooldowns.model,
+    provider_cooldowns.until,
+    provider_cooldowns.reason,
+    provider_cooldowns.set_at,
+    provider_cooldowns.hits,
+    (provider_cooldowns.until > ballast.now()) AS active
+   FROM ballast_private.provider_cooldowns;
+
+create view ballast.queue_depth with (security_invoker=true) as
+ SELECT j.pipeline,
+    count(*) FILTER (WHERE (s.status = 'queued'::text)) AS queued,
+    count(*) FILTER (WHERE ((s.status = 'retrying'::text) AND (s.next_run_at <= n.now))) AS retrying_due,
+    count(*) FILTER (WHERE ((s.status = 'retrying'::text) AND (s.next_run_at > n.now))) AS retrying_later,
+    count(*) FILTER (WHERE (s.status = 'running'::text)) AS running,
+    count(*) FILTER (WHERE (s.status = 'waiting'::text)) AS waiting,
+    count(*) FILTER (WHERE (s.status = 'needs_review'::text)) AS needs_review,
+    min(
+        CASE
+            WHEN (s.status = 'queued'::text) THEN s.queued_at
+            WHEN ((s.status = 'retrying'::text) AND (s.next_run_at <= n.now)) THEN s.next_run_at
+            ELSE NULL::timestamp with time zone
+        END) AS oldest_runnable_since,
+    (n.now - min(
+        CASE
+            WHEN (s.status = 'queued'::text) THEN s.queued_at
+            WHEN ((s.status = 'retrying'::text) AND (s.next_run_at <= n.now)) THEN s.next_run_at
+            ELSE NULL::timestamp with time zone
+        END)) AS oldest_wait
+   FROM ((( SELECT ballast.now() AS now) n
+     CROSS JOIN ballast_private.steps s)
+     JOIN ballast_private.jobs j ON ((j.id = s.job_id)))
+  WHERE (s.status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text]))
+  GROUP BY j.pipeline, n.now;
+
+create view ballast.reviews with (security_invoker=true) as
+ SELECT s.id AS step_id,
+    s.job_id,
+    j.tenant_id,
+    j.pipeline,
+    j.pipeline_version,
+    s.name AS step_name,
+    (s.review ->> 'reason'::text) AS reason,
+    (s.review -> 'proposed'::text) AS proposed_output,
+    (s.review -> 'detail'::text) AS detail,
+    ((s.review ->> 'requested_at'::text))::timestamp with time zone AS requested_at
+   FROM (ballast_private.steps s
+     JOIN ballast_private.jobs j ON ((j.id = s.job_id)))
+  WHERE (s.status = 'needs_review'::text);
+
+create view ballast.signals with (security_invoker=true) as
+ SELECT signals.key,
+    signals.payload,
+    signals.actor,
+    signals.received_at,
+    signals.tenant_id
+   FROM ballast_private.signals;
+
+create view ballast.step_items with (security_invoker=true) as
+ SELECT c.parent_step_id AS step_id,
+    p.name AS step_name,
+    c.job_id,
+    c.item_index,
+    c.id AS item_step_id,
+    c.item,
+    c.status,
+    c.attempts,
+    c.output,
+    c.error,
+    c.started_at,
+    c.finished_at
+   FROM (ballast_private.steps c
+     JOIN ballast_private.steps p ON ((p.id = c.parent_step_id)));
+
+create view ballast.step_transitions with (security_invoker=true) as
+ SELECT step_transitions.from_status,
+    step_transitions.to_status,
+    step_transitions.why,
+    step_transitions.via_replay
+   FROM ballast_private.step_transitions;
+
+create view ballast.steps with (security_invoker=true) as
+ SELECT steps.id,
+    steps.job_id,
+    steps.name,
+    steps.status,
+    steps.depends_on,
+    steps.attempts,
+    steps.max_attempts,
+    steps.output,
+    steps.error,
+    steps.progress,
+    steps.next_run_at,
+    steps.concurrency_key,
+    steps.concurrency_limit,
+    steps.timeout_ms,
+    steps.created_at,
+    steps.queued_at,
+    steps.started_at,
+    steps.finished_at,
+    steps.updated_at,
+    steps.attempt_offset,
+    steps.wait_key,
+    steps.wait_deadline,
+    steps.wait_on_timeout,
+    steps.input_tokens,
+    steps.output_tokens,
+    steps.cost_usd,
+    steps.review
+   FROM ballast_private.steps;
+
+create view ballast.stuck_work with (security_invoker=true) as
+ SELECT report_stuck.kind,
+    report_stuck.job_id,
+    report_stuck.step_id,
+    report_stuck.attempt_id,
+    report_stuck.tenant_id,
+    report_stuck.pipeline,
+    report_stuck.pipeline_version,
+    report_stuck.step_name,
+    report_stuck.since,
+    report_stuck.overdue,
+    report_stuck.detail
+   FROM ballast.report_stuck() report_stuck(kind, job_id, step_id, attempt_id, tenant_id, pipeline, pipeline_version, step_name, since, overdue, detail);
+
+create view ballast.workers with (security_invoker=true) as
+ SELECT workers.id,
+    workers.pool_id,
+    workers.hostname,
+    workers.pid,
+    workers.concurrency,
+    workers.pipelines,
+    workers.started_at,
+    workers.heartbeat_at,
+    workers.stopped_at
+   FROM ballast_private.workers;
+
+-- ==================== triggers =================================================================================
+
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.attempts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.budgets FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effect_intents FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effects FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.error_codes FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.events FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.job_transitions FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER insert_job INSTEAD OF INSERT ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.insert_job();
+CREATE TRIGGER insert_jobs_flush AFTER INSERT ON ballast.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.insert_jobs_flush();
+CREATE TRIGGER refuse_write INSTEAD OF DELETE OR UPDATE ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_calls FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_prices FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pipelines FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.provider_cooldowns FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.queue_depth FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.reviews FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.signals FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.step_items FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.step_transitions FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.steps FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.stuck_work FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.workers FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER events_append_only BEFORE DELETE OR UPDATE ON ballast_private.events FOR EACH ROW EXECUTE FUNCTION ballast_private.events_append_only();
+CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON ballast_private.events FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.events_append_only();
+CREATE TRIGGER notify_events AFTER INSERT ON ballast_private.events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.notify_events();
+CREATE TRIGGER job_status_guard BEFORE UPDATE OF status ON ballast_private.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (current_setting('ballast.deriving_jobs'::text, true) IS DISTINCT FROM 'on'::text))) EXECUTE FUNCTION ballast_private.job_status_guard();
+CREATE TRIGGER jobs_changed AFTER UPDATE ON ballast_private.jobs REFERENCING OLD TABLE AS old_t NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.jobs_changed();
+CREATE TRIGGER jobs_deleted AFTER DELETE ON ballast_private.jobs REFERENCING OLD TABLE AS old_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.jobs_deleted();
+CREATE TRIGGER jobs_inserted AFTER INSERT ON ballast_private.jobs REFERENCING NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.jobs_inserted();
+CREATE TRIGGER jobs_no_truncate BEFORE TRUNCATE ON ballast_private.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.events_append_only();
+CREATE TRIGGER pruned_job_guard BEFORE UPDATE OF status ON ballast_private.jobs FOR EACH ROW WHEN (((old.pruned_at IS NOT NULL) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION ballast_private.pruned_job_guard();
+CREATE TRIGGER fill_step_queue_columns BEFORE INSERT OR UPDATE ON ballast_private.steps FOR EACH ROW WHEN ((new.task IS NULL)) EXECUTE FUNCTION ballast_private.fill_step_queue_columns();
+CREATE TRIGGER stamp_updated_at BEFORE UPDATE ON ballast_private.steps FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (NOT (old.updated_at IS DISTINCT FROM new.updated_at)))) EXECUTE FUNCTION ballast_private.stamp_updated_at();
+CREATE TRIGGER steps_changed AFTER UPDATE ON ballast_private.steps REFERENCING OLD TABLE AS old_t NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.steps_changed();
+CREATE TRIGGER steps_deleted AFTER DELETE ON ballast_private.steps REFERENCING OLD TABLE AS old_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.steps_deleted();
+CREATE TRIGGER steps_inserted AFTER INSERT ON ballast_private.steps REFERENCING NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.steps_inserted();
+
+-- ==================== comments =================================================================================
+
+comment on view ballast.oldest_transactions is 'Open transactions of this database, oldest first: a long one holds vacuum back and slows the queue (see README, Guarantees).';
+comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
+comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
+comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
+comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
+comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
+comment on column ballast_private.steps.items_open is 'A map step: how many of its items are not final yet (kept by the statement triggers of 0013).';
+comment on column ballast_private.steps.crashes is 'Attempts ended by a blocked (blocked_worker) or crashed (crashed_worker) worker; the step is quarantined (failed) at the limit.';
+comment on table ballast_private.steps_pending_idx is 'The pending steps of a job: finding the dependants of finished steps reads what the job has pending, not all its steps (map steps of many items).';
+
+-- ==================== privileges ===============================================================================
+
+grant execute on function ballast._json_schema_alternatives(jsonb,jsonb,jsonb,text,integer,boolean,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_collect(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_cut(text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_declared_types(jsonb,jsonb,integer) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_declared_values(jsonb,jsonb,integer) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_deref(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_js_regex(text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_match(text,text,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_matches(text,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_one_of_values(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_path_key(text,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_regexes(jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_resolve(jsonb,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_show(jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_type_list(text[]) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_valid(jsonb,jsonb,jsonb,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_value_list(jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.bind_role_tenant(name,text) to ballast_operator;
+grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.events_after(bigint,text,bigint,integer) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.json_schema_errors(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.model_price(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.now() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
+grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
+grant execute on function ballast.replay_job(bigint,text,text,text) to ballast_operator;
+grant execute on function ballast.replay_step(bigint,text,boolean,text) to ballast_operator;
+grant execute on function ballast.report_models(interval,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.report_pipelines(interval,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.report_quality(interval,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.report_steps(interval,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.report_stuck(interval,interval) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to ballast_operator;
+grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
+grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
+grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
+grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer) to ballast_client, ballast_operator;
+grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) to ballast_client, ballast_operator;
+grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.bad_argument(text,text,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.budget_period_start(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.caller_role() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.caller_tenant() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.caller_unrestricted() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.report_window(interval,text) to ballast_client, ballast_operator, ballast_reporter;
+grant usage on schema ballast to ballast_client, ballast_operator, ballast_reporter;
+grant usage on schema ballast_private to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.attempts to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.budget_reservations to ballast_operator, ballast_reporter;
+grant select on table ballast_private.budget_usage to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.budgets to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.effect_intents to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.effects to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.error_codes to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.job_transitions to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.jobs to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.model_calls to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.model_prices to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.pipelines to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.prompts to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.provider_cooldowns to ballast_operator, ballast_reporter;
+grant select on table ballast_private.role_tenants to ballast_operator, ballast_reporter;
+grant select on table ballast_private.signals to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.step_transitions to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.steps to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.workers to ballast_operator, ballast_reporter;
+grant select on view ballast.attempts to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.budgets to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.dead_letters to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.effect_intents to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.effects to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.error_codes to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.events to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.job_transitions to ballast_client, ballast_operator, ballast_reporter;
+grant insert, select on view ballast.jobs to ballast_client, ballast_operator;
+grant select on view ballast.jobs to ballast_reporter;
+grant select on view ballast.model_calls to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.model_prices to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.oldest_transactions to ballast_operator, ballast_reporter;
+grant select on view ballast.pipelines to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.prompts to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.provider_cooldowns to ballast_operator, ballast_reporter;
+grant select on view ballast.queue_depth to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.reviews to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.signals to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.step_items to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.step_transitions to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.steps to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.stuck_work to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.workers to ballast_operator, ballast_reporter;
