@@ -15,7 +15,8 @@ const JOB_STATUSES = ['queued', 'running', 'waiting', 'retrying', 'needs_review'
 const JOB_FINAL = ['completed', 'partially_completed', 'failed', 'cancelled'];
 const JOB_LIVE = JOB_STATUSES.filter((s) => !JOB_FINAL.includes(s));
 
-// DESIGN.md §3, written out independently of the tables, so an edited or emptied table fails here.
+// The state machines of docs/concepts.md ("State machines"), written out independently of the tables, so an edited
+// or emptied table fails here.
 const STEP_EDGES = [
   'pending>queued', 'pending>skipped', 'pending>cancelled',
   'queued>running', 'queued>cancelled', 'queued>retrying',
