@@ -253,7 +253,7 @@ function typeOfField(on: string, name: string): string {
   return field ? getNamedType(field.type).name : '?';
 }
 
-// ---- The oracle: the README's limits, measured on the generated tree ----
+// ---- The oracle: the documented limits (docs/graphql.md), measured on the generated tree ----
 interface Measure { depth: number; fields: number; aliases: number }
 function measureDoc(doc: Doc): Measure & { rootFields: number } {
   const memo = new Map<number, Measure>();

@@ -1,5 +1,5 @@
 // The GraphQL server's settings: options passed to startServer win over the environment, the environment over the
-// defaults. Every limit lives here so the README's table and the code cannot drift apart silently.
+// defaults. Every limit lives here so the documented tables (docs/graphql.md, docs/configuration.md) and the code cannot drift apart silently.
 
 export interface ServerLimits {
   /** Deepest selection a query may have (fields nested in fields; introspection fields do not count). */
@@ -86,7 +86,7 @@ export function isProduction(env: NodeJS.ProcessEnv = process.env): boolean {
   return env.NODE_ENV === 'production';
 }
 
-/** Settings from the environment (see the README's Configuration table), with `overrides` on top. */
+/** Settings from the environment (see docs/configuration.md), with `overrides` on top. */
 export function serverSettings(overrides: Partial<Omit<ServerSettings, 'limits' | 'jwt'>> & { limits?: Partial<ServerLimits>; jwt?: Partial<JwtSettings> } = {},
   env: NodeJS.ProcessEnv = process.env): ServerSettings {
   const limits: ServerLimits = {

@@ -1,6 +1,6 @@
 // The GraphQL API (PostGraphile 5) as one call: startServer({ connectionString }) → { url, stop() }.
 // GraphQL over HTTP at /graphql, graphql-ws subscriptions on the same path, /health, and Ruru at /graphiql outside
-// production. See the README's "GraphQL" section for the API itself.
+// production. See docs/graphql.md for the API itself.
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { postgraphile } from 'postgraphile';

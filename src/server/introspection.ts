@@ -35,6 +35,6 @@ export function introspects(query: string): boolean {
 export function checkIntrospection(policy: IntrospectionPolicy, caller: Caller, query: unknown): void {
   if (typeof query !== 'string' || mayIntrospect(policy, caller) || !introspects(query)) return;
   throw clientError('INTROSPECTION_DISABLED', policy === 'off'
-    ? 'introspection is off on this server (BALLAST_GRAPHQL_INTROSPECTION=off); the schema is documented in the README'
+    ? 'introspection is off on this server (BALLAST_GRAPHQL_INTROSPECTION=off); the schema is documented in docs/graphql.md'
     : 'introspection needs a token (BALLAST_GRAPHQL_INTROSPECTION=authenticated): send Authorization: Bearer <jwt>', { policy, statusCode: 403 });
 }
