@@ -21,7 +21,7 @@
 import type { Logger } from 'pino';
 import type { BallastDb } from './db/api.ts';
 import { retryOnConnectionLoss } from './db/retry.ts';
-import type { EffectInfo, EffectClient } from './pipeline.ts';
+import type { EffectInfo, EffectClient } from './step-protocol.ts';
 
 export interface EffectScope {
   db: BallastDb;

@@ -6,7 +6,8 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { BallastDb, Claim, StepError } from './db/api.ts';
 import { BallastError, PermanentError, RetryableError } from './errors.ts';
-import type { Pipeline, StepDefinition, WaitOptions } from './pipeline.ts';
+import type { Pipeline, StepDefinition } from './pipeline.ts';
+import type { WaitOptions } from './step-protocol.ts';
 import type { ProviderRegistry } from './model/providers.ts';
 import { ballastMetrics } from './metrics.ts';
 import { retryOnConnectionLoss } from './db/retry.ts';
@@ -14,51 +15,9 @@ import { stepEffects } from './effects.ts';
 import { enterAttempt, leaveAttempt } from './watchdog.ts';
 import { storableError } from './storable.ts';
 
-/** Why a running attempt was aborted. */
-export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
-
-export class AttemptAborted extends Error {
-  readonly reason: AbortReason;
-  constructor(reason: AbortReason, message: string) {
-    super(message);
-    this.name = 'AttemptAborted';
-    this.reason = reason;
-  }
-}
-
-/** Thrown by ctx.waitForEvent when the step parked: the attempt ends there and the step waits. */
-export class StepParked extends Error {
-  readonly key: string;
-  constructor(key: string) {
-    super(`step is waiting for event "${key}"`);
-    this.name = 'StepParked';
-    this.key = key;
-  }
-}
-
-/**
- * Thrown by code that already recorded how the attempt ended (a model step sent to review, or paused for its
- * tenant's budget): the runner records nothing more.
- */
-export class AttemptSettled extends Error {
-  readonly stepStatus: string;
-  constructor(stepStatus: string, message: string) {
-    super(message);
-    this.name = 'AttemptSettled';
-    this.stepStatus = stepStatus;
-  }
-}
-
-/** What ballast's own step kinds (model steps) need from the runner beyond the public context. */
-export interface StepInternals {
-  db: BallastDb;
-  attemptId: string;
-  /** The model providers (default: the environment's). */
-  providers: ProviderRegistry | undefined;
-}
-
-/** Key of the StepInternals on a step's context (a symbol: not part of the public StepContext). */
-export const STEP_INTERNALS: unique symbol = Symbol('ballast.stepInternals');
+import { AttemptAborted, AttemptSettled, StepParked, STEP_INTERNALS, type AbortReason, type StepInternals } from './step-protocol.ts';
+export { AttemptAborted, StepParked, AttemptSettled, STEP_INTERNALS } from './step-protocol.ts';
+export type { AbortReason, StepInternals } from './step-protocol.ts';
 
 export interface RunningAttempt {
   readonly attemptId: string;

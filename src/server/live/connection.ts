@@ -14,6 +14,7 @@ import type { WebSocket } from 'ws';
 import type { Position, StreamEvent } from '../../db/event-stream.ts';
 import type { Caller } from '../auth.ts';
 import type { HubSubscriber } from './hub.ts';
+import { FLUSH_PER_TURN, TURN_BUDGET_MS } from './turn.ts';
 
 export interface LiveLimits {
   /** Bytes waiting in a socket's send buffer beyond which its subscriptions end with SUBSCRIBER_TOO_SLOW. */
@@ -23,11 +24,6 @@ export interface LiveLimits {
   /** Subscriptions one socket may hold (TOO_MANY_SUBSCRIPTIONS beyond). */
   maxSubscriptions: number;
 }
-
-/** Connections written per turn of the event loop, at most... */
-export const FLUSH_PER_TURN = 100;
-/** ...and for about this long (ms), so that the HTTP requests waiting behind a round wait little. */
-export const TURN_BUDGET_MS = 2;
 
 const SUFFIX = Buffer.from('}');
 

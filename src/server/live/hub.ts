@@ -19,7 +19,7 @@
 import type { Logger } from 'pino';
 import { EventStream, isAfter, type Position, type StreamEvent } from '../../db/event-stream.ts';
 import { project, type Shape } from './selection.ts';
-import { TURN_BUDGET_MS } from './connection.ts';
+import { TURN_BUDGET_MS } from './turn.ts';
 
 export type Topic = { job: string } | { tenant: string } | 'all';
 

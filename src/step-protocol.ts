@@ -1,0 +1,128 @@
+// The runtime protocol between a step handler and the runner: the context a handler receives (StepContext and what
+// it hands out), how an attempt can end other than by returning (AttemptAborted, StepParked, AttemptSettled), and
+// what ballast's own step kinds need from the runner (StepInternals). A leaf module: the runner (step-runner.ts),
+// the pipeline DSL (pipeline.ts), effects (effects.ts) and model steps (model/ladder.ts) all import it and it imports
+// none of them, so they no longer import each other in a circle.
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { BallastDb } from './db/api.ts';
+import type { ProviderRegistry } from './model/providers.ts';
+
+export interface WaitOptions {
+  /** How long to wait before the deadline policy applies (default: no deadline). */
+  timeoutMs?: number;
+  /** At the deadline: 'fail' the step (default) or 'retry' it (runs again from the top, counted as an attempt). */
+  onTimeout?: 'fail' | 'retry';
+}
+
+/** What ctx.effect passes to its fn. */
+export interface EffectInfo {
+  /**
+   * 'ballast:<job id>:<step name>:<key>' (for an item of a map step, the item's step name): the same in every
+   * attempt of the step. Pass it to external APIs that accept an idempotency key.
+   */
+  idempotencyKey: string;
+  /** This attempt's number (as counted against max attempts). */
+  attempt: number;
+  /**
+   * An earlier attempt started this effect and never recorded a result (its process died, it lost its step, or fn
+   * threw): the effect may already have happened. Check with the other side, or rely on idempotencyKey.
+   */
+  previouslyStarted: boolean;
+}
+
+/** The connection ctx.transaction hands to its fn: run queries on it; ballast commits or rolls back. */
+export type EffectClient = pg.ClientBase;
+
+export interface StepContext<I, D> {
+  /** The job's input, parsed by the pipeline's input contract. */
+  input: I;
+  /** Outputs of the steps named in `after`, keyed by step name. */
+  deps: D;
+  /** Fires on the step's timeout, on cancellation of the job, when the step was reclaimed, and at shutdown after the
+   *  grace period. Pass it to fetch() and model calls. */
+  signal: AbortSignal;
+  /** pino logger carrying job_id, step_id, attempt_id. */
+  log: Logger;
+  /** Stores the step's latest progress (any JSON) and notifies live listeners. */
+  progress(value: unknown): Promise<void>;
+  /**
+   * Runs a side effect and records its result (JSON) under `key` in the step's ledger; once recorded, every later
+   * attempt of the step (retry, crash recovery, replay) gets the recorded result and fn is not called again.
+   * At least once, not exactly once: the start is recorded before fn runs, and if the process dies after fn and
+   * before its result is recorded, the next attempt calls fn again with `previouslyStarted: true` and the same
+   * `idempotencyKey`. Pass that key to the other side (payment, email, webhook APIs) so it can drop the repeat.
+   * For SQL in ballast's own database, use transaction() instead: that one is exactly once.
+   */
+  effect<T>(key: string, fn: (info: EffectInfo) => T | Promise<T>): Promise<T>;
+  /**
+   * A transactional effect, exactly once: runs fn's SQL through `client` in one transaction with the ledger row for
+   * `key`, fenced so that an attempt that lost its step (crashed and reclaimed, cancelled) writes nothing (BA008,
+   * thrown as BallastError 'stale_attempt'). If `key` is already recorded, returns the recorded result without
+   * calling fn. fn must only use `client` for the work that has to be exactly once, must not commit, roll back or
+   * release it, and must not call other ctx methods while it runs (the step row is locked until the commit); keep
+   * it short. When the step's signal fires before the commit, the transaction is rolled back at once (its connection
+   * is terminated). fn may be called again if the connection is lost before the commit is confirmed (the earlier try
+   * then rolled back, or had committed and its recorded result is returned). Keys are shared with effect().
+   */
+  transaction<T>(key: string, fn: (client: EffectClient) => Promise<T>): Promise<T>;
+  /**
+   * Waits for ballast.send_event(key, payload): returns the payload if it already arrived; otherwise the step parks
+   * (status `waiting`, the worker's slot is freed) and runs again from the top when the event arrives, this time
+   * getting the payload. Use effect() for work before the wait that must not repeat.
+   */
+  waitForEvent(key: string, options?: WaitOptions): Promise<unknown>;
+  /** Stable across this step's attempts: pass it to external APIs that accept an idempotency key. */
+  idempotencyKey: string;
+  attempt: number;
+  maxAttempts: number;
+  jobId: string;
+  stepId: string;
+  tenantId: string;
+}
+
+/** Why a running attempt was aborted. */
+export type AbortReason = 'timeout' | 'cancelled' | 'lost' | 'shutdown';
+
+export class AttemptAborted extends Error {
+  readonly reason: AbortReason;
+  constructor(reason: AbortReason, message: string) {
+    super(message);
+    this.name = 'AttemptAborted';
+    this.reason = reason;
+  }
+}
+
+/** Thrown by ctx.waitForEvent when the step parked: the attempt ends there and the step waits. */
+export class StepParked extends Error {
+  readonly key: string;
+  constructor(key: string) {
+    super(`step is waiting for event "${key}"`);
+    this.name = 'StepParked';
+    this.key = key;
+  }
+}
+
+/**
+ * Thrown by code that already recorded how the attempt ended (a model step sent to review, or paused for its
+ * tenant's budget): the runner records nothing more.
+ */
+export class AttemptSettled extends Error {
+  readonly stepStatus: string;
+  constructor(stepStatus: string, message: string) {
+    super(message);
+    this.name = 'AttemptSettled';
+    this.stepStatus = stepStatus;
+  }
+}
+
+/** What ballast's own step kinds (model steps) need from the runner beyond the public context. */
+export interface StepInternals {
+  db: BallastDb;
+  attemptId: string;
+  /** The model providers (default: the environment's). */
+  providers: ProviderRegistry | undefined;
+}
+
+/** Key of the StepInternals on a step's context (a symbol: not part of the public StepContext). */
+export const STEP_INTERNALS: unique symbol = Symbol('ballast.stepInternals');
