@@ -8,6 +8,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { BallastDb as BallastDbType } from './db/api.ts';
+import { isFinalJobStatus } from './statuses.ts';
 
 // Modules are loaded when a command needs them, not at start: `ballast --help` loads none, `submit` the database
 // doorway only, `start` and `worker` the worker (whose import alone costs about a second of CPU). loadCore() and
@@ -241,18 +242,17 @@ async function withDb<T>(fn: (db: BallastDb) => Promise<T>): Promise<T> {
 
 /** Follows one job through LISTEN ballast_events and logs each transition until it finishes. */
 async function followJob(url: string, jobId: string, log: Logger): Promise<void> {
-  const FINAL = ['completed', 'failed', 'cancelled', 'partially_completed'];
   let resolve: () => void = () => {};
   const finished = new Promise<void>((r) => { resolve = r; });
   const listener = await listenEvents(url, (e) => {
     if (String(e.job_id) !== jobId || e.type === 'step_progress') return;
     log.info({ job_id: jobId, event: e.type, status: e.status }, `demo job ${jobId}: ${e.type}`);
-    if (e.step_id === null && e.status && FINAL.includes(e.status)) resolve();
+    if (e.step_id === null && isFinalJobStatus(e.status)) resolve();
   });
   const db = new BallastDb(createPool(url, { max: 1 }));
   try {
     const job = await db.getJob(jobId);
-    if (job && !FINAL.includes(job.status)) await finished;
+    if (job && !isFinalJobStatus(job.status)) await finished;
     const final = await db.getJob(jobId);
     log.info({ job_id: jobId, status: final?.status, result: final?.result, error: final?.error }, `demo job ${jobId} ${final?.status}`);
   } finally {

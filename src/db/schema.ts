@@ -5,13 +5,9 @@ import type { ColumnType } from 'kysely';
 type Timestamp = ColumnType<Date, never, never>;
 type Json = unknown;
 
-export type JobStatus =
-  | 'queued' | 'running' | 'waiting' | 'retrying' | 'needs_review'
-  | 'completed' | 'partially_completed' | 'failed' | 'cancelled';
+import type { JobStatus, StepStatus } from '../statuses.ts';
 
-export type StepStatus =
-  | 'pending' | 'queued' | 'running' | 'retrying' | 'waiting' | 'needs_review'
-  | 'succeeded' | 'failed' | 'cancelled' | 'skipped';
+export type { JobStatus, StepStatus };
 
 export interface JobsView {
   id: ColumnType<string, never, never>;
