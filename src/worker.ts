@@ -118,13 +118,12 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     // A cancellation notice is a hint: any login can NOTIFY ballast_cancel with guessed ids. Only attempts of this
     // worker that the database says are no longer running are aborted (or dropped from the local queue).
     onCancel: (notice: CancelNotice) => {
-      const ids = (Array.isArray(notice?.attempts) ? notice.attempts : [])
-        .filter((a) => a?.worker_id === workerId).map((a) => String(a.attempt_id)).filter((id) => /^[0-9]{1,19}$/.test(id));
+      const ids = notice.attempts.filter((a) => a.workerId === workerId).map((a) => a.attemptId);
       if (ids.length === 0) return;
       db.endedAttempts(ids).then((ended) => {
         for (const a of ended) {
           abortAttempt(a.id, a.outcome === 'cancelled' ? 'cancelled' : 'lost', a.outcome === 'cancelled'
-            ? `job ${notice.job_id} was cancelled` : `the attempt ended as ${a.outcome} elsewhere`);
+            ? `job ${notice.jobId} was cancelled` : `the attempt ended as ${a.outcome} elsewhere`);
         }
         engineRef?.drop(ended.map((a) => a.id));
         if (ended.length < ids.length) wlog.warn({ notice_attempts: ids, ended: ended.map((a) => a.id) }, 'ignored a cancellation notice for attempts that are still running (forged or stale)');
