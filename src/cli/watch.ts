@@ -3,10 +3,11 @@
 // or the error, and an exit code a script can use (WATCH_EXIT).
 import type { BallastDb, Job, Step } from '../db/api.ts';
 import { listenEvents, type LiveEvent } from '../db/events-listener.ts';
-import { isFinalJobStatus } from '../statuses.ts';
+import { isFinalJobStatus, type FinalJobStatus } from '../statuses.ts';
 
 /** Exit codes of `watch`, by the job's final status. */
-export const WATCH_EXIT = { completed: 0, partially_completed: 5, failed: 6, cancelled: 7, timeout: 124, not_found: 3 } as const;
+export const WATCH_EXIT = { completed: 0, partially_completed: 5, failed: 6, cancelled: 7, timeout: 124, not_found: 3 } as const satisfies
+  Record<FinalJobStatus | 'timeout' | 'not_found', number>;
 
 export interface WatchOptions {
   url: string;
