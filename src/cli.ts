@@ -8,6 +8,8 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readFileSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { BallastDb as BallastDbType } from './db/api.ts';
+import { isFinalJobStatus } from './statuses.ts';
+import { WORKER_DEFAULTS, workerSettingsHelp } from './worker-defaults.ts';
 
 // Modules are loaded when a command needs them, not at start: `ballast --help` loads none, `submit` the database
 // doorway only, `start` and `worker` the worker (whose import alone costs about a second of CPU). loadCore() and
@@ -31,7 +33,6 @@ let watchJob: typeof import('./cli/watch.ts').watchJob;
 let listenEvents: typeof import('./db/events-listener.ts').listenEvents;
 let SUPERVISED_ENV: typeof import('./supervisor.ts').SUPERVISED_ENV;
 let superviseWorker: typeof import('./supervisor.ts').superviseWorker;
-let WATCHDOG_DEFAULTS: typeof import('./watchdog.ts').WATCHDOG_DEFAULTS;
 type BallastDb = BallastDbType;
 
 /** What every command but help needs: logging, the database doorway, errors, the read commands. */
@@ -47,9 +48,9 @@ async function loadCore(): Promise<void> {
 
 /** What running things needs: migrations, the worker and its supervisor, metrics, live events. */
 async function loadRuntime(): Promise<void> {
-  const [mig, load, worker, metrics, watch, listener, supervisor, watchdog] = await Promise.all([
+  const [mig, load, worker, metrics, watch, listener, supervisor] = await Promise.all([
     import('./db/migrate.ts'), import('./load.ts'), import('./worker.ts'), import('./metrics.ts'), import('./cli/watch.ts'),
-    import('./db/events-listener.ts'), import('./supervisor.ts'), import('./watchdog.ts')]);
+    import('./db/events-listener.ts'), import('./supervisor.ts')]);
   ({ migrate, redact } = mig);
   ({ loadPipelines } = load);
   ({ startWorker } = worker);
@@ -57,13 +58,12 @@ async function loadRuntime(): Promise<void> {
   ({ watchJob } = watch);
   ({ listenEvents } = listener);
   ({ SUPERVISED_ENV, superviseWorker } = supervisor);
-  ({ WATCHDOG_DEFAULTS } = watchdog);
 }
 
 /** The help text (the report names come from the reports module, loaded for it). */
 async function helpText(): Promise<string> {
   const { reportNames } = await import('./db/report-about.ts');
-  return HELP.replace('__REPORT_NAMES__', reportNames());
+  return HELP.replace('__REPORT_NAMES__', reportNames()).replace('__WORKER_SETTINGS__', workerSettingsHelp());
 }
 
 const HELP = `ballast: a Postgres-native job engine
@@ -106,16 +106,8 @@ __REPORT_NAMES__
 Environment
   DATABASE_URL          Postgres to use; without it \`start\` runs an embedded Postgres in .ballast/
   BALLAST_TASKS_DIR     folder of pipeline files (default ./tasks)
-  BALLAST_CONCURRENCY   steps run at once per worker (default 10)
   BALLAST_DEMO          0 to skip the demo job on start
-  BALLAST_LEASE_MS      lease of a running attempt, renewed by heartbeats (default 30000)
-  BALLAST_HEARTBEAT_MS  heartbeat period (default 1000)
-  BALLAST_LOST_AFTER_MS a worker whose connection is gone is dead after this (default 2000)
-  BALLAST_DEAD_AFTER_MS a worker without heartbeat is dead after this (default 10000)
-  BALLAST_SHUTDOWN_GRACE_MS  on SIGTERM, time running steps get before release (default 10000)
-  BALLAST_MAX_STALL_MS  longest event-loop block allowed while a step without a timeout runs; a step with a timeout
-                        may block until its timeout + 2 s; then the watchdog kills the worker (default 60000)
-  BALLAST_QUARANTINE_AFTER  a step whose attempts blocked or crashed their worker this often fails for good (default 2)
+__WORKER_SETTINGS__
   BALLAST_SUPERVISE     0 to run \`worker\`/\`start\` in one process, without a supervisor that restarts a worker
                         process that crashed or was killed by its watchdog (default: supervised)
   BALLAST_ACTOR         who you are, recorded on cancel/replay/send-event events (default: $USER)
@@ -138,15 +130,15 @@ class UsageError extends Error {}
 /** Worker settings from the environment (see HELP). */
 function workerSettings() {
   return {
-    concurrency: intEnv('BALLAST_CONCURRENCY', 10),
-    leaseMs: intEnv('BALLAST_LEASE_MS', 30_000),
-    heartbeatMs: intEnv('BALLAST_HEARTBEAT_MS', 1000),
-    lostAfterMs: intEnv('BALLAST_LOST_AFTER_MS', 2000),
-    deadAfterMs: intEnv('BALLAST_DEAD_AFTER_MS', 10_000),
-    shutdownGraceMs: intEnv('BALLAST_SHUTDOWN_GRACE_MS', 10_000),
+    concurrency: intEnv('BALLAST_CONCURRENCY', WORKER_DEFAULTS.concurrency),
+    leaseMs: intEnv('BALLAST_LEASE_MS', WORKER_DEFAULTS.leaseMs),
+    heartbeatMs: intEnv('BALLAST_HEARTBEAT_MS', WORKER_DEFAULTS.heartbeatMs),
+    lostAfterMs: intEnv('BALLAST_LOST_AFTER_MS', WORKER_DEFAULTS.lostAfterMs),
+    deadAfterMs: intEnv('BALLAST_DEAD_AFTER_MS', WORKER_DEFAULTS.deadAfterMs),
+    shutdownGraceMs: intEnv('BALLAST_SHUTDOWN_GRACE_MS', WORKER_DEFAULTS.shutdownGraceMs),
     watchdog: {
-      maxStallMs: intEnv('BALLAST_MAX_STALL_MS', WATCHDOG_DEFAULTS.maxStallMs),
-      quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WATCHDOG_DEFAULTS.quarantineAfter),
+      maxStallMs: intEnv('BALLAST_MAX_STALL_MS', WORKER_DEFAULTS.maxStallMs),
+      quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WORKER_DEFAULTS.quarantineAfter),
     },
     // A supervised child runs under the id its supervisor gave it (src/supervisor.ts).
     ...(process.env.BALLAST_WORKER_ID ? { workerId: process.env.BALLAST_WORKER_ID } : {}),
@@ -165,7 +157,7 @@ function supervised(): boolean {
 async function superviseFromCli(url: string, log: Logger, env: Record<string, string>, onStopped: (code: number) => Promise<void>) {
   const supervisor = superviseWorker({
     connectionString: url, log, env,
-    quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WATCHDOG_DEFAULTS.quarantineAfter),
+    quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WORKER_DEFAULTS.quarantineAfter),
   });
   const stop = (signal: NodeJS.Signals) => {
     log.info({ signal }, 'stopping the worker process');
@@ -241,18 +233,17 @@ async function withDb<T>(fn: (db: BallastDb) => Promise<T>): Promise<T> {
 
 /** Follows one job through LISTEN ballast_events and logs each transition until it finishes. */
 async function followJob(url: string, jobId: string, log: Logger): Promise<void> {
-  const FINAL = ['completed', 'failed', 'cancelled', 'partially_completed'];
   let resolve: () => void = () => {};
   const finished = new Promise<void>((r) => { resolve = r; });
   const listener = await listenEvents(url, (e) => {
     if (String(e.job_id) !== jobId || e.type === 'step_progress') return;
     log.info({ job_id: jobId, event: e.type, status: e.status }, `demo job ${jobId}: ${e.type}`);
-    if (e.step_id === null && e.status && FINAL.includes(e.status)) resolve();
+    if (e.step_id === null && isFinalJobStatus(e.status)) resolve();
   });
   const db = new BallastDb(createPool(url, { max: 1 }));
   try {
     const job = await db.getJob(jobId);
-    if (job && !FINAL.includes(job.status)) await finished;
+    if (job && !isFinalJobStatus(job.status)) await finished;
     const final = await db.getJob(jobId);
     log.info({ job_id: jobId, status: final?.status, result: final?.result, error: final?.error }, `demo job ${jobId} ${final?.status}`);
   } finally {

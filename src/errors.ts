@@ -2,23 +2,11 @@
 // (catalogue: ballast.error_codes); each maps to a class here with a stable `code` that the CLI and GraphQL reuse.
 import type { DatabaseError } from 'pg';
 
-export type BallastErrorCode =
-  | 'invalid_transition'
-  | 'invalid_input'
-  | 'idempotency_conflict'
-  | 'unknown_pipeline'
-  | 'pipeline_version_conflict'
-  | 'invalid_pipeline'
-  | 'not_found'
-  | 'stale_attempt'
-  | 'read_only'
-  | 'job_finished'
-  | 'step_busy'
-  | 'prompt_version_conflict'
-  | 'not_in_review'
-  | 'forbidden';
-
-export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
+/**
+ * ballast's SQLSTATEs and their codes: the one TypeScript list. test/facts.test.ts checks it against the database's
+ * catalogue (ballast.error_codes), the documentation's table of errors and the GraphQL mapping (src/server/errors.ts).
+ */
+export const SQLSTATE_CODES = {
   BA001: 'invalid_transition',
   BA002: 'invalid_input',
   BA003: 'idempotency_conflict',
@@ -33,7 +21,15 @@ export const SQLSTATE_CODES: Record<string, BallastErrorCode> = {
   BA012: 'prompt_version_conflict',
   BA013: 'not_in_review',
   BA014: 'forbidden',
-};
+} as const;
+
+export type BallastSqlstate = keyof typeof SQLSTATE_CODES;
+export type BallastErrorCode = (typeof SQLSTATE_CODES)[BallastSqlstate];
+
+/** The code of one of ballast's SQLSTATEs; undefined for any other SQLSTATE. */
+export function codeOfSqlstate(sqlstate: string | undefined): BallastErrorCode | undefined {
+  return sqlstate !== undefined && Object.hasOwn(SQLSTATE_CODES, sqlstate) ? SQLSTATE_CODES[sqlstate as BallastSqlstate] : undefined;
+}
 
 export interface InputIssue {
   path: string;
@@ -92,7 +88,7 @@ function parseJson(text: string | undefined): unknown {
 /** Turns a pg error raised by ballast's SQL into a BallastError; returns anything else unchanged. */
 export function translateError(err: unknown): unknown {
   if (!isDatabaseError(err)) return err;
-  const code = SQLSTATE_CODES[err.code ?? ''];
+  const code = codeOfSqlstate(err.code);
   if (!code) return err;
   const opts = { sqlstate: err.code, hint: err.hint, detail: err.detail, cause: err };
   if (code === 'invalid_input') {

@@ -8,15 +8,13 @@
 // lock must be back well before that. A refused connection costs the server nothing, so retrying every 2 s is cheap.
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { CHANNELS, parseCancelNotice, type CancelNotice } from './db/event-notifications.ts';
 
 /** First reconnect delay after the liveness connection dropped, and the most it doubles to. */
 const RETRY_FIRST_MS = 50;
 const RETRY_MAX_MS = 2000;
 
-export interface CancelNotice {
-  job_id: number;
-  attempts: { attempt_id: number; worker_id: string | null }[];
-}
+export type { CancelNotice };
 
 export interface LivenessOptions {
   connectionString: string;
@@ -57,11 +55,16 @@ export class Liveness {
       if (!this.stopped) this.scheduleReconnect();
     });
     client.on('notification', (msg) => {
-      if (msg.channel !== 'ballast_cancel' || !msg.payload) return;
+      if (msg.channel !== CHANNELS.cancel) return;
+      const notice = parseCancelNotice(msg.payload);
+      if (!notice) {
+        log.warn({ payload: msg.payload?.slice(0, 200) }, 'unreadable ballast_cancel notification');
+        return;
+      }
       try {
-        this.options.onCancel(JSON.parse(msg.payload) as CancelNotice);
+        this.options.onCancel(notice);
       } catch (err) {
-        log.warn({ err: (err as Error).message }, 'unreadable ballast_cancel notification');
+        log.warn({ err: (err as Error).message }, 'could not act on a ballast_cancel notification');
       }
     });
     await client.connect();
@@ -73,7 +76,7 @@ export class Liveness {
       await client.end().catch(() => {});
       throw new Error(`worker id ${workerId} is held by another live database session: give each worker process its own id`);
     }
-    await client.query('listen ballast_cancel');
+    await client.query(`listen ${CHANNELS.cancel}`);
     this.client = client;
     this.retryMs = RETRY_FIRST_MS;
   }

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import type { ModelPolicy, ModelStepSpec } from './model/spec.ts';
 import { parseModelRef } from './model/model-ref.ts';
 import type { Prompt } from './model/prompt.ts';
+import type { FinalStepStatus } from './statuses.ts';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included (default 5). */
@@ -84,7 +85,7 @@ export interface ItemContext<T> {
 
 /** What a map step hands to the steps after it. */
 export interface MapResult<O> {
-  items: { index: number; status: 'succeeded' | 'failed' | 'cancelled' | 'skipped'; output?: O; error?: unknown }[];
+  items: { index: number; status: FinalStepStatus; output?: O; error?: unknown }[];
   succeeded: number;
   failed: number;
 }

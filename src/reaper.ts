@@ -6,15 +6,16 @@
 // A service with start, stop and runOnce: tests drive runOnce by hand.
 import type { Logger } from 'pino';
 import type { BallastDb } from './db/api.ts';
+import { WORKER_DEFAULTS } from './worker-defaults.ts';
 
 export interface ReaperOptions {
   db: BallastDb;
   log: Logger;
-  /** How often to run (default 1000 ms). */
+  /** How often to run (default: WORKER_DEFAULTS.reaperIntervalMs). */
   intervalMs?: number;
-  /** A worker whose heartbeat is older than this is dead, whatever its lock says (default 10000 ms). */
+  /** A worker whose heartbeat is older than this is dead, whatever its lock says (default: WORKER_DEFAULTS.deadAfterMs). */
   deadAfterMs?: number;
-  /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default 2000 ms). */
+  /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default: WORKER_DEFAULTS.lostAfterMs). */
   lostAfterMs?: number;
 }
 
@@ -24,7 +25,10 @@ export class Reaper {
   private running: Promise<unknown> | undefined;
 
   constructor(options: ReaperOptions) {
-    this.options = { intervalMs: 1000, deadAfterMs: 10_000, lostAfterMs: 2000, ...options };
+    this.options = {
+      intervalMs: WORKER_DEFAULTS.reaperIntervalMs, deadAfterMs: WORKER_DEFAULTS.deadAfterMs, lostAfterMs: WORKER_DEFAULTS.lostAfterMs,
+      ...options,
+    };
   }
 
   start(): void {

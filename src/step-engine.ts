@@ -22,6 +22,7 @@ import type { BallastDb, Claim, StepError } from './db/api.ts';
 import type { Settler } from './step-runner.ts';
 import { storable, storableError } from './storable.ts';
 import { connectionLost, CONNECTION_RETRY_MS } from './db/retry.ts';
+import { CHANNELS } from './db/event-notifications.ts';
 
 interface Pending<T> {
   attemptId: string;
@@ -191,7 +192,7 @@ export class StepEngine implements Settler {
       this.listenRetry.unref();
     });
     await client.connect();
-    await client.query('listen ballast_queue');
+    await client.query(`listen ${CHANNELS.queue}`);
     this.listener = client;
   }
 

@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { BallastDb, createPool } from './db/api.ts';
 import { WORKER_NODE_FLAGS } from './node-flags.ts';
+import { WORKER_DEFAULTS } from './worker-defaults.ts';
 
 export interface SupervisorOptions {
   connectionString: string;
@@ -137,7 +138,7 @@ export function superviseWorker(options: SupervisorOptions): Supervisor {
     const message = `worker ${workerId} crashed while running this step (${signal ? `signal ${signal}` : `exit code ${code}`})`;
     for (let tries = 1; tries <= 5; tries++) {
       try {
-        const steps = await reporter().reportWorkerFault(workerId, 'crashed_worker', { message, quarantineAfter: options.quarantineAfter ?? 2 });
+        const steps = await reporter().reportWorkerFault(workerId, 'crashed_worker', { message, quarantineAfter: options.quarantineAfter ?? WORKER_DEFAULTS.quarantineAfter });
         if (steps.length) log.warn({ worker_id: workerId, steps }, 'recorded the crashed worker\'s running steps (crashed_worker)');
         return;
       } catch (err) {

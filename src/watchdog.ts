@@ -22,6 +22,7 @@
 // maxStallMs 60000 (BALLAST_MAX_STALL_MS), quarantineAfter 2 (BALLAST_QUARANTINE_AFTER).
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
+import { WORKER_DEFAULTS } from './worker-defaults.ts';
 
 export interface WatchdogOptions {
   connectionString: string;
@@ -43,7 +44,10 @@ export interface Watchdog {
   stop(): Promise<void>;
 }
 
-export const WATCHDOG_DEFAULTS = { heartbeatMs: 1000, marginMs: 2000, maxStallMs: 60_000, quarantineAfter: 2 } as const;
+export const WATCHDOG_DEFAULTS = {
+  heartbeatMs: WORKER_DEFAULTS.heartbeatMs, marginMs: WORKER_DEFAULTS.marginMs, maxStallMs: WORKER_DEFAULTS.maxStallMs,
+  quarantineAfter: WORKER_DEFAULTS.quarantineAfter,
+} as const;
 const PING_MS = 250;
 
 /** What the thread (watchdog-thread.mjs) gets as workerData. */

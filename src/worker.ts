@@ -23,6 +23,7 @@ import { runAttempt, type AbortReason, type RunningAttempt } from './step-runner
 import { StepEngine } from './step-engine.ts';
 import { startWatchdog, type WatchdogOptions } from './watchdog.ts';
 import type { ProviderRegistry } from './model/providers.ts';
+import { WORKER_DEFAULTS } from './worker-defaults.ts';
 
 export { classifyError } from './step-runner.ts';
 
@@ -31,23 +32,23 @@ export interface WorkerOptions {
   connectionString?: string;
   pool?: pg.Pool;
   pipelines: readonly Pipeline<any, any>[];
-  /** Steps run at once by this process (default 10). */
+  /** Steps run at once by this process (default: WORKER_DEFAULTS.concurrency, worker-defaults.ts). */
   concurrency?: number;
-  /** Lease of a running attempt, renewed by every heartbeat; expired leases are reclaimed (default 30 s). */
+  /** Lease of a running attempt, renewed by every heartbeat; expired leases are reclaimed (default: WORKER_DEFAULTS.leaseMs). */
   leaseMs?: number;
-  /** How often the worker polls for runnable steps (due retries, a missed notification) (default 1000 ms). */
+  /** How often the worker polls for runnable steps (due retries, a missed notification) (default: WORKER_DEFAULTS.pollIntervalMs). */
   pollIntervalMs?: number;
-  /** How often the worker reports it is alive and renews its leases (default 1000 ms). */
+  /** How often the worker reports it is alive and renews its leases (default: WORKER_DEFAULTS.heartbeatMs). */
   heartbeatMs?: number;
   /** Run the reaper that recovers dead workers' steps (default true; tests switch it off to drive it by hand). */
   reaper?: boolean;
-  /** A worker whose heartbeat is older than this is dead, whatever its liveness lock says (default 10000 ms). */
+  /** A worker whose heartbeat is older than this is dead, whatever its liveness lock says (default: WORKER_DEFAULTS.deadAfterMs). */
   deadAfterMs?: number;
-  /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default 2000 ms). */
+  /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default: WORKER_DEFAULTS.lostAfterMs). */
   lostAfterMs?: number;
-  /** On stop: how long running steps may keep running before they are aborted and released (default 10000 ms). */
+  /** On stop: how long running steps may keep running before they are aborted and released (default: WORKER_DEFAULTS.shutdownGraceMs). */
   shutdownGraceMs?: number;
-  /** After an abort: how long a handler gets to settle before the worker stops waiting for it (default 1000 ms). */
+  /** After an abort: how long a handler gets to settle before the worker stops waiting for it (default: WORKER_DEFAULTS.abandonMs). */
   abandonMs?: number;
   /** Model providers for model steps. Default: the environment's (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...). */
   providers?: ProviderRegistry;
@@ -88,9 +89,11 @@ function pinoWorkerLogger(log: Logger): WorkerLogger {
 
 export async function startWorker(options: WorkerOptions): Promise<BallastWorker> {
   const log = options.log ?? createLogger();
-  const concurrency = options.concurrency ?? 10;
-  const leaseMs = options.leaseMs ?? 30_000;
-  const abandonMs = options.abandonMs ?? 1000;
+  const concurrency = options.concurrency ?? WORKER_DEFAULTS.concurrency;
+  const leaseMs = options.leaseMs ?? WORKER_DEFAULTS.leaseMs;
+  const abandonMs = options.abandonMs ?? WORKER_DEFAULTS.abandonMs;
+  const heartbeatMs = options.heartbeatMs ?? WORKER_DEFAULTS.heartbeatMs;
+  const pollIntervalMs = options.pollIntervalMs ?? WORKER_DEFAULTS.pollIntervalMs;
   const workerId = options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const ownPool = !options.pool;
   if (!options.pool && !options.connectionString) {
@@ -118,13 +121,12 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     // A cancellation notice is a hint: any login can NOTIFY ballast_cancel with guessed ids. Only attempts of this
     // worker that the database says are no longer running are aborted (or dropped from the local queue).
     onCancel: (notice: CancelNotice) => {
-      const ids = (Array.isArray(notice?.attempts) ? notice.attempts : [])
-        .filter((a) => a?.worker_id === workerId).map((a) => String(a.attempt_id)).filter((id) => /^[0-9]{1,19}$/.test(id));
+      const ids = notice.attempts.filter((a) => a.workerId === workerId).map((a) => a.attemptId);
       if (ids.length === 0) return;
       db.endedAttempts(ids).then((ended) => {
         for (const a of ended) {
           abortAttempt(a.id, a.outcome === 'cancelled' ? 'cancelled' : 'lost', a.outcome === 'cancelled'
-            ? `job ${notice.job_id} was cancelled` : `the attempt ended as ${a.outcome} elsewhere`);
+            ? `job ${notice.jobId} was cancelled` : `the attempt ended as ${a.outcome} elsewhere`);
         }
         engineRef?.drop(ended.map((a) => a.id));
         if (ended.length < ids.length) wlog.warn({ notice_attempts: ids, ended: ended.map((a) => a.id) }, 'ignored a cancellation notice for attempts that are still running (forged or stale)');
@@ -153,7 +155,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   // Watchdog hook (src/watchdog.ts): started once the worker is registered, stopped in stop() after the last step.
   const watchdog = options.watchdog === false ? undefined : startWatchdog({
     connectionString: options.connectionString ?? poolConnectionString(pool), workerId, log: wlog, leaseMs,
-    heartbeatMs: options.heartbeatMs ?? 1000, ...options.watchdog,
+    heartbeatMs, ...options.watchdog,
   });
 
   // The step engine: claims, runs and settles steps in batches.
@@ -163,7 +165,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     db, workerId, log: wlog, leaseMs, concurrency,
     connectionString: options.connectionString ?? poolConnectionString(pool),
     tasks: [...byTask.keys()],
-    pollIntervalMs: options.pollIntervalMs ?? 1000,
+    pollIntervalMs,
     maxInFlight: 2,
     gatherMs: 2,
     run: (claim) => {
@@ -205,7 +207,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       taskList,
       concurrency,
       noHandleSignals: true,
-      pollInterval: options.pollIntervalMs ?? 1000,
+      pollInterval: pollIntervalMs,
       events,
       logger: pinoWorkerLogger(wlog),
       preset: { worker: { completeJobBatchDelay: 0, failJobBatchDelay: 0 } },
@@ -275,7 +277,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       })
       .catch((err) => wlog.warn({ err: (err as Error).message }, 'heartbeat failed'))
       .finally(() => (beating = false));
-  }, options.heartbeatMs ?? 1000);
+  }, heartbeatMs);
   // Not unref'd: a started worker keeps its process alive until stop(). Every other timer of the worker is unref'd,
   // so when Postgres drops every connection at once (each loop then waits on a reconnect timer), an unref'd
   // heartbeat let the event loop run empty and the process exit 0 in the middle of a run (seen in CI).
@@ -293,7 +295,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
       // Stop fetching; running steps get the grace period, then their signals fire and they are released.
       const grace = setTimeout(() => {
         for (const r of running.values()) r.abort('shutdown', 'worker shutting down; released for another worker');
-      }, options.shutdownGraceMs ?? 10_000);
+      }, options.shutdownGraceMs ?? WORKER_DEFAULTS.shutdownGraceMs);
       shuttingDown = true;
       await reaper?.stop();
       await retention?.service.stop();

@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { pipeline } from '../src/pipeline.ts';
 import { BallastError, RetryableError } from '../src/errors.ts';
 import { eventually, freshDatabase, pgError, spawnNode, testWorker, waitForJob, type TestProcess } from './helpers.ts';
+import { isFinalJobStatus } from '../src/statuses.ts';
 
 // The storm test runs for a minute or two on a loaded machine.
 t.setTimeout(360_000);
@@ -330,7 +331,7 @@ async function finalStatus(jobId: string, timeoutMs: number): Promise<string> {
   let status = '';
   const ok = await eventually(async () => {
     status = (await rows<{ status: string }>('select status from ballast.jobs where id = $1', [jobId]))[0]!.status;
-    return ['completed', 'partially_completed', 'failed', 'cancelled'].includes(status);
+    return isFinalJobStatus(status);
   }, timeoutMs);
   if (!ok) throw new Error(`job ${jobId} did not finish within ${timeoutMs} ms (it is ${status})`);
   return status;

@@ -9,6 +9,7 @@ import { BallastDb, createPool } from '../src/db/api.ts';
 import { startWorker, type BallastWorker, type WorkerOptions } from '../src/worker.ts';
 import { createLogger } from '../src/log.ts';
 import type { JobStatus } from '../src/db/schema.ts';
+import { FINAL_JOB_STATUSES } from '../src/statuses.ts';
 
 interface TapTest {
   teardown(fn: () => unknown): void;
@@ -81,10 +82,10 @@ export async function testWorker(t: TapTest, url: string, options: Omit<WorkerOp
   return worker;
 }
 
-const FINAL: JobStatus[] = ['completed', 'partially_completed', 'failed', 'cancelled'];
+const FINAL: readonly JobStatus[] = FINAL_JOB_STATUSES;
 
 /** Polls the job until it reaches one of `statuses` (default: any final status); fails after timeoutMs. */
-export async function waitForJob(db: BallastDb, jobId: string, statuses: JobStatus[] = FINAL, timeoutMs = 20_000) {
+export async function waitForJob(db: BallastDb, jobId: string, statuses: readonly JobStatus[] = FINAL, timeoutMs = 20_000) {
   const until = Date.now() + timeoutMs;
   for (;;) {
     const job = await db.getJob(jobId);

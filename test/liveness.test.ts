@@ -14,8 +14,8 @@ import { migrate } from '../src/db/migrate.ts';
 import { databaseUrl, eventually, freshDatabase } from './helpers.ts';
 import { cliWorker, type CliWorker } from './support/cli-workers.ts';
 import { quick } from './fixtures/liveness-tasks/liveness.ts';
+import { FINAL_JOB_STATUSES } from '../src/statuses.ts';
 
-const FINAL = ['completed', 'partially_completed', 'failed', 'cancelled'];
 t.setTimeout(600_000); // real processes, blocked for tens of seconds on purpose
 
 t.test('8 concurrent migrations of one fresh database all succeed, and apply each migration once', async (t) => {
@@ -56,7 +56,7 @@ const submit = async (pipeline: string, input: unknown) => (await db.submitJob({
 const status = async (jobId: string) => (await one<{ status: string }>('select status from ballast.jobs where id = $1', [jobId])).status;
 async function finished(jobIds: string[], timeoutMs: number): Promise<boolean> {
   return eventually(async () =>
-    (await one<{ n: number }>('select count(*)::int as n from ballast.jobs where id = any($1) and status = any($2)', [jobIds, FINAL])).n === jobIds.length,
+    (await one<{ n: number }>('select count(*)::int as n from ballast.jobs where id = any($1) and status = any($2)', [jobIds, FINAL_JOB_STATUSES])).n === jobIds.length,
   timeoutMs);
 }
 const attemptsOf = (jobId: string) =>

@@ -6,6 +6,7 @@
 import t, { type Test } from 'tap';
 import { fileURLToPath } from 'node:url';
 import { eventually, freshDatabase, spawnNode, type TestProcess } from './helpers.ts';
+import { isFinalJobStatus } from '../src/statuses.ts';
 
 const fixture = fileURLToPath(new URL('./fixtures/recovery-worker.ts', import.meta.url));
 const { url, db, pool } = await freshDatabase(t);
@@ -93,7 +94,7 @@ async function finished(jobId: string, timeoutMs: number): Promise<string> {
   let status = '';
   await until(`job ${jobId} finishes`, async () => {
     status = await jobStatus(jobId);
-    return ['completed', 'partially_completed', 'failed', 'cancelled'].includes(status);
+    return isFinalJobStatus(status);
   }, timeoutMs);
   return status;
 }

@@ -3,8 +3,7 @@
 import type { BallastDb } from '../db/api.ts';
 import { REPORTS, runReport, type ReportName } from '../db/reports.ts';
 import { table } from './table.ts';
-
-export const JOB_STATUSES = ['queued', 'running', 'waiting', 'retrying', 'needs_review', 'completed', 'partially_completed', 'failed', 'cancelled'];
+import { JOB_STATUSES } from '../statuses.ts';
 
 export class CliUsageError extends Error {}
 
@@ -22,7 +21,7 @@ async function withSince<T>(since: string | undefined, fn: () => Promise<T>): Pr
 }
 
 export async function listJobsCommand(db: BallastDb, o: { status?: string; pipeline?: string; tenant?: string; since?: string; limit?: string; json?: boolean }): Promise<number> {
-  if (o.status && !JOB_STATUSES.includes(o.status)) throw new CliUsageError(`--status ${o.status} is not a job status (${JOB_STATUSES.join(', ')})`);
+  if (o.status && !(JOB_STATUSES as readonly string[]).includes(o.status)) throw new CliUsageError(`--status ${o.status} is not a job status (${JOB_STATUSES.join(', ')})`);
   const limit = o.limit === undefined ? 20 : Number(o.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new CliUsageError(`--limit ${o.limit} is not an integer from 1 to 1000`);
   const jobs = await withSince(o.since, () => db.listJobs({ status: o.status, pipeline: o.pipeline, tenantId: o.tenant, since: o.since, limit }));

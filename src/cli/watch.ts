@@ -3,11 +3,11 @@
 // or the error, and an exit code a script can use (WATCH_EXIT).
 import type { BallastDb, Job, Step } from '../db/api.ts';
 import { listenEvents, type LiveEvent } from '../db/events-listener.ts';
+import { isFinalJobStatus, type FinalJobStatus } from '../statuses.ts';
 
 /** Exit codes of `watch`, by the job's final status. */
-export const WATCH_EXIT = { completed: 0, partially_completed: 5, failed: 6, cancelled: 7, timeout: 124, not_found: 3 } as const;
-
-const FINAL = new Set(['completed', 'partially_completed', 'failed', 'cancelled']);
+export const WATCH_EXIT = { completed: 0, partially_completed: 5, failed: 6, cancelled: 7, timeout: 124, not_found: 3 } as const satisfies
+  Record<FinalJobStatus | 'timeout' | 'not_found', number>;
 
 export interface WatchOptions {
   url: string;
@@ -61,14 +61,14 @@ export async function watchJob(o: WatchOptions): Promise<number> {
       out(`job ${job.id} ${job.pipeline}@${job.pipeline_version} ${job.status}`);
       for (const s of steps.filter((s) => !(s.name.includes('__')))) out(stepLine(s));
     }
-    if (FINAL.has(job.status)) return finish(job);
+    if (isFinalJobStatus(job.status)) return finish(job);
 
     let done: (job: Job) => void = () => {};
     const finished = new Promise<Job>((resolve) => { done = resolve; });
     const onEvent = (e: LiveEvent) => {
       if (e.id !== null && seen.has(String(e.id))) return;
       out(o.json ? JSON.stringify(e) : describe(e));
-      if (e.step_id === null && e.status && FINAL.has(e.status)) void o.db.getJob(o.jobId).then((j) => j && done(j));
+      if (e.step_id === null && isFinalJobStatus(e.status)) void o.db.getJob(o.jobId).then((j) => j && done(j));
     };
     for (const e of buffered) onEvent(e);
     deliver = onEvent;

@@ -4,6 +4,8 @@
 // reads of the views; these are the verbs (mutations) and what subscriptions read to authorize and catch up.
 // Ids (bigint) leave as strings, like GraphQL's BigInt.
 
+import type { JobStatus, StepStatus } from '../statuses.ts';
+
 /** The part of a pg client these statements need (PostGraphile's PgClient and pg's Client both fit). */
 export interface Queryable {
   query<R>(opts: { text: string; values?: readonly unknown[] }): Promise<{ rows: readonly R[] }>;
@@ -21,7 +23,7 @@ export const INPUTS_ARRAY = `(select coalesce(array_agg(x.e order by x.n), '{}')
 
 export interface SubmitArgs { pipeline: string; input: unknown; idempotencyKey: string | null; tenantId: string; priority: number; pipelineVersion: number | null }
 export const submitJob = (c: Queryable, a: SubmitArgs) =>
-  one<{ jobId: string; created: boolean; status: string; pipelineVersion: number }>(c,
+  one<{ jobId: string; created: boolean; status: JobStatus; pipelineVersion: number }>(c,
     `select job_id::text as "jobId", created, status, pipeline_version as "pipelineVersion"
        from ballast.submit_job($1, coalesce($2::jsonb, '{}'), $3, $4, $5, $6)`,
     [a.pipeline, json(a.input), a.idempotencyKey, a.tenantId, a.priority, a.pipelineVersion]);
@@ -32,18 +34,18 @@ export interface SubmitManyArgs {
 }
 /** ballast.submit_jobs: one row per input, in input order. The inputs travel as one JSON array (jsonb[] in SQL). */
 export const submitJobs = async (c: Queryable, a: SubmitManyArgs) =>
-  (await c.query<{ jobId: string; created: boolean; status: string }>({
+  (await c.query<{ jobId: string; created: boolean; status: JobStatus }>({
     text: `select s.job_id::text as "jobId", s.created, s.status
              from ballast.submit_jobs($1, ${INPUTS_ARRAY}, $3::text[], $4, $5, $6) s order by s.ord`,
     values: [a.pipeline, JSON.stringify(a.inputs), a.idempotencyKeys, a.tenantId, a.priority, a.pipelineVersion],
   })).rows;
 
 export const cancelJob = (c: Queryable, jobId: string, reason: string | null) =>
-  one<{ jobId: string; status: string; cancelledStepIds: string[]; alreadyCancelled: boolean }>(c,
+  one<{ jobId: string; status: JobStatus; cancelledStepIds: string[]; alreadyCancelled: boolean }>(c,
     `select job_id::text as "jobId", status, cancelled_step_ids::text[] as "cancelledStepIds", already_cancelled as "alreadyCancelled"
        from ballast.cancel_job($1, $2)`, [jobId, reason]);
 
-export interface ReplayResult { jobId: string; replayedStepIds: string[]; jobStatus: string }
+export interface ReplayResult { jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }
 export const replayStep = (c: Queryable, stepId: string, reason: string | null, force: boolean) =>
   one<ReplayResult>(c,
     `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
@@ -60,7 +62,7 @@ export const sendEvent = (c: Queryable, key: string, payload: unknown, tenantId:
     [key, json(payload), tenantId]);
 
 export const resolveReview = (c: Queryable, stepId: string, decision: string, output: unknown, reviewer: string, note: string | null) =>
-  one<{ stepId: string; jobId: string; stepStatus: string; jobStatus: string; queuedStepIds: string[] }>(c,
+  one<{ stepId: string; jobId: string; stepStatus: StepStatus; jobStatus: JobStatus; queuedStepIds: string[] }>(c,
     `select $1::bigint::text as "stepId", (select s.job_id::text from ballast.steps s where s.id = $1) as "jobId",
             r.step_status as "stepStatus", r.job_status as "jobStatus", r.queued_step_ids::text[] as "queuedStepIds"
        from ballast.resolve_review($1, $2, $3::jsonb, $4, $5) r`, [stepId, decision, json(output), reviewer, note]);

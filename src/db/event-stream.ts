@@ -17,9 +17,9 @@
 // nothing, they only wait.
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { parseAnnouncement } from './event-notifications.ts';
+import { CHANNELS, parseAnnouncement } from './event-notifications.ts';
 
-export const CHANNEL = 'ballast_events';
+export const CHANNEL = CHANNELS.events;
 
 /** A position in the event order: the writing transaction and the event id. */
 export interface Position {

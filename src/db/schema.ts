@@ -1,17 +1,14 @@
 // Row types of ballast's public views (schema ballast), for kysely. bigint ids arrive as strings (pg's default for
-// int8), timestamps as Date.
+// int8), timestamps as Date. Written by hand; test/facts.test.ts checks every interface named in Database against
+// its view's columns (names and types), so a migration that changes a view fails there until this file follows.
 import type { ColumnType } from 'kysely';
 
 type Timestamp = ColumnType<Date, never, never>;
 type Json = unknown;
 
-export type JobStatus =
-  | 'queued' | 'running' | 'waiting' | 'retrying' | 'needs_review'
-  | 'completed' | 'partially_completed' | 'failed' | 'cancelled';
+import type { JobStatus, StepStatus } from '../statuses.ts';
 
-export type StepStatus =
-  | 'pending' | 'queued' | 'running' | 'retrying' | 'waiting' | 'needs_review'
-  | 'succeeded' | 'failed' | 'cancelled' | 'skipped';
+export type { JobStatus, StepStatus };
 
 export interface JobsView {
   id: ColumnType<string, never, never>;
@@ -32,6 +29,8 @@ export interface JobsView {
   output_tokens: ColumnType<string, never, never>;
   /** numeric: a decimal string, exact. */
   cost_usd: ColumnType<string, never, never>;
+  /** When retention pruned the job's payloads (src/retention.ts); null while they are kept. */
+  pruned_at: ColumnType<Date | null, never, never>;
 }
 
 export interface StepsView {

@@ -18,6 +18,7 @@
 //   J12  rep.a     1   acme    11:40:00   retrying             fetch retrying, due 11:50 (overdue)
 //   J13  rep.a     1   acme    11:45:00   retrying             fetch retrying, due 12:30 (later)
 import type pg from 'pg';
+import { isFinalStepStatus } from '../../src/statuses.ts';
 
 export const NOW = '2030-01-02T12:00:00Z';
 const T = (t: string) => (t.includes('T') ? t : `2030-01-02T${t}Z`);
@@ -42,7 +43,6 @@ export interface SeedCall {
   validationIssues?: unknown; rung?: string;
 }
 
-const FINAL_STEP = ['succeeded', 'failed', 'cancelled', 'skipped'];
 
 /** Writes the jobs, steps, attempts and calls; returns job ids by key and step ids by 'key.step'. */
 export async function seed(pool: pg.Pool, jobs: SeedJob[], calls: SeedCall[]): Promise<{ job: Record<string, string>; step: Record<string, string>; attempt: Record<string, string> }> {
@@ -72,7 +72,7 @@ export async function seed(pool: pg.Pool, jobs: SeedJob[], calls: SeedCall[]): P
       const created = T(s.created ?? j.created);
       const queued = s.queued ? T(s.queued) : (s.status === 'pending' ? null : created);
       const last = attempts.at(-1);
-      const finished = FINAL_STEP.includes(s.status) ? T(last?.end ?? j.finished ?? j.created) : null;
+      const finished = isFinalStepStatus(s.status) ? T(last?.end ?? j.finished ?? j.created) : null;
       return {
         id: ids.step[`${j.key}.${s.name}`], name: s.name, status: s.status, depends_on: s.deps ?? [],
         deps_remaining: s.status === 'pending' ? (s.deps ?? []).length : 0, attempts: attempts.length,
