@@ -5,8 +5,9 @@ import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import type { Logger } from 'pino';
 import { translateError } from '../errors.ts';
-// submit_jobs' statement is shared with the GraphQL server (caller.ts): one statement for the verb, not two copies.
-import { submitJobs as submitJobsSql } from './caller.ts';
+// The client verbs (submit, cancel, replay, send_event) are verbs.ts's statements, shared with the GraphQL server:
+// one statement per verb, not a copy per caller.
+import * as verbs from './verbs.ts';
 import type { Database, JobsView, StepsView, AttemptsView, EventsView, JobStatus, StepStatus } from './schema.ts';
 import type { Selectable } from 'kysely';
 
@@ -160,14 +161,10 @@ export class BallastDb {
   }
 
   async submitJob(args: SubmitJobArgs): Promise<SubmitJobResult> {
-    return call(async () => {
-      const { rows } = await sql<{ job_id: string; created: boolean; status: JobStatus; pipeline_version: number }>`
-        select * from ballast.submit_job(${args.pipeline}, ${JSON.stringify(args.input ?? {})}::jsonb,
-          ${args.idempotencyKey ?? null}, ${args.tenantId ?? 'default'}, ${args.priority ?? 0},
-          ${args.pipelineVersion ?? null})`.execute(this.db);
-      const row = rows[0]!;
-      return { jobId: row.job_id, created: row.created, status: row.status, pipelineVersion: row.pipeline_version };
-    });
+    return call(() => verbs.submitJob(this.pool, {
+      pipeline: args.pipeline, input: args.input ?? {}, idempotencyKey: args.idempotencyKey ?? null,
+      tenantId: args.tenantId ?? 'default', priority: args.priority ?? 0, pipelineVersion: args.pipelineVersion ?? null,
+    }));
   }
 
   /**
@@ -176,7 +173,7 @@ export class BallastDb {
    */
   async submitJobs(args: SubmitJobsArgs): Promise<SubmitJobsResult[]> {
     return call(async () => {
-      const rows = await submitJobsSql(this.pool, {
+      const rows = await verbs.submitJobs(this.pool, {
         pipeline: args.pipeline, inputs: args.inputs.map((i) => i ?? {}), idempotencyKeys: args.idempotencyKeys ?? null,
         tenantId: args.tenantId ?? 'default', priority: args.priority ?? 0, pipelineVersion: args.pipelineVersion ?? null,
       });
@@ -346,38 +343,22 @@ export class BallastDb {
    * connection's bound tenant, else 'default'.
    */
   async sendEvent(key: string, payload: unknown, actor?: string, tenantId?: string): Promise<{ accepted: boolean; resumedStepIds: string[] }> {
-    return call(async () => {
-      const { rows } = await sql<{ accepted: boolean; resumed_step_ids: string[] }>`
-        select * from ballast.send_event(${key}, ${JSON.stringify(payload ?? null)}::jsonb, ${actor ?? null}, ${tenantId ?? null})`.execute(this.db);
-      return { accepted: rows[0]!.accepted, resumedStepIds: rows[0]!.resumed_step_ids };
-    });
+    return call(() => verbs.sendEvent(this.pool, key, payload ?? null, tenantId ?? null, actor ?? null));
   }
 
   async cancelJob(jobId: string, reason?: string, actor?: string): Promise<{ status: JobStatus; cancelledStepIds: string[]; alreadyCancelled: boolean }> {
     return call(async () => {
-      const { rows } = await sql<{ status: JobStatus; cancelled_step_ids: string[]; already_cancelled: boolean }>`
-        select * from ballast.cancel_job(${jobId}::bigint, ${reason ?? null}, ${actor ?? null})`.execute(this.db);
-      const r = rows[0]!;
-      return { status: r.status, cancelledStepIds: r.cancelled_step_ids, alreadyCancelled: r.already_cancelled };
+      const { status, cancelledStepIds, alreadyCancelled } = await verbs.cancelJob(this.pool, jobId, reason ?? null, actor ?? null);
+      return { status, cancelledStepIds, alreadyCancelled };
     });
   }
 
   async replayStep(stepId: string, opts: { reason?: string; force?: boolean; actor?: string } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
-    return call(async () => {
-      const { rows } = await sql<{ job_id: string; replayed_step_ids: string[]; job_status: JobStatus }>`
-        select * from ballast.replay_step(${stepId}::bigint, ${opts.reason ?? null}, ${opts.force ?? false}, ${opts.actor ?? null})`.execute(this.db);
-      const r = rows[0]!;
-      return { jobId: r.job_id, replayedStepIds: r.replayed_step_ids, jobStatus: r.job_status };
-    });
+    return call(() => verbs.replayStep(this.pool, stepId, opts.reason ?? null, opts.force ?? false, opts.actor ?? null));
   }
 
   async replayJob(jobId: string, opts: { fromStep?: string; reason?: string; actor?: string } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
-    return call(async () => {
-      const { rows } = await sql<{ job_id: string; replayed_step_ids: string[]; job_status: JobStatus }>`
-        select * from ballast.replay_job(${jobId}::bigint, ${opts.fromStep ?? null}, ${opts.reason ?? null}, ${opts.actor ?? null})`.execute(this.db);
-      const r = rows[0]!;
-      return { jobId: r.job_id, replayedStepIds: r.replayed_step_ids, jobStatus: r.job_status };
-    });
+    return call(() => verbs.replayJob(this.pool, jobId, opts.fromStep ?? null, opts.reason ?? null, opts.actor ?? null));
   }
 
   /**

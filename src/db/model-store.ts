@@ -1,6 +1,7 @@
 // The database doorway for model steps (migration 0009): prompts, prices, budgets, cooldowns, call traces, contract
 // outcomes and reviews. One typed method per SQL function, beside BallastDb (api.ts), whose pool it uses.
 import { sql } from 'kysely';
+import * as verbs from './verbs.ts';
 import type { BallastDb } from './api.ts';
 import type { ContractOutcome, JobStatus, ModelCallsView, StepStatus } from './schema.ts';
 import type { Selectable } from 'kysely';
@@ -167,13 +168,7 @@ export class ModelStore {
   }
 
   async resolveReview(stepId: string, decision: 'approve' | 'edit' | 'reject', opts: { output?: unknown; reviewer: string; note?: string }): Promise<{ stepStatus: StepStatus; jobStatus: JobStatus; queuedStepIds: string[] }> {
-    return call(async () => {
-      const { rows } = await sql<{ step_status: StepStatus; job_status: JobStatus; queued_step_ids: string[] }>`
-        select * from ballast.resolve_review(${stepId}::bigint, ${decision},
-          ${opts.output === undefined ? null : JSON.stringify(opts.output)}::jsonb, ${opts.reviewer}, ${opts.note ?? null})`.execute(this.#db.db);
-      const r = rows[0]!;
-      return { stepStatus: r.step_status, jobStatus: r.job_status, queuedStepIds: r.queued_step_ids };
-    });
+    return call(() => verbs.resolveReview(this.#db.pool, stepId, decision, opts.output, opts.reviewer, opts.note ?? null));
   }
 
   async setBudget(tenantId: string, limitUsd: number | null, period: 'day' | 'week' | 'month' = 'month', onExhausted: 'pause' | 'fail' = 'pause', actor?: string): Promise<void> {

@@ -5,7 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { NodeGrafserv } from 'postgraphile/grafserv/node';
-import { ping } from '../db/caller.ts';
+import { ping } from '../db/verbs.ts';
 import { AuthError } from './auth.ts';
 import type { ServerSettings } from './config.ts';
 import type { EventHub } from './live/hub.ts';

@@ -12,7 +12,7 @@
 // an `after` the caller cannot see is NOT_FOUND. Catch-up statements run on a pool of their own, so a storm of
 // resubscriptions cannot take the connections HTTP queries need.
 import type pg from 'pg';
-import { eventsAfter, jobSnapshot, type Queryable, type ReplayedEvent } from '../../db/caller.ts';
+import { eventsAfter, jobSnapshot, type Queryable, type ReplayedEvent } from '../../db/verbs.ts';
 import { isAfter, type Position, type StreamEvent } from '../../db/event-stream.ts';
 import { pgSettingsFor, type Caller } from '../auth.ts';
 import { clientError } from '../errors.ts';

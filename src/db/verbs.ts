@@ -1,8 +1,9 @@
-// The SQL the GraphQL server runs itself, as the caller: through PostGraphile's client, inside the transaction that
-// carries the caller's role, tenant and actor (pgSettings), so row-level security and the functions' own checks
-// (migrations/0010_tenancy.sql) apply exactly as they do to a psql user with that role. PostGraphile generates the
-// reads of the views; these are the verbs (mutations) and what subscriptions read to authorize and catch up.
-// Ids (bigint) leave as strings, like GraphQL's BigInt.
+// The client verbs, one statement each, for every TypeScript caller: BallastDb runs them on its pool (src/db/api.ts),
+// the GraphQL server through PostGraphile's client, inside the transaction that carries the caller's role, tenant and
+// actor (pgSettings), so row-level security and the functions' own checks (migrations/0010_tenancy.sql) apply exactly
+// as they do to a psql user with that role. One statement per verb, not a copy per caller. Also what subscriptions
+// read to authorize and catch up. Ids (bigint) leave as strings, like GraphQL's BigInt. `actor` null: the session's
+// ballast.actor (the API sets it from the token), else the function's own default.
 
 import type { JobStatus, StepStatus } from '../statuses.ts';
 
@@ -40,26 +41,26 @@ export const submitJobs = async (c: Queryable, a: SubmitManyArgs) =>
     values: [a.pipeline, JSON.stringify(a.inputs), a.idempotencyKeys, a.tenantId, a.priority, a.pipelineVersion],
   })).rows;
 
-export const cancelJob = (c: Queryable, jobId: string, reason: string | null) =>
+export const cancelJob = (c: Queryable, jobId: string, reason: string | null, actor: string | null = null) =>
   one<{ jobId: string; status: JobStatus; cancelledStepIds: string[]; alreadyCancelled: boolean }>(c,
     `select job_id::text as "jobId", status, cancelled_step_ids::text[] as "cancelledStepIds", already_cancelled as "alreadyCancelled"
-       from ballast.cancel_job($1, $2)`, [jobId, reason]);
+       from ballast.cancel_job($1, $2, $3)`, [jobId, reason, actor]);
 
 export interface ReplayResult { jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }
-export const replayStep = (c: Queryable, stepId: string, reason: string | null, force: boolean) =>
+export const replayStep = (c: Queryable, stepId: string, reason: string | null, force: boolean, actor: string | null = null) =>
   one<ReplayResult>(c,
     `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
-       from ballast.replay_step($1, $2, $3)`, [stepId, reason, force]);
+       from ballast.replay_step($1, $2, $3, $4)`, [stepId, reason, force, actor]);
 
-export const replayJob = (c: Queryable, jobId: string, fromStep: string | null, reason: string | null) =>
+export const replayJob = (c: Queryable, jobId: string, fromStep: string | null, reason: string | null, actor: string | null = null) =>
   one<ReplayResult>(c,
     `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
-       from ballast.replay_job($1, $2, $3)`, [jobId, fromStep, reason]);
+       from ballast.replay_job($1, $2, $3, $4)`, [jobId, fromStep, reason, actor]);
 
-export const sendEvent = (c: Queryable, key: string, payload: unknown, tenantId: string | null = null) =>
+export const sendEvent = (c: Queryable, key: string, payload: unknown, tenantId: string | null = null, actor: string | null = null) =>
   one<{ accepted: boolean; resumedStepIds: string[] }>(c,
-    `select accepted, resumed_step_ids::text[] as "resumedStepIds" from ballast.send_event($1, $2::jsonb, null, $3)`,
-    [key, json(payload), tenantId]);
+    `select accepted, resumed_step_ids::text[] as "resumedStepIds" from ballast.send_event($1, $2::jsonb, $4, $3)`,
+    [key, json(payload), tenantId, actor]);
 
 export const resolveReview = (c: Queryable, stepId: string, decision: string, output: unknown, reviewer: string, note: string | null) =>
   one<{ stepId: string; jobId: string; stepStatus: StepStatus; jobStatus: JobStatus; queuedStepIds: string[] }>(c,
