@@ -14,6 +14,7 @@ import { MutationsPlugin } from './mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
 import { checkIntrospection } from './introspection.ts';
 import { addErrorCodes, checkVariables, strictUtf8Body } from './request-checks.ts';
+import { ruruConfig } from './ruru.ts';
 import { SurfacePlugins } from './surface.ts';
 
 declare global {
@@ -125,5 +126,7 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
       websockets: false,
       maskError: makeMaskError(o.log, o.settings.jwt),
     },
+    // Ruru opens on a ballast example and says how to get and set a token (ruru.ts).
+    ruru: ruruConfig(o.settings.jwt),
   };
 }
