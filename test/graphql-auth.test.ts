@@ -65,6 +65,8 @@ t.test('expired, forged, unsigned and role-less tokens are refused over HTTP (40
     t.equal(r.body.data, undefined, `${name}: nothing ran`);
     t.equal(errorOf(r).code, 'UNAUTHENTICATED', `${name}: UNAUTHENTICATED`);
     t.match(errorOf(r).message, reasons[name]!, `${name}: says why`);
+    t.match(errorOf(r).message, /Send a valid token in the header "Authorization: Bearer <token>".*mint one with `npm run -s ballast -- token --role/,
+      `${name}: and what to do (the header, the command that mints a token)`);
   }
   for (const name of ['expired', 'forged']) {
     const ws = new WsConnection(server, bad[name]);
@@ -83,20 +85,24 @@ t.test('a websocket is closed when its token expires', async (t) => {
   const sub = ws.subscribe(`subscription ($id: BigInt!) { jobUpdated(jobId: $id) { type } }`, { id: acmeJob });
   await sub.until((ms) => ms.length > 0, 5000, 'the snapshot while the token is valid');
   const timeout = new Promise((resolve) => setTimeout(() => resolve('still open after 10 s'), 10_000).unref());
-  t.same(await Promise.race([ws.closed, timeout]), { code: 4403, reason: 'Forbidden: the token expired; reconnect with a new one' });
+  t.same(await Promise.race([ws.closed, timeout]), { code: 4403, reason: 'Forbidden: the token expired; reconnect with a new one (`ballast token` mints one)' });
 });
 
 t.test('anonymous callers see nothing and can do nothing', async (t) => {
   const list = await gql(server, '{ jobs { nodes { id } } }');
   t.equal(list.body.data?.jobs, null, 'no jobs');
   t.equal(errorOf(list).code, 'FORBIDDEN');
+  t.match(errorOf(list).message, /^not allowed with this token \(or without one\): permission denied for [a-z]+ [a-z_.]+\. jobs needs a token: a client token reads its own tenant, an operator or reporter token every tenant, sent in the header "Authorization: Bearer <token>"/,
+    'the refusal names what is needed and where it goes');
+  t.match(errorOf(list).message, /mint one with `npm run -s ballast -- token --role client --tenant <tenant>`/, 'and the command that mints one');
+  t.same(errorOf(list).extensions.roles, ['client', 'operator', 'reporter'], 'extensions.roles: the roles that may');
   const one = await gql(server, 'query ($id: BigInt!) { job(id: $id) { id } }', { id: acmeJob });
   t.equal(one.body.data?.job, null);
   t.equal(errorOf(await gql(server, SUBMIT, { input: { pipeline: 'auth.p', input: { n: 3 } } })).code, 'FORBIDDEN', 'cannot submit');
   const ws = new WsConnection(server);
   t.teardown(() => ws.close());
   const sub = ws.subscribe(`subscription ($id: BigInt!) { jobUpdated(jobId: $id) { type } }`, { id: acmeJob });
-  t.same(await ws.closed, { code: 4403, reason: 'Forbidden: a websocket needs a token (connectionParams { authorization })' },
+  t.same(await ws.closed, { code: 4403, reason: 'Forbidden: a websocket needs a token: connectionParams { authorization: "Bearer <token>" } (`ballast token` mints one)' },
     'no websocket without a token');
   t.same(sub.messages, [], 'and nothing was sent');
 });
@@ -127,11 +133,18 @@ t.test('a client acting on another tenant by mutation is refused', async (t) => 
   t.equal((await db.getJob(running))!.status, 'needs_review', 'and it was not cancelled');
   const foreign = errorOf(await gql(server, SUBMIT, { input: { pipeline: 'auth.p', input: { n: 4 }, tenantId: 'acme' } }, globex));
   t.same([foreign.code, foreign.extensions.sqlstate], ['FORBIDDEN', 'BA014'], 'submitting into another tenant is forbidden');
+  t.match(foreign.message, /^tenant globex cannot submit jobs for tenant acme\. Leave the tenant out: jobs are submitted for your own tenant\. Otherwise submitJob needs a client token of the tenant it submits for, or an operator token/,
+    'saying what to do: stay in its own tenant, or which token may');
+  t.same(foreign.extensions.roles, ['client', 'operator']);
   for (const [name, mutation] of [
     ['replayJob', `mutation { replayJob(input: { jobId: "${globexJob}" }) { jobStatus } }`],
     ['resolveReview', `mutation { resolveReview(input: { stepId: "1", decision: REJECT }) { stepStatus } }`],
   ] as const) {
-    t.equal(errorOf(await gql(server, mutation, {}, globex)).code, 'FORBIDDEN', `a client cannot ${name}, even in its own tenant`);
+    const refused = errorOf(await gql(server, mutation, {}, globex));
+    t.equal(refused.code, 'FORBIDDEN', `a client cannot ${name}, even in its own tenant`);
+    t.match(refused.message, new RegExp(`${name} needs an operator token, sent in the header "Authorization: Bearer <token>".*\`npm run -s ballast -- token --role operator\``),
+      `${name}: the message names the operator token and how to mint one`);
+    t.same(refused.extensions.roles, ['operator']);
   }
   const event = errorOf(await gql(server, `mutation { sendEvent(input: { key: "k", tenantId: "acme" }) { accepted } }`, {}, globex));
   t.same([event.code, event.extensions.sqlstate], ['FORBIDDEN', 'BA014'], 'sending an event to another tenant is forbidden');
@@ -151,6 +164,7 @@ t.test('a client subscribing to another tenant gets an authorization error, and 
   const other = ws.subscribe(`subscription { tenantEvents(tenantId: "acme") { type } }`);
   await other.ended();
   t.equal(other.errors[0]?.extensions?.code, 'FORBIDDEN', 'following another tenant is forbidden');
+  t.match(other.errors[0]?.message, /leave tenantId out to follow your own tenant; following another needs an operator or reporter token/, 'saying what to do');
 
   const feed = ws.subscribe(`subscription { tenantEvents { ${JOB_CHANGE} } }`);
   const caughtUp = ws.subscribe(`subscription { tenantEvents(after: "0") { ${JOB_CHANGE} } }`);
@@ -169,7 +183,9 @@ t.test('operators and reporters see every tenant; operators replay, deliver even
     const tenants = new Set(q.jobs.nodes.map((j: any) => j.tenantId));
     t.ok(tenants.has('acme') && tenants.has('globex'), `${name} reads both tenants`);
   }
-  t.equal(errorOf(await gql(server, SUBMIT, { input: { pipeline: 'auth.p', input: { n: 7 } } }, reporter)).code, 'FORBIDDEN', 'a reporter is read-only');
+  const readOnly = errorOf(await gql(server, `mutation ($input: SubmitJobInput!) { mine: submitJob(input: $input) { jobId } }`, { input: { pipeline: 'auth.p', input: { n: 7 } } }, reporter));
+  t.equal(readOnly.code, 'FORBIDDEN', 'a reporter is read-only');
+  t.match(readOnly.message, /submitJob needs a client token of the tenant it submits for, or an operator token/, 'the field is named by its name, not its alias');
 
   const failed = await submit(acme, { pipeline: 'auth.flaky', input: {} });
   t.equal((await waitForJob(db, failed)).status, 'failed');

@@ -4,6 +4,9 @@
 //     FORBIDDEN, JOB_FINISHED, ...;
 //   - Postgres refusing the role (42501) is FORBIDDEN, a bad value (class 22/23) BAD_USER_INPUT, a statement over
 //     its statement_timeout TIMEOUT;
+//   - a FORBIDDEN (42501 or BA014) also says what to do: which token the field needs, where it goes and how to get
+//     one (guidance.ts), with `roles` (the roles that may) in its extensions. It names roles, never another tenant's
+//     data: a job of another tenant stays NOT_FOUND;
 //   - errors the server raises on purpose (SafeError: limits, authorization of subscriptions) keep their message
 //     and extensions; PostGraphile's own SafeErrors have no code and get one: INVALID_CURSOR (a cursor it did not
 //     issue), else BAD_USER_INPUT; GraphQL validation errors pass unchanged;
@@ -14,6 +17,8 @@ import type { Logger } from 'pino';
 import { GraphQLError } from 'postgraphile/graphql';
 import { isSafeError, SafeError } from 'postgraphile/grafast';
 import { BallastError, IdempotencyConflictError, InvalidInputError, translateError } from '../errors.ts';
+import type { JwtSettings } from './config.ts';
+import { needOf, whatToDo } from './guidance.ts';
 
 /** An error with a stable code that the client may see as it is. */
 export function clientError(code: string, message: string, extensions: Record<string, unknown> = {}): SafeError {
@@ -39,19 +44,33 @@ function isPgError(err: unknown): err is PgLikeError {
   return err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && 'severity' in err;
 }
 
+/** Where an error happened, to say what to do about a refusal: the root field and the server's token settings. */
+export interface ErrorSite {
+  field?: string | undefined;
+  jwt?: Pick<JwtSettings, 'secret' | 'jwksUrl'> | undefined;
+}
+
 /** The client-facing shape (message and extensions) of an error from Postgres, or undefined to mask it. */
-export function describePgError(err: PgLikeError): { message: string; extensions: Record<string, unknown> } | undefined {
+export function describePgError(err: PgLikeError, site: ErrorSite = {}): { message: string; extensions: Record<string, unknown> } | undefined {
   const translated = translateError(err);
   if (translated instanceof BallastError) {
     const extensions: Record<string, unknown> = { code: translated.code.toUpperCase(), sqlstate: translated.sqlstate };
     if (translated.hint) extensions.hint = translated.hint;
     if (translated instanceof InvalidInputError) extensions.issues = translated.issues;
     if (translated instanceof IdempotencyConflictError && translated.jobId !== undefined) extensions.jobId = translated.jobId;
+    if (translated.code === 'forbidden') {
+      // A tenant the caller may not act for: the hint says how to stay in its own; the rest, which token may.
+      extensions.roles = needOf(site.field).roles;
+      return { message: `${err.message}.${translated.hint ? ` ${translated.hint}` : ''} Otherwise ${whatToDo(site.field, site.jwt)}`, extensions };
+    }
     // The message without the hint appended: the hint has its own field.
     return { message: err.message, extensions };
   }
   if (err.code === '42501') {
-    return { message: `not allowed: ${err.message}`, extensions: { code: 'FORBIDDEN', sqlstate: err.code } };
+    return {
+      message: `not allowed with this token (or without one): ${err.message}. ${whatToDo(site.field, site.jwt)}`,
+      extensions: { code: 'FORBIDDEN', sqlstate: err.code, roles: needOf(site.field).roles },
+    };
   }
   if (err.code === '57014') {
     return { message: 'the query took longer than the statement timeout and was cancelled', extensions: { code: 'TIMEOUT', sqlstate: err.code } };
@@ -64,7 +83,14 @@ export function describePgError(err: PgLikeError): { message: string; extensions
 
 export type MaskError = (error: GraphQLError) => GraphQLError;
 
-export function makeMaskError(log: Logger): MaskError {
+/** The root field an error belongs to (its real name, not an alias, when the error is on the root field itself). */
+function rootField(error: GraphQLError): string | undefined {
+  const node = error.nodes?.[0] as { kind?: string; name?: { value?: string } } | undefined;
+  if (error.path?.length === 1 && node?.kind === 'Field' && node.name?.value) return node.name.value;
+  return typeof error.path?.[0] === 'string' ? error.path[0] : undefined;
+}
+
+export function makeMaskError(log: Logger, jwt?: Pick<JwtSettings, 'secret' | 'jwksUrl'>): MaskError {
   return function maskError(error: GraphQLError): GraphQLError {
     const original = error.originalError;
     const rebuild = (message: string, extensions: Record<string, unknown>) =>
@@ -86,7 +112,7 @@ export function makeMaskError(log: Logger): MaskError {
       return rebuild(original.message, extensions);
     }
     if (isPgError(original)) {
-      const described = describePgError(original);
+      const described = describePgError(original, { field: rootField(error), jwt });
       if (described) return rebuild(described.message, described.extensions);
     }
     const errorId = randomBytes(6).toString('hex');

@@ -8,6 +8,7 @@ import type { NodeGrafserv } from 'postgraphile/grafserv/node';
 import { ping } from '../db/verbs.ts';
 import { AuthError } from './auth.ts';
 import type { ServerSettings } from './config.ts';
+import { howToGetToken, TOKEN_PLACES } from './guidance.ts';
 import type { EventHub } from './live/hub.ts';
 import type { CallerRegistry } from './preset.ts';
 
@@ -61,7 +62,9 @@ export function createHttpServer(o: HttpOptions): Server {
         await o.callers.ofHttp(req);
       } catch (err) {
         if (!(err instanceof AuthError)) throw err;
-        return sendJson(res, 401, graphqlError(err.message, 'UNAUTHENTICATED'),
+        // What was wrong with the token, then where a good one goes and how to get one.
+        const message = `${err.message}. Send a valid token in ${TOKEN_PLACES}; ${howToGetToken(o.settings.jwt, ['client', 'operator'])}.`;
+        return sendJson(res, 401, graphqlError(message, 'UNAUTHENTICATED'),
           { 'www-authenticate': `Bearer error="invalid_token", error_description="${err.message.replace(/"/g, "'")}"` });
       }
     }

@@ -5,7 +5,9 @@
 // processGraphQLRequestBody middleware, before validation, and refuses with INTROSPECTION_DISABLED.
 import { Kind, parse, visit, type DocumentNode } from 'postgraphile/graphql';
 import type { Caller } from './auth.ts';
+import type { JwtSettings } from './config.ts';
 import { clientError } from './errors.ts';
+import { howToGetToken, TOKEN_PLACES } from './guidance.ts';
 
 export type IntrospectionPolicy = 'all' | 'authenticated' | 'off';
 
@@ -32,9 +34,10 @@ export function introspects(query: string): boolean {
 }
 
 /** Throws INTROSPECTION_DISABLED when `caller` may not run `query` under `policy`. */
-export function checkIntrospection(policy: IntrospectionPolicy, caller: Caller, query: unknown): void {
+export function checkIntrospection(policy: IntrospectionPolicy, caller: Caller, query: unknown, jwt?: Pick<JwtSettings, 'secret' | 'jwksUrl'>): void {
   if (typeof query !== 'string' || mayIntrospect(policy, caller) || !introspects(query)) return;
   throw clientError('INTROSPECTION_DISABLED', policy === 'off'
     ? 'introspection is off on this server (BALLAST_GRAPHQL_INTROSPECTION=off); the schema is documented in docs/graphql.md'
-    : 'introspection needs a token (BALLAST_GRAPHQL_INTROSPECTION=authenticated): send Authorization: Bearer <jwt>', { policy, statusCode: 403 });
+    : `introspection needs a token (BALLAST_GRAPHQL_INTROSPECTION=authenticated): send one in ${TOKEN_PLACES}; ${howToGetToken(jwt, ['operator', 'reporter'])}`,
+  { policy, statusCode: 403 });
 }

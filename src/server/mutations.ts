@@ -24,12 +24,17 @@ const typeDefs = gql`
     "Pin a pipeline version. Default: the newest."
     pipelineVersion: Int
   }
+  "The job submitJob started, or the existing one its idempotency key named."
   type SubmitJobPayload {
+    "The job id: read it with job(id:), follow it with the jobUpdated subscription."
     jobId: BigInt!
     "False when the idempotency key returned an existing job."
     created: Boolean!
+    "The job status now: queued for a new job; for an existing one, whatever it has reached."
     status: String!
+    "The pipeline version the job runs."
     pipelineVersion: Int!
+    "The job, read back under the caller's rights."
     job: Job
   }
   """
@@ -51,59 +56,88 @@ const typeDefs = gql`
     "Pin a pipeline version. Default: the newest."
     pipelineVersion: Int
   }
+  "One job of a submitJobs call, in the position of its input."
   type SubmittedJob {
+    "The job id."
     jobId: BigInt!
     "False when the idempotency key returned an existing job (or one submitted earlier in the same call)."
     created: Boolean!
+    "The job status now: queued for a new job; for an existing one, whatever it has reached."
     status: String!
+    "The job, read back under the caller's rights."
     job: Job
   }
+  "The jobs submitJobs started or found."
   type SubmitJobsPayload {
     "One per input, in the order of the inputs."
     jobs: [SubmittedJob!]!
   }
+  "The job to cancel. A job of another tenant is NOT_FOUND for a client; a finished job is JOB_FINISHED."
   input CancelJobInput {
+    "The job to cancel."
     jobId: BigInt!
+    "Why, recorded in the audit trail (events.reason). Optional."
     reason: String
   }
+  "What cancelJob did."
   type CancelJobPayload {
+    "The job."
     jobId: BigInt!
+    "The job status now: cancelled."
     status: String!
+    "The steps this call cancelled (those not finished yet); empty when the job was cancelled before."
     cancelledStepIds: [BigInt!]!
     "True when the job was cancelled before (nothing changed)."
     alreadyCancelled: Boolean!
+    "The job, read back under the caller's rights."
     job: Job
   }
+  "The step to run again. Its dependants run again after it."
   input ReplayStepInput {
+    "A finished step (succeeded, failed or cancelled), or a failed item of a map step."
     stepId: BigInt!
+    "Why, recorded in the audit trail. Optional."
     reason: String
     "Replay a step that succeeded (re-running finished work is a decision, not a default)."
     force: Boolean = false
   }
+  "The job to run again (operators). A job pruned by retention cannot be replayed (INVALID_TRANSITION)."
   input ReplayJobInput {
+    "The job whose steps to run again."
     jobId: BigInt!
     "Replay this step (even if it succeeded) and what follows it; default: every failed or cancelled step."
     fromStep: String
+    "Why, recorded in the audit trail. Optional."
     reason: String
   }
+  "What replayStep or replayJob did."
   type ReplayPayload {
+    "The job."
     jobId: BigInt!
+    "The steps queued again or set back to pending (those that depend on a replayed step)."
     replayedStepIds: [BigInt!]!
+    "The job status now (queued or running)."
     jobStatus: String!
+    "The job, read back under the caller's rights."
     job: Job
   }
+  "An event for the steps waiting for its key (a step waits with ctx.waitForEvent)."
   input SendEventInput {
     "The key a waiting step named, e.g. approval:42 (1 to 500 bytes). Keys belong to a tenant: an event reaches only that tenant's steps."
     key: String!
+    "What the waiting steps receive (any JSON). Optional."
     payload: JSON
     "Operators only: the tenant whose steps receive it (default: the token's tenant, else 'default'). Clients send to their own tenant."
     tenantId: String
   }
+  "What sendEvent did."
   type SendEventPayload {
     "False when the key was delivered before (nothing changed)."
     accepted: Boolean!
+    "The waiting steps it resumed (queued again); empty when none waited yet: a step that waits for the key later gets it at once."
     resumedStepIds: [BigInt!]!
   }
+  "A decision on a step in needs_review."
   enum ReviewDecision {
     "Keep the proposed output."
     APPROVE
@@ -112,20 +146,32 @@ const typeDefs = gql`
     "Fail the step."
     REJECT
   }
+  "The decision on a step waiting for review (see reviews, or step.pendingReview)."
   input ResolveReviewInput {
+    "A step in needs_review (NOT_IN_REVIEW otherwise)."
     stepId: BigInt!
+    "APPROVE, EDIT (with output) or REJECT."
     decision: ReviewDecision!
     "The output to use with EDIT; checked against the step's output contract (INVALID_INPUT otherwise)."
     output: JSON
+    "A note kept with the decision (steps.review.note). Optional."
     note: String
   }
+  "What resolveReview did."
   type ResolveReviewPayload {
+    "The step decided."
     stepId: BigInt!
+    "Its job."
     jobId: BigInt!
+    "The step status now: succeeded (APPROVE, EDIT) or failed (REJECT)."
     stepStatus: String!
+    "The job status now."
     jobStatus: String!
+    "The steps that became ready to run because of the decision."
     queuedStepIds: [BigInt!]!
+    "The step, read back under the caller's rights."
     step: Step
+    "The job, read back under the caller's rights."
     job: Job
   }
   extend type Mutation {

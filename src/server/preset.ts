@@ -14,6 +14,7 @@ import { MutationsPlugin } from './mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
 import { checkIntrospection } from './introspection.ts';
 import { addErrorCodes, checkVariables, strictUtf8Body } from './request-checks.ts';
+import { ruruConfig } from './ruru.ts';
 import { SurfacePlugins } from './surface.ts';
 
 declare global {
@@ -85,7 +86,7 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
           const caller = await o.callers.ofRequestContext(ws
             ? { ws: { request: ws.extra?.request, connectionParams: ws.connectionParams } } as never
             : { node: { req: (event.request?.requestContext as { node?: { req?: IncomingMessage } } | undefined)?.node?.req } } as never);
-          checkIntrospection(o.settings.introspection, caller, event.body.query);
+          checkIntrospection(o.settings.introspection, caller, event.body.query, o.settings.jwt);
           checkVariables(event.body.variableValues);
           return next();
         },
@@ -123,7 +124,9 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
       maxRequestLength: limits.maxBodyBytes,
       // ws.ts runs graphql-ws itself (to authenticate the connection), so grafserv's own websocket stays off.
       websockets: false,
-      maskError: makeMaskError(o.log),
+      maskError: makeMaskError(o.log, o.settings.jwt),
     },
+    // Ruru opens on a ballast example and says how to get and set a token (ruru.ts).
+    ruru: ruruConfig(o.settings.jwt),
   };
 }

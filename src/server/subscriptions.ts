@@ -13,12 +13,17 @@ const typeDefs = gql`
     type: String!
     "The event's id in ballast.events; for a snapshot the last event it includes; null for step_progress (not stored). Events arrive in (transaction, id) order, so ids are not always increasing: resubscribe with after: <the last one you processed>."
     eventId: BigInt
+    "The job that changed."
     jobId: BigInt!
+    "The tenant of that job."
     tenantId: String
+    "The step that changed; null for a change of the job as a whole."
     stepId: BigInt
+    "The name of that step; null for a change of the job as a whole."
     stepName: String
     "The new status of the step (step_* events) or of the job (job_* events, snapshot)."
     status: String
+    "When it happened (for a snapshot: when the snapshot was read)."
     at: Datetime
     "step_progress only: the value the step reported."
     progress: JSON
@@ -27,26 +32,46 @@ const typeDefs = gql`
     "Only on a snapshot: the job and its steps at that moment."
     job: JobSnapshot
   }
+  "A job as it was when a jobUpdated subscription started (the same meaning as the fields of Job)."
   type JobSnapshot {
+    "The job id."
     id: BigInt!
+    "Its tenant."
     tenantId: String!
+    "Its pipeline."
     pipeline: String!
+    "The pipeline version it runs."
     pipelineVersion: Int!
+    "Its status (see Job.status)."
     status: String!
+    "The output of its final step(s); null until it completes."
     result: JSON
+    "Why it failed; null unless it failed."
     error: JSON
+    "When it was submitted."
     createdAt: Datetime
+    "When it last changed."
     updatedAt: Datetime
+    "When it finished; null while it is not finished."
     finishedAt: Datetime
+    "Its steps, in the order they were created."
     steps: [StepSnapshot!]!
   }
+  "A step as it was in a JobSnapshot (the same meaning as the fields of Step)."
   type StepSnapshot {
+    "The step id."
     id: BigInt!
+    "Its name in the pipeline."
     name: String!
+    "Its status (see Step.status)."
     status: String!
+    "How many times a worker has started it."
     attemptCount: Int!
+    "How many attempts it may use."
     maxAttempts: Int!
+    "The latest progress it reported; null: none."
     progress: JSON
+    "When it last changed."
     updatedAt: Datetime
   }
   extend type Subscription {
@@ -55,14 +80,32 @@ const typeDefs = gql`
     the order a resume returns them. NOT_FOUND for a job (or an 'after') you cannot see. jobsOnly: job-level changes
     only. progressEveryMs: step_progress reports, 0 (default) every one, n at most one per step every n ms (the latest).
     """
-    jobUpdated(jobId: BigInt!, after: BigInt, jobsOnly: Boolean = false, progressEveryMs: Int): JobChange!
+    jobUpdated(
+      "The job to follow (NOT_FOUND when the caller cannot see it)."
+      jobId: BigInt!
+      "Replay the stored events after this event id first (the last eventId you processed); null: no replay."
+      after: BigInt
+      "Only changes of the job as a whole (job_* events), no step events."
+      jobsOnly: Boolean = false
+      "step_progress messages: 0 or null every report, n at most one per step every n milliseconds (the latest)."
+      progressEveryMs: Int
+    ): JobChange!
     """
     Every job and step change of a tenant (clients: their own; operators and reporters: the one named, or all when
     tenantId is null), in the order a resume returns them; with 'after', the events after it first. jobsOnly:
     job-level changes only. progressEveryMs: also step_progress reports (none by default), at most one per step every
     n ms (0: every one).
     """
-    tenantEvents(tenantId: String, after: BigInt, jobsOnly: Boolean = false, progressEveryMs: Int): JobChange!
+    tenantEvents(
+      "The tenant to follow. Clients: their own (leave it out); operators and reporters: any, or null for every tenant."
+      tenantId: String
+      "Replay the stored events after this event id first (the last eventId you processed); null: no replay."
+      after: BigInt
+      "Only changes of jobs as a whole (job_* events), no step events."
+      jobsOnly: Boolean = false
+      "step_progress messages, none by default: 0 every report, n at most one per step every n milliseconds (the latest)."
+      progressEveryMs: Int
+    ): JobChange!
   }
 `;
 

@@ -172,4 +172,36 @@ const JobConditions: GraphileConfig.Plugin[] = [
     (value, { sql, sqlTableAlias, sqlValueWithCodec }) => (value == null ? null : sql`${sqlTableAlias}.status = any(${sqlValueWithCodec(value, textList)})`)),
 ];
 
-export const SurfacePlugins: GraphileConfig.Plugin[] = [SmartTagsPlugin, ExposurePlugin, NamingPlugin, ...JobConditions];
+/**
+ * Descriptions PostGraphile leaves out: the values of the orderBy enums and the arguments of the single-row fields
+ * (job(id:), pipeline(name:, version:)). The types and fields themselves take theirs from the SQL comments (0030).
+ */
+const DescriptionsPlugin: GraphileConfig.Plugin = {
+  name: 'BallastDescriptionsPlugin',
+  version: '1.0.0',
+  schema: {
+    hooks: {
+      GraphQLEnumType_values_value(value, build, context) {
+        if (value.description || !context.scope.isPgRowSortEnum) return value;
+        const name = context.scope.valueName;
+        const direction = name.endsWith('_DESC') ? 'descending' : 'ascending';
+        const by = name === 'NATURAL' ? undefined
+          : /^PRIMARY_KEY_(ASC|DESC)$/.test(name) ? 'the primary key'
+          : `\`${build.inflection.camelCase(name.replace(/_(ASC|DESC)$/, '').toLowerCase())}\``;
+        return { ...value, description: by ? `By ${by}, ${direction}.` : 'No explicit order (the rows as Postgres returns them).' };
+      },
+      GraphQLObjectType_fields_field_args_arg(arg, build, context) {
+        const { isPgRowByUniqueConstraintField, pgFieldResource, argName } = context.scope as typeof context.scope & {
+          isPgRowByUniqueConstraintField?: boolean; pgFieldResource?: { codec: { attributes?: Record<string, { description?: string }> } };
+        };
+        if (arg.description || !isPgRowByUniqueConstraintField || !pgFieldResource?.codec.attributes) return arg;
+        const codec = pgFieldResource.codec as never;
+        const attributes: [string, { description?: string }][] = Object.entries(pgFieldResource.codec.attributes);
+        const description = attributes.find(([attributeName]) => build.inflection.attribute({ attributeName, codec }) === argName)?.[1].description;
+        return description ? { ...arg, description } : arg;
+      },
+    },
+  },
+};
+
+export const SurfacePlugins: GraphileConfig.Plugin[] = [SmartTagsPlugin, ExposurePlugin, NamingPlugin, DescriptionsPlugin, ...JobConditions];

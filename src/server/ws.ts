@@ -18,6 +18,9 @@ import type { LiveProtocol } from './live/protocol.ts';
 import { decodeUtf8, InvalidUtf8Error } from './utf8.ts';
 
 export const CLOSE_FORBIDDEN = 4403;
+// Close reasons are limited to 123 bytes: the command is named short (`ballast token`, i.e. npm run ballast -- token).
+export const ANONYMOUS_REASON = 'Forbidden: a websocket needs a token: connectionParams { authorization: "Bearer <token>" } (`ballast token` mints one)';
+export const EXPIRED_REASON = 'Forbidden: the token expired; reconnect with a new one (`ballast token` mints one)';
 export const CLOSE_TOO_MANY = 4429;
 /** RFC 6455: a message whose data is not consistent with its type (here: not UTF-8). */
 export const CLOSE_INVALID_PAYLOAD = 1007;
@@ -87,7 +90,7 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
           : await o.authenticator.fromAuthorization(request.headers.authorization);
         if (caller.role === 'anonymous') {
           // Anonymous callers can read nothing and subscribe to nothing: no socket for them to hold open.
-          socket.close(CLOSE_FORBIDDEN, 'Forbidden: a websocket needs a token (connectionParams { authorization })');
+          socket.close(CLOSE_FORBIDDEN, ANONYMOUS_REASON);
           return false;
         }
         const key = callerKey(caller);
@@ -106,7 +109,7 @@ export function attachWebSockets(server: Server, o: WebSocketOptions): () => Pro
         const conn = live.get(socket);
         if (conn) o.live.acknowledged(conn, caller);
         if (caller.expiresAt !== null) {
-          const cancel = at(caller.expiresAt * 1000, () => socket.close(CLOSE_FORBIDDEN, 'Forbidden: the token expired; reconnect with a new one'));
+          const cancel = at(caller.expiresAt * 1000, () => socket.close(CLOSE_FORBIDDEN, EXPIRED_REASON));
           socket.once('close', cancel);
         }
         return true;

@@ -16,6 +16,7 @@ import { eventsAfter, jobSnapshot, type Queryable, type ReplayedEvent } from '..
 import { isAfter, type Position, type StreamEvent } from '../../db/event-stream.ts';
 import { pgSettingsFor, type Caller } from '../auth.ts';
 import { clientError } from '../errors.ts';
+import { howToGetToken } from '../guidance.ts';
 import type { LiveSubscription } from './connection.ts';
 import { changeOf, type Change, type EventHub, type GroupSpec, type Topic } from './hub.ts';
 import type { CompiledSubscription } from './selection.ts';
@@ -78,7 +79,8 @@ function progressOption(args: Record<string, unknown>, byDefault: number | null)
  */
 export async function openFeed(ctx: FeedContext, caller: Caller, compiled: CompiledSubscription, sub: LiveSubscription): Promise<void> {
   if (caller.role === 'anonymous') {
-    throw clientError('FORBIDDEN', 'anonymous callers cannot subscribe: connect with connectionParams { authorization: "Bearer <token>" }');
+    throw clientError('FORBIDDEN', `anonymous callers cannot subscribe: connect with connectionParams { authorization: "Bearer <token>" }; ${howToGetToken(undefined, ['client', 'operator'])}`,
+      { roles: ['client', 'operator', 'reporter'] });
   }
   const args = compiled.args;
   const after = idText(args.after);
@@ -91,7 +93,8 @@ export async function openFeed(ctx: FeedContext, caller: Caller, compiled: Compi
   let tenant = idText(args.tenantId);
   if (caller.role === 'client') {
     if (tenant !== null && tenant !== caller.tenantId) {
-      throw clientError('FORBIDDEN', `a client of tenant ${caller.tenantId} cannot follow tenant ${tenant}`);
+      throw clientError('FORBIDDEN', `a client of tenant ${caller.tenantId} cannot follow tenant ${tenant}: leave tenantId out to follow ` +
+        `your own tenant; following another needs an operator or reporter token (${howToGetToken(undefined, ['reporter'])})`, { roles: ['operator', 'reporter'] });
     }
     tenant = caller.tenantId;
   }
