@@ -143,8 +143,15 @@ async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Prom
   }
 }
 
+/** How the handler's run ended, before anything is recorded. */
+type HandlerEnd =
+  | { kind: 'returned'; output: unknown }
+  | { kind: 'threw'; error: unknown }
+  | { kind: 'aborted'; aborted: AttemptAborted };
+
+/** One attempt: the step and its input checked, the handler run, then its end recorded. */
 async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, handlerDone: () => void): Promise<void> {
-  const { pipeline: p, claim, db } = o;
+  const { pipeline: p, claim } = o;
   const log = o.log.child({
     job_id: claim.jobId, step_id: claim.stepId, attempt_id: claim.attemptId, pipeline: p.ref, step: claim.stepName,
   });
@@ -171,8 +178,23 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
     await fail({ class: 'invalid_input', message: `job input does not satisfy ${p.ref}'s contract: ${z.prettifyError(input.error)}`, retryable: false });
     return;
   }
-
+  // A map step's first run lists its items; each item then runs as its own step with ctx.item and ctx.index.
+  const listing = step.map !== null && claim.itemIndex === null;
+  log.info({ attempt: claim.attemptNumber, ...(claim.itemIndex !== null ? { item: claim.itemIndex } : {}) },
+    listing ? 'map step started: listing items' : 'step started');
   const controller = new AbortController();
+  const end = await runHandler(o, step, input.data, listing, controller, log, handlerDone);
+  await recordEnd({ o, step, listing, end, fail, result, log, started, signal: controller.signal });
+}
+
+/**
+ * Runs the step's handler (or a map step's items function) with its context, under its timeout and the aborts the
+ * worker may send (cancellation, a lost attempt, shutdown); returns how it ended. An aborted handler gets abandonMs
+ * to notice its signal; then the attempt ends without it.
+ */
+async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unknown, listing: boolean,
+  controller: AbortController, log: Logger, handlerDone: () => void): Promise<HandlerEnd> {
+  const { claim, db } = o;
   let aborted: AttemptAborted | undefined;
   let onAbort: (() => void) | undefined;
   const abortedPromise = new Promise<never>((_, reject) => {
@@ -193,41 +215,33 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
   const timer = step.timeoutMs
     ? setTimeout(() => abort('timeout', `step ran longer than its timeout of ${step.timeoutMs} ms`), step.timeoutMs)
     : undefined;
-
   const effects = stepEffects({
     db, attemptId: claim.attemptId, attempt: claim.attemptNumber, log, recorded: claim.effects, signal: controller.signal,
   });
-  // A map step's first run lists its items; each item then runs as its own step with ctx.item and ctx.index.
-  const listing = step.map !== null && claim.itemIndex === null;
-  log.info({ attempt: claim.attemptNumber, ...(claim.itemIndex !== null ? { item: claim.itemIndex } : {}) },
-    listing ? 'map step started: listing items' : 'step started');
-  let output: unknown;
-  let thrown: unknown;
-  let threw = false;
   try {
     const ctx = {
-        input: input.data,
-        deps: claim.dependencies,
-        signal: controller.signal,
-        log,
-        progress: async (value: unknown) => {
-          await db.reportProgress(claim.attemptId, value);
-        },
-        effect: effects.effect,
-        transaction: effects.transaction,
-        waitForEvent: async (key: string, opts: WaitOptions = {}) => {
-          const r = await db.waitForEvent(claim.attemptId, key, opts.timeoutMs ?? null, opts.onTimeout ?? 'fail');
-          if (r.received) return r.payload;
-          throw new StepParked(key);
-        },
-        idempotencyKey: claim.idempotencyKey,
-        attempt: claim.attemptNumber,
-        maxAttempts: claim.maxAttempts,
-        jobId: claim.jobId,
-        stepId: claim.stepId,
-        tenantId: claim.tenantId,
-        ...(claim.itemIndex !== null ? { item: claim.item, index: claim.itemIndex } : {}),
-        [STEP_INTERNALS]: { db, attemptId: claim.attemptId, providers: o.providers } satisfies StepInternals,
+      input,
+      deps: claim.dependencies,
+      signal: controller.signal,
+      log,
+      progress: async (value: unknown) => {
+        await db.reportProgress(claim.attemptId, value);
+      },
+      effect: effects.effect,
+      transaction: effects.transaction,
+      waitForEvent: async (key: string, opts: WaitOptions = {}) => {
+        const r = await db.waitForEvent(claim.attemptId, key, opts.timeoutMs ?? null, opts.onTimeout ?? 'fail');
+        if (r.received) return r.payload;
+        throw new StepParked(key);
+      },
+      idempotencyKey: claim.idempotencyKey,
+      attempt: claim.attemptNumber,
+      maxAttempts: claim.maxAttempts,
+      jobId: claim.jobId,
+      stepId: claim.stepId,
+      tenantId: claim.tenantId,
+      ...(claim.itemIndex !== null ? { item: claim.item, index: claim.itemIndex } : {}),
+      [STEP_INTERNALS]: { db, attemptId: claim.attemptId, providers: o.providers } satisfies StepInternals,
     };
     const handler = Promise.resolve().then(() => {
       // Watchdog hook: a handler that blocks the event loop in its synchronous part is blamed for the block.
@@ -238,24 +252,33 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
         leaveAttempt();
       }
     });
-    output = await Promise.race([handler, abortedPromise]);
-  } catch (err) {
-    threw = true;
-    thrown = err;
+    const output = await Promise.race([handler, abortedPromise]);
+    return aborted ? { kind: 'aborted', aborted } : { kind: 'returned', output };
+  } catch (error) {
+    return aborted ? { kind: 'aborted', aborted } : { kind: 'threw', error };
   } finally {
     if (timer) clearTimeout(timer);
     untrack();
     handlerDone();
   }
+}
 
-  if (aborted) {
+/** Records how the handler's run ended: a failure (classified), a release, a park, the map's items, or the output. */
+async function recordEnd(x: {
+  o: RunAttemptOptions; step: StepDefinition; listing: boolean; end: HandlerEnd; fail: (error: StepError) => Promise<void>;
+  result: AttemptResult; log: Logger; started: number; signal: AbortSignal;
+}): Promise<void> {
+  const { o, step, end, fail, result, log } = x;
+  const { claim, db } = o;
+  if (end.kind === 'aborted') {
+    const aborted = end.aborted;
     switch (aborted.reason) {
       case 'timeout':
         await fail({ class: 'timeout', message: aborted.message, retryable: true, outcome: 'timed_out' });
         return;
       case 'shutdown': {
         result.outcome = 'released';
-        const status = await settle(() => db.releaseAttempt(claim.attemptId, aborted!.message), log);
+        const status = await settle(() => db.releaseAttempt(claim.attemptId, aborted.message), log);
         if (status) log.warn({ step_status: status }, 'step released for another worker (shutdown)');
         return;
       }
@@ -266,7 +289,8 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
         return;
     }
   }
-  if (threw) {
+  if (end.kind === 'threw') {
+    const thrown = end.error;
     if (thrown instanceof StepParked) {
       result.outcome = 'parked';
       log.info({ key: thrown.key }, 'step waiting for an event');
@@ -277,10 +301,11 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
       log.warn({ step_status: thrown.stepStatus }, thrown.message);
       return;
     }
-    await fail(classifyError(thrown, step, controller.signal));
+    await fail(classifyError(thrown, step, x.signal));
     return;
   }
-  if (listing) {
+  const output = end.output;
+  if (x.listing) {
     if (!Array.isArray(output)) {
       await fail({ class: 'invalid_items', message: `the items function of map step "${step.name}" returned ${typeof output}, not an array`, retryable: false });
       return;
@@ -295,7 +320,7 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
     await fail({ class: 'output_contract', message: `step output does not satisfy its contract: ${z.prettifyError(checked.error)}`, retryable: false });
     return;
   }
-  const ms = Math.round(performance.now() - started);
+  const ms = Math.round(performance.now() - x.started);
   const done = await o.settler.complete(claim.attemptId, checked.data);
   if (done) result.outcome = 'succeeded';
   if (done) log.info({ ms }, 'step succeeded');
