@@ -1,15 +1,29 @@
-// ballast's public TypeScript API: define pipelines, run workers, submit and read jobs.
+// ballast's public TypeScript API (`import { ... } from 'ballast'`): define pipelines, run workers, submit and read
+// jobs. Only what an application uses is exported here; the rest of src/ is internal. The package ships this file
+// built (dist/index.js and .d.ts, `npm run build`); the project itself runs the TypeScript directly.
+//
+// Importing it loads the worker runtime (graphile-worker, pg, kysely, zod, pino) but not the AI SDK: model steps,
+// callModel and the provider adapters import it on first use.
+import type { CallModelOptions } from './model/call.ts';
+import type { ModelCallRecord } from './model/record.ts';
+
 export { pipeline, Pipeline } from './pipeline.ts';
-export type { StepContext, StepOptions, RetryPolicy, ConcurrencyPolicy, EffectInfo, EffectClient } from './pipeline.ts';
+export type {
+  StepContext, StepOptions, RetryPolicy, ConcurrencyPolicy, WaitOptions, EffectInfo, EffectClient,
+  MapOptions, ItemContext, MapResult, ModelStepOptions,
+} from './pipeline.ts';
 export { startWorker } from './worker.ts';
 export type { BallastWorker, WorkerOptions } from './worker.ts';
+export { connect } from './connect.ts';
+export type { ConnectOptions } from './connect.ts';
 export { BallastDb, createPool } from './db/api.ts';
-export type { Job, Step, Attempt, BallastEvent, SubmitJobArgs, SubmitJobResult } from './db/api.ts';
+export type { Job, Step, Attempt, BallastEvent, SubmitJobArgs, SubmitJobResult, SubmitJobsArgs, SubmitJobsResult } from './db/api.ts';
+export type { JobStatus, StepStatus, ContractOutcome } from './db/schema.ts';
 export { migrate } from './db/migrate.ts';
 export { loadPipelines } from './load.ts';
 export { BallastError, InvalidInputError, IdempotencyConflictError, PermanentError, RetryableError } from './errors.ts';
+export type { BallastErrorCode, InputIssue } from './errors.ts';
 export { createLogger } from './log.ts';
-export { callModel } from './model/call.ts';
 export type { CallModelOptions } from './model/call.ts';
 export type { ModelCallRecord, ModelUsage, ModelTimings } from './model/record.ts';
 export type { ModelFailure, FailureClass, FinishReason } from './model/classify.ts';
@@ -18,9 +32,13 @@ export type { ProviderConfig, ProviderKind } from './model/providers.ts';
 export { prompt, Prompt } from './model/prompt.ts';
 export type { PromptDefinition } from './model/prompt.ts';
 export type { ModelPolicy, QualityPolicy, QualityRule } from './model/ladder.ts';
-export type { ModelStepOptions } from './pipeline.ts';
 export { ModelStore } from './db/model-store.ts';
 export type { ModelCallRow, ModelCallTrace } from './db/model-store.ts';
-export type { ContractOutcome } from './db/schema.ts';
 export { Retention } from './retention.ts';
 export type { RetentionOptions, RetentionRun } from './retention.ts';
+
+/** Calls a model once (src/model/call.ts); never throws for provider or content failures, they come back in `error`.
+ * The AI SDK is imported on the first call, not with ballast. */
+export async function callModel<T = unknown>(options: CallModelOptions<T>): Promise<ModelCallRecord<T>> {
+  return (await import('./model/call.ts')).callModel(options);
+}

@@ -24,7 +24,9 @@ export function shebangNodeFlags(source: string): string[] {
   return words.slice(node + 1);
 }
 
-/** The flags of the `ballast` command (src/cli.ts's shebang). */
-export const WORKER_NODE_FLAGS: readonly string[] = Object.freeze(
-  shebangNodeFlags(readFileSync(new URL('./cli.ts', import.meta.url), 'utf8')),
-);
+/** The `ballast` command's file next to this module: src/cli.ts when run from source, dist/cli.js in the built
+ * package (`npm run build`; type stripping does not run TypeScript inside node_modules). */
+export const CLI_URL = new URL(import.meta.url.endsWith('.ts') ? './cli.ts' : './cli.js', import.meta.url);
+
+/** The flags of the `ballast` command (src/cli.ts's shebang, which the build keeps). */
+export const WORKER_NODE_FLAGS: readonly string[] = Object.freeze(shebangNodeFlags(readFileSync(CLI_URL, 'utf8')));

@@ -19,7 +19,7 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
 import { BallastDb, createPool } from './db/api.ts';
-import { WORKER_NODE_FLAGS } from './node-flags.ts';
+import { CLI_URL, WORKER_NODE_FLAGS } from './node-flags.ts';
 import { WORKER_DEFAULTS } from './worker-defaults.ts';
 
 export interface SupervisorOptions {
@@ -46,7 +46,7 @@ export interface Supervisor {
 /** Environment that tells `ballast worker` it is a supervised child. */
 export const SUPERVISED_ENV = 'BALLAST_SUPERVISED';
 
-const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url));
+const CLI = fileURLToPath(CLI_URL);
 /** Signals after which a child's death is not the fault of the steps it ran. */
 const NOT_A_CRASH = new Set(['SIGKILL', 'SIGTERM', 'SIGINT']);
 /** A child that ran this long restarts after the shortest delay again. */

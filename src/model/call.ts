@@ -148,6 +148,7 @@ export async function callModel<T = unknown>(options: CallModelOptions<T>): Prom
   // Warnings are returned in the record (and logged by the caller with job context), not printed by the SDK.
   globalThis.AI_SDK_LOG_WARNINGS ??= false;
   const providers = options.providers ?? (envProviders ??= ProviderRegistry.fromEnv());
+  await providers.load(options.model); // the adapter's first import is not part of the call's latency
   const startedAt = new Date();
   const t0 = performance.now();
   const wire: Wire = {};
@@ -166,7 +167,7 @@ export async function callModel<T = unknown>(options: CallModelOptions<T>): Prom
   let resolved: ResolvedModel | undefined;
   const answer = emptyAnswer();
   try {
-    resolved = providers.resolve(options.model, recordingFetch(wire));
+    resolved = await providers.resolve(options.model, recordingFetch(wire));
     record.providerKind = resolved.config.kind;
     const base = {
       model: resolved.model, system: systemPrompt(options, resolved), temperature: options.temperature, maxOutputTokens: options.maxOutputTokens,

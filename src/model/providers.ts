@@ -13,12 +13,11 @@
 // | local             | ballast's own wink-nlp model, no network  | always present as `local`                              |
 //
 // Base URLs include the version path (`.../v1`), as the AI SDK expects. Adapters are created per call (cheap) so
-// each call gets its own recording fetch; the SDK's retries are always 0 because ballast owns retries.
-import { createAnthropic } from '@ai-sdk/anthropic';
-import { createOpenAI } from '@ai-sdk/openai';
-import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
+// each call gets its own recording fetch; the SDK's retries are always 0 because ballast owns retries. An adapter's
+// package is imported on the first call that needs it, so importing ballast (or a worker without model steps) does
+// not load the AI SDK's providers.
 import type { LanguageModelV4 } from '@ai-sdk/provider';
-import { ModelConfigError } from './classify.ts';
+import { ModelConfigError } from './failure.ts';
 import { parseModelRef, PROVIDER_NAME } from './model-ref.ts';
 
 export { parseModelRef, type ModelRef } from './model-ref.ts';
@@ -123,10 +122,25 @@ export class ProviderRegistry {
     return { config, modelId };
   }
 
-  /** Builds the AI SDK model for `ref`, its HTTP requests going through `fetch`. */
-  resolve(ref: string, fetch: FetchFunction = globalThis.fetch): ResolvedModel {
+  /**
+   * Imports the adapter package `ref` needs (once per process), so that resolve() does not: callModel waits for it
+   * before its clock starts. Never throws; resolve() reports an unknown provider or a missing package.
+   */
+  async load(ref: string): Promise<void> {
+    try {
+      const { kind } = this.lookup(ref).config;
+      if (kind === 'openai') await import('@ai-sdk/openai');
+      else if (kind === 'anthropic') await import('@ai-sdk/anthropic');
+      else if (kind === 'openai-compatible') await import('@ai-sdk/openai-compatible');
+    } catch {
+      // reported by resolve()
+    }
+  }
+
+  /** Builds the AI SDK model for `ref`, its HTTP requests going through `fetch` (importing the adapter if needed). */
+  async resolve(ref: string, fetch: FetchFunction = globalThis.fetch): Promise<ResolvedModel> {
     const { config, modelId } = this.lookup(ref);
-    return { config, modelId, model: buildModel(config, modelId, fetch) };
+    return { config, modelId, model: await buildModel(config, modelId, fetch) };
   }
 }
 
@@ -136,16 +150,21 @@ function requireKey(config: ProviderConfig, modelId: string): string {
   throw new ModelConfigError('missing_api_key', `${config.name} model ${modelId}: no API key: set ${where}`);
 }
 
-function buildModel(config: ProviderConfig, modelId: string, fetch: FetchFunction): LanguageModelV4 {
+async function buildModel(config: ProviderConfig, modelId: string, fetch: FetchFunction): Promise<LanguageModelV4> {
   switch (config.kind) {
-    case 'openai':
+    case 'openai': {
+      const { createOpenAI } = await import('@ai-sdk/openai');
       // The chat completions API: the one every OpenAI-compatible server also speaks.
       return createOpenAI({ apiKey: requireKey(config, modelId), baseURL: config.baseURL, headers: config.headers, fetch })
         .chat(modelId);
-    case 'anthropic':
+    }
+    case 'anthropic': {
+      const { createAnthropic } = await import('@ai-sdk/anthropic');
       return createAnthropic({ apiKey: requireKey(config, modelId), baseURL: config.baseURL, headers: config.headers, fetch })
         .messages(modelId);
-    case 'openai-compatible':
+    }
+    case 'openai-compatible': {
+      const { createOpenAICompatible } = await import('@ai-sdk/openai-compatible');
       return createOpenAICompatible({
         name: config.name,
         baseURL: config.baseURL!,
@@ -155,6 +174,7 @@ function buildModel(config: ProviderConfig, modelId: string, fetch: FetchFunctio
         includeUsage: true,
         supportsStructuredOutputs: config.structuredOutputs ?? true,
       }).chatModel(modelId);
+    }
     case 'local':
       return localLanguageModel(modelId);
   }
