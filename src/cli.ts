@@ -52,7 +52,8 @@ const HELP = `ballast: a Postgres-native job engine
 Usage: ballast <command> [options]      (from this project: npm run ballast -- <command> ...)
 
 Commands
-  start                 database + migrations + worker + a demo job (development all-in-one)
+  start                 database + migrations + worker + API + demo jobs (development all-in-one); Ctrl-C stops
+                               (it says what it waits for), a second Ctrl-C stops at once
   migrate               apply migrations (graphile-worker's, then ballast's) and exit
   worker                run a worker for the pipelines in the tasks directory
   submit <pipeline>     submit a job; prints the job id
@@ -85,10 +86,12 @@ __REPORT_NAMES__
       --expires <duration>     lifetime: 30m, 1h, 7d, or seconds (default 1h)
 
 Environment
-  DATABASE_URL          Postgres to use; without it \`start\` runs an embedded Postgres in .ballast/
+  DATABASE_URL          Postgres to use; without it \`start\` runs an embedded Postgres in .ballast/ (BALLAST_DATA_DIR),
+                        on the same port every start (.ballast/port) while that port is free
   BALLAST_TASKS_DIR     folder of pipeline files (default ./tasks)
   BALLAST_CONCURRENCY   steps run at once per worker (default 10)
-  BALLAST_DEMO          0 to skip the demo job on start
+  BALLAST_DEMO          0 to skip the demo jobs on start (they run once per database: demo.wordstats, demo.triage,
+                        and demo.invoice, which fails on purpose to show a dead letter)
   BALLAST_LEASE_MS      lease of a running attempt, renewed by heartbeats (default 30000)
   BALLAST_HEARTBEAT_MS  heartbeat period (default 1000)
   BALLAST_LOST_AFTER_MS a worker whose connection is gone is dead after this (default 2000)
@@ -113,6 +116,8 @@ Exit codes
   1 failed: no database, or it refused (DATABASE_URL), a port in use, the data directory in use; or a bug (with a stack)
   4 refused by ballast (invalid input, conflict, not allowed; the message says why)
   watch: 5 partially completed, 6 failed, 7 cancelled, 124 timeout
+  An error is one line on stderr (ballast: what was wrong; what to do). With --json it is one JSON line on stderr:
+  {"error":{"code":"...","message":"...","hint":"...","exitCode":2}}; --json results print ids, counts and costs as numbers.
 `;
 
 /** Runs `fn` with a database doorway; a database that cannot be reached is reported as such (one line). */

@@ -75,8 +75,12 @@ export class Lifetime {
   #forcing: Promise<void> | undefined;
   readonly #log: Logger;
 
-  constructor(log: Logger) {
+  /** `child`: a supervised worker process, stopped by its parent (its signals are not a user's Ctrl-C). */
+  readonly #child: boolean;
+
+  constructor(log: Logger, opts: { child?: boolean } = {}) {
     this.#log = log;
+    this.#child = opts.child ?? false;
   }
 
   get stopping(): boolean {
@@ -126,7 +130,8 @@ export class Lifetime {
   signal(signal: NodeJS.Signals, exit: (code: number) => void): void {
     this.#signals += 1;
     if (this.#signals === 1) {
-      this.#log.info({ signal, hint: 'Ctrl-C again to stop at once' }, 'shutting down');
+      if (this.#child) this.#log.info({ signal }, 'stopping the worker process');
+      else this.#log.info({ signal, hint: 'Ctrl-C again to stop at once' }, 'shutting down');
       void this.stop().then(() => exit(0));
     } else if (this.#signals === 2) {
       this.#log.warn({ signal }, 'forced stop: running steps are not waited for (the reaper releases them to the next worker)');
@@ -320,7 +325,7 @@ export async function start(log: Logger, followJob: FollowJob): Promise<void> {
     ]);
     log.info({ ms: elapsed() }, 'worker and API ready');
     await runDemos(db, handle.url, log, followJob);
-    if (process.env.BALLAST_DEMO !== '0') log.info({ ms: elapsed() }, 'demo jobs done');
+    if (process.env.BALLAST_DEMO !== '0') log.debug({ ms: elapsed() }, 'demo jobs done');
   } catch (err) {
     if (life.stopping) return new Promise<void>(() => {}); // a signal stopped the start: the stop exits
     await life.stop();
@@ -343,7 +348,7 @@ async function startInProcessWorker(url: string, log: Logger, life: Lifetime) {
   const worker = await startWorker({ connectionString: url, pipelines, ...workerSettings(), log });
   life.hold('the worker to finish its running steps (BALLAST_SHUTDOWN_GRACE_MS)', async (force) => {
     if (force) {
-      await reportRunning(worker.db, worker.id, log, 'left running (the reaper releases them to the next worker)');
+      await reportRunning(worker.db, worker.id, log, 'not waiting for (the reaper releases them to the next worker)');
       return;
     }
     await reportRunning(worker.db, worker.id, log, 'waiting for');
@@ -371,7 +376,7 @@ async function reportRunning(db: BallastDb, workerId: string, log: Logger, what:
 /** `ballast worker`: supervised (a child runs the worker) or in this process; runs until a signal. */
 export async function worker(log: Logger): Promise<void> {
   const child = process.env[SUPERVISED_ENV] === '1';
-  const life = new Lifetime(log);
+  const life = new Lifetime(log, { child });
   if (child) {
     // The supervisor decides when this process stops: SIGTERM, a second one to force. A Ctrl-C in the terminal
     // reaches the whole process group and is the parent's to pass on.
