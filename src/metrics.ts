@@ -4,6 +4,9 @@
 //    calls, their latency, cost and tokens. Each worker exposes its own; Prometheus sums them across workers.
 //  - read from Postgres at scrape time: queue depth and age by pipeline (the same numbers for every process that
 //    serves them, so scrape them from one place, e.g. the API server).
+// Labels mean the same in every metric: `pipeline` is the pipeline's name (no version: the queue gauges, read from
+// Postgres, count a pipeline's steps across versions), `version` its version, `step` the step's name, `error_class`
+// the recorded error class or "none".
 // One registry per process (ballastMetrics); /metrics serves it. prom-client's default process metrics (memory,
 // event loop lag, GC) are included.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -16,14 +19,14 @@ export class BallastMetrics {
   readonly registry = new Registry();
   readonly attempts = new Counter({
     name: 'ballast_attempts_total',
-    help: 'Step attempts finished by this process, by outcome (succeeded, failed, retrying, timed_out, released, parked, needs_review, cancelled, lost) and error class.',
-    labelNames: ['pipeline', 'step', 'outcome', 'error_class'] as const,
+    help: 'Step attempts finished by this process, by pipeline, version, step, outcome (succeeded, failed, retrying, timed_out, released, parked, needs_review, cancelled, lost) and error class ("none" when it succeeded).',
+    labelNames: ['pipeline', 'version', 'step', 'outcome', 'error_class'] as const,
     registers: [this.registry],
   });
   readonly stepDuration = new Histogram({
     name: 'ballast_step_duration_seconds',
-    help: 'Run time of step attempts in this process, from start to recorded outcome.',
-    labelNames: ['pipeline', 'step', 'outcome'] as const,
+    help: 'Run time of step attempts in this process, from start to recorded outcome, by pipeline, version, step and outcome.',
+    labelNames: ['pipeline', 'version', 'step', 'outcome'] as const,
     buckets: [0.005, 0.025, 0.1, 0.25, 1, 2.5, 10, 30, 60, 300, 1800],
     registers: [this.registry],
   });

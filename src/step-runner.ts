@@ -117,7 +117,7 @@ export async function runAttempt(o: RunAttemptOptions): Promise<void> {
   try {
     return await runAttemptBody(o, result);
   } finally {
-    const labels = { pipeline: o.pipeline.ref, step: o.claim.definitionStep };
+    const labels = { pipeline: o.pipeline.name, version: String(o.pipeline.version), step: o.claim.definitionStep };
     ballastMetrics.attempts.inc({ ...labels, outcome: result.outcome, error_class: result.errorClass });
     ballastMetrics.stepDuration.observe({ ...labels, outcome: result.outcome }, (performance.now() - t0) / 1000);
   }

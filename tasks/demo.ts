@@ -1,7 +1,8 @@
 // The built-in demo pipeline that `npm start` runs: word statistics of a text, in four steps that show a sequence,
 // a fan-out (count and rank run in parallel after normalize) and a fan-in (report waits for both).
-// No network, no model: plain TypeScript, so it runs anywhere.
+// No network, no model: plain TypeScript, so it runs anywhere. `demo.invoice` (below) shows a failure.
 import { z } from 'zod';
+import { PermanentError } from '../src/errors.ts';
 import { pipeline } from '../src/pipeline.ts';
 
 export const wordstats = pipeline({
@@ -43,3 +44,32 @@ export const wordstats = pipeline({
   );
 
 export default wordstats;
+
+// The demo of failure: `demo.invoice` converts an amount to euros and fails for good on a currency it has no rate for.
+// `npm start` submits one with XTS (the ISO code reserved for tests), so a fresh start has a failed job and a dead
+// letter to look at: `npm run ballast -- report dead-letters`, `npm run ballast -- status <id>`, and a replay (which
+// fails again: the input is the same; replay is for failures whose cause was fixed, e.g. a rate added and deployed).
+const EUR_PER_UNIT: Record<string, number> = { EUR: 1, USD: 0.92, GBP: 1.17, CHF: 1.05 };
+
+export const invoice = pipeline({
+  name: 'demo.invoice',
+  version: 1,
+  input: z.strictObject({
+    customer: z.string().min(1).max(200),
+    amount_cents: z.number().int().min(1),
+    currency: z.string().regex(/^[A-Z]{3}$/),
+  }),
+})
+  .step('convert', { output: z.object({ eur_cents: z.number().int() }) }, async ({ input }) => {
+    const rate = EUR_PER_UNIT[input.currency];
+    if (rate === undefined) {
+      // Retrying cannot help: fail now, with a code a dead-letter query can filter on.
+      throw new PermanentError(`no exchange rate for ${input.currency} (known: ${Object.keys(EUR_PER_UNIT).join(', ')})`, { code: 'unknown_currency' });
+    }
+    return { eur_cents: Math.round(input.amount_cents * rate) };
+  })
+  .step(
+    'render',
+    { after: ['convert'], output: z.object({ line: z.string() }) },
+    async ({ input, deps }) => ({ line: `${input.customer}: EUR ${(deps.convert.eur_cents / 100).toFixed(2)}` }),
+  );

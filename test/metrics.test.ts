@@ -43,10 +43,10 @@ t.test('attempts by outcome and error class, and step durations', async (t) => {
   t.equal((await waitForJob(db, jobId)).status, 'failed');
   const after = await scrape();
   const delta = (name: string, labels: Record<string, string>) => value(after, name, labels) - value(before, name, labels);
-  t.equal(delta('ballast_attempts_total', { pipeline: 'met.p@1', step: 'a', outcome: 'succeeded', error_class: 'none' }), 1);
-  t.equal(delta('ballast_attempts_total', { pipeline: 'met.p@1', step: 'b', outcome: 'failed', error_class: 'permanent' }), 1);
-  t.equal(delta('ballast_step_duration_seconds_count', { pipeline: 'met.p@1', step: 'a', outcome: 'succeeded' }), 1);
-  t.equal(delta('ballast_step_duration_seconds_bucket', { pipeline: 'met.p@1', step: 'a', outcome: 'succeeded', le: '+Inf' }), 1);
+  t.equal(delta('ballast_attempts_total', { pipeline: 'met.p', version: '1', step: 'a', outcome: 'succeeded', error_class: 'none' }), 1);
+  t.equal(delta('ballast_attempts_total', { pipeline: 'met.p', version: '1', step: 'b', outcome: 'failed', error_class: 'permanent' }), 1);
+  t.equal(delta('ballast_step_duration_seconds_count', { pipeline: 'met.p', version: '1', step: 'a', outcome: 'succeeded' }), 1);
+  t.equal(delta('ballast_step_duration_seconds_bucket', { pipeline: 'met.p', version: '1', step: 'a', outcome: 'succeeded', le: '+Inf' }), 1);
   t.match(after, /# TYPE ballast_step_duration_seconds histogram/);
   t.match(after, /# TYPE ballast_attempts_total counter/);
 });

@@ -2,10 +2,17 @@
 // reports as tables). Each returns the process exit code.
 import type { BallastDb } from '../db/api.ts';
 import { REPORTS, runReport, type ReportName } from '../db/reports.ts';
+import { reportNames } from '../db/report-about.ts';
+import { intOption } from './args.ts';
+import { UsageError } from './errors.ts';
+import { numericColumns, withNumbers } from './json.ts';
 import { table } from './table.ts';
 import { JOB_STATUSES } from '../statuses.ts';
 
-export class CliUsageError extends Error {}
+/** The usage error of these commands (the CLI's UsageError: exit 2). */
+export const CliUsageError = UsageError;
+
+export { reportNames };
 
 /** A --since Postgres cannot read as an interval is a usage error, not a crash. */
 async function withSince<T>(since: string | undefined, fn: () => Promise<T>): Promise<T> {
@@ -13,20 +20,19 @@ async function withSince<T>(since: string | undefined, fn: () => Promise<T>): Pr
     return await fn();
   } catch (err) {
     const code = (err as { code?: string; cause?: { code?: string } }).code ?? (err as { cause?: { code?: string } }).cause?.code;
-    if (since !== undefined && (code === '22007' || code === '22P02' || code === '22008')) {
-      throw new CliUsageError(`--since ${since} is not an interval; write e.g. '30 minutes', '24 hours' or '7 days'`);
+    if (since !== undefined && (code === '22007' || code === '22P02' || code === '22008' || code === '22015')) {
+      throw new UsageError(`--since ${since} is not an interval; write e.g. '30 minutes', '24 hours' or '7 days'`);
     }
     throw err;
   }
 }
 
 export async function listJobsCommand(db: BallastDb, o: { status?: string; pipeline?: string; tenant?: string; since?: string; limit?: string; json?: boolean }): Promise<number> {
-  if (o.status && !(JOB_STATUSES as readonly string[]).includes(o.status)) throw new CliUsageError(`--status ${o.status} is not a job status (${JOB_STATUSES.join(', ')})`);
-  const limit = o.limit === undefined ? 20 : Number(o.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new CliUsageError(`--limit ${o.limit} is not an integer from 1 to 1000`);
+  if (o.status && !(JOB_STATUSES as readonly string[]).includes(o.status)) throw new UsageError(`--status ${o.status} is not a job status (${JOB_STATUSES.join(', ')})`);
+  const limit = intOption('--limit', o.limit, 20, 1000);
   const jobs = await withSince(o.since, () => db.listJobs({ status: o.status, pipeline: o.pipeline, tenantId: o.tenant, since: o.since, limit }));
   if (o.json) {
-    console.log(JSON.stringify(jobs));
+    console.log(JSON.stringify(withNumbers(jobs)));
   } else {
     console.log(table(jobs.map((j) => ({
       id: j.id, pipeline: `${j.pipeline}@${j.pipeline_version}`, tenant: j.tenant_id, status: j.status, created_at: j.created_at,
@@ -36,19 +42,15 @@ export async function listJobsCommand(db: BallastDb, o: { status?: string; pipel
   return 0;
 }
 
-import { reportNames } from '../db/report-about.ts';
-
-export { reportNames };
-
 export async function reportCommand(db: BallastDb, name: string | undefined, o: { since?: string; period?: string; limit?: string; json?: boolean }): Promise<number> {
   if (!name || !(name in REPORTS)) {
-    throw new CliUsageError(`report needs one of these names:\n${reportNames()}\ne.g. \`ballast report pipelines --since '7 days' --period day\``);
+    throw new UsageError(`report needs one of these names:\n${reportNames()}\ne.g. \`ballast report pipelines --since '7 days' --period day\``);
   }
   const period = o.period ?? 'hour';
-  if (!['hour', 'day'].includes(period)) throw new CliUsageError(`--period ${period} is not hour or day`);
-  const limit = o.limit === undefined ? 50 : Number(o.limit);
-  if (!Number.isInteger(limit) || limit < 1) throw new CliUsageError(`--limit ${o.limit} is not a positive integer`);
-  const rows = await withSince(o.since, () => runReport(db, name as ReportName, { since: o.since ?? '24 hours', period, limit }));
+  if (!['hour', 'day'].includes(period)) throw new UsageError(`--period ${period} is not hour or day`);
+  const limit = intOption('--limit', o.limit, 50, 10_000);
+  const result = await withSince(o.since, () => runReport(db, name as ReportName, { since: o.since ?? '24 hours', period, limit }));
+  const rows = numericColumns(result);
   console.log(o.json ? JSON.stringify(rows) : table(rows, 48));
   return 0;
 }

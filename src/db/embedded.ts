@@ -4,7 +4,8 @@
 // would cut a worker's graceful shutdown short, and it cannot clean up a cluster left by a killed run.
 //
 // Layout of a data directory: <dir>/pgdata (the cluster), <dir>/password (0600), <dir>/owner.pid (the node process
-// using it). Run as root, Postgres runs as the `postgres` user, which cannot reach a folder under a private one
+// using it), <dir>/port (the port it listens on: the same on every start while it is free, so a URL from .ballast/url
+// or a psql session's settings keep working across restarts). Run as root, Postgres runs as the `postgres` user, which cannot reach a folder under a private one
 // (root's home, a mktemp -d folder): then the cluster and its password live in a folder of their own that it can
 // reach (see clusterHome), and <dir>/cluster-dir says where. On start: a live owner means another ballast uses this directory (refused); a postmaster.pid whose
 // postgres is still running without a live owner is an orphan from a killed run (stopped, then started again).
@@ -52,6 +53,45 @@ async function binaries(): Promise<Binaries> {
       { cause: err },
     );
   }
+}
+
+/** Another live process uses this data directory (a second `npm start` in the same checkout). */
+export class DataDirInUseError extends Error {
+  readonly code = 'data_dir_in_use';
+  readonly hint: string;
+  constructor(dir: string, owner: number) {
+    super(`the embedded Postgres in ${dir} is in use by process ${owner} (is \`npm start\` already running?)`);
+    this.name = 'DataDirInUseError';
+    this.hint = `use that one (\`npm run ballast -- url\` prints its URL), stop it (kill ${owner}), ` +
+      'or set BALLAST_DATA_DIR to another folder or DATABASE_URL to another server';
+  }
+}
+
+/** Whether 127.0.0.1:`port` can be bound right now. */
+export async function portIsFree(port: number, host = '127.0.0.1'): Promise<boolean> {
+  return await new Promise((resolvePort) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', () => resolvePort(false));
+    server.listen(port, host, () => server.close(() => resolvePort(true)));
+  });
+}
+
+/**
+ * The port of the cluster in `dir`: the one it used last time (<dir>/port) while that is free, else a new free one,
+ * remembered for next time. Changing ports is logged: URLs written down earlier stop working.
+ */
+async function stablePort(dir: string, log?: Logger): Promise<number> {
+  const file = join(dir, 'port');
+  const last = existsSync(file) ? Number(readFileSync(file, 'utf8').trim()) : 0;
+  if (Number.isInteger(last) && last > 0 && last < 65536 && (await portIsFree(last))) return last;
+  const port = await freePort();
+  if (last > 0) {
+    log?.warn({ previous_port: last, port }, `port ${last} of the embedded Postgres is taken by another program: it listens on ${port} now ` +
+      '(URLs from earlier runs no longer work; `npm run ballast -- url` prints the new one)');
+  }
+  writeFileSync(file, `${port}\n`);
+  return port;
 }
 
 export async function freePort(): Promise<number> {
@@ -197,10 +237,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
   if (existsSync(ownerFile)) {
     const owner = Number(readFileSync(ownerFile, 'utf8').trim());
     if (owner !== process.pid && isAlive(owner)) {
-      throw new Error(
-        `The embedded Postgres in ${dir} is in use by process ${owner}. Stop that process, or set DATABASE_URL to ` +
-          'use another server.',
-      );
+      throw new DataDirInUseError(dir, owner);
     }
   }
   writeFileSync(ownerFile, String(process.pid));
@@ -222,7 +259,7 @@ export async function startEmbeddedPostgres(options: EmbeddedOptions): Promise<E
       '-E', 'UTF8', '--no-locale'], ids);
   }
   const password = readFileSync(passwordFile, 'utf8').trim();
-  const port = options.port ?? (await freePort());
+  const port = options.port ?? (options.ephemeral ? await freePort() : await stablePort(dir, log));
   const flags = ['-D', pgdata, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='];
   if (options.ephemeral) {
     flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=400');

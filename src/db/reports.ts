@@ -1,6 +1,7 @@
 // The reports (migration 0012) by name, for `ballast report <name>`: each a fixed statement over a ballast report
 // function or view, with the window (`since`, an interval) and period (hour/day) as parameters.
 import { sql, type RawBuilder } from 'kysely';
+import type pg from 'pg';
 import type { BallastDb } from './api.ts';
 
 import { REPORT_ABOUT, type ReportName } from './report-about.ts';
@@ -34,11 +35,16 @@ export const REPORTS: Record<ReportName, { about: string; query: (since: string,
   },
   'dead-letters': {
     about: REPORT_ABOUT['dead-letters'],
-    query: (_since, _period, limit) => sql`select * from ballast.dead_letters order by failed_at desc limit ${limit}`,
+    query: () => sql`select * from ballast.dead_letters order by failed_at desc`,
   },
 };
 
-export async function runReport(db: BallastDb, name: ReportName, o: { since: string; period: string; limit: number }): Promise<Record<string, unknown>[]> {
-  const { rows } = await REPORTS[name].query(o.since, o.period, o.limit).execute(db.db);
-  return rows;
+/**
+ * The first `limit` rows of a report, in its order (every report takes the limit, as a subquery: the report functions
+ * take none). The pg result keeps the column types (the CLI prints bigint and numeric columns as JSON numbers).
+ */
+export async function runReport(db: BallastDb, name: ReportName, o: { since: string; period: string; limit: number }): Promise<pg.QueryResult<Record<string, unknown>>> {
+  const inner = REPORTS[name].query(o.since, o.period, o.limit);
+  const compiled = sql`select * from (${inner}) as report limit ${o.limit}`.compile(db.db);
+  return await db.pool.query({ text: compiled.sql, values: [...compiled.parameters] });
 }

@@ -58,6 +58,25 @@ export interface BallastServer {
   stop(): Promise<void>;
 }
 
+/** The port of the API cannot be used (EADDRINUSE, EACCES): says which port and how to choose another. */
+export class PortInUseError extends Error {
+  readonly code: string;
+  readonly hint = 'set BALLAST_GRAPHQL_PORT to a free port (0 picks any free one), or stop the program that holds it';
+  constructor(message: string, code: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'PortInUseError';
+    this.code = code;
+  }
+}
+
+function listenError(err: NodeJS.ErrnoException, port: number, host: string | undefined): Error {
+  const where = `${host ?? '0.0.0.0'}:${port}`;
+  if (err.code === 'EADDRINUSE') return new PortInUseError(`port ${port} of the GraphQL API is in use (${where}; another \`npm start\` or \`ballast serve\`?)`, 'port_in_use', err);
+  if (err.code === 'EACCES') return new PortInUseError(`port ${port} of the GraphQL API may not be used by this user (${where})`, 'port_not_allowed', err);
+  if (err.code === 'EADDRNOTAVAIL') return new PortInUseError(`the GraphQL API cannot listen on ${where}: no such address here (BALLAST_GRAPHQL_HOST)`, 'address_not_available', err);
+  return err;
+}
+
 export async function startServer(opts: StartServerOptions): Promise<BallastServer> {
   const settings = serverSettings({
     ...(opts.port !== undefined ? { port: opts.port } : {}),
@@ -113,7 +132,7 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
       ...(opts.keepAliveMs !== undefined ? { keepAliveMs: opts.keepAliveMs } : {}),
     });
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (err: NodeJS.ErrnoException) => reject(listenError(err, settings.port, settings.host)));
       server.listen(settings.port, settings.host, () => {
         server.off('error', reject);
         resolve();
