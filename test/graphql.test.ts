@@ -32,9 +32,12 @@ const acme = await token('client', 'acme', { subject: 'alice' });
 const SUBMIT = `mutation ($input: SubmitJobInput!) { submitJob(input: $input) { jobId created status pipelineVersion job { id tenantId pipeline status } } }`;
 const stepRunning = (name: string) => (ms: any[]) =>
   ms.some((m) => (m.stepName === name && m.status === 'running') || m.job?.steps.some((s: any) => s.name === name && s.status === 'running'));
-const cmp = (a: string, b: string) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0);
 const eventIds = async (jobId: string) =>
-  (await pool.query<{ id: string }>('select e.id::text as id from ballast.events e where e.job_id = $1 order by e.id', [jobId])).rows.map((r) => r.id);
+  // In the order subscribers get them: by writing transaction, then id (migration 0025). That differs from id order
+  // when a worker's transaction took its id before the submission's and wrote its step events after it committed.
+  (await pool.query<{ id: string }>('select e.id::text as id from ballast_private.events e where e.job_id = $1 order by e.tx, e.id', [jobId])).rows.map((r) => r.id);
+/** The events of `all` (in delivery order) after event `id`. */
+const eventsAfter = (all: string[], id: string) => all.slice(all.indexOf(id) + 1);
 
 t.test('submit, subscribe, every step transition, completed', async (t) => {
   const ws = new WsConnection(server, acme);
@@ -87,7 +90,7 @@ t.test('refresh mid-job: a new connection reads the state, then follows the rest
   await before.until(stepRunning('wait'), 15_000, '"wait" running');
   t.equal(before.messages[0].type, 'snapshot', 'without `after` the first message is the snapshot');
   // The snapshot stands for every event up to its eventId; each later message for itself.
-  const lastSeen: string = before.messages.map((m) => m.eventId).filter((id) => id !== null).sort(cmp).at(-1);
+  const lastSeen: string = before.messages.map((m) => m.eventId).filter((id) => id !== null).at(-1);
   await first.close();
 
   // While nobody listens: `wait` finishes and `finish` starts (and blocks on the second gate).
@@ -121,11 +124,11 @@ t.test('refresh mid-job: a new connection reads the state, then follows the rest
 
   const all = await eventIds(jobId);
   const replayed = resumed.messages.filter((m) => m.replayed).map((m) => m.eventId);
-  t.same(replayed, all.filter((id) => BigInt(id) > BigInt(lastSeen)).slice(0, replayed.length), 'the replay is exactly the events after the last one seen');
+  t.same(replayed, eventsAfter(all, lastSeen).slice(0, replayed.length), 'the replay is exactly the events after the last one seen');
   t.ok(replayed.length >= 2, `the events missed while disconnected were replayed (${replayed.length})`);
   const resumedIds = resumed.messages.filter((m) => m.type !== 'snapshot').map((m) => m.eventId);
-  const coveredBefore = all.filter((id) => BigInt(id) <= BigInt(lastSeen));
-  t.same([...coveredBefore, ...resumedIds].sort(cmp), all, 'before the refresh + after it = every event once: no gap, no duplicate');
+  const coveredBefore = all.slice(0, all.indexOf(lastSeen) + 1);
+  t.same([...coveredBefore, ...resumedIds], all, 'before the refresh + after it = every event once: no gap, no duplicate');
   const live = after.messages.filter((m) => m.type !== 'snapshot');
   t.ok(live.every((m) => BigInt(m.eventId) > BigInt(state.events.nodes[0].id)), 'after the snapshot only newer events');
   t.same(live.filter((m) => m.stepName === 'finish').map((m) => m.status), ['succeeded'], 'the rest of the job, live');
@@ -151,7 +154,7 @@ t.test('a lost LISTEN connection: subscriptions stay open and miss nothing; resu
   await sub.until((ms) => ms.some((m) => m.type === 'job_completed'), 15_000, 'job_completed after the reconnect');
   t.same(sub.errors, [], 'the subscription did not end');
   const live = sub.messages.filter((m) => m.type !== 'snapshot').map((m) => m.eventId);
-  t.same(live, (await eventIds(jobId)).filter((id) => BigInt(id) > BigInt(sub.messages[0].eventId ?? '0')),
+  t.same(live, sub.messages[0].eventId ? eventsAfter(await eventIds(jobId), sub.messages[0].eventId) : await eventIds(jobId),
     'every event after the snapshot, once each');
 
   const health = () => fetch(server.url.replace('/graphql', '/health')).then((r) => r.status === 200);
