@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { BallastDb as BallastDbType } from './db/api.ts';
 import { isFinalJobStatus } from './statuses.ts';
-import { WORKER_DEFAULTS, workerSettingsHelp } from './worker-defaults.ts';
+import { WORKER_DEFAULTS, workerSettingsHelp } from './worker/defaults.ts';
 import { actor, jobIdArg, parseCommandArgs, readInput } from './cli/args.ts';
 import { describeError, formatError, formatErrorJson, UsageError } from './cli/errors.ts';
 

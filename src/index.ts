@@ -7,20 +7,20 @@
 import type { CallModelOptions } from './model/call.ts';
 import type { ModelCallRecord } from './model/record.ts';
 
-export { pipeline, Pipeline } from './pipeline.ts';
+export { pipeline, Pipeline } from './pipeline/pipeline.ts';
 export type {
   StepContext, StepOptions, RetryPolicy, ConcurrencyPolicy, WaitOptions, EffectInfo, EffectClient,
   MapOptions, ItemContext, MapResult, ModelStepOptions,
-} from './pipeline.ts';
-export { startWorker } from './worker.ts';
-export type { BallastWorker, WorkerOptions } from './worker.ts';
+} from './pipeline/pipeline.ts';
+export { startWorker } from './worker/worker.ts';
+export type { BallastWorker, WorkerOptions } from './worker/worker.ts';
 export { connect } from './connect.ts';
 export type { ConnectOptions } from './connect.ts';
 export { BallastDb, createPool } from './db/api.ts';
 export type { Job, Step, Attempt, BallastEvent, SubmitJobArgs, SubmitJobResult, SubmitJobsArgs, SubmitJobsResult } from './db/api.ts';
 export type { JobStatus, StepStatus, ContractOutcome } from './db/schema.ts';
 export { migrate } from './db/migrate.ts';
-export { loadPipelines } from './load.ts';
+export { loadPipelines } from './pipeline/load.ts';
 export { BallastError, InvalidInputError, IdempotencyConflictError, PermanentError, RetryableError } from './errors.ts';
 export type { BallastErrorCode, InputIssue } from './errors.ts';
 export { createLogger } from './log.ts';
@@ -34,8 +34,8 @@ export type { PromptDefinition } from './model/prompt.ts';
 export type { ModelPolicy, QualityPolicy, QualityRule } from './model/ladder.ts';
 export { ModelStore } from './db/model-store.ts';
 export type { ModelCallRow, ModelCallTrace } from './db/model-store.ts';
-export { Retention } from './retention.ts';
-export type { RetentionOptions, RetentionRun } from './retention.ts';
+export { Retention } from './worker/retention.ts';
+export type { RetentionOptions, RetentionRun } from './worker/retention.ts';
 
 /** Calls a model once (src/model/call.ts); never throws for provider or content failures, they come back in `error`.
  * The AI SDK is imported on the first call, not with ballast. */

@@ -3,7 +3,7 @@
 // No network, no model: plain TypeScript, so it runs anywhere. `demo.invoice` (below) shows a failure.
 import { z } from 'zod';
 import { PermanentError } from '../src/errors.ts';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 
 export const wordstats = pipeline({
   name: 'demo.wordstats',

@@ -4,7 +4,7 @@
 // with plain code. Point `model` at openai:gpt-4o-mini, anthropic:claude-3-5-haiku-latest or ollama:llama3.1 and
 // the same step calls a real model, traced and priced the same way.
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 
 const analyse = prompt({

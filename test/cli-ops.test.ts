@@ -3,7 +3,7 @@
 // usage errors with exit code 2.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { PermanentError } from '../src/errors.ts';
 import { freshDatabase, spawnNode, testWorker } from './helpers.ts';
 

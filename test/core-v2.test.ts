@@ -3,7 +3,7 @@
 // recount. SQL-level, with the verbs a worker calls, so every case is deterministic.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { eventually, freshDatabase, pgError, registerTestWorker, testWorker, waitForJob } from './helpers.ts';
 
 const { pool, db, url } = await freshDatabase(t);

@@ -1,4 +1,4 @@
-// Durability (issue 3; migrations 0005_execution.sql and 0007_operator_verbs.sql, src/step-runner.ts): timeouts,
+// Durability (issue 3; migrations 0005_execution.sql and 0007_operator_verbs.sql, src/worker/runner.ts): timeouts,
 // cancellation, waiting for events, the side-effect ledger and audited replay, against a real Postgres.
 //
 // Two kinds of tests. SQL-level ones drive the functions by hand through one connection whose session sets the
@@ -11,9 +11,9 @@ import t from 'tap';
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { BallastError, PermanentError, RetryableError } from '../src/errors.ts';
-import type { AttemptAborted } from '../src/step-runner.ts';
+import type { AttemptAborted } from '../src/worker/runner.ts';
 import { eventually, freshDatabase, pgError, spawnNode, testWorker, waitForJob } from './helpers.ts';
 
 const { url, db, pool } = await freshDatabase(t);

@@ -1,4 +1,4 @@
-// Side effects (migration 0017_effects.sql, src/effects.ts): ctx.effect records its intent before fn runs and gives
+// Side effects (migration 0017_effects.sql, src/worker/effects.ts): ctx.effect records its intent before fn runs and gives
 // fn a stable idempotency key and previouslyStarted; ctx.transaction commits the step's SQL and its ledger row
 // together, fenced against an attempt that lost its step. Against a real Postgres: the SQL verbs by hand first
 // (while no worker runs, so no reaper touches the hand-claimed attempts), then in-process workers, then real worker
@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import pg from 'pg';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { BallastError, RetryableError } from '../src/errors.ts';
 import { eventually, freshDatabase, pgError, spawnNode, testWorker, waitForJob, type TestProcess } from './helpers.ts';
 import { isFinalJobStatus } from '../src/statuses.ts';

@@ -5,7 +5,7 @@
 //     errors and the GraphQL mapping (src/server/errors.ts);
 //   - the statuses: src/statuses.ts against the state machines (ballast.job_transitions, step_transitions) and
 //     every hand-written list of statuses in the SQL functions, views, constraints and index predicates;
-//   - the worker defaults: src/worker-defaults.ts against the documentation's configuration table, the CLI's help
+//   - the worker defaults: src/worker/defaults.ts against the documentation's configuration table, the CLI's help
 //     and the defaults of the SQL functions that take the same values;
 //   - the NOTIFY payloads: what the SQL sends on ballast_events and ballast_cancel is what
 //     src/db/event-notifications.ts accepts;
@@ -21,7 +21,7 @@ import { freshDatabase, registerTestWorker, repoRoot } from './helpers.ts';
 import { SQLSTATE_CODES } from '../src/errors.ts';
 import { describePgError } from '../src/server/errors.ts';
 import { FINAL_JOB_STATUSES, FINAL_STEP_STATUSES, JOB_STATUSES, STEP_STATUSES } from '../src/statuses.ts';
-import { WORKER_DEFAULTS, WORKER_SETTINGS } from '../src/worker-defaults.ts';
+import { WORKER_DEFAULTS, WORKER_SETTINGS } from '../src/worker/defaults.ts';
 import { CHANNELS, parseAnnouncement, parseCancelNotice } from '../src/db/event-notifications.ts';
 
 const { pool, db, url } = await freshDatabase(t);

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { z } from 'zod';
 import { SignJWT } from 'jose';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { PermanentError } from '../src/errors.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { freshDatabase, testWorker, waitForJob } from './helpers.ts';

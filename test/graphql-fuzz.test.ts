@@ -16,7 +16,7 @@ import {
   isListType, isNonNullType, isObjectType, isScalarType,
   type GraphQLField, type GraphQLInputType, type GraphQLNamedType, type GraphQLSchema,
 } from 'postgraphile/graphql';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { freshDatabase } from './helpers.ts';
 import { data, testServer, token } from './support/graphql.ts';
 

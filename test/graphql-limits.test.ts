@@ -8,7 +8,7 @@ import { z } from 'zod';
 import WebSocket from 'ws';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { getIntrospectionQuery, GraphQLError } from 'postgraphile/graphql';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { serverSettings } from '../src/server/config.ts';
 import { makeMaskError } from '../src/server/errors.ts';
 import { createLogger } from '../src/log.ts';

@@ -3,7 +3,7 @@
 // gap, input errors by path, idempotent resubmission, and what the schema exposes.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { eventually, freshDatabase, testWorker, waitForJob } from './helpers.ts';
 import { data, errorOf, gate, gql, JOB_CHANGE, testServer, token, WsConnection } from './support/graphql.ts';
 

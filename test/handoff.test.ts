@@ -2,7 +2,7 @@
 // and the round trip that records a step's success also claims the step it made runnable, for the same worker.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { freshDatabase, testWorker, waitForJob } from './helpers.ts';
 
 const { url, db, pool } = await freshDatabase(t);

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { BallastDb, createPool } from '../src/db/api.ts';
-import { startWorker, type BallastWorker, type WorkerOptions } from '../src/worker.ts';
+import { startWorker, type BallastWorker, type WorkerOptions } from '../src/worker/worker.ts';
 import { createLogger } from '../src/log.ts';
 import type { JobStatus } from '../src/db/schema.ts';
 import { FINAL_JOB_STATUSES } from '../src/statuses.ts';

@@ -7,7 +7,7 @@ import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
 import { clientLogin, freshDatabase, pgError } from './helpers.ts';
-import { pipeline, type Pipeline } from '../src/pipeline.ts';
+import { pipeline, type Pipeline } from '../src/pipeline/pipeline.ts';
 
 const { name, pool, db } = await freshDatabase(t);
 const register = (p: Pipeline<any, any>) => db.registerPipeline(p.name, p.version, p.definition(), p.inputJsonSchema());

@@ -4,7 +4,7 @@
 // Generous bounds: the machine is shared.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { freshDatabase, testWorker, waitForJob } from './helpers.ts';
 
 const N = 10_000;

@@ -2,7 +2,7 @@
 // outcomes in ballast.step_items; replaying a failed item.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { PermanentError } from '../src/errors.ts';
 import { eventually, freshDatabase, testWorker, waitForJob, pgError } from './helpers.ts';
 

@@ -2,7 +2,7 @@
 // their cost and tokens) and what is read from Postgres at scrape time (queue depth and age), over real HTTP.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { PermanentError } from '../src/errors.ts';
 import { startMetricsServer } from '../src/metrics.ts';
 import { triage } from '../tasks/triage.ts';

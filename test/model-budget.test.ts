@@ -5,7 +5,7 @@
 import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
-import { pipeline, type ModelStepOptions } from '../src/pipeline.ts';
+import { pipeline, type ModelStepOptions } from '../src/pipeline/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { ProviderRegistry } from '../src/model/providers.ts';
 import { ModelStore } from '../src/db/model-store.ts';

@@ -9,10 +9,10 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { ModelStore } from '../src/db/model-store.ts';
 import { BallastDb, createPool } from '../src/db/api.ts';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { ProviderRegistry } from '../src/model/providers.ts';
-import { startWorker } from '../src/worker.ts';
+import { startWorker } from '../src/worker/worker.ts';
 import { FakeLLM, type Protocol, type Reply } from './support/fake-llm.ts';
 import { eventually, freshDatabase, quietLog, spawnNode, waitForJob, type TestProcess } from './helpers.ts';
 

@@ -5,7 +5,7 @@
 // callTimeoutMs) retry the step; a content filter falls back; a streamed call records its first token.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline, type ModelStepOptions } from '../src/pipeline.ts';
+import { pipeline, type ModelStepOptions } from '../src/pipeline/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { ModelStore } from '../src/db/model-store.ts';
 import { FakeLLM, type Reply } from './support/fake-llm.ts';

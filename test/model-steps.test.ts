@@ -3,7 +3,7 @@
 // contract outcome, the trace rows (ballast.model_calls), cost totals, the job's and step's status, reviews.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline, type ModelStepOptions } from '../src/pipeline.ts';
+import { pipeline, type ModelStepOptions } from '../src/pipeline/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { ModelStore } from '../src/db/model-store.ts';
 import { FakeLLM } from './support/fake-llm.ts';

@@ -1,12 +1,12 @@
-// Every outcome is saved, whatever a step returns or throws (src/storable.ts, src/step-runner.ts): values JSON or
+// Every outcome is saved, whatever a step returns or throws (src/worker/storable.ts, src/worker/runner.ts): values JSON or
 // Postgres cannot carry and odd things thrown settle the attempt at once as a failure with a readable reason, in the
 // same batch as ordinary outcomes, and the worker keeps serving. A generated corpus (fast-check) of strings with
 // NULs, lone surrogates and any code points, thrown and returned, must never leave an attempt running.
 import t from 'tap';
 import fc from 'fast-check';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
-import { MAX_ERROR_MESSAGE } from '../src/storable.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
+import { MAX_ERROR_MESSAGE } from '../src/worker/storable.ts';
 import { freshDatabase, testWorker, waitForJob } from './helpers.ts';
 
 const { url, db } = await freshDatabase(t);

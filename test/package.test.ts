@@ -67,7 +67,7 @@ async function usedFromAnotherProject(t: Test): Promise<void> {
   const packed = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as { filename: string; files: { path: string }[] }[];
   const files = packed[0]!.files.map((f) => f.path);
   const migrations = readdirSync(join(repoRoot, 'migrations')).filter((f) => f.endsWith('.sql'));
-  for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/watchdog-thread.mjs', 'sql/stuck.sql', 'package.json']) {
+  for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli.js', 'dist/worker/watchdog-thread.mjs', 'sql/stuck.sql', 'package.json']) {
     t.ok(files.includes(f), `the package holds ${f}`);
   }
   t.same(files.filter((f) => f.startsWith('migrations/')).sort(), migrations.map((f) => `migrations/${f}`).sort(), 'every migration is shipped');

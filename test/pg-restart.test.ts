@@ -1,5 +1,5 @@
-// Postgres restarted under running workers (issue 11 item 1 and 8; migration 0016, src/liveness.ts, settle() in
-// src/step-runner.ts). A private embedded cluster (src/db/embedded.ts) is restarted with its own pg_ctl, in fast and
+// Postgres restarted under running workers (issue 11 item 1 and 8; migration 0016, src/worker/liveness.ts, settle() in
+// src/worker/runner.ts). A private embedded cluster (src/db/embedded.ts) is restarted with its own pg_ctl, in fast and
 // immediate mode, four times, then stopped for 30 s, while two real `ballast worker` processes run a stream of
 // four-step jobs. Afterwards:
 // no live worker was declared dead (ballast.workers, the reaper's events, worker_lost attempts), no step ever had two

@@ -1,11 +1,11 @@
-// Retention (migration 0012, src/retention.ts): ballast.prune_history clears the payloads of jobs finished long ago,
+// Retention (migration 0012, src/worker/retention.ts): ballast.prune_history clears the payloads of jobs finished long ago,
 // in batches, without waiting for locked rows, and keeps the events and every number the reports show; the
 // Retention service loops over batches; a worker runs it as a graphile-worker cron task when BALLAST_RETENTION says so.
 import t from 'tap';
 import type pg from 'pg';
 import { freshDatabase, pgError, quietLog, testWorker, eventually } from './helpers.ts';
 import { at, CALLS, HISTORY, seed } from './support/history.ts';
-import { Retention, parseRetention, retentionSchedule, RETENTION_TASK } from '../src/retention.ts';
+import { Retention, parseRetention, retentionSchedule, RETENTION_TASK } from '../src/worker/retention.ts';
 
 const { pool, db, url } = await freshDatabase(t);
 const ids = await seed(pool, HISTORY, CALLS);

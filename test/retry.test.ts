@@ -4,7 +4,7 @@
 import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { freshDatabase, pgError, registerTestWorker } from './helpers.ts';
 
 const { url, db, pool } = await freshDatabase(t);

@@ -7,7 +7,7 @@ import t, { type Test } from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
 import { clientLogin, freshDatabase, pgError } from './helpers.ts';
-import { pipeline, type Pipeline } from '../src/pipeline.ts';
+import { pipeline, type Pipeline } from '../src/pipeline/pipeline.ts';
 import { IdempotencyConflictError, InvalidInputError } from '../src/errors.ts';
 import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
 

@@ -6,7 +6,7 @@ import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
 import { freshDatabase, pgError } from './helpers.ts';
-import { pipeline, type Pipeline } from '../src/pipeline.ts';
+import { pipeline, type Pipeline } from '../src/pipeline/pipeline.ts';
 import { BallastError, IdempotencyConflictError, InvalidInputError } from '../src/errors.ts';
 
 const { pool, db, url } = await freshDatabase(t);

@@ -4,7 +4,7 @@
 import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { clientLogin, freshDatabase, pgError } from './helpers.ts';
 
 const { name, db, pool } = await freshDatabase(t);

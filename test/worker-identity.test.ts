@@ -2,8 +2,8 @@
 // connection. A second process with the same id fails at once with a clear error instead of hanging or sharing it.
 import t from 'tap';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
-import { startWorker } from '../src/worker.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
+import { startWorker } from '../src/worker/worker.ts';
 import { freshDatabase, quietLog, testWorker } from './helpers.ts';
 
 const { url, pool } = await freshDatabase(t);

@@ -1,10 +1,10 @@
-// Real in-process workers (src/worker.ts) against a real Postgres: the demo DAG, how handler errors are classified
+// Real in-process workers (src/worker/worker.ts) against a real Postgres: the demo DAG, how handler errors are classified
 // and retried, contracts on input and output, priority order and progress.
 import t from 'tap';
 import pg from 'pg';
 import { listenEvents } from '../src/db/events-listener.ts';
 import { z } from 'zod';
-import { pipeline } from '../src/pipeline.ts';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { PermanentError, RetryableError } from '../src/errors.ts';
 import { wordstats } from '../tasks/demo.ts';
 import { eventually, freshDatabase, testWorker, waitForJob } from './helpers.ts';

@@ -14,8 +14,8 @@ import { dataDir, openDatabase } from '../db/connection.ts';
 import { portIsFree } from '../db/embedded.ts';
 import { migrate, redact } from '../db/migrate.ts';
 import { startMetricsServer } from '../metrics.ts';
-import { SUPERVISED_ENV, superviseWorker, type Supervisor } from '../supervisor.ts';
-import { WORKER_DEFAULTS } from '../worker-defaults.ts';
+import { SUPERVISED_ENV, superviseWorker, type Supervisor } from '../worker/supervisor.ts';
+import { WORKER_DEFAULTS } from '../worker/defaults.ts';
 import { intEnv } from './args.ts';
 import { CliError, UsageError } from './errors.ts';
 
@@ -32,7 +32,7 @@ export function workerSettings() {
       maxStallMs: intEnv('BALLAST_MAX_STALL_MS', WORKER_DEFAULTS.maxStallMs),
       quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WORKER_DEFAULTS.quarantineAfter),
     },
-    // A supervised child runs under the id its supervisor gave it (src/supervisor.ts).
+    // A supervised child runs under the id its supervisor gave it (src/worker/supervisor.ts).
     ...(process.env.BALLAST_WORKER_ID ? { workerId: process.env.BALLAST_WORKER_ID } : {}),
   };
 }
@@ -161,7 +161,7 @@ function phaseTimer() {
 }
 
 /**
- * Runs the worker under a supervisor (src/supervisor.ts): resolves once the first child process started its worker.
+ * Runs the worker under a supervisor (src/worker/supervisor.ts): resolves once the first child process started its worker.
  * Stopping sends the child SIGTERM (graceful: it finishes or releases its running steps), forcing a second SIGTERM
  * (it exits at once), and after 5 s more SIGKILL.
  */
@@ -343,7 +343,7 @@ export async function start(log: Logger, followJob: FollowJob): Promise<void> {
 
 /** The worker in this process (BALLAST_SUPERVISE=0, or a supervised child). */
 async function startInProcessWorker(url: string, log: Logger, life: Lifetime) {
-  const [{ loadPipelines }, { startWorker }] = await Promise.all([import('../load.ts'), import('../worker.ts')]);
+  const [{ loadPipelines }, { startWorker }] = await Promise.all([import('../pipeline/load.ts'), import('../worker/worker.ts')]);
   const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
   const worker = await startWorker({ connectionString: url, pipelines, ...workerSettings(), log });
   life.hold('the worker to finish its running steps (BALLAST_SHUTDOWN_GRACE_MS)', async (force) => {

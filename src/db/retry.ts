@@ -1,5 +1,5 @@
 // Retrying a write whose connection died under it. Used for the writes that record work already done (an attempt's
-// outcome in src/step-runner.ts, an effect's result in src/effects.ts): left unrecorded, the work would be done
+// outcome in src/worker/runner.ts, an effect's result in src/worker/effects.ts): left unrecorded, the work would be done
 // again by the next attempt. Only safe for statements that are idempotent when the lost try did commit (the
 // ballast verbs they call are: a second record finds the first, or the attempt finished and BA008 stops the retry).
 import type { Logger } from 'pino';

@@ -29,7 +29,7 @@ export interface JobsView {
   output_tokens: ColumnType<string, never, never>;
   /** numeric: a decimal string, exact. */
   cost_usd: ColumnType<string, never, never>;
-  /** When retention pruned the job's payloads (src/retention.ts); null while they are kept. */
+  /** When retention pruned the job's payloads (src/worker/retention.ts); null while they are kept. */
   pruned_at: ColumnType<Date | null, never, never>;
 }
 

@@ -37,9 +37,9 @@ import { ModelStore, type CallPermit, type ModelCallTrace, type RecordedCall } f
 import type { BallastDb } from '../db/api.ts';
 import type { ContractOutcome } from '../db/schema.ts';
 import { BallastError, PermanentError, RetryableError } from '../errors.ts';
-import { AttemptSettled, STEP_INTERNALS, type StepContext, type StepInternals } from '../step-protocol.ts';
+import { AttemptSettled, STEP_INTERNALS, type StepContext, type StepInternals } from '../pipeline/protocol.ts';
 import { ballastMetrics } from '../metrics.ts';
-import { rawOutputText } from '../storable.ts';
+import { rawOutputText } from '../worker/storable.ts';
 
 export type { QualityRule, QualityPolicy, ModelPolicy, ModelStepSpec } from './spec.ts';
 import type { QualityPolicy, ModelStepSpec } from './spec.ts';

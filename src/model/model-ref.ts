@@ -1,6 +1,6 @@
 // A model reference, `provider:model`, parsed without loading any provider: pipeline definitions check their model
 // steps' references with it, and the AI SDK and its providers (about 50 MB of a process's memory) load only when a
-// model step runs (src/pipeline.ts imports the ladder lazily).
+// model step runs (src/pipeline/pipeline.ts imports the ladder lazily).
 import { ModelConfigError } from './failure.ts';
 
 export interface ModelRef {

@@ -3,7 +3,7 @@
 // without loading the ladder and the AI SDK.
 import type { z } from 'zod';
 import type { Prompt } from './prompt.ts';
-import type { StepContext } from '../step-protocol.ts';
+import type { StepContext } from '../pipeline/protocol.ts';
 
 export interface QualityRule<O> {
   name: string;

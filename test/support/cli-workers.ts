@@ -1,4 +1,4 @@
-// Real `ballast worker` processes (each a supervisor and its worker child, src/supervisor.ts) serving the pipelines of
+// Real `ballast worker` processes (each a supervisor and its worker child, src/worker/supervisor.ts) serving the pipelines of
 // test/fixtures/liveness-tasks, for test/liveness.test.ts and test/pg-restart.test.ts.
 import { fileURLToPath } from 'node:url';
 import { spawnNode, type TestProcess } from '../helpers.ts';

@@ -4,20 +4,20 @@
 // background, but the worker's slot is free and the attempt is recorded.
 import { z } from 'zod';
 import type { Logger } from 'pino';
-import type { BallastDb, Claim, StepError } from './db/api.ts';
-import { BallastError, PermanentError, RetryableError } from './errors.ts';
-import type { Pipeline, StepDefinition } from './pipeline.ts';
-import type { WaitOptions } from './step-protocol.ts';
-import type { ProviderRegistry } from './model/providers.ts';
-import { ballastMetrics } from './metrics.ts';
-import { retryOnConnectionLoss } from './db/retry.ts';
+import type { BallastDb, Claim, StepError } from '../db/api.ts';
+import { BallastError, PermanentError, RetryableError } from '../errors.ts';
+import type { Pipeline, StepDefinition } from '../pipeline/pipeline.ts';
+import type { WaitOptions } from '../pipeline/protocol.ts';
+import type { ProviderRegistry } from '../model/providers.ts';
+import { ballastMetrics } from '../metrics.ts';
+import { retryOnConnectionLoss } from '../db/retry.ts';
 import { stepEffects } from './effects.ts';
 import { enterAttempt, leaveAttempt } from './watchdog.ts';
 import { storableError } from './storable.ts';
 
-import { AttemptAborted, AttemptSettled, StepParked, STEP_INTERNALS, type AbortReason, type StepInternals } from './step-protocol.ts';
-export { AttemptAborted, StepParked, AttemptSettled, STEP_INTERNALS } from './step-protocol.ts';
-export type { AbortReason, StepInternals } from './step-protocol.ts';
+import { AttemptAborted, AttemptSettled, StepParked, STEP_INTERNALS, type AbortReason, type StepInternals } from '../pipeline/protocol.ts';
+export { AttemptAborted, StepParked, AttemptSettled, STEP_INTERNALS } from '../pipeline/protocol.ts';
+export type { AbortReason, StepInternals } from '../pipeline/protocol.ts';
 
 export interface RunningAttempt {
   readonly attemptId: string;

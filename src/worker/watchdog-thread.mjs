@@ -1,4 +1,4 @@
-// The watchdog thread's body (started by src/watchdog.ts, which explains what it does). Plain JavaScript on
+// The watchdog thread's body (started by src/worker/watchdog.ts, which explains what it does). Plain JavaScript on
 // purpose: a worker thread that loads a .ts module pays for Node's type stripper in its own isolate (16 MB of the
 // worker's RSS measured), and this thread must stay small. Types are noted in JSDoc comments.
 // @ts-check

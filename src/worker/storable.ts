@@ -1,9 +1,9 @@
-// What Postgres can store of a step's outcome, decided before the round trip that records it (step-engine.ts): an
+// What Postgres can store of a step's outcome, decided before the round trip that records it (engine.ts): an
 // output that JSON or jsonb cannot carry fails its attempt as `unstorable_output` with the reason; an error's texts
 // are made storable (a \u0000 shown escaped, a lone surrogate replaced, long messages cut at MAX_ERROR_MESSAGE
 // characters, saying so). One bad value must never fail the batch it travels in.
 import { createHash } from 'node:crypto';
-import type { StepError } from './db/api.ts';
+import type { StepError } from '../db/api.ts';
 
 /** The longest error message recorded (characters); a longer one is cut, saying how long it was. */
 export const MAX_ERROR_MESSAGE = 8000;

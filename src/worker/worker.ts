@@ -1,4 +1,4 @@
-// A ballast worker process: registers its pipelines and itself, then runs a StepEngine (step-engine.ts) that claims
+// A ballast worker process: registers its pipelines and itself, then runs a StepEngine (engine.ts) that claims
 // runnable steps of those pipeline versions straight from the steps table in batches, runs them, and records their
 // outcomes in the same batched round trips (ballast.settle_and_claim). graphile-worker runs only the cron task of
 // retention, when it is configured.
@@ -11,27 +11,27 @@ import { hostname } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { BallastDb, createPool } from './db/api.ts';
-import type { Pipeline } from './pipeline.ts';
-import { createLogger } from './log.ts';
+import { BallastDb, createPool } from '../db/api.ts';
+import type { Pipeline } from '../pipeline/pipeline.ts';
+import { createLogger } from '../log.ts';
 import { Liveness, type CancelNotice } from './liveness.ts';
 import { Reaper } from './reaper.ts';
 import { retentionSchedule, RETENTION_TASK } from './retention.ts';
-import { runAttempt, type AbortReason, type RunningAttempt } from './step-runner.ts';
-import { StepEngine } from './step-engine.ts';
+import { runAttempt, type AbortReason, type RunningAttempt } from './runner.ts';
+import { StepEngine } from './engine.ts';
 import { CronRunner } from './cron-runner.ts';
 import { startWatchdog, type WatchdogOptions } from './watchdog.ts';
-import type { ProviderRegistry } from './model/providers.ts';
-import { WORKER_DEFAULTS } from './worker-defaults.ts';
+import type { ProviderRegistry } from '../model/providers.ts';
+import { WORKER_DEFAULTS } from './defaults.ts';
 
-export { classifyError } from './step-runner.ts';
+export { classifyError } from './runner.ts';
 
 export interface WorkerOptions {
   /** Postgres connection string (or pass `pool`). */
   connectionString?: string;
   pool?: pg.Pool;
   pipelines: readonly Pipeline<any, any>[];
-  /** Steps run at once by this process (default: WORKER_DEFAULTS.concurrency, worker-defaults.ts). */
+  /** Steps run at once by this process (default: WORKER_DEFAULTS.concurrency, defaults.ts). */
   concurrency?: number;
   /** Lease of a running attempt, renewed by every heartbeat; expired leases are reclaimed (default: WORKER_DEFAULTS.leaseMs). */
   leaseMs?: number;
@@ -52,12 +52,12 @@ export interface WorkerOptions {
   /** Model providers for model steps. Default: the environment's (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...). */
   providers?: ProviderRegistry;
   /**
-   * How long finished jobs keep their payloads ('30 days'; see src/retention.ts), pruned by a graphile-worker cron task
+   * How long finished jobs keep their payloads ('30 days'; see src/worker/retention.ts), pruned by a graphile-worker cron task
    * that one worker runs every 15 minutes; false or 'off': never. Default: BALLAST_RETENTION, else off.
    */
   retention?: string | false;
   /**
-   * The watchdog thread (src/watchdog.ts): heartbeats while a step blocks the event loop, and kills the process when
+   * The watchdog thread (src/worker/watchdog.ts): heartbeats while a step blocks the event loop, and kills the process when
    * the block outlasts a step's timeout (+ marginMs) or maxStallMs, after reporting it (the step is retried, then
    * quarantined after quarantineAfter such faults). Default on; false turns it off. A process embedding startWorker
    * gets the watchdog but no supervisor: it must restart itself after such a kill (`ballast worker` does).
@@ -113,7 +113,7 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   await registerPipelines(db, options.pipelines, wlog);
   await db.registerWorker(registration);
 
-  // Watchdog hook (src/watchdog.ts): started once the worker is registered, stopped in stop() after the last step.
+  // Watchdog hook (src/worker/watchdog.ts): started once the worker is registered, stopped in stop() after the last step.
   const watchdog = options.watchdog === false ? undefined : startWatchdog({
     connectionString, workerId, log: wlog, leaseMs, heartbeatMs, ...options.watchdog,
   });

@@ -5,8 +5,8 @@
 // task (retentionSchedule below): with many workers, each tick runs on one of them.
 import { parseCronItems, type ParsedCronItem, type Task } from 'graphile-worker';
 import type { Logger } from 'pino';
-import type { BallastDb } from './db/api.ts';
-import { pruneHistory } from './db/retention-store.ts';
+import type { BallastDb } from '../db/api.ts';
+import { pruneHistory } from '../db/retention-store.ts';
 
 export interface RetentionOptions {
   db: BallastDb;

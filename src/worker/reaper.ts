@@ -5,8 +5,8 @@
 // migration 0016, restart_grace), so a restart declares no live worker dead.
 // A service with start, stop and runOnce: tests drive runOnce by hand.
 import type { Logger } from 'pino';
-import type { BallastDb } from './db/api.ts';
-import { WORKER_DEFAULTS } from './worker-defaults.ts';
+import type { BallastDb } from '../db/api.ts';
+import { WORKER_DEFAULTS } from './defaults.ts';
 
 export interface ReaperOptions {
   db: BallastDb;

@@ -1,5 +1,5 @@
-// The graphile-worker pool a ballast worker keeps for cron tasks (today only retention's prune, src/retention.ts):
-// steps do not go through graphile-worker any more (src/step-engine.ts), so without retention no pool is started.
+// The graphile-worker pool a ballast worker keeps for cron tasks (today only retention's prune, src/worker/retention.ts):
+// steps do not go through graphile-worker any more (src/worker/engine.ts), so without retention no pool is started.
 //
 // graphile-worker ends its pool when it cannot record a wake-up's completion or failure (the connection died under
 // it: Postgres restarted, connections terminated). Its release writes go through its batcher (delay 0) so that such a
@@ -13,7 +13,7 @@ import { run, Logger as WorkerLogger, type Runner, type TaskList, type WorkerEve
 import type { ParsedCronItem } from 'graphile-worker';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import type { BallastDb } from './db/api.ts';
+import type { BallastDb } from '../db/api.ts';
 
 export interface CronRunnerOptions {
   pool: pg.Pool;

@@ -1,6 +1,6 @@
 // The supervisor of `ballast worker` and `ballast start` (npm start): the worker runs in a child process, which the
 // CLI process (the parent) restarts when it dies, so a worker restarts itself after its watchdog killed it (a step
-// blocked its event loop: src/watchdog.ts) or after a crash (an uncaught exception, an out-of-memory abort).
+// blocked its event loop: src/worker/watchdog.ts) or after a crash (an uncaught exception, an out-of-memory abort).
 //
 // Each child gets a fresh worker id (BALLAST_WORKER_ID) so the parent knows whose attempts were cut short. When a
 // child dies abnormally (exit code other than 0, or a signal other than SIGKILL, SIGTERM and SIGINT) the parent
@@ -18,9 +18,9 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from 'pino';
-import { BallastDb, createPool } from './db/api.ts';
-import { CLI_URL, WORKER_NODE_FLAGS } from './node-flags.ts';
-import { WORKER_DEFAULTS } from './worker-defaults.ts';
+import { BallastDb, createPool } from '../db/api.ts';
+import { CLI_URL, WORKER_NODE_FLAGS } from '../node-flags.ts';
+import { WORKER_DEFAULTS } from './defaults.ts';
 
 export interface SupervisorOptions {
   connectionString: string;

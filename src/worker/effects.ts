@@ -19,9 +19,9 @@
 // step, shutdown) before the commit, the transaction's backend is terminated: it rolls back and frees the step, so
 // a slow fn cannot hold up recording the attempt's end (and the worker slot with it).
 import type { Logger } from 'pino';
-import type { BallastDb } from './db/api.ts';
-import { retryOnConnectionLoss } from './db/retry.ts';
-import type { EffectInfo, EffectClient } from './step-protocol.ts';
+import type { BallastDb } from '../db/api.ts';
+import { retryOnConnectionLoss } from '../db/retry.ts';
+import type { EffectInfo, EffectClient } from '../pipeline/protocol.ts';
 
 export interface EffectScope {
   db: BallastDb;

@@ -8,7 +8,7 @@
 // lock must be back well before that. A refused connection costs the server nothing, so retrying every 2 s is cheap.
 import pg from 'pg';
 import type { Logger } from 'pino';
-import { CHANNELS, parseCancelNotice, type CancelNotice } from './db/event-notifications.ts';
+import { CHANNELS, parseCancelNotice, type CancelNotice } from '../db/event-notifications.ts';
 
 /** First reconnect delay after the liveness connection dropped, and the most it doubles to. */
 const RETRY_FIRST_MS = 50;

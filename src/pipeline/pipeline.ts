@@ -3,10 +3,10 @@
 // fan-out, fan-in). The definition registered in Postgres (ballast.register_pipeline) is derived from this object:
 // step names, dependencies, retry and concurrency policies, and the JSON Schemas of the input and of each output.
 import { z } from 'zod';
-import type { ModelPolicy, ModelStepSpec } from './model/spec.ts';
-import { parseModelRef } from './model/model-ref.ts';
-import type { Prompt } from './model/prompt.ts';
-import type { FinalStepStatus } from './statuses.ts';
+import type { ModelPolicy, ModelStepSpec } from '../model/spec.ts';
+import { parseModelRef } from '../model/model-ref.ts';
+import type { Prompt } from '../model/prompt.ts';
+import type { FinalStepStatus } from '../statuses.ts';
 
 export interface RetryPolicy {
   /** Attempts in all, the first included (default 5). */
@@ -29,10 +29,10 @@ export interface ConcurrencyPolicy {
   group?: string;
 }
 
-// The step context and the objects a step handler sees are the runtime protocol (src/step-protocol.ts, a leaf module
+// The step context and the objects a step handler sees are the runtime protocol (src/pipeline/protocol.ts, a leaf module
 // that the runner, effects and model steps share); re-exported here for pipeline authors.
-export type { StepContext, EffectInfo, EffectClient, WaitOptions } from './step-protocol.ts';
-import type { StepContext } from './step-protocol.ts';
+export type { StepContext, EffectInfo, EffectClient, WaitOptions } from './protocol.ts';
+import type { StepContext } from './protocol.ts';
 
 export interface StepOptions<D extends string, O> {
   /** Steps that must succeed first; their outputs arrive in ctx.deps. */
@@ -207,7 +207,7 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     }
     const spec = options as ModelStepSpec<O>;
     // The ladder (and with it the AI SDK and its providers) loads on the first model step run, not with the pipeline.
-    const run = (async (ctx: StepContext<any, any>) => (await import('./model/ladder.ts')).runModelLadder(ctx, spec)) as StepDefinition['run'];
+    const run = (async (ctx: StepContext<any, any>) => (await import('../model/ladder.ts')).runModelLadder(ctx, spec)) as StepDefinition['run'];
     const model = {
       prompt: options.prompt.ref, model: options.model, fallbacks: options.fallbacks ?? [], reasks: options.reasks ?? 2,
       max_output_tokens: options.maxOutputTokens ?? 1024, default: hasDefault, review: options.review ?? false,

@@ -18,11 +18,11 @@
 // was lost finds the attempts finished and answers them 'stale'.
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { BallastDb, Claim, StepError } from './db/api.ts';
-import type { Settler } from './step-runner.ts';
+import type { BallastDb, Claim, StepError } from '../db/api.ts';
+import type { Settler } from './runner.ts';
 import { storable, storableError } from './storable.ts';
-import { connectionLost, CONNECTION_RETRY_MS } from './db/retry.ts';
-import { CHANNELS } from './db/event-notifications.ts';
+import { connectionLost, CONNECTION_RETRY_MS } from '../db/retry.ts';
+import { CHANNELS } from '../db/event-notifications.ts';
 
 interface Pending<T> {
   attemptId: string;

@@ -11,7 +11,7 @@
 //    deadline (its start + its step's timeout + marginMs; for a step without a timeout, the start of the stall +
 //    maxStallMs), it reports the worker blocked (ballast.report_worker_fault, class 'blocked_worker') and kills its
 //    own process (SIGKILL: the loop cannot run a graceful stop). The SQL retries each attempt, or quarantines its
-//    step after `quarantineAfter` such faults. Under the supervisor (src/supervisor.ts) the worker then restarts;
+//    step after `quarantineAfter` such faults. Under the supervisor (src/worker/supervisor.ts) the worker then restarts;
 //    a process embedding startWorker must restart itself.
 // Blame: the step runner marks the attempt whose handler runs its first synchronous part (enterAttempt); when the
 // loop is stalled inside it, only that attempt counts toward quarantine, the others of the worker end as
@@ -22,7 +22,7 @@
 // maxStallMs 60000 (BALLAST_MAX_STALL_MS), quarantineAfter 2 (BALLAST_QUARANTINE_AFTER).
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { WORKER_DEFAULTS } from './worker-defaults.ts';
+import { WORKER_DEFAULTS } from './defaults.ts';
 
 export interface WatchdogOptions {
   connectionString: string;

@@ -5,8 +5,8 @@
 // none of them, so they no longer import each other in a circle.
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import type { BallastDb } from './db/api.ts';
-import type { ProviderRegistry } from './model/providers.ts';
+import type { BallastDb } from '../db/api.ts';
+import type { ProviderRegistry } from '../model/providers.ts';
 
 export interface WaitOptions {
   /** How long to wait before the deadline policy applies (default: no deadline). */
