@@ -37,7 +37,7 @@ import { ModelStore, type CallPermit, type ModelCallTrace, type RecordedCall } f
 import type { BallastDb } from '../db/api.ts';
 import type { ContractOutcome } from '../db/schema.ts';
 import { BallastError, PermanentError, RetryableError } from '../errors.ts';
-import { AttemptSettled, STEP_INTERNALS, type StepContext, type StepInternals } from '../pipeline/protocol.ts';
+import type { AttemptRun, StepEnd } from '../pipeline/protocol.ts';
 import { ballastMetrics } from '../metrics.ts';
 import { rawOutputText } from '../worker/storable.ts';
 
@@ -217,11 +217,13 @@ async function recordCall(store: ModelStore, attemptId: string, reservationId: s
   return r;
 }
 
-/** One attempt of a model step: returns the output for the runner to complete the step with. */
-export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelStepSpec<O>): Promise<unknown> {
-  const internals = (ctx as unknown as Record<symbol, StepInternals | undefined>)[STEP_INTERNALS];
-  if (!internals) throw new PermanentError('a model step runs only inside a ballast worker', { errorClass: 'config', code: 'no_worker' });
-  const { db, attemptId, providers } = internals;
+/**
+ * One attempt of a model step (the model kind's run, src/pipeline/kinds/model.ts): returns the output for the runner
+ * to complete the step with, or that the attempt was settled here (sent to review, paused for a budget or a
+ * cooldown); throws a failure for the runner to record.
+ */
+export async function runModelLadder<O>(run: AttemptRun, spec: ModelStepSpec<O>): Promise<StepEnd> {
+  const { ctx, db, attemptId, providers } = run;
   const store = new ModelStore(db);
   const hash = await promptHash(store, db, spec.prompt);
   let rendered: { system: string | undefined; user: string };
@@ -282,7 +284,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
           const parked = await store.pauseForCooldown(attemptId, soonest!.provider, soonest!.modelId,
             `${miss.message}; the step waits for it (not counted as an attempt)`);
           ctx.log.warn({ model, next_run_at: parked.nextRunAt.toISOString() }, 'model step parked for a provider cooldown');
-          throw new AttemptSettled(parked.stepStatus, `model step parked: ${miss.message}`);
+          return { kind: 'settled', stepStatus: parked.stepStatus, message: `model step parked: ${miss.message}` };
         }
         if (!lastAttempt) throw new RetryableError(miss.message, { errorClass: 'transport', code: 'cooldown', retryAfterMs: waitMs });
         last = miss;
@@ -293,7 +295,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
         await recordCall(store, attemptId, null, skippedTrace(model, miss, meta));
         if (permit.onExhausted === 'pause' && permit.resumeAt) {
           const status = await store.pauseForBudget(attemptId, permit.resumeAt, `${miss.message}; paused until ${permit.resumeAt.toISOString()} or a raised limit`);
-          throw new AttemptSettled(status, `model step paused: ${miss.message}`);
+          return { kind: 'settled', stepStatus: status, message: `model step paused: ${miss.message}` };
         }
         await store.recordContractOutcome(attemptId, 'rejected', detail({ model, reason: miss.message }));
         throw new PermanentError(miss.message, { errorClass: 'budget_exhausted', code: 'budget_exhausted' });
@@ -318,7 +320,7 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
         const outcome: ContractOutcome = mi > 0 ? 'fell_back' : ask > 0 || rec.repair ? 'repaired' : 'valid_first_try';
         await store.recordContractOutcome(attemptId, outcome, detail({ model, fallback_used: mi > 0, score: q.score, repair: rec.repair }));
         ctx.log.info({ model, outcome, calls, score: q.score }, 'model output accepted');
-        return rec.json;
+        return { kind: 'output', value: rec.json };
       }
       if (rec.ok && q.miss) {
         proposed = rec.json;
@@ -354,15 +356,15 @@ export async function runModelLadder<O>(ctx: StepContext<any, any>, spec: ModelS
   if (Object.hasOwn(spec, 'default')) {
     await store.recordContractOutcome(attemptId, 'degraded', detail({ model: null, fallback_used: models.length > 1, reason }));
     ctx.log.warn({ reason }, 'model step degraded to its default value');
-    return spec.default;
+    return { kind: 'output', value: spec.default };
   }
   if (spec.review) return review(last ?? { class: 'unknown', code: 'unknown', message: reason }, proposed, null, models.length - 1, reason);
   await store.recordContractOutcome(attemptId, 'rejected', detail({ model: null, fallback_used: models.length > 1, reason }));
   throw new PermanentError(`model step rejected: ${reason}`, { errorClass: last?.class ?? 'model', code: last?.code });
 
-  async function review(miss: Miss, candidate: unknown, model: string | null, mi: number, why = miss.message): Promise<never> {
+  async function review(miss: Miss, candidate: unknown, model: string | null, mi: number, why = miss.message): Promise<StepEnd> {
     await store.recordContractOutcome(attemptId, 'review', detail({ model, fallback_used: mi > 0, score: lastScore, reason: why }));
     const r = await store.requestReview(attemptId, candidate ?? null, why, { class: miss.class, code: miss.code, score: lastScore });
-    throw new AttemptSettled(r.stepStatus, `model step waits for a review: ${why}`);
+    return { kind: 'settled', stepStatus: r.stepStatus, message: `model step waits for a review: ${why}` };
   }
 }

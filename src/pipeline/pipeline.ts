@@ -4,83 +4,25 @@
 // step names, dependencies, retry and concurrency policies, and the JSON Schemas of the input and of each output.
 import { z } from 'zod';
 import type { ModelPolicy, ModelStepSpec } from '../model/spec.ts';
-import { parseModelRef } from '../model/model-ref.ts';
 import type { Prompt } from '../model/prompt.ts';
 import type { FinalStepStatus } from '../statuses.ts';
 
-export interface RetryPolicy {
-  /** Attempts in all, the first included (default 5). */
-  maxAttempts?: number;
-  /** Backoff base: attempt n waits random(0, min(maxDelayMs, baseDelayMs * 2^(n-1))) ("full jitter"). Default 1000. */
-  baseDelayMs?: number;
-  /** Cap of the backoff (default 300000, five minutes). */
-  maxDelayMs?: number;
-}
-
-export interface ConcurrencyPolicy {
-  /** At most this many steps of the group run at once, across all workers. */
-  limit: number;
-  /**
-   * What splits the group: 'global' (one group), 'tenant' (one per tenant), or 'input.<path>' (one per value of
-   * that input field, e.g. 'input.provider'). Default 'global'.
-   */
-  key?: 'global' | 'tenant' | `input.${string}`;
-  /** Group name; steps of different pipelines that name the same group share the limit. Default '<pipeline>.<step>'. */
-  group?: string;
-}
-
-// The step context and the objects a step handler sees are the runtime protocol (src/pipeline/protocol.ts, a leaf module
-// that the runner, effects and model steps share); re-exported here for pipeline authors.
-export type { StepContext, EffectInfo, EffectClient, WaitOptions } from './protocol.ts';
-import type { StepContext } from './protocol.ts';
-
-export interface StepOptions<D extends string, O> {
-  /** Steps that must succeed first; their outputs arrive in ctx.deps. */
-  after?: readonly D[];
-  /** Output contract: the returned value is checked (and transformed) by it before the step counts as succeeded. */
-  output: z.ZodType<O>;
-  retry?: RetryPolicy;
-  /** Per-attempt time limit: the signal fires and the attempt ends `timed_out` (retried while attempts remain). */
-  timeoutMs?: number;
-  concurrency?: ConcurrencyPolicy;
-  /** Errors for which retrying is pointless (besides PermanentError). */
-  isPermanent?: (err: unknown) => boolean;
-}
-
-export interface StepDefinition {
-  name: string;
-  after: readonly string[];
-  output: z.ZodType;
-  retry: Required<RetryPolicy>;
-  timeoutMs: number | null;
-  concurrency: Required<ConcurrencyPolicy> | null;
-  isPermanent: ((err: unknown) => boolean) | undefined;
-  /** For a map step: how to list its items, and whether failed items are acceptable. */
-  map: MapDefinition | null;
-  /** For a map step, runs one item (ctx.item); otherwise the step itself. */
-  run: (ctx: StepContext<any, any> & Partial<ItemContext<unknown>>) => unknown;
-  /** For a model step: what its definition records of the prompt, models and policy. */
-  model?: Record<string, unknown>;
-}
+// The options and the step definitions (a union by kind) are data, in definition.ts; each kind's behaviour is in
+// kinds/. The step context and what a handler sees are the runtime protocol (protocol.ts). Re-exported here for
+// pipeline authors.
+export type { RetryPolicy, ConcurrencyPolicy, StepOptions, StepDefinition } from './definition.ts';
+import type { ConcurrencyPolicy, StepDefinition, StepOptions, StepBase, MapStep } from './definition.ts';
+export type { StepContext, EffectInfo, EffectClient, WaitOptions, ItemContext } from './protocol.ts';
+import type { ItemContext, StepContext } from './protocol.ts';
+import { checkInteger, invalid } from './checks.ts';
+import { kindOf } from './kinds/index.ts';
+import { checkModelSpec } from './kinds/model.ts';
 
 export interface ModelStepOptions<I, DS, D extends string, O> extends StepOptions<D, O>, ModelPolicy<O> {
   /** The prompt version (ballast.prompts stores it on first use). */
   prompt: Prompt;
   /** The values of the prompt's placeholders. Default { input, deps }. */
   vars?: (ctx: StepContext<I, DS>) => Record<string, unknown> | Promise<Record<string, unknown>>;
-}
-
-export interface MapDefinition {
-  items: (ctx: StepContext<any, any>) => unknown[] | Promise<unknown[]>;
-  partial: boolean;
-  minSucceeded: number;
-}
-
-export interface ItemContext<T> {
-  /** The item this run processes. */
-  item: T;
-  /** Its position in the list the map step returned. */
-  index: number;
 }
 
 /** What a map step hands to the steps after it. */
@@ -104,18 +46,8 @@ export interface MapOptions<D extends string, T, O> extends StepOptions<D, O> {
 const NAME = /^[a-z][a-z0-9_.-]{0,62}$/;
 const STEP_NAME = /^[a-z][a-z0-9_]{0,62}$/;
 
-function invalid(pipeline: string, message: string, fix: string): never {
-  throw new Error(`pipeline ${pipeline}: ${message}. ${fix}`);
-}
-
 /** The most maxInputBytes may be (64 MiB); the default is 1 MiB (ballast_private.input_size_limit). */
 export const MAX_INPUT_BYTES_LIMIT = 67_108_864;
-
-function checkInteger(where: string, field: string, value: number, min: number, max: number): void {
-  if (!Number.isInteger(value) || value < min || value > max) {
-    invalid(where, `${field} ${value} is not an integer from ${min} to ${max}`, `Set ${field} within that range.`);
-  }
-}
 
 export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
   readonly name: string;
@@ -155,7 +87,7 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     options: StepOptions<D, O>,
     run: (ctx: StepContext<I, { [K in D]: S[K] }>) => O | Promise<O>,
   ): Pipeline<I, S & { [K in N]: O }> {
-    return this.add<N, O, O>(name, options, run as StepDefinition["run"], null);
+    return this.add<N, O>({ ...this.base(name, options), kind: 'plain', run: run as (ctx: StepContext<any, any>) => unknown });
   }
 
   /**
@@ -172,8 +104,10 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     const partial = options.partial ?? false;
     const minSucceeded = typeof partial === 'object' ? partial.minSucceeded : 1;
     checkInteger(`${this.ref} step ${name}`, 'partial.minSucceeded', minSucceeded, 0, 1_000_000);
-    const map: MapDefinition = { items: options.items as MapDefinition['items'], partial: partial !== false, minSucceeded };
-    return this.add<N, O, MapResult<O>>(name, options, ((ctx: StepContext<any, any> & ItemContext<T>) => run(ctx.item, ctx)) as StepDefinition["run"], map);
+    return this.add<N, MapResult<O>>({
+      ...this.base(name, options), kind: 'map', items: options.items as MapStep['items'], run: run as MapStep['run'],
+      partial: partial !== false, minSucceeded,
+    });
   }
 
   /**
@@ -185,38 +119,14 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     name: N,
     options: ModelStepOptions<I, { [K in D]: S[K] }, D, O>,
   ): Pipeline<I, S & { [K in N]: O }> {
-    const where = `${this.ref} step ${name}`;
-    for (const m of [options.model, ...(options.fallbacks ?? [])]) {
-      try {
-        parseModelRef(m);
-      } catch (err) {
-        invalid(where, (err as Error).message, 'Name models as provider:model.');
-      }
-    }
-    checkInteger(where, 'reasks', options.reasks ?? 2, 0, 10);
-    checkInteger(where, 'maxOutputTokens', options.maxOutputTokens ?? 1024, 1, 1_000_000);
-    checkInteger(where, 'callTimeoutMs', options.callTimeoutMs ?? 60_000, 1, 2 ** 31 - 1);
-    const threshold = options.quality?.threshold;
-    if (threshold !== undefined && !(threshold >= 0 && threshold <= 1)) {
-      invalid(where, `quality.threshold ${threshold} is not from 0 to 1`, 'Give the lowest acceptable score, e.g. 0.7.');
-    }
-    const hasDefault = Object.hasOwn(options, 'default');
-    if (hasDefault) {
-      const checked = options.output.safeParse(options.default);
-      if (!checked.success) invalid(where, `its default value does not satisfy the output contract: ${z.prettifyError(checked.error)}`, 'Fix the default or the contract.');
-    }
-    const spec = options as ModelStepSpec<O>;
-    // The ladder (and with it the AI SDK and its providers) loads on the first model step run, not with the pipeline.
-    const run = (async (ctx: StepContext<any, any>) => (await import('../model/ladder.ts')).runModelLadder(ctx, spec)) as StepDefinition['run'];
-    const model = {
-      prompt: options.prompt.ref, model: options.model, fallbacks: options.fallbacks ?? [], reasks: options.reasks ?? 2,
-      max_output_tokens: options.maxOutputTokens ?? 1024, default: hasDefault, review: options.review ?? false,
-      quality: options.quality ? { rules: (options.quality.rules ?? []).map((r) => r.name), score: Boolean(options.quality.score), threshold: options.quality.threshold ?? 0.5, on_fail: options.quality.onFail ?? 'fallback' } : null,
-    };
-    return this.add<N, O, O>(name, options, run, null, model);
+    const base = this.base(name, options);
+    const spec = options as unknown as ModelStepSpec<unknown>;
+    checkModelSpec(`${this.ref} step ${name}`, spec);
+    return this.add<N, O>({ ...base, kind: 'model', spec });
   }
 
-  private add<N extends string, O, R>(name: N, options: StepOptions<string, O>, run: StepDefinition['run'], map: MapDefinition | null, model?: Record<string, unknown>): Pipeline<I, S & { [K in N]: R }> {
+  /** Checks what every kind of step has (its name, dependencies and policies) and returns it with the defaults. */
+  private base(name: string, options: StepOptions<string, unknown>): StepBase {
     const where = this.ref;
     if (!STEP_NAME.test(name)) {
       invalid(where, `step name "${name}" is not valid`, 'Use lower_snake_case: a letter, then letters, digits or "_".');
@@ -237,27 +147,23 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     checkInteger(`${where} step ${name}`, 'retry.baseDelayMs', retry.baseDelayMs, 0, 86_400_000);
     checkInteger(`${where} step ${name}`, 'retry.maxDelayMs', retry.maxDelayMs, 0, 604_800_000);
     if (options.timeoutMs !== undefined) checkInteger(`${where} step ${name}`, 'timeoutMs', options.timeoutMs, 1, 2 ** 31 - 1);
-    let concurrency: Required<ConcurrencyPolicy> | null = null;
-    if (options.concurrency) {
-      const key = options.concurrency.key ?? 'global';
-      if (!/^(global|tenant|input(\.[A-Za-z0-9_-]+)+)$/.test(key)) {
-        invalid(where, `step "${name}": concurrency key "${key}" is not valid`, 'Use "global", "tenant" or "input.<field>".');
-      }
-      checkInteger(`${where} step ${name}`, 'concurrency.limit', options.concurrency.limit, 1, 100_000);
-      concurrency = { limit: options.concurrency.limit, key, group: options.concurrency.group ?? `${this.name}.${name}` };
-    }
-    const def: StepDefinition = {
-      name,
-      after,
-      output: options.output,
-      retry,
-      timeoutMs: options.timeoutMs ?? null,
-      concurrency,
-      isPermanent: options.isPermanent,
-      map,
-      run,
-      ...(model ? { model } : {}),
+    return {
+      name, after, output: options.output, retry, timeoutMs: options.timeoutMs ?? null,
+      concurrency: this.concurrency(name, options.concurrency), isPermanent: options.isPermanent,
     };
+  }
+
+  private concurrency(name: string, c: ConcurrencyPolicy | undefined): Required<ConcurrencyPolicy> | null {
+    if (!c) return null;
+    const key = c.key ?? 'global';
+    if (!/^(global|tenant|input(\.[A-Za-z0-9_-]+)+)$/.test(key)) {
+      invalid(this.ref, `step "${name}": concurrency key "${key}" is not valid`, 'Use "global", "tenant" or "input.<field>".');
+    }
+    checkInteger(`${this.ref} step ${name}`, 'concurrency.limit', c.limit, 1, 100_000);
+    return { limit: c.limit, key, group: c.group ?? `${this.name}.${name}` };
+  }
+
+  private add<N extends string, R>(def: StepDefinition): Pipeline<I, S & { [K in N]: R }> {
     return new Pipeline<I, S & { [K in N]: R }>(this.name, this.version, this.input, [...this.steps, def], this.maxInputBytes);
   }
 
@@ -285,10 +191,9 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
         timeout_ms: s.timeoutMs,
         concurrency: s.concurrency,
         output_schema: z.toJSONSchema(s.output, { io: 'output', unrepresentable: 'any' }),
-        // Only map steps carry the key, so adding map steps changed no existing pipeline's definition hash.
-        ...(s.map ? { map: { partial: s.map.partial, min_succeeded: s.map.minSucceeded } } : {}),
-        // Likewise only model steps carry their prompt, models and policy.
-        ...(s.model ? { model: s.model } : {}),
+        // What only this kind of step has (a map's partial policy, a model step's prompt and models): plain steps add
+        // nothing, so adding kinds changed no existing pipeline's definition hash.
+        ...kindOf(s).definition(s),
       })),
     };
   }

@@ -1,8 +1,8 @@
 // The runtime protocol between a step handler and the runner: the context a handler receives (StepContext and what
-// it hands out), how an attempt can end other than by returning (AttemptAborted, StepParked, AttemptSettled), and
-// what ballast's own step kinds need from the runner (StepInternals). A leaf module: the runner (step-runner.ts),
-// the pipeline DSL (pipeline.ts), effects (effects.ts) and model steps (model/ladder.ts) all import it and it imports
-// none of them, so they no longer import each other in a circle.
+// it hands out), how an attempt can end other than by returning (AttemptAborted, StepParked), and what passes
+// between the runner and a step kind (AttemptRun in, StepEnd out). A leaf module: the runner (worker/runner.ts), the
+// pipeline DSL (pipeline.ts), the step kinds (kinds/), effects (worker/effects.ts) and model steps (model/ladder.ts)
+// all import it and it imports none of them, so they do not import each other in a circle.
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { BallastDb } from '../db/api.ts';
@@ -103,26 +103,37 @@ export class StepParked extends Error {
   }
 }
 
-/**
- * Thrown by code that already recorded how the attempt ended (a model step sent to review, or paused for its
- * tenant's budget): the runner records nothing more.
- */
-export class AttemptSettled extends Error {
-  readonly stepStatus: string;
-  constructor(stepStatus: string, message: string) {
-    super(message);
-    this.name = 'AttemptSettled';
-    this.stepStatus = stepStatus;
-  }
+/** What a map step's item run sees besides the step context. */
+export interface ItemContext<T> {
+  /** The item this run processes. */
+  item: T;
+  /** Its position in the list the map step returned. */
+  index: number;
 }
 
-/** What ballast's own step kinds (model steps) need from the runner beyond the public context. */
-export interface StepInternals {
+/**
+ * What the runner hands a step kind (kinds/) for one attempt: the handler's context, and what ballast's own kinds
+ * need beyond it (the database, to record model calls; the attempt; the model providers). Passed as an argument,
+ * never reachable from the public context.
+ */
+export interface AttemptRun {
+  ctx: StepContext<any, any>;
   db: BallastDb;
   attemptId: string;
+  /** For an item of a map step: the item and its index; null for every other step and for a map step's first run. */
+  item: { value: unknown; index: number } | null;
   /** The model providers (default: the environment's). */
   providers: ProviderRegistry | undefined;
 }
 
-/** Key of the StepInternals on a step's context (a symbol: not part of the public StepContext). */
-export const STEP_INTERNALS: unique symbol = Symbol('ballast.stepInternals');
+/**
+ * How a step kind's run ended when it did not throw (a throw is the handler's failure, classified by the runner):
+ *   output   the value to check against the step's output contract and complete the step with;
+ *   items    a map step's first run listed its items: they become steps;
+ *   settled  the kind already recorded how the attempt ended (a model step sent to review, or paused for its
+ *            tenant's budget or a provider's cooldown): the runner records nothing more.
+ */
+export type StepEnd =
+  | { kind: 'output'; value: unknown }
+  | { kind: 'items'; items: unknown }
+  | { kind: 'settled'; stepStatus: string; message: string };

@@ -6,8 +6,10 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import type { BallastDb, Claim, StepError } from '../db/api.ts';
 import { BallastError, PermanentError, RetryableError } from '../errors.ts';
-import type { Pipeline, StepDefinition } from '../pipeline/pipeline.ts';
-import type { WaitOptions } from '../pipeline/protocol.ts';
+import type { Pipeline } from '../pipeline/pipeline.ts';
+import type { StepDefinition } from '../pipeline/definition.ts';
+import { kindOf } from '../pipeline/kinds/index.ts';
+import type { AttemptRun, StepEnd, WaitOptions } from '../pipeline/protocol.ts';
 import type { ProviderRegistry } from '../model/providers.ts';
 import { ballastMetrics } from '../metrics.ts';
 import { retryOnConnectionLoss } from '../db/retry.ts';
@@ -15,9 +17,9 @@ import { stepEffects } from './effects.ts';
 import { enterAttempt, leaveAttempt } from './watchdog.ts';
 import { storableError } from './storable.ts';
 
-import { AttemptAborted, AttemptSettled, StepParked, STEP_INTERNALS, type AbortReason, type StepInternals } from '../pipeline/protocol.ts';
-export { AttemptAborted, StepParked, AttemptSettled, STEP_INTERNALS } from '../pipeline/protocol.ts';
-export type { AbortReason, StepInternals } from '../pipeline/protocol.ts';
+import { AttemptAborted, StepParked, type AbortReason } from '../pipeline/protocol.ts';
+export { AttemptAborted, StepParked } from '../pipeline/protocol.ts';
+export type { AbortReason } from '../pipeline/protocol.ts';
 
 export interface RunningAttempt {
   readonly attemptId: string;
@@ -143,9 +145,9 @@ async function runAttemptBody(o: RunAttemptOptions, result: AttemptResult): Prom
   }
 }
 
-/** How the handler's run ended, before anything is recorded. */
+/** How the handler's run ended, before anything is recorded: its kind's StepEnd, a throw, or an abort. */
 type HandlerEnd =
-  | { kind: 'returned'; output: unknown }
+  | { kind: 'ended'; end: StepEnd }
   | { kind: 'threw'; error: unknown }
   | { kind: 'aborted'; aborted: AttemptAborted };
 
@@ -178,21 +180,20 @@ async function runAttemptInner(o: RunAttemptOptions, result: AttemptResult, hand
     await fail({ class: 'invalid_input', message: `job input does not satisfy ${p.ref}'s contract: ${z.prettifyError(input.error)}`, retryable: false });
     return;
   }
-  // A map step's first run lists its items; each item then runs as its own step with ctx.item and ctx.index.
-  const listing = step.map !== null && claim.itemIndex === null;
-  log.info({ attempt: claim.attemptNumber, ...(claim.itemIndex !== null ? { item: claim.itemIndex } : {}) },
-    listing ? 'map step started: listing items' : 'step started');
+  // An item of a map step runs as its own step, with its item (claim.item) and index.
+  const item = claim.itemIndex !== null ? { value: claim.item, index: claim.itemIndex } : null;
+  log.info({ attempt: claim.attemptNumber, ...(item ? { item: item.index } : {}) }, kindOf(step).startMessage(step, item));
   const controller = new AbortController();
-  const end = await runHandler(o, step, input.data, listing, controller, log, handlerDone);
-  await recordEnd({ o, step, listing, end, fail, result, log, started, signal: controller.signal });
+  const end = await runHandler(o, step, input.data, item, controller, log, handlerDone);
+  await recordEnd({ o, step, end, fail, result, log, started, signal: controller.signal });
 }
 
 /**
- * Runs the step's handler (or a map step's items function) with its context, under its timeout and the aborts the
- * worker may send (cancellation, a lost attempt, shutdown); returns how it ended. An aborted handler gets abandonMs
- * to notice its signal; then the attempt ends without it.
+ * Runs the step through its kind (kinds/: the handler, a map step's items function, a model step's ladder) with its
+ * context, under its timeout and the aborts the worker may send (cancellation, a lost attempt, shutdown); returns
+ * how it ended. An aborted handler gets abandonMs to notice its signal; then the attempt ends without it.
  */
-async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unknown, listing: boolean,
+async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unknown, item: AttemptRun['item'],
   controller: AbortController, log: Logger, handlerDone: () => void): Promise<HandlerEnd> {
   const { claim, db } = o;
   let aborted: AttemptAborted | undefined;
@@ -240,20 +241,20 @@ async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unk
       jobId: claim.jobId,
       stepId: claim.stepId,
       tenantId: claim.tenantId,
-      ...(claim.itemIndex !== null ? { item: claim.item, index: claim.itemIndex } : {}),
-      [STEP_INTERNALS]: { db, attemptId: claim.attemptId, providers: o.providers } satisfies StepInternals,
     };
+    const run: AttemptRun = { ctx, db, attemptId: claim.attemptId, item, providers: o.providers };
+    const kind = kindOf(step);
     const handler = Promise.resolve().then(() => {
       // Watchdog hook: a handler that blocks the event loop in its synchronous part is blamed for the block.
       enterAttempt(claim.attemptId);
       try {
-        return listing ? step.map!.items(ctx) : step.run(ctx);
+        return kind.run(step, run);
       } finally {
         leaveAttempt();
       }
     });
-    const output = await Promise.race([handler, abortedPromise]);
-    return aborted ? { kind: 'aborted', aborted } : { kind: 'returned', output };
+    const end = await Promise.race([handler, abortedPromise]);
+    return aborted ? { kind: 'aborted', aborted } : { kind: 'ended', end };
   } catch (error) {
     return aborted ? { kind: 'aborted', aborted } : { kind: 'threw', error };
   } finally {
@@ -263,67 +264,76 @@ async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unk
   }
 }
 
-/** Records how the handler's run ended: a failure (classified), a release, a park, the map's items, or the output. */
+/** Records how the handler's run ended: an abort, a failure (classified), a park, a settled end, items, or output. */
 async function recordEnd(x: {
-  o: RunAttemptOptions; step: StepDefinition; listing: boolean; end: HandlerEnd; fail: (error: StepError) => Promise<void>;
+  o: RunAttemptOptions; step: StepDefinition; end: HandlerEnd; fail: (error: StepError) => Promise<void>;
   result: AttemptResult; log: Logger; started: number; signal: AbortSignal;
 }): Promise<void> {
   const { o, step, end, fail, result, log } = x;
   const { claim, db } = o;
   if (end.kind === 'aborted') {
-    const aborted = end.aborted;
-    switch (aborted.reason) {
-      case 'timeout':
-        await fail({ class: 'timeout', message: aborted.message, retryable: true, outcome: 'timed_out' });
-        return;
-      case 'shutdown': {
-        result.outcome = 'released';
-        const status = await settle(() => db.releaseAttempt(claim.attemptId, aborted.message), log);
-        if (status) log.warn({ step_status: status }, 'step released for another worker (shutdown)');
-        return;
-      }
-      default:
-        // cancelled or lost: the attempt already ended in the database; nothing to record.
-        result.outcome = aborted.reason;
-        log.warn({ reason: aborted.reason }, `step stopped: ${aborted.message}`);
-        return;
-    }
+    await recordAbort(o, end.aborted, fail, result, log);
+    return;
   }
   if (end.kind === 'threw') {
-    const thrown = end.error;
-    if (thrown instanceof StepParked) {
+    if (end.error instanceof StepParked) {
       result.outcome = 'parked';
-      log.info({ key: thrown.key }, 'step waiting for an event');
+      log.info({ key: end.error.key }, 'step waiting for an event');
       return;
     }
-    if (thrown instanceof AttemptSettled) {
-      result.outcome = thrown.stepStatus === 'needs_review' ? 'needs_review' : 'parked';
-      log.warn({ step_status: thrown.stepStatus }, thrown.message);
+    await fail(classifyError(end.error, step, x.signal));
+    return;
+  }
+  const ended = end.end;
+  switch (ended.kind) {
+    case 'settled':
+      result.outcome = ended.stepStatus === 'needs_review' ? 'needs_review' : 'parked';
+      log.warn({ step_status: ended.stepStatus }, ended.message);
+      return;
+    case 'items': {
+      const items = ended.items;
+      if (!Array.isArray(items)) {
+        await fail({ class: 'invalid_items', message: `the items function of map step "${step.name}" returned ${typeof items}, not an array`, retryable: false });
+        return;
+      }
+      const n = await settle(() => db.expandItems(claim.attemptId, items as unknown[]), log);
+      if (n !== undefined) result.outcome = 'succeeded';
+      if (n !== undefined) log.info({ items: n }, 'map step listed its items');
       return;
     }
-    await fail(classifyError(thrown, step, x.signal));
-    return;
+    case 'output': {
+      const checked = step.output.safeParse(ended.value);
+      if (!checked.success) {
+        await fail({ class: 'output_contract', message: `step output does not satisfy its contract: ${z.prettifyError(checked.error)}`, retryable: false });
+        return;
+      }
+      const ms = Math.round(performance.now() - x.started);
+      const done = await o.settler.complete(claim.attemptId, checked.data);
+      if (done) result.outcome = 'succeeded';
+      if (done) log.info({ ms }, 'step succeeded');
+    }
   }
-  const output = end.output;
-  if (x.listing) {
-    if (!Array.isArray(output)) {
-      await fail({ class: 'invalid_items', message: `the items function of map step "${step.name}" returned ${typeof output}, not an array`, retryable: false });
+}
+
+/** An aborted attempt: a timeout fails it (retried while attempts remain), a shutdown releases the step for
+ * another worker, a cancellation or a lost step already ended it in the database. */
+async function recordAbort(o: RunAttemptOptions, aborted: AttemptAborted, fail: (error: StepError) => Promise<void>,
+  result: AttemptResult, log: Logger): Promise<void> {
+  switch (aborted.reason) {
+    case 'timeout':
+      await fail({ class: 'timeout', message: aborted.message, retryable: true, outcome: 'timed_out' });
+      return;
+    case 'shutdown': {
+      result.outcome = 'released';
+      const status = await settle(() => o.db.releaseAttempt(o.claim.attemptId, aborted.message), log);
+      if (status) log.warn({ step_status: status }, 'step released for another worker (shutdown)');
       return;
     }
-    const n = await settle(() => db.expandItems(claim.attemptId, output as unknown[]), log);
-    if (n !== undefined) result.outcome = 'succeeded';
-    if (n !== undefined) log.info({ items: n }, 'map step listed its items');
-    return;
+    default:
+      // cancelled or lost: nothing to record.
+      result.outcome = aborted.reason;
+      log.warn({ reason: aborted.reason }, `step stopped: ${aborted.message}`);
   }
-  const checked = step.output.safeParse(output);
-  if (!checked.success) {
-    await fail({ class: 'output_contract', message: `step output does not satisfy its contract: ${z.prettifyError(checked.error)}`, retryable: false });
-    return;
-  }
-  const ms = Math.round(performance.now() - x.started);
-  const done = await o.settler.complete(claim.attemptId, checked.data);
-  if (done) result.outcome = 'succeeded';
-  if (done) log.info({ ms }, 'step succeeded');
 }
 
 /**

@@ -1,0 +1,80 @@
+// What a step is, as data: the options a pipeline author gives (StepOptions and the policies), and the definition the
+// DSL (pipeline.ts) builds from them, a union discriminated by `kind`. Each kind's behaviour lives in one module of
+// kinds/ (how an attempt of it runs, what its registered definition records); the runner dispatches on `kind` and
+// knows none of them. Types only: the DSL, the kinds and the runner import this without importing each other.
+import type { z } from 'zod';
+import type { ModelStepSpec } from '../model/spec.ts';
+import type { ItemContext, StepContext } from './protocol.ts';
+
+export interface RetryPolicy {
+  /** Attempts in all, the first included (default 5). */
+  maxAttempts?: number;
+  /** Backoff base: attempt n waits random(0, min(maxDelayMs, baseDelayMs * 2^(n-1))) ("full jitter"). Default 1000. */
+  baseDelayMs?: number;
+  /** Cap of the backoff (default 300000, five minutes). */
+  maxDelayMs?: number;
+}
+
+export interface ConcurrencyPolicy {
+  /** At most this many steps of the group run at once, across all workers. */
+  limit: number;
+  /**
+   * What splits the group: 'global' (one group), 'tenant' (one per tenant), or 'input.<path>' (one per value of
+   * that input field, e.g. 'input.provider'). Default 'global'.
+   */
+  key?: 'global' | 'tenant' | `input.${string}`;
+  /** Group name; steps of different pipelines that name the same group share the limit. Default '<pipeline>.<step>'. */
+  group?: string;
+}
+
+export interface StepOptions<D extends string, O> {
+  /** Steps that must succeed first; their outputs arrive in ctx.deps. */
+  after?: readonly D[];
+  /** Output contract: the returned value is checked (and transformed) by it before the step counts as succeeded. */
+  output: z.ZodType<O>;
+  retry?: RetryPolicy;
+  /** Per-attempt time limit: the signal fires and the attempt ends `timed_out` (retried while attempts remain). */
+  timeoutMs?: number;
+  concurrency?: ConcurrencyPolicy;
+  /** Errors for which retrying is pointless (besides PermanentError). */
+  isPermanent?: (err: unknown) => boolean;
+}
+
+/** What every kind of step has: its place in the DAG and the policies of its attempts. */
+export interface StepBase {
+  name: string;
+  after: readonly string[];
+  output: z.ZodType;
+  retry: Required<RetryPolicy>;
+  timeoutMs: number | null;
+  concurrency: Required<ConcurrencyPolicy> | null;
+  isPermanent: ((err: unknown) => boolean) | undefined;
+}
+
+/** A step that runs its handler once per job (with retries). */
+export interface PlainStep extends StepBase {
+  kind: 'plain';
+  run: (ctx: StepContext<any, any>) => unknown;
+}
+
+/** A map step: its first run lists items; each item then runs as a step of its own. */
+export interface MapStep extends StepBase {
+  kind: 'map';
+  items: (ctx: StepContext<any, any>) => unknown[] | Promise<unknown[]>;
+  /** Runs one item. */
+  run: (item: unknown, ctx: StepContext<any, any> & ItemContext<unknown>) => unknown;
+  /** Whether the job may go on when some items failed for good, and how many must succeed then. */
+  partial: boolean;
+  minSucceeded: number;
+}
+
+/** A model step: a prompt sent to a model, its answer taken through the contract ladder (src/model/ladder.ts). */
+export interface ModelStep extends StepBase {
+  kind: 'model';
+  spec: ModelStepSpec<unknown>;
+}
+
+/** A step of a pipeline, as data: the runner dispatches on `kind` (kinds/index.ts). */
+export type StepDefinition = PlainStep | MapStep | ModelStep;
+
+export type StepKindName = StepDefinition['kind'];
