@@ -223,148 +223,210 @@ async function recordCall(store: ModelStore, attemptId: string, reservationId: s
  * cooldown); throws a failure for the runner to record.
  */
 export async function runModelLadder<O>(run: AttemptRun, spec: ModelStepSpec<O>): Promise<StepEnd> {
-  const { ctx, db, attemptId, providers } = run;
-  const store = new ModelStore(db);
-  const hash = await promptHash(store, db, spec.prompt);
+  const store = new ModelStore(run.db);
+  const hash = await promptHash(store, run.db, spec.prompt);
   let rendered: { system: string | undefined; user: string };
   try {
-    rendered = spec.prompt.render(spec.vars ? await spec.vars(ctx) : { input: ctx.input, deps: ctx.deps });
+    rendered = spec.prompt.render(spec.vars ? await spec.vars(run.ctx) : { input: run.ctx.input, deps: run.ctx.deps });
   } catch (err) {
     throw new PermanentError((err as Error).message, { errorClass: 'prompt', code: 'missing_variable' });
   }
-  const models = [spec.model, ...(spec.fallbacks ?? [])];
-  const schemaJson = contractJson(spec.output);
-  const lastAttempt = ctx.attempt >= ctx.maxAttempts;
-  const maxOut = spec.maxOutputTokens ?? 1024;
-  const reasks = spec.reasks ?? 2;
-  let calls = 0;
-  // Provider calls made in this attempt (calls also counts the ones a cooldown skipped).
-  let made = 0;
-  let reasked = 0;
-  let last: Miss | null = null;
-  // The best candidate for a reviewer: the last contract-valid output that failed a quality check, else the last
-  // parsed JSON.
-  let proposed: unknown = undefined;
-  let lastScore: number | null = null;
-  const detail = (extra: Record<string, unknown>) => ({ prompt: spec.prompt.ref, prompt_hash: hash, calls, reasks: reasked, ...extra });
+  const ladder = new Ladder(run, spec, store, hash, rendered);
+  for (let mi = 0; mi < ladder.models.length; mi++) {
+    const end = await ladder.tryModel(mi);
+    if (end) return end;
+  }
+  return ladder.everyModelFailed();
+}
 
-  // Of the models skipped for a cooldown before any call was made: the one whose cooldown ends first.
-  let soonest: { provider: string; modelId: string; waitMs: number } | null = null;
-  for (let mi = 0; mi < models.length; mi++) {
-    const model = models[mi]!;
+/** What one answer leads to: the step's end, a re-ask of the same model, or the next model. */
+type AfterAnswer = StepEnd | 'reask' | 'next';
+
+/** One attempt's way down the ladder, and what it has seen so far. */
+class Ladder<O> {
+  readonly models: string[];
+  readonly #run: AttemptRun;
+  readonly #spec: ModelStepSpec<O>;
+  readonly #store: ModelStore;
+  readonly #hash: string;
+  readonly #rendered: { system: string | undefined; user: string };
+  readonly #schemaJson: string;
+  readonly #lastAttempt: boolean;
+  readonly #maxOut: number;
+  /** Calls traced in this attempt (also the ones a cooldown skipped); `made`: provider calls really made. */
+  #calls = 0;
+  #made = 0;
+  #reasked = 0;
+  #last: Miss | null = null;
+  /** The best candidate for a reviewer: the last contract-valid output that failed a quality check, else the last
+   * parsed JSON. */
+  #proposed: unknown = undefined;
+  #lastScore: number | null = null;
+  /** Of the models skipped for a cooldown before any call was made: the one whose cooldown ends first. */
+  #soonest: { provider: string; modelId: string; waitMs: number } | null = null;
+
+  constructor(run: AttemptRun, spec: ModelStepSpec<O>, store: ModelStore, hash: string, rendered: { system: string | undefined; user: string }) {
+    this.#run = run;
+    this.#spec = spec;
+    this.#store = store;
+    this.#hash = hash;
+    this.#rendered = rendered;
+    this.models = [spec.model, ...(spec.fallbacks ?? [])];
+    this.#schemaJson = contractJson(spec.output);
+    this.#lastAttempt = run.ctx.attempt >= run.ctx.maxAttempts;
+    this.#maxOut = spec.maxOutputTokens ?? 1024;
+  }
+
+  #detail(extra: Record<string, unknown>) {
+    return { prompt: this.#spec.prompt.ref, prompt_hash: this.#hash, calls: this.#calls, reasks: this.#reasked, ...extra };
+  }
+
+  /** Calls model `mi`, re-asking it while its answers can be fixed; returns the step's end, or null for the next model. */
+  async tryModel(mi: number): Promise<StepEnd | null> {
+    const { ctx, attemptId } = this.#run;
+    const model = this.models[mi]!;
     const colon = model.indexOf(':');
     const provider = model.slice(0, colon);
     const modelId = model.slice(colon + 1);
-    let messages: ModelMessage[] = [{ role: 'user', content: rendered.user }];
+    let messages: ModelMessage[] = [{ role: 'user', content: this.#rendered.user }];
     // A cooldown is waited out inline at most once per call: one extended meanwhile is handled as a long one.
     let waited = false;
     for (let ask = 0; ; ) {
-      const meta = { rung: (ask > 0 ? 'reask' : mi > 0 ? 'fallback' : 'primary') as ModelCallTrace['rung'], modelIndex: mi, prompt: spec.prompt, hash };
-      const permit: CallPermit = await store.beginModelCall(attemptId, provider, modelId, inputTokenBound(rendered.system, messages, schemaJson), maxOut);
+      const meta = { rung: (ask > 0 ? 'reask' : mi > 0 ? 'fallback' : 'primary') as ModelCallTrace['rung'], modelIndex: mi, prompt: this.#spec.prompt, hash: this.#hash };
+      const permit = await this.#store.beginModelCall(attemptId, provider, modelId, inputTokenBound(this.#rendered.system, messages, this.#schemaJson), this.#maxOut);
       if (permit.cooldownUntil) {
         // Time left by the database's clock (the one that set the cooldown), never this process's.
         const waitMs = permit.cooldownMs ?? 0;
-        if (!waited && waitMs <= (spec.cooldownWaitMs ?? 1000)) {
+        if (!waited && waitMs <= (this.#spec.cooldownWaitMs ?? 1000)) {
           waited = true;
           await sleep(waitMs + 5, ctx.signal);
           continue;
         }
-        const miss = { class: 'cooldown', code: 'cooldown', message: `${model} is cooling down until ${permit.cooldownUntil.toISOString()}: ${permit.cooldownReason}` };
-        await recordCall(store, attemptId, null, skippedTrace(model, miss, meta));
-        calls++;
-        if (made === 0 && (!soonest || waitMs < soonest.waitMs)) soonest = { provider, modelId, waitMs };
-        if (made === 0 && mi < models.length - 1) {
-          // Nothing spent yet and another model to try: that is what fallbacks are for.
-          last = miss;
-          break;
-        }
-        if (made === 0) {
-          // Every model is cooling down and nothing was spent: the attempt does not count, and the step comes back
-          // when the first of their cooldowns ends.
-          const parked = await store.pauseForCooldown(attemptId, soonest!.provider, soonest!.modelId,
-            `${miss.message}; the step waits for it (not counted as an attempt)`);
-          ctx.log.warn({ model, next_run_at: parked.nextRunAt.toISOString() }, 'model step parked for a provider cooldown');
-          return { kind: 'settled', stepStatus: parked.stepStatus, message: `model step parked: ${miss.message}` };
-        }
-        if (!lastAttempt) throw new RetryableError(miss.message, { errorClass: 'transport', code: 'cooldown', retryAfterMs: waitMs });
-        last = miss;
-        break;
+        return this.#coolingDown(model, mi, permit, waitMs, meta);
       }
-      if (permit.budgetExhausted) {
-        const miss = { class: 'budget', code: 'budget_exhausted', message: permit.budgetMessage ?? 'budget exhausted' };
-        await recordCall(store, attemptId, null, skippedTrace(model, miss, meta));
-        if (permit.onExhausted === 'pause' && permit.resumeAt) {
-          const status = await store.pauseForBudget(attemptId, permit.resumeAt, `${miss.message}; paused until ${permit.resumeAt.toISOString()} or a raised limit`);
-          return { kind: 'settled', stepStatus: status, message: `model step paused: ${miss.message}` };
-        }
-        await store.recordContractOutcome(attemptId, 'rejected', detail({ model, reason: miss.message }));
-        throw new PermanentError(miss.message, { errorClass: 'budget_exhausted', code: 'budget_exhausted' });
-      }
-
+      if (permit.budgetExhausted) return this.#budgetExhausted(model, permit, meta);
       const rec = await callModel<O>({
-        model, system: rendered.system, messages, schema: spec.output, temperature: spec.temperature, maxOutputTokens: maxOut,
-        timeoutMs: spec.callTimeoutMs ?? 60_000, signal: ctx.signal, stream: spec.stream, providers,
+        model, system: this.#rendered.system, messages, schema: this.#spec.output, temperature: this.#spec.temperature,
+        maxOutputTokens: this.#maxOut, timeoutMs: this.#spec.callTimeoutMs ?? 60_000, signal: ctx.signal,
+        stream: this.#spec.stream, providers: this.#run.providers,
       });
-      calls++;
-      made++;
+      this.#calls++;
+      this.#made++;
       waited = false;
-      const q = rec.ok ? await checkQuality(spec.quality, rec.output as O) : { miss: null, score: null, results: null };
-      const recorded = await recordCall(store, attemptId, permit.reservationId,
-        traceOf(rec, { ...meta, estimateUsd: permit.estimateUsd, score: q.score, quality: q.results, miss: q.miss }));
-      if (recorded.usageMissing) {
-        ctx.log.warn({ model, http_status: rec.httpStatus, charged_usd: recorded.costUsd },
-          'the provider reported no token usage: the call is charged its reservation estimate');
-      }
-      const err = rec.error;
-      if (rec.ok && !q.miss) {
-        const outcome: ContractOutcome = mi > 0 ? 'fell_back' : ask > 0 || rec.repair ? 'repaired' : 'valid_first_try';
-        await store.recordContractOutcome(attemptId, outcome, detail({ model, fallback_used: mi > 0, score: q.score, repair: rec.repair }));
-        ctx.log.info({ model, outcome, calls, score: q.score }, 'model output accepted');
-        return { kind: 'output', value: rec.json };
-      }
-      if (rec.ok && q.miss) {
-        proposed = rec.json;
-        lastScore = q.score;
-        if (spec.quality?.onFail === 'review') return review(q.miss, rec.json, model, mi);
-        last = q.miss;
-        break;
-      }
-      if (!err) throw new Error('unreachable: a call that is not ok has an error');
-      ctx.log.warn({ model, error_class: err.class, error_code: err.code, http_status: rec.httpStatus }, `model call failed: ${err.message}`);
-      if (err.class === 'aborted') throw ctx.signal.reason ?? new Error(err.message);
-      if (err.class === 'client') {
-        await store.recordContractOutcome(attemptId, 'rejected', detail({ model, reason: err.message }));
-        throw new PermanentError(err.message, { errorClass: 'client', code: err.code });
-      }
-      if (err.class === 'transport' && !lastAttempt) {
-        // A 429/529 set a shared cooldown (2 s without Retry-After): retrying before it ends would only meet it.
-        throw new RetryableError(err.message, { errorClass: 'transport', code: err.code, retryAfterMs: laterOf(err.retryAfterMs, recorded.cooldownMs) });
-      }
-      if (rec.json !== undefined) proposed = rec.json;
-      last = { class: err.class, code: err.code, message: err.message };
-      if (err.reask && ask < reasks) {
-        ask++;
-        reasked++;
-        messages = [...messages, { role: 'assistant', content: rec.text ?? '' }, { role: 'user', content: reaskText(err) }];
-        continue;
-      }
-      break;
+      const next = await this.#onAnswer(rec, permit, meta, model, mi, ask);
+      if (next === 'next') return null;
+      if (next !== 'reask') return next;
+      ask++;
+      this.#reasked++;
+      messages = [...messages, { role: 'assistant', content: rec.text ?? '' }, { role: 'user', content: reaskText(rec.error!) }];
     }
   }
 
-  const reason = `every model failed (${models.join(', ')}); last: ${last?.message ?? 'no answer'}`;
-  if (Object.hasOwn(spec, 'default')) {
-    await store.recordContractOutcome(attemptId, 'degraded', detail({ model: null, fallback_used: models.length > 1, reason }));
-    ctx.log.warn({ reason }, 'model step degraded to its default value');
-    return { kind: 'output', value: spec.default };
+  /**
+   * The model is cooling down for longer than is worth waiting: traced as a skipped call. Nothing spent yet: the next
+   * model, or when every model is cooling down, the attempt parks uncharged until the first cooldown ends. Calls
+   * already made: the step retries after the cooldown while attempts remain; on the last attempt, the next model.
+   */
+  async #coolingDown(model: string, mi: number, permit: CallPermit, waitMs: number, meta: Omit<TraceMeta, 'miss'>): Promise<StepEnd | null> {
+    const { attemptId } = this.#run;
+    const miss = { class: 'cooldown', code: 'cooldown', message: `${model} is cooling down until ${permit.cooldownUntil!.toISOString()}: ${permit.cooldownReason}` };
+    await recordCall(this.#store, attemptId, null, skippedTrace(model, miss, meta));
+    this.#calls++;
+    if (this.#made === 0 && (!this.#soonest || waitMs < this.#soonest.waitMs)) {
+      const colon = model.indexOf(':');
+      this.#soonest = { provider: model.slice(0, colon), modelId: model.slice(colon + 1), waitMs };
+    }
+    if (this.#made === 0 && mi < this.models.length - 1) {
+      // Nothing spent yet and another model to try: that is what fallbacks are for.
+      this.#last = miss;
+      return null;
+    }
+    if (this.#made === 0) {
+      // Every model is cooling down and nothing was spent: the attempt does not count, and the step comes back when
+      // the first of their cooldowns ends.
+      const soonest = this.#soonest!;
+      const parked = await this.#store.pauseForCooldown(attemptId, soonest.provider, soonest.modelId,
+        `${miss.message}; the step waits for it (not counted as an attempt)`);
+      this.#run.ctx.log.warn({ model, next_run_at: parked.nextRunAt.toISOString() }, 'model step parked for a provider cooldown');
+      return { kind: 'settled', stepStatus: parked.stepStatus, message: `model step parked: ${miss.message}` };
+    }
+    if (!this.#lastAttempt) throw new RetryableError(miss.message, { errorClass: 'transport', code: 'cooldown', retryAfterMs: waitMs });
+    this.#last = miss;
+    return null;
   }
-  if (spec.review) return review(last ?? { class: 'unknown', code: 'unknown', message: reason }, proposed, null, models.length - 1, reason);
-  await store.recordContractOutcome(attemptId, 'rejected', detail({ model: null, fallback_used: models.length > 1, reason }));
-  throw new PermanentError(`model step rejected: ${reason}`, { errorClass: last?.class ?? 'model', code: last?.code });
 
-  async function review(miss: Miss, candidate: unknown, model: string | null, mi: number, why = miss.message): Promise<StepEnd> {
-    await store.recordContractOutcome(attemptId, 'review', detail({ model, fallback_used: mi > 0, score: lastScore, reason: why }));
-    const r = await store.requestReview(attemptId, candidate ?? null, why, { class: miss.class, code: miss.code, score: lastScore });
+  /** The tenant's budget cannot cover the call: the step pauses until the budget allows it, or fails. */
+  async #budgetExhausted(model: string, permit: CallPermit, meta: Omit<TraceMeta, 'miss'>): Promise<StepEnd> {
+    const { attemptId } = this.#run;
+    const miss = { class: 'budget', code: 'budget_exhausted', message: permit.budgetMessage ?? 'budget exhausted' };
+    await recordCall(this.#store, attemptId, null, skippedTrace(model, miss, meta));
+    if (permit.onExhausted === 'pause' && permit.resumeAt) {
+      const status = await this.#store.pauseForBudget(attemptId, permit.resumeAt, `${miss.message}; paused until ${permit.resumeAt.toISOString()} or a raised limit`);
+      return { kind: 'settled', stepStatus: status, message: `model step paused: ${miss.message}` };
+    }
+    await this.#store.recordContractOutcome(attemptId, 'rejected', this.#detail({ model, reason: miss.message }));
+    throw new PermanentError(miss.message, { errorClass: 'budget_exhausted', code: 'budget_exhausted' });
+  }
+
+  /** Traces an answer and decides what it leads to: accepted, review, a re-ask, the next model, or a failure. */
+  async #onAnswer(rec: ModelCallRecord, permit: CallPermit, meta: Omit<TraceMeta, 'miss'>, model: string, mi: number, ask: number): Promise<AfterAnswer> {
+    const { ctx, attemptId } = this.#run;
+    const q = rec.ok ? await checkQuality(this.#spec.quality, rec.output as O) : { miss: null, score: null, results: null };
+    const recorded = await recordCall(this.#store, attemptId, permit.reservationId,
+      traceOf(rec, { ...meta, estimateUsd: permit.estimateUsd, score: q.score, quality: q.results, miss: q.miss }));
+    if (recorded.usageMissing) {
+      ctx.log.warn({ model, http_status: rec.httpStatus, charged_usd: recorded.costUsd },
+        'the provider reported no token usage: the call is charged its reservation estimate');
+    }
+    if (rec.ok && !q.miss) {
+      const outcome: ContractOutcome = mi > 0 ? 'fell_back' : ask > 0 || rec.repair ? 'repaired' : 'valid_first_try';
+      await this.#store.recordContractOutcome(attemptId, outcome, this.#detail({ model, fallback_used: mi > 0, score: q.score, repair: rec.repair }));
+      ctx.log.info({ model, outcome, calls: this.#calls, score: q.score }, 'model output accepted');
+      return { kind: 'output', value: rec.json };
+    }
+    if (rec.ok && q.miss) {
+      this.#proposed = rec.json;
+      this.#lastScore = q.score;
+      if (this.#spec.quality?.onFail === 'review') return this.#review(q.miss, rec.json, model, mi);
+      this.#last = q.miss;
+      return 'next';
+    }
+    const err = rec.error;
+    if (!err) throw new Error('unreachable: a call that is not ok has an error');
+    ctx.log.warn({ model, error_class: err.class, error_code: err.code, http_status: rec.httpStatus }, `model call failed: ${err.message}`);
+    if (err.class === 'aborted') throw ctx.signal.reason ?? new Error(err.message);
+    if (err.class === 'client') {
+      await this.#store.recordContractOutcome(attemptId, 'rejected', this.#detail({ model, reason: err.message }));
+      throw new PermanentError(err.message, { errorClass: 'client', code: err.code });
+    }
+    if (err.class === 'transport' && !this.#lastAttempt) {
+      // A 429/529 set a shared cooldown (2 s without Retry-After): retrying before it ends would only meet it.
+      throw new RetryableError(err.message, { errorClass: 'transport', code: err.code, retryAfterMs: laterOf(err.retryAfterMs, recorded.cooldownMs) });
+    }
+    if (rec.json !== undefined) this.#proposed = rec.json;
+    this.#last = { class: err.class, code: err.code, message: err.message };
+    return err.reask && ask < (this.#spec.reasks ?? 2) ? 'reask' : 'next';
+  }
+
+  /** Every model failed: the default value (degraded), else a person (review), else a permanent failure. */
+  async everyModelFailed(): Promise<StepEnd> {
+    const { ctx, attemptId } = this.#run;
+    const models = this.models;
+    const reason = `every model failed (${models.join(', ')}); last: ${this.#last?.message ?? 'no answer'}`;
+    if (Object.hasOwn(this.#spec, 'default')) {
+      await this.#store.recordContractOutcome(attemptId, 'degraded', this.#detail({ model: null, fallback_used: models.length > 1, reason }));
+      ctx.log.warn({ reason }, 'model step degraded to its default value');
+      return { kind: 'output', value: this.#spec.default };
+    }
+    if (this.#spec.review) return this.#review(this.#last ?? { class: 'unknown', code: 'unknown', message: reason }, this.#proposed, null, models.length - 1, reason);
+    await this.#store.recordContractOutcome(attemptId, 'rejected', this.#detail({ model: null, fallback_used: models.length > 1, reason }));
+    throw new PermanentError(`model step rejected: ${reason}`, { errorClass: this.#last?.class ?? 'model', code: this.#last?.code });
+  }
+
+  async #review(miss: Miss, candidate: unknown, model: string | null, mi: number, why = miss.message): Promise<StepEnd> {
+    const { attemptId } = this.#run;
+    await this.#store.recordContractOutcome(attemptId, 'review', this.#detail({ model, fallback_used: mi > 0, score: this.#lastScore, reason: why }));
+    const r = await this.#store.requestReview(attemptId, candidate ?? null, why, { class: miss.class, code: miss.code, score: this.#lastScore });
     return { kind: 'settled', stepStatus: r.stepStatus, message: `model step waits for a review: ${why}` };
   }
 }

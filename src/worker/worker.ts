@@ -77,16 +77,10 @@ export interface BallastWorker {
 }
 
 export async function startWorker(options: WorkerOptions): Promise<BallastWorker> {
+  const settings = workerSettings(options);
+  const { workerId, concurrency, leaseMs, heartbeatMs } = settings;
   const log = options.log ?? createLogger();
-  const concurrency = options.concurrency ?? WORKER_DEFAULTS.concurrency;
-  const leaseMs = options.leaseMs ?? WORKER_DEFAULTS.leaseMs;
-  const heartbeatMs = options.heartbeatMs ?? WORKER_DEFAULTS.heartbeatMs;
-  const pollIntervalMs = options.pollIntervalMs ?? WORKER_DEFAULTS.pollIntervalMs;
-  const workerId = options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const ownPool = !options.pool;
-  if (!options.pool && !options.connectionString) {
-    throw new Error('startWorker: pass connectionString (or pool); e.g. process.env.DATABASE_URL');
-  }
   const pool = options.pool ?? createPool(options.connectionString!, { max: concurrency + 4, applicationName: `ballast-worker ${workerId}`, log });
   const connectionString = options.connectionString ?? poolConnectionString(pool);
   const db = new BallastDb(pool);
@@ -95,13 +89,11 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   const retention = retentionSchedule({ db, log: wlog, setting: options.retention });
   const pipelines = pipelinesByVersion(options.pipelines);
 
-  // Running attempts of this process, by attempt id: what cancellation, heartbeats and shutdown act on.
-  const running = new Map<string, RunningAttempt>();
-  const abortAttempt = (attemptId: string, reason: AbortReason, message: string) => running.get(attemptId)?.abort(reason, message);
+  const running = new RunningAttempts();
   let engineRef: StepEngine | undefined;
   const liveness = new Liveness({
     connectionString, workerId, log: wlog,
-    onCancel: onCancelNotice({ db, workerId, log: wlog, abortAttempt, drop: (ids) => engineRef?.drop(ids) }),
+    onCancel: onCancelNotice({ db, workerId, log: wlog, abortAttempt: running.abort, drop: (ids) => engineRef?.drop(ids) }),
   });
   try {
     await liveness.start();
@@ -117,34 +109,12 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   const watchdog = options.watchdog === false ? undefined : startWatchdog({
     connectionString, workerId, log: wlog, leaseMs, heartbeatMs, ...options.watchdog,
   });
-
-  // The step engine: claims, runs and settles steps in batches.
-  const engine: StepEngine = new StepEngine({
-    db, workerId, log: wlog, leaseMs, concurrency, connectionString, pollIntervalMs,
-    tasks: options.pipelines.map((p) => p.taskIdentifier),
-    maxInFlight: 2,
-    gatherMs: 2,
-    run: (claim) => {
-      let handlerDone!: () => void;
-      const done = new Promise<void>((resolve) => (handlerDone = resolve));
-      const settled = runAttempt({
-        pipeline: pipelines.get(`${claim.pipeline}@${claim.pipelineVersion}`)!, claim, db, log: wlog,
-        abandonMs: options.abandonMs ?? WORKER_DEFAULTS.abandonMs, providers: options.providers, settler: engine,
-        onHandlerDone: handlerDone,
-        track: (r) => {
-          running.set(r.attemptId, r);
-          return () => running.delete(r.attemptId);
-        },
-      }).finally(handlerDone);
-      return { handlerDone: done, settled };
-    },
-  });
-  engineRef = engine;
+  const engine = (engineRef = createEngine({ options, settings, db, log: wlog, connectionString, pipelines, running }));
 
   // graphile-worker carries only the retention cron task now: without retention no pool is started.
   const cron = retention ? new CronRunner({
-    pool, db, workerId, taskList: { [RETENTION_TASK]: retention.task }, cron: retention.cron, concurrency, pollIntervalMs,
-    log: wlog,
+    pool, db, workerId, taskList: { [RETENTION_TASK]: retention.task }, cron: retention.cron, concurrency,
+    pollIntervalMs: settings.pollIntervalMs, log: wlog,
   }) : undefined;
   await cron?.start();
   await engine.start();
@@ -152,15 +122,15 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
 
   const heartbeat = startHeartbeat({
     db, workerId, leaseMs, heartbeatMs, log: wlog,
-    attemptIds: () => [...running.keys(), ...engine.heldAttemptIds()],
+    attemptIds: () => [...running.ids(), ...engine.heldAttemptIds()],
     lost: (ids) => {
-      for (const id of ids) abortAttempt(id, 'lost', 'the attempt no longer owns its step (cancelled or reclaimed)');
+      for (const id of ids) running.abort(id, 'lost', 'the attempt no longer owns its step (cancelled or reclaimed)');
       engine.drop(ids);
     },
     // Declared dead (no heartbeat in time): its running steps were reclaimed; abort them here and register again.
     dead: async () => {
       wlog.error('this worker was declared dead (no heartbeat in time); its running steps were reclaimed; registering again');
-      for (const r of running.values()) r.abort('lost', 'the worker was declared dead and its steps reclaimed');
+      running.abortAll('lost', 'the worker was declared dead and its steps reclaimed');
       engine.dropAll();
       await db.registerWorker(registration);
       if (cron?.poolId) await db.setWorkerPool(workerId, cron.poolId);
@@ -174,36 +144,108 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   });
   reaper?.start();
 
+  const parts: WorkerParts = { workerId, db, pool, ownPool, log: wlog, running, engine, cron, reaper, retention, heartbeat, watchdog, liveness };
   let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      // Stop fetching; running steps get the grace period, then their signals fire and they are released.
-      const grace = setTimeout(() => {
-        for (const r of running.values()) r.abort('shutdown', 'worker shutting down; released for another worker');
-      }, options.shutdownGraceMs ?? WORKER_DEFAULTS.shutdownGraceMs);
-      cron?.beginShutdown();
-      await reaper?.stop();
-      await retention?.service.stop();
-      await cron?.stop();
-      // No new claims; unstarted claims are given back; running steps finish (or are released after the grace
-      // period) and their outcomes are recorded.
-      await engine.stopClaiming();
-      await engine.drain();
-      await engine.stop();
-      clearTimeout(grace);
-      clearInterval(heartbeat);
-      await watchdog?.stop();
-      // graphile-worker may leave a just-finished job locked when its pool stops; stop_worker marks this worker
-      // stopped and unlocks its pool's jobs (force_unlock_workers) so nothing stays locked for hours.
-      await db.stopWorker(workerId).catch((err) => wlog.warn({ err: (err as Error).message }, 'could not mark worker stopped'));
-      await db.unlockWorkerPools((cron?.poolIds ?? []).filter((id) => id !== cron?.poolId))
-        .catch((err) => wlog.warn({ err: (err as Error).message }, 'could not unlock the jobs of earlier pools'));
-      await liveness.stop();
-      if (ownPool) await pool.end();
-      wlog.info('worker stopped');
-    })());
-
+  const stop = () => (stopping ??= stopInOrder(parts, options.shutdownGraceMs ?? WORKER_DEFAULTS.shutdownGraceMs));
   return { id: workerId, db, ready: Promise.resolve(), stop };
+}
+
+/** The worker's numbers, its options over WORKER_DEFAULTS, and its id. */
+function workerSettings(options: WorkerOptions) {
+  if (!options.pool && !options.connectionString) {
+    throw new Error('startWorker: pass connectionString (or pool); e.g. process.env.DATABASE_URL');
+  }
+  return {
+    concurrency: options.concurrency ?? WORKER_DEFAULTS.concurrency,
+    leaseMs: options.leaseMs ?? WORKER_DEFAULTS.leaseMs,
+    heartbeatMs: options.heartbeatMs ?? WORKER_DEFAULTS.heartbeatMs,
+    pollIntervalMs: options.pollIntervalMs ?? WORKER_DEFAULTS.pollIntervalMs,
+    abandonMs: options.abandonMs ?? WORKER_DEFAULTS.abandonMs,
+    workerId: options.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`,
+  };
+}
+
+/** The attempts this process runs, by attempt id: what cancellation, heartbeats and shutdown act on. */
+class RunningAttempts {
+  readonly #byId = new Map<string, RunningAttempt>();
+
+  /** Registers a running attempt; returns its unregister. */
+  track = (r: RunningAttempt): (() => void) => {
+    this.#byId.set(r.attemptId, r);
+    return () => this.#byId.delete(r.attemptId);
+  };
+
+  abort = (attemptId: string, reason: AbortReason, message: string): void => this.#byId.get(attemptId)?.abort(reason, message);
+
+  abortAll(reason: AbortReason, message: string): void {
+    for (const r of this.#byId.values()) r.abort(reason, message);
+  }
+
+  ids(): string[] {
+    return [...this.#byId.keys()];
+  }
+}
+
+/** The step engine: claims, runs (runAttempt) and settles steps in batches. */
+function createEngine(o: {
+  options: WorkerOptions; settings: ReturnType<typeof workerSettings>; db: BallastDb; log: Logger; connectionString: string;
+  pipelines: Map<string, Pipeline<any, any>>; running: RunningAttempts;
+}): StepEngine {
+  const { settings, db, log } = o;
+  const engine: StepEngine = new StepEngine({
+    db, workerId: settings.workerId, log, leaseMs: settings.leaseMs, concurrency: settings.concurrency,
+    connectionString: o.connectionString, pollIntervalMs: settings.pollIntervalMs,
+    tasks: o.options.pipelines.map((p) => p.taskIdentifier),
+    maxInFlight: 2,
+    gatherMs: 2,
+    run: (claim) => {
+      let handlerDone!: () => void;
+      const done = new Promise<void>((resolve) => (handlerDone = resolve));
+      const settled = runAttempt({
+        pipeline: o.pipelines.get(`${claim.pipeline}@${claim.pipelineVersion}`)!, claim, db, log,
+        abandonMs: settings.abandonMs, providers: o.options.providers, settler: engine,
+        onHandlerDone: handlerDone, track: o.running.track,
+      }).finally(handlerDone);
+      return { handlerDone: done, settled };
+    },
+  });
+  return engine;
+}
+
+/** What a started worker holds, for its stop. */
+interface WorkerParts {
+  workerId: string; db: BallastDb; pool: pg.Pool; ownPool: boolean; log: Logger; running: RunningAttempts;
+  engine: StepEngine; cron: CronRunner | undefined; reaper: Reaper | undefined;
+  retention: ReturnType<typeof retentionSchedule>; heartbeat: NodeJS.Timeout;
+  watchdog: ReturnType<typeof startWatchdog> | undefined; liveness: Liveness;
+}
+
+/**
+ * The graceful stop: no more claims; running steps get the grace period, then their signals fire and they are
+ * released; their outcomes are recorded; then the background services, the watchdog and the connections stop.
+ */
+async function stopInOrder(w: WorkerParts, shutdownGraceMs: number): Promise<void> {
+  const grace = setTimeout(() => w.running.abortAll('shutdown', 'worker shutting down; released for another worker'), shutdownGraceMs);
+  w.cron?.beginShutdown();
+  await w.reaper?.stop();
+  await w.retention?.service.stop();
+  await w.cron?.stop();
+  // No new claims; unstarted claims are given back; running steps finish (or are released after the grace period)
+  // and their outcomes are recorded.
+  await w.engine.stopClaiming();
+  await w.engine.drain();
+  await w.engine.stop();
+  clearTimeout(grace);
+  clearInterval(w.heartbeat);
+  await w.watchdog?.stop();
+  // graphile-worker may leave a just-finished job locked when its pool stops; stop_worker marks this worker stopped
+  // and unlocks its pool's jobs (force_unlock_workers) so nothing stays locked for hours.
+  await w.db.stopWorker(w.workerId).catch((err) => w.log.warn({ err: (err as Error).message }, 'could not mark worker stopped'));
+  await w.db.unlockWorkerPools((w.cron?.poolIds ?? []).filter((id) => id !== w.cron?.poolId))
+    .catch((err) => w.log.warn({ err: (err as Error).message }, 'could not unlock the jobs of earlier pools'));
+  await w.liveness.stop();
+  if (w.ownPool) await w.pool.end();
+  w.log.info('worker stopped');
 }
 
 /** The pipelines by `name@version` (what a claim names); a version listed twice is refused. */
