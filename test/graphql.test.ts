@@ -184,6 +184,22 @@ t.test('input errors are reported per path with a code', async (t) => {
   t.match(errorOf(shape).message, /pipeline/, 'a missing required field is a GraphQL validation error naming it');
 });
 
+t.test("errors name the API's input fields, not the SQL parameters behind them", async (t) => {
+  const empty = errorOf(await gql(server, SUBMIT, { input: { pipeline: 'gql.trio', input: { text: 'x' }, idempotencyKey: '' } }, acme));
+  t.equal(empty.code, 'INVALID_INPUT');
+  t.match(empty.message, /^idempotencyKey: is empty/, 'the refused argument is named as the input field');
+  t.same(empty.extensions.issues.map((i: any) => i.path), ['idempotencyKey']);
+  t.notMatch(JSON.stringify(empty), /idempotency_key|p_idempotency/);
+
+  const submitted = (await data(server, SUBMIT, { input: { pipeline: 'gql.trio', input: { text: 'the cat' } } }, acme)).submitJob;
+  await waitForJob(db, submitted.jobId);
+  const operator = await token('operator');
+  const replay = errorOf(await gql(server, `mutation ($id: BigInt!) { replayJob(input: { jobId: $id }) { jobId } }`, { id: submitted.jobId }, operator));
+  t.equal(replay.code, 'STEP_BUSY');
+  t.match(replay.extensions.hint, /Name a step \(fromStep\)/, 'the hint names the GraphQL field');
+  t.notMatch(JSON.stringify(replay), /p_from_step/);
+});
+
 t.test('idempotent resubmission: same key, same job; another request, IDEMPOTENCY_CONFLICT', async (t) => {
   const input = { pipeline: 'gql.trio', input: { text: 'once only' }, idempotencyKey: 'order-42' };
   const first = (await data(server, SUBMIT, { input }, acme)).submitJob;

@@ -50,21 +50,38 @@ export interface ErrorSite {
   jwt?: Pick<JwtSettings, 'secret' | 'jwksUrl'> | undefined;
 }
 
+const camel = (snake: string) => snake.replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+
+/**
+ * A message of ballast's SQL in the GraphQL API's words: the SQL functions' parameters (p_from_step, p_inputs[n]) and
+ * the argument a refusal starts with ("tenant_id: is empty ...") become the input fields a client sets (fromStep,
+ * inputs[n], tenantId). The CLI does the same with its flags (src/cli/errors.ts).
+ */
+export function inGraphqlWords(text: string): string {
+  return text.replace(/\bp_([a-z][a-z0-9_]*)/g, (_, name: string) => camel(name)).replace(/^([a-z][a-z0-9]*(?:_[a-z0-9]+)+):/, (_, name: string) => `${camel(name)}:`);
+}
+
 /** The client-facing shape (message and extensions) of an error from Postgres, or undefined to mask it. */
 export function describePgError(err: PgLikeError, site: ErrorSite = {}): { message: string; extensions: Record<string, unknown> } | undefined {
   const translated = translateError(err);
   if (translated instanceof BallastError) {
     const extensions: Record<string, unknown> = { code: translated.code.toUpperCase(), sqlstate: translated.sqlstate };
-    if (translated.hint) extensions.hint = translated.hint;
-    if (translated instanceof InvalidInputError) extensions.issues = translated.issues;
+    const hint = translated.hint ? inGraphqlWords(translated.hint) : undefined;
+    if (hint) extensions.hint = hint;
+    if (translated instanceof InvalidInputError) {
+      // A refused argument (its path is the argument's name, which starts the message) is named as its input field;
+      // the paths into a job's input (input.text, [0].qty) are the client's own JSON and stay as they are.
+      const argument = /^([a-z][a-z0-9_]*):/.exec(err.message)?.[1];
+      extensions.issues = translated.issues.map((i) => (i.path === argument ? { ...i, path: camel(i.path) } : i));
+    }
     if (translated instanceof IdempotencyConflictError && translated.jobId !== undefined) extensions.jobId = translated.jobId;
     if (translated.code === 'forbidden') {
       // A tenant the caller may not act for: the hint says how to stay in its own; the rest, which token may.
       extensions.roles = needOf(site.field).roles;
-      return { message: `${err.message}.${translated.hint ? ` ${translated.hint}` : ''} Otherwise ${whatToDo(site.field, site.jwt)}`, extensions };
+      return { message: `${inGraphqlWords(err.message)}.${hint ? ` ${hint}` : ''} Otherwise ${whatToDo(site.field, site.jwt)}`, extensions };
     }
     // The message without the hint appended: the hint has its own field.
-    return { message: err.message, extensions };
+    return { message: inGraphqlWords(err.message), extensions };
   }
   if (err.code === '42501') {
     return {
