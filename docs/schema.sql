@@ -320,6 +320,42 @@ create table ballast_private.role_tenants (
 alter table ballast_private.role_tenants add constraint role_tenant_format CHECK (((tenant_id <> ''::text) AND (octet_length(tenant_id) <= 200))) NOT VALID;
 alter table ballast_private.role_tenants add constraint role_tenants_pkey PRIMARY KEY (role_name);
 
+create table ballast_private.schedules (
+  id bigint generated always as identity not null,
+  tenant_id text default 'default'::text not null,
+  name text not null,
+  pipeline text not null,
+  pipeline_version integer,
+  input jsonb default '{}'::jsonb not null,
+  priority integer default 0 not null,
+  cron text not null,
+  time_zone text default 'UTC'::text not null,
+  on_missed text default 'skip'::text not null,
+  max_catch_up integer default 10 not null,
+  paused boolean default false not null,
+  paused_reason text,
+  next_fire_at timestamp with time zone,
+  last_fired_at timestamp with time zone,
+  last_slot timestamp with time zone,
+  last_job_id bigint,
+  last_error text,
+  fired_count bigint default 0 not null,
+  skipped_count bigint default 0 not null,
+  created_at timestamp with time zone default ballast.now() not null,
+  updated_at timestamp with time zone default ballast.now() not null,
+  created_by text,
+  updated_by text
+);
+alter table ballast_private.schedules add constraint schedule_max_catch_up_range CHECK (((max_catch_up >= 1) AND (max_catch_up <= 1000)));
+alter table ballast_private.schedules add constraint schedule_name_format CHECK ((name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'::text));
+alter table ballast_private.schedules add constraint schedule_name_unique UNIQUE (tenant_id, name);
+alter table ballast_private.schedules add constraint schedule_on_missed_known CHECK ((on_missed = ANY (ARRAY['skip'::text, 'catch_up'::text])));
+alter table ballast_private.schedules add constraint schedule_tenant_bytes CHECK (((octet_length(tenant_id) >= 1) AND (octet_length(tenant_id) <= 200)));
+alter table ballast_private.schedules add constraint schedules_pkey PRIMARY KEY (id);
+CREATE INDEX schedules_due_idx ON ballast_private.schedules USING btree (next_fire_at) WHERE ((NOT paused) AND (next_fire_at IS NOT NULL));
+alter table ballast_private.schedules enable row level security;
+create policy tenant_rows on ballast_private.schedules as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
 create table ballast_private.signals (
   key text not null,
   payload jsonb,
@@ -1829,6 +1865,17 @@ begin
 end
 $fn$;
 
+create function ballast.delete_schedule(p_name text, p_tenant_id text DEFAULT NULL::text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_tenant text := ballast_private.schedule_tenant(p_tenant_id);
+begin
+  delete from ballast_private.schedules where tenant_id = v_tenant and name = p_name;
+  return found;
+end
+$fn$;
+
 create function ballast.events_after(p_after bigint, p_tenant_id text DEFAULT NULL::text, p_job_id bigint DEFAULT NULL::bigint, p_limit integer DEFAULT 1000) returns TABLE(id bigint, tx bigint, job_id bigint, step_id bigint, tenant_id text, step_name text, type text, status text, at timestamp with time zone, watermark bigint)
 language plpgsql stable
 as $fn$
@@ -1971,6 +2018,58 @@ begin
 end
 $fn$;
 
+create function ballast.fire_schedules(p_limit integer DEFAULT 100) returns TABLE(schedule_id bigint, schedule_name text, fired integer, skipped integer, next_slot timestamp with time zone, error text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+declare
+  v_now timestamptz := ballast.now();
+  v_s ballast_private.schedules;
+  v_due record;
+  v_fire timestamptz[];
+  v_fired timestamptz[];
+  v_slot timestamptz;
+  v_job bigint;
+  v_next timestamptz;
+  v_error text;
+begin
+  for v_s in
+    select * from ballast_private.schedules s
+     where not s.paused and s.next_fire_at <= v_now
+     order by s.next_fire_at, s.id limit greatest(coalesce(p_limit, 100), 1)
+     for update skip locked
+  loop
+    select * into v_due from ballast_private.due_slots(v_s.cron, v_s.time_zone, v_s.next_fire_at, v_now, v_s.max_catch_up);
+    v_fire := case when v_s.on_missed = 'catch_up' then v_due.slots
+                   else array(select t from unnest(v_due.slots) t where t >= v_now - interval '1 minute' order by t desc limit 1) end;
+    v_fired := '{}';
+    v_error := null;
+    v_job := v_s.last_job_id;
+    perform set_config('ballast.actor', 'schedule:' || v_s.name, true);
+    foreach v_slot in array v_fire loop
+      begin
+        select sub.job_id into v_job
+          from ballast_private.submit(v_s.pipeline, v_s.input, format('schedule:%s:%s', v_s.id, extract(epoch from v_slot)::bigint),
+                                      v_s.tenant_id, v_s.priority, v_s.pipeline_version) sub;
+        v_fired := v_fired || v_slot;
+      exception when others then
+        -- This slot's submission is undone (its own subtransaction); the schedule says why and moves on.
+        v_error := format('slot %s: %s', v_slot, sqlerrm);
+      end;
+    end loop;
+    v_next := ballast_private.cron_next(v_s.cron, v_s.time_zone, greatest(v_now, v_due.slots[cardinality(v_due.slots)]));
+    update ballast_private.schedules s
+       set next_fire_at = v_next, last_job_id = v_job, last_error = v_error,
+           last_fired_at = case when cardinality(v_fired) > 0 then v_now else s.last_fired_at end,
+           last_slot = coalesce(v_fired[cardinality(v_fired)], s.last_slot),
+           fired_count = s.fired_count + cardinality(v_fired),
+           skipped_count = s.skipped_count + v_due.total - cardinality(v_fired)
+     where s.id = v_s.id;
+    return query select v_s.id, v_s.name, cardinality(v_fired), v_due.total - cardinality(v_fired), v_next, v_error;
+  end loop;
+end
+$fn$;
+
 create function ballast.heartbeat_worker(p_worker_id text, p_running bigint[] DEFAULT '{}'::bigint[], p_lease_ms integer DEFAULT 30000) returns TABLE(alive boolean, lost_attempt_ids bigint[])
 language plpgsql volatile
 as $fn$
@@ -2103,6 +2202,31 @@ begin
   end if;
   perform ballast_private.refresh_job_status(v_step.job_id);
   return query select 'retrying'::text, v_next;
+end
+$fn$;
+
+create function ballast.pause_schedule(p_name text, p_paused boolean DEFAULT true, p_reason text DEFAULT NULL::text, p_tenant_id text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns SETOF ballast.schedules
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_tenant text := ballast_private.schedule_tenant(p_tenant_id);
+  v_id bigint;
+begin
+  if p_paused is null then
+    perform ballast_private.bad_argument('paused', 'is null', 'Pass true to pause or false to resume.');
+  end if;
+  perform ballast_private.set_actor(ballast_private.caller_actor(p_actor));
+  update ballast_private.schedules s
+     set paused = p_paused, paused_reason = case when p_paused then nullif(p_reason, '') end,
+         next_fire_at = case when p_paused then null else ballast_private.cron_next(s.cron, s.time_zone, ballast.now()) end,
+         updated_at = ballast.now(), updated_by = current_setting('ballast.actor')
+   where s.tenant_id = v_tenant and s.name = p_name
+  returning s.id into v_id;
+  if v_id is null then
+    raise exception using errcode = 'BA003', message = format('tenant %s has no schedule %L', v_tenant, p_name),
+      hint = 'ballast.schedules lists the schedules.';
+  end if;
+  return query select * from ballast.schedules where id = v_id;
 end
 $fn$;
 
@@ -3578,6 +3702,57 @@ as $fn$
   returning until
 $fn$;
 
+create function ballast.set_schedule(p_name text, p_pipeline text, p_cron text, p_input jsonb DEFAULT '{}'::jsonb, p_time_zone text DEFAULT 'UTC'::text, p_tenant_id text DEFAULT NULL::text, p_pipeline_version integer DEFAULT NULL::integer, p_priority integer DEFAULT 0, p_on_missed text DEFAULT 'skip'::text, p_max_catch_up integer DEFAULT 10, p_actor text DEFAULT NULL::text) returns SETOF ballast.schedules
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_tenant text := ballast_private.schedule_tenant(p_tenant_id);
+  v_next timestamptz;
+  v_id bigint;
+begin
+  if coalesce(p_name, '') !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' then
+    perform ballast_private.bad_argument('name', format('%L is not a schedule name', p_name),
+      'Use 1 to 128 letters, digits, "_", ".", ":" or "-", starting with a letter or digit.');
+  end if;
+  if not exists (select 1 from pg_catalog.pg_timezone_names where name = p_time_zone) then
+    perform ballast_private.bad_argument('time_zone', format('%L is not a time zone Postgres knows', p_time_zone),
+      'Use a name such as UTC, Europe/Paris or America/New_York (select name from pg_timezone_names).');
+  end if;
+  if p_on_missed is null or p_on_missed not in ('skip', 'catch_up') then
+    perform ballast_private.bad_argument('on_missed', format('%L is not skip or catch_up', p_on_missed),
+      'Pass ''skip'' (fire only slots at most a minute late) or ''catch_up'' (fire each missed slot, at most max_catch_up).');
+  end if;
+  if p_max_catch_up is null or p_max_catch_up not between 1 and 1000 then
+    perform ballast_private.bad_argument('max_catch_up', format('%s is not between 1 and 1000', coalesce(p_max_catch_up::text, 'null')),
+      'Pass how many missed slots may be fired at once.');
+  end if;
+  if not exists (select 1 from ballast_private.pipelines p where p.name = p_pipeline
+                    and (p_pipeline_version is null or p.version = p_pipeline_version)) then
+    raise exception using errcode = 'BA004',
+      message = format('pipeline %s%s is not registered', p_pipeline, coalesce('@' || p_pipeline_version, '')),
+      hint = 'Start a worker that serves it (it registers its pipelines), or fix the name.';
+  end if;
+  v_next := ballast_private.cron_next(p_cron, p_time_zone, ballast.now());
+  if v_next is null then
+    perform ballast_private.bad_argument('cron', format('%L never fires (no such date within eight years)', p_cron),
+      'Check the day of the month against the month, e.g. there is no 30 February.');
+  end if;
+  perform ballast_private.set_actor(ballast_private.caller_actor(p_actor));
+  insert into ballast_private.schedules as s (tenant_id, name, pipeline, pipeline_version, input, priority, cron, time_zone,
+                                             on_missed, max_catch_up, next_fire_at, created_by, updated_by)
+  values (v_tenant, p_name, p_pipeline, p_pipeline_version, coalesce(p_input, '{}'), coalesce(p_priority, 0), btrim(p_cron),
+          p_time_zone, p_on_missed, p_max_catch_up, v_next, current_setting('ballast.actor'), current_setting('ballast.actor'))
+  on conflict (tenant_id, name) do update
+    set pipeline = excluded.pipeline, pipeline_version = excluded.pipeline_version, input = excluded.input,
+        priority = excluded.priority, cron = excluded.cron, time_zone = excluded.time_zone,
+        on_missed = excluded.on_missed, max_catch_up = excluded.max_catch_up,
+        next_fire_at = case when s.paused then null else excluded.next_fire_at end,
+        updated_at = ballast.now(), updated_by = excluded.updated_by
+  returning s.id into v_id;
+  return query select * from ballast.schedules where id = v_id;
+end
+$fn$;
+
 create function ballast.set_worker_pool(p_worker_id text, p_pool_id text) returns void
 language plpgsql volatile
 as $fn$
@@ -4261,6 +4436,136 @@ as $fn$
          end
 $fn$;
 
+create function ballast_private.cron_field(p_field text, p_what text, p_min integer, p_max integer, p_names text[] DEFAULT NULL::text[]) returns integer[]
+language plpgsql immutable
+as $fn$
+declare
+  v_part text;
+  v_range text;
+  v_step int;
+  v_lo int;
+  v_hi int;
+  v_values int[] := '{}';
+  v_m text[];
+begin
+  foreach v_part in array string_to_array(lower(p_field), ',') loop
+    v_m := regexp_match(v_part, '^([^/]+)(?:/([0-9]{1,4}))?$');
+    if v_m is null then
+      raise exception using errcode = 'BA002', message = format('cron: the %s field %L is not valid', p_what, p_field),
+        hint = 'Use *, a value, a range a-b, a step */n or a-b/n, or a list of those separated by commas.',
+        detail = jsonb_build_array(jsonb_build_object('path', 'cron', 'message', format('the %s field %L is not valid', p_what, p_field)))::text;
+    end if;
+    v_range := v_m[1];
+    v_step := coalesce(v_m[2]::int, 1);
+    if v_range = '*' then
+      v_lo := p_min;
+      v_hi := p_max;
+    else
+      v_m := regexp_match(v_range, '^([a-z]{3}|[0-9]{1,4})(?:-([a-z]{3}|[0-9]{1,4}))?$');
+      if v_m is null then
+        v_lo := null;
+      else
+        v_lo := case when v_m[1] ~ '^[0-9]+$' then v_m[1]::int else array_position(p_names, v_m[1]) - 1 + p_min end;
+        v_hi := case when v_m[2] is null then (case when v_step > 1 or v_part ~ '/' then p_max else v_lo end)
+                     when v_m[2] ~ '^[0-9]+$' then v_m[2]::int else array_position(p_names, v_m[2]) - 1 + p_min end;
+      end if;
+    end if;
+    if v_lo is null or v_hi is null or v_step < 1 or v_lo < p_min or v_hi > (case when p_what = 'day-of-week' then 7 else p_max end) or v_lo > v_hi then
+      raise exception using errcode = 'BA002',
+        message = format('cron: the %s field %L is out of range or unknown (allowed: %s to %s%s)', p_what, p_field, p_min,
+                         case when p_what = 'day-of-week' then 7 else p_max end,
+                         case when p_names is not null then format(', or %s', array_to_string(p_names, ' ')) else '' end),
+        hint = 'Fix that field of the expression: minute hour day-of-month month day-of-week.',
+        detail = jsonb_build_array(jsonb_build_object('path', 'cron', 'message', format('the %s field %L is out of range', p_what, p_field)))::text;
+    end if;
+    v_values := v_values || array(select case when p_what = 'day-of-week' and g = 7 then 0 else g end
+                                    from generate_series(v_lo, v_hi, v_step) g);
+  end loop;
+  return array(select distinct v from unnest(v_values) v order by v);
+end
+$fn$;
+
+create function ballast_private.cron_next(p_cron text, p_tz text, p_after timestamp with time zone) returns timestamp with time zone
+language sql stable
+as $fn$
+  select ballast_private.cron_next_of(ballast_private.cron_parse(p_cron), p_tz, p_after)
+$fn$;
+
+create function ballast_private.cron_next_of(c ballast_private.cron_spec, p_tz text, p_after timestamp with time zone) returns timestamp with time zone
+language plpgsql stable
+as $fn$
+declare
+  v_local timestamp := date_trunc('minute', p_after at time zone p_tz) + interval '1 minute';
+  v_end timestamp := v_local + interval '8 years';
+  v_day_ok boolean;
+  v_minute int;
+  v_at timestamptz;
+begin
+  while v_local < v_end loop
+    if not extract(month from v_local)::int = any (c.months) then
+      v_local := date_trunc('month', v_local) + interval '1 month';
+      continue;
+    end if;
+    v_day_ok := case
+      when c.days_any and c.weekdays_any then true
+      when c.days_any then extract(dow from v_local)::int = any (c.weekdays)
+      when c.weekdays_any then extract(day from v_local)::int = any (c.days)
+      else extract(day from v_local)::int = any (c.days) or extract(dow from v_local)::int = any (c.weekdays) end;
+    if not v_day_ok then
+      v_local := date_trunc('day', v_local) + interval '1 day';
+      continue;
+    end if;
+    if not extract(hour from v_local)::int = any (c.hours) then
+      v_local := date_trunc('hour', v_local) + interval '1 hour';
+      continue;
+    end if;
+    select min(m) into v_minute from unnest(c.minutes) m where m >= extract(minute from v_local)::int;
+    if v_minute is null then
+      v_local := date_trunc('hour', v_local) + interval '1 hour';
+      continue;
+    end if;
+    v_local := date_trunc('hour', v_local) + make_interval(mins => v_minute);
+    v_at := v_local at time zone p_tz;
+    if v_at > p_after then
+      return v_at;
+    end if;
+    v_local := v_local + interval '1 minute';
+  end loop;
+  return null;
+end
+$fn$;
+
+create function ballast_private.cron_parse(p_cron text) returns ballast_private.cron_spec
+language plpgsql immutable
+as $fn$
+declare
+  v_expr text := btrim(coalesce(p_cron, ''));
+  v_fields text[];
+  c ballast_private.cron_spec;
+begin
+  v_expr := case lower(v_expr)
+    when '@yearly' then '0 0 1 1 *' when '@annually' then '0 0 1 1 *' when '@monthly' then '0 0 1 * *'
+    when '@weekly' then '0 0 * * 0' when '@daily' then '0 0 * * *' when '@midnight' then '0 0 * * *'
+    when '@hourly' then '0 * * * *' else v_expr end;
+  v_fields := regexp_split_to_array(v_expr, '\s+');
+  if v_expr = '' or cardinality(v_fields) <> 5 then
+    raise exception using errcode = 'BA002',
+      message = format('cron: %L has %s fields, not 5', p_cron, case when v_expr = '' then 0 else cardinality(v_fields) end),
+      hint = 'Write minute hour day-of-month month day-of-week, e.g. ''*/15 9-17 * * mon-fri'', or a macro such as @daily.',
+      detail = jsonb_build_array(jsonb_build_object('path', 'cron', 'message', 'not five fields'))::text;
+  end if;
+  c.minutes := ballast_private.cron_field(v_fields[1], 'minute', 0, 59);
+  c.hours := ballast_private.cron_field(v_fields[2], 'hour', 0, 23);
+  c.days := ballast_private.cron_field(v_fields[3], 'day-of-month', 1, 31);
+  c.months := ballast_private.cron_field(v_fields[4], 'month', 1, 12,
+    array['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec']);
+  c.weekdays := ballast_private.cron_field(v_fields[5], 'day-of-week', 0, 6, array['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat']);
+  c.days_any := v_fields[3] in ('*', '?');
+  c.weekdays_any := v_fields[5] in ('*', '?');
+  return c;
+end
+$fn$;
+
 create function ballast_private.defer_job_counters() returns void
 language plpgsql volatile
 as $fn$
@@ -4290,6 +4595,23 @@ as $fn$
     when p_retrying > 0 then 'retrying'
     when p_started > 0 then 'running'
     else 'queued' end
+$fn$;
+
+create function ballast_private.due_slots(p_cron text, p_tz text, p_first timestamp with time zone, p_now timestamp with time zone, p_keep integer, OUT slots timestamp with time zone[], OUT total integer) returns record
+language plpgsql stable
+as $fn$
+declare
+  c ballast_private.cron_spec := ballast_private.cron_parse(p_cron);
+  v_at timestamptz := p_first;
+begin
+  slots := '{}';
+  total := 0;
+  while v_at is not null and v_at <= p_now and total < 10000 loop
+    total := total + 1;
+    slots := (slots || v_at)[greatest(cardinality(slots) + 2 - p_keep, 1):];
+    v_at := ballast_private.cron_next_of(c, p_tz, v_at);
+  end loop;
+end
 $fn$;
 
 create function ballast_private.events_append_only() returns trigger
@@ -4888,6 +5210,28 @@ begin
       hint = 'Another attempt owns the step now; discard this result.';
   end if;
   return v_step;
+end
+$fn$;
+
+create function ballast_private.schedule_tenant(p_tenant_id text) returns text
+language plpgsql stable
+as $fn$
+declare
+  v_own text;
+begin
+  if ballast_private.caller_unrestricted() then
+    return coalesce(nullif(p_tenant_id, ''), 'default');
+  end if;
+  v_own := ballast_private.caller_tenant();
+  if v_own is null then
+    raise exception using errcode = 'BA014', message = format('role %s acts for no tenant: it cannot manage schedules', ballast_private.caller_role()),
+      hint = 'Bind the login to a tenant (ballast.bind_role_tenant), or send a token with a tenant_id claim.';
+  end if;
+  if p_tenant_id is not null and p_tenant_id not in ('default', v_own) then
+    raise exception using errcode = 'BA014', message = format('tenant %s cannot manage the schedules of tenant %s', v_own, p_tenant_id),
+      hint = 'Leave the tenant out: your own tenant''s schedules are meant.';
+  end if;
+  return v_own;
 end
 $fn$;
 
@@ -5775,6 +6119,33 @@ create view ballast.reviews with (security_invoker=true) as
      JOIN ballast_private.jobs j ON ((j.id = s.job_id)))
   WHERE (s.status = 'needs_review'::text);
 
+create view ballast.schedules with (security_invoker=true) as
+ SELECT s.id,
+    s.tenant_id,
+    s.name,
+    s.pipeline,
+    s.pipeline_version,
+    s.input,
+    s.priority,
+    s.cron,
+    s.time_zone,
+    s.on_missed,
+    s.max_catch_up,
+    s.paused,
+    s.paused_reason,
+    s.next_fire_at,
+    s.last_fired_at,
+    s.last_slot,
+    s.last_job_id,
+    s.last_error,
+    s.fired_count,
+    s.skipped_count,
+    s.created_at,
+    s.updated_at,
+    s.created_by,
+    s.updated_by
+   FROM ballast_private.schedules s;
+
 create view ballast.signals with (security_invoker=true) as
  SELECT signals.key,
     signals.payload,
@@ -5881,6 +6252,7 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pro
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.provider_cooldowns FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.queue_depth FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.reviews FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.schedules FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.signals FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.step_items FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.step_transitions FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -5963,6 +6335,7 @@ comment on column ballast.dead_letters.step_name is 'The name of the step.';
 comment on column ballast.dead_letters.attempts is 'How many times it was started.';
 comment on column ballast.dead_letters.max_attempts is 'How many attempts it was allowed.';
 comment on column ballast.dead_letters.error_class is 'The kind of its final error (e.g. permanent, timeout, blocked_worker, budget_exhausted). Null: none recorded.';
+comment on function ballast.delete_schedule(text,text) is 'Delete a schedule; the jobs it submitted stay. Returns whether one was deleted.';
 comment on view ballast.effect_intents is 'Every start of a side effect and whether its result was recorded: rows with recorded = false may have happened without ballast knowing the result.';
 comment on view ballast.effects is 'The side-effect ledger: the recorded result of every ctx.effect / ctx.transaction of a step, reused by later attempts.';
 comment on view ballast.error_codes is 'The SQLSTATEs ballast raises (class BA) with their name and meaning.';
@@ -5977,6 +6350,7 @@ comment on column ballast.events.status is 'The new status of the job or step. N
 comment on column ballast.events.actor is 'Who did it: system (ballast and its workers), reaper, watchdog or supervisor (recovery), jwt:<sub> (an API caller, from its token), reviewer:<name>, sql (a change made in psql), or the actor named in a call of a SQL function.';
 comment on column ballast.events.reason is 'The reason given (e.g. to cancelJob or replayJob). Null: none given.';
 comment on column ballast.events.data is 'Details of the event (e.g. the attempt number, the error, the next run time). Null: none.';
+comment on function ballast.fire_schedules(integer) is 'Fire the due schedules (workers call it every second): each due slot submits its job once, keyed schedule:<id>:<slot>.';
 comment on view ballast.job_transitions is 'The allowed changes of a job status; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.jobs is 'A job: one run of a pipeline on one input, made of steps. Clients see the jobs of their own tenant; operators and reporters see every tenant.';
 comment on column ballast.jobs.id is 'The job id (a BigInt, sent as a string in GraphQL: "42").';
@@ -6043,6 +6417,7 @@ comment on column ballast.model_calls.provider is 'The provider called, e.g. ope
 comment on column ballast.model_calls.provider_kind is 'The protocol of that provider (e.g. openai, anthropic, openai-compatible, local). Null: not known.';
 comment on view ballast.model_prices is 'Model prices in US dollars per million tokens (input, output, cached input), each valid from a date.';
 comment on view ballast.oldest_transactions is 'Open transactions of this database, oldest first: a long one holds vacuum back and slows the queue (see README, Guarantees).';
+comment on function ballast.pause_schedule(text,boolean,text,text,text) is 'Pause a schedule (paused true) or resume it (false): a resumed schedule fires next at its first slot after now.';
 comment on view ballast.pipelines is 'The registered pipelines, one row per version (workers register theirs when they start). Submit a job with its name.';
 comment on column ballast.pipelines.name is 'The pipeline name, e.g. demo.wordstats (what submitJob takes).';
 comment on column ballast.pipelines.version is 'Its version, from 1 (a new version is registered when the steps or contracts change).';
@@ -6067,7 +6442,33 @@ comment on column ballast.reviews.step_name is 'The name of the step.';
 comment on column ballast.reviews.reason is 'Why it needs a person (e.g. the quality rule that failed). Null: no reason given.';
 comment on column ballast.reviews.proposed_output is 'The output the step proposes (APPROVE keeps it). Null: none (then only EDIT or REJECT).';
 comment on column ballast.reviews.detail is 'More about the request (e.g. the answers of the models tried). Null: none.';
+comment on view ballast.schedules is 'Cron schedules: each fires a job of its pipeline per slot of its cron expression in its time zone (create with ballast.set_schedule).';
+comment on column ballast.schedules.id is 'The schedule''s id.';
+comment on column ballast.schedules.on_missed is 'Slots missed while no worker fired them: skip (fire only a slot at most a minute late) or catch_up (fire each, at most maxCatchUp).';
+comment on column ballast.schedules.max_catch_up is 'With catch_up: the most missed slots fired at once (the most recent ones).';
+comment on column ballast.schedules.paused is 'True: it fires nothing until resumed (slots passed meanwhile are not caught up).';
+comment on column ballast.schedules.paused_reason is 'Why it was paused, as given.';
+comment on column ballast.schedules.next_fire_at is 'Its next slot. Null: paused, or the expression never fires again.';
+comment on column ballast.schedules.last_fired_at is 'When it last submitted a job (by the database clock).';
+comment on column ballast.schedules.last_slot is 'The slot of its last submitted job.';
+comment on column ballast.schedules.last_job_id is 'The job its last fire submitted (or found: a slot submitted before).';
+comment on column ballast.schedules.last_error is 'Why its last fire could not submit a slot (e.g. the input no longer satisfies the pipeline''s contract); null after a fire that submitted every slot.';
+comment on column ballast.schedules.fired_count is 'Slots fired since it was created.';
+comment on column ballast.schedules.tenant_id is 'The tenant its jobs belong to.';
+comment on column ballast.schedules.skipped_count is 'Slots missed and not fired (on_missed skip, or beyond maxCatchUp).';
+comment on column ballast.schedules.created_at is 'When it was created.';
+comment on column ballast.schedules.updated_at is 'When it was last changed (created, edited, paused, resumed).';
+comment on column ballast.schedules.created_by is 'Who created it.';
+comment on column ballast.schedules.updated_by is 'Who changed it last.';
+comment on column ballast.schedules.name is 'Its name, unique per tenant (letters, digits, _ . : -).';
+comment on column ballast.schedules.pipeline is 'The pipeline each fire submits a job of.';
+comment on column ballast.schedules.pipeline_version is 'The version submitted; null: the latest registered version at each fire.';
+comment on column ballast.schedules.input is 'The input of every job it submits (checked against the pipeline''s input contract at each fire).';
+comment on column ballast.schedules.priority is 'The priority of the jobs it submits.';
+comment on column ballast.schedules.cron is 'Five fields, minute hour day-of-month month day-of-week (e.g. */15 9-17 * * mon-fri), or @hourly, @daily, @weekly, @monthly, @yearly.';
+comment on column ballast.schedules.time_zone is 'The time zone the expression is read in (e.g. Europe/Paris; default UTC).';
 comment on function ballast.send_event(text,jsonb,text,text) is 'Deliver an event to the steps of one tenant waiting for its key (and to those that will wait for it). A key is delivered once (accepted = false the second time).';
+comment on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) is 'Create or replace a cron schedule of a tenant (clients: their own): each slot of the expression in the time zone submits a job of the pipeline with the input, once.';
 comment on view ballast.signals is 'The events delivered by send_event, per tenant and key (a key is delivered once).';
 comment on view ballast.step_items is 'The items of map steps: each item with its status, attempts, output and error.';
 comment on view ballast.step_transitions is 'The allowed changes of a step status, with why each happens; via_replay ones only through replay_step / replay_job.';
@@ -6108,6 +6509,7 @@ comment on table ballast_private.effect_intents is 'Effects started (ballast.beg
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
+comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
 comment on column ballast_private.steps.items_open is 'A map step: how many of its items are not final yet (kept by the statement triggers of 0013).';
 comment on column ballast_private.steps.crashes is 'Attempts ended by a blocked (blocked_worker) or crashed (crashed_worker) worker; the step is quarantined (failed) at the limit.';
 comment on table ballast_private.steps_pending_idx is 'The pending steps of a job: finding the dependants of finished steps reads what the job has pending, not all its steps (map steps of many items).';
@@ -6134,10 +6536,13 @@ grant execute on function ballast._json_schema_value_list(jsonb) to ballast_clie
 grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.bind_role_tenant(name,text) to ballast_operator;
 grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.delete_schedule(text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.events_after(bigint,text,bigint,integer) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.fire_schedules(integer) to ballast_operator;
 grant execute on function ballast.json_schema_errors(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.model_price(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.now() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.pause_schedule(text,boolean,text,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
 grant execute on function ballast.replay_job(bigint,text,text,text) to ballast_operator;
@@ -6152,6 +6557,7 @@ grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_cl
 grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
+grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
 grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer) to ballast_client, ballast_operator;
 grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) to ballast_client, ballast_operator;
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
@@ -6180,6 +6586,7 @@ grant select on table ballast_private.pipelines to ballast_client, ballast_opera
 grant select on table ballast_private.prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.provider_cooldowns to ballast_operator, ballast_reporter;
 grant select on table ballast_private.role_tenants to ballast_operator, ballast_reporter;
+grant select on table ballast_private.schedules to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.signals to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.step_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.steps to ballast_client, ballast_operator, ballast_reporter;
@@ -6202,6 +6609,7 @@ grant select on view ballast.prompts to ballast_client, ballast_operator, ballas
 grant select on view ballast.provider_cooldowns to ballast_operator, ballast_reporter;
 grant select on view ballast.queue_depth to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.reviews to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.schedules to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.signals to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.step_items to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.step_transitions to ballast_client, ballast_operator, ballast_reporter;

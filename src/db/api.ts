@@ -151,6 +151,20 @@ async function call<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** What one fire of a schedule did (ballast.fire_schedules). */
+export interface FiredSchedule {
+  scheduleId: string;
+  name: string;
+  /** Slots submitted. */
+  fired: number;
+  /** Slots missed and not fired (the schedule's on_missed policy). */
+  skipped: number;
+  /** Its next slot (null: it never fires again). */
+  nextSlot: Date | null;
+  /** Why a slot could not be submitted, if one could not. */
+  error: string | null;
+}
+
 export class BallastDb {
   readonly pool: pg.Pool;
   readonly db: Kysely<Database>;
@@ -228,6 +242,14 @@ export class BallastDb {
       const r = rows[0]!;
       return { deadWorkers: r.dead_workers, reclaimedAttempts: r.reclaimed_attempts, expiredWaits: r.expired_waits };
     });
+  }
+
+  /** Fires the due cron schedules (ballast.fire_schedules, migration 0033): each due slot submits its job once. */
+  async fireSchedules(limit = 100): Promise<FiredSchedule[]> {
+    return call(async () => (await sql<{ schedule_id: string; schedule_name: string; fired: number; skipped: number; next_slot: Date | null; error: string | null }>`
+      select * from ballast.fire_schedules(${limit})`.execute(this.db)).rows.map((r) => ({
+      scheduleId: r.schedule_id, name: r.schedule_name, fired: r.fired, skipped: r.skipped, nextSlot: r.next_slot, error: r.error,
+    })));
   }
 
   async releaseAttempt(attemptId: string, reason: string): Promise<StepStatus> {

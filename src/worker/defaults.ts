@@ -15,6 +15,8 @@ export const WORKER_DEFAULTS = {
   heartbeatMs: 1000,
   /** How often the reaper runs. */
   reaperIntervalMs: 1000,
+  /** How often a worker fires the due cron schedules. */
+  scheduleIntervalMs: 1000,
   /** A worker whose heartbeat is older than this is dead, whatever its liveness lock says. */
   deadAfterMs: 10_000,
   /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead. */

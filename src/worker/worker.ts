@@ -16,6 +16,7 @@ import type { Pipeline } from '../pipeline/pipeline.ts';
 import { createLogger } from '../log.ts';
 import { Liveness, type CancelNotice } from './liveness.ts';
 import { Reaper } from './reaper.ts';
+import { Scheduler } from './scheduler.ts';
 import { retentionSchedule, RETENTION_TASK } from './retention.ts';
 import { runAttempt, type AbortReason, type RunningAttempt } from './runner.ts';
 import { StepEngine } from './engine.ts';
@@ -41,6 +42,8 @@ export interface WorkerOptions {
   heartbeatMs?: number;
   /** Run the reaper that recovers dead workers' steps (default true; tests switch it off to drive it by hand). */
   reaper?: boolean;
+  /** Fire the due cron schedules (ballast.schedules) every second (default true; tests switch it off to drive it by hand). */
+  schedules?: boolean;
   /** A worker whose heartbeat is older than this is dead, whatever its liveness lock says (default: WORKER_DEFAULTS.deadAfterMs). */
   deadAfterMs?: number;
   /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default: WORKER_DEFAULTS.lostAfterMs). */
@@ -143,8 +146,12 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
     ...(options.lostAfterMs !== undefined ? { lostAfterMs: options.lostAfterMs } : {}),
   });
   reaper?.start();
+  const scheduler = options.schedules === false ? undefined : new Scheduler({ db, log: wlog });
+  scheduler?.start();
 
-  const parts: WorkerParts = { workerId, db, pool, ownPool, log: wlog, running, engine, cron, reaper, retention, heartbeat, watchdog, liveness };
+  const parts: WorkerParts = {
+    workerId, db, pool, ownPool, log: wlog, running, engine, cron, reaper, scheduler, retention, heartbeat, watchdog, liveness,
+  };
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= stopInOrder(parts, options.shutdownGraceMs ?? WORKER_DEFAULTS.shutdownGraceMs));
   return { id: workerId, db, ready: Promise.resolve(), stop };
@@ -215,7 +222,7 @@ function createEngine(o: {
 /** What a started worker holds, for its stop. */
 interface WorkerParts {
   workerId: string; db: BallastDb; pool: pg.Pool; ownPool: boolean; log: Logger; running: RunningAttempts;
-  engine: StepEngine; cron: CronRunner | undefined; reaper: Reaper | undefined;
+  engine: StepEngine; cron: CronRunner | undefined; reaper: Reaper | undefined; scheduler: Scheduler | undefined;
   retention: ReturnType<typeof retentionSchedule>; heartbeat: NodeJS.Timeout;
   watchdog: ReturnType<typeof startWatchdog> | undefined; liveness: Liveness;
 }
@@ -228,6 +235,7 @@ async function stopInOrder(w: WorkerParts, shutdownGraceMs: number): Promise<voi
   const grace = setTimeout(() => w.running.abortAll('shutdown', 'worker shutting down; released for another worker'), shutdownGraceMs);
   w.cron?.beginShutdown();
   await w.reaper?.stop();
+  await w.scheduler?.stop();
   await w.retention?.service.stop();
   await w.cron?.stop();
   // No new claims; unstarted claims are given back; running steps finish (or are released after the grace period)
