@@ -219,7 +219,8 @@ t.test('the schema exposes the public surface only', async (t) => {
   const schema = (await data(server, `{ __schema { types { name } mutationType { fields { name } } subscriptionType { fields { name } }
       queryType { fields { name } } } }`, {}, operator)).__schema;
   t.same(schema.mutationType.fields.map((f: any) => f.name).sort(),
-    ['cancelJob', 'replayJob', 'replayStep', 'resolveReview', 'sendEvent', 'submitJob', 'submitJobs']);
+    ['cancelJob', 'deleteSchedule', 'pauseSchedule', 'replayJob', 'replayStep', 'resolveReview', 'resumeSchedule', 'sendEvent',
+      'setSchedule', 'submitJob', 'submitJobs']);
   t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'tenantEvents']);
   const names = schema.types.map((x: any) => x.name).join(' ');
   for (const hidden of ['Worker', 'Signal', 'Effect', 'Prompt', 'ModelPrice', 'ProviderCooldown', 'Transition', 'ErrorCode', 'Graphile', 'Private', 'StepItem']) {
@@ -229,6 +230,7 @@ t.test('the schema exposes the public surface only', async (t) => {
   for (const hidden of ['claimStep', 'completeStep', 'failStep', 'heartbeatWorker', 'reap', 'jsonSchemaErrors', 'registerPipeline', 'createJob', 'workers']) {
     t.notOk(query.includes(hidden), `no ${hidden} field`);
   }
+  t.notOk(schema.mutationType.fields.some((f: any) => f.name === 'fireSchedules'), 'firing schedules is for workers');
   t.ok(query.includes('jobs') && query.includes('job') && query.includes('modelCalls'), 'the read surface is there');
 });
 

@@ -7,6 +7,7 @@ import { Cron } from 'croner';
 import type pg from 'pg';
 import { pipeline } from '../src/pipeline/pipeline.ts';
 import { clientLogin, eventually, freshDatabase, pgError, testWorker } from './helpers.ts';
+import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
 
 const { url, db, pool, name } = await freshDatabase(t);
 /** Each test starts without schedules: fire_schedules fires every due schedule of the database. */
@@ -204,4 +205,40 @@ t.test('running workers fire a due schedule once between them', async (t) => {
   t.equal(new Date(s.next_fire_at).getUTCMonth(), 0, 'then the next new year');
   const [event] = (await pool.query(`select actor from ballast.events where job_id = $1 and type = 'job_submitted'`, [job.id])).rows;
   t.equal(event.actor, 'schedule:live', 'the job\'s submission names the schedule');
+});
+
+t.test('GraphQL: set, read, pause, resume and delete a schedule; errors name the field', async (t) => {
+  await clearSchedules();
+  const server = await testServer(t, url);
+  const acme = await token('client', 'acme', { subject: 'ann' });
+  const SET = `mutation ($input: SetScheduleInput!) { setSchedule(input: $input) {
+    scheduleId nextFireAt schedule { id tenantId name pipeline cron timeZone onMissed paused input } } }`;
+  const set = (await data(server, SET, { input: { name: 'nightly', pipeline: 'sched.tick', cron: '0 3 * * *', timeZone: 'Europe/Paris', input: { n: 9 }, onMissed: 'CATCH_UP' } }, acme)).setSchedule;
+  t.match(set.schedule, { tenantId: 'acme', name: 'nightly', cron: '0 3 * * *', timeZone: 'Europe/Paris', onMissed: 'catch_up', paused: false, input: { n: 9 } });
+  t.match(new Date(set.nextFireAt).toLocaleString('en-GB', { timeZone: 'Europe/Paris' }), /03:00:00$/, 'the next slot is 03:00 in Paris');
+
+  const listed = (await data(server, `{ schedules(condition: { name: "nightly" }) { nodes { id name nextFireAt firedCount } } }`, {}, acme)).schedules.nodes;
+  t.equal(listed.length, 1);
+  t.equal(listed[0].id, set.scheduleId);
+
+  const paused = (await data(server, `mutation { pauseSchedule(input: { name: "nightly", reason: "holidays" }) { nextFireAt schedule { paused pausedReason } } }`, {}, acme)).pauseSchedule;
+  t.same(paused, { nextFireAt: null, schedule: { paused: true, pausedReason: 'holidays' } });
+  const resumed = (await data(server, `mutation { resumeSchedule(input: { name: "nightly" }) { nextFireAt schedule { paused } } }`, {}, acme)).resumeSchedule;
+  t.equal(resumed.schedule.paused, false);
+  t.ok(resumed.nextFireAt, 'resumed with a next slot');
+
+  const bad = errorOf(await gql(server, SET, { input: { name: 'bad', pipeline: 'sched.tick', cron: '0 25 * * *' } }, acme));
+  t.equal(bad.code, 'INVALID_INPUT');
+  t.match(bad.message, /the hour field '25' is out of range/);
+  t.same(bad.extensions.issues.map((i: any) => i.path), ['cron']);
+  const tz = errorOf(await gql(server, SET, { input: { name: 'bad', pipeline: 'sched.tick', cron: '@daily', timeZone: 'Nowhere' } }, acme));
+  t.match(tz.message, /^timeZone: 'Nowhere' is not a time zone/, 'the argument is named as the input field');
+  const reporter = await token('reporter');
+  const refused = errorOf(await gql(server, `mutation { deleteSchedule(input: { name: "nightly" }) { deleted } }`, {}, reporter));
+  t.equal(refused.code, 'FORBIDDEN');
+  t.match(refused.message, /deleteSchedule needs a client token of the schedule's tenant, or an operator token/);
+
+  const deleted = (await data(server, `mutation { deleteSchedule(input: { name: "nightly" }) { deleted } }`, {}, acme)).deleteSchedule;
+  t.same(deleted, { deleted: true });
+  t.equal((await pool.query(`select count(*)::int as n from ballast.schedules`)).rows[0].n, 0);
 });

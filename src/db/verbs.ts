@@ -68,6 +68,27 @@ export const resolveReview = (c: Queryable, stepId: string, decision: string, ou
             r.step_status as "stepStatus", r.job_status as "jobStatus", r.queued_step_ids::text[] as "queuedStepIds"
        from ballast.resolve_review($1, $2, $3::jsonb, $4, $5) r`, [stepId, decision, json(output), reviewer, note]);
 
+export interface ScheduleArgs {
+  name: string; pipeline: string; cron: string; input: unknown; timeZone: string | null; tenantId: string | null;
+  pipelineVersion: number | null; priority: number | null; onMissed: string | null; maxCatchUp: number | null;
+}
+/** ballast.set_schedule (migration 0033): creates or replaces a cron schedule; returns its id. */
+export const setSchedule = (c: Queryable, a: ScheduleArgs, actor: string | null = null) =>
+  one<{ scheduleId: string; nextFireAt: Date | null }>(c,
+    `select id::text as "scheduleId", next_fire_at as "nextFireAt"
+       from ballast.set_schedule($1, $2, $3, coalesce($4::jsonb, '{}'), coalesce($5, 'UTC'), $6, $7, coalesce($8, 0),
+                                 coalesce($9, 'skip'), coalesce($10, 10), $11)`,
+    [a.name, a.pipeline, a.cron, json(a.input), a.timeZone, a.tenantId, a.pipelineVersion, a.priority, a.onMissed, a.maxCatchUp, actor]);
+
+/** ballast.pause_schedule: pauses (paused true) or resumes a schedule; returns its id. */
+export const pauseSchedule = (c: Queryable, name: string, paused: boolean, reason: string | null, tenantId: string | null, actor: string | null = null) =>
+  one<{ scheduleId: string; nextFireAt: Date | null }>(c,
+    `select id::text as "scheduleId", next_fire_at as "nextFireAt" from ballast.pause_schedule($1, $2, $3, $4, $5)`,
+    [name, paused, reason, tenantId, actor]);
+
+export const deleteSchedule = (c: Queryable, name: string, tenantId: string | null) =>
+  one<{ deleted: boolean }>(c, 'select ballast.delete_schedule($1, $2) as deleted', [name, tenantId]);
+
 /** An event as replayed to a subscriber: ballast.events_after's row (migrations/0025), ids as text. */
 export interface ReplayedEvent {
   id: string;

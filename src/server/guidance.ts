@@ -43,6 +43,10 @@ const MUTATION_NEEDS: Record<string, Need> = {
   replayStep: { roles: ['operator'], text: 'an operator token' },
   replayJob: { roles: ['operator'], text: 'an operator token' },
   resolveReview: { roles: ['operator'], text: 'an operator token' },
+  setSchedule: { roles: ['client', 'operator'], text: "a client token of the schedule's tenant, or an operator token (any tenant)" },
+  pauseSchedule: { roles: ['client', 'operator'], text: "a client token of the schedule's tenant, or an operator token" },
+  resumeSchedule: { roles: ['client', 'operator'], text: "a client token of the schedule's tenant, or an operator token" },
+  deleteSchedule: { roles: ['client', 'operator'], text: "a client token of the schedule's tenant, or an operator token" },
 };
 
 /** What the root field `field` needs (a read when it is not a mutation). */

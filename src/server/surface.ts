@@ -1,6 +1,6 @@
 // What the GraphQL schema exposes of schema `ballast`, decided here rather than by what happens to exist:
-//   - read surface: the views jobs, steps, attempts, events, model_calls, reviews, dead_letters, pipelines and
-//     budgets, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
+//   - read surface: the views jobs, steps, attempts, events, model_calls, reviews, dead_letters, pipelines,
+//     budgets and schedules, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
 //     stays an SQL feature; submitJob is the GraphQL way), filterable and orderable only on columns that make sense;
 //   - every other view and every function is hidden (the mutations and subscriptions are written explicitly in
 //     mutations.ts and subscriptions.ts); graphile_worker and ballast_private are not introspected at all;
@@ -73,6 +73,12 @@ export const READ_VIEWS: Record<string, ViewSpec> = {
     primaryKey: 'tenant_id',
     notNull: ['tenant_id', 'limit_usd', 'period', 'on_exhausted'],
     filter: ['tenant_id'], order: ['tenant_id'],
+  },
+  schedules: {
+    primaryKey: 'id',
+    notNull: ['id', 'tenant_id', 'name', 'pipeline', 'input', 'priority', 'cron', 'time_zone', 'on_missed', 'max_catch_up',
+      'paused', 'fired_count', 'skipped_count', 'created_at', 'updated_at'],
+    filter: ['tenant_id', 'name', 'pipeline', 'paused'], order: ['id', 'name', 'next_fire_at'],
   },
 };
 
