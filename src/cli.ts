@@ -72,6 +72,12 @@ Commands
   watch <job-id>        follow a job live (each step's transitions and progress) until it ends with its result
       --timeout <seconds>      stop watching after this long (exit 124)
       --json                   JSON lines: the state, then each event, then the final job
+  schedule set <name>   create or replace a cron schedule: each slot submits a job of the pipeline, once
+      --pipeline <name> --cron '<min hour day month weekday>'|@daily|@hourly|...  (required)
+      --input <json|@file|->  --tz <zone, default UTC>  --tenant <id>  --version <n>  --priority <n>
+      --on-missed skip|catch_up  (missed slots: skip, or fire each, at most --max-catch-up <n>, default 10)
+  schedule pause|resume|delete <name>   (--reason <text> with pause, --tenant <id>)
+  schedule list         the schedules: cron, time zone, next slot, fired and skipped counts (--tenant <id>, --json)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
   report <name>         a report from SQL as a table (--since '7 days', --period hour|day, --limit <n>, --json):
@@ -280,6 +286,11 @@ async function jobs(args: string[]): Promise<number> {
   return withDb((db) => listJobsCommand(db, values));
 }
 
+async function schedule(args: string[]): Promise<number> {
+  const { scheduleCommand } = await import('./cli/schedule.ts');
+  return withDb((db) => scheduleCommand(db, args));
+}
+
 async function report(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, {
     since: { type: 'string' }, period: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
@@ -311,17 +322,22 @@ async function status(args: string[]): Promise<number> {
 
 /** The commands by name (the help lists them). */
 const COMMANDS: Record<string, Command> = {
-  start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, jobs, report,
+  start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, schedule, jobs, report,
 };
 
 /** `ballast <command> --help`: the command's part of the help. */
 async function commandHelp(command: string): Promise<number> {
   const lines = (await helpText()).split('\n');
-  const at = lines.findIndex((l) => new RegExp(`^  ${command.replace(/[^a-z-]/g, '')}\\b`).test(l));
-  if (at < 0) throw new UsageError(`unknown command "${command}"; run \`ballast help\` for the list`);
-  let end = at + 1;
-  while (end < lines.length && /^ {4,}/.test(lines[end]!)) end++;
-  console.log(`Usage: ballast ${lines.slice(at, end).join('\n').trim()}\n\nballast help lists every command, the environment and the exit codes.`);
+  const head = new RegExp(`^  ${command.replace(/[^a-z-]/g, '')}\\b`);
+  // Every block of the command (schedule has several): its first line and the indented lines under it.
+  const picked: string[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!head.test(lines[i]!)) continue;
+    picked.push(lines[i]!);
+    while (i + 1 < lines.length && /^ {4,}/.test(lines[i + 1]!)) picked.push(lines[++i]!);
+  }
+  if (picked.length === 0) throw new UsageError(`unknown command "${command}"; run \`ballast help\` for the list`);
+  console.log(`Usage: ballast ${picked.join('\n').trim()}\n\nballast help lists every command, the environment and the exit codes.`);
   return 0;
 }
 

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { Cron } from 'croner';
 import type pg from 'pg';
 import { pipeline } from '../src/pipeline/pipeline.ts';
-import { clientLogin, eventually, freshDatabase, pgError, testWorker } from './helpers.ts';
+import { clientLogin, eventually, freshDatabase, pgError, spawnNode, testWorker } from './helpers.ts';
 import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
 
 const { url, db, pool, name } = await freshDatabase(t);
@@ -241,4 +241,32 @@ t.test('GraphQL: set, read, pause, resume and delete a schedule; errors name the
   const deleted = (await data(server, `mutation { deleteSchedule(input: { name: "nightly" }) { deleted } }`, {}, acme)).deleteSchedule;
   t.same(deleted, { deleted: true });
   t.equal((await pool.query(`select count(*)::int as n from ballast.schedules`)).rows[0].n, 0);
+});
+
+t.test('the CLI: schedule set, list, pause, resume, delete; a bad flag value is one line naming the flag', async (t) => {
+  await clearSchedules();
+  const env = { ...process.env, DATABASE_URL: url, LOG_FORMAT: 'json', BALLAST_ACTOR: 'cli:tester' };
+  const cli = async (...args: string[]) => {
+    const proc = spawnNode(t, ['src/cli.ts', 'schedule', ...args], { env });
+    const { code } = await proc.wait(60_000);
+    return { code, stdout: proc.lines.join('\n').trim(), stderr: proc.stderr().trim() };
+  };
+  const set = await cli('set', 'hourly', '--pipeline', 'sched.tick', '--cron', '@hourly', '--input', '{"n": 4}', '--tz', 'Asia/Kolkata', '--json');
+  t.equal(set.code, 0, set.stderr);
+  const made = JSON.parse(set.stdout);
+  t.equal(typeof made.scheduleId, 'number', '--json prints the id as a number');
+  t.equal(new Date(made.nextFireAt).getUTCMinutes(), 30, 'Kolkata hours start at :30 UTC');
+  const listed = JSON.parse((await cli('list', '--json')).stdout);
+  t.match(listed, [{ name: 'hourly', pipeline: 'sched.tick', cron: '@hourly', time_zone: 'Asia/Kolkata', paused: false, fired_count: 0 }]);
+  t.match((await cli('pause', 'hourly', '--reason', 'deploy')).stdout, /schedule hourly paused/);
+  t.match((await pool.query(`select paused_reason, updated_by from ballast.schedules where name = 'hourly'`)).rows[0], { paused_reason: 'deploy', updated_by: 'cli:tester' });
+  t.match((await cli('resume', 'hourly')).stdout, /schedule hourly resumed; next slot 20\d\d-/);
+  const bad = await cli('set', 'x', '--pipeline', 'sched.tick', '--cron', '0 9 * * funday');
+  t.equal(bad.code, 4);
+  t.equal(bad.stderr.split('\n')[0], "ballast: invalid_input: --cron: the day-of-week field 'funday' is out of range or unknown (allowed: 0 to 7, or sun mon tue wed thu fri sat) (Fix that field of the expression: minute hour day-of-month month day-of-week.)");
+  const missing = await cli('set', 'x', '--pipeline', 'sched.tick');
+  t.equal(missing.code, 2);
+  t.match(missing.stderr, /schedule set needs --cron/);
+  t.equal((await cli('delete', 'hourly')).code, 0);
+  t.equal((await cli('delete', 'hourly')).code, 3, 'deleting what is not there exits 3');
 });

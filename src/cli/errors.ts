@@ -58,6 +58,10 @@ const FLAG_OF: [RegExp, string][] = [
   [/\bp_limit\b/g, '--limit'],
   [/\bp_since\b/g, '--since'],
   [/\bp_period\b/g, '--period'],
+  [/\bp_time_zone\b|(?<![\w.])time_zone(?=:)/g, '--tz'],
+  [/\bp_on_missed\b|(?<![\w.])on_missed(?=:)/g, '--on-missed'],
+  [/\bp_max_catch_up\b|(?<![\w.])max_catch_up(?=:)/g, '--max-catch-up'],
+  [/^cron:/g, '--cron:'],
   [/Pass null for no deduplication, or a key/g, 'Leave out --key for no deduplication, or pass a key'],
   [/Pass a tenant id of 1 to 200 bytes, or leave it out/g, 'Pass --tenant with 1 to 200 bytes, or leave it out'],
 ];
@@ -65,6 +69,7 @@ const FLAG_OF: [RegExp, string][] = [
 /** An input problem's path that is an argument of the SQL function rather than a field of the job's input. */
 const FLAG_OF_PATH: Record<string, string> = {
   tenant_id: '--tenant', idempotency_key: '--key', priority: '--priority', pipeline_version: '--version', pipeline: 'the pipeline name',
+  time_zone: '--tz', on_missed: '--on-missed', max_catch_up: '--max-catch-up', cron: '--cron',
 };
 
 /** A message of ballast's SQL with the names of its parameters replaced by the CLI's flags. */

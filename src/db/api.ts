@@ -151,6 +151,31 @@ async function call<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+export interface SetScheduleArgs {
+  /** Unique per tenant: 1 to 128 letters, digits, _ . : - */
+  name: string;
+  pipeline: string;
+  /** Five fields (minute hour day-of-month month day-of-week) or @hourly, @daily, @weekly, @monthly, @yearly. */
+  cron: string;
+  input?: unknown;
+  /** Default UTC. */
+  timeZone?: string;
+  tenantId?: string;
+  /** Default: the latest registered version at each slot. */
+  pipelineVersion?: number;
+  priority?: number;
+  /** Slots missed while no worker ran: 'skip' (default) or 'catch_up' (at most maxCatchUp, default 10). */
+  onMissed?: 'skip' | 'catch_up';
+  maxCatchUp?: number;
+}
+
+/** A row of ballast.schedules. */
+export interface ScheduleRow {
+  id: string; tenant_id: string; name: string; pipeline: string; pipeline_version: number | null; cron: string;
+  time_zone: string; on_missed: string; paused: boolean; paused_reason: string | null; next_fire_at: Date | null;
+  last_fired_at: Date | null; last_job_id: string | null; last_error: string | null; fired_count: number; skipped_count: number;
+}
+
 /** What one fire of a schedule did (ballast.fire_schedules). */
 export interface FiredSchedule {
   scheduleId: string;
@@ -366,6 +391,38 @@ export class BallastDb {
    */
   async sendEvent(key: string, payload: unknown, actor?: string, tenantId?: string): Promise<{ accepted: boolean; resumedStepIds: string[] }> {
     return call(() => verbs.sendEvent(this.pool, key, payload ?? null, tenantId ?? null, actor ?? null));
+  }
+
+  /**
+   * Creates or replaces a cron schedule (ballast.set_schedule, migration 0033): each slot of `cron` in `timeZone`
+   * (default UTC) submits a job of `pipeline` with `input`, once, whichever worker fires it.
+   */
+  async setSchedule(args: SetScheduleArgs, actor?: string): Promise<{ scheduleId: string; nextFireAt: Date | null }> {
+    return call(() => verbs.setSchedule(this.pool, {
+      name: args.name, pipeline: args.pipeline, cron: args.cron, input: args.input ?? {}, timeZone: args.timeZone ?? null,
+      tenantId: args.tenantId ?? null, pipelineVersion: args.pipelineVersion ?? null, priority: args.priority ?? null,
+      onMissed: args.onMissed ?? null, maxCatchUp: args.maxCatchUp ?? null,
+    }, actor ?? null));
+  }
+
+  /** Pauses (paused true) or resumes a schedule; a resumed one fires next at its first slot after now. */
+  async pauseSchedule(name: string, paused: boolean, opts: { reason?: string; tenantId?: string; actor?: string } = {}): Promise<{ scheduleId: string; nextFireAt: Date | null }> {
+    return call(() => verbs.pauseSchedule(this.pool, name, paused, opts.reason ?? null, opts.tenantId ?? null, opts.actor ?? null));
+  }
+
+  /** Deletes a schedule (the jobs it submitted stay); false when there was none of that name. */
+  async deleteSchedule(name: string, tenantId?: string): Promise<boolean> {
+    return call(async () => (await verbs.deleteSchedule(this.pool, name, tenantId ?? null)).deleted);
+  }
+
+  /** The schedules (of one tenant, or all), by name. */
+  async listSchedules(tenantId?: string): Promise<ScheduleRow[]> {
+    return call(async () => (await sql<ScheduleRow>`
+      select id::text as id, tenant_id, name, pipeline, pipeline_version, cron, time_zone, on_missed, paused, paused_reason,
+             next_fire_at, last_fired_at, last_job_id::text as last_job_id, last_error, fired_count::int as fired_count,
+             skipped_count::int as skipped_count
+        from ballast.schedules where ${tenantId ?? null}::text is null or tenant_id = ${tenantId ?? null}
+       order by tenant_id, name`.execute(this.db)).rows);
   }
 
   async cancelJob(jobId: string, reason?: string, actor?: string): Promise<{ status: JobStatus; cancelledStepIds: string[]; alreadyCancelled: boolean }> {
