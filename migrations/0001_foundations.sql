@@ -30,7 +30,7 @@
 --   0006_execution             workers, liveness, claim, settle, leases, reap, map steps, claim gates
 --   0007_effects_and_signals   the side-effect ledger and intents, waiting for and sending external events
 --   0008_operator_verbs        cancel, replay, replay_dead_letters, recount_job
---   0009_model_steps           prompts, prices, budgets, cooldowns, model calls, reviews
+--   0009_model_steps_and_budgets           prompts, prices, budgets, cooldowns, model calls, reviews
 --   0010_public_views          the views of schema ballast and INSERT INTO ballast.jobs
 --   0011_reports               reports, stuck work, retention (prune_history), the oldest transactions
 -- Lifecycle. A pipeline version is registered once (its definition hash is then fixed). A job is submitted against

@@ -122,7 +122,7 @@ begin
 end
 $fn$;
 
--- The public job view shows pruned_at (the columns of 0009_model_steps, then this one).
+-- The public job view shows pruned_at (the columns of 0009_model_steps_and_budgets, then this one).
 create view ballast.jobs with (security_invoker = true) as
 select id, tenant_id, pipeline, pipeline_version, idempotency_key, input, status, priority, result, error,
        created_at, started_at, finished_at, updated_at, input_tokens, output_tokens, cost_usd, pruned_at
@@ -352,7 +352,7 @@ comment on view ballast.step_items is 'The items of map steps: each item with it
 create trigger refuse_write instead of insert or update or delete on ballast.step_items
   for each row execute function ballast_private.refuse_view_write();
 
--- ballast.model_calls (0009_model_steps) again, with usage_missing at the end (a view keeps its columns in order).
+-- ballast.model_calls (0009_model_steps_and_budgets) again, with usage_missing at the end (a view keeps its columns in order).
 create view ballast.model_calls with (security_invoker = true) as
 select c.id, c.attempt_id, c.step_id, c.job_id, c.tenant_id, c.rung, c.model_index, c.provider, c.provider_kind,
        c.requested_model, c.returned_model, c.prompt_name, c.prompt_version, c.prompt_hash, c.parameters,

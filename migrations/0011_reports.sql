@@ -245,7 +245,7 @@ $fn$;
 grant execute on function ballast.report_steps(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 
 -- report_models(since, period) -> one row per period (UTC), provider and requested model, for the calls started
--- since ballast.now() - since (index model_calls_started, 0009_model_steps):
+-- since ballast.now() - since (index model_calls_started, 0009_model_steps_and_budgets):
 --   calls            calls made (not counting the ones a cooldown or an exhausted budget stopped: not_made);
 --   errors           calls made that failed (any error class, content failures included), and error_rate;
 --   errors_by_class  {"class": count} of every failed or stopped call, e.g. {"schema": 3, "transport": 1, "budget": 2};
