@@ -24,8 +24,8 @@ import { BASELINE_MIGRATIONS, LEGACY_MIGRATIONS, PartialLegacyHistoryError } fro
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
 
-/** The session advisory lock that serialises ballast's migrations (a namespace of its own: 0005 uses 1650551916 for
- * workers and the reaper, 0005 and 0007 1650551917 for event keys; the key spells 'migr'). */
+/** The session advisory lock that serialises ballast's migrations (a namespace of its own: 0006_execution uses
+ * 1650551916 for workers and the reaper, 0007_effects_and_signals 1650551917 for event keys; the key spells 'migr'). */
 const MIGRATE_LOCK = [1650551918, 1835624306];
 
 export async function migrate(connectionString: string, log?: Logger): Promise<{ applied: string[] }> {
