@@ -21,7 +21,8 @@
 --                    claim_steps, settle_and_claim, ...) and the views (0010_public_views). GraphQL, psql users and
 --                    other systems see only this schema.
 -- Files, by concern, in dependency order:
---   0001_foundations           schemas, privileges, roles, ballast.now, tenancy (role_tenants, caller_*, bind_role_tenant)
+--   0001_foundations           schemas, privileges, roles, ballast.now, tenancy (role_tenants, caller_*,
+--                              bind_role_tenant)
 --   0002_tables                every other table, with its indexes, row-level security, grants and comments; the
 --                              error catalogue and the transition tables
 --   0003_json_schema           JSON Schema validation in SQL (ballast.json_schema_errors)
@@ -194,7 +195,7 @@ begin
 end
 $fn$;
 
--- bind_role_tenant (0001_foundations) again: the tenant id in bytes (BA002), as everywhere else.
+-- bind_role_tenant: the tenant id in bytes (BA002), as everywhere else.
 create function ballast.bind_role_tenant(p_role name, p_tenant_id text) returns void
 language plpgsql volatile
 as $fn$

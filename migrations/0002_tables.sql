@@ -24,6 +24,8 @@ create table ballast_private.error_codes (
 );
 grant select on ballast_private.error_codes to ballast_client, ballast_operator, ballast_reporter;
 
+-- A pipeline version: its definition (steps, dependencies, retry, timeouts, concurrency, map and model settings) and
+-- input contract, registered once by ballast.register_pipeline and fixed by its hash; jobs are pinned to one.
 create table ballast_private.pipelines (
   name text not null,
   version integer not null,
@@ -44,6 +46,9 @@ create table ballast_private.pipelines (
 );
 grant select on ballast_private.pipelines to ballast_client, ballast_operator, ballast_reporter;
 
+-- A submitted job: its pipeline version, tenant, input and idempotency key; status, result and error derived from
+-- its steps (the n_* counters, kept by the triggers of 0004_state_machines); tokens and cost summed from its model
+-- calls; pruned_at once retention cleared its payloads.
 create table ballast_private.jobs (
   id bigint generated always as identity not null,
   tenant_id text default 'default'::text not null,
@@ -104,6 +109,8 @@ create policy tenant_rows on ballast_private.jobs for select
 grant select on ballast_private.jobs to ballast_client, ballast_operator, ballast_reporter;
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
 
+-- A step of a job, and the queue: a step is runnable when `queued`, or `retrying` with next_run_at due
+-- (ballast.claim_steps). Items of a map step are steps too (parent_step_id, item_index, item).
 create table ballast_private.steps (
   id bigint generated always as identity not null,
   job_id bigint not null,
@@ -205,6 +212,7 @@ grant select on ballast_private.steps to ballast_client, ballast_operator, balla
 comment on column ballast_private.steps.items_open is 'A map step: how many of its items are not final yet (kept by the statement triggers of 0013).';
 comment on column ballast_private.steps.crashes is 'Attempts ended by a blocked (blocked_worker) or crashed (crashed_worker) worker; the step is quarantined (failed) at the limit.';
 
+-- A worker process: registered at start, heartbeating while alive, stopped_at once it stopped or was declared dead.
 create table ballast_private.workers (
   id text not null,
   -- graphile-worker pool id (locked_by of the jobs this process holds); known once its pool has started.
@@ -222,6 +230,8 @@ create table ballast_private.workers (
 );
 grant select on ballast_private.workers to ballast_operator, ballast_reporter;
 
+-- One claim of a step: who ran it, its lease, its outcome and error, and for model steps the contract outcome,
+-- model, tokens and cost.
 create table ballast_private.attempts (
   id bigint generated always as identity not null,
   step_id bigint not null,
@@ -322,7 +332,8 @@ create policy tenant_rows on ballast_private.events for select
 grant select on ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 
--- The state machines as data: a status change not listed here is refused (BA001) by the triggers in 0004_state_machines. Edges
+-- The state machines as data: a status change not listed here is refused (BA001) by the triggers in
+-- 0004_state_machines. Edges
 -- with via_replay (a finished step or job running again) are allowed only inside ballast.replay_step / replay_job
 -- (0008_operator_verbs), which set the transaction-local setting ballast.replay = on.
 create table ballast_private.job_transitions (
@@ -333,6 +344,7 @@ create table ballast_private.job_transitions (
 );
 grant select on ballast_private.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 
+-- The step state machine as data (see job_transitions above): each allowed edge and why it happens.
 create table ballast_private.step_transitions (
   from_status text not null,
   to_status text not null,
@@ -342,6 +354,7 @@ create table ballast_private.step_transitions (
 );
 grant select on ballast_private.step_transitions to ballast_client, ballast_operator, ballast_reporter;
 
+-- One row per prompt name@version: its templates and their sha256 (a version is immutable).
 create table ballast_private.prompts (
   name text not null,
   version integer not null,
@@ -355,6 +368,8 @@ create table ballast_private.prompts (
 );
 grant select on ballast_private.prompts to ballast_client, ballast_operator, ballast_reporter;
 
+-- USD per 1M tokens (input, output, cached input) per provider/model from a date: a price change is a new row, so
+-- old calls keep the price they were made at. Seeded in 0009_model_steps_and_budgets.
 create table ballast_private.model_prices (
   provider text not null,
   model text not null,
@@ -371,6 +386,8 @@ create table ballast_private.model_prices (
 );
 grant select on ballast_private.model_prices to ballast_client, ballast_operator, ballast_reporter;
 
+-- Per tenant: a spend limit per period (day, week, month; UTC) and what an exhausted budget does to a step ('fail'
+-- it, or 'pause' it until the next period or a raised limit).
 create table ballast_private.budgets (
   tenant_id text not null,
   limit_usd numeric(14,6) not null,
@@ -387,6 +404,7 @@ create policy tenant_rows on ballast_private.budgets for select
   using ((select ballast_private.caller_unrestricted()) or tenant_id = (select ballast_private.caller_tenant()));
 grant select on ballast_private.budgets to ballast_client, ballast_operator, ballast_reporter;
 
+-- Per tenant and period: reserved (calls in flight) and spent (settled) USD.
 create table ballast_private.budget_usage (
   tenant_id text not null,
   period_start timestamp with time zone not null,
@@ -400,6 +418,8 @@ create policy tenant_rows on ballast_private.budget_usage for select
   using ((select ballast_private.caller_unrestricted()) or tenant_id = (select ballast_private.caller_tenant()));
 grant select on ballast_private.budget_usage to ballast_client, ballast_operator, ballast_reporter;
 
+-- One per priced call: the estimate reserved before the call, the actual settled after (or the estimate, when the
+-- attempt ended without settling: expired).
 create table ballast_private.budget_reservations (
   id bigint generated always as identity not null,
   tenant_id text not null,
@@ -418,6 +438,8 @@ create table ballast_private.budget_reservations (
 create index budget_reservations_open on ballast_private.budget_reservations (tenant_id, period_start) where status = 'open';
 grant select on ballast_private.budget_reservations to ballast_operator, ballast_reporter;
 
+-- Per provider/model ('*': the whole provider): calls wait until `until` (a 429/529 with a retry-after, seen by any
+-- worker).
 create table ballast_private.provider_cooldowns (
   provider text not null,
   -- '*': every model of the provider.
@@ -430,6 +452,8 @@ create table ballast_private.provider_cooldowns (
 );
 grant select on ballast_private.provider_cooldowns to ballast_operator, ballast_reporter;
 
+-- One row per provider call (the trace): models, prompt, parameters, timings, finish reason, tokens, cost, error
+-- class, HTTP status, request id, raw output, validation issues, repair, score, the rung of the ladder it was on.
 create table ballast_private.model_calls (
   id bigint generated always as identity not null,
   attempt_id bigint not null,
@@ -494,6 +518,8 @@ create policy tenant_rows on ballast_private.model_calls for select
   using ((select ballast_private.caller_unrestricted()) or tenant_id = (select ballast_private.caller_tenant()));
 grant select on ballast_private.model_calls to ballast_client, ballast_operator, ballast_reporter;
 
+-- One row per (step, key, attempt) that started an effect: written before fn runs, so a crash between fn and its
+-- record leaves evidence. The ledger of completed effects is ballast_private.effects.
 create table ballast_private.effect_intents (
   step_id bigint not null,
   key text not null,
@@ -544,7 +570,8 @@ insert into ballast_private.step_transitions (from_status, to_status, why) value
   ('needs_review', 'failed', 'a reviewer rejected the output'),
   ('needs_review', 'cancelled', 'the job was cancelled');
 
--- Replay edges (via_replay), a deadline that runs the step again, and the edges of map steps (0006_execution): a map step
+-- Replay edges (via_replay), a deadline that runs the step again, and the edges of map steps (0006_execution): a map
+-- step
 -- waits for its items and succeeds when they are done; replaying one of its items makes it wait again.
 insert into ballast_private.step_transitions (from_status, to_status, why, via_replay) values
   ('succeeded', 'queued', 'an operator replayed it', true),

@@ -3,21 +3,29 @@
 -- Baseline, file 4 of 11: the state machines, the audit trail and the job-status derivation.
 --
 -- Why triggers: every path that changes a status (ballast's functions, an operator's UPDATE in psql, a future
--- migration) goes through the same checks. Statement-level triggers over transition tables check every status change
--- of a statement against ballast_private.step_transitions / job_transitions (BA001), and so is a replay edge (via_replay:
+-- migration) goes through the same checks. A status change not listed in ballast_private.step_transitions /
+-- job_transitions raises BA001 (steps: a statement-level trigger over the statement's transition tables; jobs: a row
+-- trigger for changes written directly, update_job_counters for derived ones), and so is a replay edge (via_replay:
 -- a finished step or job running again) outside ballast.replay_step / replay_job, which set the transaction-local
--- setting ballast.replay = on. One INSERT ... SELECT per statement appends the audit events; the job rows keep
--- counters of their steps by status, updated once per statement from the deltas, and a job's status is derived from
--- them (derive_job_status). Events cannot be updated, deleted or truncated; they carry the writer's transaction id
--- (tx) so that ballast.events_after gives live and resuming readers one order; each statement that appends events
--- sends one NOTIFY ballast_events with ids only.
+-- setting ballast.replay = on. One INSERT ... SELECT per statement appends the audit events; the job rows keep counters
+-- of their steps by status, updated once per statement from the deltas, and a job's status is derived from them
+-- (derive_job_status). Events cannot be updated, deleted or truncated; they carry the writer's transaction id (tx) so
+-- that ballast.events_after gives live and resuming readers one order; each statement that appends events sends one
+-- NOTIFY ballast_events with ids only.
 --
--- Actor and reason of an event come from the transaction-local settings `ballast.actor` and `ballast.reason`, which
--- the ballast functions set (set_config(..., true)) before they change anything.
--- Lock order (all paths): step rows (in id order where several), then map parents (id order), then job rows.
+-- Actor and reason of an event come from the transaction-local settings `ballast.actor` and `ballast.reason`, which the
+-- ballast functions set (set_config(..., true)) before they change anything. Lock order (all paths): step rows (in id
+-- order where several), then map parents (id order), then job rows.
 -- Folded from the old 0003, 0013, 0014, 0020 and 0025.
 
--- job_status_guard: the same for jobs (a replay edge points to ballast.replay_job).
+-- job_status_guard: BEFORE UPDATE of status on jobs, for status changes written directly (an operator's UPDATE in
+-- psql, cancel): it must raise BA001 before the table's check constraints see the row; stamps updated_at.
+-- Changes derived from the counters are checked by update_job_counters itself, once per statement, and skip it
+-- (the trigger's WHEN reads the setting ballast.deriving_jobs).
+-- Raises BA001 (invalid_transition) for an edge not in ballast_private.job_transitions, and for a replay edge
+-- (via_replay) outside a replay (the setting ballast.replay not 'on'). The message names the job and both
+-- statuses; the hint lists the ordinary statuses allowed from the old one (and, for a replay edge, points to
+-- ballast.replay_job).
 create function ballast_private.job_status_guard() returns trigger
 language plpgsql volatile
 as $fn$
@@ -125,8 +133,9 @@ create trigger stamp_updated_at
   execute function ballast_private.stamp_updated_at();
 
 -- update_job_counters(job ids, per-job deltas of the counters): applies the deltas to the jobs (locked in id order
--- first, so two transactions touching the same jobs cannot deadlock), and the status derived from the new counters
--- (ballast_private.derive_job_status, first match wins: all final -> cancelled if a step (not an item) was cancelled, failed if one
+-- first, so two transactions touching the same jobs cannot deadlock), and the status derived from the new
+-- counters (ballast_private.derive_job_status, first match wins:
+-- all final -> cancelled if a step (not an item) was cancelled, failed if one
 -- failed, partially_completed if an item failed/was cancelled/skipped, else completed; then running, needs_review,
 -- waiting (not for items), retrying; else queued until a step has started, then running). started_at, finished_at,
 -- updated_at, result and error change only with the status; result (completed) is the final step's output, or an
@@ -370,7 +379,7 @@ $fn$;
 --  1. Every status change must be an edge of ballast_private.step_transitions (a via_replay edge only with the
 --     setting ballast.replay = on, as ballast.replay_step sets it). The first offending row raises BA001 (message:
 --     step, both statuses; hint: the ordinary statuses allowed from the old one), and the whole statement with it.
---  2. One INSERT ... SELECT appends one event per status change (step_<status>; data as in 0004_state_machines), in step id order.
+--  2. One INSERT ... SELECT appends one event per status change (step_<status>; data as before), in step id order.
 --  3. Counters (apply_step_deltas), when a column they read changed.
 --  4. NOTIFY ballast_queue (empty payload) when a step became queued: idle workers claim.
 -- Statements that change no status, no wait_key, no attempts and no parent (progress, counters) return at step 1's
@@ -489,7 +498,7 @@ create trigger jobs_inserted
   for each statement execute function ballast_private.jobs_inserted();
 
 -- jobs_changed: AFTER UPDATE of jobs, once per statement: one event per status change (job_<status>; a failed job's
--- event carries its error), in id order. The transition check stays a BEFORE row trigger (job_status_guard, 0004_state_machines):
+-- event carries its error), in id order. The transition check stays a BEFORE row trigger (job_status_guard):
 -- jobs change status two or three times in their life, and a refused change must raise BA001 before the table's
 -- check constraints (job_finished_when_terminal) see the row.
 create function ballast_private.jobs_changed() returns trigger

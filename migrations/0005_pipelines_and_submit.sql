@@ -204,7 +204,8 @@ as $fn$
               else 'sha256:' || encode(sha256(convert_to(p_value, 'UTF8')), 'hex') end
 $fn$;
 
--- concurrency_value(key, tenant, input): what splits a concurrency group (0005_pipelines_and_submit), now at most 1,000 bytes: a longer
+-- concurrency_value(key, tenant, input): what splits a concurrency group (0005_pipelines_and_submit), now at most 1,000
+-- bytes: a longer
 -- value becomes 'sha256:' and the hex SHA-256 of its UTF-8 bytes (see 3.).
 create function ballast_private.concurrency_value(p_key text, p_tenant_id text, p_input jsonb) returns text
 language sql immutable parallel safe
@@ -283,7 +284,7 @@ begin
 end
 $fn$;
 
--- submit_job (0005_pipelines_and_submit) again, checked: a restricted caller submits for its own tenant (p_tenant_id may be left at
+-- submit_job, checked: a restricted caller submits for its own tenant (p_tenant_id may be left at
 -- 'default' or name it); naming another raises BA014; without a tenant, BA014 too.
 create function ballast.submit_job(
   p_pipeline text,
@@ -849,7 +850,8 @@ as $fn$
 $fn$;
 
 -- lock_idempotency_key(tenant_id, key): a transaction advisory lock on one key of one tenant (nothing for a null
--- key). submit takes it before its INSERT, and INSERT INTO ballast.jobs (0005_pipelines_and_submit) before it looks the key up, so the two
+-- key). submit takes it before its INSERT, and INSERT INTO ballast.jobs (0010_public_views) before it looks the key up,
+-- so the two
 -- paths wait for each other on the same key instead of racing.
 create function ballast_private.lock_idempotency_key(p_tenant_id text, p_idempotency_key text) returns void
 language sql volatile

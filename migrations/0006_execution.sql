@@ -290,7 +290,7 @@ $fn$;
 -- complete_step_and_claim.
 -- Marks the attempt and step succeeded with the output (already checked against the step's contract by the worker),
 -- clears the step's wait fields, queues and wakes the dependants whose dependencies are now all succeeded, frees a
--- concurrency slot, lets the map step of an item finish when this was its last live item (finish_map, 0006_execution), and
+-- concurrency slot, lets the map step of an item finish when this was its last live item (finish_map), and
 -- re-derives the job. Raises BA007/BA008 as running_attempt.
 create function ballast_private.complete(
   p_attempt_id bigint,
@@ -366,7 +366,7 @@ end
 $fn$;
 
 -- 4. Retry-After without jitter: steps that a provider refused together (a 429 to a burst) all came back at the same
---    instant and were refused together again. settle_failure (0006_execution) again, with a bounded jitter added on top of a
+--    instant and were refused together again. settle_failure, with a bounded jitter added on top of a
 --    Retry-After above 0 (never shortening it): uniform in [0, min(max(retry_after / 4, 250 ms), 60 s)). A delay of
 --    0 (a release on shutdown: runnable again at once) gets none.
 --
@@ -526,7 +526,7 @@ begin
 end
 $fn$;
 
--- report_progress(attempt_id, progress) (0006_execution) again: stores the step's latest progress (any JSON) and NOTIFYs
+-- report_progress(attempt_id, progress): stores the step's latest progress (any JSON) and NOTIFYs
 -- ballast_events with {"progress":{"job_id":..,"step_id":..}}: ids only, the value stays in ballast.steps.progress
 -- (readers fetch it under their role; a value of any size fits). Not stored as an event: progress may be frequent.
 -- Returns false, changing nothing, when the attempt is no longer running. Raises nothing of its own; locks the step
@@ -768,7 +768,8 @@ begin
 end
 $fn$;
 
--- finish_map(parent_step_id): completes a waiting map step when its last item is final; O(1) while items are still open (steps.items_open > 0), so finishing
+-- finish_map(parent_step_id): completes a waiting map step when its last item is final.
+-- O(1) while items are still open (steps.items_open > 0), so finishing
 -- each of n items costs a constant, not a count of all n. When the last item is final: the parent's output lists
 -- every item's outcome; then succeeded, or failed by the map's partial/min_succeeded policy. The caller holds the
 -- lock of the item that just finished; the parent row is locked here (items before their map step).

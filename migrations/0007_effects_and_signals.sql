@@ -35,7 +35,7 @@ begin
 end
 $fn$;
 
--- wait_for_event(attempt_id, key, timeout_ms, on_timeout) -> (received, payload): as 0006_execution, with the key in bytes
+-- wait_for_event(attempt_id, key, timeout_ms, on_timeout) -> (received, payload): as before, with the key in bytes
 -- (BA002 unless 1 to 500 bytes) and the signal looked up among the step's own tenant's (see 4.), under the same
 -- advisory lock of (tenant, key) as send_event.
 create function ballast.wait_for_event(
@@ -150,7 +150,7 @@ $fn$;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
 comment on function ballast.send_event(text,jsonb,text,text) is 'Deliver an event to the steps of one tenant waiting for its key (and to those that will wait for it). A key is delivered once (accepted = false the second time).';
 
--- check_effect_key (0007_effects_and_signals) again: 1 to 500 bytes.
+-- check_effect_key: 1 to 500 bytes.
 create function ballast_private.check_effect_key(p_key text) returns void
 language plpgsql volatile
 as $fn$

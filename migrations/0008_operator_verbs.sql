@@ -77,7 +77,7 @@ begin
 end
 $fn$;
 
--- cancel_job(job_id, reason, actor): as ballast_private.cancel_job (0008_operator_verbs), for a job the caller may see (else BA007).
+-- cancel_job(job_id, reason, actor): as ballast_private.cancel_job, for a job the caller may see (else BA007).
 create function ballast.cancel_job(
   p_job_id bigint,
   p_reason text default null::text,

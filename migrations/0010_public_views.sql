@@ -296,7 +296,7 @@ comment on view ballast.effects is 'The side-effect ledger: the recorded result 
 create trigger refuse_write instead of insert or update or delete on ballast.effects
   for each row execute function ballast_private.refuse_view_write();
 
--- dead_letters (0010_public_views) again, with what an operator asks next: the job's status and whether it was pruned, whether
+-- dead_letters, with what an operator asks next: the job's status and whether it was pruned, whether
 -- the error was retryable, the last attempt (id, outcome, worker, when), every attempt's outcome and error in order,
 -- and whether the step is a map step (replayed through its failed items, which are dead letters of their own).
 create view ballast.dead_letters with (security_invoker = true) as
@@ -352,7 +352,7 @@ comment on view ballast.step_items is 'The items of map steps: each item with it
 create trigger refuse_write instead of insert or update or delete on ballast.step_items
   for each row execute function ballast_private.refuse_view_write();
 
--- ballast.model_calls (0009_model_steps_and_budgets) again, with usage_missing at the end (a view keeps its columns in order).
+-- ballast.model_calls, with usage_missing at the end (a view keeps its columns in order).
 create view ballast.model_calls with (security_invoker = true) as
 select c.id, c.attempt_id, c.step_id, c.job_id, c.tenant_id, c.rung, c.model_index, c.provider, c.provider_kind,
        c.requested_model, c.returned_model, c.prompt_name, c.prompt_version, c.prompt_hash, c.parameters,
