@@ -333,9 +333,8 @@ grant select on ballast_private.events to ballast_client, ballast_operator, ball
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 
 -- The state machines as data: a status change not listed here is refused (BA001) by the triggers in
--- 0004_state_machines. Edges
--- with via_replay (a finished step or job running again) are allowed only inside ballast.replay_step / replay_job
--- (0008_operator_verbs), which set the transaction-local setting ballast.replay = on.
+-- 0004_state_machines. Edges with via_replay (a finished step or job running again) are allowed only inside
+-- ballast.replay_step / replay_job (0008_operator_verbs), which set the transaction-local setting ballast.replay = on.
 create table ballast_private.job_transitions (
   from_status text not null,
   to_status text not null,
@@ -571,8 +570,7 @@ insert into ballast_private.step_transitions (from_status, to_status, why) value
   ('needs_review', 'cancelled', 'the job was cancelled');
 
 -- Replay edges (via_replay), a deadline that runs the step again, and the edges of map steps (0006_execution): a map
--- step
--- waits for its items and succeeds when they are done; replaying one of its items makes it wait again.
+-- step waits for its items and succeeds when they are done; replaying one of its items makes it wait again.
 insert into ballast_private.step_transitions (from_status, to_status, why, via_replay) values
   ('succeeded', 'queued', 'an operator replayed it', true),
   ('failed', 'queued', 'an operator replayed it', true),

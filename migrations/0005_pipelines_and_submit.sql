@@ -205,8 +205,7 @@ as $fn$
 $fn$;
 
 -- concurrency_value(key, tenant, input): what splits a concurrency group (0005_pipelines_and_submit), now at most 1,000
--- bytes: a longer
--- value becomes 'sha256:' and the hex SHA-256 of its UTF-8 bytes (see 3.).
+-- bytes: a longer value becomes 'sha256:' and the hex SHA-256 of its UTF-8 bytes (see 3.).
 create function ballast_private.concurrency_value(p_key text, p_tenant_id text, p_input jsonb) returns text
 language sql immutable parallel safe
 as $fn$
@@ -851,8 +850,7 @@ $fn$;
 
 -- lock_idempotency_key(tenant_id, key): a transaction advisory lock on one key of one tenant (nothing for a null
 -- key). submit takes it before its INSERT, and INSERT INTO ballast.jobs (0010_public_views) before it looks the key up,
--- so the two
--- paths wait for each other on the same key instead of racing.
+-- so the two paths wait for each other on the same key instead of racing.
 create function ballast_private.lock_idempotency_key(p_tenant_id text, p_idempotency_key text) returns void
 language sql volatile
 as $fn$

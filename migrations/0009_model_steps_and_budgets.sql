@@ -658,8 +658,7 @@ $fn$;
 -- step's attempt_offset grows by one, as pause_for_budget does), and the step is 'retrying' (error class cooldown)
 -- until the latest cooldown in force for provider/model or the whole provider ('*') ends, at most 7 days from now,
 -- plus a bounded jitter as settle_failure (0006_execution) adds to a Retry-After (uniform in [0, min(max(wait / 4, 250
--- ms),
--- 60 s))), so the steps a cooldown stopped together do not all call again at the same instant. A cooldown that has
+-- ms), 60 s))), so the steps a cooldown stopped together do not all call again at the same instant. A cooldown that has
 -- ended meanwhile: due at once, no jitter. Returns 'retrying' and the step's next_run_at. BA007/BA008 as
 -- running_attempt.
 create function ballast.pause_for_cooldown(

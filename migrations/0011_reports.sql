@@ -419,9 +419,8 @@ create trigger refuse_write instead of insert or update or delete on ballast.stu
 -- Locks: the job rows first, then their steps, both FOR NO KEY UPDATE SKIP LOCKED (no key: inserting an event takes
 -- a key-share lock on its job, which this must not block): it never waits for a row another transaction holds, so
 -- it cannot deadlock with the verbs that lock steps before their job (0006_execution). The attempts, effects and model
--- calls
--- of a locked step are written only by functions that lock the step first, so they are free. lock_timeout bounds any
--- wait that reasoning missed. Raises BA002 for an older_than that is not positive or a batch outside 1..100000.
+-- calls of a locked step are written only by functions that lock the step first, so they are free. lock_timeout bounds
+-- any wait that reasoning missed. Raises BA002 for an older_than that is not positive or a batch outside 1..100000.
 create function ballast.prune_history(
   p_older_than interval,
   p_batch integer default 1000
