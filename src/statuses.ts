@@ -1,5 +1,5 @@
 // The job and step statuses, once for the TypeScript side. The database holds the same facts as data: the state
-// machines ballast.job_transitions and ballast.step_transitions (migrations/0001), where a final status is one that
+// machines ballast.job_transitions and ballast.step_transitions (migrations/0002_tables.sql), where a final status is one that
 // is left only through a replay (via_replay). test/facts.test.ts checks these lists against those tables, and every
 // hand-written status list in the SQL functions and views against these lists.
 

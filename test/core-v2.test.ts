@@ -1,4 +1,4 @@
-// The batched core (migration 0013): the step rows are the queue, settle_and_claim answers every attempt of a batch
+// The batched core (migrations/0006_execution.sql): the step rows are the queue, settle_and_claim answers every attempt of a batch
 // per id, statement-level triggers refuse a bad multi-row change whole, and the job counters never drift from a
 // recount. SQL-level, with the verbs a worker calls, so every case is deterministic.
 import t from 'tap';

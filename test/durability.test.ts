@@ -1,4 +1,4 @@
-// Durability (issue 3; migrations 0005_execution.sql and 0007_operator_verbs.sql, src/worker/runner.ts): timeouts,
+// Durability (issue 3; migrations/0006_execution.sql and 0008_operator_verbs.sql, src/worker/runner.ts): timeouts,
 // cancellation, waiting for events, the side-effect ledger and audited replay, against a real Postgres.
 //
 // Two kinds of tests. SQL-level ones drive the functions by hand through one connection whose session sets the

@@ -1,4 +1,4 @@
-// Side effects (migration 0017_effects.sql, src/worker/effects.ts): ctx.effect records its intent before fn runs and gives
+// Side effects (migrations/0007_effects_and_signals.sql, src/worker/effects.ts): ctx.effect records its intent before fn runs and gives
 // fn a stable idempotency key and previouslyStarted; ctx.transaction commits the step's SQL and its ledger row
 // together, fenced against an attempt that lost its step. Against a real Postgres: the SQL verbs by hand first
 // (while no worker runs, so no reaper touches the hand-claimed attempts), then in-process workers, then real worker

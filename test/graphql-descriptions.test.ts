@@ -1,7 +1,7 @@
 // GraphQL a newcomer can read. The schema documents itself: every type, field, argument, input field and enum value
 // a client of ballast meets in Ruru's docs or in codegen has a description. Introspected as an operator (who sees
 // the whole schema) from a server on the migrated database, so the descriptions of views and columns come from the
-// SQL comments of the migrations (0030) and the rest from the TypeScript type definitions (mutations.ts,
+// SQL comments of the migrations (0010_public_views) and the rest from the TypeScript type definitions (mutations.ts,
 // subscriptions.ts, surface.ts). A view or column added without a comment, or a new field without a description,
 // fails here with its schema coordinate. And Ruru (/graphiql) opens on a ballast example that runs, with the way to
 // get a token and where to put it.

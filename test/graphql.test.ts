@@ -33,7 +33,7 @@ const SUBMIT = `mutation ($input: SubmitJobInput!) { submitJob(input: $input) { 
 const stepRunning = (name: string) => (ms: any[]) =>
   ms.some((m) => (m.stepName === name && m.status === 'running') || m.job?.steps.some((s: any) => s.name === name && s.status === 'running'));
 const eventIds = async (jobId: string) =>
-  // In the order subscribers get them: by writing transaction, then id (migration 0025). That differs from id order
+  // In the order subscribers get them: by writing transaction, then id (migrations/0004_state_machines.sql). That differs from id order
   // when a worker's transaction took its id before the submission's and wrote its step events after it committed.
   (await pool.query<{ id: string }>('select e.id::text as id from ballast_private.events e where e.job_id = $1 order by e.tx, e.id', [jobId])).rows.map((r) => r.id);
 /** The events of `all` (in delivery order) after event `id`. */

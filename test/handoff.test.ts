@@ -1,4 +1,4 @@
-// Hand-off in the batched core (0013): the step rows are the queue, so no graphile-worker job is made for any step,
+// Hand-off in the batched core (0006_execution): the step rows are the queue, so no graphile-worker job is made for any step,
 // and the round trip that records a step's success also claims the step it made runnable, for the same worker.
 import t from 'tap';
 import { z } from 'zod';

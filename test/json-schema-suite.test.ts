@@ -1,7 +1,7 @@
 // ballast.json_schema_errors against the official JSON-Schema-Test-Suite and against ajv (issue 13).
 //
 // 1. The official cases. The npm package json-schema-test-suite carries drafts 3 and 4 only, so its draft 4 files
-//    are run here for every keyword the validator supports (migrations/0002_json_schema.sql, header). The later
+//    are run here for every keyword the validator supports (migrations/0003_json_schema.sql, header). The later
 //    drafts' keywords (const, contains, propertyNames, if/then/else, boolean schemas, numeric exclusive*) are in
 //    the suite's draft 7 files, which Debian ships as the package json-schema-test-suite
 //    (/usr/share/json-schema-test-suite); they run too when that package is installed, and are skipped with a note

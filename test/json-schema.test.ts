@@ -1,4 +1,4 @@
-// ballast.json_schema_errors: the PL/pgSQL JSON Schema validator (migrations/0002_json_schema.sql) that checks job
+// ballast.json_schema_errors: the PL/pgSQL JSON Schema validator (migrations/0003_json_schema.sql) that checks job
 // input at the database boundary. Contracts here are real zod 4 output (z.toJSONSchema with io: 'input'), the same
 // thing ballast stores for every pipeline.
 import t from 'tap';
@@ -224,7 +224,7 @@ t.test('verdicts agree with zod safeParse', async (t) => {
   }
 });
 
-// Issue 13: validation stops working after 100 violations (migrations/0027_json_schema_bounds.sql), so a huge wrong
+// Issue 13: validation stops working after 100 violations (migrations/0003_json_schema.sql), so a huge wrong
 // input costs what 100 violations cost. The contract callers rely on: at most 100 real rows, then ONE final row with
 // path '' and this message when it stopped early.
 const STOPPED = 'stopped after 100 violations; the value may have more';

@@ -1,4 +1,4 @@
-// Limits in bytes and sizes (migrations/0029_keys_and_sizes.sql, issue 13): tenant ids and keys at their maxima in
+// Limits in bytes and sizes (migrations/0005_pipelines_and_submit.sql, issue 13): tenant ids and keys at their maxima in
 // 4-byte characters get BA002 naming the argument (not SQLSTATE 54000 from an index) on every way in; keys are not
 // normalised (NFC and NFD are two keys); an input over its pipeline's max_input_bytes is refused before it is
 // validated, per input and per batch; a long concurrency value does not break the index; and event keys belong to a

@@ -1,4 +1,4 @@
-// Live updates have one order, and a resume from any point of it returns exactly the rest (migrations/0025,
+// Live updates have one order, and a resume from any point of it returns exactly the rest (migrations/0004_state_machines.sql,
 // src/db/event-stream.ts, src/server/live/). Transactions are made to commit in another order than they took their
 // event ids, with events held back by an open transaction while subscribers connect and reconnect, and every
 // subscriber (live from the start, resumed at every position, jobUpdated, jobsOnly) must see the same sequence as

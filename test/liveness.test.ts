@@ -1,4 +1,4 @@
-// Liveness under faults (issue 11; migration 0016, src/worker/watchdog.ts, src/worker/supervisor.ts, src/db/migrate.ts), with real
+// Liveness under faults (issue 11; migrations/0006_execution.sql, src/worker/watchdog.ts, src/worker/supervisor.ts, src/db/migrate.ts), with real
 // `ballast worker` processes (supervisor + worker child) and a real Postgres:
 //  - concurrent migrations wait for each other instead of failing;
 //  - a step that blocks the event loop for 30 s within its timeout keeps its attempt (the watchdog heartbeats);

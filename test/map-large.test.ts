@@ -1,6 +1,6 @@
 // A large map step (issue 11): 10,000 items run to completion with a real worker. Every item succeeds, the map
 // step's output lists all 10,000 outcomes in index order, a step after the map receives them, and the job's counters
-// (0013: kept per statement from deltas, items_open on the map step) agree with a recount of its steps.
+// (0004_state_machines: kept per statement from deltas, items_open on the map step) agree with a recount of its steps.
 // Generous bounds: the machine is shared.
 import t from 'tap';
 import { z } from 'zod';

@@ -1,4 +1,4 @@
-// Map steps (migrations/0008): one step fanned out over items that fail independently; partial completion; per-item
+// Map steps (migrations/0006_execution.sql): one step fanned out over items that fail independently; partial completion; per-item
 // outcomes in ballast.step_items; replaying a failed item.
 import t from 'tap';
 import { z } from 'zod';

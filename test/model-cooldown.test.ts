@@ -144,7 +144,7 @@ t.test('429/529 without Retry-After, on the SQL clock: the retry waits for the c
   // Per case: `retried` may retry once (its attempt after the refusal is its last), `parked` may not retry at all.
   // Each has a fallback that is not cooling down, so the claim does not park them: the ladder meets the cooldown and,
   // having spent nothing, moves to the fallback at once (a step whose models all cool down is parked by the claim,
-  // without an attempt: test/model-budget.test.ts and the claim gate of 0022).
+  // without an attempt: test/model-budget.test.ts and the claim gate of 0006_execution).
   const pipelines = cases.map((c) => {
     const step = (name: string, maxAttempts: number) => pipeline({ name, version: 1, input: z.object({ text: z.string() }) })
       .modelStep('score', { prompt: ask, model: c.model, fallbacks: [c.spare], output: Score, retry: { maxAttempts, baseDelayMs: 0 }, callTimeoutMs: 5000 });

@@ -1,6 +1,6 @@
-// NOTIFY ballast_events (migrations/0014): one notification per statement that appends events, carrying ids only
+// NOTIFY ballast_events (migrations/0004_state_machines.sql): one notification per statement that appends events, carrying ids only
 // ({"ids":[...]} or, past 7,500 bytes, {"min_id","max_id","count"}; progress: {"progress":{"job_id","step_id"}}), and
-// the consumers, which treat a notification as a hint and read the events by position (event-stream.ts, 0025):
+// the consumers, which treat a notification as a hint and read the events by position (event-stream.ts, 0004_state_machines):
 // listenEvents (CLI watch, start demo; the GraphQL hub reads the same stream, test/live-order.test.ts). Events are appended directly as the owner (the audit trail refuses updates and
 // deletes, not inserts), so one statement can append any number of them.
 import t from 'tap';

@@ -1,4 +1,4 @@
-// Postgres restarted under running workers (issue 11 item 1 and 8; migration 0016, src/worker/liveness.ts, settle() in
+// Postgres restarted under running workers (issue 11 item 1 and 8; migrations/0006_execution.sql, src/worker/liveness.ts, settle() in
 // src/worker/runner.ts). A private embedded cluster (src/db/embedded.ts) is restarted with its own pg_ctl, in fast and
 // immediate mode, four times, then stopped for 30 s, while two real `ballast worker` processes run a stream of
 // four-step jobs. Afterwards:

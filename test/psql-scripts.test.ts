@@ -15,7 +15,7 @@ if (!psqlPath) {
 const { pool, url } = await freshDatabase(t);
 const ids = await seed(pool, [...HISTORY,
   // Two more dead letters of rep.c: J15's replays cleanly; J14's cannot (its dependant b is queued: BA011). J14 is
-  // running: its status follows its steps (a failed, b still queued), as the job counters (0013) derive it.
+  // running: its status follows its steps (a failed, b still queued), as the job counters (0004_state_machines) derive it.
   { key: 'J15', tenant: 'acme', pipeline: 'rep.c', version: 1, status: 'failed', created: '09:00:00', finished: '09:00:02', steps: [
     { name: 'a', status: 'failed', error: { class: 'transport', message: 'reset by peer', retryable: true, attempt: 3 },
       attempts: [{ outcome: 'failed', start: '09:00:01', end: '09:00:02', errorClass: 'transport' }] },

@@ -1,4 +1,4 @@
-// The reports of migration 0012 against a history written with fixed timestamps (test/support/history.ts), every
+// The reports of migrations/0011_reports.sql against a history written with fixed timestamps (test/support/history.ts), every
 // number computed by hand; and who may read them: reporters and operators everyone's, a client its own tenant's.
 import t from 'tap';
 import type pg from 'pg';

@@ -1,4 +1,4 @@
-// Retention (migration 0012, src/worker/retention.ts): ballast.prune_history clears the payloads of jobs finished long ago,
+// Retention (migrations/0011_reports.sql, src/worker/retention.ts): ballast.prune_history clears the payloads of jobs finished long ago,
 // in batches, without waiting for locked rows, and keeps the events and every number the reports show; the
 // Retention service loops over batches; a worker runs it as a graphile-worker cron task when BALLAST_RETENTION says so.
 import t from 'tap';

@@ -1,4 +1,4 @@
-// Retries, dead letters and stale wake-ups at the SQL level (migrations/0005_execution.sql), with no worker running
+// Retries, dead letters and stale wake-ups at the SQL level (migrations/0006_execution.sql), with no worker running
 // and the SQL clock under the test's control: every call below goes through one connection whose session sets
 // `ballast.now`, so backoff windows are checked exactly instead of slept through.
 import t from 'tap';

@@ -1,5 +1,5 @@
-// The state machines (migrations/0003_state_machine.sql): every step and job status change, legal or not, the audit
-// events they append, their NOTIFY (ids only, 0014), the append-only rules, and the derivation of a job's status from its
+// The state machines (migrations/0004_state_machines.sql): every step and job status change, legal or not, the audit
+// events they append, their NOTIFY (ids only, 0004_state_machines), the append-only rules, and the derivation of a job's status from its
 // steps (ballast_private.refresh_job_status). Rows in arbitrary statuses are inserted directly: only UPDATEs of
 // status are checked, so no trigger needs to be bypassed.
 import t from 'tap';
@@ -79,7 +79,7 @@ async function insertStep(q: Querier, jobId: string, s: StepSpec): Promise<strin
 }
 
 /**
- * Inserts a job's steps in ONE statement, as submission does: the job's counters (0013) see them together, so its
+ * Inserts a job's steps in ONE statement, as submission does: the job's counters (0004_state_machines) see them together, so its
  * status is derived once from all of them.
  */
 async function insertSteps(q: Querier, jobId: string, specs: StepSpec[]): Promise<Record<string, string>> {
@@ -266,7 +266,7 @@ t.test('a status change records actor and reason from the transaction settings',
     await c.query('begin');
     await c.query(`select set_config('ballast.actor', 'alice', true), set_config('ballast.reason', 'manual fix', true)`);
     await c.query(`update ballast_private.steps set status = 'running', attempts = 1 where id = $1`, [stepId]);
-    // The job follows its steps by itself (counters, 0013): this is a no-op, and records nothing.
+    // The job follows its steps by itself (counters, 0004_state_machines): this is a no-op, and records nothing.
     await c.query(`update ballast_private.jobs set status = 'running' where id = $1`, [jobId]);
     await c.query('commit');
     // Outside that transaction the settings are gone: the default actor, no reason.
@@ -333,7 +333,7 @@ t.test('events are append-only (BA009) and the public views refuse writes (BA009
   t.same(counts, transitionCounts, 'the transition tables are unchanged');
 });
 
-/** A raw ballast_events payload (0014: ids only). */
+/** A raw ballast_events payload (0004_state_machines: ids only). */
 type Payload = Record<string, unknown>;
 
 /** LISTENs on ballast_events; drain() returns what arrived since the last drain, in order. */

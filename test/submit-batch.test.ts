@@ -1,8 +1,8 @@
-// Set-based submission (migrations/0015_submit_jobs.sql): ballast.submit_jobs submits a batch in a few statements
+// Set-based submission (migrations/0005_pipelines_and_submit.sql): ballast.submit_jobs submits a batch in a few statements
 // with submit_job's semantics per input (results in input order, idempotency keys within the batch and against
 // earlier jobs, all or nothing on a bad input, tenancy), two overlapping batches racing create one job per key
 // without deadlocking, GraphQL's submitJobs and BallastDb.submitJobs go through it, and a multi-row
-// INSERT INTO ballast.jobs (migration 0023) keeps per-row semantics while writing each table with one statement.
+// INSERT INTO ballast.jobs (migrations/0005_pipelines_and_submit.sql) keeps per-row semantics while writing each table with one statement.
 import t, { type Test } from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
@@ -61,7 +61,7 @@ async function stepsOf(jobId: string) {
   return rows;
 }
 
-/** The claimable steps of a job (the step rows are the queue, 0013): queued, with the task and priority a claim reads. */
+/** The claimable steps of a job (the step rows are the queue, 0006_execution): queued, with the task and priority a claim reads. */
 async function wakeupsOf(jobId: string) {
   const { rows } = await pool.query(
     `select s.name, s.task as task_identifier, s.priority

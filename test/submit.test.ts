@@ -1,7 +1,7 @@
-// Registering pipelines and submitting jobs (migrations/0004_pipelines_and_submit.sql, INSERT INTO ballast.jobs in
-// 0006): definitions are validated and pinned by hash, submission validates the input in SQL, dedupes on the
+// Registering pipelines and submitting jobs (migrations/0005_pipelines_and_submit.sql, INSERT INTO ballast.jobs in
+// 0010_public_views): definitions are validated and pinned by hash, submission validates the input in SQL, dedupes on the
 // idempotency key (also under a 100-connection race), creates steps (the roots queued, carrying the job's task and
-// priority: the step rows are the queue, 0013) in the caller's transaction, and leaves nothing behind when it fails or rolls back.
+// priority: the step rows are the queue, 0006_execution) in the caller's transaction, and leaves nothing behind when it fails or rolls back.
 import t from 'tap';
 import pg from 'pg';
 import { z } from 'zod';
@@ -62,7 +62,7 @@ async function stepsOf(jobId: string) {
   return rows as { id: string; name: string; status: string; depends_on: string[]; deps_remaining: number; max_attempts: number; queued: boolean }[];
 }
 
-/** The claimable steps of a job (the step rows are the queue, 0013): queued, with the task and priority a claim reads. */
+/** The claimable steps of a job (the step rows are the queue, 0006_execution): queued, with the task and priority a claim reads. */
 async function wakeupsOf(jobId: string) {
   const { rows } = await pool.query(
     `select s.task as task_identifier, 'step:' || s.id as key, s.priority

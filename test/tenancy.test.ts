@@ -1,4 +1,4 @@
-// Tenants and roles in Postgres (migration 0010): what ballast_client, ballast_operator, ballast_reporter and
+// Tenants and roles in Postgres (migrations/0001_foundations.sql): what ballast_client, ballast_operator, ballast_reporter and
 // ballast_anonymous may read and do, through the same views and functions GraphQL and other systems' SQL use; and a
 // login bound to a tenant, which cannot talk itself into another tenant.
 import t from 'tap';

@@ -9,7 +9,7 @@
 // recorded). The reclaimed step has to get past them: claim_steps takes steps that already ran (attempts > 0) before
 // new ones of the same priority, so it waits only for the survivor's local queue of claims taken before it.
 //
-// The reaper trusts a missing liveness lock only once the server has been up past its restart grace (0016: 20 s by
+// The reaper trusts a missing liveness lock only once the server has been up past its restart grace (0006_execution: 20 s by
 // default); the bench's server may be younger than that, so the run waits for it first (steady state is measured).
 import { connect } from '../database.ts';
 import { spawnWorker } from '../children.ts';

@@ -3,7 +3,7 @@
 //   one by one  one autocommit statement per job, waiting for each reply (a web request submitting a job)
 //   batched     BATCH jobs per statement: ballast.submit_jobs with an array of BATCH inputs (each validated against
 //               the input contract, as one by one), and graphile_worker.add_jobs with an array of BATCH specs
-//   insert      BATCH jobs per statement: INSERT INTO ballast.jobs ... SELECT of BATCH rows (migration 0023)
+//   insert      BATCH jobs per statement: INSERT INTO ballast.jobs ... SELECT of BATCH rows (migrations/0005_pipelines_and_submit.sql)
 // The five measurements run in an order that changes from round to round.
 import { connect } from '../database.ts';
 import { GW_TASK } from '../fixtures/pipelines.ts';

@@ -86,7 +86,7 @@ async function liveJobs(c: pg.Client, afterJobId: number): Promise<number> {
 
 /**
  * The column of ballast_private.events that records the writing transaction, when the schema has one (`txid`, or
- * `tx` as migrations/0025 in progress calls it): events are delivered in (that column, id) order. Null without one.
+ * `tx` as migrations/0004_state_machines.sql in progress calls it): events are delivered in (that column, id) order. Null without one.
  */
 async function txColumn(c: pg.Client): Promise<string | null> {
   const { rows } = await c.query<{ column_name: string }>(

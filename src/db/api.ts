@@ -442,7 +442,7 @@ export class BallastDb {
 
   /**
    * A worker blocked (watchdog) or crashed (supervisor): ends its running attempts, counts the blamed ones (all when
-   * `blamed` is undefined) toward quarantine, marks it stopped (ballast.report_worker_fault, 0016). The watchdog
+   * `blamed` is undefined) toward quarantine, marks it stopped (ballast.report_worker_fault, 0006_execution). The watchdog
    * thread runs the same statement on its own connection (src/worker/watchdog.ts).
    */
   async reportWorkerFault(workerId: string, errorClass: 'blocked_worker' | 'crashed_worker',

@@ -1,5 +1,5 @@
 // ballast's NOTIFY channels and their payloads, read in one place. The SQL that sends them:
-//   ballast_events  ballast_private.notify_events and flush_events_notice (0013, 0014): {"ids":[...]} or, when the ids
+//   ballast_events  ballast_private.notify_events and flush_events_notice (0004_state_machines): {"ids":[...]} or, when the ids
 //                   would not fit, {"min_id","max_id","count"}; ballast.report_progress: {"progress":{"job_id","step_id"}}.
 //   ballast_queue   ballast_private.announce_queued and ballast.settle_and_claim: an empty payload, a wake-up.
 //   ballast_cancel  ballast_private.cancel_job: {"job_id", "attempts": [{"attempt_id", "worker_id"}]}.

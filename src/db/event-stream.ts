@@ -1,4 +1,4 @@
-// The audit events as one ordered stream, read from Postgres by position (migrations/0025): every consumer of live
+// The audit events as one ordered stream, read from Postgres by position (migrations/0004_state_machines.sql): every consumer of live
 // events (the GraphQL hub, `ballast watch`, the start demo) reads them here, in the order a resume returns them.
 //
 // Order: (tx, id), tx being the writing transaction. An event is handed out only once it is *final*: its tx is below
@@ -6,7 +6,7 @@
 // event before it has ended. The stream keeps the position (tx, id) of the last event it handed out and reads what
 // follows it; nothing is skipped or repeated, whatever order transactions commit in.
 //
-// NOTIFY ballast_events (0014) is only a hint that something changed: any payload starts a read (a forged one costs a
+// NOTIFY ballast_events (0004_state_machines) is only a hint that something changed: any payload starts a read (a forged one costs a
 // read, nothing else), and the read decides what happened. At most one read runs at a time; notifications that arrive
 // meanwhile cause one more. When a read saw committed events above the watermark (held back by an older writing
 // transaction that has not ended), the stream reads again after a short, growing delay, since the transaction that

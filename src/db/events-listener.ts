@@ -1,6 +1,6 @@
 // Every audit event and progress report, live, on a connection of its own (`ballast watch`, the start demo): a thin
 // consumer of EventStream (event-stream.ts), so events arrive once each, final, in the order a resume returns them
-// ((tx, id), migrations/0025), from the moment the listener started; progress reports (type step_progress, no id)
+// ((tx, id), migrations/0004_state_machines.sql), from the moment the listener started; progress reports (type step_progress, no id)
 // arrive as they are read.
 import { EventStream, type StreamEvent } from './event-stream.ts';
 

@@ -1,4 +1,4 @@
-// The database doorway for model steps (migration 0009): prompts, prices, budgets, cooldowns, call traces, contract
+// The database doorway for model steps (migrations/0009_model_steps_and_budgets.sql): prompts, prices, budgets, cooldowns, call traces, contract
 // outcomes and reviews. One typed method per SQL function, beside BallastDb (api.ts), whose pool it uses.
 import { sql } from 'kysely';
 import * as verbs from './verbs.ts';

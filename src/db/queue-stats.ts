@@ -1,4 +1,4 @@
-// Queue depth and age by pipeline, for the metrics gauges (src/metrics.ts): the view ballast.queue_depth (0012),
+// Queue depth and age by pipeline, for the metrics gauges (src/metrics.ts): the view ballast.queue_depth (0011_reports),
 // read at scrape time. It reads only unfinished steps, through the partial index on live statuses, so its cost
 // follows the queue, not the history.
 import { sql } from 'kysely';

@@ -1,4 +1,4 @@
-// The reports (migration 0012) by name, for `ballast report <name>`: each a fixed statement over a ballast report
+// The reports (migrations/0011_reports.sql) by name, for `ballast report <name>`: each a fixed statement over a ballast report
 // function or view, with the window (`since`, an interval) and period (hour/day) as parameters.
 import { sql, type RawBuilder } from 'kysely';
 import type pg from 'pg';

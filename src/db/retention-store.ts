@@ -1,4 +1,4 @@
-// The database doorway for retention (migration 0012): one typed method per SQL function, beside BallastDb (api.ts),
+// The database doorway for retention (migrations/0011_reports.sql): one typed method per SQL function, beside BallastDb (api.ts),
 // whose pool it uses.
 import { sql } from 'kysely';
 import type { BallastDb } from './api.ts';

@@ -135,7 +135,7 @@ export interface ModelCallsView {
   repair_method: string | null;
   score: string | null;
   quality: Json;
-  /** The provider's answer carried no token usage: charged at the reservation's estimate (migration 0028). */
+  /** The provider's answer carried no token usage: charged at the reservation's estimate (migrations/0009_model_steps_and_budgets.sql). */
   usage_missing: boolean;
 }
 

@@ -1,6 +1,6 @@
 // The client verbs, one statement each, for every TypeScript caller: BallastDb runs them on its pool (src/db/api.ts),
 // the GraphQL server through PostGraphile's client, inside the transaction that carries the caller's role, tenant and
-// actor (pgSettings), so row-level security and the functions' own checks (migrations/0010_tenancy.sql) apply exactly
+// actor (pgSettings), so row-level security and the functions' own checks (migrations/0001_foundations.sql) apply exactly
 // as they do to a psql user with that role. One statement per verb, not a copy per caller. Also what subscriptions
 // read to authorize and catch up. Ids (bigint) leave as strings, like GraphQL's BigInt. `actor` null: the session's
 // ballast.actor (the API sets it from the token), else the function's own default.
@@ -89,7 +89,7 @@ export const pauseSchedule = (c: Queryable, name: string, paused: boolean, reaso
 export const deleteSchedule = (c: Queryable, name: string, tenantId: string | null) =>
   one<{ deleted: boolean }>(c, 'select ballast.delete_schedule($1, $2) as deleted', [name, tenantId]);
 
-/** An event as replayed to a subscriber: ballast.events_after's row (migrations/0025), ids as text. */
+/** An event as replayed to a subscriber: ballast.events_after's row (migrations/0004_state_machines.sql), ids as text. */
 export interface ReplayedEvent {
   id: string;
   tx: string;

@@ -1,7 +1,7 @@
 // Who is calling: a JWT from the Authorization header (HTTP) or from the graphql-ws connection params becomes a
 // Caller (role, tenant, subject), and a Caller becomes the Postgres settings of its requests: the role PostGraphile
 // switches to (SET ROLE ballast_<role>), the tenant row-level security filters on, and the actor the audit trail
-// records. Postgres enforces the rest (migrations/0010_tenancy.sql), so psql users get the same isolation.
+// records. Postgres enforces the rest (migrations/0001_foundations.sql), so psql users get the same isolation.
 //
 // Keys: HS256 with a shared secret (BALLAST_JWT_SECRET: development, services you run) and RS256/ES256 from an
 // identity provider's JWKS (BALLAST_JWKS_URL). The token's own `alg` picks the key; `none` and unknown algorithms
@@ -14,7 +14,7 @@ export const API_ROLES: readonly ApiRole[] = ['client', 'operator', 'reporter'];
 
 export interface Caller {
   role: ApiRole;
-  /** The tenant a client acts for; an operator or reporter may name one (then sees all anyway, see 0010). */
+  /** The tenant a client acts for; an operator or reporter may name one (then sees all anyway, see 0001_foundations). */
   tenantId: string | null;
   /** The token's `sub`, recorded as `jwt:<sub>` in the audit trail. */
   subject: string | null;

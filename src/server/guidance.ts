@@ -1,7 +1,7 @@
 // What a refused caller should do next: which token an action needs and how to get one. Used by the FORBIDDEN and
 // UNAUTHENTICATED messages (errors.ts, http.ts, introspection.ts, ws.ts, live/feeds.ts) and by Ruru's start page
 // (ruru.ts), so they all name the same header and the same command. The needs are the rules of Postgres
-// (migrations/0010_tenancy.sql) in words; they name roles, never another tenant's data.
+// (migrations/0001_foundations.sql) in words; they name roles, never another tenant's data.
 import type { ApiRole } from './auth.ts';
 import type { JwtSettings } from './config.ts';
 

@@ -1,5 +1,5 @@
 // The mutations: one per ballast verb, each calling its SQL function as the caller (src/db/verbs.ts) inside the
-// caller's transaction. Postgres decides who may do what (0010: submit and cancel for clients in their tenant,
+// caller's transaction. Postgres decides who may do what (0001_foundations: submit and cancel for clients in their tenant,
 // everything for operators); the error codes say why not. Payloads return the affected job (and step) read back
 // through PostGraphile, under the same row-level security.
 import { access, context, type FieldArgs, type Step } from 'postgraphile/grafast';

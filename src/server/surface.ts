@@ -180,7 +180,7 @@ const JobConditions: GraphileConfig.Plugin[] = [
 
 /**
  * Descriptions PostGraphile leaves out: the values of the orderBy enums and the arguments of the single-row fields
- * (job(id:), pipeline(name:, version:)). The types and fields themselves take theirs from the SQL comments (0030).
+ * (job(id:), pipeline(name:, version:)). The types and fields themselves take theirs from the SQL comments (0010_public_views).
  */
 const DescriptionsPlugin: GraphileConfig.Plugin = {
   name: 'BallastDescriptionsPlugin',

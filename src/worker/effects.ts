@@ -1,5 +1,5 @@
 // Side effects of a step: ctx.effect (anything, at least once with a stable key) and ctx.transaction (SQL in the
-// same Postgres, exactly once). Both are keyed per step in the ledger ballast_private.effects (0001, 0017): a key
+// same Postgres, exactly once). Both are keyed per step in the ledger ballast_private.effects (0002_tables, 0007_effects_and_signals): a key
 // recorded by any attempt of the step is never run again; its recorded result is returned instead.
 //
 // ctx.effect(key, fn):

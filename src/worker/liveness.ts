@@ -4,7 +4,7 @@
 // If only the connection drops (server restart, network), this reconnects with backoff, takes the lock again and
 // listens again; cancellations missed meanwhile reach the worker through its heartbeat.
 // The backoff starts short (50 ms, doubling to at most 2 s): after a Postgres restart every worker's lock is gone,
-// and the reaper trusts a missing lock again 20 s after the server started (migration 0016, restart_grace), so the
+// and the reaper trusts a missing lock again 20 s after the server started (migrations/0006_execution.sql, restart_grace), so the
 // lock must be back well before that. A refused connection costs the server nothing, so retrying every 2 s is cheap.
 import pg from 'pg';
 import type { Logger } from 'pino';

@@ -2,7 +2,7 @@
 // It declares dead workers (liveness lock gone, or heartbeat too old), reclaims their running attempts and expired
 // leases, enforces step timeouts a stuck worker could not, and expires waits past their deadline.
 // After a Postgres restart it trusts neither missing locks nor old heartbeats or leases for 20 s (ballast.reap in
-// migration 0016, restart_grace), so a restart declares no live worker dead.
+// migrations/0006_execution.sql, restart_grace), so a restart declares no live worker dead.
 // A service with start, stop and runOnce: tests drive runOnce by hand.
 import type { Logger } from 'pino';
 import type { BallastDb } from '../db/api.ts';

@@ -1,5 +1,5 @@
 // Retention: clears the payloads of jobs that finished longer ago than a period (ballast.prune_history, migration
-// 0012) batch after batch, with a pause between batches so the hot tables never see a long burst of writes. Statuses,
+// 0011_reports) batch after batch, with a pause between batches so the hot tables never see a long burst of writes. Statuses,
 // timings, errors, tokens, costs, scores and the audit trail stay, so the reports give the same numbers afterwards.
 // A service with start, stop and runOnce: tests drive runOnce by hand. A worker runs it as a graphile-worker cron
 // task (retentionSchedule below): with many workers, each tick runs on one of them.

@@ -5,7 +5,7 @@
 //
 // The main thread stamps the time into a SharedArrayBuffer every PING_MS (250 ms). The thread reads it every
 // CHECK_MS and, once no stamp came for a heartbeat period (heartbeatMs, 1 s):
-//  - keeps the worker alive: ballast.watchdog_heartbeat (0016) on its own connection stamps the worker and extends
+//  - keeps the worker alive: ballast.watchdog_heartbeat (0006_execution) on its own connection stamps the worker and extends
 //    the leases of all its running attempts, once per heartbeat period, so a long stall (30 s) loses nothing;
 //  - detects a poison step: when the loop has been stalled for at least marginMs and a running attempt is past its
 //    deadline (its start + its step's timeout + marginMs; for a step without a timeout, the start of the stall +

@@ -1,5 +1,5 @@
 // A small history written straight into the ballast_private tables (as the owner), with fixed timestamps, so the
-// reports (migration 0012) have answers computed by hand. The clock of every test that reads it is NOW
+// reports (migrations/0011_reports.sql) have answers computed by hand. The clock of every test that reads it is NOW
 // (set ballast.now). Times are 'HH:MM:SS' on 2030-01-02 (UTC) unless a full timestamp is given.
 //
 //   job  pipeline  ver tenant  submitted  status               steps (attempts)
@@ -63,7 +63,7 @@ export async function seed(pool: pg.Pool, jobs: SeedJob[], calls: SeedCall[]): P
        j.cost ?? 0, j.inTok ?? 0, j.outTok ?? 0]);
     ids.job[j.key] = job.id;
     // All the job's steps in ONE statement (ids taken from the identity's sequence first, so items can name their
-    // map step): the job's counters (0013) then see them together and derive the status the job was written with.
+    // map step): the job's counters (0004_state_machines) then see them together and derive the status the job was written with.
     const { rows: newIds } = await pool.query<{ id: string }>(
       `select nextval(pg_get_serial_sequence('ballast_private.steps', 'id'))::text as id from generate_series(1, $1)`, [j.steps.length]);
     j.steps.forEach((s, i) => (ids.step[`${j.key}.${s.name}`] = newIds[i]!.id));

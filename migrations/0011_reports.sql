@@ -1,67 +1,24 @@
 -- Up Migration
 --
--- 0012: operating ballast from psql (issue 7): reports, and retention of a large history.
+-- Baseline, file 11 of 11: operating ballast from psql: reports, stuck work, retention of a large history, and the
+-- oldest open transactions.
 --
--- Map.
---   Reports over a window of history: set-returning functions with the window as a parameter, one row per period:
---     ballast.report_pipelines(since, period)  per pipeline version: jobs by outcome, success, retry, fallback,
---                                              first-pass, degraded and review rates, queue wait, run time and job
---                                              duration p50/p95, cost and tokens.
---     ballast.report_steps(since, period)      the same per step name (items of a map step under its name).
---     ballast.report_models(since, period)     per provider and model: calls, errors by class, latency p50/p95,
---                                              tokens, cost.
---     ballast.report_quality(since, period)    quality score by prompt version and model per day (drift).
---   Reports of the present state: views, cheap because they read only live rows through partial indexes:
---     ballast.queue_depth                      per pipeline: queued, retrying (due or later), running, waiting,
---                                              in review, and the oldest runnable step's wait.
---     ballast.stuck_work / ballast.report_stuck(queued_for, overdue_by)
---                                              waits past their deadline, expired leases, overdue retries, steps
---                                              queued too long: what a missing reaper or worker leaves behind.
---     ballast.dead_letters (0006, extended)    with the last attempt, every attempt's error, and pruned_at.
---   Verbs: ballast.replay_dead_letters(...)   replays the dead letters matching a filter, in one transaction;
---          ballast.prune_history(older_than, batch)
---                                              retention: clears the payloads of jobs finished long ago, in batches.
---
--- Why functions with a window rather than views over all history: a view cannot take the window, so a reader who
--- forgets a where clause aggregates the whole history, and a fixed "last N days" view is the wrong N for someone. A
--- function always has a window (default 24 hours). It selects the jobs submitted in it through jobs_created_idx
--- (below) and reaches their steps and attempts one job (step) at a time through the (job_id, name) and
--- (step_id, number) unique indexes, so its cost follows the window, not the history. Measured on Postgres 15, 2
--- cores, 200,000 jobs of 3 steps (600,000 steps, 600,000 attempts) over 20 days: report_pipelines('1 hour') 7 ms,
--- ('24 hours', 10,000 jobs) 200 ms, ('7 days') 2 s; 600,000 older jobs more left the day at 200 ms. Windows are
--- cohorts: a job and all its steps, attempts and costs count in the period the job was submitted in (UTC), so the
--- rows of a period add up, and recent periods show their unfinished jobs. Model reports count calls by the time each
--- call started (index model_calls_started, 0009).
--- Row-level security applies (the functions and views are security invoker): a client reads its own tenant's
--- numbers, operators and reporters everyone's.
+-- Reports over a window of history are set-returning functions with the window as a parameter, one row per period
+-- (report_pipelines, report_steps, report_models, report_quality); reports of the present state are views that read
+-- only live rows through partial indexes (queue_depth, stuck_work, oldest_transactions).
 --
 -- Retention. ballast.prune_history clears what a finished job no longer needs and keeps what reports and the audit
 -- trail need: inputs, results, step outputs, progress, map items, review proposals, effect results, raw model
 -- outputs and validation issues go; statuses, timings, attempts, errors, tokens, costs, scores and every event stay
--- (events are append-only and untouched). A pruned job is marked (jobs.pruned_at) and can no longer run again: its
--- upstream outputs are gone, so a replay of it is refused (BA001). Each call prunes one batch, never waits for a lock
--- (SKIP LOCKED; a job with a step locked by someone else is left for the next round) and says whether more remain;
--- src/retention.ts loops over batches with a pause (BALLAST_RETENTION).
-
--- 1. Columns and indexes ------------------------------------------------------------------------------------------
-
--- When retention cleared the job's payloads (null: never).
-alter table ballast_private.jobs add column pruned_at timestamptz;
-
--- The reports select the jobs submitted in a window, across pipelines and tenants: jobs_pipeline_created_idx and
--- jobs_tenant_created_idx lead with another column, so a range on created_at alone could only scan one of them
--- whole (Postgres 15 has no skip scan): on 800,000 jobs of one pipeline, report_pipelines('1 hour') took 21 ms
--- that way and 7 ms with this index; with many pipelines or tenants the difference grows with the history.
-create index jobs_created_idx on ballast_private.jobs (created_at);
-
--- The jobs retention may prune: finished and not pruned yet. Partial, so it holds only the finished jobs younger than
--- the retention period plus the backlog; prune_history reads it oldest first and stops after one batch.
-create index jobs_prunable_idx on ballast_private.jobs (finished_at) where pruned_at is null and finished_at is not null;
+-- (events are append-only and untouched). A pruned job is marked (jobs.pruned_at) and can no longer run again
+-- (pruned_job_guard: a replay of it is refused, BA001). Each call prunes one batch, never waits for a lock and says
+-- whether more remain; src/retention.ts loops over batches with a pause (BALLAST_RETENTION).
+-- Folded from the old 0012 and 0019.
 
 -- pruned_job_guard: BEFORE UPDATE OF status on jobs when the job was pruned. A replay of a pruned job would run steps
 -- whose inputs and upstream outputs are gone; it is refused with BA001 (the replay's whole transaction rolls back).
 create function ballast_private.pruned_job_guard() returns trigger
-language plpgsql
+language plpgsql volatile
 as $fn$
 begin
   raise exception using
@@ -77,21 +34,12 @@ create trigger pruned_job_guard
   for each row when (old.pruned_at is not null and old.status is distinct from new.status)
   execute function ballast_private.pruned_job_guard();
 
--- The public job view shows pruned_at (the columns of 0009, then this one).
-create or replace view ballast.jobs with (security_invoker = true) as
-select id, tenant_id, pipeline, pipeline_version, idempotency_key, input, status, priority, result, error,
-       created_at, started_at, finished_at, updated_at, input_tokens, output_tokens, cost_usd, pruned_at
-  from ballast_private.jobs;
-
--- 2. Windows -----------------------------------------------------------------------------------------------------
-
 -- report_window(since, period) -> the start of the window: ballast.now() - since.
 -- Raises BA002 for a window that is null, zero or negative, and for a period other than minute, hour, day, week or
 -- month. Each report calls it once, before its query, and bounds its scan by the result: ballast.now() itself is
 -- volatile, and a volatile expression cannot bound an index scan.
-create function ballast_private.report_window(p_since interval, p_period text) returns timestamptz
-language plpgsql
-stable
+create function ballast_private.report_window(p_since interval, p_period text) returns timestamp with time zone
+language plpgsql stable
 as $fn$
 begin
   if p_since is null or p_since <= interval '0' then
@@ -105,54 +53,26 @@ begin
   return ballast.now() - p_since;
 end
 $fn$;
+grant execute on function ballast_private.report_window(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 
 -- report_period(period, at) -> the start of the UTC period holding `at`.
-create function ballast_private.report_period(p_period text, p_at timestamptz) returns timestamptz
-language sql
-immutable
-parallel safe
+create function ballast_private.report_period(
+  p_period text,
+  p_at timestamp with time zone
+) returns timestamp with time zone
+language sql immutable parallel safe
 as $fn$
   select date_trunc(p_period, p_at at time zone 'UTC') at time zone 'UTC'
 $fn$;
-
--- 3. Pipelines and steps -----------------------------------------------------------------------------------------
---
--- Definitions shared by report_pipelines and report_steps:
---   success_rate     completed / (completed + partially completed + failed) jobs; succeeded / (succeeded + failed)
---                    steps. Cancelled work is an operator's decision, not an outcome, and is left out.
---   retry_rate       jobs (steps) in which an attempt that failed, crashed or timed out was followed by another
---                    attempt of the same step (a retry, or a replay), among the jobs (steps) that ran at all.
---   model rates      among attempts of model steps (contract_outcome set): first_pass_rate (valid_first_try),
---                    fallback_rate (fallback_used), degraded_rate (degraded), review_rate (review).
---   queue wait       from the moment a step could run to the start of its first attempt: the step's queued_at when
---                    it ran once, its created_at for a step without dependencies or an item of a map step (both are
---                    runnable from creation). A dependant that ran more than once has lost that moment (queued_at is
---                    overwritten by each retry or resume) and is left out.
---   run time         finished_at - started_at of attempts that ran their course (succeeded, failed, timed_out,
---                    needs_review); crashed, released, parked and cancelled attempts say nothing about run time.
---   duration         job finished_at - created_at, of jobs that completed, partially completed or failed.
---   cost, tokens     the totals of the jobs (steps): every provider call, including those of failed attempts.
-
--- How both read the history: the window's jobs by jobs_created_idx, then each job's steps and each step's attempts
--- through a lateral subquery with `offset 0`, which keeps the planner from turning the lookups into hash joins over
--- the whole steps and attempts tables. It made that choice at 200,000 jobs (random_page_cost 4 prices 30,000 index
--- probes above two sequential scans): 900 ms for a day instead of 200 ms, and growing with the history. `jit = off`:
--- the estimated cost of those probes passes jit_above_cost, and compiling took 70 ms of a 200 ms report.
+grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 
 -- report_pipelines(since, period) -> one row per period (UTC), pipeline and version, for the jobs submitted since
 -- ballast.now() - since; oldest period first. See the definitions above. Raises BA002 for a bad window or period.
-create function ballast.report_pipelines(p_since interval default '24 hours', p_period text default 'hour')
-returns table (
-  period_start timestamptz, pipeline text, pipeline_version integer,
-  jobs bigint, completed bigint, partially_completed bigint, failed bigint, cancelled bigint, unfinished bigint,
-  pruned bigint, success_rate numeric, retry_rate numeric,
-  model_attempts bigint, first_pass_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric,
-  queue_wait_p50_ms numeric, queue_wait_p95_ms numeric, run_p50_ms numeric, run_p95_ms numeric,
-  duration_p50_ms numeric, duration_p95_ms numeric,
-  cost_usd numeric, input_tokens bigint, output_tokens bigint)
-language plpgsql
-stable
-set jit = off
+create function ballast.report_pipelines(
+  p_since interval default '24:00:00'::interval,
+  p_period text default 'hour'::text
+) returns table(period_start timestamp with time zone, pipeline text, pipeline_version integer, jobs bigint, completed bigint, partially_completed bigint, failed bigint, cancelled bigint, unfinished bigint, pruned bigint, success_rate numeric, retry_rate numeric, model_attempts bigint, first_pass_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric, queue_wait_p50_ms numeric, queue_wait_p95_ms numeric, run_p50_ms numeric, run_p95_ms numeric, duration_p50_ms numeric, duration_p95_ms numeric, cost_usd numeric, input_tokens bigint, output_tokens bigint)
+language plpgsql stable set jit = off
 as $fn$
 #variable_conflict use_column
 declare
@@ -236,21 +156,16 @@ begin
    order by j.period_start, j.pipeline, j.pipeline_version;
 end
 $fn$;
+grant execute on function ballast.report_pipelines(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 
 -- report_steps(since, period) -> one row per period (UTC), pipeline, version and step name, for the jobs submitted
 -- since ballast.now() - since. The items of a map step count under the map step's name with is_item = true (the map
 -- step itself has its own row). See the definitions above report_pipelines. Raises BA002 for a bad window or period.
-create function ballast.report_steps(p_since interval default '24 hours', p_period text default 'hour')
-returns table (
-  period_start timestamptz, pipeline text, pipeline_version integer, step_name text, is_item boolean,
-  steps bigint, succeeded bigint, failed bigint, skipped bigint, cancelled bigint, unfinished bigint,
-  success_rate numeric, retry_rate numeric, attempts bigint,
-  model_attempts bigint, first_pass_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric,
-  queue_wait_p50_ms numeric, queue_wait_p95_ms numeric, run_p50_ms numeric, run_p95_ms numeric,
-  cost_usd numeric, input_tokens bigint, output_tokens bigint)
-language plpgsql
-stable
-set jit = off
+create function ballast.report_steps(
+  p_since interval default '24:00:00'::interval,
+  p_period text default 'hour'::text
+) returns table(period_start timestamp with time zone, pipeline text, pipeline_version integer, step_name text, is_item boolean, steps bigint, succeeded bigint, failed bigint, skipped bigint, cancelled bigint, unfinished bigint, success_rate numeric, retry_rate numeric, attempts bigint, model_attempts bigint, first_pass_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric, queue_wait_p50_ms numeric, queue_wait_p95_ms numeric, run_p50_ms numeric, run_p95_ms numeric, cost_usd numeric, input_tokens bigint, output_tokens bigint)
+language plpgsql stable set jit = off
 as $fn$
 #variable_conflict use_column
 declare
@@ -327,24 +242,21 @@ begin
    order by s.period_start, s.pipeline, s.pipeline_version, s.step_name, s.is_item;
 end
 $fn$;
-
--- 4. Models ------------------------------------------------------------------------------------------------------
+grant execute on function ballast.report_steps(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 
 -- report_models(since, period) -> one row per period (UTC), provider and requested model, for the calls started
--- since ballast.now() - since (index model_calls_started, 0009):
+-- since ballast.now() - since (index model_calls_started, 0009_model_steps_and_budgets):
 --   calls            calls made (not counting the ones a cooldown or an exhausted budget stopped: not_made);
 --   errors           calls made that failed (any error class, content failures included), and error_rate;
 --   errors_by_class  {"class": count} of every failed or stopped call, e.g. {"schema": 3, "transport": 1, "budget": 2};
 --   latency          p50/p95 of latency_ms of the calls made; tokens and cost summed; unpriced: calls made without a
 --                    known price (cost null).
 -- Raises BA002 for a bad window or period.
-create function ballast.report_models(p_since interval default '24 hours', p_period text default 'hour')
-returns table (
-  period_start timestamptz, provider text, model text, calls bigint, errors bigint, error_rate numeric,
-  errors_by_class jsonb, not_made bigint, latency_p50_ms numeric, latency_p95_ms numeric,
-  input_tokens bigint, output_tokens bigint, cached_input_tokens bigint, cost_usd numeric, unpriced bigint)
-language plpgsql
-stable
+create function ballast.report_models(
+  p_since interval default '24:00:00'::interval,
+  p_period text default 'hour'::text
+) returns table(period_start timestamp with time zone, provider text, model text, calls bigint, errors bigint, error_rate numeric, errors_by_class jsonb, not_made bigint, latency_p50_ms numeric, latency_p95_ms numeric, input_tokens bigint, output_tokens bigint, cached_input_tokens bigint, cost_usd numeric, unpriced bigint)
+language plpgsql stable
 as $fn$
 #variable_conflict use_column
 declare
@@ -381,18 +293,18 @@ begin
    order by c.period_start, c.provider, c.model;
 end
 $fn$;
+grant execute on function ballast.report_models(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 
 -- report_quality(since, period) -> one row per period (UTC, default a day), prompt name and version, provider and
 -- requested model: the quality scores of the calls started since ballast.now() - since (calls whose output was
 -- scored by the step's quality check): count, average, minimum, maximum, and how many scored below the threshold
 -- (error class quality). A falling average for one prompt version and model is drift. Raises BA002 for a bad
 -- window or period.
-create function ballast.report_quality(p_since interval default '30 days', p_period text default 'day')
-returns table (
-  period_start timestamptz, prompt_name text, prompt_version integer, provider text, model text,
-  scored_calls bigint, avg_score numeric, min_score numeric, max_score numeric, below_threshold bigint)
-language plpgsql
-stable
+create function ballast.report_quality(
+  p_since interval default '30 days'::interval,
+  p_period text default 'day'::text
+) returns table(period_start timestamp with time zone, prompt_name text, prompt_version integer, provider text, model text, scored_calls bigint, avg_score numeric, min_score numeric, max_score numeric, below_threshold bigint)
+language plpgsql stable
 as $fn$
 #variable_conflict use_column
 declare
@@ -408,12 +320,11 @@ begin
    order by 1, 2, 3, 4, 5;
 end
 $fn$;
-
--- 5. The present: queue, stuck work, dead letters -----------------------------------------------------------------
+grant execute on function ballast.report_quality(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 
 -- Per pipeline, the live steps by status (pending steps, waiting for their dependencies, are not in the queue), and
 -- the oldest runnable one: queued since queued_at, or retrying and due since next_run_at. Reads only live steps
--- through steps_live_idx (0001), so its cost follows the queue, not the history.
+-- through steps_live_idx (0002_tables), so its cost follows the queue, not the history.
 create view ballast.queue_depth with (security_invoker = true) as
 select j.pipeline,
        count(*) filter (where s.status = 'queued') as queued,
@@ -431,6 +342,10 @@ select j.pipeline,
   join ballast_private.jobs j on j.id = s.job_id
  where s.status in ('queued', 'running', 'retrying', 'waiting', 'needs_review')
  group by j.pipeline, n.now;
+grant select on ballast.queue_depth to ballast_client, ballast_operator, ballast_reporter;
+comment on view ballast.queue_depth is 'Per pipeline, the live steps by status and how long the oldest runnable one has waited.';
+create trigger refuse_write instead of insert or update or delete on ballast.queue_depth
+  for each row execute function ballast_private.refuse_view_write();
 
 -- report_stuck(queued_for, overdue_by) -> work that should have moved and has not, oldest first:
 --   wait_past_deadline  a step waiting for an event past its deadline by more than overdue_by (the reaper fails or
@@ -441,12 +356,11 @@ select j.pipeline,
 --                       for its pipeline version).
 -- Each reads its live rows through a partial index (steps_waiting_deadline_idx, attempts_running_lease_idx,
 -- steps_live_idx).
-create function ballast.report_stuck(p_queued_for interval default '5 minutes', p_overdue_by interval default '1 minute')
-returns table (
-  kind text, job_id bigint, step_id bigint, attempt_id bigint, tenant_id text, pipeline text, pipeline_version integer,
-  step_name text, since timestamptz, overdue interval, detail text)
-language sql
-stable
+create function ballast.report_stuck(
+  p_queued_for interval default '00:05:00'::interval,
+  p_overdue_by interval default '00:01:00'::interval
+) returns table(kind text, job_id bigint, step_id bigint, attempt_id bigint, tenant_id text, pipeline text, pipeline_version integer, step_name text, since timestamp with time zone, overdue interval, detail text)
+language sql stable
 as $fn$
   with n as materialized (select ballast.now() as now)
   select * from (
@@ -481,91 +395,15 @@ as $fn$
      where s.status = 'queued' and s.queued_at < (select now from n) - p_queued_for) w
   order by w.since, w.kind
 $fn$;
+grant execute on function ballast.report_stuck(interval,interval) to ballast_client, ballast_operator, ballast_reporter;
 
 -- The stuck work with the default thresholds (queued for 5 minutes, overdue by a minute).
 create view ballast.stuck_work with (security_invoker = true) as
 select * from ballast.report_stuck();
-
--- dead_letters (0006) again, with what an operator asks next: the job's status and whether it was pruned, whether
--- the error was retryable, the last attempt (id, outcome, worker, when), every attempt's outcome and error in order,
--- and whether the step is a map step (replayed through its failed items, which are dead letters of their own).
-create or replace view ballast.dead_letters with (security_invoker = true) as
-select s.id as step_id, s.job_id, j.tenant_id, j.pipeline, j.pipeline_version, s.name as step_name, s.attempts,
-       s.max_attempts, s.error ->> 'class' as error_class, s.error ->> 'code' as error_code,
-       s.error ->> 'message' as error_message, s.finished_at as failed_at,
-       (s.error ->> 'retryable')::boolean as error_retryable, j.status as job_status, j.pruned_at,
-       last.id as last_attempt_id, last.outcome as last_attempt_outcome, last.worker_id as last_worker_id,
-       last.started_at as last_attempt_started_at, last.finished_at as last_attempt_finished_at,
-       (select jsonb_agg(jsonb_build_object('number', a.number, 'outcome', a.outcome, 'error_class', a.error_class,
-                                            'error_message', a.error_message, 'started_at', a.started_at,
-                                            'finished_at', a.finished_at) order by a.number)
-          from ballast_private.attempts a where a.step_id = s.id) as attempt_errors,
-       exists (select 1 from ballast_private.steps c where c.parent_step_id = s.id) as is_map_step
-  from ballast_private.steps s
-  join ballast_private.jobs j on j.id = s.job_id
-  left join lateral (select a.id, a.outcome, a.worker_id, a.started_at, a.finished_at
-                       from ballast_private.attempts a where a.step_id = s.id
-                      order by a.number desc limit 1) last on true
- where s.status = 'failed';
-
--- replay_dead_letters(reason, pipeline, error_class, since, step_name, limit, dry_run, actor)
---   -> one row per dead letter matched: (step_id, job_id, pipeline, step_name, error_class, failed_at, replayed,
---      replayed_step_ids, job_status)
--- Replays the failed steps (ballast.dead_letters) that match every filter given (null: any): pipeline, error class,
--- step name, failed within `since` (default 7 days); oldest failure first, at most `limit` (default 100). Each one
--- goes through ballast.replay_step with the reason and actor (so each is audited as a step_replayed event); all of
--- them in the caller's transaction: one that cannot be replayed (BA011: something of its job is running) undoes
--- them all. Left out: map steps (their failed items are dead letters of their own and are replayed instead) and
--- jobs whose history was pruned. dry_run => true lists the matches and replays nothing (replayed = false).
--- Raises BA002 without a reason or with a limit outside 1..10000.
-create function ballast.replay_dead_letters(
-  p_reason text, p_pipeline text default null, p_error_class text default null, p_since interval default '7 days',
-  p_step_name text default null, p_limit integer default 100, p_dry_run boolean default false,
-  p_actor text default null
-) returns table (step_id bigint, job_id bigint, pipeline text, step_name text, error_class text,
-                 failed_at timestamptz, replayed boolean, replayed_step_ids bigint[], job_status text)
-language plpgsql
-as $fn$
-declare
-  v_from timestamptz;
-  v_dead record;
-  v_replay record;
-begin
-  if coalesce(p_reason, '') = '' then
-    perform ballast_private.bad_argument('reason', 'is empty',
-      'Say why these steps run again (e.g. ''provider outage over''); it is kept in the audit trail.');
-  end if;
-  if p_limit is null or p_limit not between 1 and 10000 then
-    perform ballast_private.bad_argument('limit', format('%s is not between 1 and 10000', coalesce(p_limit::text, 'null')),
-      'Replay in batches of at most 10000.');
-  end if;
-  v_from := ballast_private.report_window(coalesce(p_since, interval '7 days'), 'day');
-  for v_dead in
-    select d.step_id, d.job_id, d.pipeline, d.step_name, d.error_class, d.failed_at
-      from ballast.dead_letters d
-     where d.failed_at >= v_from and d.pruned_at is null and not d.is_map_step
-       and (p_pipeline is null or d.pipeline = p_pipeline)
-       and (p_error_class is null or d.error_class = p_error_class)
-       and (p_step_name is null or d.step_name = p_step_name)
-     order by d.failed_at, d.step_id
-     limit p_limit
-  loop
-    if p_dry_run then
-      return query select v_dead.step_id, v_dead.job_id, v_dead.pipeline, v_dead.step_name, v_dead.error_class,
-                          v_dead.failed_at, false, '{}'::bigint[],
-                          (select j.status from ballast_private.jobs j where j.id = v_dead.job_id);
-      continue;
-    end if;
-    -- An earlier replay in this loop may have reset this step already (a dependant of the step it replayed).
-    continue when (select s.status from ballast_private.steps s where s.id = v_dead.step_id) <> 'failed';
-    select * into v_replay from ballast.replay_step(v_dead.step_id, p_reason, false, p_actor);
-    return query select v_dead.step_id, v_dead.job_id, v_dead.pipeline, v_dead.step_name, v_dead.error_class,
-                        v_dead.failed_at, true, v_replay.replayed_step_ids, v_replay.job_status;
-  end loop;
-end
-$fn$;
-
--- 6. Retention ---------------------------------------------------------------------------------------------------
+grant select on ballast.stuck_work to ballast_client, ballast_operator, ballast_reporter;
+comment on view ballast.stuck_work is 'Work that is not moving, with the default thresholds: steps queued for 5 minutes; leases, retries and wait deadlines overdue by a minute.';
+create trigger refuse_write instead of insert or update or delete on ballast.stuck_work
+  for each row execute function ballast_private.refuse_view_write();
 
 -- prune_history(older_than, batch) -> (jobs_pruned, steps_pruned, attempts_pruned, effects_pruned,
 --                                      model_calls_pruned, bytes_freed_estimate, jobs_busy, more)
@@ -580,16 +418,14 @@ $fn$;
 -- because a step of theirs was locked) and more (the batch was full: call again).
 -- Locks: the job rows first, then their steps, both FOR NO KEY UPDATE SKIP LOCKED (no key: inserting an event takes
 -- a key-share lock on its job, which this must not block): it never waits for a row another transaction holds, so
--- it cannot deadlock with the verbs that lock steps before their job (0005). The attempts, effects and model calls
--- of a locked step are written only by functions that lock the step first, so they are free. lock_timeout bounds any
--- wait that reasoning missed. Raises BA002 for an older_than that is not positive or a batch outside 1..100000.
-create function ballast.prune_history(p_older_than interval, p_batch integer default 1000)
-returns table (jobs_pruned integer, steps_pruned integer, attempts_pruned integer, effects_pruned integer,
-               model_calls_pruned integer, bytes_freed_estimate bigint, jobs_busy integer, more boolean)
-language plpgsql
-security definer
-set search_path = pg_catalog, pg_temp
-set lock_timeout = '5s'
+-- it cannot deadlock with the verbs that lock steps before their job (0006_execution). The attempts, effects and model
+-- calls of a locked step are written only by functions that lock the step first, so they are free. lock_timeout bounds
+-- any wait that reasoning missed. Raises BA002 for an older_than that is not positive or a batch outside 1..100000.
+create function ballast.prune_history(
+  p_older_than interval,
+  p_batch integer default 1000
+) returns table(jobs_pruned integer, steps_pruned integer, attempts_pruned integer, effects_pruned integer, model_calls_pruned integer, bytes_freed_estimate bigint, jobs_busy integer, more boolean)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp set lock_timeout = '5s'
 as $fn$
 declare
   v_now timestamptz := ballast.now();
@@ -693,27 +529,23 @@ begin
   return query select v_n_jobs, v_n_steps, v_n_attempts, v_n_effects, v_n_calls, v_bytes, cardinality(v_busy), v_more;
 end
 $fn$;
+grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
 
--- 7. Privileges --------------------------------------------------------------------------------------------------
--- The reports read the private tables as their caller (security invoker), so row-level security (0010) limits a
--- client to its own tenant: clients may read them too. Replaying dead letters and pruning are operator verbs.
-
-create trigger refuse_write instead of insert or update or delete on ballast.queue_depth
-  for each row execute function ballast_private.refuse_view_write();
-create trigger refuse_write instead of insert or update or delete on ballast.stuck_work
-  for each row execute function ballast_private.refuse_view_write();
-
--- Nothing for PUBLIC (0010's default privileges already see to that for functions created by the migrating user;
--- repeated here in case another user created some).
-revoke execute on all functions in schema ballast, ballast_private from public;
--- bad_argument only raises BA002: a reader's bad window gets that error, not "permission denied".
-grant execute on function ballast_private.bad_argument(text, text, text), ballast_private.report_window(interval, text),
-  ballast_private.report_period(text, timestamptz),
-  ballast.report_pipelines(interval, text), ballast.report_steps(interval, text),
-  ballast.report_models(interval, text), ballast.report_quality(interval, text),
-  ballast.report_stuck(interval, interval)
-  to ballast_client, ballast_operator, ballast_reporter;
-grant select on ballast.queue_depth, ballast.stuck_work to ballast_client, ballast_operator, ballast_reporter;
-grant execute on function ballast.replay_dead_letters(text, text, text, interval, text, integer, boolean, text),
-  ballast.prune_history(interval, integer)
-  to ballast_operator;
+-- ballast.oldest_transactions: every session of this database with an open transaction or a snapshot (backend_xmin),
+-- oldest first: who (pid, role, application, client address), what state (active, idle in transaction, ...), since
+-- when (xact_start) and for how long, how many transactions old its snapshot is (xmin_age: vacuum cannot clean
+-- anything newer than it), and the start of its current or last statement. Read with the owner's rights, so an
+-- operator sees every session, as pg_stat_activity shows it to a superuser.
+create view ballast.oldest_transactions as
+select a.pid, a.usename as role, a.application_name, a.client_addr, a.state, a.xact_start,
+       date_trunc('second', ballast.now() - a.xact_start) as open_for,
+       age(a.backend_xmin) as xmin_age,
+       a.wait_event_type, a.wait_event,
+       left(a.query, 200) as query
+  from pg_stat_activity a
+ where a.datname = current_database()
+   and (a.xact_start is not null or a.backend_xmin is not null)
+   and a.pid <> pg_backend_pid()
+ order by a.xact_start nulls last;
+grant select on ballast.oldest_transactions to ballast_operator, ballast_reporter;
+comment on view ballast.oldest_transactions is 'Open transactions of this database, oldest first: a long one holds vacuum back and slows the queue (see README, Guarantees).';

@@ -1,56 +1,22 @@
 -- Up Migration
 --
--- 0027: bounds for the JSON Schema validator of 0002 (issue 13, "Input validation grows without limit").
+-- Baseline, file 3 of 11: JSON Schema validation inside Postgres.
 --
--- Measured with psql on the shared 2-core development machine (PostgreSQL 15, load average 2.4 to 3.1 while
--- measuring, so absolute times are pessimistic):
---   valid order-like input (object with an items array; each item: 5 properties, a pattern, an enum array, anyOf):
---     0.28 MB 0.39 s, 1.1 MB 1.5 s, 2.3 MB 3.0 s, 4.5 MB 6.2 s: linear, about 1.4 s per MB (0002 did the same);
---   100,000 items, every one wrong twice: 101 rows, 3,633 characters, 0.15 s (before: 200,000 rows);
---   uniqueItems over 20,000 distinct items: 0.02 s (before: 36 s; 10,000 items 9.6 s, quadratic);
---   100,000 strings against `^[A-Z]{3}-\d+$`: 1.1 s (before: 3.1 s at load 4);
---   `^(a+)+$` against a 1 MB string: 0.02 s (Postgres regexes do not backtrack on this);
---   a back-reference, `^(.+)\1+$`, against 4 kB: 0.09 s, 16 kB: 1.1 s. Postgres' regex engine is super-linear for
---     back-references; zod never emits one, and the input size limit and statement_timeout bound it. Left as is.
---
--- 1. At most 100 violations, then stop. ballast.json_schema_errors collected every violation: a 0.6 MB input with
---    100,000 wrong items took 8.6 s and returned a 4.8 MB error, and a 20 MB input drove one backend to 2.3 GB.
---    PL/pgSQL set-returning functions materialise their whole result, so a LIMIT in the caller saved nothing. Now
---    every walk takes a budget (how many more rows it may return) and returns as soon as it is spent; the caller
---    subtracts what a nested walk returned (GET DIAGNOSTICS after RETURN QUERY). The public contract:
---    json_schema_errors returns at most 100 rows of real violations and, when it stopped early, ONE extra final row
---    with path '' and message 'stopped after 100 violations; the value may have more' (so 101 rows mean "more than
---    100"). Exactly 100 violations give 100 rows and no marker.
---    Checks whose errors are never shown (`not`, `if`, `contains`) only need to know whether there is one: they walk
---    with a budget of 1, and `contains` stops counting once the answer is known.
--- 2. Every message is short. Values are quoted through _json_schema_show (60 characters) as before; now also numbers
---    and patterns from the schema, the list of allowed values (at most 10 and 240 characters, then how many more),
---    the list of matching oneOf options, and object keys in paths (60 characters each). json_schema_errors cuts any
---    message at 500 characters as a last guard.
--- 3. uniqueItems compared every item with every earlier one (a correlated subquery): 10,000 distinct items took
---    9.6 s, 20,000 took 36 s. Duplicates are now found by one sort (min(ordinality) over (partition by item)).
--- 4. `pattern` translated the JavaScript regex to Postgres syntax again for every string checked (about 9 us for a
---    short pattern, 200 us for zod's email pattern). For a value over 4 kB json_schema_errors now translates each
---    pattern of the schema once and passes the map down (a small value keeps translating on use, which is cheaper
---    than translating patterns it never meets); a pattern without `\` or `.` needs no translation at all.
--- 5. The official JSON-Schema-Test-Suite and 24,000 pairs generated against ajv (test/json-schema-suite.test.ts)
---    found no wrong verdict for a supported keyword. One translation fix came from reading its regex cases:
---    `\A`, `\Z`, `\m`, `\M`, `\y`, `\Y` are anchors in Postgres but plain letters in ECMAScript, and are now
---    translated to the letter.
---
--- The walk and its helpers gain arguments, so the old overloads are dropped (nothing else calls them) and the new
--- ones are granted like 0010 granted every ballast._json_schema_% function.
-
+-- Every pipeline stores its input contract as JSON Schema (draft 2020-12, as produced by zod 4's
+-- `z.toJSONSchema(schema, { io: 'input' })`), and a model step may store an output contract. Submission validates the
+-- input here, in the submitting transaction, so a job with a bad input never exists, whatever the client (psql,
+-- GraphQL, another system's SQL). ballast.json_schema_errors(schema, value) returns every violation as (path,
+-- message), in a deterministic walk order, at most 100 of them plus a marker row when it stopped early; the
+-- ballast._json_schema_* helpers are its parts, pure (immutable) and bounded: every walk takes a budget of rows, and
+-- regular expressions are translated from JavaScript syntax once per call.
+-- Folded from the old 0002 and 0027 (the bounds).
 
 -- ballast._json_schema_path_key
 -- Takes a parent path and an object key; returns the child path: `key` at the root, `parent.key` for
 -- identifier-like keys, `parent["any key"]` otherwise. A key longer than 60 characters is shown cut, as
 -- `parent["first 57 characters..."]`, so a path stays short whatever the value's keys. Raises nothing.
-create or replace function ballast._json_schema_path_key(p_path text, p_key text)
-returns text
-language sql
-immutable
-parallel safe
+create function ballast._json_schema_path_key(p_path text, p_key text) returns text
+language sql immutable parallel safe
 as $fn$
   select case
     when char_length(p_key) > 60 then p_path || '[' || to_jsonb(left(p_key, 57) || '...')::text || ']'
@@ -59,60 +25,52 @@ as $fn$
     else p_path || '[' || to_jsonb(p_key)::text || ']'
   end
 $fn$;
+grant execute on function ballast._json_schema_path_key(text,text) to ballast_client, ballast_operator, ballast_reporter;
 
-
--- ballast._json_schema_cut
--- Takes a text from the schema (a pattern, a type name); returns it unchanged when it has at most 60 characters,
--- otherwise its first 57 characters and `...`. Raises nothing.
-create or replace function ballast._json_schema_cut(p_text text)
-returns text
-language sql
-immutable
-parallel safe
+-- ballast._json_schema_show
+-- Takes any JSON value; returns its JSON text for use in error messages,
+-- shortened to about 60 characters. Raises nothing.
+create function ballast._json_schema_show(p_value jsonb) returns text
+language sql immutable parallel safe
 as $fn$
-  select case when char_length(p_text) > 60 then left(p_text, 57) || '...' else p_text end
+  select case
+    when char_length(p_value::text) > 60 then left(p_value::text, 57) || '...'
+    else p_value::text
+  end
 $fn$;
+grant execute on function ballast._json_schema_show(jsonb) to ballast_client, ballast_operator, ballast_reporter;
 
-
--- ballast._json_schema_value_list
--- Takes a JSON array of values; returns them as `"a", "b", 3`, each shortened by _json_schema_show, listing at most
--- 10 of them and none once the list is 240 characters long, then `, ... (N more)`. Raises nothing.
-create or replace function ballast._json_schema_value_list(p_values jsonb)
-returns text
-language sql
-immutable
-parallel safe
+-- ballast._json_schema_type_list
+-- Takes a list of JSON Schema type names; returns them as English, e.g.
+-- `string`, `string or null`, `string, number or null` (duplicates removed,
+-- `integer` dropped when `number` is also allowed). Raises nothing.
+create function ballast._json_schema_type_list(p_types text[]) returns text
+language plpgsql immutable parallel safe
 as $fn$
-  with v_shown as (
-    select v_i, ballast._json_schema_show(p_values -> v_i) as v_text
-    from generate_series(0, least(jsonb_array_length(p_values), 10) - 1) as g(v_i)
-  ), v_listed as (
-    select v_i, v_text
-    from (select v_i, v_text, sum(char_length(v_text) + 2) over (order by v_i) - char_length(v_text) - 2 as v_before
-          from v_shown) as r
-    where v_before < 240 or v_i = 0
-  )
-  select coalesce((select string_agg(v_text, ', ' order by v_i) from v_listed), '')
-    || case when jsonb_array_length(p_values) > (select count(*) from v_listed)
-         then ', ... (' || (jsonb_array_length(p_values) - (select count(*) from v_listed)) || ' more)' else '' end
+declare
+  v_list text[] := '{}';
+  v_type text;
+  v_count integer;
+begin
+  foreach v_type in array coalesce(p_types, '{}') loop
+    if v_type = any(v_list) then
+      continue;
+    end if;
+    if v_type = 'integer' and 'number' = any(p_types) then
+      continue;
+    end if;
+    v_list := v_list || v_type;
+  end loop;
+  v_count := coalesce(array_length(v_list, 1), 0);
+  if v_count = 0 then
+    return 'nothing';
+  elsif v_count = 1 then
+    return v_list[1];
+  end if;
+  return array_to_string(v_list[1:v_count - 1], ', ') || ' or ' || v_list[v_count];
+end
 $fn$;
-
-
--- ballast._json_schema_one_of_values
--- Takes a JSON array of allowed values and the value found; returns the message `must be one of "a", "b"; got "c"`
--- (or `must be "a"; got "c"` for a single allowed value). At most 10 allowed values are listed, followed by
--- `... (N more)`; each value is shortened by _json_schema_show. Raises nothing.
-create or replace function ballast._json_schema_one_of_values(p_allowed jsonb, p_value jsonb)
-returns text
-language sql
-immutable
-parallel safe
-as $fn$
-  select case when jsonb_array_length(p_allowed) = 1 then 'must be ' else 'must be one of ' end
-    || ballast._json_schema_value_list(p_allowed)
-    || '; got ' || ballast._json_schema_show(p_value)
-$fn$;
-
+grant execute on function ballast._json_schema_type_list(text[]) to ballast_client, ballast_operator, ballast_reporter;
 
 -- ballast._json_schema_js_regex
 -- Takes an ECMAScript regex source (JSON Schema `pattern`); returns the equivalent Postgres ARE where the two
@@ -122,11 +80,8 @@ $fn$;
 -- others are cut into tokens by one regexp_matches (runs of plain characters stay whole), not character by character.
 -- Anything Postgres cannot express (e.g. `\p{...}`, named groups) is left as is, so compiling it fails and the
 -- caller skips the check. Raises nothing.
-create or replace function ballast._json_schema_js_regex(p_pattern text)
-returns text
-language plpgsql
-immutable
-parallel safe
+create function ballast._json_schema_js_regex(p_pattern text) returns text
+language plpgsql immutable parallel safe
 as $fn$
 declare
   v_out text[] := '{}';
@@ -167,70 +122,395 @@ begin
   return array_to_string(v_out, '');
 end
 $fn$;
+grant execute on function ballast._json_schema_js_regex(text) to ballast_client, ballast_operator, ballast_reporter;
 
-
--- ballast._json_schema_regexes
--- Takes a schema; returns a JSON object mapping every regex in it (the values of `pattern` keywords and the keys of
--- `patternProperties`) to its Postgres translation (_json_schema_js_regex), or to JSON null when Postgres cannot
--- compile it. Strings that merely look like patterns (e.g. a property named "pattern") may be included too; that
--- costs a translation and is harmless. Raises nothing.
-create or replace function ballast._json_schema_regexes(p_schema jsonb)
-returns jsonb
-language plpgsql
-immutable
-parallel safe
+-- ballast._json_schema_matches
+-- Takes a string and a JSON Schema `pattern` (ECMAScript syntax); returns
+-- true when the string matches (unanchored search, as JSON Schema specifies),
+-- false when it does not, and null when the pattern cannot be compiled by
+-- Postgres. Raises nothing for bad patterns.
+create function ballast._json_schema_matches(p_string text, p_pattern text) returns boolean
+language plpgsql immutable parallel safe
 as $fn$
-declare
-  v_map jsonb := '{}';
-  v_pattern text;
-  v_regex text;
 begin
-  for v_pattern in
-    select distinct v_found #>> '{}'
-    from jsonb_path_query(p_schema, 'lax $.**.pattern ? (@.type() == "string")') as t(v_found)
-    union
-    select v_found #>> '{}'
-    from jsonb_path_query(p_schema, 'lax $.**.patternProperties.keyvalue().key') as t(v_found)
-  loop
-    v_regex := ballast._json_schema_js_regex(v_pattern);
-    begin
-      perform '' ~ v_regex;
-      v_map := v_map || jsonb_build_object(v_pattern, v_regex);
-    exception
-      when invalid_regular_expression or program_limit_exceeded then
-        v_map := v_map || jsonb_build_object(v_pattern, null);
-    end;
-  end loop;
-  return v_map;
-end
-$fn$;
-
-
--- ballast._json_schema_match
--- Takes a string, a JSON Schema `pattern` (ECMAScript syntax) and the map made by _json_schema_regexes; returns true
--- when the string matches (unanchored search, as JSON Schema specifies), false when it does not, and null when the
--- pattern cannot be compiled or run by Postgres. A pattern missing from the map is translated here. Raises nothing.
-create or replace function ballast._json_schema_match(p_string text, p_pattern text, p_regexes jsonb)
-returns boolean
-language plpgsql
-immutable
-parallel safe
-as $fn$
-declare
-  v_regex jsonb := p_regexes -> p_pattern;
-begin
-  if v_regex is null then
-    v_regex := to_jsonb(ballast._json_schema_js_regex(p_pattern));
-  elsif jsonb_typeof(v_regex) <> 'string' then
-    return null;
-  end if;
-  return p_string ~ (v_regex #>> '{}');
+  return p_string ~ ballast._json_schema_js_regex(p_pattern);
 exception
   when invalid_regular_expression or program_limit_exceeded then
     return null;
 end
 $fn$;
+grant execute on function ballast._json_schema_matches(text,text) to ballast_client, ballast_operator, ballast_reporter;
 
+-- ballast._json_schema_resolve
+-- Takes the root schema and a `$ref` value; returns the referenced subschema
+-- for `#` and JSON pointers such as `#/$defs/Node` or `#/definitions/Node`,
+-- or null when the reference is external or points nowhere. Raises nothing.
+create function ballast._json_schema_resolve(p_root jsonb, p_ref text) returns jsonb
+language sql immutable parallel safe
+as $fn$
+  select case
+    when p_ref in ('#', '') then p_root
+    when p_ref like '#/%' then
+      p_root #> array(
+        select replace(replace(replace(v_part, '%25', '%'), '~1', '/'), '~0', '~')
+        from unnest(string_to_array(substr(p_ref, 3), '/')) with ordinality as t(v_part, v_ord)
+        order by v_ord
+      )
+    else null
+  end
+$fn$;
+grant execute on function ballast._json_schema_resolve(jsonb,text) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_deref
+-- Takes the root schema and a schema; follows `$ref` (up to 32 hops) and
+-- returns the first schema that is not a pure reference, or null when a
+-- reference cannot be resolved. Raises nothing.
+create function ballast._json_schema_deref(p_root jsonb, p_schema jsonb) returns jsonb
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_schema jsonb := p_schema;
+  v_hops integer := 0;
+begin
+  while jsonb_typeof(v_schema) = 'object' and v_schema ? '$ref' and v_hops < 32 loop
+    v_schema := ballast._json_schema_resolve(p_root, v_schema->>'$ref');
+    v_hops := v_hops + 1;
+  end loop;
+  return v_schema;
+end
+$fn$;
+grant execute on function ballast._json_schema_deref(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_declared_types
+-- Takes the root schema and a schema; returns the JSON types the schema can
+-- accept at its top level (from `type`, `const`, `enum`, `$ref` and the
+-- branches of `anyOf`/`oneOf`), or null when it does not restrict the type.
+-- Used to explain union failures. Raises nothing.
+create function ballast._json_schema_declared_types(
+  p_root jsonb,
+  p_schema jsonb,
+  p_depth integer default 0
+) returns text[]
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_types text[] := '{}';
+  v_branch jsonb;
+  v_branch_types text[];
+begin
+  if p_depth > 32 then
+    return null;
+  end if;
+  if jsonb_typeof(p_schema) = 'boolean' then
+    return case when p_schema = 'false'::jsonb then '{}'::text[] else null end;
+  end if;
+  if jsonb_typeof(p_schema) is distinct from 'object' then
+    return null;
+  end if;
+  if p_schema ? 'type' then
+    if jsonb_typeof(p_schema->'type') = 'array' then
+      v_types := array(select jsonb_array_elements_text(p_schema->'type'));
+    else
+      v_types := array[p_schema->>'type'];
+    end if;
+    if p_schema->'nullable' = 'true'::jsonb then
+      v_types := v_types || 'null'::text;
+    end if;
+    return v_types;
+  end if;
+  if p_schema ? 'const' then
+    return array[jsonb_typeof(p_schema->'const')];
+  end if;
+  if jsonb_typeof(p_schema->'enum') = 'array' then
+    return array(
+      select distinct jsonb_typeof(v_item)
+      from jsonb_array_elements(p_schema->'enum') as t(v_item)
+      order by 1
+    );
+  end if;
+  if p_schema ? '$ref' then
+    return ballast._json_schema_declared_types(
+      p_root, ballast._json_schema_resolve(p_root, p_schema->>'$ref'), p_depth + 1);
+  end if;
+  if jsonb_typeof(coalesce(p_schema->'anyOf', p_schema->'oneOf')) = 'array' then
+    for v_branch in select jsonb_array_elements(coalesce(p_schema->'anyOf', p_schema->'oneOf')) loop
+      v_branch_types := ballast._json_schema_declared_types(p_root, v_branch, p_depth + 1);
+      if v_branch_types is null then
+        return null;
+      end if;
+      v_types := v_types || v_branch_types;
+    end loop;
+    return v_types;
+  end if;
+  return null;
+end
+$fn$;
+grant execute on function ballast._json_schema_declared_types(jsonb,jsonb,integer) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_declared_values
+-- Takes the root schema and a schema; returns a JSON array of the only values
+-- the schema accepts when it is a literal (`const`, `enum`, `$ref` to one, or
+-- a union made only of literals), otherwise null. Raises nothing.
+create function ballast._json_schema_declared_values(
+  p_root jsonb,
+  p_schema jsonb,
+  p_depth integer default 0
+) returns jsonb
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_values jsonb := '[]';
+  v_branch jsonb;
+  v_branch_values jsonb;
+begin
+  if p_depth > 32 or jsonb_typeof(p_schema) is distinct from 'object' then
+    return null;
+  end if;
+  if p_schema ? 'const' then
+    return jsonb_build_array(p_schema->'const');
+  end if;
+  if jsonb_typeof(p_schema->'enum') = 'array' then
+    return p_schema->'enum';
+  end if;
+  if p_schema ? '$ref' then
+    return ballast._json_schema_declared_values(
+      p_root, ballast._json_schema_resolve(p_root, p_schema->>'$ref'), p_depth + 1);
+  end if;
+  if jsonb_typeof(coalesce(p_schema->'anyOf', p_schema->'oneOf')) = 'array' then
+    for v_branch in select jsonb_array_elements(coalesce(p_schema->'anyOf', p_schema->'oneOf')) loop
+      v_branch_values := ballast._json_schema_declared_values(p_root, v_branch, p_depth + 1);
+      if v_branch_values is null then
+        return null;
+      end if;
+      v_values := v_values || v_branch_values;
+    end loop;
+    return v_values;
+  end if;
+  return null;
+end
+$fn$;
+grant execute on function ballast._json_schema_declared_values(jsonb,jsonb,integer) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_value_list
+-- Takes a JSON array of values; returns them as `"a", "b", 3`, each shortened by _json_schema_show, listing at most
+-- 10 of them and none once the list is 240 characters long, then `, ... (N more)`. Raises nothing.
+create function ballast._json_schema_value_list(p_values jsonb) returns text
+language sql immutable parallel safe
+as $fn$
+  with v_shown as (
+    select v_i, ballast._json_schema_show(p_values -> v_i) as v_text
+    from generate_series(0, least(jsonb_array_length(p_values), 10) - 1) as g(v_i)
+  ), v_listed as (
+    select v_i, v_text
+    from (select v_i, v_text, sum(char_length(v_text) + 2) over (order by v_i) - char_length(v_text) - 2 as v_before
+          from v_shown) as r
+    where v_before < 240 or v_i = 0
+  )
+  select coalesce((select string_agg(v_text, ', ' order by v_i) from v_listed), '')
+    || case when jsonb_array_length(p_values) > (select count(*) from v_listed)
+         then ', ... (' || (jsonb_array_length(p_values) - (select count(*) from v_listed)) || ' more)' else '' end
+$fn$;
+grant execute on function ballast._json_schema_value_list(jsonb) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_one_of_values
+-- Takes a JSON array of allowed values and the value found; returns the message `must be one of "a", "b"; got "c"`
+-- (or `must be "a"; got "c"` for a single allowed value). At most 10 allowed values are listed, followed by
+-- `... (N more)`; each value is shortened by _json_schema_show. Raises nothing.
+create function ballast._json_schema_one_of_values(p_allowed jsonb, p_value jsonb) returns text
+language sql immutable parallel safe
+as $fn$
+  select case when jsonb_array_length(p_allowed) = 1 then 'must be ' else 'must be one of ' end
+    || ballast._json_schema_value_list(p_allowed)
+    || '; got ' || ballast._json_schema_show(p_value)
+$fn$;
+grant execute on function ballast._json_schema_one_of_values(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_alternatives
+-- Takes the root schema, the JSON array of `anyOf`/`oneOf` branches, the value, its path, the recursion depth,
+-- whether exactly one branch must match (`oneOf`), the budget and the regex map; returns no rows when the value is
+-- acceptable, otherwise the most useful explanation, at most p_budget rows: a single `expected X or Y, got Z` when no
+-- branch accepts the value's type, the errors of the only plausible branch (by type, then by discriminator
+-- property), or `does not match any allowed shape` followed by the errors of the closest branch. Each branch is
+-- walked with the same budget, so "closest" compares error counts capped at it. Raises what the walk raises.
+create function ballast._json_schema_alternatives(
+  p_root jsonb,
+  p_branches jsonb,
+  p_value jsonb,
+  p_path text,
+  p_depth integer,
+  p_exactly_one boolean,
+  p_budget integer,
+  p_regexes jsonb
+) returns table(path text, message text)
+language plpgsql immutable parallel safe
+as $fn$
+#variable_conflict use_column
+declare
+  v_value_type text := jsonb_typeof(p_value);
+  v_count integer := jsonb_array_length(p_branches);
+  v_errors jsonb[] := '{}';
+  v_matched integer[] := '{}';
+  v_all_types text[] := '{}';
+  v_types text[];
+  v_any_type boolean := false;
+  v_all_values jsonb := '[]';
+  v_values jsonb;
+  v_candidates integer[] := '{}';
+  v_narrowed integer[];
+  v_first jsonb;
+  v_branch jsonb;
+  v_key text;
+  v_disc_key text;
+  v_allowed jsonb;
+  v_best integer;
+  v_i integer;
+begin
+  if p_budget <= 0 then
+    return;
+  end if;
+
+  -- evaluate every branch
+  for v_i in 1 .. v_count loop
+    v_errors := v_errors || ballast._json_schema_collect(
+      p_root, p_branches->(v_i - 1), p_value, p_path, p_depth + 1, p_budget, p_regexes);
+    if v_errors[v_i] = '[]'::jsonb then
+      v_matched := v_matched || v_i;
+      if not p_exactly_one then
+        return;
+      end if;
+    end if;
+  end loop;
+
+  if cardinality(v_matched) = 1 then
+    return;
+  elsif cardinality(v_matched) > 1 then
+    path := p_path;
+    message := 'matches more than one allowed shape (options '
+      || array_to_string(v_matched[1:10], ', ')
+      || case when cardinality(v_matched) > 10 then ', ...' else '' end
+      || '); it must match exactly one';
+    return next;
+    return;
+  end if;
+
+  -- no branch accepts the type of the value: one plain type error
+  for v_i in 1 .. v_count loop
+    v_types := ballast._json_schema_declared_types(p_root, p_branches->(v_i - 1));
+    if v_types is null then
+      v_any_type := true;
+    else
+      v_all_types := v_all_types || v_types;
+      if v_value_type = any(v_types) or (v_value_type = 'number' and 'integer' = any(v_types)) then
+        v_candidates := v_candidates || v_i;
+      end if;
+    end if;
+    if v_all_values is not null then
+      v_values := ballast._json_schema_declared_values(p_root, p_branches->(v_i - 1));
+      v_all_values := case when v_values is null then null else v_all_values || v_values end;
+    end if;
+  end loop;
+  if v_any_type then
+    v_candidates := array(select generate_series(1, v_count));
+  elsif cardinality(v_candidates) = 0 then
+    path := p_path;
+    message := 'expected ' || ballast._json_schema_cut(ballast._json_schema_type_list(v_all_types))
+      || ', got ' || v_value_type;
+    return next;
+    return;
+  end if;
+
+  -- a union of literals: list the allowed values
+  if v_all_values is not null and jsonb_array_length(v_all_values) > 0 then
+    path := p_path;
+    message := ballast._json_schema_one_of_values(v_all_values, p_value);
+    return next;
+    return;
+  end if;
+
+  -- objects: look for a discriminator property (a literal in every candidate)
+  if v_value_type = 'object' and cardinality(v_candidates) > 1 then
+    v_first := ballast._json_schema_deref(p_root, p_branches->(v_candidates[1] - 1));
+    for v_key in
+      select k from jsonb_object_keys(
+        case when jsonb_typeof(v_first->'properties') = 'object' then v_first->'properties' else '{}' end
+      ) as t(k)
+    loop
+      v_disc_key := v_key;
+      foreach v_i in array v_candidates loop
+        v_branch := ballast._json_schema_deref(p_root, p_branches->(v_i - 1));
+        if ballast._json_schema_declared_values(p_root, v_branch #> array['properties', v_key]) is null then
+          v_disc_key := null;
+          exit;
+        end if;
+      end loop;
+      exit when v_disc_key is not null;
+    end loop;
+
+    if v_disc_key is not null then
+      v_narrowed := '{}';
+      v_allowed := '[]';
+      foreach v_i in array v_candidates loop
+        v_branch := ballast._json_schema_deref(p_root, p_branches->(v_i - 1));
+        v_values := ballast._json_schema_declared_values(p_root, v_branch #> array['properties', v_disc_key]);
+        v_allowed := v_allowed || v_values;
+        if p_value ? v_disc_key and v_values @> jsonb_build_array(p_value->v_disc_key) then
+          v_narrowed := v_narrowed || v_i;
+        end if;
+      end loop;
+      if cardinality(v_narrowed) = 0 then
+        path := ballast._json_schema_path_key(p_path, v_disc_key);
+        if p_value ? v_disc_key then
+          message := ballast._json_schema_one_of_values(v_allowed, p_value->v_disc_key);
+        else
+          message := 'required property is missing (must be one of '
+            || ballast._json_schema_value_list(v_allowed) || ')';
+        end if;
+        return next;
+        return;
+      end if;
+      v_candidates := v_narrowed;
+    end if;
+  end if;
+
+  -- a single plausible branch: its errors are the explanation
+  if cardinality(v_candidates) = 1 then
+    return query
+      select e->>0, e->>1
+      from jsonb_array_elements(v_errors[v_candidates[1]]) with ordinality as t(e, ord)
+      order by ord
+      limit p_budget;
+    return;
+  end if;
+
+  -- otherwise report the mismatch and the errors of the closest branch: the
+  -- fewest errors, counting each property of the value that the branch
+  -- declares as one error less (it is probably the shape that was meant)
+  select c.i into v_best
+  from unnest(v_candidates) with ordinality as c(i, ord)
+  order by jsonb_array_length(v_errors[c.i]) - (
+      select count(*)
+      from jsonb_object_keys(
+        case when v_value_type = 'object'
+             and jsonb_typeof(ballast._json_schema_deref(p_root, p_branches->(c.i - 1))->'properties') = 'object'
+          then ballast._json_schema_deref(p_root, p_branches->(c.i - 1))->'properties'
+          else '{}'::jsonb end
+      ) as k(key)
+      where p_value ? k.key
+    ),
+    c.ord
+  limit 1;
+  path := p_path;
+  message := 'does not match any of the ' || v_count
+    || ' allowed shapes (closest: option ' || v_best || ', whose errors follow)';
+  return next;
+  return query
+    select e->>0, e->>1
+    from jsonb_array_elements(v_errors[v_best]) with ordinality as t(e, ord)
+    order by ord
+    limit p_budget - 1;
+end
+$fn$;
+grant execute on function ballast._json_schema_alternatives(jsonb,jsonb,jsonb,text,integer,boolean,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 
 -- ballast._json_schema_walk
 -- Takes the root schema (for `$ref`), the subschema to apply, the value, the value's path, the recursion depth,
@@ -239,7 +519,7 @@ $fn$;
 -- and stops working as soon as the budget is spent. No rows when the value conforms.
 -- Raises program_limit_exceeded when schemas nest deeper than 256 levels (for example a `$ref` cycle that never
 -- descends into the value).
-create or replace function ballast._json_schema_walk(
+create function ballast._json_schema_walk(
   p_root jsonb,
   p_schema jsonb,
   p_value jsonb,
@@ -247,11 +527,8 @@ create or replace function ballast._json_schema_walk(
   p_depth integer,
   p_budget integer,
   p_regexes jsonb
-)
-returns table(path text, message text)
-language plpgsql
-immutable
-parallel safe
+) returns table(path text, message text)
+language plpgsql immutable parallel safe
 as $fn$
 #variable_conflict use_column
 declare
@@ -797,34 +1074,12 @@ begin
   end if;
 end
 $fn$;
-
-
--- ballast._json_schema_valid
--- Takes the root schema, a subschema, a value, the recursion depth and the regex map; returns true when the value
--- conforms to the subschema. Walks with a budget of one row, so it stops at the first violation. Raises what the
--- walk raises.
-create or replace function ballast._json_schema_valid(
-  p_root jsonb,
-  p_schema jsonb,
-  p_value jsonb,
-  p_depth integer,
-  p_regexes jsonb
-)
-returns boolean
-language sql
-immutable
-parallel safe
-as $fn$
-  select not exists (
-    select 1 from ballast._json_schema_walk(p_root, p_schema, p_value, '', p_depth, 1, p_regexes)
-  )
-$fn$;
-
+grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 
 -- ballast._json_schema_collect
 -- Takes the same arguments as ballast._json_schema_walk; returns that walk's errors (at most p_budget) as a JSON
 -- array of [path, message] pairs in walk order (empty array when the value is valid). Raises what the walk raises.
-create or replace function ballast._json_schema_collect(
+create function ballast._json_schema_collect(
   p_root jsonb,
   p_schema jsonb,
   p_value jsonb,
@@ -832,214 +1087,14 @@ create or replace function ballast._json_schema_collect(
   p_depth integer,
   p_budget integer,
   p_regexes jsonb
-)
-returns jsonb
-language sql
-immutable
-parallel safe
+) returns jsonb
+language sql immutable parallel safe
 as $fn$
   select coalesce(jsonb_agg(jsonb_build_array(w.path, w.message) order by w.ord), '[]'::jsonb)
   from ballast._json_schema_walk(p_root, p_schema, p_value, p_path, p_depth, p_budget, p_regexes)
     with ordinality as w(path, message, ord)
 $fn$;
-
-
--- ballast._json_schema_alternatives
--- Takes the root schema, the JSON array of `anyOf`/`oneOf` branches, the value, its path, the recursion depth,
--- whether exactly one branch must match (`oneOf`), the budget and the regex map; returns no rows when the value is
--- acceptable, otherwise the most useful explanation, at most p_budget rows: a single `expected X or Y, got Z` when no
--- branch accepts the value's type, the errors of the only plausible branch (by type, then by discriminator
--- property), or `does not match any allowed shape` followed by the errors of the closest branch. Each branch is
--- walked with the same budget, so "closest" compares error counts capped at it. Raises what the walk raises.
-create or replace function ballast._json_schema_alternatives(
-  p_root jsonb,
-  p_branches jsonb,
-  p_value jsonb,
-  p_path text,
-  p_depth integer,
-  p_exactly_one boolean,
-  p_budget integer,
-  p_regexes jsonb
-)
-returns table(path text, message text)
-language plpgsql
-immutable
-parallel safe
-as $fn$
-#variable_conflict use_column
-declare
-  v_value_type text := jsonb_typeof(p_value);
-  v_count integer := jsonb_array_length(p_branches);
-  v_errors jsonb[] := '{}';
-  v_matched integer[] := '{}';
-  v_all_types text[] := '{}';
-  v_types text[];
-  v_any_type boolean := false;
-  v_all_values jsonb := '[]';
-  v_values jsonb;
-  v_candidates integer[] := '{}';
-  v_narrowed integer[];
-  v_first jsonb;
-  v_branch jsonb;
-  v_key text;
-  v_disc_key text;
-  v_allowed jsonb;
-  v_best integer;
-  v_i integer;
-begin
-  if p_budget <= 0 then
-    return;
-  end if;
-
-  -- evaluate every branch
-  for v_i in 1 .. v_count loop
-    v_errors := v_errors || ballast._json_schema_collect(
-      p_root, p_branches->(v_i - 1), p_value, p_path, p_depth + 1, p_budget, p_regexes);
-    if v_errors[v_i] = '[]'::jsonb then
-      v_matched := v_matched || v_i;
-      if not p_exactly_one then
-        return;
-      end if;
-    end if;
-  end loop;
-
-  if cardinality(v_matched) = 1 then
-    return;
-  elsif cardinality(v_matched) > 1 then
-    path := p_path;
-    message := 'matches more than one allowed shape (options '
-      || array_to_string(v_matched[1:10], ', ')
-      || case when cardinality(v_matched) > 10 then ', ...' else '' end
-      || '); it must match exactly one';
-    return next;
-    return;
-  end if;
-
-  -- no branch accepts the type of the value: one plain type error
-  for v_i in 1 .. v_count loop
-    v_types := ballast._json_schema_declared_types(p_root, p_branches->(v_i - 1));
-    if v_types is null then
-      v_any_type := true;
-    else
-      v_all_types := v_all_types || v_types;
-      if v_value_type = any(v_types) or (v_value_type = 'number' and 'integer' = any(v_types)) then
-        v_candidates := v_candidates || v_i;
-      end if;
-    end if;
-    if v_all_values is not null then
-      v_values := ballast._json_schema_declared_values(p_root, p_branches->(v_i - 1));
-      v_all_values := case when v_values is null then null else v_all_values || v_values end;
-    end if;
-  end loop;
-  if v_any_type then
-    v_candidates := array(select generate_series(1, v_count));
-  elsif cardinality(v_candidates) = 0 then
-    path := p_path;
-    message := 'expected ' || ballast._json_schema_cut(ballast._json_schema_type_list(v_all_types))
-      || ', got ' || v_value_type;
-    return next;
-    return;
-  end if;
-
-  -- a union of literals: list the allowed values
-  if v_all_values is not null and jsonb_array_length(v_all_values) > 0 then
-    path := p_path;
-    message := ballast._json_schema_one_of_values(v_all_values, p_value);
-    return next;
-    return;
-  end if;
-
-  -- objects: look for a discriminator property (a literal in every candidate)
-  if v_value_type = 'object' and cardinality(v_candidates) > 1 then
-    v_first := ballast._json_schema_deref(p_root, p_branches->(v_candidates[1] - 1));
-    for v_key in
-      select k from jsonb_object_keys(
-        case when jsonb_typeof(v_first->'properties') = 'object' then v_first->'properties' else '{}' end
-      ) as t(k)
-    loop
-      v_disc_key := v_key;
-      foreach v_i in array v_candidates loop
-        v_branch := ballast._json_schema_deref(p_root, p_branches->(v_i - 1));
-        if ballast._json_schema_declared_values(p_root, v_branch #> array['properties', v_key]) is null then
-          v_disc_key := null;
-          exit;
-        end if;
-      end loop;
-      exit when v_disc_key is not null;
-    end loop;
-
-    if v_disc_key is not null then
-      v_narrowed := '{}';
-      v_allowed := '[]';
-      foreach v_i in array v_candidates loop
-        v_branch := ballast._json_schema_deref(p_root, p_branches->(v_i - 1));
-        v_values := ballast._json_schema_declared_values(p_root, v_branch #> array['properties', v_disc_key]);
-        v_allowed := v_allowed || v_values;
-        if p_value ? v_disc_key and v_values @> jsonb_build_array(p_value->v_disc_key) then
-          v_narrowed := v_narrowed || v_i;
-        end if;
-      end loop;
-      if cardinality(v_narrowed) = 0 then
-        path := ballast._json_schema_path_key(p_path, v_disc_key);
-        if p_value ? v_disc_key then
-          message := ballast._json_schema_one_of_values(v_allowed, p_value->v_disc_key);
-        else
-          message := 'required property is missing (must be one of '
-            || ballast._json_schema_value_list(v_allowed) || ')';
-        end if;
-        return next;
-        return;
-      end if;
-      v_candidates := v_narrowed;
-    end if;
-  end if;
-
-  -- a single plausible branch: its errors are the explanation
-  if cardinality(v_candidates) = 1 then
-    return query
-      select e->>0, e->>1
-      from jsonb_array_elements(v_errors[v_candidates[1]]) with ordinality as t(e, ord)
-      order by ord
-      limit p_budget;
-    return;
-  end if;
-
-  -- otherwise report the mismatch and the errors of the closest branch: the
-  -- fewest errors, counting each property of the value that the branch
-  -- declares as one error less (it is probably the shape that was meant)
-  select c.i into v_best
-  from unnest(v_candidates) with ordinality as c(i, ord)
-  order by jsonb_array_length(v_errors[c.i]) - (
-      select count(*)
-      from jsonb_object_keys(
-        case when v_value_type = 'object'
-             and jsonb_typeof(ballast._json_schema_deref(p_root, p_branches->(c.i - 1))->'properties') = 'object'
-          then ballast._json_schema_deref(p_root, p_branches->(c.i - 1))->'properties'
-          else '{}'::jsonb end
-      ) as k(key)
-      where p_value ? k.key
-    ),
-    c.ord
-  limit 1;
-  path := p_path;
-  message := 'does not match any of the ' || v_count
-    || ' allowed shapes (closest: option ' || v_best || ', whose errors follow)';
-  return next;
-  return query
-    select e->>0, e->>1
-    from jsonb_array_elements(v_errors[v_best]) with ordinality as t(e, ord)
-    order by ord
-    limit p_budget - 1;
-end
-$fn$;
-
-
--- The old overloads (without budget and regex map) would still be callable and unbounded: drop them.
-drop function ballast._json_schema_collect(jsonb, jsonb, jsonb, text, integer);
-drop function ballast._json_schema_alternatives(jsonb, jsonb, jsonb, text, integer, boolean);
-drop function ballast._json_schema_walk(jsonb, jsonb, jsonb, text, integer);
--- _json_schema_matches(string, pattern) stays: it is correct and bounded, and is the documented one-off form.
-
+grant execute on function ballast._json_schema_collect(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 
 -- ballast.json_schema_errors
 -- Takes a JSON Schema (draft 2020-12, e.g. from zod's toJSONSchema) and a value; returns one row (path, message) per
@@ -1050,11 +1105,8 @@ drop function ballast._json_schema_walk(jsonb, jsonb, jsonb, text, integer);
 -- row follows with path '' and message 'stopped after 100 violations; the value may have more' (so 101 rows mean
 -- "more than 100"). Messages are at most 500 characters.
 -- Raises program_limit_exceeded for schemas that recurse without progress.
-create or replace function ballast.json_schema_errors(p_schema jsonb, p_value jsonb)
-returns table(path text, message text)
-language plpgsql
-immutable
-parallel safe
+create function ballast.json_schema_errors(p_schema jsonb, p_value jsonb) returns table(path text, message text)
+language plpgsql immutable parallel safe
 as $fn$
 #variable_conflict use_column
 declare
@@ -1082,16 +1134,90 @@ begin
   end loop;
 end
 $fn$;
+grant execute on function ballast.json_schema_errors(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 
+-- ballast._json_schema_cut
+-- Takes a text from the schema (a pattern, a type name); returns it unchanged when it has at most 60 characters,
+-- otherwise its first 57 characters and `...`. Raises nothing.
+create function ballast._json_schema_cut(p_text text) returns text
+language sql immutable parallel safe
+as $fn$
+  select case when char_length(p_text) > 60 then left(p_text, 57) || '...' else p_text end
+$fn$;
+grant execute on function ballast._json_schema_cut(text) to ballast_client, ballast_operator, ballast_reporter;
 
--- Grants: like 0010, every ballast._json_schema_% function (the new ones included) to the roles that validate.
-do $do$
+-- ballast._json_schema_regexes
+-- Takes a schema; returns a JSON object mapping every regex in it (the values of `pattern` keywords and the keys of
+-- `patternProperties`) to its Postgres translation (_json_schema_js_regex), or to JSON null when Postgres cannot
+-- compile it. Strings that merely look like patterns (e.g. a property named "pattern") may be included too; that
+-- costs a translation and is harmless. Raises nothing.
+create function ballast._json_schema_regexes(p_schema jsonb) returns jsonb
+language plpgsql immutable parallel safe
+as $fn$
 declare
-  v_fn regprocedure;
+  v_map jsonb := '{}';
+  v_pattern text;
+  v_regex text;
 begin
-  for v_fn in select p.oid::regprocedure from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-               where n.nspname = 'ballast' and p.proname like '\_json\_schema\_%' loop
-    execute format('grant execute on function %s to ballast_client, ballast_operator, ballast_reporter', v_fn);
+  for v_pattern in
+    select distinct v_found #>> '{}'
+    from jsonb_path_query(p_schema, 'lax $.**.pattern ? (@.type() == "string")') as t(v_found)
+    union
+    select v_found #>> '{}'
+    from jsonb_path_query(p_schema, 'lax $.**.patternProperties.keyvalue().key') as t(v_found)
+  loop
+    v_regex := ballast._json_schema_js_regex(v_pattern);
+    begin
+      perform '' ~ v_regex;
+      v_map := v_map || jsonb_build_object(v_pattern, v_regex);
+    exception
+      when invalid_regular_expression or program_limit_exceeded then
+        v_map := v_map || jsonb_build_object(v_pattern, null);
+    end;
   end loop;
+  return v_map;
 end
-$do$;
+$fn$;
+grant execute on function ballast._json_schema_regexes(jsonb) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_match
+-- Takes a string, a JSON Schema `pattern` (ECMAScript syntax) and the map made by _json_schema_regexes; returns true
+-- when the string matches (unanchored search, as JSON Schema specifies), false when it does not, and null when the
+-- pattern cannot be compiled or run by Postgres. A pattern missing from the map is translated here. Raises nothing.
+create function ballast._json_schema_match(p_string text, p_pattern text, p_regexes jsonb) returns boolean
+language plpgsql immutable parallel safe
+as $fn$
+declare
+  v_regex jsonb := p_regexes -> p_pattern;
+begin
+  if v_regex is null then
+    v_regex := to_jsonb(ballast._json_schema_js_regex(p_pattern));
+  elsif jsonb_typeof(v_regex) <> 'string' then
+    return null;
+  end if;
+  return p_string ~ (v_regex #>> '{}');
+exception
+  when invalid_regular_expression or program_limit_exceeded then
+    return null;
+end
+$fn$;
+grant execute on function ballast._json_schema_match(text,text,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+
+-- ballast._json_schema_valid
+-- Takes the root schema, a subschema, a value, the recursion depth and the regex map; returns true when the value
+-- conforms to the subschema. Walks with a budget of one row, so it stops at the first violation. Raises what the
+-- walk raises.
+create function ballast._json_schema_valid(
+  p_root jsonb,
+  p_schema jsonb,
+  p_value jsonb,
+  p_depth integer,
+  p_regexes jsonb
+) returns boolean
+language sql immutable parallel safe
+as $fn$
+  select not exists (
+    select 1 from ballast._json_schema_walk(p_root, p_schema, p_value, '', p_depth, 1, p_regexes)
+  )
+$fn$;
+grant execute on function ballast._json_schema_valid(jsonb,jsonb,jsonb,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;

@@ -1,58 +1,28 @@
 -- Up Migration
 --
--- 0009: model steps: the rows behind the contract ladder, tracing, cost, budgets and provider
+-- Baseline, file 9 of 11: model steps: the rows behind the contract ladder, tracing, cost, budgets and provider
 -- backpressure. The ladder itself runs in the worker (src/model/ladder.ts); every crossing of it is recorded here.
---
--- Tables (ballast_private):
---   prompts             one row per prompt name@version: its templates and their sha256 (a version is immutable).
---   model_prices        USD per 1M tokens (input, output, cached input) per provider/model from a date: a price
---                       change is a new row, so old calls keep the price they were made at. Seeded below.
---   model_calls         one row per provider call (the trace): models, prompt, parameters, timings, finish reason,
---                       tokens, cost, error class, HTTP status, request id, raw output, validation issues, repair,
---                       score, the rung of the ladder it was on.
---   budgets             per tenant: a spend limit per period (day, week, month; UTC) and what an exhausted budget
---                       does to a step ('fail' it, or 'pause' it until the next period or a raised limit).
---   budget_usage        per tenant and period: reserved (calls in flight) and spent (settled) USD.
---   budget_reservations one per priced call: the estimate reserved before the call, the actual settled after (or
---                       the estimate, when the attempt ended without settling: expired).
---   provider_cooldowns  per provider/model ('*': the whole provider): calls wait until `until` (a 429/529 with a
---                       retry-after, seen by any worker).
--- Columns added: attempts (contract outcome, final model, prompt, totals of tokens and cost, quality score),
--- steps and jobs (totals of tokens and cost; steps: the pending review).
 --
 -- The protocol per provider call, two round trips around the HTTP call:
 --   begin_model_call  cooldown check, then budget reservation (one row update that cannot overshoot: the check
 --                     and the increment are one statement on the period row, so concurrent workers serialise on it);
 --   record_model_call the trace row, the cost from the price in force at the call's start, settling the
 --                     reservation, the totals of attempt, step and job, and a shared cooldown after a 429/529.
--- Lock order: step, then attempt, then job (the order of cancel_job and complete: step first).
-
--- Error codes of this migration.
-insert into ballast_private.error_codes (sqlstate, name, meaning) values
-  ('BA012', 'prompt_version_conflict', 'The prompt name and version are already registered with other content.'),
-  ('BA013', 'not_in_review', 'The step is not waiting for a review decision.');
-
--- 1. Prompts ----------------------------------------------------------------------------------------------------
-
-create table ballast_private.prompts (
-  name text not null
-    constraint prompt_name_format check (name ~ '^[a-z][a-z0-9_.-]{0,62}$'),
-  version integer not null
-    constraint prompt_version_positive check (version >= 1),
-  -- {"system": text or null, "user": text}: templates with {{path}} placeholders.
-  template jsonb not null,
-  content_hash text not null,
-  registered_at timestamptz not null default ballast.now(),
-  primary key (name, version)
-);
+-- A step whose budget is used up or whose models are cooling down is parked (pause_for_budget, pause_for_cooldown);
+-- one whose output fails its contract may go to a human review (request_review, resolve_review). Prices are
+-- versioned by date (model_prices, seeded below; set_model_price adds one).
+-- Folded from the old 0009, 0010 and 0028.
 
 -- register_prompt(name, version, template) -> (created, content_hash)
 -- Stores a prompt version. Idempotent for identical content (created = false). Raises BA012 when the version exists
 -- with other content (a prompt version is immutable: its calls' traces point at it), BA002 for a bad name, version
 -- or template.
-create function ballast.register_prompt(p_name text, p_version integer, p_template jsonb)
-returns table (created boolean, content_hash text)
-language plpgsql
+create function ballast.register_prompt(
+  p_name text,
+  p_version integer,
+  p_template jsonb
+) returns table(created boolean, content_hash text)
+language plpgsql volatile
 as $fn$
 declare
   v_hash text;
@@ -90,23 +60,6 @@ begin
 end
 $fn$;
 
--- 2. Prices -----------------------------------------------------------------------------------------------------
-
-create table ballast_private.model_prices (
-  provider text not null,
-  model text not null,
-  valid_from timestamptz not null,
-  input_per_mtok numeric(12, 6) not null
-    constraint price_input_nonnegative check (input_per_mtok >= 0),
-  output_per_mtok numeric(12, 6) not null
-    constraint price_output_nonnegative check (output_per_mtok >= 0),
-  -- Cached input tokens (prompt cache reads); null: charged as ordinary input.
-  cached_input_per_mtok numeric(12, 6)
-    constraint price_cached_nonnegative check (cached_input_per_mtok >= 0),
-  source text not null default 'operator',
-  primary key (provider, model, valid_from)
-);
-
 -- List prices in USD per 1M tokens as the vendors published them; override with ballast.set_model_price (a later
 -- valid_from wins from that date on). The local provider is free.
 insert into ballast_private.model_prices (provider, model, valid_from, input_per_mtok, output_per_mtok, cached_input_per_mtok, source) values
@@ -126,10 +79,12 @@ insert into ballast_private.model_prices (provider, model, valid_from, input_per
 -- model_price(provider, model, at) -> the price row in force at `at`, or none.
 -- The model matches exactly, else the longest priced model id that is a prefix of it followed by '-' (a dated
 -- snapshot such as gpt-4o-mini-2024-07-18 takes gpt-4o-mini's price), else the provider's '*' row.
-create function ballast.model_price(p_provider text, p_model text, p_at timestamptz default ballast.now())
-returns setof ballast_private.model_prices
-language sql
-stable
+create function ballast.model_price(
+  p_provider text,
+  p_model text,
+  p_at timestamp with time zone default ballast.now()
+) returns setof ballast_private.model_prices
+language sql stable
 as $fn$
   select p.* from ballast_private.model_prices p
    where p.provider = p_provider and p.valid_from <= p_at
@@ -137,15 +92,20 @@ as $fn$
    order by (p.model = p_model) desc, (p.model <> '*') desc, length(p.model) desc, p.valid_from desc
    limit 1
 $fn$;
+grant execute on function ballast.model_price(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 
 -- set_model_price(provider, model, input, output, cached_input, valid_from, source) -> void
 -- Adds (or corrects, for the same valid_from) a price. Raises BA002 for a negative price or an empty name.
 create function ballast.set_model_price(
-  p_provider text, p_model text, p_input_per_mtok numeric, p_output_per_mtok numeric,
-  p_cached_input_per_mtok numeric default null, p_valid_from timestamptz default ballast.now(),
-  p_source text default 'operator'
+  p_provider text,
+  p_model text,
+  p_input_per_mtok numeric,
+  p_output_per_mtok numeric,
+  p_cached_input_per_mtok numeric default null::numeric,
+  p_valid_from timestamp with time zone default ballast.now(),
+  p_source text default 'operator'::text
 ) returns void
-language plpgsql
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 begin
   if coalesce(p_provider, '') = '' or coalesce(p_model, '') = '' then
@@ -165,60 +125,30 @@ begin
         cached_input_per_mtok = excluded.cached_input_per_mtok, source = excluded.source;
 end
 $fn$;
-
--- 3. Budgets ----------------------------------------------------------------------------------------------------
-
-create table ballast_private.budgets (
-  tenant_id text primary key,
-  limit_usd numeric(14, 6) not null
-    constraint budget_limit_nonnegative check (limit_usd >= 0),
-  period text not null
-    constraint budget_period_known check (period in ('day', 'week', 'month')),
-  on_exhausted text not null default 'pause'
-    constraint budget_on_exhausted_known check (on_exhausted in ('pause', 'fail')),
-  updated_at timestamptz not null default ballast.now()
-);
-
-create table ballast_private.budget_usage (
-  tenant_id text not null,
-  period_start timestamptz not null,
-  reserved_usd numeric(14, 8) not null default 0
-    constraint usage_reserved_nonnegative check (reserved_usd >= 0),
-  spent_usd numeric(14, 8) not null default 0,
-  primary key (tenant_id, period_start)
-);
-
-create table ballast_private.budget_reservations (
-  id bigint generated always as identity primary key,
-  tenant_id text not null,
-  period_start timestamptz not null,
-  attempt_id bigint references ballast_private.attempts (id) on delete set null,
-  estimate_usd numeric(14, 8) not null,
-  actual_usd numeric(14, 8),
-  status text not null default 'open'
-    -- expired: its attempt ended without settling it (worker died mid-call); the estimate counts as spent.
-    constraint reservation_status_known check (status in ('open', 'settled', 'expired')),
-  created_at timestamptz not null default ballast.now(),
-  settled_at timestamptz
-);
-create index budget_reservations_open on ballast_private.budget_reservations (tenant_id, period_start) where status = 'open';
+grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 
 -- budget_period_start(period, at): the start of the UTC day, ISO week or month holding `at`.
-create function ballast_private.budget_period_start(p_period text, p_at timestamptz) returns timestamptz
-language sql
-immutable
+create function ballast_private.budget_period_start(
+  p_period text,
+  p_at timestamp with time zone
+) returns timestamp with time zone
+language sql immutable
 as $fn$
   select date_trunc(p_period, p_at at time zone 'UTC') at time zone 'UTC'
 $fn$;
+grant execute on function ballast_private.budget_period_start(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 
 -- set_budget(tenant_id, limit_usd, period, on_exhausted, actor) -> void
 -- Sets a tenant's spend limit (null limit: removes it, spending unlimited). Steps paused by the old limit are
 -- woken at once (they reserve again and pause again if the new limit is spent too). Raises BA002 for a bad value.
 create function ballast.set_budget(
-  p_tenant_id text, p_limit_usd numeric, p_period text default 'month', p_on_exhausted text default 'pause',
-  p_actor text default null
+  p_tenant_id text,
+  p_limit_usd numeric,
+  p_period text default 'month'::text,
+  p_on_exhausted text default 'pause'::text,
+  p_actor text default null::text
 ) returns void
-language plpgsql
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
   v_step record;
@@ -258,25 +188,17 @@ begin
   end loop;
 end
 $fn$;
-
--- 4. Provider cooldowns ----------------------------------------------------------------------------------------
-
-create table ballast_private.provider_cooldowns (
-  provider text not null,
-  -- '*': every model of the provider.
-  model text not null,
-  until timestamptz not null,
-  reason text not null,
-  set_at timestamptz not null default ballast.now(),
-  hits integer not null default 1,
-  primary key (provider, model)
-);
+grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
 
 -- set_provider_cooldown(provider, model, until, reason): no call to provider/model before `until` (the later of
 -- the existing and the new one wins). Used by record_model_call after a 429/529; callable by operators.
-create function ballast.set_provider_cooldown(p_provider text, p_model text, p_until timestamptz, p_reason text)
-returns timestamptz
-language sql
+create function ballast.set_provider_cooldown(
+  p_provider text,
+  p_model text,
+  p_until timestamp with time zone,
+  p_reason text
+) returns timestamp with time zone
+language sql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
   insert into ballast_private.provider_cooldowns as c (provider, model, until, reason)
   values (p_provider, coalesce(p_model, '*'), p_until, coalesce(p_reason, 'operator'))
@@ -286,97 +208,7 @@ as $fn$
         set_at = ballast.now(), hits = c.hits + 1
   returning until
 $fn$;
-
--- 5. Traces -----------------------------------------------------------------------------------------------------
-
-create table ballast_private.model_calls (
-  id bigint generated always as identity primary key,
-  attempt_id bigint not null references ballast_private.attempts (id) on delete cascade,
-  step_id bigint not null references ballast_private.steps (id) on delete cascade,
-  job_id bigint not null references ballast_private.jobs (id) on delete cascade,
-  tenant_id text not null,
-  -- The ladder: 'primary' (first call on the step's model), 'reask' (again with the contract violations),
-  -- 'fallback' (a fallback model); model_index: 0 for the step's model, 1.. for the fallbacks in order.
-  rung text not null
-    constraint call_rung_known check (rung in ('primary', 'reask', 'fallback')),
-  model_index integer not null default 0,
-  provider text not null,
-  provider_kind text,
-  requested_model text not null,
-  returned_model text,
-  prompt_name text,
-  prompt_version integer,
-  prompt_hash text,
-  parameters jsonb,
-  started_at timestamptz not null,
-  first_token_at timestamptz,
-  ended_at timestamptz not null,
-  latency_ms numeric(12, 1),
-  finish_reason_raw text,
-  -- stop, length, content_filter, tool_calls, refusal, error, other.
-  finish_reason text,
-  input_tokens integer,
-  output_tokens integer,
-  cached_input_tokens integer,
-  cache_write_tokens integer,
-  reasoning_tokens integer,
-  -- null when no price is known for the model (see price_missing in ballast.model_calls).
-  cost_usd numeric(14, 8),
-  price_valid_from timestamptz,
-  -- The failure class (transport, quota, client, truncated, refusal, unparsable, schema, aborted, quality,
-  -- cooldown, budget) and code; null for a usable answer.
-  error_class text,
-  error_code text,
-  error_message text,
-  retryable boolean,
-  http_status integer,
-  request_id text,
-  response_id text,
-  raw_output text,
-  validation_issues jsonb,
-  -- json_repair when the output only parsed after local repair.
-  repair_method text,
-  score numeric(6, 5),
-  quality jsonb,
-  created_at timestamptz not null default ballast.now()
-);
-create index model_calls_attempt on ballast_private.model_calls (attempt_id);
-create index model_calls_job on ballast_private.model_calls (job_id);
-create index model_calls_started on ballast_private.model_calls (started_at);
-
-alter table ballast_private.attempts
-  drop constraint attempt_outcome_known,
-  add constraint attempt_outcome_known check (outcome in ('running', 'succeeded', 'failed', 'crashed', 'timed_out',
-                                                          'cancelled', 'released', 'parked', 'needs_review')),
-  drop constraint attempt_error_when_failed,
-  add constraint attempt_error_when_failed check (
-    outcome in ('running', 'succeeded', 'parked', 'needs_review') or (error_class is not null and error_message is not null)),
-  -- The contract ladder's verdict on this attempt (model steps only).
-  add column contract_outcome text
-    constraint attempt_contract_outcome_known check (contract_outcome in ('valid_first_try', 'repaired', 'fell_back',
-                                                                          'degraded', 'rejected', 'review')),
-  add column contract_detail jsonb,
-  add column model text,
-  add column prompt_ref text,
-  add column fallback_used boolean,
-  add column quality_score numeric(6, 5),
-  add column model_calls integer not null default 0,
-  add column input_tokens bigint not null default 0,
-  add column output_tokens bigint not null default 0,
-  add column cost_usd numeric(14, 8) not null default 0;
-
-alter table ballast_private.steps
-  add column input_tokens bigint not null default 0,
-  add column output_tokens bigint not null default 0,
-  add column cost_usd numeric(14, 8) not null default 0,
-  -- A step in needs_review: {"reason", "proposed" (output or null), "detail", "requested_at", "attempt_id"};
-  -- after the decision also {"decision", "reviewer", "note", "resolved_at"}.
-  add column review jsonb;
-
-alter table ballast_private.jobs
-  add column input_tokens bigint not null default 0,
-  add column output_tokens bigint not null default 0,
-  add column cost_usd numeric(14, 8) not null default 0;
+grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 
 -- begin_model_call(attempt_id, provider, model, input_tokens_estimate, max_output_tokens)
 --   -> (cooldown_until, cooldown_reason, reservation_id, estimate_usd, budget_exhausted, budget_message, resume_at,
@@ -390,10 +222,13 @@ alter table ballast_private.jobs
 -- the tenant, the figures and resume_at (the next period).
 -- Raises BA007 for an unknown attempt, BA002 for negative estimates.
 create function ballast.begin_model_call(
-  p_attempt_id bigint, p_provider text, p_model text, p_input_tokens_estimate integer, p_max_output_tokens integer
-) returns table (cooldown_until timestamptz, cooldown_reason text, reservation_id bigint, estimate_usd numeric,
-                 budget_exhausted boolean, budget_message text, resume_at timestamptz, on_exhausted text)
-language plpgsql
+  p_attempt_id bigint,
+  p_provider text,
+  p_model text,
+  p_input_tokens_estimate integer,
+  p_max_output_tokens integer
+) returns table(cooldown_until timestamp with time zone, cooldown_reason text, reservation_id bigint, estimate_usd numeric, budget_exhausted boolean, budget_message text, resume_at timestamp with time zone, on_exhausted text, cooldown_ms integer)
+language plpgsql volatile
 as $fn$
 declare
   v_now timestamptz := ballast.now();
@@ -420,7 +255,8 @@ begin
    where c.provider = p_provider and c.model in (p_model, '*') and c.until > v_now
    order by c.until desc limit 1;
   if found then
-    return query select v_cool.until, v_cool.reason, null::bigint, null::numeric, false, null::text, null::timestamptz, null::text;
+    return query select v_cool.until, v_cool.reason, null::bigint, null::numeric, false, null::text, null::timestamptz,
+                        null::text, ballast_private.cooldown_left_ms(v_cool.until, v_now);
     return;
   end if;
   select * into v_price from ballast.model_price(p_provider, p_model, v_now);
@@ -428,7 +264,8 @@ begin
                        + coalesce(p_max_output_tokens, 0) * coalesce(v_price.output_per_mtok, 0)) / 1000000.0, 8);
   select * into v_budget from ballast_private.budgets b where b.tenant_id = v_tenant;
   if not found then
-    return query select null::timestamptz, null::text, null::bigint, v_estimate, false, null::text, null::timestamptz, null::text;
+    return query select null::timestamptz, null::text, null::bigint, v_estimate, false, null::text, null::timestamptz,
+                        null::text, null::integer;
     return;
   end if;
   v_start := ballast_private.budget_period_start(v_budget.period, v_now);
@@ -458,13 +295,14 @@ begin
              v_tenant, trim_scale(round(v_usage.spent_usd, 6)), trim_scale(round(v_usage.reserved_usd, 6)),
              trim_scale(v_budget.limit_usd), v_budget.period, to_char(v_start at time zone 'UTC', 'YYYY-MM-DD'),
              trim_scale(round(v_estimate, 6))),
-      v_end, v_budget.on_exhausted;
+      v_end, v_budget.on_exhausted, null::integer;
     return;
   end if;
   insert into ballast_private.budget_reservations (tenant_id, period_start, attempt_id, estimate_usd)
   values (v_tenant, v_start, p_attempt_id, v_estimate)
   returning id into v_reservation;
-  return query select null::timestamptz, null::text, v_reservation, v_estimate, false, null::text, null::timestamptz, null::text;
+  return query select null::timestamptz, null::text, v_reservation, v_estimate, false, null::text, null::timestamptz,
+                      null::text, null::integer;
 end
 $fn$;
 
@@ -477,9 +315,12 @@ $fn$;
 -- by an attempt cancelled meanwhile still cost money). call: the JSON of a ModelCallRecord as src/model/ladder.ts
 -- writes it; provider, requested_model, rung, started_at and ended_at are required. Raises BA007 for an unknown
 -- attempt, BA002 for a call without those fields.
-create function ballast.record_model_call(p_attempt_id bigint, p_reservation_id bigint, p_call jsonb)
-returns table (call_id bigint, cost_usd numeric, cooldown_until timestamptz)
-language plpgsql
+create function ballast.record_model_call(
+  p_attempt_id bigint,
+  p_reservation_id bigint,
+  p_call jsonb
+) returns table(call_id bigint, cost_usd numeric, cooldown_until timestamp with time zone, cooldown_ms integer, usage_missing boolean)
+language plpgsql volatile
 as $fn$
 declare
   v_attempt ballast_private.attempts;
@@ -489,6 +330,8 @@ declare
   v_in int := (p_call ->> 'input_tokens')::int;
   v_out int := (p_call ->> 'output_tokens')::int;
   v_cached int := coalesce((p_call ->> 'cached_input_tokens')::int, 0);
+  v_usage_missing boolean;
+  v_estimate numeric;
   v_started timestamptz;
   v_id bigint;
   v_until timestamptz;
@@ -509,6 +352,9 @@ begin
   select j.tenant_id into v_tenant from ballast_private.jobs j where j.id = v_attempt.job_id;
   v_started := (p_call ->> 'started_at')::timestamptz;
   v_model := coalesce(p_call ->> 'returned_model', p_call ->> 'requested_model');
+  v_usage_missing := coalesce((p_call ->> 'usage_missing')::boolean,
+                              coalesce((p_call ->> 'http_status')::int between 200 and 299, false)
+                              and (v_in is null or v_out is null));
   select * into v_price from ballast.model_price(p_call ->> 'provider', p_call ->> 'requested_model', v_started);
   if v_price.provider is null then
     select * into v_price from ballast.model_price(p_call ->> 'provider', v_model, v_started);
@@ -517,6 +363,10 @@ begin
     v_cost := round((greatest(coalesce(v_in, 0) - v_cached, 0) * v_price.input_per_mtok
                      + v_cached * coalesce(v_price.cached_input_per_mtok, v_price.input_per_mtok)
                      + coalesce(v_out, 0) * v_price.output_per_mtok) / 1000000.0, 8);
+    if v_usage_missing then
+      select r.estimate_usd into v_estimate from ballast_private.budget_reservations r where r.id = p_reservation_id;
+      v_cost := greatest(v_cost, coalesce(v_estimate, (p_call ->> 'estimate_usd')::numeric, 0));
+    end if;
   end if;
 
   insert into ballast_private.model_calls (
@@ -524,7 +374,8 @@ begin
     returned_model, prompt_name, prompt_version, prompt_hash, parameters, started_at, first_token_at, ended_at,
     latency_ms, finish_reason_raw, finish_reason, input_tokens, output_tokens, cached_input_tokens,
     cache_write_tokens, reasoning_tokens, cost_usd, price_valid_from, error_class, error_code, error_message,
-    retryable, http_status, request_id, response_id, raw_output, validation_issues, repair_method, score, quality)
+    retryable, http_status, request_id, response_id, raw_output, validation_issues, repair_method, score, quality,
+    usage_missing)
   values (
     p_attempt_id, v_attempt.step_id, v_attempt.job_id, v_tenant, p_call ->> 'rung',
     coalesce((p_call ->> 'model_index')::int, 0), p_call ->> 'provider', p_call ->> 'provider_kind',
@@ -536,7 +387,8 @@ begin
     (p_call ->> 'reasoning_tokens')::int, v_cost, v_price.valid_from, p_call ->> 'error_class',
     p_call ->> 'error_code', p_call ->> 'error_message', (p_call ->> 'retryable')::boolean,
     (p_call ->> 'http_status')::int, p_call ->> 'request_id', p_call ->> 'response_id', p_call ->> 'raw_output',
-    p_call -> 'validation_issues', p_call ->> 'repair_method', (p_call ->> 'score')::numeric, p_call -> 'quality')
+    p_call -> 'validation_issues', p_call ->> 'repair_method', (p_call ->> 'score')::numeric, p_call -> 'quality',
+    v_usage_missing)
   returning id into v_id;
 
   if p_reservation_id is not null then
@@ -564,12 +416,14 @@ begin
    where j.id = v_attempt.job_id;
 
   if p_call ->> 'error_code' in ('rate_limited', 'overloaded') then
-    v_until := ballast.set_provider_cooldown(p_call ->> 'provider', p_call ->> 'requested_model',
+    perform ballast.set_provider_cooldown(p_call ->> 'provider', p_call ->> 'requested_model',
       ballast.now() + make_interval(secs => coalesce((p_call ->> 'retry_after_ms')::double precision, 2000) / 1000.0),
       format('%s from %s:%s (HTTP %s)', p_call ->> 'error_code', p_call ->> 'provider', p_call ->> 'requested_model',
              coalesce(p_call ->> 'http_status', '?')));
+    select max(c.until) into v_until from ballast_private.provider_cooldowns c
+     where c.provider = p_call ->> 'provider' and c.model in (p_call ->> 'requested_model', '*');
   end if;
-  return query select v_id, v_cost, v_until;
+  return query select v_id, v_cost, v_until, ballast_private.cooldown_left_ms(v_until, ballast.now()), v_usage_missing;
 end
 $fn$;
 
@@ -578,9 +432,12 @@ $fn$;
 -- review: outcome valid_first_try | repaired | fell_back | degraded | rejected | review; detail: {"model",
 -- "prompt", "fallback_used", "score", "calls", "reasks", "reason"}. Raises BA002 for an unknown outcome, BA007/BA008
 -- as running_attempt.
-create function ballast.record_contract_outcome(p_attempt_id bigint, p_outcome text, p_detail jsonb default '{}')
-returns void
-language plpgsql
+create function ballast.record_contract_outcome(
+  p_attempt_id bigint,
+  p_outcome text,
+  p_detail jsonb default '{}'::jsonb
+) returns void
+language plpgsql volatile
 as $fn$
 begin
   if p_outcome is null or p_outcome not in ('valid_first_try', 'repaired', 'fell_back', 'degraded', 'rejected', 'review') then
@@ -596,15 +453,16 @@ begin
 end
 $fn$;
 
--- 6. Pausing for a budget, and human review ------------------------------------------------------------------------
-
 -- pause_for_budget(attempt_id, resume_at, message) -> step_status
 -- The tenant's budget is spent and its policy is 'pause': the attempt ends 'parked' (not charged against
 -- max_attempts) and the step is 'retrying' until resume_at (the next period), error class budget_exhausted with the
 -- message; ballast.set_budget wakes it earlier when the limit changes. BA007/BA008 as running_attempt.
-create function ballast.pause_for_budget(p_attempt_id bigint, p_resume_at timestamptz, p_message text)
-returns text
-language plpgsql
+create function ballast.pause_for_budget(
+  p_attempt_id bigint,
+  p_resume_at timestamp with time zone,
+  p_message text
+) returns text
+language plpgsql volatile
 as $fn$
 declare
   v_step ballast_private.steps;
@@ -631,9 +489,13 @@ $fn$;
 -- person): the attempt ends 'needs_review', the step waits in 'needs_review' with the proposed output (null when
 -- there is none) and the reason; the job shows needs_review. A reviewer decides with ballast.resolve_review.
 -- BA007/BA008 as running_attempt.
-create function ballast.request_review(p_attempt_id bigint, p_proposed jsonb, p_reason text, p_detail jsonb default null)
-returns table (step_status text, job_status text)
-language plpgsql
+create function ballast.request_review(
+  p_attempt_id bigint,
+  p_proposed jsonb,
+  p_reason text,
+  p_detail jsonb default null::jsonb
+) returns table(step_status text, job_status text)
+language plpgsql volatile
 as $fn$
 declare
   v_step ballast_private.steps;
@@ -661,8 +523,7 @@ $fn$;
 -- output_contract(step) -> the JSON Schema of the step's output contract, from its pipeline version's definition
 -- (for an item of a map step, the map step's).
 create function ballast_private.output_contract(p_step ballast_private.steps) returns jsonb
-language sql
-stable
+language sql stable
 as $fn$
   select d -> 'output_schema'
     from ballast_private.jobs j
@@ -682,9 +543,13 @@ $fn$;
 -- 'review_resolved' event with the reviewer as actor. Raises BA013 when the step is not in needs_review, BA002 for
 -- a missing reviewer or an unknown decision, BA007 for an unknown step.
 create function ballast.resolve_review(
-  p_step_id bigint, p_decision text, p_output jsonb default null, p_reviewer text default null, p_note text default null
-) returns table (step_status text, job_status text, queued_step_ids bigint[])
-language plpgsql
+  p_step_id bigint,
+  p_decision text,
+  p_output jsonb default null::jsonb,
+  p_reviewer text default null::text,
+  p_note text default null::text
+) returns table(step_status text, job_status text, queued_step_ids bigint[])
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
   v_step ballast_private.steps;
@@ -771,79 +636,68 @@ begin
   return query select v_status, ballast_private.refresh_job_status(v_step.job_id), coalesce(v_queued, '{}'::bigint[]);
 end
 $fn$;
+grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to ballast_operator;
+comment on function ballast.resolve_review(bigint,text,jsonb,text,text) is 'Decide a step in needs_review: approve (keep the proposed output), edit (use the output given, checked against the contract) or reject (fail the step). Operators only.';
 
--- 7. The public read surface -------------------------------------------------------------------------------------
+-- cooldown_left_ms(until, now) -> the milliseconds from now to until (0 when past), capped at 7 days (an operator's
+-- cooldown may end at 'infinity'); null for a null until.
+create function ballast_private.cooldown_left_ms(
+  p_until timestamp with time zone,
+  p_now timestamp with time zone
+) returns integer
+language sql immutable
+as $fn$
+  select case when p_until is null then null
+              else ceil(greatest(extract(epoch from (least(p_until, p_now + interval '7 days') - p_now)), 0) * 1000)::integer
+         end
+$fn$;
 
-create or replace view ballast.jobs with (security_invoker = true) as
-select id, tenant_id, pipeline, pipeline_version, idempotency_key, input, status, priority, result, error,
-       created_at, started_at, finished_at, updated_at, input_tokens, output_tokens, cost_usd
-  from ballast_private.jobs;
-
-create or replace view ballast.steps with (security_invoker = true) as
-select id, job_id, name, status, depends_on, attempts, max_attempts, output, error, progress, next_run_at,
-       concurrency_key, concurrency_limit, timeout_ms, created_at, queued_at, started_at, finished_at, updated_at,
-       attempt_offset, wait_key, wait_deadline, wait_on_timeout, input_tokens, output_tokens, cost_usd, review
-  from ballast_private.steps;
-
-create or replace view ballast.attempts with (security_invoker = true) as
-select id, step_id, job_id, number, worker_id, outcome, started_at, lease_expires_at, finished_at,
-       error_class, error_code, error_message, error_retryable,
-       extract(epoch from (finished_at - started_at)) * 1000 as duration_ms,
-       contract_outcome, contract_detail, model, prompt_ref, fallback_used, quality_score, model_calls,
-       input_tokens, output_tokens, cost_usd
-  from ballast_private.attempts;
-
-create view ballast.model_calls with (security_invoker = true) as
-select c.id, c.attempt_id, c.step_id, c.job_id, c.tenant_id, c.rung, c.model_index, c.provider, c.provider_kind,
-       c.requested_model, c.returned_model, c.prompt_name, c.prompt_version, c.prompt_hash, c.parameters,
-       c.started_at, c.first_token_at, c.ended_at, c.latency_ms,
-       extract(epoch from (c.first_token_at - c.started_at)) * 1000 as first_token_ms,
-       c.finish_reason_raw, c.finish_reason, c.input_tokens, c.output_tokens, c.cached_input_tokens,
-       c.cache_write_tokens, c.reasoning_tokens, c.cost_usd, c.price_valid_from,
-       c.cost_usd is null and c.error_class is distinct from 'cooldown' and c.error_class is distinct from 'budget'
-         as price_missing,
-       c.error_class, c.error_code, c.error_message, c.retryable, c.http_status, c.request_id, c.response_id,
-       c.raw_output, c.validation_issues, c.repair_method, c.score, c.quality
-  from ballast_private.model_calls c;
-
-create view ballast.prompts with (security_invoker = true) as
-select name, version, template, content_hash, registered_at from ballast_private.prompts;
-
-create view ballast.model_prices with (security_invoker = true) as
-select provider, model, valid_from, input_per_mtok, output_per_mtok, cached_input_per_mtok, source
-  from ballast_private.model_prices;
-
--- Budgets with the current period's usage.
-create view ballast.budgets with (security_invoker = true) as
-select b.tenant_id, b.limit_usd, b.period, b.on_exhausted, b.updated_at,
-       ballast_private.budget_period_start(b.period, ballast.now()) as period_start,
-       coalesce(u.spent_usd, 0) as spent_usd, coalesce(u.reserved_usd, 0) as reserved_usd,
-       b.limit_usd - coalesce(u.spent_usd, 0) - coalesce(u.reserved_usd, 0) as remaining_usd
-  from ballast_private.budgets b
-  left join ballast_private.budget_usage u
-    on u.tenant_id = b.tenant_id and u.period_start = ballast_private.budget_period_start(b.period, ballast.now());
-
-create view ballast.provider_cooldowns with (security_invoker = true) as
-select provider, model, until, reason, set_at, hits, until > ballast.now() as active
-  from ballast_private.provider_cooldowns;
-
--- Steps waiting for a human decision: what was proposed and why.
-create view ballast.reviews with (security_invoker = true) as
-select s.id as step_id, s.job_id, j.tenant_id, j.pipeline, j.pipeline_version, s.name as step_name,
-       s.review ->> 'reason' as reason, s.review -> 'proposed' as proposed_output, s.review -> 'detail' as detail,
-       (s.review ->> 'requested_at')::timestamptz as requested_at
-  from ballast_private.steps s join ballast_private.jobs j on j.id = s.job_id
- where s.status = 'needs_review';
-
-create trigger refuse_write instead of insert or update or delete on ballast.model_calls
-  for each row execute function ballast_private.refuse_view_write();
-create trigger refuse_write instead of insert or update or delete on ballast.prompts
-  for each row execute function ballast_private.refuse_view_write();
-create trigger refuse_write instead of insert or update or delete on ballast.model_prices
-  for each row execute function ballast_private.refuse_view_write();
-create trigger refuse_write instead of insert or update or delete on ballast.budgets
-  for each row execute function ballast_private.refuse_view_write();
-create trigger refuse_write instead of insert or update or delete on ballast.provider_cooldowns
-  for each row execute function ballast_private.refuse_view_write();
-create trigger refuse_write instead of insert or update or delete on ballast.reviews
-  for each row execute function ballast_private.refuse_view_write();
+-- pause_for_cooldown(attempt_id, provider, model, message) -> (step_status, next_run_at)
+-- The attempt met a cooldown of provider/model before it made any provider call (src/model/ladder.ts): the attempt
+-- ends 'parked' with error class and code 'cooldown' and the message (not charged against max_attempts: the
+-- step's attempt_offset grows by one, as pause_for_budget does), and the step is 'retrying' (error class cooldown)
+-- until the latest cooldown in force for provider/model or the whole provider ('*') ends, at most 7 days from now,
+-- plus a bounded jitter as settle_failure (0006_execution) adds to a Retry-After (uniform in [0, min(max(wait / 4, 250
+-- ms), 60 s))), so the steps a cooldown stopped together do not all call again at the same instant. A cooldown that has
+-- ended meanwhile: due at once, no jitter. Returns 'retrying' and the step's next_run_at. BA007/BA008 as
+-- running_attempt.
+create function ballast.pause_for_cooldown(
+  p_attempt_id bigint,
+  p_provider text,
+  p_model text,
+  p_message text
+) returns table(step_status text, next_run_at timestamp with time zone)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_until timestamptz;
+  v_wait_ms double precision;
+  v_next timestamptz;
+  v_message text := coalesce(nullif(p_message, ''), format('%s:%s is cooling down', p_provider, p_model));
+begin
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select max(c.until) into v_until from ballast_private.provider_cooldowns c
+   where c.provider = p_provider and c.model in (p_model, '*') and c.until > v_now;
+  v_wait_ms := coalesce(ballast_private.cooldown_left_ms(v_until, v_now), 0);
+  v_next := v_now + make_interval(secs => (case when v_wait_ms > 0
+                                                then v_wait_ms + floor(random() * least(greatest(v_wait_ms * 0.25, 250), 60000))
+                                                else 0 end) / 1000.0);
+  update ballast_private.attempts
+     set outcome = 'parked', finished_at = v_now, error_class = 'cooldown', error_code = 'cooldown',
+         error_message = v_message, error_retryable = true
+   where id = p_attempt_id;
+  update ballast_private.steps
+     set status = 'retrying', next_run_at = v_next, attempt_offset = attempt_offset + 1,
+         error = jsonb_build_object('class', 'cooldown', 'code', 'cooldown', 'message', v_message,
+                                    'retryable', true, 'attempt', v_step.attempts)
+   where id = v_step.id;
+  perform ballast_private.wake_step(v_step.id, v_next);
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return query select 'retrying'::text, v_next;
+end
+$fn$;

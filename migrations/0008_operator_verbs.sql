@@ -1,61 +1,21 @@
 -- Up Migration
 --
--- 0007: operator verbs: delivering external events (send_event), cancelling a job (cancel_job), and audited replay of
--- finished steps and jobs (replay_step, replay_job). Each takes an optional actor (else the setting ballast.actor,
--- else 'sql'); cancel and replay also take a reason, and both end up in the audit events.
+-- Baseline, file 8 of 11: operator verbs: cancelling a job (cancel_job), audited replay of finished steps and jobs
+-- (replay_step, replay_job, replay_dead_letters), and recount_job, which rebuilds a job's step counters.
 --
--- send_event is the sending half of ballast.wait_for_event (0005). Cancelling ends running attempts 'cancelled' and
--- NOTIFYs ballast_cancel so their workers abort the handlers; a worker that misses the notification learns it from
--- its next ballast.heartbeat_worker (0005).
---
--- Replay edges of the state machines (a finished step or job running again; via_replay in the transition tables,
--- 0001) are allowed only inside ballast.replay_step / replay_job, which set the transaction-local setting
--- ballast.replay = on (checked by the guards of 0003).
+-- Each takes an optional actor (else the setting ballast.actor, else 'sql'); cancel and replay also take a reason,
+-- and both end up in the audit events. Cancelling ends running attempts 'cancelled' and NOTIFYs ballast_cancel so
+-- their workers abort the handlers. Replay edges of the state machines are allowed only inside replay_step /
+-- replay_job, which set ballast.replay = on. The verbs a tenant may call are SECURITY DEFINER and check the caller's
+-- tenant themselves (ballast_private.require_tenant, 0001_foundations).
+-- Folded from the old 0007, 0010, 0012 and 0013.
 
 -- set_actor(actor): the audit actor of this transaction's events: the one passed, else one the session already set
 -- (ballast.actor), else 'sql'.
 create function ballast_private.set_actor(p_actor text) returns void
-language sql
+language sql volatile
 as $fn$
   select set_config('ballast.actor', coalesce(nullif(p_actor, ''), nullif(current_setting('ballast.actor', true), ''), 'sql'), true)
-$fn$;
-
--- send_event(key, payload, actor) -> (accepted, resumed_step_ids)
--- Delivers the signal `key` once: stores it and queues every step waiting for it. A second send of the same key
--- is a no-op (accepted = false, nothing resumed): webhooks delivered twice do no harm.
-create function ballast.send_event(p_key text, p_payload jsonb default null, p_actor text default null)
-returns table (accepted boolean, resumed_step_ids bigint[])
-language plpgsql
-as $fn$
-declare
-  v_now timestamptz := ballast.now();
-  v_resumed bigint[] := '{}';
-  v_step ballast_private.steps;
-begin
-  if p_key is null or p_key = '' or length(p_key) > 500 then
-    perform ballast_private.bad_argument('key', 'must be 1 to 500 characters', 'Pass the key the waiting step named.');
-  end if;
-  perform ballast_private.set_actor(p_actor);
-  perform pg_advisory_xact_lock(1650551917, hashtext(p_key));
-  insert into ballast_private.signals (key, payload, actor)
-  values (p_key, p_payload, current_setting('ballast.actor', true))
-  on conflict (key) do nothing;
-  if not found then
-    return query select false, v_resumed;
-    return;
-  end if;
-  for v_step in
-    select * from ballast_private.steps where status = 'waiting' and wait_key = p_key order by id for update
-  loop
-    update ballast_private.steps
-       set status = 'queued', queued_at = v_now, wait_key = null, wait_deadline = null, wait_on_timeout = null
-     where id = v_step.id;
-    perform ballast_private.wake_step(v_step.id);
-    perform ballast_private.refresh_job_status(v_step.job_id);
-    v_resumed := v_resumed || v_step.id;
-  end loop;
-  return query select true, v_resumed;
-end
 $fn$;
 
 -- cancel_job(job_id, reason, actor) -> (job_id, status, cancelled_step_ids, already_cancelled)
@@ -64,9 +24,12 @@ $fn$;
 -- that misses the notification learns it from its next heartbeat). The job ends 'cancelled'. Cancelling a
 -- cancelled job is a no-op (already_cancelled = true); a completed, failed or partially completed job raises BA010;
 -- an unknown job BA007. Locks the job's steps in id order, then the job (the same order as claim and complete).
-create function ballast.cancel_job(p_job_id bigint, p_reason text default null, p_actor text default null)
-returns table (job_id bigint, status text, cancelled_step_ids bigint[], already_cancelled boolean)
-language plpgsql
+create function ballast_private.cancel_job(
+  p_job_id bigint,
+  p_reason text default null::text,
+  p_actor text default null::text
+) returns table(job_id bigint, status text, cancelled_step_ids bigint[], already_cancelled boolean)
+language plpgsql volatile
 as $fn$
 declare
   v_job ballast_private.jobs;
@@ -114,6 +77,23 @@ begin
 end
 $fn$;
 
+-- cancel_job(job_id, reason, actor): as ballast_private.cancel_job, for a job the caller may see (else BA007).
+create function ballast.cancel_job(
+  p_job_id bigint,
+  p_reason text default null::text,
+  p_actor text default null::text
+) returns table(job_id bigint, status text, cancelled_step_ids bigint[], already_cancelled boolean)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  perform ballast_private.require_tenant((select j.tenant_id from ballast_private.jobs j where j.id = p_job_id),
+                                         format('job %s', p_job_id));
+  return query select * from ballast_private.cancel_job(p_job_id, p_reason, ballast_private.caller_actor(p_actor));
+end
+$fn$;
+grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job and its unfinished steps. Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
+
 -- replay_step(step_id, reason, force, actor) -> (job_id, replayed_step_ids, job_status)
 -- Runs a finished step again, and after it every step that depends on it; the outputs of everything upstream are
 -- reused. The step must be failed or cancelled, or succeeded with force => true (re-running finished work is a
@@ -122,9 +102,12 @@ $fn$;
 -- running step would run it twice at once), BA002 for a succeeded step without force or a skipped step (replay the
 -- failed step it depends on), BA007 for an unknown step.
 create function ballast.replay_step(
-  p_step_id bigint, p_reason text default null, p_force boolean default false, p_actor text default null
-) returns table (job_id bigint, replayed_step_ids bigint[], job_status text)
-language plpgsql
+  p_step_id bigint,
+  p_reason text default null::text,
+  p_force boolean default false,
+  p_actor text default null::text
+) returns table(job_id bigint, replayed_step_ids bigint[], job_status text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
   v_step ballast_private.steps;
@@ -228,15 +211,20 @@ begin
   return query select v_step.job_id, v_ids, ballast_private.refresh_job_status(v_step.job_id);
 end
 $fn$;
+grant execute on function ballast.replay_step(bigint,text,boolean,text) to ballast_operator;
+comment on function ballast.replay_step(bigint,text,boolean,text) is 'Run a finished step again, and the steps that depend on it. A succeeded step needs force. Operators only.';
 
 -- replay_job(job_id, from_step, reason, actor) -> (job_id, replayed_step_ids, job_status)
 -- With from_step: replays that step (forced if it succeeded) and what depends on it. Without: replays every failed
 -- or cancelled step (and, through them, their skipped or cancelled dependants). Raises BA007 for an unknown job or
 -- step name, BA011 when the job has nothing finished to replay (nothing failed or cancelled).
 create function ballast.replay_job(
-  p_job_id bigint, p_from_step text default null, p_reason text default null, p_actor text default null
-) returns table (job_id bigint, replayed_step_ids bigint[], job_status text)
-language plpgsql
+  p_job_id bigint,
+  p_from_step text default null::text,
+  p_reason text default null::text,
+  p_actor text default null::text
+) returns table(job_id bigint, replayed_step_ids bigint[], job_status text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
   v_step_id bigint;
@@ -273,5 +261,106 @@ begin
       hint = 'Name a step (p_from_step) to run it and what follows again.';
   end if;
   return query select p_job_id, v_all, (select j.status from ballast_private.jobs j where j.id = p_job_id);
+end
+$fn$;
+grant execute on function ballast.replay_job(bigint,text,text,text) to ballast_operator;
+comment on function ballast.replay_job(bigint,text,text,text) is 'Run the failed or cancelled steps of a job again, or everything from a named step on. Operators only.';
+
+-- replay_dead_letters(reason, pipeline, error_class, since, step_name, limit, dry_run, actor)
+--   -> one row per dead letter matched: (step_id, job_id, pipeline, step_name, error_class, failed_at, replayed,
+--      replayed_step_ids, job_status)
+-- Replays the failed steps (ballast.dead_letters) that match every filter given (null: any): pipeline, error class,
+-- step name, failed within `since` (default 7 days); oldest failure first, at most `limit` (default 100). Each one
+-- goes through ballast.replay_step with the reason and actor (so each is audited as a step_replayed event); all of
+-- them in the caller's transaction: one that cannot be replayed (BA011: something of its job is running) undoes
+-- them all. Left out: map steps (their failed items are dead letters of their own and are replayed instead) and
+-- jobs whose history was pruned. dry_run => true lists the matches and replays nothing (replayed = false).
+-- Raises BA002 without a reason or with a limit outside 1..10000.
+create function ballast.replay_dead_letters(
+  p_reason text,
+  p_pipeline text default null::text,
+  p_error_class text default null::text,
+  p_since interval default '7 days'::interval,
+  p_step_name text default null::text,
+  p_limit integer default 100,
+  p_dry_run boolean default false,
+  p_actor text default null::text
+) returns table(step_id bigint, job_id bigint, pipeline text, step_name text, error_class text, failed_at timestamp with time zone, replayed boolean, replayed_step_ids bigint[], job_status text)
+language plpgsql volatile
+as $fn$
+declare
+  v_from timestamptz;
+  v_dead record;
+  v_replay record;
+begin
+  if coalesce(p_reason, '') = '' then
+    perform ballast_private.bad_argument('reason', 'is empty',
+      'Say why these steps run again (e.g. ''provider outage over''); it is kept in the audit trail.');
+  end if;
+  if p_limit is null or p_limit not between 1 and 10000 then
+    perform ballast_private.bad_argument('limit', format('%s is not between 1 and 10000', coalesce(p_limit::text, 'null')),
+      'Replay in batches of at most 10000.');
+  end if;
+  v_from := ballast_private.report_window(coalesce(p_since, interval '7 days'), 'day');
+  for v_dead in
+    select d.step_id, d.job_id, d.pipeline, d.step_name, d.error_class, d.failed_at
+      from ballast.dead_letters d
+     where d.failed_at >= v_from and d.pruned_at is null and not d.is_map_step
+       and (p_pipeline is null or d.pipeline = p_pipeline)
+       and (p_error_class is null or d.error_class = p_error_class)
+       and (p_step_name is null or d.step_name = p_step_name)
+     order by d.failed_at, d.step_id
+     limit p_limit
+  loop
+    if p_dry_run then
+      return query select v_dead.step_id, v_dead.job_id, v_dead.pipeline, v_dead.step_name, v_dead.error_class,
+                          v_dead.failed_at, false, '{}'::bigint[],
+                          (select j.status from ballast_private.jobs j where j.id = v_dead.job_id);
+      continue;
+    end if;
+    -- An earlier replay in this loop may have reset this step already (a dependant of the step it replayed).
+    continue when (select s.status from ballast_private.steps s where s.id = v_dead.step_id) <> 'failed';
+    select * into v_replay from ballast.replay_step(v_dead.step_id, p_reason, false, p_actor);
+    return query select v_dead.step_id, v_dead.job_id, v_dead.pipeline, v_dead.step_name, v_dead.error_class,
+                        v_dead.failed_at, true, v_replay.replayed_step_ids, v_replay.job_status;
+  end loop;
+end
+$fn$;
+grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
+
+-- recount_job(job_id) -> boolean: recomputes a job's counters from its steps and says whether they had drifted
+-- (they should never; a test compares them after mixed workloads, and an operator can run it after manual surgery).
+create function ballast.recount_job(p_job_id bigint) returns boolean
+language plpgsql volatile
+as $fn$
+declare
+  v_before ballast_private.jobs;
+  v_after ballast_private.jobs;
+begin
+  select * into v_before from ballast_private.jobs where id = p_job_id for no key update;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('job %s does not exist', p_job_id);
+  end if;
+  update ballast_private.jobs j
+     set n_total = c.t, n_final = c.f, n_running = c.ru, n_review = c.rv, n_waiting = c.wa, n_retrying = c.re,
+         n_failed = c.fa, n_cancelled = c.ca, n_started = c.st, n_item_bad = c.ib
+    from (select count(*)::int as t,
+                 count(*) filter (where status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int as f,
+                 count(*) filter (where status = 'running')::int as ru,
+                 count(*) filter (where status = 'needs_review')::int as rv,
+                 count(*) filter (where status = 'waiting' and wait_key not like 'ballast:items:%')::int as wa,
+                 count(*) filter (where status = 'retrying')::int as re,
+                 count(*) filter (where status = 'failed' and parent_step_id is null)::int as fa,
+                 count(*) filter (where status = 'cancelled' and parent_step_id is null)::int as ca,
+                 count(*) filter (where attempts > 0)::int as st,
+                 count(*) filter (where status in ('failed', 'cancelled', 'skipped') and parent_step_id is not null)::int as ib
+            from ballast_private.steps where job_id = p_job_id) c
+   where j.id = p_job_id
+  returning j.* into v_after;
+  return (v_before.n_total, v_before.n_final, v_before.n_running, v_before.n_review, v_before.n_waiting,
+          v_before.n_retrying, v_before.n_failed, v_before.n_cancelled, v_before.n_started, v_before.n_item_bad)
+         is distinct from
+         (v_after.n_total, v_after.n_final, v_after.n_running, v_after.n_review, v_after.n_waiting,
+          v_after.n_retrying, v_after.n_failed, v_after.n_cancelled, v_after.n_started, v_after.n_item_bad);
 end
 $fn$;
