@@ -115,10 +115,13 @@ t.test('a database migrated through all the old files is adopted: same schema, t
   t.equal(adopted.length, 1, 'one info line says so');
   t.match(adopted[0]?.msg, /^adopted the migrations 0001_schema \.\. 0030_api_descriptions as baseline 0001_foundations \.\. 0011_reports$/);
 
+  // Only the migrations after the baseline ran; with them the schema is the current one.
+  const later = readdirSync(MIGRATIONS_DIR).filter((f) => f.endsWith('.sql') && f >= '0031').map((f) => f.replace(/\.sql$/, '')).sort();
+  t.same([...applied].sort(), later, 'the migrations after the baseline ran, and only they');
+  if (later.length === 0) t.equal(comparable(await describeSchema(pool)), comparable(oldSchema), 'the schema did not change');
   const schema = await describeSchema(pool);
-  t.equal(comparable(schema), comparable(oldSchema), 'the schema did not change');
   const expected = readFileSync(join(repoRoot, 'docs', 'schema.sql'), 'utf8');
-  t.equal(comparable(schema), comparable(expected), 'and it is the one in docs/schema.sql');
+  t.equal(comparable(schema), comparable(expected), 'it is the one in docs/schema.sql');
 
   const db = new BallastDb(pool);
   const p = pipeline({ name: 'baseline.adopted', version: 1, input: z.object({ n: z.number() }) })
