@@ -378,7 +378,16 @@ create table ballast_private.steps (
   task text,
   priority smallint default 0 not null,
   items_open integer default 0 not null,
-  crashes integer default 0 not null
+  crashes integer default 0 not null,
+  waiting_for text default 
+CASE
+    WHEN (status = 'waiting'::text) THEN
+    CASE
+        WHEN (wait_key IS NULL) THEN 'items'::text
+        ELSE 'event'::text
+    END
+    ELSE NULL::text
+END
 );
 alter table ballast_private.steps add constraint step_attempt_offset_range CHECK (((attempt_offset >= 0) AND (attempt_offset <= attempts)));
 alter table ballast_private.steps add constraint step_attempts_nonnegative CHECK ((attempts >= 0));
@@ -392,6 +401,7 @@ alter table ballast_private.steps add constraint step_deps_remaining_range CHECK
 alter table ballast_private.steps add constraint step_item_index_range CHECK ((item_index >= 0));
 alter table ballast_private.steps add constraint step_item_pair CHECK (((parent_step_id IS NULL) = (item_index IS NULL)));
 alter table ballast_private.steps add constraint step_items_open_nonnegative CHECK ((items_open >= 0));
+alter table ballast_private.steps add constraint step_items_wait_has_no_deadline CHECK (((waiting_for IS DISTINCT FROM 'items'::text) OR ((wait_deadline IS NULL) AND (wait_on_timeout IS NULL))));
 alter table ballast_private.steps add constraint step_max_attempts_range CHECK (((max_attempts >= 1) AND (max_attempts <= 1000)));
 alter table ballast_private.steps add constraint step_name_format CHECK ((name ~ '^[a-z][a-z0-9_]{0,62}$'::text));
 alter table ballast_private.steps add constraint step_name_unique UNIQUE (job_id, name);
@@ -400,7 +410,6 @@ alter table ballast_private.steps add constraint step_retry_has_time CHECK (((st
 alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
 alter table ballast_private.steps add constraint step_timeout_positive CHECK ((timeout_ms > 0));
 alter table ballast_private.steps add constraint step_wait_on_timeout_known CHECK ((wait_on_timeout = ANY (ARRAY['fail'::text, 'retry'::text])));
-alter table ballast_private.steps add constraint step_waiting_has_key CHECK (((status <> 'waiting'::text) OR (wait_key IS NOT NULL)));
 alter table ballast_private.steps add constraint steps_job_id_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
 alter table ballast_private.steps add constraint steps_parent_step_id_fkey FOREIGN KEY (parent_step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
 alter table ballast_private.steps add constraint steps_pkey PRIMARY KEY (id);
@@ -1903,7 +1912,7 @@ begin
   get diagnostics v_count = row_count;
 
   update ballast_private.steps
-     set status = 'waiting', wait_key = 'ballast:items:' || v_step.id, wait_deadline = null, wait_on_timeout = null
+     set status = 'waiting', wait_key = null, wait_deadline = null, wait_on_timeout = null
    where id = v_step.id;
   for v_id in select id from ballast_private.steps where parent_step_id = v_step.id order by item_index loop
     perform ballast_private.wake_step(v_id);
@@ -2334,7 +2343,7 @@ begin
   -- its map step, e.g. a crash between the two): finish them now. items_open (0013) counts their live items.
   for v_step in
     select p.* from ballast_private.steps p
-     where p.status = 'waiting' and p.wait_key like 'ballast:items:%' and p.items_open = 0
+     where p.status = 'waiting' and p.waiting_for = 'items' and p.items_open = 0
      order by p.id
      limit v_batch
   loop
@@ -2512,7 +2521,7 @@ begin
                  count(*) filter (where status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int as f,
                  count(*) filter (where status = 'running')::int as ru,
                  count(*) filter (where status = 'needs_review')::int as rv,
-                 count(*) filter (where status = 'waiting' and wait_key not like 'ballast:items:%')::int as wa,
+                 count(*) filter (where waiting_for = 'event')::int as wa,
                  count(*) filter (where status = 'retrying')::int as re,
                  count(*) filter (where status = 'failed' and parent_step_id is null)::int as fa,
                  count(*) filter (where status = 'cancelled' and parent_step_id is null)::int as ca,
@@ -2956,7 +2965,7 @@ begin
   if v_parent.id is not null then
     -- The map step keeps its attempts and waits for the replayed item (its output is rebuilt when all are final).
     update ballast_private.steps s
-       set status = 'waiting', wait_key = 'ballast:items:' || s.id, attempt_offset = v_parent.attempt_offset,
+       set status = 'waiting', wait_key = null, attempt_offset = v_parent.attempt_offset,
            deps_remaining = 0
      where s.id = v_parent.id and s.status <> 'waiting';
   end if;
@@ -4978,7 +4987,7 @@ declare
 begin
   if not exists (select 1 from old_t o join new_t n on n.id = o.id
                   where o.status <> n.status or (o.attempts > 0) <> (n.attempts > 0)
-                     or o.wait_key is distinct from n.wait_key or o.job_id <> n.job_id
+                     or o.waiting_for is distinct from n.waiting_for or o.job_id <> n.job_id
                      or o.parent_step_id is distinct from n.parent_step_id) then
     return null;
   end if;
@@ -5015,11 +5024,11 @@ begin
 
   perform ballast_private.apply_step_deltas(array_agg(r.job_id), array_agg(r.sgn), array_agg(r.status),
                                             array_agg(r.items_wait), array_agg(r.parent_step_id), array_agg(r.started))
-     from (select n.job_id, 1 as sgn, n.status, coalesce(n.wait_key like 'ballast:items:%', false) as items_wait,
+     from (select n.job_id, 1 as sgn, n.status, coalesce(n.waiting_for = 'items', false) as items_wait,
                   n.parent_step_id, n.attempts > 0 as started
              from new_t n
            union all
-           select o.job_id, -1, o.status, coalesce(o.wait_key like 'ballast:items:%', false), o.parent_step_id,
+           select o.job_id, -1, o.status, coalesce(o.waiting_for = 'items', false), o.parent_step_id,
                   o.attempts > 0
              from old_t o) r;
 
@@ -5045,7 +5054,7 @@ as $fn$
 begin
   if current_setting('ballast.steps_counted', true) is distinct from 'on' then
     perform ballast_private.apply_step_deltas(array_agg(n.job_id), array_agg(1), array_agg(n.status),
-                                              array_agg(coalesce(n.wait_key like 'ballast:items:%', false)),
+                                              array_agg(coalesce(n.waiting_for = 'items', false)),
                                               array_agg(n.parent_step_id), array_agg(n.attempts > 0))
        from new_t n;
   end if;
@@ -6085,7 +6094,7 @@ comment on column ballast.steps.finished_at is 'When it reached a final status. 
 comment on column ballast.steps.updated_at is 'When it last changed.';
 comment on column ballast.steps.job_id is 'The job it belongs to.';
 comment on column ballast.steps.attempt_offset is 'Attempts that do not count against maxAttempts: given back at a worker shutdown, parked for an event or a cooldown, or made before a replay. Attempts counted: attemptCount minus this.';
-comment on column ballast.steps.wait_key is 'The event key a waiting step waits for (sendEvent delivers it). Null unless it waits or has waited.';
+comment on column ballast.steps.wait_key is 'The event key a waiting step waits for (sendEvent delivers it). Null when a waiting map step waits for its items, and unless it waits for an event or has waited for one.';
 comment on column ballast.steps.wait_deadline is 'When a waiting step stops waiting (then waitOnTimeout applies). Null: it waits without a deadline.';
 comment on column ballast.steps.wait_on_timeout is 'What the wait deadline does: fail (the step fails) or retry (it runs again). Null unless it waits or has waited.';
 comment on column ballast.steps.input_tokens is 'Model input tokens of all its attempts. Null: no model call was made.';
@@ -6093,7 +6102,7 @@ comment on column ballast.steps.output_tokens is 'Model output tokens of all its
 comment on column ballast.steps.cost_usd is 'What its model calls cost, in US dollars. Null: no model call was made.';
 comment on column ballast.steps.review is 'The human review of a model step: reason, proposed output, detail and requested_at; once decided also decision (approve, edit or reject), reviewer and note. Null: never sent to review.';
 comment on column ballast.steps.name is 'Its name in the pipeline, e.g. count (unique within the job).';
-comment on column ballast.steps.status is 'pending (waits for the steps it depends on), queued, running, retrying (waits for its next attempt, at nextRunAt), waiting (for an event, see waitKey), needs_review (waits for a person), then one of the final statuses: succeeded, failed, cancelled or skipped (a step it depends on failed).';
+comment on column ballast.steps.status is 'pending (waits for the steps it depends on), queued, running, retrying (waits for its next attempt, at nextRunAt), waiting (for the event named by waitKey, or a map step with no waitKey for its items), needs_review (waits for a person), then one of the final statuses: succeeded, failed, cancelled or skipped (a step it depends on failed).';
 comment on column ballast.steps.depends_on is 'The names of the steps that must succeed before it runs (empty: it runs first).';
 comment on column ballast.steps.attempts is 'How many times a worker has started it, every start counted (also those that do not count against maxAttempts, see attemptOffset).';
 comment on column ballast.steps.max_attempts is 'How many attempts it may use before it fails for good (1 to 1000).';
