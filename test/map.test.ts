@@ -147,6 +147,10 @@ t.test('what a map step waits for: waiting_for is items while its items run (wai
   t.same(await row(), { status: 'waiting', wait_key: null, waiting_for: 'items' },
     'the map step waits for its items: waiting_for is items, wait_key null');
   t.equal((await db.getJob(jobId))?.status, 'running', 'a job whose map step waits for its items is running, not waiting');
+  const { rows: [{ id: fanId }] } = await pool.query(`select id from ballast.steps where job_id = $1 and name = 'fan'`, [jobId]);
+  const sent = await db.sendEvent(`ballast:items:${fanId}`, null);
+  t.same(sent.resumedStepIds, [], 'an event with the key map steps used to wait under (before 0031) wakes nothing');
+  t.equal((await row())?.waiting_for, 'items', 'the map step still waits for its items');
   const { rows: [{ drift }] } = await pool.query(`select ballast.recount_job($1) as drift`, [jobId]);
   t.equal(drift, false, 'the counters agree with the steps');
 
