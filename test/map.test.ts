@@ -121,3 +121,44 @@ t.test('cancelling a job cancels its items', async (t) => {
   const { rows } = await pool.query(`select status from ballast.step_items where job_id = $1`, [jobId]);
   t.ok(rows.length === 3 && rows.every((r) => r.status === 'cancelled'), 'every item cancelled');
 });
+
+t.test('what a map step waits for: waiting_for is items while its items run (wait_key null), event while its items function waits for an event', async (t) => {
+  let release: () => void = () => {};
+  const released = new Promise<void>((resolve) => { release = resolve; });
+  const p = pipeline({ name: 'm.waits', version: 1, input: z.object({}) })
+    .map('fan', {
+      items: async (ctx) => (await ctx.waitForEvent(`m.waits:${ctx.jobId}`, { timeoutMs: 60_000 })) as number[],
+      output: z.number(),
+    }, async (n) => {
+      await released;
+      return n * 2;
+    });
+  await testWorker(t, url, { pipelines: [p], concurrency: 3, pollIntervalMs: 50 });
+  const { jobId } = await db.submitJob({ pipeline: 'm.waits', input: {} });
+  const row = async () => (await pool.query(
+    `select status, wait_key, waiting_for from ballast_private.steps where job_id = $1 and name = 'fan'`, [jobId])).rows[0];
+
+  t.equal((await waitForJob(db, jobId, ['waiting'], 10_000)).status, 'waiting', 'the job waits for the event');
+  t.same(await row(), { status: 'waiting', wait_key: `m.waits:${jobId}`, waiting_for: 'event' },
+    'the items function waits for an event: waiting_for is event, wait_key its key');
+
+  await db.sendEvent(`m.waits:${jobId}`, [1, 2]);
+  t.ok(await eventually(async () => (await row())?.waiting_for === 'items', 10_000), 'the items were listed');
+  t.same(await row(), { status: 'waiting', wait_key: null, waiting_for: 'items' },
+    'the map step waits for its items: waiting_for is items, wait_key null');
+  t.equal((await db.getJob(jobId))?.status, 'running', 'a job whose map step waits for its items is running, not waiting');
+  const { rows: [{ id: fanId }] } = await pool.query(`select id from ballast.steps where job_id = $1 and name = 'fan'`, [jobId]);
+  const sent = await db.sendEvent(`ballast:items:${fanId}`, null);
+  t.same(sent.resumedStepIds, [], 'an event with the key map steps used to wait under (before 0031) wakes nothing');
+  t.equal((await row())?.waiting_for, 'items', 'the map step still waits for its items');
+  const { rows: [{ drift }] } = await pool.query(`select ballast.recount_job($1) as drift`, [jobId]);
+  t.equal(drift, false, 'the counters agree with the steps');
+
+  release();
+  const job = await waitForJob(db, jobId, undefined, 10_000);
+  t.equal(job.status, 'completed');
+  t.same(await row(), { status: 'succeeded', wait_key: null, waiting_for: null }, 'not waiting: waiting_for is null');
+  const { rows: leftovers } = await pool.query(
+    `select id from ballast_private.steps where wait_key like 'ballast:items:%' or (status = 'waiting') <> (waiting_for is not null)`);
+  t.same(leftovers, [], 'no step anywhere holds an items key, and waiting_for is set exactly while waiting');
+});
