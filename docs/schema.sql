@@ -369,6 +369,17 @@ alter table ballast_private.signals add constraint signals_pkey PRIMARY KEY (ten
 alter table ballast_private.signals enable row level security;
 create policy tenant_rows on ballast_private.signals as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
 
+create table ballast_private.step_sleeps (
+  step_id bigint not null,
+  key text not null,
+  until timestamp with time zone not null,
+  attempt_id bigint not null,
+  created_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.step_sleeps add constraint step_sleep_key_format CHECK (((key <> ''::text) AND (octet_length(key) <= 500)));
+alter table ballast_private.step_sleeps add constraint step_sleeps_pkey PRIMARY KEY (step_id, key);
+alter table ballast_private.step_sleeps add constraint step_sleeps_step_id_fkey FOREIGN KEY (step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
+
 create table ballast_private.step_transitions (
   from_status text not null,
   to_status text not null,
@@ -419,8 +430,9 @@ create table ballast_private.steps (
 CASE
     WHEN (status = 'waiting'::text) THEN
     CASE
-        WHEN (wait_key IS NULL) THEN 'items'::text
-        ELSE 'event'::text
+        WHEN (wait_key IS NOT NULL) THEN 'event'::text
+        WHEN (wait_on_timeout = 'resume'::text) THEN 'time'::text
+        ELSE 'items'::text
     END
     ELSE NULL::text
 END
@@ -443,9 +455,10 @@ alter table ballast_private.steps add constraint step_name_format CHECK ((name ~
 alter table ballast_private.steps add constraint step_name_unique UNIQUE (job_id, name);
 alter table ballast_private.steps add constraint step_ready_when_no_deps CHECK (((status <> 'pending'::text) OR (deps_remaining > 0)));
 alter table ballast_private.steps add constraint step_retry_has_time CHECK (((status <> 'retrying'::text) OR (next_run_at IS NOT NULL)));
+alter table ballast_private.steps add constraint step_sleep_has_deadline CHECK (((waiting_for IS DISTINCT FROM 'time'::text) OR (wait_deadline IS NOT NULL)));
 alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
 alter table ballast_private.steps add constraint step_timeout_positive CHECK ((timeout_ms > 0));
-alter table ballast_private.steps add constraint step_wait_on_timeout_known CHECK ((wait_on_timeout = ANY (ARRAY['fail'::text, 'retry'::text])));
+alter table ballast_private.steps add constraint step_wait_on_timeout_known CHECK ((wait_on_timeout = ANY (ARRAY['fail'::text, 'retry'::text, 'resume'::text])));
 alter table ballast_private.steps add constraint steps_job_id_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
 alter table ballast_private.steps add constraint steps_parent_step_id_fkey FOREIGN KEY (parent_step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
 alter table ballast_private.steps add constraint steps_pkey PRIMARY KEY (id);
@@ -2511,7 +2524,7 @@ begin
                  count(*) filter (where status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int as f,
                  count(*) filter (where status = 'running')::int as ru,
                  count(*) filter (where status = 'needs_review')::int as rv,
-                 count(*) filter (where waiting_for = 'event')::int as wa,
+                 count(*) filter (where waiting_for in ('event', 'time'))::int as wa,
                  count(*) filter (where status = 'retrying')::int as re,
                  count(*) filter (where status = 'failed' and parent_step_id is null)::int as fa,
                  count(*) filter (where status = 'cancelled' and parent_step_id is null)::int as ca,
@@ -3726,6 +3739,48 @@ begin
 end
 $fn$;
 
+create function ballast.sleep_step(p_attempt_id bigint, p_key text, p_ms double precision DEFAULT NULL::double precision, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(slept boolean, until timestamp with time zone)
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_until timestamptz;
+begin
+  perform ballast_private.check_key_text('key', p_key, 500, 'Name the sleep with a key of 1 to 500 bytes, the same on every run.');
+  if (p_ms is null) = (p_until is null) then
+    perform ballast_private.bad_argument('duration', 'give either milliseconds or a time, not both and not neither',
+      'Pass a number of milliseconds or a Date.');
+  end if;
+  if p_ms is not null and not (p_ms >= 0 and p_ms <= 315576000000) then
+    perform ballast_private.bad_argument('duration', format('%s ms is not from 0 to ten years', p_ms), 'Pass a number of milliseconds.');
+  end if;
+  if p_until is not null and p_until > v_now + interval '10 years' then
+    perform ballast_private.bad_argument('duration', format('%s is more than ten years ahead', p_until), 'Pass a nearer time.');
+  end if;
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select s.until into v_until from ballast_private.step_sleeps s where s.step_id = v_step.id and s.key = p_key;
+  if not found then
+    v_until := coalesce(p_until, v_now + make_interval(secs => p_ms / 1000.0));
+    insert into ballast_private.step_sleeps (step_id, key, until, attempt_id) values (v_step.id, p_key, v_until, p_attempt_id);
+  end if;
+  if v_until <= v_now then
+    return query select true, v_until;
+    return;
+  end if;
+  update ballast_private.attempts set outcome = 'parked', finished_at = v_now where id = p_attempt_id;
+  update ballast_private.steps
+     set status = 'waiting', wait_key = null, wait_deadline = v_until, wait_on_timeout = 'resume',
+         attempt_offset = attempt_offset + 1
+   where id = v_step.id;
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return query select false, v_until;
+end
+$fn$;
+
 create function ballast.stop_worker(p_worker_id text) returns void
 language plpgsql volatile
 as $fn$
@@ -4674,9 +4729,14 @@ begin
      limit p_batch
      for update skip locked
   loop
+    if v_step.wait_on_timeout = 'resume' then
+      update ballast_private.steps
+         set status = 'queued', queued_at = p_now, wait_deadline = null, wait_on_timeout = null
+       where id = v_step.id;
+      perform ballast_private.wake_step(v_step.id);
     -- The attempt that waited in vain is charged now (wait_for_event un-charged it when it parked): otherwise a step
     -- whose event never comes would wait and retry forever instead of ending in the dead-letter set.
-    if v_step.wait_on_timeout = 'retry' and v_step.attempts - v_step.attempt_offset + 1 < v_step.max_attempts then
+    elsif v_step.wait_on_timeout = 'retry' and v_step.attempts - v_step.attempt_offset + 1 < v_step.max_attempts then
       update ballast_private.steps
          set status = 'queued', queued_at = p_now, wait_key = null, wait_deadline = null, wait_on_timeout = null,
              attempt_offset = attempt_offset - 1,
@@ -6651,6 +6711,7 @@ comment on column ballast.schedules.time_zone is 'The time zone the expression i
 comment on function ballast.send_event(text,jsonb,text,text) is 'Deliver an event to the steps of one tenant waiting for its key (and to those that will wait for it). A key is delivered once (accepted = false the second time).';
 comment on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) is 'Create or replace a cron schedule of a tenant (clients: their own): each slot of the expression in the time zone submits a job of the pipeline with the input, once.';
 comment on view ballast.signals is 'The events delivered by send_event, per tenant and key (a key is delivered once).';
+comment on function ballast.sleep_step(bigint,text,double precision,timestamp with time zone) is 'A step''s durable sleep (ctx.sleep): records the wake time of (step, key) once; parks the step until then (workers call it).';
 comment on view ballast.step_items is 'The items of map steps: each item with its status, attempts, output and error.';
 comment on view ballast.step_transitions is 'The allowed changes of a step status, with why each happens; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.steps is 'A step of a job: one unit of work of the pipeline (or one item of a map step), run and retried on its own.';
@@ -6667,9 +6728,9 @@ comment on column ballast.steps.finished_at is 'When it reached a final status. 
 comment on column ballast.steps.updated_at is 'When it last changed.';
 comment on column ballast.steps.job_id is 'The job it belongs to.';
 comment on column ballast.steps.attempt_offset is 'Attempts that do not count against maxAttempts: given back at a worker shutdown, parked for an event or a cooldown, or made before a replay. Attempts counted: attemptCount minus this.';
-comment on column ballast.steps.wait_key is 'The event key a waiting step waits for (sendEvent delivers it). Null when a waiting map step waits for its items, and unless it waits for an event or has waited for one.';
-comment on column ballast.steps.wait_deadline is 'When a waiting step stops waiting (then waitOnTimeout applies). Null: it waits without a deadline.';
-comment on column ballast.steps.wait_on_timeout is 'What the wait deadline does: fail (the step fails) or retry (it runs again). Null unless it waits or has waited.';
+comment on column ballast.steps.wait_key is 'The event key a waiting step waits for (sendEvent delivers it). Null when it sleeps, waits for its items (a map step), or never waited.';
+comment on column ballast.steps.wait_deadline is 'When a waiting step stops waiting (then waitOnTimeout applies); for a sleeping step, when it wakes. Null: it waits without a deadline.';
+comment on column ballast.steps.wait_on_timeout is 'What the wait deadline does: fail (the step fails), retry (it runs again, charged) or resume (a sleep ends: it runs again, uncharged). Null unless it waits or has waited.';
 comment on column ballast.steps.input_tokens is 'Model input tokens of all its attempts. Null: no model call was made.';
 comment on column ballast.steps.output_tokens is 'Model output tokens of all its attempts. Null: no model call was made.';
 comment on column ballast.steps.cost_usd is 'What its model calls cost, in US dollars. Null: no model call was made.';
@@ -6691,8 +6752,10 @@ comment on column ballast_private.events.tx is 'The writing transaction (pg_curr
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
 comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
+comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
 comment on column ballast_private.steps.items_open is 'A map step: how many of its items are not final yet (kept by the statement triggers of 0013).';
 comment on column ballast_private.steps.crashes is 'Attempts ended by a blocked (blocked_worker) or crashed (crashed_worker) worker; the step is quarantined (failed) at the limit.';
+comment on column ballast_private.steps.waiting_for is 'Null unless the step is waiting: ''event'' (for the event wait_key names), ''time'' (a sleep until wait_deadline) or ''items'' (a map step, for its items). Generated from status, wait_key and wait_on_timeout.';
 comment on table ballast_private.steps_pending_idx is 'The pending steps of a job: finding the dependants of finished steps reads what the job has pending, not all its steps (map steps of many items).';
 
 -- ==================== privileges ===============================================================================

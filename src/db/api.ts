@@ -377,6 +377,18 @@ export class BallastDb {
     }
   }
 
+  /**
+   * Durable sleep (ballast.sleep_step, migration 0034): the wake time of (step, key) is recorded on the first call
+   * (`duration` ms from the database's now, or the Date given); slept is true once it has passed. Otherwise the step
+   * has parked until then (the attempt is over).
+   */
+  async sleepStep(attemptId: string, key: string, duration: number | Date): Promise<{ slept: boolean; until: Date }> {
+    const ms = typeof duration === 'number' ? duration : null;
+    const until = duration instanceof Date ? duration.toISOString() : null;
+    return call(async () => (await sql<{ slept: boolean; until: Date }>`
+      select slept, until from ballast.sleep_step(${attemptId}::bigint, ${key}, ${ms}::double precision, ${until}::timestamptz)`.execute(this.db)).rows[0]!);
+  }
+
   async waitForEvent(attemptId: string, key: string, timeoutMs: number | null, onTimeout: 'fail' | 'retry'): Promise<{ received: boolean; payload: unknown }> {
     return call(async () => {
       const { rows } = await sql<{ received: boolean; payload: unknown }>`

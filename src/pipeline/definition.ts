@@ -74,7 +74,14 @@ export interface ModelStep extends StepBase {
   spec: ModelStepSpec<unknown>;
 }
 
+/** A sleep step: parks the job's flow for a duration or until a time (ctx.sleep), holding no worker slot. */
+export interface SleepStep extends StepBase {
+  kind: 'sleep';
+  /** Milliseconds, a time, or a function of the step's context giving either (called on each run; the first wins). */
+  duration: number | Date | ((ctx: StepContext<any, any>) => number | Date | Promise<number | Date>);
+}
+
 /** A step of a pipeline, as data: the runner dispatches on `kind` (kinds/index.ts). */
-export type StepDefinition = PlainStep | MapStep | ModelStep;
+export type StepDefinition = PlainStep | MapStep | ModelStep | SleepStep;
 
 export type StepKindName = StepDefinition['kind'];

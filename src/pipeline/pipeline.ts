@@ -11,7 +11,7 @@ import type { FinalStepStatus } from '../statuses.ts';
 // kinds/. The step context and what a handler sees are the runtime protocol (protocol.ts). Re-exported here for
 // pipeline authors.
 export type { RetryPolicy, ConcurrencyPolicy, StepOptions, StepDefinition } from './definition.ts';
-import type { ConcurrencyPolicy, StepDefinition, StepOptions, StepBase, MapStep } from './definition.ts';
+import type { ConcurrencyPolicy, StepDefinition, StepOptions, StepBase, MapStep, SleepStep } from './definition.ts';
 export type { StepContext, EffectInfo, EffectClient, WaitOptions, ItemContext } from './protocol.ts';
 import type { ItemContext, StepContext } from './protocol.ts';
 import { checkInteger, invalid } from './checks.ts';
@@ -45,6 +45,12 @@ export interface MapOptions<D extends string, T, O> extends StepOptions<D, O> {
 
 const NAME = /^[a-z][a-z0-9_.-]{0,62}$/;
 const STEP_NAME = /^[a-z][a-z0-9_]{0,62}$/;
+
+/** The longest sleep (ten years, in ms), also checked by ballast.sleep_step. */
+export const MAX_SLEEP_MS = 315_576_000_000;
+
+/** What a sleep step hands to the steps after it: the time it woke. */
+const SLEEP_OUTPUT = z.object({ until: z.string() });
 
 /** The most maxInputBytes may be (64 MiB); the default is 1 MiB (ballast_private.input_size_limit). */
 export const MAX_INPUT_BYTES_LIMIT = 67_108_864;
@@ -123,6 +129,25 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     const spec = options as unknown as ModelStepSpec<unknown>;
     checkModelSpec(`${this.ref} step ${name}`, spec);
     return this.add<N, O>({ ...base, kind: 'model', spec });
+  }
+
+  /**
+   * Adds a sleep step: the job's flow waits `duration` (milliseconds, or until a Date, or what a function of the
+   * context gives) without holding a worker slot, durably (ctx.sleep: a crash or restart keeps the wake time). The
+   * steps after it get { until }, the time it woke.
+   */
+  sleep<N extends string, D extends keyof S & string = never>(
+    name: N,
+    options: {
+      after?: readonly D[];
+      duration: number | Date | ((ctx: StepContext<I, { [K in D]: S[K] }>) => number | Date | Promise<number | Date>);
+    },
+  ): Pipeline<I, S & { [K in N]: { until: string } }> {
+    if (typeof options.duration === 'number') checkInteger(`${this.ref} step ${name}`, 'duration', options.duration, 0, MAX_SLEEP_MS);
+    return this.add<N, { until: string }>({
+      ...this.base(name, { after: options.after, output: SLEEP_OUTPUT }), kind: 'sleep',
+      duration: options.duration as SleepStep['duration'],
+    });
   }
 
   /** Checks what every kind of step has (its name, dependencies and policies) and returns it with the defaults. */

@@ -72,6 +72,14 @@ export interface StepContext<I, D> {
    * getting the payload. Use effect() for work before the wait that must not repeat.
    */
   waitForEvent(key: string, options?: WaitOptions): Promise<unknown>;
+  /**
+   * Durable sleep: the first call with `key` records when the step wakes (`duration` ms from now by the database's
+   * clock, or the Date given), and the step parks (status `waiting`, no worker slot held, not counted as an attempt)
+   * until then; it then runs again from the top, and this time sleep(key) returns the wake time at once. The wake time
+   * is kept per step and key, so a retry, a crash or a restart of every worker keeps it. Use effect() for work before
+   * the sleep that must not repeat.
+   */
+  sleep(key: string, duration: number | Date): Promise<Date>;
   /** Stable across this step's attempts: pass it to external APIs that accept an idempotency key. */
   idempotencyKey: string;
   attempt: number;
@@ -93,13 +101,16 @@ export class AttemptAborted extends Error {
   }
 }
 
-/** Thrown by ctx.waitForEvent when the step parked: the attempt ends there and the step waits. */
+/** Thrown by ctx.waitForEvent and ctx.sleep when the step parked: the attempt ends there and the step waits. */
 export class StepParked extends Error {
   readonly key: string;
-  constructor(key: string) {
-    super(`step is waiting for event "${key}"`);
+  /** For a sleep: when the step wakes. */
+  readonly until: Date | undefined;
+  constructor(key: string, until?: Date) {
+    super(until ? `step sleeps (${key}) until ${until.toISOString()}` : `step is waiting for event "${key}"`);
     this.name = 'StepParked';
     this.key = key;
+    this.until = until;
   }
 }
 

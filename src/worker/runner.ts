@@ -235,6 +235,11 @@ async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unk
         if (r.received) return r.payload;
         throw new StepParked(key);
       },
+      sleep: async (key: string, duration: number | Date) => {
+        const r = await db.sleepStep(claim.attemptId, key, duration);
+        if (r.slept) return r.until;
+        throw new StepParked(key, r.until);
+      },
       idempotencyKey: claim.idempotencyKey,
       attempt: claim.attemptNumber,
       maxAttempts: claim.maxAttempts,
@@ -278,7 +283,8 @@ async function recordEnd(x: {
   if (end.kind === 'threw') {
     if (end.error instanceof StepParked) {
       result.outcome = 'parked';
-      log.info({ key: end.error.key }, 'step waiting for an event');
+      if (end.error.until) log.info({ key: end.error.key, until: end.error.until.toISOString() }, 'step sleeping');
+      else log.info({ key: end.error.key }, 'step waiting for an event');
       return;
     }
     await fail(classifyError(end.error, step, x.signal));

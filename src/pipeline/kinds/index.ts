@@ -5,6 +5,7 @@ import type { StepKind } from './kind.ts';
 import { mapKind } from './map.ts';
 import { modelKind } from './model.ts';
 import { plainKind } from './plain.ts';
+import { sleepKind } from './sleep.ts';
 
 export type { StepKind } from './kind.ts';
 
@@ -12,6 +13,7 @@ const STEP_KINDS: { [K in StepKindName]: StepKind<Extract<StepDefinition, { kind
   plain: plainKind,
   map: mapKind,
   model: modelKind,
+  sleep: sleepKind,
 };
 
 /** The kind of a step: how its attempts run and what its definition records. */
