@@ -6445,7 +6445,8 @@ create view ballast.steps with (security_invoker=true) as
     steps.input_tokens,
     steps.output_tokens,
     steps.cost_usd,
-    steps.review
+    steps.review,
+    steps.waiting_for
    FROM ballast_private.steps;
 
 create view ballast.stuck_work with (security_invoker=true) as
@@ -6735,6 +6736,7 @@ comment on column ballast.steps.input_tokens is 'Model input tokens of all its a
 comment on column ballast.steps.output_tokens is 'Model output tokens of all its attempts. Null: no model call was made.';
 comment on column ballast.steps.cost_usd is 'What its model calls cost, in US dollars. Null: no model call was made.';
 comment on column ballast.steps.review is 'The human review of a model step: reason, proposed output, detail and requested_at; once decided also decision (approve, edit or reject), reviewer and note. Null: never sent to review.';
+comment on column ballast.steps.waiting_for is 'What a waiting step waits for: event (the key in waitKey), time (a sleep until waitDeadline) or items (a map step, for its items to finish). Null unless it is waiting.';
 comment on column ballast.steps.name is 'Its name in the pipeline, e.g. count (unique within the job).';
 comment on column ballast.steps.status is 'pending (waits for the steps it depends on), queued, running, retrying (waits for its next attempt, at nextRunAt), waiting (for the event named by waitKey, or a map step with no waitKey for its items), needs_review (waits for a person), then one of the final statuses: succeeded, failed, cancelled or skipped (a step it depends on failed).';
 comment on column ballast.steps.depends_on is 'The names of the steps that must succeed before it runs (empty: it runs first).';

@@ -16,7 +16,7 @@ const outputOf = async (jobId: string, name: string) =>
   (await pool.query(`select output from ballast.steps where job_id = $1 and name = $2`, [jobId, name])).rows[0]?.output;
 const stepOf = async (jobId: string, name: string) =>
   (await pool.query(`select s.status, s.waiting_for, s.wait_key, s.wait_deadline, s.attempts, s.attempt_offset
-                       from ballast_private.steps s where s.job_id = $1 and s.name = $2`, [jobId, name])).rows[0];
+                       from ballast.steps s where s.job_id = $1 and s.name = $2`, [jobId, name])).rows[0];
 
 t.test('a sleeping step holds no slot, is not charged, and runs again when it wakes', async (t) => {
   await testWorker(t, url, { pipelines: [napper, paused], concurrency: 1 });

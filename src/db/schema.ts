@@ -56,11 +56,13 @@ export interface StepsView {
   attempt_offset: number;
   wait_key: string | null;
   wait_deadline: Date | null;
-  wait_on_timeout: 'fail' | 'retry' | null;
+  wait_on_timeout: 'fail' | 'retry' | 'resume' | null;
   input_tokens: string;
   output_tokens: string;
   cost_usd: string;
   review: Json;
+  /** Null unless waiting: 'event' (wait_key), 'time' (a sleep until wait_deadline) or 'items' (a map step). */
+  waiting_for: 'event' | 'time' | 'items' | null;
 }
 
 export interface AttemptsView {
