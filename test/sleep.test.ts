@@ -75,3 +75,14 @@ t.test('bad durations are refused where they are written', async (t) => {
   t.throws(() => base.sleep('s', { duration: -1 }), /duration -1 is not an integer from 0 to/);
   t.throws(() => base.sleep('s', { duration: 1.5 }), /duration 1.5 is not an integer/);
 });
+
+t.test('a sleeping job can be cancelled; it does not wake afterwards', async (t) => {
+  await testWorker(t, url, { pipelines: [napper, paused] });
+  const { jobId } = await db.submitJob({ pipeline: 'sleep.nap', input: { ms: 1000 } });
+  t.ok(await eventually(async () => (await stepOf(jobId, 'nap'))?.waiting_for === 'time', 10_000), 'the step sleeps');
+  const r = await db.cancelJob(jobId, 'not needed any more', 'test');
+  t.equal(r.status, 'cancelled');
+  await new Promise((resolve) => setTimeout(resolve, 2500)); // past its wake time, with the reaper running
+  t.match(await stepOf(jobId, 'nap'), { status: 'cancelled', waiting_for: null }, 'still cancelled after its wake time');
+  t.equal((await db.getJob(jobId))?.status, 'cancelled');
+});
