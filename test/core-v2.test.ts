@@ -35,7 +35,8 @@ t.test('one batch mixes successes, failures, a stale attempt and a cancelled job
   const byJob = new Map(claims.map((c) => [String(c.job_id), c]));
   const [ok, retry, permanent, stale, cancelled] = jobs.map((j) => byJob.get(j)!);
   // stale: its attempt is ended from outside (as the reaper does to a dead worker's attempt).
-  await pool.query(`select ballast.fail_step($1, '{"class": "worker_lost", "message": "reclaimed"}')`, [stale!.attempt_id]);
+  // With a Retry-After: the backoff alone (full jitter from 0 to 60 s) could make it due at once.
+  await pool.query(`select ballast.fail_step($1, '{"class": "worker_lost", "message": "reclaimed", "retry_after_ms": 60000}')`, [stale!.attempt_id]);
   const { rows: [again] } = await pool.query(`select * from ballast.claim_step($1, $2, 30000)`, [stale!.step_id, worker]);
   t.equal(again, undefined, 'the reclaimed step is retrying (not due yet): nobody holds it');
   await db.cancelJob(jobs[4]!, 'test');
