@@ -55,6 +55,12 @@ export class BallastMetrics {
     labelNames: ['provider', 'model', 'direction'] as const,
     registers: [this.registry],
   });
+  readonly scheduleSlots = new Counter({
+    name: 'ballast_schedule_slots_total',
+    help: 'Slots of cron schedules handled by this process\'s scheduler, by schedule and outcome (fired: a job submitted or found; skipped: missed and not fired; failed: its submission was refused, see ballast.schedules.last_error).',
+    labelNames: ['schedule', 'outcome'] as const,
+    registers: [this.registry],
+  });
   #db: BallastDb | undefined;
 
   constructor() {

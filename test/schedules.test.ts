@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { Cron } from 'croner';
 import type pg from 'pg';
 import { pipeline } from '../src/pipeline/pipeline.ts';
+import { ballastMetrics } from '../src/metrics.ts';
 import { clientLogin, eventually, freshDatabase, pgError, spawnNode, testWorker } from './helpers.ts';
 import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
 
@@ -205,6 +206,8 @@ t.test('running workers fire a due schedule once between them', async (t) => {
   t.equal(new Date(s.next_fire_at).getUTCMonth(), 0, 'then the next new year');
   const [event] = (await pool.query(`select actor from ballast.events where job_id = $1 and type = 'job_submitted'`, [job.id])).rows;
   t.equal(event.actor, 'schedule:live', 'the job\'s submission names the schedule');
+  const fired = (await ballastMetrics.scheduleSlots.get()).values.find((v) => v.labels.schedule === 'live' && v.labels.outcome === 'fired');
+  t.equal(fired?.value, 1, 'ballast_schedule_slots_total counts the fired slot once (both workers share this process)');
 });
 
 t.test('GraphQL: set, read, pause, resume and delete a schedule; errors name the field', async (t) => {

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { BallastDb, FiredSchedule } from '../db/api.ts';
 import { WORKER_DEFAULTS } from './defaults.ts';
+import { ballastMetrics } from '../metrics.ts';
 
 export interface SchedulerOptions {
   db: BallastDb;
@@ -42,6 +43,9 @@ export class Scheduler {
   async runOnce(): Promise<FiredSchedule[]> {
     const fired = await this.#db.fireSchedules();
     for (const f of fired) {
+      if (f.fired) ballastMetrics.scheduleSlots.inc({ schedule: f.name, outcome: 'fired' }, f.fired);
+      if (f.skipped) ballastMetrics.scheduleSlots.inc({ schedule: f.name, outcome: 'skipped' }, f.skipped);
+      if (f.error) ballastMetrics.scheduleSlots.inc({ schedule: f.name, outcome: 'failed' });
       const fields = { schedule: f.name, fired: f.fired, skipped: f.skipped, next_slot: f.nextSlot?.toISOString() ?? null };
       if (f.error) this.#log.warn({ ...fields, err: f.error }, 'a schedule could not submit a slot');
       else if (f.skipped) this.#log.warn(fields, 'a schedule skipped missed slots');
