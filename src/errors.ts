@@ -52,6 +52,18 @@ export class BallastError extends Error {
   }
 }
 
+/** db.waitForJob gave up: the job was not final after its timeoutMs (it goes on; wait again or read it later). */
+export class WaitTimeoutError extends Error {
+  readonly jobId: string;
+  readonly status: string;
+  constructor(jobId: string, status: string, timeoutMs: number) {
+    super(`job ${jobId} is still ${status} after ${timeoutMs} ms; it goes on: wait again, or read it later with getJob`);
+    this.name = 'WaitTimeoutError';
+    this.jobId = jobId;
+    this.status = status;
+  }
+}
+
 /** Input that does not satisfy its contract; `issues` lists every problem by path. */
 export class InvalidInputError extends BallastError {
   readonly issues: InputIssue[];

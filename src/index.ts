@@ -21,7 +21,7 @@ export type { Job, Step, Attempt, BallastEvent, SubmitJobArgs, SubmitJobResult, 
 export type { JobStatus, StepStatus, ContractOutcome } from './db/schema.ts';
 export { migrate } from './db/migrate.ts';
 export { loadPipelines } from './pipeline/load.ts';
-export { BallastError, InvalidInputError, IdempotencyConflictError, PermanentError, RetryableError } from './errors.ts';
+export { BallastError, InvalidInputError, IdempotencyConflictError, PermanentError, RetryableError, WaitTimeoutError } from './errors.ts';
 export type { BallastErrorCode, InputIssue } from './errors.ts';
 export { createLogger } from './log.ts';
 export type { CallModelOptions } from './model/call.ts';

@@ -4,7 +4,8 @@
 import pg from 'pg';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import type { Logger } from 'pino';
-import { translateError } from '../errors.ts';
+import { BallastError, translateError, WaitTimeoutError } from '../errors.ts';
+import { isFinalJobStatus } from '../statuses.ts';
 // The client verbs (submit, cancel, replay, send_event) are verbs.ts's statements, shared with the GraphQL server:
 // one statement per verb, not a copy per caller.
 import * as verbs from './verbs.ts';
@@ -543,6 +544,31 @@ export class BallastDb {
 
   async getJob(jobId: string): Promise<Job | undefined> {
     return this.db.selectFrom('ballast.jobs').selectAll().where('id', '=', jobId as never).executeTakeFirst();
+  }
+
+  /**
+   * Resolves with the job once it is final (completed, partially_completed, failed or cancelled): the result of a
+   * job you submitted, Temporal's `handle.result()`. Reads the job every `pollMs` at first, backing off to 1 s while
+   * it runs; rejects with BallastError 'not_found' for an unknown job (or another tenant's), with WaitTimeoutError
+   * after `timeoutMs`, or with the signal's reason when `signal` aborts. Holds no connection between reads.
+   */
+  async waitForJob(jobId: string, opts: { timeoutMs?: number; signal?: AbortSignal; pollMs?: number } = {}): Promise<Job> {
+    const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
+    let delay = opts.pollMs ?? 50;
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      const job = await this.getJob(jobId);
+      if (!job) throw new BallastError('not_found', `job ${jobId} does not exist (or belongs to another tenant)`);
+      if (isFinalJobStatus(job.status)) return job;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new WaitTimeoutError(jobId, job.status, opts.timeoutMs!);
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => { clearTimeout(timer); reject(opts.signal!.reason); };
+        const timer = setTimeout(() => { opts.signal?.removeEventListener('abort', onAbort); resolve(); }, Math.min(delay, left));
+        opts.signal?.addEventListener('abort', onAbort, { once: true });
+      });
+      delay = Math.min(delay * 1.5, 1000);
+    }
   }
 
   async getSteps(jobId: string): Promise<Step[]> {
