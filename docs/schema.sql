@@ -2979,7 +2979,7 @@ begin
 end
 $fn$;
 
-create function ballast.report_models(p_since interval DEFAULT '24:00:00'::interval, p_period text DEFAULT 'hour'::text) returns TABLE(period_start timestamp with time zone, provider text, model text, calls bigint, errors bigint, error_rate numeric, errors_by_class jsonb, not_made bigint, latency_p50_ms numeric, latency_p95_ms numeric, input_tokens bigint, output_tokens bigint, cached_input_tokens bigint, cost_usd numeric, unpriced bigint)
+create function ballast.report_models(p_since interval DEFAULT '24:00:00'::interval, p_period text DEFAULT 'hour'::text) returns TABLE(period_start timestamp with time zone, provider text, model text, calls bigint, errors bigint, error_rate numeric, errors_by_class jsonb, not_made bigint, latency_p50_ms numeric, latency_p95_ms numeric, input_tokens bigint, output_tokens bigint, cached_input_tokens bigint, cost_usd numeric, unpriced bigint, usage_missing bigint)
 language plpgsql stable
 as $fn$
 #variable_conflict use_column
@@ -2990,7 +2990,7 @@ begin
   with c as materialized (
     select ballast_private.report_period(p_period, c.started_at) as period_start, c.provider,
            c.requested_model as model, c.error_class, c.latency_ms, c.input_tokens, c.output_tokens,
-           c.cached_input_tokens, c.cost_usd,
+           c.cached_input_tokens, c.cost_usd, c.usage_missing,
            coalesce(c.error_class not in ('cooldown', 'budget'), true) as made
       from ballast_private.model_calls c
      where c.started_at >= v_from),
@@ -3010,7 +3010,8 @@ begin
          round((percentile_cont(0.95) within group (order by c.latency_ms) filter (where c.made))::numeric, 1),
          coalesce(sum(c.input_tokens), 0)::bigint, coalesce(sum(c.output_tokens), 0)::bigint,
          coalesce(sum(c.cached_input_tokens), 0)::bigint, coalesce(sum(c.cost_usd), 0),
-         count(*) filter (where c.made and c.cost_usd is null)
+         count(*) filter (where c.made and c.cost_usd is null),
+         count(*) filter (where c.made and c.usage_missing)
     from c
     left join by_class b on (b.period_start, b.provider, b.model) = (c.period_start, c.provider, c.model)
    group by c.period_start, c.provider, c.model, b.classes

@@ -29,7 +29,7 @@
 select r.period_start, r.provider || ':' || r.model as model, r.calls, r.errors, round(100 * r.error_rate, 1) as "error %",
        r.errors_by_class, r.not_made, r.latency_p50_ms as p50_ms, r.latency_p95_ms as p95_ms,
        r.input_tokens as tokens_in, r.output_tokens as tokens_out, r.cached_input_tokens as cached_in,
-       round(r.cost_usd, 4) as cost_usd, r.unpriced
+       round(r.cost_usd, 4) as cost_usd, r.unpriced, r.usage_missing
   from ballast.report_models(:'since'::interval, :'period') r
  order by r.period_start, r.provider, r.model;
 

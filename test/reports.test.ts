@@ -86,9 +86,10 @@ t.test('report_models: calls, errors by class, latency, tokens and cost per prov
     period_start: H10, provider: 'openai', model: 'gpt-4o-mini',
     calls: 3, errors: 2, error_rate: 0.6667, errors_by_class: { budget: 1, client: 1, schema: 1 }, not_made: 1,
     latency_p50_ms: 2000, latency_p95_ms: 3800,   // 1, 2, 4 s; the budget-stopped call was not made
-    input_tokens: 250, output_tokens: 25, cached_input_tokens: 0, cost_usd: 0.02, unpriced: 0,
+    input_tokens: 250, output_tokens: 25, cached_input_tokens: 0, cost_usd: 0.02, unpriced: 0, usage_missing: 0,
   });
-  t.match(rows[0], { calls: 1, errors: 0, error_rate: 0, errors_by_class: {}, latency_p50_ms: 2000, cost_usd: 0.015 });
+  t.match(rows[0], { calls: 1, errors: 0, error_rate: 0, errors_by_class: {}, latency_p50_ms: 2000, cost_usd: 0.015, usage_missing: 1 },
+    'the anthropic answer reported no usage: charged its estimate, and counted');
   t.match(rows[2], { calls: 2, errors: 2, errors_by_class: { quality: 1, transport: 1 }, unpriced: 1 },
     'hour 11: a quality failure and globex\'s transport error (no cost: unpriced)');
 });

@@ -41,6 +41,8 @@ export interface SeedCall {
   job: string; step: string; attempt: number; provider: string; model: string; start: string; latencyMs: number;
   errorClass?: string; cost?: number | null; inTok?: number; outTok?: number; score?: number; rawOutput?: string;
   validationIssues?: unknown; rung?: string;
+  /** The answer reported no token usage: charged the reservation's estimate (0028). */
+  usageMissing?: boolean;
 }
 
 
@@ -124,13 +126,13 @@ export async function seed(pool: pg.Pool, jobs: SeedJob[], calls: SeedCall[]): P
     await pool.query(
       `insert into ballast_private.model_calls (attempt_id, step_id, job_id, tenant_id, rung, provider, requested_model,
                                                 prompt_name, prompt_version, started_at, ended_at, latency_ms, input_tokens,
-                                                output_tokens, cost_usd, error_class, raw_output, validation_issues, score)
-       select a.id, a.step_id, a.job_id, j.tenant_id, $2, $3, $4, 'review.rate', 1, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14
+                                                output_tokens, cost_usd, error_class, raw_output, validation_issues, score, usage_missing)
+       select a.id, a.step_id, a.job_id, j.tenant_id, $2, $3, $4, 'review.rate', 1, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15
          from ballast_private.attempts a join ballast_private.jobs j on j.id = a.job_id where a.id = $1`,
       [ids.attempt[`${c.job}.${c.step}.${c.attempt}`], c.rung ?? 'primary', c.provider, c.model, start.toISOString(),
        new Date(start.getTime() + c.latencyMs).toISOString(), c.latencyMs, c.inTok ?? null, c.outTok ?? null,
        c.cost === undefined ? null : c.cost, c.errorClass ?? null, c.rawOutput ?? null,
-       c.validationIssues === undefined ? null : JSON.stringify(c.validationIssues), c.score ?? null]);
+       c.validationIssues === undefined ? null : JSON.stringify(c.validationIssues), c.score ?? null, c.usageMissing ?? false]);
   }
   return ids;
 }
@@ -225,7 +227,7 @@ export const CALLS: SeedCall[] = [
   { job: 'J1', step: 'rate', attempt: 1, provider: 'openai', model: 'gpt-4o-mini', start: '10:00:05', latencyMs: 4000, cost: 0.01, inTok: 100, outTok: 10, score: 0.9, rawOutput: '{"label":"good"}' },
   { job: 'J2', step: 'rate', attempt: 1, provider: 'openai', model: 'gpt-4o-mini', start: '10:10:07', latencyMs: 1000, errorClass: 'schema', cost: 0.005, inTok: 100, outTok: 10,
     rawOutput: '{"label": 42, "note": "' + 'x'.repeat(300) + '"}', validationIssues: [{ path: 'label', message: 'expected string' }] },
-  { job: 'J2', step: 'rate', attempt: 1, provider: 'anthropic', model: 'claude-3-5-haiku', start: '10:10:08', latencyMs: 2000, cost: 0.015, inTok: 100, outTok: 10, score: 0.7, rung: 'fallback', rawOutput: '{"label":"fine"}' },
+  { job: 'J2', step: 'rate', attempt: 1, provider: 'anthropic', model: 'claude-3-5-haiku', start: '10:10:08', latencyMs: 2000, cost: 0.015, inTok: 100, outTok: 10, score: 0.7, rung: 'fallback', rawOutput: '{"label":"fine"}', usageMissing: true },
   { job: 'J3', step: 'rate', attempt: 1, provider: 'openai', model: 'gpt-4o-mini', start: '10:20:06', latencyMs: 2000, errorClass: 'client', cost: 0.005, inTok: 50, outTok: 5 },
   { job: 'J3', step: 'rate', attempt: 1, provider: 'openai', model: 'gpt-4o-mini', start: '10:20:07', latencyMs: 0, errorClass: 'budget' },
   { job: 'J6', step: 'rate', attempt: 1, provider: 'openai', model: 'gpt-4o-mini', start: '11:00:02', latencyMs: 1500, errorClass: 'quality', cost: 0, inTok: 10, outTok: 2, score: 0.5, rawOutput: '{"label":"neutral"}' },
