@@ -192,17 +192,21 @@ const typeDefs = gql`
   }
 `;
 
-type Input = Record<string, unknown>;
-const text = (v: unknown) => (v === undefined || v === null ? null : String(v));
+export type Input = Record<string, unknown>;
+export const text = (v: unknown) => (v === undefined || v === null ? null : String(v));
 
-export const MutationsPlugin = extendSchema((build) => {
+/** The plan of a mutation field: runs `run` with the field's input and the caller, in the caller's pg transaction. */
+export function verbField(build: GraphileBuild.Build) {
   const executor = build.input.pgRegistry.pgExecutors.main!;
-  const { jobs, steps } = build.input.pgRegistry.pgResources as Record<string, { get(spec: Record<string, Step>): Step }>;
-  /** A mutation field: runs `verb` with the input and the caller, in the caller's pg transaction. */
-  const verb = (run: (client: sql.Queryable, input: Input, caller: Caller) => Promise<unknown>) =>
+  return (run: (client: sql.Queryable, input: Input, caller: Caller) => Promise<unknown>) =>
     (_: Step, fieldArgs: FieldArgs) =>
       sideEffectWithPgClient(executor, { input: fieldArgs.getRaw('input') as Step<Input>, caller: context().get('ballastCaller') as Step<Caller> },
         (client, { input, caller }) => run(client as unknown as sql.Queryable, input, caller));
+}
+
+export const MutationsPlugin = extendSchema((build) => {
+  const { jobs, steps } = build.input.pgRegistry.pgResources as Record<string, { get(spec: Record<string, Step>): Step }>;
+  const verb = verbField(build);
   const jobOf = { job: ($p: Step) => jobs!.get({ id: access($p, 'jobId') }) };
   return {
     typeDefs,

@@ -2,11 +2,11 @@
 // call of its SQL function as the caller (src/db/verbs.ts) in the caller's transaction, so Postgres decides who may
 // (clients: their own tenant's schedules; operators: any tenant's). The schedules themselves are read through the
 // `schedules` query (surface.ts).
-import { access, context, type FieldArgs, type Step } from 'postgraphile/grafast';
-import { sideEffectWithPgClient } from 'postgraphile/@dataplan/pg';
+import { access, type Step } from 'postgraphile/grafast';
 import { extendSchema, gql } from 'postgraphile/utils';
-import * as sql from '../db/verbs.ts';
-import type { Caller } from './auth.ts';
+import type * as sql from '../db/verbs.ts';
+import { setSchedule, pauseSchedule, deleteSchedule } from '../db/verbs.ts';
+import { text, verbField, type Input } from './mutations.ts';
 
 const typeDefs = gql`
   "A cron schedule to create, or to replace (same name, same tenant: its id, counts and pause are kept)."
@@ -74,32 +74,28 @@ const typeDefs = gql`
   }
 `;
 
-type Input = Record<string, unknown>;
-const text = (v: unknown) => (v === undefined || v === null ? null : String(v));
 const int = (v: unknown) => (typeof v === 'number' ? v : null);
 
 export const ScheduleMutationsPlugin = extendSchema((build) => {
-  const executor = build.input.pgRegistry.pgExecutors.main!;
   const { schedules } = build.input.pgRegistry.pgResources as Record<string, { get(spec: Record<string, Step>): Step }>;
+  const field = verbField(build);
   // The tenant meant: the one named (operators), else the token's, else (SQL's default) 'default'.
   const verb = (run: (client: sql.Queryable, input: Input, tenantId: string | null) => Promise<unknown>) =>
-    (_: Step, fieldArgs: FieldArgs) =>
-      sideEffectWithPgClient(executor, { input: fieldArgs.getRaw('input') as Step<Input>, caller: context().get('ballastCaller') as Step<Caller> },
-        (client, { input, caller }) => run(client as unknown as sql.Queryable, input, text(input.tenantId) ?? caller.tenantId ?? null));
+    field((c, input, caller) => run(c, input, text(input.tenantId) ?? caller.tenantId ?? null));
   return {
     typeDefs,
     enums: { MissedSlots: { values: { SKIP: 'skip', CATCH_UP: 'catch_up' } } },
     objects: {
       Mutation: {
         plans: {
-          setSchedule: verb((c, i, tenantId) => sql.setSchedule(c, {
+          setSchedule: verb((c, i, tenantId) => setSchedule(c, {
             name: String(i.name), pipeline: String(i.pipeline), cron: String(i.cron), input: i.input ?? {},
             timeZone: text(i.timeZone), tenantId, pipelineVersion: int(i.pipelineVersion),
             priority: int(i.priority), onMissed: text(i.onMissed), maxCatchUp: int(i.maxCatchUp),
           })),
-          pauseSchedule: verb((c, i, tenantId) => sql.pauseSchedule(c, String(i.name), true, text(i.reason), tenantId)),
-          resumeSchedule: verb((c, i, tenantId) => sql.pauseSchedule(c, String(i.name), false, null, tenantId)),
-          deleteSchedule: verb((c, i, tenantId) => sql.deleteSchedule(c, String(i.name), tenantId)),
+          pauseSchedule: verb((c, i, tenantId) => pauseSchedule(c, String(i.name), true, text(i.reason), tenantId)),
+          resumeSchedule: verb((c, i, tenantId) => pauseSchedule(c, String(i.name), false, null, tenantId)),
+          deleteSchedule: verb((c, i, tenantId) => deleteSchedule(c, String(i.name), tenantId)),
         },
       },
       SchedulePayload: { plans: { schedule: ($p: Step) => schedules!.get({ id: access($p, 'scheduleId') }) } },
