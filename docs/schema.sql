@@ -145,6 +145,21 @@ alter table ballast_private.events enable row level security;
 create policy tenant_rows on ballast_private.events as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
    FROM ballast_private.jobs j))));
 
+create table ballast_private.gate_history (
+  id bigint generated always as identity not null,
+  action text not null,
+  key text not null,
+  until timestamp with time zone,
+  reason text,
+  data jsonb,
+  actor text,
+  step_id bigint,
+  at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.gate_history add constraint gate_action_known CHECK ((action = ANY (ARRAY['pause'::text, 'resume'::text, 'set_limit'::text, 'delete_limit'::text])));
+alter table ballast_private.gate_history add constraint gate_history_pkey PRIMARY KEY (id);
+CREATE INDEX gate_history_key_idx ON ballast_private.gate_history USING btree (key, id);
+
 create table ballast_private.job_transitions (
   from_status text not null,
   to_status text not null,
@@ -198,6 +213,33 @@ CREATE INDEX jobs_prunable_idx ON ballast_private.jobs USING btree (finished_at)
 CREATE INDEX jobs_tenant_created_idx ON ballast_private.jobs USING btree (tenant_id, created_at DESC);
 alter table ballast_private.jobs enable row level security;
 create policy tenant_rows on ballast_private.jobs as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.limit_buckets (
+  pattern text not null,
+  kind text not null,
+  key text not null,
+  tat timestamp with time zone
+);
+alter table ballast_private.limit_buckets add constraint limit_buckets_pattern_kind_fkey FOREIGN KEY (pattern, kind) REFERENCES ballast_private.limits(pattern, kind) ON DELETE CASCADE;
+alter table ballast_private.limit_buckets add constraint limit_buckets_pkey PRIMARY KEY (pattern, kind, key);
+
+create table ballast_private.limits (
+  pattern text not null,
+  kind text not null,
+  amount bigint not null,
+  per interval,
+  burst bigint default 1 not null,
+  note text,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.limits add constraint limit_amount_range CHECK (((amount >= 1) AND (amount <= '1000000000000'::bigint)));
+alter table ballast_private.limits add constraint limit_burst_range CHECK (((burst >= 1) AND (burst <= '1000000000000'::bigint)));
+alter table ballast_private.limits add constraint limit_kind_known CHECK ((kind = ANY (ARRAY['requests'::text, 'weight'::text, 'running'::text])));
+alter table ballast_private.limits add constraint limit_pattern_format CHECK (((pattern ~ '^[a-z][a-z0-9_-]*(:.*)?$'::text) AND (octet_length(pattern) <= 300)));
+alter table ballast_private.limits add constraint limit_per_for_rates CHECK (((kind = 'running'::text) = (per IS NULL)));
+alter table ballast_private.limits add constraint limit_per_range CHECK (((per IS NULL) OR ((per >= '00:00:00.001'::interval) AND (per <= '31 days'::interval))));
+alter table ballast_private.limits add constraint limits_pkey PRIMARY KEY (pattern, kind);
 
 create table ballast_private.migrations (
   id integer default nextval('ballast_private.migrations_id_seq'::regclass) not null,
@@ -274,6 +316,17 @@ alter table ballast_private.model_prices add constraint model_prices_pkey PRIMAR
 alter table ballast_private.model_prices add constraint price_cached_nonnegative CHECK ((cached_input_per_mtok >= (0)::numeric));
 alter table ballast_private.model_prices add constraint price_input_nonnegative CHECK ((input_per_mtok >= (0)::numeric));
 alter table ballast_private.model_prices add constraint price_output_nonnegative CHECK ((output_per_mtok >= (0)::numeric));
+
+create table ballast_private.pauses (
+  key text not null,
+  until timestamp with time zone,
+  reason text not null,
+  paused_by text,
+  paused_at timestamp with time zone default ballast.now() not null,
+  step_id bigint
+);
+alter table ballast_private.pauses add constraint pause_key_format CHECK (((key ~ '^[a-z][a-z0-9_-]*(:.+)?$'::text) AND (octet_length(key) <= 300)));
+alter table ballast_private.pauses add constraint pauses_pkey PRIMARY KEY (key);
 
 create table ballast_private.pipelines (
   name text not null,
@@ -435,7 +488,8 @@ CASE
         ELSE 'items'::text
     END
     ELSE NULL::text
-END
+END,
+  gate_keys text[]
 );
 alter table ballast_private.steps add constraint step_attempt_offset_range CHECK (((attempt_offset >= 0) AND (attempt_offset <= attempts)));
 alter table ballast_private.steps add constraint step_attempts_nonnegative CHECK ((attempts >= 0));
@@ -1746,7 +1800,12 @@ declare
   v_now timestamptz := ballast.now();
   v_lease timestamptz;
   v_n int := least(greatest(coalesce(p_n, 0), 0), 1000);
-  v_ids bigint[];
+  v_ids bigint[] := '{}';
+  v_pick bigint[];
+  v_picked int;
+  v_round int := 0;
+  v_model_gate boolean;
+  v_key_gate boolean;
 begin
   if v_n = 0 then
     return;
@@ -1762,36 +1821,51 @@ begin
     perform ballast_private.requeue_due_retries(p_tasks, v_n, v_now);
   end if;
 
-  -- Steps of concurrency groups first (a part, called only when a probe finds one queued), then the others from
-  -- steps_queue_idx, inline: every claim runs it, and a function call for it cost ~0.03 ms per claim (see above).
-  if exists (select 1 from ballast_private.steps g
-              where g.status = 'queued' and g.concurrency_key is not null and g.task = any(p_tasks)) then
-    v_ids := ballast_private.pick_grouped_steps(p_tasks, v_n);
-  else
-    v_ids := '{}';
-  end if;
-  if cardinality(v_ids) < v_n then
-    v_ids := v_ids || array(
-      select s.id from ballast_private.steps s
-       where s.status = 'queued' and s.concurrency_key is null and s.task = any(p_tasks)
-       order by s.priority, (s.attempts = 0), s.id limit v_n - cardinality(v_ids)
-       for update skip locked);
-  end if;
+  loop
+    v_round := v_round + 1;
+    -- Steps of concurrency groups first (a part, called only when a probe finds one queued), then the others from
+    -- steps_queue_idx, inline: every claim runs it, and a function call for it cost ~0.03 ms per claim (see above).
+    -- (A second round takes no group steps: the ones picked still hold status queued, so it would get them again.)
+    if v_round = 1 and exists (select 1 from ballast_private.steps g
+                                where g.status = 'queued' and g.concurrency_key is not null and g.task = any(p_tasks)) then
+      v_pick := ballast_private.pick_grouped_steps(p_tasks, v_n - cardinality(v_ids));
+    else
+      v_pick := '{}';
+    end if;
+    if cardinality(v_pick) < v_n - cardinality(v_ids) then
+      v_pick := v_pick || array(
+        select s.id from ballast_private.steps s
+         where s.status = 'queued' and s.concurrency_key is null and s.task = any(p_tasks) and s.id <> all(v_ids)
+         order by s.priority, (s.attempts = 0), s.id limit v_n - cardinality(v_ids) - cardinality(v_pick)
+         for update skip locked);
+    end if;
+    v_picked := cardinality(v_pick);
+    exit when v_picked = 0;
+
+    if v_model_gate is null then
+      -- Model steps whose gate is closed are parked instead of claimed (claim_gate); keys paused or over a limit
+      -- likewise (gate_steps). Probes of small tables, once per claim, so that claims pay nothing while no cooldown
+      -- is in force, no pausing budget is used up, no key is paused and no limit is set.
+      v_model_gate := exists (select 1 from ballast_private.provider_cooldowns c where c.until > v_now)
+        or exists (select 1 from ballast_private.budgets b
+                     left join ballast_private.budget_usage u
+                       on u.tenant_id = b.tenant_id and u.period_start = ballast_private.budget_period_start(b.period, v_now)
+                    where b.on_exhausted = 'pause' and coalesce(u.spent_usd, 0) + coalesce(u.reserved_usd, 0) >= b.limit_usd);
+      v_key_gate := exists (select 1 from ballast_private.pauses z where z.until is null or z.until > v_now)
+        or exists (select 1 from ballast_private.limits);
+    end if;
+    if v_model_gate then
+      v_pick := ballast_private.park_gated_steps(v_pick, v_now);
+    end if;
+    if v_key_gate and cardinality(v_pick) > 0 then
+      v_pick := ballast_private.gate_steps(v_pick, v_now);
+    end if;
+    v_ids := v_ids || v_pick;
+    -- Again only when a gate parked some of a pick that filled its places (more may be waiting behind them).
+    exit when cardinality(v_pick) = v_picked or cardinality(v_ids) >= v_n or v_round >= 4;
+  end loop;
   if cardinality(v_ids) = 0 then
     return;
-  end if;
-
-  -- Model steps whose gate is closed are parked instead of claimed (claim_gate). Two probes of small tables first,
-  -- so that claims pay nothing while no cooldown is in force and no pausing budget is used up.
-  if exists (select 1 from ballast_private.provider_cooldowns c where c.until > v_now)
-     or exists (select 1 from ballast_private.budgets b
-                  left join ballast_private.budget_usage u
-                    on u.tenant_id = b.tenant_id and u.period_start = ballast_private.budget_period_start(b.period, v_now)
-                 where b.on_exhausted = 'pause' and coalesce(u.spent_usd, 0) + coalesce(u.reserved_usd, 0) >= b.limit_usd) then
-    v_ids := ballast_private.park_gated_steps(v_ids, v_now);
-    if cardinality(v_ids) = 0 then
-      return;
-    end if;
   end if;
 
   -- The attempts start now (a group lock may have been waited for).
@@ -1849,6 +1923,20 @@ begin
     return;
   end if;
   return query select * from ballast.claim_step(v_queued[1], p_worker_id, p_lease_ms);
+end
+$fn$;
+
+create function ballast.delete_limit(p_pattern text, p_kind text, p_actor text DEFAULT NULL::text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  delete from ballast_private.limits l where l.pattern = p_pattern and l.kind = p_kind;
+  if not found then
+    return false;
+  end if;
+  insert into ballast_private.gate_history (action, key, data, actor)
+  values ('delete_limit', p_pattern, jsonb_build_object('kind', p_kind), ballast_private.caller_actor(p_actor));
+  return true;
 end
 $fn$;
 
@@ -2189,6 +2277,39 @@ begin
   end if;
   perform ballast_private.refresh_job_status(v_step.job_id);
   return query select 'retrying'::text, v_next;
+end
+$fn$;
+
+create function ballast.pause_key(p_key text, p_reason text, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_for interval DEFAULT NULL::interval, p_actor text DEFAULT NULL::text, p_step_id bigint DEFAULT NULL::bigint) returns TABLE(key text, until timestamp with time zone, reason text, paused_by text, paused_at timestamp with time zone)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+declare
+  v_now timestamptz := ballast.now();
+  v_until timestamptz := coalesce(p_until, v_now + p_for);
+  v_actor text := ballast_private.caller_actor(p_actor);
+begin
+  perform ballast_private.check_gate_key('key', p_key);
+  if coalesce(btrim(p_reason), '') = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why the key is paused (e.g. ''429 from the provider'', ''maintenance''); it is kept in the history.');
+  end if;
+  if p_until is not null and p_for is not null then
+    perform ballast_private.bad_argument('until', 'is given together with for', 'Pass either an end time (until) or a duration (for), not both.');
+  end if;
+  if v_until is not null and v_until <= v_now then
+    perform ballast_private.bad_argument(case when p_for is null then 'until' else 'for' end,
+      format('ends at %s, which is not after now (%s)', v_until, v_now), 'Pass a time in the future, or a positive duration.');
+  end if;
+  insert into ballast_private.pauses as z (key, until, reason, paused_by, paused_at, step_id)
+  values (p_key, v_until, p_reason, v_actor, v_now, p_step_id)
+  on conflict on constraint pauses_pkey do update
+    set until = case when z.until is null or z.until <= v_now then excluded.until
+                     when excluded.until is null then null else greatest(z.until, excluded.until) end,
+        reason = excluded.reason, paused_by = excluded.paused_by, paused_at = excluded.paused_at, step_id = excluded.step_id;
+  insert into ballast_private.gate_history (action, key, until, reason, actor, step_id, at)
+  select 'pause', z.key, z.until, p_reason, v_actor, p_step_id, v_now from ballast_private.pauses z where z.key = p_key;
+  perform pg_notify('ballast_gates', '');
+  return query select z.key, z.until, z.reason, z.paused_by, z.paused_at from ballast_private.pauses z where z.key = p_key;
 end
 $fn$;
 
@@ -3461,6 +3582,26 @@ begin
 end
 $fn$;
 
+create function ballast.resume_key(p_key text, p_reason text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_now timestamptz := ballast.now();
+  v_was boolean;
+begin
+  perform ballast_private.check_gate_key('key', p_key);
+  delete from ballast_private.pauses z where z.key = p_key returning (z.until is null or z.until > v_now) into v_was;
+  insert into ballast_private.gate_history (action, key, reason, actor, at)
+  values ('resume', p_key, p_reason, ballast_private.caller_actor(p_actor), v_now);
+  update ballast_private.steps s set next_run_at = v_now, updated_at = v_now
+   where s.status = 'retrying' and s.next_run_at > v_now and s.error ->> 'class' = 'paused' and s.error ->> 'key' = p_key;
+  if found then
+    perform pg_notify('ballast_queue', '');
+  end if;
+  return coalesce(v_was, false);
+end
+$fn$;
+
 create function ballast.send_event(p_key text, p_payload jsonb DEFAULT NULL::jsonb, p_actor text DEFAULT NULL::text, p_tenant_id text DEFAULT NULL::text) returns TABLE(accepted boolean, resumed_step_ids bigint[])
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -3554,6 +3695,47 @@ begin
     update ballast_private.steps set next_run_at = ballast.now() where id = v_step.id;
     perform ballast_private.wake_step(v_step.id);
   end loop;
+end
+$fn$;
+
+create function ballast.set_limit(p_pattern text, p_kind text, p_amount bigint, p_per interval DEFAULT NULL::interval, p_burst bigint DEFAULT 1, p_note text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns TABLE(pattern text, kind text, amount bigint, per interval, burst bigint, note text, set_by text, set_at timestamp with time zone)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+declare
+  v_actor text := ballast_private.caller_actor(p_actor);
+begin
+  perform ballast_private.check_gate_key('pattern', p_pattern, true);
+  if p_kind is null or p_kind not in ('requests', 'weight', 'running') then
+    perform ballast_private.bad_argument('kind', format('%L is not requests, weight or running', p_kind),
+      'Pass ''requests'' (steps per period), ''weight'' (step weights, e.g. tokens, per period) or ''running'' (steps at once).');
+  end if;
+  if p_amount is null or p_amount not between 1 and 1000000000000 then
+    perform ballast_private.bad_argument('amount', format('%s is not between 1 and 10^12', coalesce(p_amount::text, 'null')),
+      'Pass how many steps (or how much weight) the limit lets through.');
+  end if;
+  if p_kind = 'running' and p_per is not null then
+    perform ballast_private.bad_argument('per', 'is given for a running limit', 'A running limit counts steps at once: leave per out.');
+  end if;
+  if p_kind <> 'running' and (p_per is null or p_per < interval '1 millisecond' or p_per > interval '31 days') then
+    perform ballast_private.bad_argument('per', format('%s is not between 1 millisecond and 31 days', coalesce(p_per::text, 'null')),
+      'Pass the period of the rate, e.g. ''1 minute''.');
+  end if;
+  if p_burst is null or p_burst not between 1 and 1000000000000 then
+    perform ballast_private.bad_argument('burst', format('%s is not between 1 and 10^12', coalesce(p_burst::text, 'null')),
+      'Pass 1 (evenly spaced, the default) or how many may start at once after a quiet time.');
+  end if;
+  insert into ballast_private.limits as l (pattern, kind, amount, per, burst, note, set_by, set_at)
+  values (p_pattern, p_kind, p_amount, p_per, p_burst, p_note, v_actor, ballast.now())
+  on conflict on constraint limits_pkey do update
+    set amount = excluded.amount, per = excluded.per, burst = excluded.burst, note = excluded.note,
+        set_by = excluded.set_by, set_at = excluded.set_at;
+  insert into ballast_private.gate_history (action, key, reason, data, actor)
+  values ('set_limit', p_pattern, p_note,
+          jsonb_build_object('kind', p_kind, 'amount', p_amount, 'per', p_per::text, 'burst', p_burst), v_actor);
+  perform pg_notify('ballast_gates', '');
+  return query select l.pattern, l.kind, l.amount, l.per, l.burst, l.note, l.set_by, l.set_at
+                 from ballast_private.limits l where l.pattern = p_pattern and l.kind = p_kind;
 end
 $fn$;
 
@@ -4252,6 +4434,22 @@ begin
 end
 $fn$;
 
+create function ballast_private.check_gate_key(p_field text, p_key text, p_pattern boolean DEFAULT false) returns void
+language plpgsql immutable
+as $fn$
+declare
+  -- (A pattern may end in ':*' or ':<prefix>*'; a key needs a value after its colon.)
+  v_format text := case when p_pattern then '^[a-z][a-z0-9_-]*(:.*)?$' else '^[a-z][a-z0-9_-]*(:.+)?$' end;
+begin
+  if p_key is null or p_key !~ v_format or octet_length(p_key) > 300 then
+    perform ballast_private.bad_argument(p_field, format('%L is not a key%s', p_key, case when p_pattern then ' pattern' else '' end),
+      case when p_pattern
+           then 'Use a key such as tenant:acme or provider:openai, or a prefix ending in * for one limit per key (tenant:*).'
+           else 'Use a key such as global, tenant:acme, pipeline:summarize, step:summarize.call, provider:openai or one a step declares (queue:emails): a lower-case kind, a colon, a value (at most 300 bytes).' end);
+  end if;
+end
+$fn$;
+
 create function ballast_private.check_job_transitions(p_ids bigint[], p_from text[], p_to text[]) returns void
 language plpgsql stable
 as $fn$
@@ -4890,6 +5088,206 @@ begin
     perform ballast_private.update_job_counters(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting,
                                                 v_d.retrying, v_d.failed, v_d.cancelled, v_d.started, v_d.item_bad);
   end if;
+end
+$fn$;
+
+create function ballast_private.gate_history_append_only() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using errcode = 'BA009',
+    message = format('ballast.gate_history is append-only: %s is not allowed', lower(tg_op)),
+    hint = 'The history keeps every pause, resume and limit change; a new action is a new row.';
+end
+$fn$;
+
+create function ballast_private.gate_steps(p_ids bigint[], p_now timestamp with time zone) returns bigint[]
+language plpgsql volatile
+as $fn$
+declare
+  v_ids bigint[];
+  v_keys jsonb;
+  v_weights numeric[];
+  b_pattern text[] := '{}';
+  b_kind text[] := '{}';
+  b_key text[] := '{}';
+  b_amount numeric[] := '{}';
+  b_t_ms float8[] := '{}';
+  b_tau_ms float8[] := '{}';
+  b_tat float8[] := '{}';
+  b_next float8[] := '{}';
+  b_tat0 float8[];
+  b_run bigint[] := '{}';
+  m_cand int[];
+  m_bucket int[];
+  v_now_ms float8 := extract(epoch from p_now) * 1000;
+  v_i int;
+  v_j int;
+  v_k int;
+  v_end int;
+  v_p int := 1;
+  v_ok boolean;
+  v_wait float8;
+  v_why text;
+  v_cost float8;
+  v_admit bigint[] := '{}';
+  v_park bigint[] := '{}';
+  v_park_at float8[] := '{}';
+  v_park_why text[] := '{}';
+  v_park_bucket int[] := '{}';
+begin
+  -- Paused keys first: park every candidate holding one (until the latest pause among its keys ends).
+  with cand as (
+    select u.id, u.ord, ballast_private.step_keys(j.pipeline, coalesce(ps.name, s.name), j.tenant_id, d.def, j.input, s.item) as keys,
+           ballast_private.step_weight(d.def, j.input, s.item) as weight
+      from unnest(p_ids) with ordinality u(id, ord)
+      join ballast_private.steps s on s.id = u.id
+      join ballast_private.jobs j on j.id = s.job_id
+      join ballast_private.pipelines p on p.name = j.pipeline and p.version = j.pipeline_version
+      left join ballast_private.steps ps on ps.id = s.parent_step_id
+      left join lateral (select e as def from jsonb_array_elements(p.definition -> 'steps') e
+                          where e ->> 'name' = coalesce(ps.name, s.name) limit 1) d on true),
+  held as (
+    select c.id, pz.key, pz.until, pz.reason,
+           row_number() over (partition by c.id order by coalesce(pz.until, 'infinity') desc) as n
+      from cand c join ballast_private.pauses pz on pz.key = any(c.keys)
+     where pz.until is null or pz.until > p_now),
+  parked as (
+    update ballast_private.steps s
+       set status = 'retrying', updated_at = p_now,
+           -- An open-ended pause parks for an hour at a time (a resume wakes the step at once).
+           next_run_at = coalesce(h.until, p_now + interval '1 hour'),
+           error = jsonb_build_object('class', 'paused', 'code', 'paused', 'retryable', true, 'attempt', s.attempts,
+                                      'key', h.key,
+                                      'message', format('key %s is paused %s (%s); the step waits', h.key,
+                                                        coalesce('until ' || h.until, 'until resumed'), h.reason))
+      from held h where h.n = 1 and s.id = h.id
+    returning s.id)
+  select array(select c.id from cand c where c.id not in (select id from parked) order by c.ord),
+         coalesce(jsonb_agg(to_jsonb(c.keys) order by c.ord) filter (where c.id not in (select id from parked)), '[]'),
+         array(select c.weight from cand c where c.id not in (select id from parked) order by c.ord)
+    into v_ids, v_keys, v_weights
+    from cand c;
+  if cardinality(v_ids) = 0 or not exists (select 1 from ballast_private.limits) then
+    return v_ids;
+  end if;
+
+  -- The (candidate, bucket) pairs, and the buckets in key order.
+  with pairs as (
+    select c.ord::int as cand, l.pattern, l.kind, k.key, l.amount, l.per, l.burst,
+           dense_rank() over (order by l.pattern, l.kind, k.key)::int as bucket
+      from jsonb_array_elements(v_keys) with ordinality c(keys, ord)
+      cross join lateral jsonb_array_elements_text(c.keys) k(key)
+      join ballast_private.limits l
+        on l.pattern = k.key or (right(l.pattern, 1) = '*' and starts_with(k.key, left(l.pattern, -1)))),
+  buckets as (
+    select distinct on (p.bucket) p.* from pairs p order by p.bucket)
+  select (select array_agg(p.cand order by p.cand, p.bucket) from pairs p),
+         (select array_agg(p.bucket order by p.cand, p.bucket) from pairs p),
+         array_agg(b.pattern order by b.bucket), array_agg(b.kind order by b.bucket), array_agg(b.key order by b.bucket),
+         array_agg(b.amount::numeric order by b.bucket),
+         array_agg(coalesce(extract(epoch from b.per) * 1000 / b.amount, 0)::float8 order by b.bucket),
+         array_agg(coalesce(extract(epoch from b.per) * 1000 / b.amount * (b.burst - 1), 0)::float8 order by b.bucket)
+    into m_cand, m_bucket, b_pattern, b_kind, b_key, b_amount, b_t_ms, b_tau_ms
+    from buckets b;
+  if m_cand is null then
+    return v_ids;
+  end if;
+  -- Buckets created if missing, then locked, both in key order: two claims wanting the same buckets take them in
+  -- the same order (one waits, neither deadlocks).
+  insert into ballast_private.limit_buckets (pattern, kind, key)
+  select x.pattern, x.kind, x.key from unnest(b_pattern, b_kind, b_key) with ordinality x(pattern, kind, key, n)
+   order by x.n
+  on conflict do nothing;
+  perform 1 from ballast_private.limit_buckets b
+   where (b.pattern, b.kind, b.key) in (select * from unnest(b_pattern, b_kind, b_key))
+   order by b.pattern, b.kind, b.key
+   for update;
+  -- Bucket state after the locks (a claim that waited for a lock reads what the one before it committed).
+  select array_agg(coalesce(extract(epoch from b.tat) * 1000, 0)::float8 order by x.n),
+         array_agg(case when x.kind = 'running' then
+                     (select count(*) from ballast_private.steps r
+                       where r.status = 'running' and r.gate_keys is not null and x.key = any(r.gate_keys)) else 0 end
+                   order by x.n)
+    into b_tat, b_run
+    from unnest(b_pattern, b_kind, b_key) with ordinality x(pattern, kind, key, n)
+    join ballast_private.limit_buckets b on (b.pattern, b.kind, b.key) = (x.pattern, x.kind, x.key);
+  b_next := b_tat;
+  b_tat0 := b_tat;
+
+  for v_i in 1 .. cardinality(v_ids) loop
+    -- Does every limit of every key admit it? (The wait of a refused one: its longest, from the in-memory queue.)
+    v_ok := true;
+    v_wait := 0;
+    v_why := null;
+    v_j := v_p;
+    while v_j <= cardinality(m_cand) and m_cand[v_j] = v_i loop
+      v_k := m_bucket[v_j];
+      if b_kind[v_k] = 'running' then
+        if b_run[v_k] + 1 > b_amount[v_k] then
+          v_ok := false;
+          if v_wait < 250 then
+            v_wait := 250;
+            v_why := 'concurrency_limited:' || v_k;
+          end if;
+        end if;
+      elsif b_tat[v_k] > v_now_ms + b_tau_ms[v_k] then
+        v_ok := false;
+        if greatest(b_tat[v_k], b_next[v_k]) - b_tau_ms[v_k] - v_now_ms > v_wait then
+          v_wait := greatest(b_tat[v_k], b_next[v_k]) - b_tau_ms[v_k] - v_now_ms;
+          v_why := 'rate_limited:' || v_k;
+        end if;
+      end if;
+      v_j := v_j + 1;
+    end loop;
+    v_end := v_j - 1;
+    -- Admitted: each of its buckets moves on. Refused: it consumes nothing, but the buckets that refused it move
+    -- their in-memory queue on, so that the refused steps of one claim come back spread out, not all at once.
+    for v_j in v_p .. v_end loop
+      v_k := m_bucket[v_j];
+      v_cost := case b_kind[v_k] when 'weight' then v_weights[v_i] when 'requests' then 1 else 0 end;
+      if v_ok then
+        if b_kind[v_k] = 'running' then
+          b_run[v_k] := b_run[v_k] + 1;
+        else
+          b_tat[v_k] := greatest(b_tat[v_k], v_now_ms) + v_cost * b_t_ms[v_k];
+          b_next[v_k] := greatest(b_next[v_k], b_tat[v_k]);
+        end if;
+      elsif b_kind[v_k] <> 'running' and b_tat[v_k] > v_now_ms + b_tau_ms[v_k] then
+        b_next[v_k] := greatest(b_next[v_k], b_tat[v_k], v_now_ms) + v_cost * b_t_ms[v_k];
+      end if;
+    end loop;
+    v_p := v_end + 1;
+    if v_ok then
+      v_admit := v_admit || v_ids[v_i];
+    else
+      v_park := v_park || v_ids[v_i];
+      v_park_at := v_park_at || (v_now_ms + v_wait);
+      v_park_why := v_park_why || split_part(v_why, ':', 1);
+      v_park_bucket := v_park_bucket || split_part(v_why, ':', 2)::int;
+    end if;
+  end loop;
+
+  update ballast_private.limit_buckets b set tat = to_timestamp(x.tat / 1000)
+    from unnest(b_pattern, b_kind, b_key, b_tat, b_tat0) x(pattern, kind, key, tat, tat0)
+   where (b.pattern, b.kind, b.key) = (x.pattern, x.kind, x.key) and x.tat <> x.tat0;
+  if cardinality(v_park) > 0 then
+    update ballast_private.steps s
+       set status = 'retrying', updated_at = p_now, next_run_at = to_timestamp(x.at / 1000),
+           error = jsonb_build_object('class', x.why, 'code', x.why, 'retryable', true, 'attempt', s.attempts,
+                                      'key', b_key[x.bucket], 'limit', b_pattern[x.bucket] || ' (' || b_kind[x.bucket] || ')',
+                                      'message', format('%s limit %s on key %s holds the step back; it waits until %s',
+                                                        b_kind[x.bucket], b_pattern[x.bucket], b_key[x.bucket],
+                                                        to_timestamp(x.at / 1000)))
+      from unnest(v_park, v_park_at, v_park_why, v_park_bucket) x(id, at, why, bucket)
+     where s.id = x.id;
+  end if;
+  if cardinality(v_admit) > 0 and 'running' = any(b_kind) then
+    update ballast_private.steps s set gate_keys = array(select jsonb_array_elements_text(v_keys -> (x.n - 1)::int))
+      from unnest(v_ids) with ordinality x(id, n)
+     where s.id = x.id and x.id = any(v_admit);
+  end if;
+  return v_admit;
 end
 $fn$;
 
@@ -5795,6 +6193,48 @@ begin
 end
 $fn$;
 
+create function ballast_private.step_keys(p_pipeline text, p_step text, p_tenant text, p_def jsonb, p_input jsonb, p_item jsonb) returns text[]
+language plpgsql stable
+as $fn$
+declare
+  v_keys text[] := array['global', 'tenant:' || p_tenant, 'pipeline:' || p_pipeline, 'step:' || p_pipeline || '.' || p_step];
+  v_model text := p_def -> 'model' ->> 'model';
+  v_tpl text;
+  v_key text;
+  v_m text[];
+  v_value text;
+begin
+  if v_model is not null then
+    v_keys := v_keys || ('provider:' || split_part(v_model, ':', 1)) || ('model:' || v_model);
+  end if;
+  for v_tpl in select jsonb_array_elements_text(coalesce(p_def -> 'keys', '[]')) loop
+    v_key := v_tpl;
+    for v_m in select regexp_matches(v_tpl, '\{([^{}]*)\}', 'g') loop
+      v_value := case when v_m[1] = 'tenant' then p_tenant
+                      when v_m[1] like 'input.%' then p_input #>> string_to_array(substr(v_m[1], 7), '.')
+                      when v_m[1] like 'item.%' then p_item #>> string_to_array(substr(v_m[1], 6), '.')
+                      when v_m[1] = 'item' then p_item #>> '{}' end;
+      v_key := replace(v_key, '{' || v_m[1] || '}', coalesce(v_value, ''));
+    end loop;
+    v_keys := v_keys || v_key;
+  end loop;
+  return v_keys;
+end
+$fn$;
+
+create function ballast_private.step_weight(p_def jsonb, p_input jsonb, p_item jsonb) returns numeric
+language sql stable
+as $fn$
+  select case jsonb_typeof(p_def -> 'weight')
+           when 'number' then greatest((p_def ->> 'weight')::numeric, 0)
+           when 'string' then coalesce((select greatest(x.v::text::numeric, 0)
+                                          from (select case when p_def ->> 'weight' like 'input.%'
+                                                            then p_input #> string_to_array(substr(p_def ->> 'weight', 7), '.')
+                                                            else p_item #> string_to_array(substr(p_def ->> 'weight', 6), '.') end) x(v)
+                                         where jsonb_typeof(x.v) = 'number'), 0)
+           else 1 end
+$fn$;
+
 create function ballast_private.steps_changed() returns trigger
 language plpgsql volatile
 as $fn$
@@ -6194,6 +6634,18 @@ create view ballast.events with (security_invoker=true) as
     events.at
    FROM ballast_private.events;
 
+create view ballast.gate_history with (security_invoker=true) as
+ SELECT h.id,
+    h.action,
+    h.key,
+    h.until,
+    h.reason,
+    h.data,
+    h.actor,
+    h.step_id,
+    h.at
+   FROM ballast_private.gate_history h;
+
 create view ballast.job_transitions with (security_invoker=true) as
  SELECT job_transitions.from_status,
     job_transitions.to_status,
@@ -6220,6 +6672,20 @@ create view ballast.jobs with (security_invoker=true) as
     jobs.cost_usd,
     jobs.pruned_at
    FROM ballast_private.jobs;
+
+create view ballast.limits with (security_invoker=true) as
+ SELECT l.pattern,
+    l.kind,
+    l.amount,
+    l.per,
+    l.burst,
+    l.note,
+    l.set_by,
+    l.set_at,
+    ( SELECT count(*) AS count
+           FROM ballast_private.limit_buckets b
+          WHERE ((b.pattern = l.pattern) AND (b.kind = l.kind))) AS keys_seen
+   FROM ballast_private.limits l;
 
 create view ballast.model_calls with (security_invoker=true) as
  SELECT c.id,
@@ -6292,6 +6758,16 @@ create view ballast.oldest_transactions as
    FROM pg_stat_activity a
   WHERE ((a.datname = current_database()) AND ((a.xact_start IS NOT NULL) OR (a.backend_xmin IS NOT NULL)) AND (a.pid <> pg_backend_pid()))
   ORDER BY a.xact_start;
+
+create view ballast.pauses with (security_invoker=true) as
+ SELECT z.key,
+    z.until,
+    z.reason,
+    z.paused_by,
+    z.paused_at,
+    z.step_id,
+    ((z.until IS NULL) OR (z.until > ballast.now())) AS in_force
+   FROM ballast_private.pauses z;
 
 create view ballast.pipelines with (security_invoker=true) as
  SELECT pipelines.name,
@@ -6484,12 +6960,15 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eff
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effects FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.error_codes FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.events FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.gate_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.job_transitions FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER insert_job INSTEAD OF INSERT ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.insert_job();
 CREATE TRIGGER insert_jobs_flush AFTER INSERT ON ballast.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.insert_jobs_flush();
 CREATE TRIGGER refuse_write INSTEAD OF DELETE OR UPDATE ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.limits FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_calls FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_prices FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pauses FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pipelines FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.provider_cooldowns FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -6505,6 +6984,7 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.wor
 CREATE TRIGGER events_append_only BEFORE DELETE OR UPDATE ON ballast_private.events FOR EACH ROW EXECUTE FUNCTION ballast_private.events_append_only();
 CREATE TRIGGER events_no_truncate BEFORE TRUNCATE ON ballast_private.events FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.events_append_only();
 CREATE TRIGGER notify_events AFTER INSERT ON ballast_private.events REFERENCING NEW TABLE AS new_events FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.notify_events();
+CREATE TRIGGER append_only BEFORE DELETE OR UPDATE ON ballast_private.gate_history FOR EACH ROW EXECUTE FUNCTION ballast_private.gate_history_append_only();
 CREATE TRIGGER job_status_guard BEFORE UPDATE OF status ON ballast_private.jobs FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (current_setting('ballast.deriving_jobs'::text, true) IS DISTINCT FROM 'on'::text))) EXECUTE FUNCTION ballast_private.job_status_guard();
 CREATE TRIGGER jobs_changed AFTER UPDATE ON ballast_private.jobs REFERENCING OLD TABLE AS old_t NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.jobs_changed();
 CREATE TRIGGER jobs_deleted AFTER DELETE ON ballast_private.jobs REFERENCING OLD TABLE AS old_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.jobs_deleted();
@@ -6594,6 +7074,15 @@ comment on column ballast.events.actor is 'Who did it: system (ballast and its w
 comment on column ballast.events.reason is 'The reason given (e.g. to cancelJob or replayJob). Null: none given.';
 comment on column ballast.events.data is 'Details of the event (e.g. the attempt number, the error, the next run time). Null: none.';
 comment on function ballast.fire_schedules(integer) is 'Fire the due schedules (workers call it every second): each due slot submits its job once, keyed schedule:<id>:<slot>.';
+comment on view ballast.gate_history is 'Every pause, resume and limit change, oldest first by id (append-only).';
+comment on column ballast.gate_history.action is 'pause, resume, set_limit or delete_limit.';
+comment on column ballast.gate_history.key is 'The key paused or resumed, or the pattern of the limit.';
+comment on column ballast.gate_history.until is 'For a pause: when it ends (null: until resumed).';
+comment on column ballast.gate_history.reason is 'Why, as given.';
+comment on column ballast.gate_history.data is 'For a limit: its kind, amount, per and burst.';
+comment on column ballast.gate_history.actor is 'Who did it.';
+comment on column ballast.gate_history.step_id is 'The step that paused the key (ctx.pauseKey), if a step did.';
+comment on column ballast.gate_history.at is 'When.';
 comment on view ballast.job_transitions is 'The allowed changes of a job status; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.jobs is 'A job: one run of a pipeline on one input, made of steps. Clients see the jobs of their own tenant; operators and reporters see every tenant.';
 comment on column ballast.jobs.id is 'The job id (a BigInt, sent as a string in GraphQL: "42").';
@@ -6614,6 +7103,16 @@ comment on column ballast.jobs.input is 'The job input, as submitted (checked ag
 comment on column ballast.jobs.status is 'queued (no step has run yet), running, waiting (for an event), retrying (a step waits for its next attempt), needs_review (a step waits for a person), then one of the final statuses: completed, partially_completed (only items of a map step that allows it failed), failed or cancelled. Derived from the statuses of its steps.';
 comment on column ballast.jobs.priority is 'From -1000 to 1000; lower runs first. 0 unless given at submission.';
 comment on column ballast.jobs.result is 'The output of its final step (with several final steps, an object of their outputs by step name). Null until the job completes, and after retention pruned it.';
+comment on view ballast.limits is 'Rate and concurrency limits on keys (ballast.set_limit), enforced at claim by every worker.';
+comment on column ballast.limits.pattern is 'An exact key, or a prefix ending in * (one limit per matching key).';
+comment on column ballast.limits.kind is 'requests (steps per period), weight (step weights per period) or running (steps at once).';
+comment on column ballast.limits.amount is 'How many steps (or how much weight) per period, or at once.';
+comment on column ballast.limits.per is 'The period of a rate; null for running.';
+comment on column ballast.limits.burst is 'How many may start at once after a quiet time (1: evenly spaced).';
+comment on column ballast.limits.note is 'Why the limit exists, as given.';
+comment on column ballast.limits.set_by is 'Who set it last.';
+comment on column ballast.limits.set_at is 'When it was set last.';
+comment on column ballast.limits.keys_seen is 'How many distinct keys it has applied to so far.';
 comment on view ballast.model_calls is 'One call of a model step to a model provider (its trace): who answered, how long it took, tokens, cost, and what was wrong with the answer. Calls skipped for a cooldown or an exhausted budget are recorded too.';
 comment on column ballast.model_calls.id is 'The call id (a BigInt).';
 comment on column ballast.model_calls.requested_model is 'The model asked for, e.g. gpt-4o-mini.';
@@ -6661,6 +7160,14 @@ comment on column ballast.model_calls.provider_kind is 'The protocol of that pro
 comment on view ballast.model_prices is 'Model prices in US dollars per million tokens (input, output, cached input), each valid from a date.';
 comment on view ballast.oldest_transactions is 'Open transactions of this database, oldest first: a long one holds vacuum back and slows the queue (see README, Guarantees).';
 comment on function ballast.pause_schedule(text,boolean,text,text,text) is 'Pause a schedule (paused true) or resume it (false): a resumed schedule fires next at its first slot after now.';
+comment on view ballast.pauses is 'Paused keys (ballast.pause_key): a step with one of these keys is not started while the pause is in force.';
+comment on column ballast.pauses.key is 'The key (e.g. tenant:acme, pipeline:summarize, provider:openai).';
+comment on column ballast.pauses.until is 'When the pause ends; null: until resumed.';
+comment on column ballast.pauses.reason is 'Why, as given.';
+comment on column ballast.pauses.paused_by is 'Who paused it (the actor).';
+comment on column ballast.pauses.paused_at is 'When it was paused (or extended) last.';
+comment on column ballast.pauses.step_id is 'The step that paused it (ctx.pauseKey), if a step did.';
+comment on column ballast.pauses.in_force is 'Whether it holds steps back now (false: its time has passed).';
 comment on view ballast.pipelines is 'The registered pipelines, one row per version (workers register theirs when they start). Submit a job with its name.';
 comment on column ballast.pipelines.name is 'The pipeline name, e.g. demo.wordstats (what submitJob takes).';
 comment on column ballast.pipelines.version is 'Its version, from 1 (a new version is registered when the steps or contracts change).';
@@ -6752,8 +7259,12 @@ comment on view ballast.workers is 'The worker processes: host, pid, concurrency
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
 comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
+comment on table ballast_private.gate_history is 'Every pause, resume and limit change (append-only).';
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
+comment on table ballast_private.limit_buckets is 'One row per key a limit applies to: the lock claims take, and for rates the GCRA theoretical arrival time.';
+comment on table ballast_private.limits is 'Rate and concurrency limits on keys (0037), enforced by claim_steps (gate_steps).';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
+comment on table ballast_private.pauses is 'Keys closed to claims (0037): a step with one of these keys is parked until the pause ends or is resumed.';
 comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
 comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
 comment on column ballast_private.steps.items_open is 'A map step: how many of its items are not final yet (kept by the statement triggers of 0013).';
@@ -6783,12 +7294,14 @@ grant execute on function ballast._json_schema_value_list(jsonb) to ballast_clie
 grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.bind_role_tenant(name,text) to ballast_operator;
 grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.delete_limit(text,text,text) to ballast_operator;
 grant execute on function ballast.delete_schedule(text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.events_after(bigint,text,bigint,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.fire_schedules(integer) to ballast_operator;
 grant execute on function ballast.json_schema_errors(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.model_price(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.now() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.pause_key(text,text,timestamp with time zone,interval,text,bigint) to ballast_operator;
 grant execute on function ballast.pause_schedule(text,boolean,text,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
@@ -6800,8 +7313,10 @@ grant execute on function ballast.report_quality(interval,text) to ballast_clien
 grant execute on function ballast.report_steps(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.report_stuck(interval,interval) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to ballast_operator;
+grant execute on function ballast.resume_key(text,text,text) to ballast_operator;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
+grant execute on function ballast.set_limit(text,text,bigint,interval,bigint,text,text) to ballast_operator;
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
@@ -6825,10 +7340,14 @@ grant select on table ballast_private.effect_intents to ballast_client, ballast_
 grant select on table ballast_private.effects to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.gate_history to ballast_operator, ballast_reporter;
 grant select on table ballast_private.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.jobs to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.limit_buckets to ballast_operator, ballast_reporter;
+grant select on table ballast_private.limits to ballast_operator, ballast_reporter;
 grant select on table ballast_private.model_calls to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.model_prices to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.pauses to ballast_operator, ballast_reporter;
 grant select on table ballast_private.pipelines to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.provider_cooldowns to ballast_operator, ballast_reporter;
@@ -6845,12 +7364,15 @@ grant select on view ballast.effect_intents to ballast_client, ballast_operator,
 grant select on view ballast.effects to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.events to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.gate_history to ballast_operator, ballast_reporter;
 grant select on view ballast.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant insert, select on view ballast.jobs to ballast_client, ballast_operator;
 grant select on view ballast.jobs to ballast_reporter;
+grant select on view ballast.limits to ballast_operator, ballast_reporter;
 grant select on view ballast.model_calls to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.model_prices to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.oldest_transactions to ballast_operator, ballast_reporter;
+grant select on view ballast.pauses to ballast_operator, ballast_reporter;
 grant select on view ballast.pipelines to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.provider_cooldowns to ballast_operator, ballast_reporter;

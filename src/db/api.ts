@@ -8,6 +8,7 @@ import { BallastError, translateError, WaitTimeoutError } from '../errors.ts';
 import { isFinalJobStatus } from '../statuses.ts';
 // The client verbs (submit, cancel, replay, send_event) are verbs.ts's statements, shared with the GraphQL server:
 // one statement per verb, not a copy per caller.
+import * as gates from './gates.ts';
 import * as verbs from './verbs.ts';
 import type { Database, JobsView, StepsView, AttemptsView, EventsView, JobStatus, StepStatus } from './schema.ts';
 import type { Selectable } from 'kysely';
@@ -436,6 +437,42 @@ export class BallastDb {
              skipped_count::int as skipped_count
         from ballast.schedules where ${tenantId ?? null}::text is null or tenant_id = ${tenantId ?? null}
        order by tenant_id, name`.execute(this.db)).rows);
+  }
+
+  /**
+   * Closes a key (ballast.pause_key, migration 0037): steps with it are not started until `until` (or for `forMs`;
+   * neither: until resumed); every worker respects it within a second. Recorded in ballast.gate_history.
+   */
+  async pauseKey(args: gates.PauseKeyArgs): Promise<gates.PauseRow> {
+    return call(() => gates.pauseKey(this.pool, args));
+  }
+
+  /** Opens a key again and wakes the steps it held; false when no pause was in force. */
+  async resumeKey(key: string, reason?: string, actor?: string): Promise<boolean> {
+    return call(() => gates.resumeKey(this.pool, key, reason ?? null, actor ?? null));
+  }
+
+  /** Creates or replaces a rate or concurrency limit on a key pattern (ballast.set_limit), enforced at claim. */
+  async setLimit(args: gates.SetLimitArgs): Promise<gates.LimitRow> {
+    return call(() => gates.setLimit(this.pool, args));
+  }
+
+  /** Removes a limit; false when there was none. */
+  async deleteLimit(pattern: string, kind: gates.LimitKind, actor?: string): Promise<boolean> {
+    return call(() => gates.deleteLimit(this.pool, pattern, kind, actor ?? null));
+  }
+
+  /** The paused keys, the limits, and their history (newest first). */
+  async listPauses(): Promise<gates.PauseRow[]> {
+    return call(() => gates.listPauses(this.pool));
+  }
+
+  async listLimits(): Promise<gates.LimitRow[]> {
+    return call(() => gates.listLimits(this.pool));
+  }
+
+  async gateHistory(key?: string, limit?: number): Promise<gates.GateHistoryRow[]> {
+    return call(() => gates.gateHistory(this.pool, key ?? null, limit ?? 100));
   }
 
   async cancelJob(jobId: string, reason?: string, actor?: string): Promise<{ status: JobStatus; cancelledStepIds: string[]; alreadyCancelled: boolean }> {

@@ -3,12 +3,14 @@
 //                   would not fit, {"min_id","max_id","count"}; ballast.report_progress: {"progress":{"job_id","step_id"}}.
 //   ballast_queue   ballast_private.announce_queued and ballast.settle_and_claim: an empty payload, a wake-up.
 //   ballast_cancel  ballast_private.cancel_job: {"job_id", "attempts": [{"attempt_id", "worker_id"}]}.
+//   ballast_gates   ballast.pause_key and ballast.set_limit (0037): an empty payload; workers give back the claims they
+//                   have not started, so that those pass the claim's gate again.
 // A payload is readable (and forgeable) by every login of the cluster, so it is a hint: event-stream.ts reads the
 // events by position whatever a payload says, and uses only a progress report's step id, to read that step's progress
 // under its own role; the worker aborts a cancelled attempt only after the database confirms it ended (worker.ts).
 // test/facts.test.ts checks that what the SQL sends is what these parsers accept.
 
-export const CHANNELS = { events: 'ballast_events', queue: 'ballast_queue', cancel: 'ballast_cancel' } as const;
+export const CHANNELS = { events: 'ballast_events', queue: 'ballast_queue', cancel: 'ballast_cancel', gates: 'ballast_gates' } as const;
 
 export type Announcement =
   | { kind: 'ids'; ids: number[] }

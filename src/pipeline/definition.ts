@@ -38,6 +38,14 @@ export interface StepOptions<D extends string, O> {
   concurrency?: ConcurrencyPolicy;
   /** Errors for which retrying is pointless (besides PermanentError). */
   isPermanent?: (err: unknown) => boolean;
+  /**
+   * Keys the step belongs to besides its built-in ones (global, tenant:<id>, pipeline:<name>, step:<pipeline>.<step>,
+   * and for model steps provider:<p>, model:<p>:<m>): pauses and limits on any of them hold it back
+   * (docs/flow-control.md). Placeholders {tenant}, {input.<path>}, {item}, {item.<path>} take the job's values.
+   */
+  keys?: readonly string[];
+  /** What the step counts for in `weight` limits (e.g. the tokens it will use): a number, or 'input.<path>' / 'item.<path>'. Default 1. */
+  weight?: number | `input.${string}` | `item.${string}`;
 }
 
 /** What every kind of step has: its place in the DAG and the policies of its attempts. */
@@ -49,6 +57,8 @@ export interface StepBase {
   timeoutMs: number | null;
   concurrency: Required<ConcurrencyPolicy> | null;
   isPermanent: ((err: unknown) => boolean) | undefined;
+  keys: readonly string[] | null;
+  weight: number | string | null;
 }
 
 /** A step that runs its handler once per job (with retries). */

@@ -14,7 +14,7 @@ export type { RetryPolicy, ConcurrencyPolicy, StepOptions, StepDefinition } from
 import type { ConcurrencyPolicy, StepDefinition, StepOptions, StepBase, MapStep, SleepStep } from './definition.ts';
 export type { StepContext, EffectInfo, EffectClient, WaitOptions, ItemContext } from './protocol.ts';
 import type { ItemContext, StepContext } from './protocol.ts';
-import { checkInteger, invalid } from './checks.ts';
+import { checkInteger, checkKeys, checkWeight, invalid } from './checks.ts';
 import { kindOf } from './kinds/index.ts';
 import { checkModelSpec } from './kinds/model.ts';
 
@@ -175,6 +175,7 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
     return {
       name, after, output: options.output, retry, timeoutMs: options.timeoutMs ?? null,
       concurrency: this.concurrency(name, options.concurrency), isPermanent: options.isPermanent,
+      keys: checkKeys(where, name, options.keys), weight: checkWeight(where, name, options.weight),
     };
   }
 
@@ -215,6 +216,9 @@ export class Pipeline<I = unknown, S extends Record<string, unknown> = {}> {
         backoff_cap_ms: s.retry.maxDelayMs,
         timeout_ms: s.timeoutMs,
         concurrency: s.concurrency,
+        // Only when set (existing definition hashes stay as they were).
+        ...(s.keys !== null ? { keys: s.keys } : {}),
+        ...(s.weight !== null ? { weight: s.weight } : {}),
         output_schema: z.toJSONSchema(s.output, { io: 'output', unrepresentable: 'any' }),
         // What only this kind of step has (a map's partial policy, a model step's prompt and models): plain steps add
         // nothing, so adding kinds changed no existing pipeline's definition hash.

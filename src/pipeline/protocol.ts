@@ -80,6 +80,13 @@ export interface StepContext<I, D> {
    * the sleep that must not repeat.
    */
   sleep(key: string, duration: number | Date): Promise<Date>;
+  /**
+   * Closes `key` for every worker (ballast.pause_key, docs/flow-control.md): no step with that key starts until the
+   * pause ends (`until`, or `forMs` from now), e.g. after a 429 with Retry-After from an API many steps call. Recorded
+   * in ballast.gate_history with this step as its origin. Resolves with when the pause ends (a longer pause already
+   * in force is kept). The step itself goes on; throw a retryable error after it to be retried once the key opens.
+   */
+  pauseKey(key: string, options: { reason: string; forMs?: number; until?: Date }): Promise<Date>;
   /** Stable across this step's attempts: pass it to external APIs that accept an idempotency key. */
   idempotencyKey: string;
   attempt: number;

@@ -95,7 +95,7 @@ export class StepEngine implements Settler {
   }
 
   async start(): Promise<void> {
-    await this.listen().catch((err) => this.o.log.warn({ err: (err as Error).message }, 'could not LISTEN ballast_queue; polling only'));
+    await this.listen().catch((err) => this.o.log.warn({ err: (err as Error).message }, 'could not LISTEN ballast_queue and ballast_gates; polling only'));
     this.poll = setInterval(() => this.wake(), this.o.pollIntervalMs);
     this.poll.unref();
     this.wake();
@@ -150,6 +150,20 @@ export class StepEngine implements Settler {
     }
   }
 
+  /**
+   * A key was paused or a limit set (ballast_gates): the claims of the local queue passed the claim's gate before it
+   * changed, so give them back (uncharged) and claim again; what the gate now holds back stays queued in Postgres.
+   * This is what makes a pause stop every worker within a second, however deep its local queue.
+   */
+  async returnUnstarted(): Promise<void> {
+    const unstarted = this.queue.splice(0).map((c) => c.attemptId);
+    if (unstarted.length > 0) {
+      await this.o.db.releaseAttempts(this.o.workerId, unstarted, 'a key was paused or a limit set; not started')
+        .catch((err) => this.o.log.warn({ err: (err as Error).message }, 'could not give back unstarted claims; their leases will expire'));
+    }
+    this.wake();
+  }
+
   /** Waits for running steps and their outcomes. */
   async drain(): Promise<void> {
     for (;;) {
@@ -177,7 +191,7 @@ export class StepEngine implements Settler {
 
   private async listen(): Promise<void> {
     const client = new pg.Client({ connectionString: this.o.connectionString, application_name: `ballast-queue ${this.o.workerId}`, keepAlive: true });
-    client.on('notification', () => this.wake());
+    client.on('notification', (n) => (n.channel === CHANNELS.gates ? void this.returnUnstarted() : this.wake()));
     client.on('error', (err) => {
       if (!this.stopped) this.o.log.warn({ err: err.message }, 'queue listener connection failed; reconnecting (polling meanwhile)');
     });
@@ -192,7 +206,7 @@ export class StepEngine implements Settler {
       this.listenRetry.unref();
     });
     await client.connect();
-    await client.query(`listen ${CHANNELS.queue}`);
+    await client.query(`listen ${CHANNELS.queue}; listen ${CHANNELS.gates}`);
     this.listener = client;
   }
 

@@ -240,6 +240,16 @@ async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unk
         if (r.slept) return r.until;
         throw new StepParked(key, r.until);
       },
+      pauseKey: async (key: string, opts: { reason: string; forMs?: number; until?: Date }) => {
+        if ((opts.forMs === undefined) === (opts.until === undefined)) {
+          throw new TypeError(`ctx.pauseKey(${JSON.stringify(key)}): give either forMs or until (how long the key stays closed)`);
+        }
+        const pause = await db.pauseKey({
+          key, reason: opts.reason, until: opts.until ?? null, forMs: opts.forMs ?? null, stepId: claim.stepId,
+          actor: `step ${claim.stepId} (job ${claim.jobId})`,
+        });
+        return pause.until!;
+      },
       idempotencyKey: claim.idempotencyKey,
       attempt: claim.attemptNumber,
       maxAttempts: claim.maxAttempts,
