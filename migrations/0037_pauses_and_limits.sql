@@ -273,6 +273,9 @@ begin
    where (b.pattern, b.kind, b.key) in (select * from unnest(b_pattern, b_kind, b_key))
    order by b.pattern, b.kind, b.key
    for update;
+  -- Admission time: now, after the locks (the claim records its attempts' started_at a moment later, so the spacing a
+  -- rate limit makes is the spacing of started_at, whatever the lock wait was).
+  v_now_ms := extract(epoch from ballast.now()) * 1000;
   -- Bucket state after the locks (a claim that waited for a lock reads what the one before it committed).
   select array_agg(coalesce(extract(epoch from b.tat) * 1000, 0)::float8 order by x.n),
          array_agg(case when x.kind = 'running' then
