@@ -475,6 +475,23 @@ export class BallastDb {
     return call(() => gates.gateHistory(this.pool, key ?? null, limit ?? 100));
   }
 
+  /**
+   * Fair sharing between tenants (ballast.set_fair_share, migration 0040): tenantId '*' turns it on with a default
+   * weight; a tenant's weight is its relative share while several tenants have queued work.
+   */
+  async setFairShare(tenantId: string, weight = 1, actor?: string): Promise<{ tenantId: string; weight: number }> {
+    return call(() => gates.setFairShare(this.pool, tenantId, weight, actor ?? null));
+  }
+
+  /** Turns fair sharing off (first come, first served again); false when it was off. */
+  async stopFairSharing(): Promise<boolean> {
+    return call(() => gates.stopFairSharing(this.pool));
+  }
+
+  async listFairShares(): Promise<gates.FairShareRow[]> {
+    return call(() => gates.listFairShares(this.pool));
+  }
+
   async cancelJob(jobId: string, reason?: string, actor?: string): Promise<{ status: JobStatus; cancelledStepIds: string[]; alreadyCancelled: boolean }> {
     return call(async () => {
       const { status, cancelledStepIds, alreadyCancelled } = await verbs.cancelJob(this.pool, jobId, reason ?? null, actor ?? null);

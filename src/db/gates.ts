@@ -121,3 +121,26 @@ export const gateHistory = (c: Queryable, key: string | null = null, limit = 100
     `select id::text as id, action, key, until, reason, data, actor, step_id::text as "stepId", at
        from ballast.gate_history where $1::text is null or key = $1 order by id desc limit $2`,
     [key, limit]);
+
+/** A row of ballast.fair_shares (migration 0040): '*' is the switch with the default weight. */
+export interface FairShareRow {
+  tenantId: string;
+  weight: number;
+  finishTag: number;
+  setBy: string | null;
+  setAt: Date;
+}
+
+/** ballast.set_fair_share: turns fair sharing on ('*', with a default weight) or sets a tenant's weight. */
+export const setFairShare = async (c: Queryable, tenantId: string, weight: number, actor: string | null = null): Promise<{ tenantId: string; weight: number }> =>
+  (await rows<{ tenantId: string; weight: number }>(c,
+    `select tenant_id as "tenantId", weight from ballast.set_fair_share($1, $2::float8, $3)`, [tenantId, weight, actor]))[0]!;
+
+/** ballast.stop_fair_sharing: whether it was on. */
+export const stopFairSharing = async (c: Queryable): Promise<boolean> =>
+  (await rows<{ stopped: boolean }>(c, 'select ballast.stop_fair_sharing() as stopped'))[0]!.stopped;
+
+/** The fair-sharing weights ('*' first when on). */
+export const listFairShares = (c: Queryable): Promise<FairShareRow[]> =>
+  rows<FairShareRow>(c, `select tenant_id as "tenantId", weight, finish_tag as "finishTag", set_by as "setBy", set_at as "setAt"
+                           from ballast.fair_shares order by tenant_id <> '*', tenant_id`);
