@@ -145,6 +145,16 @@ alter table ballast_private.events enable row level security;
 create policy tenant_rows on ballast_private.events as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
    FROM ballast_private.jobs j))));
 
+create table ballast_private.fair_shares (
+  tenant_id text not null,
+  weight double precision default 1 not null,
+  vfinish double precision default 0 not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.fair_shares add constraint fair_shares_pkey PRIMARY KEY (tenant_id);
+alter table ballast_private.fair_shares add constraint fair_weight_range CHECK (((weight > (0)::double precision) AND (weight <= (1000000)::double precision)));
+
 create table ballast_private.gate_history (
   id bigint generated always as identity not null,
   action text not null,
@@ -489,7 +499,8 @@ CASE
     END
     ELSE NULL::text
 END,
-  gate_keys text[]
+  gate_keys text[],
+  fair_key double precision default 0 not null
 );
 alter table ballast_private.steps add constraint step_attempt_offset_range CHECK (((attempt_offset >= 0) AND (attempt_offset <= attempts)));
 alter table ballast_private.steps add constraint step_attempts_nonnegative CHECK ((attempts >= 0));
@@ -520,7 +531,7 @@ CREATE INDEX steps_failed_idx ON ballast_private.steps USING btree (finished_at 
 CREATE INDEX steps_live_idx ON ballast_private.steps USING btree (status, next_run_at) WHERE (status = ANY (ARRAY['queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text]));
 CREATE INDEX steps_parent_idx ON ballast_private.steps USING btree (parent_step_id, item_index) WHERE (parent_step_id IS NOT NULL);
 CREATE INDEX steps_pending_idx ON ballast_private.steps USING btree (job_id) WHERE (status = 'pending'::text);
-CREATE INDEX steps_queue_idx ON ballast_private.steps USING btree (priority, ((attempts = 0)), id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NULL));
+CREATE INDEX steps_queue_idx ON ballast_private.steps USING btree (priority, fair_key, ((attempts = 0)), id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NULL));
 CREATE INDEX steps_queued_concurrency_idx ON ballast_private.steps USING btree (concurrency_key, id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX steps_running_concurrency_idx ON ballast_private.steps USING btree (concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX steps_waiting_deadline_idx ON ballast_private.steps USING btree (wait_deadline) WHERE (status = 'waiting'::text);
@@ -1836,7 +1847,7 @@ begin
       v_pick := v_pick || array(
         select s.id from ballast_private.steps s
          where s.status = 'queued' and s.concurrency_key is null and s.task = any(p_tasks) and s.id <> all(v_ids)
-         order by s.priority, (s.attempts = 0), s.id limit v_n - cardinality(v_ids) - cardinality(v_pick)
+         order by s.priority, s.fair_key, (s.attempts = 0), s.id limit v_n - cardinality(v_ids) - cardinality(v_pick)
          for update skip locked);
     end if;
     v_picked := cardinality(v_pick);
@@ -3698,6 +3709,28 @@ begin
 end
 $fn$;
 
+create function ballast.set_fair_share(p_tenant_id text, p_weight double precision DEFAULT 1, p_actor text DEFAULT NULL::text) returns TABLE(tenant_id text, weight double precision)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+begin
+  if p_weight is null or not (p_weight > 0 and p_weight <= 1000000) then
+    perform ballast_private.bad_argument('weight', format('%s is not above 0 and at most 1000000', coalesce(p_weight::text, 'null')),
+      'Pass a relative share: 1 is the default, 3 gets three times the share of 1.');
+  end if;
+  if coalesce(p_tenant_id, '') = '' then
+    perform ballast_private.bad_argument('tenant_id', 'is empty', 'Pass a tenant id, or ''*'' to turn fair sharing on with a default weight.');
+  end if;
+  if p_tenant_id <> '*' and not exists (select 1 from ballast_private.fair_shares f where f.tenant_id = '*') then
+    insert into ballast_private.fair_shares (tenant_id, weight, set_by) values ('*', 1, ballast_private.caller_actor(p_actor));
+  end if;
+  insert into ballast_private.fair_shares as f (tenant_id, weight, set_by, set_at)
+  values (p_tenant_id, p_weight, ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict on constraint fair_shares_pkey do update set weight = excluded.weight, set_by = excluded.set_by, set_at = excluded.set_at;
+  return query select f.tenant_id, f.weight from ballast_private.fair_shares f where f.tenant_id = p_tenant_id;
+end
+$fn$;
+
 create function ballast.set_limit(p_pattern text, p_kind text, p_amount bigint, p_per interval DEFAULT NULL::interval, p_burst bigint DEFAULT 1, p_note text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns TABLE(pattern text, kind text, amount bigint, per interval, burst bigint, note text, set_by text, set_at timestamp with time zone)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -3964,6 +3997,15 @@ begin
 end
 $fn$;
 
+create function ballast.stop_fair_sharing() returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  delete from ballast_private.fair_shares;
+  return found;
+end
+$fn$;
+
 create function ballast.stop_worker(p_worker_id text) returns void
 language plpgsql volatile
 as $fn$
@@ -4212,6 +4254,46 @@ begin
     perform ballast_private.update_job_counters(v_d.job, v_d.total, v_d.final, v_d.running, v_d.review, v_d.waiting,
                                                 v_d.retrying, v_d.failed, v_d.cancelled, v_d.started, v_d.item_bad);
   end if;
+end
+$fn$;
+
+create function ballast_private.assign_fair_keys(p_ids bigint[]) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_head float8;
+  v_default float8;
+  v_t record;
+  v_end float8;
+  v_weight float8;
+begin
+  select f.weight into v_default from ballast_private.fair_shares f where f.tenant_id = '*';
+  -- V: the key at the head of the queue, new steps left out (they are at key 0 until this runs).
+  select s.fair_key into v_head from ballast_private.steps s
+   where s.status = 'queued' and s.concurrency_key is null and s.id <> all(p_ids)
+   order by s.priority, s.fair_key, (s.attempts = 0), s.id limit 1;
+  if v_head is null then
+    select coalesce(max(f.vfinish), 0) into v_head from ballast_private.fair_shares f where f.tenant_id <> '*';
+  end if;
+  for v_t in
+    select j.tenant_id, array_agg(j.id order by j.id) as jobs
+      from ballast_private.jobs j
+     where j.id in (select s.job_id from ballast_private.steps s where s.id = any(p_ids) and s.parent_step_id is null)
+     group by j.tenant_id order by j.tenant_id
+  loop
+    insert into ballast_private.fair_shares as f (tenant_id, weight, vfinish)
+    values (v_t.tenant_id, v_default, v_head + cardinality(v_t.jobs) / v_default)
+    on conflict (tenant_id) do update set vfinish = greatest(f.vfinish, v_head) + cardinality(v_t.jobs) / f.weight
+    returning f.vfinish, f.weight into v_end, v_weight;
+    update ballast_private.steps s
+       set fair_key = v_end - (cardinality(v_t.jobs) - x.n + 1) / v_weight
+      from unnest(v_t.jobs) with ordinality x(job_id, n)
+     where s.job_id = x.job_id and s.id = any(p_ids);
+  end loop;
+  -- A map's items: their map step's key.
+  update ballast_private.steps s set fair_key = p.fair_key
+    from ballast_private.steps p
+   where s.id = any(p_ids) and s.parent_step_id = p.id and p.fair_key <> s.fair_key;
 end
 $fn$;
 
@@ -5203,6 +5285,9 @@ begin
    where (b.pattern, b.kind, b.key) in (select * from unnest(b_pattern, b_kind, b_key))
    order by b.pattern, b.kind, b.key
    for update;
+  -- Admission time: now, after the locks (the claim records its attempts' started_at a moment later, so the spacing a
+  -- rate limit makes is the spacing of started_at, whatever the lock wait was).
+  v_now_ms := extract(epoch from ballast.now()) * 1000;
   -- Bucket state after the locks (a claim that waited for a lock reads what the one before it committed).
   select array_agg(coalesce(extract(epoch from b.tat) * 1000, 0)::float8 order by x.n),
          array_agg(case when x.kind = 'running' then
@@ -6315,6 +6400,9 @@ begin
                                               array_agg(n.parent_step_id), array_agg(n.attempts > 0))
        from new_t n;
   end if;
+  if exists (select 1 from ballast_private.fair_shares f where f.tenant_id = '*') then
+    perform ballast_private.assign_fair_keys(array(select n.id from new_t n));
+  end if;
   if exists (select 1 from new_t n where n.status = 'queued') then
     perform ballast_private.announce_queued();
   end if;
@@ -6633,6 +6721,14 @@ create view ballast.events with (security_invoker=true) as
     events.data,
     events.at
    FROM ballast_private.events;
+
+create view ballast.fair_shares with (security_invoker=true) as
+ SELECT f.tenant_id,
+    f.weight,
+    f.vfinish AS finish_tag,
+    f.set_by,
+    f.set_at
+   FROM ballast_private.fair_shares f;
 
 create view ballast.gate_history with (security_invoker=true) as
  SELECT h.id,
@@ -6960,6 +7056,7 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eff
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effects FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.error_codes FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.events FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.fair_shares FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.gate_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.job_transitions FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER insert_job INSTEAD OF INSERT ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.insert_job();
@@ -7073,6 +7170,12 @@ comment on column ballast.events.status is 'The new status of the job or step. N
 comment on column ballast.events.actor is 'Who did it: system (ballast and its workers), reaper, watchdog or supervisor (recovery), jwt:<sub> (an API caller, from its token), reviewer:<name>, sql (a change made in psql), or the actor named in a call of a SQL function.';
 comment on column ballast.events.reason is 'The reason given (e.g. to cancelJob or replayJob). Null: none given.';
 comment on column ballast.events.data is 'Details of the event (e.g. the attempt number, the error, the next run time). Null: none.';
+comment on view ballast.fair_shares is 'Fair sharing between tenants: on while the row ''*'' exists (ballast.set_fair_share); weights per tenant.';
+comment on column ballast.fair_shares.tenant_id is 'A tenant, or * (the switch, with the default weight).';
+comment on column ballast.fair_shares.weight is 'Its relative share while several tenants have queued work.';
+comment on column ballast.fair_shares.finish_tag is 'The fair key its next job starts from at the earliest (virtual time).';
+comment on column ballast.fair_shares.set_by is 'Who set its weight.';
+comment on column ballast.fair_shares.set_at is 'When.';
 comment on function ballast.fire_schedules(integer) is 'Fire the due schedules (workers call it every second): each due slot submits its job once, keyed schedule:<id>:<slot>.';
 comment on view ballast.gate_history is 'Every pause, resume and limit change, oldest first by id (append-only).';
 comment on column ballast.gate_history.action is 'pause, resume, set_limit or delete_limit.';
@@ -7259,6 +7362,7 @@ comment on view ballast.workers is 'The worker processes: host, pid, concurrency
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
 comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
+comment on table ballast_private.fair_shares is 'Fair sharing (0040): the row ''*'' turns it on and holds the default weight; a tenant''s row its weight and last finish tag.';
 comment on table ballast_private.gate_history is 'Every pause, resume and limit change (append-only).';
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
 comment on table ballast_private.limit_buckets is 'One row per key a limit applies to: the lock claims take, and for rates the GCRA theoretical arrival time.';
@@ -7316,10 +7420,12 @@ grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to
 grant execute on function ballast.resume_key(text,text,text) to ballast_operator;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
+grant execute on function ballast.set_fair_share(text,double precision,text) to ballast_operator;
 grant execute on function ballast.set_limit(text,text,bigint,interval,bigint,text,text) to ballast_operator;
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
+grant execute on function ballast.stop_fair_sharing() to ballast_operator;
 grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer) to ballast_client, ballast_operator;
 grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) to ballast_client, ballast_operator;
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
@@ -7340,6 +7446,7 @@ grant select on table ballast_private.effect_intents to ballast_client, ballast_
 grant select on table ballast_private.effects to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.fair_shares to ballast_operator, ballast_reporter;
 grant select on table ballast_private.gate_history to ballast_operator, ballast_reporter;
 grant select on table ballast_private.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.jobs to ballast_client, ballast_operator, ballast_reporter;
@@ -7364,6 +7471,7 @@ grant select on view ballast.effect_intents to ballast_client, ballast_operator,
 grant select on view ballast.effects to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.events to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.fair_shares to ballast_operator, ballast_reporter;
 grant select on view ballast.gate_history to ballast_operator, ballast_reporter;
 grant select on view ballast.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant insert, select on view ballast.jobs to ballast_client, ballast_operator;
