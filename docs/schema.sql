@@ -6765,7 +6765,7 @@ comment on column ballast.budgets.period_start is 'When the current period start
 comment on column ballast.budgets.spent_usd is 'What model calls cost in the current period, in US dollars.';
 comment on column ballast.budgets.reserved_usd is 'What calls in flight have reserved (their highest possible cost), in US dollars.';
 comment on column ballast.budgets.remaining_usd is 'The limit minus spent and reserved, in US dollars (negative when overspent by calls that reported more than reserved).';
-comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job and its unfinished steps. Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
+comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job, its unfinished steps and its unfinished child jobs (recursively). Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
 comment on view ballast.dead_letters is 'The steps that failed for good (status failed), with their last attempt and every attempt error: what to fix or replay (replayStep, replayJob: operators).';
 comment on column ballast.dead_letters.step_id is 'The failed step.';
 comment on column ballast.dead_letters.error_code is 'The code of its final error. Null: none given.';

@@ -380,6 +380,8 @@ begin
 end
 $fn$;
 
+comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job, its unfinished steps and its unfinished child jobs (recursively). Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
+
 -- recount_job(job_id) -> boolean: as in 0034; n_waiting counts the steps waiting for children too.
 create or replace function ballast.recount_job(p_job_id bigint) returns boolean
 language plpgsql volatile

@@ -144,6 +144,28 @@ t.test('links are visible in SQL and GraphQL', async (t) => {
   t.same(d.job.childJobs.nodes, [{ id: kid!.id, parentJobId: jobId, parentJob: { id: jobId }, parentStep: { name: 'fan' } }]);
 });
 
+t.test('the CLI shows the links: status lists the child jobs and names the parent, jobs --parent lists them', async (t) => {
+  const { jobId } = await db.submitJob({ pipeline: 'child.parent', input: { ns: [3, 4] } });
+  await waitForJob(db, jobId, undefined, 60_000);
+  const kids = await childrenOf(jobId);
+  const cli = async (args: string[]) => {
+    const proc = spawnNode(t, ['src/cli.ts', ...args], { env: { ...process.env, DATABASE_URL: url } });
+    const { code } = await proc.wait(60_000);
+    return { code, out: proc.lines.join('\n') };
+  };
+  const parentStatus = await cli(['status', jobId]);
+  t.equal(parentStatus.code, 0);
+  t.match(parentStatus.out, /child jobs \(2\):/, 'status lists the children');
+  for (const k of kids) t.match(parentStatus.out, new RegExp(`job ${k.id} +child\\.work@1 +completed`));
+  const childStatus = await cli(['status', kids[0]!.id]);
+  t.match(childStatus.out, new RegExp(`job ${kids[0]!.id} child\\.work@1 completed \\(child of job ${jobId}, step \\d+\\)`), 'a child names its parent');
+  const listed = await cli(['jobs', '--parent', jobId, '--json']);
+  t.same((JSON.parse(listed.out) as { id: number; parent_job_id: number }[]).map((j) => [String(j.id), String(j.parent_job_id)]).sort(),
+    kids.map((k) => [k.id, jobId]).sort(), 'jobs --parent lists the children');
+  const bad = await cli(['jobs', '--parent', 'x']);
+  t.equal(bad.code, 2, 'a bad --parent is a usage error');
+});
+
 t.test('bad children are refused naming the field', async (t) => {
   const { pipeline } = await import('../src/pipeline/pipeline.ts');
   const { z } = await import('zod');
