@@ -74,6 +74,21 @@ t.test('first n: resumes with the first completed child while the others run, an
   t.same((await output(j2)).children.map((c) => c.status), ['completed']);
 });
 
+t.test('a wait for some of the children (jobIds) resumes when those ended; no children: no wait', async (t) => {
+  const { jobId } = await db.submitJob({ pipeline: 'child.parent', input: { ns: [1, 2], blockAt: 1, only: [0] } });
+  t.equal((await waitForJob(db, jobId, undefined, 60_000)).status, 'completed');
+  const out = await output(jobId);
+  t.same(out.children.map((c) => [c.key, c.status]), [['c0', 'completed']], 'only the child waited for');
+  const kids = await childrenOf(jobId);
+  t.equal(kids.length, 2);
+  t.notOk(['completed', 'failed', 'cancelled'].includes(kids[1]!.status), 'the other still runs');
+  await db.cancelJob(kids[1]!.id, 'test over');
+  const { jobId: none } = await db.submitJob({ pipeline: 'child.parent', input: { ns: [] } });
+  t.equal((await waitForJob(db, none, undefined, 60_000)).status, 'completed');
+  t.same((await output(none)).children, [], 'no children: the wait returned at once with none');
+  t.match(await stepOf(none), { attempts: 1, attempt_offset: 0 }, 'one run, no wait');
+});
+
 t.test('cancelling a child flows up as a cancelled result; the parent goes on', async (t) => {
   const { jobId } = await db.submitJob({ pipeline: 'child.parent', input: { ns: [1, 2], block: true } });
   t.ok(await eventually(async () => (await stepOf(jobId))?.waiting_for === 'children', 30_000), 'the parent waits for its children');
@@ -138,6 +153,8 @@ t.test('links are visible in SQL and GraphQL', async (t) => {
   const [kid] = await childrenOf(jobId);
   t.match(await jobRow(kid!.id), { parent_job_id: jobId }, 'ballast.jobs shows the parent');
   t.match(kid!.idempotency_key, /^ballast-child:\d+:c0$/, 'keyed by the parent step and the child key');
+  const { rows: submitted } = await pool.query(`select actor from ballast.events where job_id = $1 and type = 'job_submitted'`, [kid!.id]);
+  t.same(submitted, [{ actor: `job ${jobId}` }], 'its job_submitted event names the parent job as the actor');
   const server = await testServer(t, url);
   const d = await data(server, `query($id: BigInt!) { job(id: $id) { id childJobs { nodes { id parentJobId parentJob { id } parentStep { name } } } } }`,
     { id: jobId }, await token('operator'));

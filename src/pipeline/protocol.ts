@@ -127,7 +127,8 @@ export interface StepContext<I, D> {
   /**
    * Starts child jobs (any pipeline, in this job's tenant and at its priority), idempotently: each child's key names
    * it within the step, so a run of the step after a retry, a crash or a replay gets the same jobs back (created
-   * false) instead of starting new ones. The children run on their own; cancelling this job cancels them.
+   * false) instead of starting new ones. The children run on their own; cancelling this job cancels them. An empty
+   * list starts nothing.
    */
   startChildren(children: ChildJob[]): Promise<StartedChild[]>;
   /**

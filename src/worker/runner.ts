@@ -240,7 +240,7 @@ async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unk
         if (r.slept) return r.until;
         throw new StepParked(key, r.until);
       },
-      startChildren: (children: ChildJob[]) => db.startChildJobs(claim.attemptId, children),
+      startChildren: async (children: ChildJob[]) => (Array.isArray(children) && children.length === 0 ? [] : db.startChildJobs(claim.attemptId, children)),
       waitForChildren: async (opts: WaitForChildrenOptions = {}) => {
         const r = await db.waitForChildren(claim.attemptId, opts.jobIds ?? null, opts.first ?? null);
         if (r.done) return r.children;
