@@ -52,6 +52,19 @@ t.test('results flow up: the parent waits (no slot, uncharged) for all its child
   t.equal(waits[0].n, 1, 'the step waited once');
 });
 
+t.test('many children ending at once on two worker processes: every parent is woken once its last child ends', async (t) => {
+  const ns = Array.from({ length: 15 }, (_, i) => i);
+  const parents = await Promise.all(Array.from({ length: 6 }, () => db.submitJob({ pipeline: 'child.parent', input: { ns } })));
+  for (const { jobId } of parents) {
+    t.equal((await waitForJob(db, jobId, undefined, 120_000)).status, 'completed', `parent ${jobId} completed`);
+    const out = await output(jobId);
+    t.same(out.children.map((c) => c.result?.doubled), ns.map((n) => n * 2), 'with all of its children\'s results');
+  }
+  const { rows } = await pool.query(`select count(distinct (c.result ->> 'pid'))::int as pids from ballast.jobs j
+    join ballast.jobs c on c.parent_job_id = j.id where j.id = any($1::bigint[])`, [parents.map((p) => p.jobId)]);
+  t.comment(`the children ran in ${rows[0].pids} worker process(es)`);
+});
+
 t.test('a failing child flows up as its error; the parent decides (here: completes)', async (t) => {
   const { jobId } = await db.submitJob({ pipeline: 'child.parent', input: { ns: [1, 2, 3], failAt: 1 } });
   t.equal((await waitForJob(db, jobId, undefined, 60_000)).status, 'completed', 'the child failure did not fail the parent');
