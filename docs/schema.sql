@@ -206,11 +206,16 @@ create table ballast_private.jobs (
   n_failed integer default 0 not null,
   n_cancelled integer default 0 not null,
   n_started integer default 0 not null,
-  n_item_bad integer default 0 not null
+  n_item_bad integer default 0 not null,
+  parent_job_id bigint,
+  parent_step_id bigint
 );
 alter table ballast_private.jobs add constraint job_finished_when_terminal CHECK (((status = ANY (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])) = (finished_at IS NOT NULL)));
 alter table ballast_private.jobs add constraint job_idempotency_key_format CHECK (((idempotency_key <> ''::text) AND (octet_length(idempotency_key) <= 500))) NOT VALID;
 alter table ballast_private.jobs add constraint job_idempotency_unique UNIQUE (tenant_id, idempotency_key);
+alter table ballast_private.jobs add constraint job_parent_job_fk FOREIGN KEY (parent_job_id) REFERENCES ballast_private.jobs(id) ON DELETE SET NULL;
+alter table ballast_private.jobs add constraint job_parent_pair CHECK (((parent_job_id IS NULL) = (parent_step_id IS NULL)));
+alter table ballast_private.jobs add constraint job_parent_step_fk FOREIGN KEY (parent_step_id) REFERENCES ballast_private.steps(id) ON DELETE SET NULL;
 alter table ballast_private.jobs add constraint job_pipeline_fk FOREIGN KEY (pipeline, pipeline_version) REFERENCES ballast_private.pipelines(name, version);
 alter table ballast_private.jobs add constraint job_priority_range CHECK (((priority >= '-1000'::integer) AND (priority <= 1000)));
 alter table ballast_private.jobs add constraint job_status_known CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'waiting'::text, 'retrying'::text, 'needs_review'::text, 'completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])));
@@ -218,6 +223,8 @@ alter table ballast_private.jobs add constraint job_tenant_format CHECK (((tenan
 alter table ballast_private.jobs add constraint jobs_pkey PRIMARY KEY (id);
 CREATE INDEX jobs_created_idx ON ballast_private.jobs USING btree (created_at);
 CREATE INDEX jobs_live_idx ON ballast_private.jobs USING btree (status, created_at) WHERE (status <> ALL (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text]));
+CREATE INDEX jobs_parent_job_idx ON ballast_private.jobs USING btree (parent_job_id) WHERE (parent_job_id IS NOT NULL);
+CREATE INDEX jobs_parent_step_idx ON ballast_private.jobs USING btree (parent_step_id) WHERE (parent_step_id IS NOT NULL);
 CREATE INDEX jobs_pipeline_created_idx ON ballast_private.jobs USING btree (pipeline, created_at DESC);
 CREATE INDEX jobs_prunable_idx ON ballast_private.jobs USING btree (finished_at) WHERE ((pruned_at IS NULL) AND (finished_at IS NOT NULL));
 CREATE INDEX jobs_tenant_created_idx ON ballast_private.jobs USING btree (tenant_id, created_at DESC);
@@ -489,17 +496,20 @@ create table ballast_private.steps (
   priority smallint default 0 not null,
   items_open integer default 0 not null,
   crashes integer default 0 not null,
+  gate_keys text[],
+  wait_children bigint[],
+  wait_first integer,
   waiting_for text default 
 CASE
     WHEN (status = 'waiting'::text) THEN
     CASE
         WHEN (wait_key IS NOT NULL) THEN 'event'::text
         WHEN (wait_on_timeout = 'resume'::text) THEN 'time'::text
+        WHEN (wait_children IS NOT NULL) THEN 'children'::text
         ELSE 'items'::text
     END
     ELSE NULL::text
 END,
-  gate_keys text[],
   fair_key double precision default 0 not null
 );
 alter table ballast_private.steps add constraint step_attempt_offset_range CHECK (((attempt_offset >= 0) AND (attempt_offset <= attempts)));
@@ -523,6 +533,7 @@ alter table ballast_private.steps add constraint step_retry_has_time CHECK (((st
 alter table ballast_private.steps add constraint step_sleep_has_deadline CHECK (((waiting_for IS DISTINCT FROM 'time'::text) OR (wait_deadline IS NOT NULL)));
 alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
 alter table ballast_private.steps add constraint step_timeout_positive CHECK ((timeout_ms > 0));
+alter table ballast_private.steps add constraint step_wait_first_positive CHECK ((wait_first >= 1));
 alter table ballast_private.steps add constraint step_wait_on_timeout_known CHECK ((wait_on_timeout = ANY (ARRAY['fail'::text, 'retry'::text, 'resume'::text])));
 alter table ballast_private.steps add constraint steps_job_id_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
 alter table ballast_private.steps add constraint steps_parent_step_id_fkey FOREIGN KEY (parent_step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
@@ -2656,7 +2667,7 @@ begin
                  count(*) filter (where status in ('succeeded', 'failed', 'cancelled', 'skipped'))::int as f,
                  count(*) filter (where status = 'running')::int as ru,
                  count(*) filter (where status = 'needs_review')::int as rv,
-                 count(*) filter (where waiting_for in ('event', 'time'))::int as wa,
+                 count(*) filter (where waiting_for in ('event', 'time', 'children'))::int as wa,
                  count(*) filter (where status = 'retrying')::int as re,
                  count(*) filter (where status = 'failed' and parent_step_id is null)::int as fa,
                  count(*) filter (where status = 'cancelled' and parent_step_id is null)::int as ca,
@@ -3997,6 +4008,100 @@ begin
 end
 $fn$;
 
+create function ballast.start_child_jobs(p_attempt_id bigint, p_children jsonb) returns TABLE(ord integer, key text, job_id bigint, created boolean, pipeline text, status text)
+language plpgsql volatile
+as $fn$
+#variable_conflict use_column
+declare
+  v_step ballast_private.steps;
+  v_parent ballast_private.jobs;
+  v_bad record;
+  v_n integer;
+  v_idx integer[];
+  v_jobs bigint[];
+  v_created boolean[];
+  v_group record;
+  v_msg text;
+  v_detail text;
+  v_hint text;
+  v_k integer;
+begin
+  if p_children is null or jsonb_typeof(p_children) <> 'array' or jsonb_array_length(p_children) = 0 then
+    perform ballast_private.bad_argument('children', 'is not a non-empty JSON array',
+      'Pass an array of {key, pipeline, version?, input?}, one per child job.');
+  end if;
+  v_n := jsonb_array_length(p_children);
+  if v_n > 1000 then
+    perform ballast_private.bad_argument('children', format('has %s children; one call starts at most 1000', v_n),
+      'Start them in several calls, each with its own keys.');
+  end if;
+  select x.n, x.problem into v_bad
+    from (select c.n, case
+                   when jsonb_typeof(c.v) <> 'object' then 'is not an object {key, pipeline, version?, input?}'
+                   when jsonb_typeof(c.v -> 'key') is distinct from 'string' or c.v ->> 'key' = ''
+                     or octet_length(c.v ->> 'key') > 400 then 'key is not a string of 1 to 400 bytes'
+                   when jsonb_typeof(c.v -> 'pipeline') is distinct from 'string' then 'pipeline is not a string'
+                   when coalesce(jsonb_typeof(c.v -> 'version'), 'null') not in ('null', 'number')
+                     or (jsonb_typeof(c.v -> 'version') = 'number' and (c.v ->> 'version') !~ '^[1-9][0-9]{0,8}$')
+                     then 'version is not a positive integer'
+                   when row_number() over (partition by c.v ->> 'key' order by c.n) > 1 then format('key %L is given twice', c.v ->> 'key')
+                 end as problem
+            from jsonb_array_elements(p_children) with ordinality c(v, n)) x
+   where x.problem is not null
+   order by x.n limit 1;
+  if found then
+    perform ballast_private.bad_argument(format('children[%s]', v_bad.n - 1), v_bad.problem,
+      'Give each child a key unique within the step (the same on every run), the name of a registered pipeline, '
+      || 'optionally its version, and its input.');
+  end if;
+
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  select * into v_parent from ballast_private.jobs j where j.id = v_step.job_id;
+  perform ballast_private.set_actor(format('job %s', v_parent.id));
+
+  -- One submit_jobs call per (pipeline, version) named (most calls name one). A problem with an input is reported
+  -- as the child's (children[i].input...), not as submit_jobs' inputs[k] of its group.
+  v_idx := '{}';
+  v_jobs := '{}';
+  v_created := '{}';
+  for v_group in
+    select c.pipeline, c.version, array_agg(c.i order by c.i) as idx, array_agg(c.input order by c.i) as inputs,
+           array_agg(format('ballast-child:%s:%s', v_step.id, c.key) order by c.i) as keys
+      from (select (x.n - 1)::int as i, x.v ->> 'key' as key, x.v ->> 'pipeline' as pipeline,
+                   (x.v ->> 'version')::int as version, coalesce(x.v -> 'input', '{}'::jsonb) as input
+              from jsonb_array_elements(p_children) with ordinality x(v, n)) c
+     group by c.pipeline, c.version
+     order by min(c.i)
+  loop
+    begin
+      select v_idx || array_agg(v_group.idx[r.ord] order by r.ord), v_jobs || array_agg(r.job_id order by r.ord),
+             v_created || array_agg(r.created order by r.ord)
+        into v_idx, v_jobs, v_created
+        from ballast.submit_jobs(v_group.pipeline, v_group.inputs, v_group.keys, v_parent.tenant_id, v_parent.priority,
+                                 v_group.version) r;
+    exception when sqlstate 'BA002' then
+      get stacked diagnostics v_msg = message_text, v_detail = pg_exception_detail, v_hint = pg_exception_hint;
+      for v_k in select distinct m[1]::int from regexp_matches(v_msg || ' ' || coalesce(v_detail, ''), 'inputs\[(\d+)\]', 'g') m loop
+        v_msg := replace(v_msg, format('inputs[%s]', v_k), format('children[%s].input', v_group.idx[v_k]));
+        v_detail := replace(v_detail, format('inputs[%s]', v_k), format('children[%s].input', v_group.idx[v_k]));
+      end loop;
+      raise exception using errcode = 'BA002', message = v_msg, detail = coalesce(v_detail, ''), hint = coalesce(v_hint, '');
+    end;
+  end loop;
+  -- The new jobs are linked to the step (no worker sees them before this transaction commits); a job already
+  -- linked (a second call) stays as it is.
+  update ballast_private.jobs j set parent_job_id = v_parent.id, parent_step_id = v_step.id
+   where j.id = any(v_jobs) and j.parent_step_id is null;
+
+  return query
+  select u.i + 1, x.v ->> 'key', u.job_id, u.created, j.pipeline, j.status
+    from unnest(v_idx, v_jobs, v_created) u(i, job_id, created)
+    join ballast_private.jobs j on j.id = u.job_id
+    cross join lateral (select p_children -> u.i as v) x
+   order by u.i;
+end
+$fn$;
+
 create function ballast.stop_fair_sharing() returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -4112,6 +4217,57 @@ create function ballast.task_identifier(p_pipeline text, p_version integer) retu
 language sql immutable parallel safe
 as $fn$
   select 'ballast_step:' || p_pipeline || '@' || p_version
+$fn$;
+
+create function ballast.wait_for_children(p_attempt_id bigint, p_job_ids bigint[] DEFAULT NULL::bigint[], p_first integer DEFAULT NULL::integer) returns TABLE(done boolean, children jsonb)
+language plpgsql volatile
+as $fn$
+declare
+  v_step_id bigint;
+  v_step ballast_private.steps;
+  v_ids bigint[];
+  v_bad bigint;
+  v_now timestamptz := ballast.now();
+begin
+  select a.step_id into v_step_id from ballast_private.attempts a where a.id = p_attempt_id;
+  if p_job_ids is null then
+    select coalesce(array_agg(j.id order by j.id), '{}') into v_ids
+      from (select j.id from ballast_private.jobs j where j.parent_step_id = v_step_id order by j.id for share) j;
+  else
+    select array_agg(distinct u.id order by u.id) filter (where u.id is not null) into v_ids from unnest(p_job_ids) u(id);
+    perform 1 from ballast_private.jobs j where j.id = any(v_ids) order by j.id for share;
+    select u.id into v_bad from unnest(p_job_ids) u(id)
+     where not exists (select 1 from ballast_private.jobs j where j.id = u.id and j.parent_step_id = v_step_id)
+     limit 1;
+    if found then
+      perform ballast_private.bad_argument('job_ids', format('job %s is not a child job of step %s', v_bad, v_step_id),
+        'Wait for the jobs this step started (ctx.startChildren returns their ids), or leave the ids out for all of them.');
+    end if;
+    -- In the order given, without repeats.
+    select array_agg(x.id order by x.n) into v_ids
+      from (select u.id, min(u.n) as n from unnest(p_job_ids) with ordinality u(id, n) group by u.id) x;
+  end if;
+  v_ids := coalesce(v_ids, '{}');
+  if p_first is not null and (p_first < 1 or p_first > cardinality(v_ids)) then
+    perform ballast_private.bad_argument('first', format('%s is not from 1 to the %s children waited for', p_first, cardinality(v_ids)),
+      'Wait for the first n of the children (n at least 1 and at most their number), or for all of them.');
+  end if;
+  v_step := ballast_private.running_attempt(p_attempt_id);
+  if cardinality(v_ids) = 0 or ballast_private.children_done(v_ids, p_first) then
+    return query select true, ballast_private.child_results(v_ids);
+    return;
+  end if;
+  update ballast_private.attempts set outcome = 'parked', finished_at = v_now where id = p_attempt_id;
+  update ballast_private.steps
+     set status = 'waiting', wait_key = null, wait_deadline = null, wait_on_timeout = null,
+         wait_children = v_ids, wait_first = p_first, attempt_offset = attempt_offset + 1
+   where id = v_step.id;
+  if v_step.concurrency_key is not null then
+    perform ballast_private.wake_concurrency_group(v_step.concurrency_key, v_step.concurrency_limit);
+  end if;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+  return query select false, null::jsonb;
+end
 $fn$;
 
 create function ballast.wait_for_event(p_attempt_id bigint, p_key text, p_timeout_ms integer DEFAULT NULL::integer, p_on_timeout text DEFAULT 'fail'::text) returns TABLE(received boolean, payload jsonb)
@@ -4417,12 +4573,21 @@ declare
   v_job ballast_private.jobs;
   v_now timestamptz := ballast.now();
   v_steps bigint[];
-  v_attempts jsonb;
+  v_jobs bigint[];
 begin
   perform ballast_private.set_actor(p_actor);
   perform set_config('ballast.reason', coalesce(p_reason, ''), true);
+  -- The job and its unfinished descendants, deepest first (a finished child's unfinished children count too).
+  with recursive t(id, depth, finished) as (
+    select p_job_id, 0, false
+    union all
+    select c.id, t.depth + 1, c.finished_at is not null
+      from t join ballast_private.jobs c on c.parent_job_id = t.id
+     where t.depth < 1000)
+  select array_agg(t.id order by t.depth desc, t.id) into v_jobs from t where not t.finished;
   -- Items of map steps first, then the other steps, each by id: an item finishing locks itself, then its map step.
-  perform 1 from ballast_private.steps s where s.job_id = p_job_id order by s.parent_step_id is null, s.id for update;
+  perform 1 from ballast_private.steps s join unnest(v_jobs) with ordinality u(id, n) on u.id = s.job_id
+   order by u.n, s.parent_step_id is null, s.id for update of s;
   select * into v_job from ballast_private.jobs j where j.id = p_job_id for no key update;
   if not found then
     raise exception using errcode = 'BA007', message = format('job %s does not exist', p_job_id);
@@ -4437,24 +4602,25 @@ begin
       hint = 'To run it again use ballast.replay_job.';
   end if;
 
-  select coalesce(jsonb_agg(jsonb_build_object('attempt_id', a.id, 'worker_id', a.worker_id)), '[]')
-    into v_attempts
-    from ballast_private.attempts a where a.job_id = p_job_id and a.outcome = 'running';
+  perform pg_notify('ballast_cancel', jsonb_build_object('job_id', r.job_id, 'attempts', r.attempts)::text)
+     from (select a.job_id, jsonb_agg(jsonb_build_object('attempt_id', a.id, 'worker_id', a.worker_id)) as attempts
+             from ballast_private.attempts a where a.job_id = any(v_jobs) and a.outcome = 'running'
+            group by a.job_id order by a.job_id) r;
   update ballast_private.attempts a
      set outcome = 'cancelled', finished_at = v_now, error_class = 'cancelled',
-         error_message = coalesce('job cancelled: ' || nullif(p_reason, ''), 'job cancelled'), error_retryable = false
-   where a.job_id = p_job_id and a.outcome = 'running';
+         error_message = case when a.job_id = p_job_id then coalesce('job cancelled: ' || nullif(p_reason, ''), 'job cancelled')
+                              else format('job cancelled with its parent job %s', p_job_id)
+                                   || coalesce(': ' || nullif(p_reason, ''), '') end,
+         error_retryable = false
+   where a.job_id = any(v_jobs) and a.outcome = 'running';
   with c as (
     update ballast_private.steps s
        set status = 'cancelled', finished_at = v_now, next_run_at = null,
-           wait_key = null, wait_deadline = null, wait_on_timeout = null
-     where s.job_id = p_job_id
+           wait_key = null, wait_deadline = null, wait_on_timeout = null, wait_children = null, wait_first = null
+     where s.job_id = any(v_jobs)
        and s.status in ('pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review')
-    returning s.id)
-  select coalesce(array_agg(c.id order by c.id), '{}') into v_steps from c;
-  if jsonb_array_length(v_attempts) > 0 then
-    perform pg_notify('ballast_cancel', jsonb_build_object('job_id', p_job_id, 'attempts', v_attempts)::text);
-  end if;
+    returning s.id, s.job_id)
+  select coalesce(array_agg(c.id order by c.id) filter (where c.job_id = p_job_id), '{}') into v_steps from c;
   return query select p_job_id, ballast_private.refresh_job_status(p_job_id), v_steps, false;
 end
 $fn$;
@@ -4715,6 +4881,27 @@ begin
   end if;
   return v_pipeline;
 end
+$fn$;
+
+create function ballast_private.child_results(p_job_ids bigint[]) returns jsonb
+language sql stable
+as $fn$
+  select coalesce(jsonb_agg(jsonb_build_object(
+           'key', substr(j.idempotency_key, length('ballast-child:' || j.parent_step_id || ':') + 1),
+           'job_id', j.id::text, 'pipeline', j.pipeline, 'status', j.status, 'result', j.result, 'error', j.error)
+           order by u.n), '[]'::jsonb)
+    from unnest(p_job_ids) with ordinality u(id, n)
+    join ballast_private.jobs j on j.id = u.id
+$fn$;
+
+create function ballast_private.children_done(p_job_ids bigint[], p_first integer) returns boolean
+language sql stable
+as $fn$
+  select case when p_first is null then count(*) filter (where j.finished_at is null) = 0
+              else count(*) filter (where j.status = 'completed') >= p_first
+                   or count(*) filter (where j.status = 'completed' or j.finished_at is null) < p_first end
+    from ballast_private.jobs j
+   where j.id = any(p_job_ids)
 $fn$;
 
 create function ballast_private.claim_gate(p_tenant_id text, p_model jsonb, p_now timestamp with time zone) returns TABLE(until timestamp with time zone, class text, message text)
@@ -5694,6 +5881,11 @@ begin
     from new_t n join old_t o on o.id = n.id
    where o.status <> n.status
    order by n.id;
+  if exists (select 1 from new_t n where n.parent_step_id is not null and n.finished_at is not null) then
+    perform ballast_private.wake_child_waits(array(
+      select distinct n.parent_step_id from new_t n join old_t o on o.id = n.id
+       where n.parent_step_id is not null and n.finished_at is not null and o.finished_at is null));
+  end if;
   return null;
 end
 $fn$;
@@ -6581,6 +6773,23 @@ begin
 end
 $fn$;
 
+create function ballast_private.wake_child_waits(p_step_ids bigint[]) returns void
+language plpgsql volatile
+as $fn$
+begin
+  perform 1 from ballast_private.steps s
+   where s.id = any(p_step_ids) and s.status = 'waiting' and s.wait_children is not null
+   order by s.id for update;
+  if not found then
+    return;
+  end if;
+  update ballast_private.steps s
+     set status = 'queued', queued_at = ballast.now(), wait_children = null, wait_first = null
+   where s.id = any(p_step_ids) and s.status = 'waiting' and s.wait_children is not null
+     and ballast_private.children_done(s.wait_children, s.wait_first);
+end
+$fn$;
+
 create function ballast_private.wake_concurrency_group(p_key text, p_limit integer) returns void
 language plpgsql volatile
 as $fn$
@@ -6766,7 +6975,9 @@ create view ballast.jobs with (security_invoker=true) as
     jobs.input_tokens,
     jobs.output_tokens,
     jobs.cost_usd,
-    jobs.pruned_at
+    jobs.pruned_at,
+    jobs.parent_job_id,
+    jobs.parent_step_id
    FROM ballast_private.jobs;
 
 create view ballast.limits with (security_invoker=true) as
@@ -7131,7 +7342,7 @@ comment on column ballast.budgets.period_start is 'When the current period start
 comment on column ballast.budgets.spent_usd is 'What model calls cost in the current period, in US dollars.';
 comment on column ballast.budgets.reserved_usd is 'What calls in flight have reserved (their highest possible cost), in US dollars.';
 comment on column ballast.budgets.remaining_usd is 'The limit minus spent and reserved, in US dollars (negative when overspent by calls that reported more than reserved).';
-comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job and its unfinished steps. Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
+comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job, its unfinished steps and its unfinished child jobs (recursively). Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
 comment on view ballast.dead_letters is 'The steps that failed for good (status failed), with their last attempt and every attempt error: what to fix or replay (replayStep, replayJob: operators).';
 comment on column ballast.dead_letters.step_id is 'The failed step.';
 comment on column ballast.dead_letters.error_code is 'The code of its final error. Null: none given.';
@@ -7198,7 +7409,9 @@ comment on column ballast.jobs.input_tokens is 'Model input tokens used by all i
 comment on column ballast.jobs.output_tokens is 'Model output tokens used by all its steps, summed over every model call. Null: no model call was made.';
 comment on column ballast.jobs.cost_usd is 'What its model calls cost, in US dollars. Null: no model call was made.';
 comment on column ballast.jobs.pruned_at is 'When retention cleared its payloads (input, result, step outputs; statuses, errors and costs stay). A pruned job cannot be replayed. Null: not pruned.';
+comment on column ballast.jobs.parent_job_id is 'The job whose step started this one as a child job (ctx.startChildren); null for a job submitted otherwise.';
 comment on column ballast.jobs.tenant_id is 'The tenant the job belongs to (1 to 200 bytes; "default" when none was named).';
+comment on column ballast.jobs.parent_step_id is 'The step that started this job as a child job; null for a job submitted otherwise.';
 comment on column ballast.jobs.pipeline is 'The pipeline it runs, e.g. demo.wordstats.';
 comment on column ballast.jobs.pipeline_version is 'The version of the pipeline it runs (fixed at submission: the newest then, or the one asked for).';
 comment on column ballast.jobs.idempotency_key is 'The key it was submitted with (1 to 500 bytes, unique per tenant): submitting again with it returns this job. Null: submitted without a key.';
@@ -7324,6 +7537,7 @@ comment on function ballast.send_event(text,jsonb,text,text) is 'Deliver an even
 comment on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) is 'Create or replace a cron schedule of a tenant (clients: their own): each slot of the expression in the time zone submits a job of the pipeline with the input, once.';
 comment on view ballast.signals is 'The events delivered by send_event, per tenant and key (a key is delivered once).';
 comment on function ballast.sleep_step(bigint,text,double precision,timestamp with time zone) is 'A step''s durable sleep (ctx.sleep): records the wake time of (step, key) once; parks the step until then (workers call it).';
+comment on function ballast.start_child_jobs(bigint,jsonb) is 'A step starts child jobs (ctx.startChildren): one job per {key, pipeline, version?, input?}, idempotent per (step, key); workers call it.';
 comment on view ballast.step_items is 'The items of map steps: each item with its status, attempts, output and error.';
 comment on view ballast.step_transitions is 'The allowed changes of a step status, with why each happens; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.steps is 'A step of a job: one unit of work of the pipeline (or one item of a map step), run and retried on its own.';
@@ -7347,7 +7561,7 @@ comment on column ballast.steps.input_tokens is 'Model input tokens of all its a
 comment on column ballast.steps.output_tokens is 'Model output tokens of all its attempts. Null: no model call was made.';
 comment on column ballast.steps.cost_usd is 'What its model calls cost, in US dollars. Null: no model call was made.';
 comment on column ballast.steps.review is 'The human review of a model step: reason, proposed output, detail and requested_at; once decided also decision (approve, edit or reject), reviewer and note. Null: never sent to review.';
-comment on column ballast.steps.waiting_for is 'What a waiting step waits for: event (the key in waitKey), time (a sleep until waitDeadline) or items (a map step, for its items to finish). Null unless it is waiting.';
+comment on column ballast.steps.waiting_for is 'What a waiting step waits for: event (the key in waitKey), time (a sleep until waitDeadline), children (its child jobs) or items (a map step, for its items to finish). Null unless it is waiting.';
 comment on column ballast.steps.name is 'Its name in the pipeline, e.g. count (unique within the job).';
 comment on column ballast.steps.status is 'pending (waits for the steps it depends on), queued, running, retrying (waits for its next attempt, at nextRunAt), waiting (for the event named by waitKey, or a map step with no waitKey for its items), needs_review (waits for a person), then one of the final statuses: succeeded, failed, cancelled or skipped (a step it depends on failed).';
 comment on column ballast.steps.depends_on is 'The names of the steps that must succeed before it runs (empty: it runs first).';
@@ -7358,6 +7572,7 @@ comment on column ballast.steps.error is 'Its last error: class, code, message a
 comment on view ballast.stuck_work is 'Work that is not moving, with the default thresholds: steps queued for 5 minutes; leases, retries and wait deadlines overdue by a minute.';
 comment on function ballast.submit_job(text,jsonb,text,text,integer,integer) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only.';
 comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1).';
+comment on function ballast.wait_for_children(bigint,bigint[],integer) is 'A step waits for its child jobs (ctx.waitForChildren): all, or the first n to complete; parks the step until then (workers call it).';
 comment on view ballast.workers is 'The worker processes: host, pid, concurrency, pipelines, last heartbeat; stopped_at once they stopped.';
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
 comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
@@ -7365,6 +7580,8 @@ comment on column ballast_private.events.tx is 'The writing transaction (pg_curr
 comment on table ballast_private.fair_shares is 'Fair sharing (0040): the row ''*'' turns it on and holds the default weight; a tenant''s row its weight and last finish tag.';
 comment on table ballast_private.gate_history is 'Every pause, resume and limit change (append-only).';
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
+comment on column ballast_private.jobs.parent_job_id is 'The job whose step started this one (ctx.startChildren, 0038); null for a job submitted otherwise.';
+comment on column ballast_private.jobs.parent_step_id is 'The step that started this job (ctx.startChildren, 0038); null for a job submitted otherwise.';
 comment on table ballast_private.limit_buckets is 'One row per key a limit applies to: the lock claims take, and for rates the GCRA theoretical arrival time.';
 comment on table ballast_private.limits is 'Rate and concurrency limits on keys (0037), enforced by claim_steps (gate_steps).';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
@@ -7373,7 +7590,9 @@ comment on table ballast_private.schedules is 'Cron schedules (0033): each fires
 comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
 comment on column ballast_private.steps.items_open is 'A map step: how many of its items are not final yet (kept by the statement triggers of 0013).';
 comment on column ballast_private.steps.crashes is 'Attempts ended by a blocked (blocked_worker) or crashed (crashed_worker) worker; the step is quarantined (failed) at the limit.';
-comment on column ballast_private.steps.waiting_for is 'Null unless the step is waiting: ''event'' (for the event wait_key names), ''time'' (a sleep until wait_deadline) or ''items'' (a map step, for its items). Generated from status, wait_key and wait_on_timeout.';
+comment on column ballast_private.steps.wait_children is 'The child jobs a step waiting for children waits for (ballast.wait_for_children, 0038); null otherwise.';
+comment on column ballast_private.steps.wait_first is 'For a wait for the first n children to complete: n; null when it waits for all of them.';
+comment on column ballast_private.steps.waiting_for is 'Null unless the step is waiting: ''event'' (for the event wait_key names), ''time'' (a sleep until wait_deadline), ''children'' (for the child jobs in wait_children) or ''items'' (a map step, for its items). Generated from status, wait_key, wait_on_timeout and wait_children.';
 comment on table ballast_private.steps_pending_idx is 'The pending steps of a job: finding the dependants of finished steps reads what the job has pending, not all its steps (map steps of many items).';
 
 -- ==================== privileges ===============================================================================

@@ -65,8 +65,8 @@ Commands
       --priority <n>           lower runs first (default 0)
       --version <n>            pin a pipeline version (default: newest)
       --json                   print the result as JSON
-  status <job-id>       the job and its steps (--json for JSON)
-  cancel <job-id>       cancel a job (--reason <text>)
+  status <job-id>       the job, its steps, its parent and its child jobs (--json for JSON)
+  cancel <job-id>       cancel a job and its unfinished child jobs (--reason <text>)
   replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>)
   send-event <key>      deliver an event to one tenant's steps waiting for it (--payload <json|@file|->, --tenant <id>: default 'default')
   watch <job-id>        follow a job live (each step's transitions and progress) until it ends with its result
@@ -80,6 +80,7 @@ Commands
   schedule list         the schedules: cron, time zone, next slot, fired and skipped counts (--tenant <id>, --json)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
+      --parent <job-id>        the child jobs of a job
   report <name>         a report from SQL as a table (--since '7 days', --period hour|day, --limit <n>, --json):
 __REPORT_NAMES__
   serve                 the GraphQL API alone (http://127.0.0.1:5678/graphql; start runs it beside the worker)
@@ -280,7 +281,7 @@ async function watch(args: string[]): Promise<number> {
 async function jobs(args: string[]): Promise<number> {
   const { values } = parseCommandArgs(args, {
     status: { type: 'string' }, pipeline: { type: 'string' }, tenant: { type: 'string' }, since: { type: 'string' },
-    limit: { type: 'string' }, json: { type: 'boolean' },
+    limit: { type: 'string' }, parent: { type: 'string' }, json: { type: 'boolean' },
   });
   const { listJobsCommand } = await import('./cli/ops.ts');
   return withDb((db) => listJobsCommand(db, values));
@@ -302,7 +303,7 @@ async function report(args: string[]): Promise<number> {
 async function status(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, { json: { type: 'boolean' } });
   const jobId = jobIdArg(positionals[0], 'status');
-  const found = await withDb(async (db) => ({ job: await db.getJob(jobId), steps: await db.getSteps(jobId) }));
+  const found = await withDb(async (db) => ({ job: await db.getJob(jobId), steps: await db.getSteps(jobId), children: await db.getChildJobs(jobId) }));
   if (!found.job) {
     if (values.json) console.error(formatErrorJson({ code: 'not_found', message: `job ${jobId} does not exist`, exitCode: 3 }));
     else console.error(`ballast: job ${jobId} does not exist`);
@@ -312,8 +313,10 @@ async function status(args: string[]): Promise<number> {
     printJson(found);
   } else {
     const j = found.job;
-    console.log(`job ${j.id} ${j.pipeline}@${j.pipeline_version} ${j.status}`);
+    console.log(`job ${j.id} ${j.pipeline}@${j.pipeline_version} ${j.status}${j.parent_job_id ? ` (child of job ${j.parent_job_id}, step ${j.parent_step_id})` : ''}`);
     for (const s of found.steps) console.log(`  ${s.name.padEnd(24)} ${s.status.padEnd(12)} attempts ${s.attempts}/${s.max_attempts}`);
+    if (found.children.length > 0) console.log(`child jobs (${found.children.length}):`);
+    for (const c of found.children) console.log(`  job ${String(c.id).padEnd(19)} ${`${c.pipeline}@${c.pipeline_version}`.padEnd(24)} ${c.status}`);
     if (j.result !== null) console.log(`result: ${JSON.stringify(j.result)}`);
     if (j.error !== null) console.log(`error: ${JSON.stringify(j.error)}`);
   }

@@ -10,6 +10,7 @@ import type { ModelCallRecord } from './model/record.ts';
 export { pipeline, Pipeline } from './pipeline/pipeline.ts';
 export type {
   StepContext, StepOptions, RetryPolicy, ConcurrencyPolicy, WaitOptions, EffectInfo, EffectClient,
+  ChildJob, StartedChild, ChildResult, WaitForChildrenOptions,
   MapOptions, ItemContext, MapResult, ModelStepOptions,
 } from './pipeline/pipeline.ts';
 export { startWorker } from './worker/worker.ts';

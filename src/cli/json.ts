@@ -29,7 +29,7 @@ export function numericColumns(result: pg.QueryResult): Record<string, unknown>[
 // The fields of ballast's rows and results (jobs, steps, attempts, the verbs' results) that are numbers kept as
 // strings; their values inside (input, result, output, error, payload) are the user's own and left alone.
 const NUMBER_FIELDS = new Set([
-  'id', 'job_id', 'step_id', 'attempt_id', 'parent_step_id', 'input_tokens', 'output_tokens', 'cached_input_tokens',
+  'id', 'job_id', 'step_id', 'attempt_id', 'parent_step_id', 'parent_job_id', 'input_tokens', 'output_tokens', 'cached_input_tokens',
   'cost_usd', 'duration_ms', 'latency_ms', 'first_token_ms', 'quality_score', 'score',
   'jobId', 'stepId', 'attemptId', 'scheduleId', 'last_job_id',
 ]);
@@ -43,7 +43,7 @@ export function withNumbers(value: unknown, depth = 0): unknown {
   for (const [k, v] of Object.entries(value)) {
     if (NUMBER_FIELDS.has(k)) out[k] = asNumber(v);
     else if (NUMBER_LIST_FIELDS.test(k) && Array.isArray(v)) out[k] = v.map(asNumber);
-    else if (k === 'job' || k === 'steps' || k === 'jobs') out[k] = withNumbers(v, depth + 1);
+    else if (k === 'job' || k === 'steps' || k === 'jobs' || k === 'children') out[k] = withNumbers(v, depth + 1);
     else out[k] = v;
   }
   return out;

@@ -27,16 +27,18 @@ async function withSince<T>(since: string | undefined, fn: () => Promise<T>): Pr
   }
 }
 
-export async function listJobsCommand(db: BallastDb, o: { status?: string; pipeline?: string; tenant?: string; since?: string; limit?: string; json?: boolean }): Promise<number> {
+export async function listJobsCommand(db: BallastDb, o: { status?: string; pipeline?: string; tenant?: string; since?: string; limit?: string; parent?: string; json?: boolean }): Promise<number> {
   if (o.status && !(JOB_STATUSES as readonly string[]).includes(o.status)) throw new UsageError(`--status ${o.status} is not a job status (${JOB_STATUSES.join(', ')})`);
+  if (o.parent !== undefined && !/^[1-9][0-9]{0,18}$/.test(o.parent)) throw new UsageError(`--parent ${o.parent} is not a job id (a positive integer)`);
   const limit = intOption('--limit', o.limit, 20, 1000);
-  const jobs = await withSince(o.since, () => db.listJobs({ status: o.status, pipeline: o.pipeline, tenantId: o.tenant, since: o.since, limit }));
+  const jobs = await withSince(o.since, () => db.listJobs({ status: o.status, pipeline: o.pipeline, tenantId: o.tenant, since: o.since, limit, parentJobId: o.parent }));
   if (o.json) {
     console.log(JSON.stringify(withNumbers(jobs)));
   } else {
     console.log(table(jobs.map((j) => ({
       id: j.id, pipeline: `${j.pipeline}@${j.pipeline_version}`, tenant: j.tenant_id, status: j.status, created_at: j.created_at,
       finished_at: j.finished_at, cost_usd: Number(j.cost_usd), error: (j.error as { message?: string } | null)?.message ?? null,
+      ...(jobs.some((x) => x.parent_job_id) ? { parent: j.parent_job_id } : {}),
     }))));
   }
   return 0;

@@ -58,7 +58,7 @@ export async function watchJob(o: WatchOptions): Promise<number> {
     const seen = new Set(events.map((e) => String(e.id)));
     if (o.json) out(JSON.stringify({ job, steps }));
     else {
-      out(`job ${job.id} ${job.pipeline}@${job.pipeline_version} ${job.status}`);
+      out(`job ${job.id} ${job.pipeline}@${job.pipeline_version} ${job.status}${job.parent_job_id ? ` (child of job ${job.parent_job_id})` : ''}`);
       for (const s of steps.filter((s) => !(s.name.includes('__')))) out(stepLine(s));
     }
     if (isFinalJobStatus(job.status)) return finish(job);

@@ -391,6 +391,32 @@ export class BallastDb {
       select slept, until from ballast.sleep_step(${attemptId}::bigint, ${key}, ${ms}::double precision, ${until}::timestamptz)`.execute(this.db)).rows[0]!);
   }
 
+  /**
+   * Starts child jobs of the attempt's step (ballast.start_child_jobs, migration 0038), idempotently per (step, key):
+   * one row per child, in order; created is false for a child an earlier run of the step started.
+   */
+  async startChildJobs(attemptId: string, children: { key: string; pipeline: string; version?: number; input?: unknown }[]): Promise<{ key: string; jobId: string; created: boolean; pipeline: string; status: string }[]> {
+    if (!Array.isArray(children)) throw new BallastError('invalid_input', 'children: is not an array; pass one {key, pipeline, version?, input?} per child job');
+    const payload = JSON.stringify(children.map((c) => ({ key: c.key, pipeline: c.pipeline, version: c.version ?? null, input: c.input ?? {} })));
+    return call(async () => (await sql<{ key: string; jobId: string; created: boolean; pipeline: string; status: string }>`
+      select key, job_id::text as "jobId", created, pipeline, status
+        from ballast.start_child_jobs(${attemptId}::bigint, ${payload}::jsonb) order by ord`.execute(this.db)).rows);
+  }
+
+  /**
+   * Waits for child jobs of the attempt's step (ballast.wait_for_children, migration 0038): `jobIds` (null: all the
+   * step started), all of them or the first `first` to complete. done: their results; otherwise the step parked.
+   */
+  async waitForChildren(attemptId: string, jobIds: string[] | null, first: number | null): Promise<{ done: boolean; children: { key: string; jobId: string; pipeline: string; status: string; result: unknown; error: unknown }[]; waitingFor: string[] }> {
+    return call(async () => {
+      const { rows } = await sql<{ done: boolean; children: { key: string; job_id: string; pipeline: string; status: string; result: unknown; error: unknown }[] | null }>`
+        select done, children from ballast.wait_for_children(${attemptId}::bigint, ${jobIds}::bigint[], ${first}::int)`.execute(this.db);
+      const r = rows[0]!;
+      const children = (r.children ?? []).map((c) => ({ key: c.key, jobId: c.job_id, pipeline: c.pipeline, status: c.status, result: c.result, error: c.error }));
+      return { done: r.done, children, waitingFor: r.done ? [] : (jobIds ?? []) };
+    });
+  }
+
   async waitForEvent(attemptId: string, key: string, timeoutMs: number | null, onTimeout: 'fail' | 'retry'): Promise<{ received: boolean; payload: unknown }> {
     return call(async () => {
       const { rows } = await sql<{ received: boolean; payload: unknown }>`
@@ -634,15 +660,21 @@ export class BallastDb {
   }
 
   /** Jobs, newest first, filtered; `since` is an interval ('1 hour', '7 days') back from now. */
-  async listJobs(f: { status?: string; pipeline?: string; tenantId?: string; since?: string; limit?: number } = {}): Promise<Job[]> {
+  async listJobs(f: { status?: string; pipeline?: string; tenantId?: string; since?: string; limit?: number; parentJobId?: string } = {}): Promise<Job[]> {
     return call(() => {
       let q = this.db.selectFrom('ballast.jobs').selectAll().orderBy('id', 'desc').limit(f.limit ?? 20);
       if (f.status) q = q.where('status', '=', f.status as never);
+      if (f.parentJobId) q = q.where('parent_job_id', '=', f.parentJobId as never);
       if (f.pipeline) q = q.where('pipeline', '=', f.pipeline);
       if (f.tenantId) q = q.where('tenant_id', '=', f.tenantId);
       if (f.since) q = q.where('created_at', '>=', sql<Date>`ballast.now() - ${f.since}::interval` as never);
       return q.execute();
     });
+  }
+
+  /** The child jobs a job's steps started (ctx.startChildren), oldest first. */
+  async getChildJobs(jobId: string): Promise<Job[]> {
+    return call(() => this.db.selectFrom('ballast.jobs').selectAll().where('parent_job_id', '=', jobId as never).orderBy('id').execute());
   }
 
   async getEvents(jobId: string): Promise<BallastEvent[]> {

@@ -31,6 +31,10 @@ export interface JobsView {
   cost_usd: ColumnType<string, never, never>;
   /** When retention pruned the job's payloads (src/worker/retention.ts); null while they are kept. */
   pruned_at: ColumnType<Date | null, never, never>;
+  /** The job whose step started this one (ctx.startChildren); null for a job submitted otherwise. */
+  parent_job_id: ColumnType<string | null, never, never>;
+  /** The step that started this one as a child job; null for a job submitted otherwise. */
+  parent_step_id: ColumnType<string | null, never, never>;
 }
 
 export interface StepsView {
@@ -61,8 +65,9 @@ export interface StepsView {
   output_tokens: string;
   cost_usd: string;
   review: Json;
-  /** Null unless waiting: 'event' (wait_key), 'time' (a sleep until wait_deadline) or 'items' (a map step). */
-  waiting_for: 'event' | 'time' | 'items' | null;
+  /** Null unless waiting: 'event' (wait_key), 'time' (a sleep until wait_deadline), 'children' (its child jobs) or
+   *  'items' (a map step). */
+  waiting_for: 'event' | 'time' | 'children' | 'items' | null;
 }
 
 export interface AttemptsView {

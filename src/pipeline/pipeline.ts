@@ -12,7 +12,7 @@ import type { FinalStepStatus } from '../statuses.ts';
 // pipeline authors.
 export type { RetryPolicy, ConcurrencyPolicy, StepOptions, StepDefinition } from './definition.ts';
 import type { ConcurrencyPolicy, StepDefinition, StepOptions, StepBase, MapStep, SleepStep } from './definition.ts';
-export type { StepContext, EffectInfo, EffectClient, WaitOptions, ItemContext } from './protocol.ts';
+export type { StepContext, EffectInfo, EffectClient, WaitOptions, ItemContext, ChildJob, StartedChild, ChildResult, WaitForChildrenOptions } from './protocol.ts';
 import type { ItemContext, StepContext } from './protocol.ts';
 import { checkInteger, checkKeys, checkWeight, invalid } from './checks.ts';
 import { kindOf } from './kinds/index.ts';

@@ -15,6 +15,50 @@ export interface WaitOptions {
   onTimeout?: 'fail' | 'retry';
 }
 
+/** A child job for ctx.startChildren. */
+export interface ChildJob {
+  /** Names the child within the step: 1 to 400 bytes, unique among the step's children, the same on every run. */
+  key: string;
+  /** The pipeline of the child job (any registered pipeline). */
+  pipeline: string;
+  /** Its version (default: the newest registered). */
+  version?: number;
+  /** Its input (default {}), checked against the pipeline's input contract. */
+  input?: unknown;
+}
+
+/** A child job ctx.startChildren started (or found started by an earlier run of the step). */
+export interface StartedChild {
+  key: string;
+  jobId: string;
+  /** False when an earlier run of the step already started it. */
+  created: boolean;
+  pipeline: string;
+  status: string;
+}
+
+/** A child job as ctx.waitForChildren returns it. */
+export interface ChildResult {
+  key: string;
+  jobId: string;
+  pipeline: string;
+  /** The job's status: completed, partially_completed, failed or cancelled once final; a first-n wait also returns
+   *  the children still running (queued, running, waiting, ...). */
+  status: string;
+  /** The job's result when it completed (null otherwise). */
+  result: unknown;
+  /** The job's error when it failed ({ step, step_id, class, message, ... }; null otherwise). */
+  error: unknown;
+}
+
+export interface WaitForChildrenOptions {
+  /** The child jobs to wait for (ids from startChildren); default: every child the step started. */
+  jobIds?: string[];
+  /** Resume when this many of them completed (or when so many ended otherwise that it can no longer happen);
+   *  default: when every one is final. */
+  first?: number;
+}
+
 /** What ctx.effect passes to its fn. */
 export interface EffectInfo {
   /**
@@ -87,6 +131,21 @@ export interface StepContext<I, D> {
    * in force is kept). The step itself goes on; throw a retryable error after it to be retried once the key opens.
    */
   pauseKey(key: string, options: { reason: string; forMs?: number; until?: Date }): Promise<Date>;
+  /**
+   * Starts child jobs (any pipeline, in this job's tenant and at its priority), idempotently: each child's key names
+   * it within the step, so a run of the step after a retry, a crash or a replay gets the same jobs back (created
+   * false) instead of starting new ones. The children run on their own; cancelling this job cancels them. An empty
+   * list starts nothing.
+   */
+  startChildren(children: ChildJob[]): Promise<StartedChild[]>;
+  /**
+   * Waits for this step's child jobs: all of them (default) or the first n to complete. When the wait is satisfied
+   * it returns each child's status, result and error, in the order the children were started (or of `jobIds`);
+   * otherwise the step parks (status `waiting`, waiting for children, no worker slot held, not counted as an
+   * attempt) and runs again from the top when it is satisfied. A child that failed or was cancelled does not fail
+   * this step: look at its status.
+   */
+  waitForChildren(options?: WaitForChildrenOptions): Promise<ChildResult[]>;
   /** Stable across this step's attempts: pass it to external APIs that accept an idempotency key. */
   idempotencyKey: string;
   attempt: number;
@@ -108,16 +167,21 @@ export class AttemptAborted extends Error {
   }
 }
 
-/** Thrown by ctx.waitForEvent and ctx.sleep when the step parked: the attempt ends there and the step waits. */
+/** Thrown by ctx.waitForEvent, ctx.sleep and ctx.waitForChildren when the step parked: the attempt ends there and
+ *  the step waits. */
 export class StepParked extends Error {
   readonly key: string;
   /** For a sleep: when the step wakes. */
   readonly until: Date | undefined;
-  constructor(key: string, until?: Date) {
-    super(until ? `step sleeps (${key}) until ${until.toISOString()}` : `step is waiting for event "${key}"`);
+  /** For a wait for child jobs: their ids. */
+  readonly children: string[] | undefined;
+  constructor(key: string, until?: Date, children?: string[]) {
+    super(children ? `step is waiting for its child jobs${children.length > 0 ? ` (${children.join(', ')})` : ''}`
+      : until ? `step sleeps (${key}) until ${until.toISOString()}` : `step is waiting for event "${key}"`);
     this.name = 'StepParked';
     this.key = key;
     this.until = until;
+    this.children = children;
   }
 }
 

@@ -179,7 +179,7 @@ const typeDefs = gql`
     submitJob(input: SubmitJobInput!): SubmitJobPayload
     "Start many jobs of one pipeline in one statement (ballast.submit_jobs). Clients: their own tenant."
     submitJobs(input: SubmitJobsInput!): SubmitJobsPayload
-    "Cancel a job (ballast.cancel_job). Clients: their own tenant's jobs."
+    "Cancel a job and its unfinished child jobs, recursively (ballast.cancel_job). Clients: their own tenant's jobs."
     cancelJob(input: CancelJobInput!): CancelJobPayload
     "Run a finished step again, and what depends on it (ballast.replay_step). Operators."
     replayStep(input: ReplayStepInput!): ReplayPayload

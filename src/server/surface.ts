@@ -30,8 +30,13 @@ const FK = {
 export const READ_VIEWS: Record<string, ViewSpec> = {
   jobs: {
     primaryKey: 'id',
+    // Child jobs (0038): job.parentJob and job.parentStep, and their childJobs.
+    foreignKeys: [
+      '(parent_job_id) references ballast.jobs (id)|@fieldName parentJob|@foreignFieldName childJobs',
+      '(parent_step_id) references ballast.steps (id)|@fieldName parentStep|@foreignFieldName childJobs',
+    ],
     notNull: ['id', 'tenant_id', 'pipeline', 'pipeline_version', 'input', 'status', 'priority', 'created_at', 'updated_at'],
-    filter: ['tenant_id', 'pipeline', 'pipeline_version', 'status', 'idempotency_key'],
+    filter: ['tenant_id', 'pipeline', 'pipeline_version', 'status', 'idempotency_key', 'parent_job_id', 'parent_step_id'],
     order: ['id', 'created_at', 'updated_at', 'finished_at', 'priority'],
   },
   steps: {

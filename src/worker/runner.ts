@@ -9,7 +9,7 @@ import { BallastError, PermanentError, RetryableError } from '../errors.ts';
 import type { Pipeline } from '../pipeline/pipeline.ts';
 import type { StepDefinition } from '../pipeline/definition.ts';
 import { kindOf } from '../pipeline/kinds/index.ts';
-import type { AttemptRun, StepEnd, WaitOptions } from '../pipeline/protocol.ts';
+import type { AttemptRun, ChildJob, StepEnd, WaitForChildrenOptions, WaitOptions } from '../pipeline/protocol.ts';
 import type { ProviderRegistry } from '../model/providers.ts';
 import { ballastMetrics } from '../metrics.ts';
 import { retryOnConnectionLoss } from '../db/retry.ts';
@@ -250,6 +250,12 @@ async function runHandler(o: RunAttemptOptions, step: StepDefinition, input: unk
         });
         return pause.until!;
       },
+      startChildren: async (children: ChildJob[]) => (Array.isArray(children) && children.length === 0 ? [] : db.startChildJobs(claim.attemptId, children)),
+      waitForChildren: async (opts: WaitForChildrenOptions = {}) => {
+        const r = await db.waitForChildren(claim.attemptId, opts.jobIds ?? null, opts.first ?? null);
+        if (r.done) return r.children;
+        throw new StepParked('children', undefined, r.waitingFor);
+      },
       idempotencyKey: claim.idempotencyKey,
       attempt: claim.attemptNumber,
       maxAttempts: claim.maxAttempts,
@@ -293,7 +299,8 @@ async function recordEnd(x: {
   if (end.kind === 'threw') {
     if (end.error instanceof StepParked) {
       result.outcome = 'parked';
-      if (end.error.until) log.info({ key: end.error.key, until: end.error.until.toISOString() }, 'step sleeping');
+      if (end.error.children) log.info({ children: end.error.children }, 'step waiting for its child jobs');
+      else if (end.error.until) log.info({ key: end.error.key, until: end.error.until.toISOString() }, 'step sleeping');
       else log.info({ key: end.error.key }, 'step waiting for an event');
       return;
     }
