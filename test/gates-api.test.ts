@@ -3,10 +3,12 @@
 // what it needs), their input errors naming the input field; and the CLI verbs pause, resume, pauses, limit set,
 // limit delete, limits and gate-history, spawned as a user runs them, with their flag errors.
 import t from 'tap';
+import { z } from 'zod';
+import { pipeline } from '../src/pipeline/pipeline.ts';
 import { describeError, formatError } from '../src/cli/errors.ts';
 import { gateHistoryCommand, limitCommand, limitsCommand, pauseCommand, pausesCommand, resumeCommand } from '../src/cli/gates.ts';
 import type { BallastDb } from '../src/db/api.ts';
-import { freshDatabase, spawnNode } from './helpers.ts';
+import { freshDatabase, spawnNode, testWorker, waitForJob } from './helpers.ts';
 import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
 
 t.setTimeout(300_000); // the CLI is spawned a dozen times, on a machine that may be busy
@@ -87,6 +89,26 @@ t.test('GraphQL: an operator pauses, resumes, sets and deletes limits; the lists
   t.equal((await data(server, `{ pauses { totalCount } limits { totalCount } gateHistory { totalCount } }`, {}, reporter)).pauses.totalCount, 2, 'a reporter reads them');
   const reporterPause = errorOf(await gql(server, PAUSE, { input: { key: 'global', reason: 'x' } }, reporter));
   t.equal(reporterPause.code, 'FORBIDDEN', 'a reporter may not pause');
+});
+
+t.test('GraphQL: a key paused through the API holds a worker\'s steps back; resumeKey lets them run at once', async (t) => {
+  await clear();
+  const echo = pipeline({ name: 'gapi.echo', version: 1, input: z.object({ n: z.number() }) })
+    .step('echo', { output: z.number() }, ({ input }) => input.n);
+  await db.registerPipeline(echo.name, echo.version, echo.definition(), echo.inputJsonSchema());
+  const server = await testServer(t, url);
+  const operator = await token('operator', undefined, { subject: 'ops' });
+  await data(server, `mutation { pauseKey(input: { key: "pipeline:gapi.echo", reason: "hold" }) { key } }`, {}, operator);
+  await testWorker(t, url, { pipelines: [echo] });
+  const { jobId } = await db.submitJob({ pipeline: 'gapi.echo', input: { n: 7 } });
+  // The worker claims the step and the claim parks it: retrying, no attempt spent, the pause's key in its error.
+  const parked = async () => (await pool.query(`select status, attempts, error from ballast.steps where job_id = $1`, [jobId])).rows[0];
+  for (let i = 0; i < 400 && (await parked()).error?.class !== 'paused'; i++) await new Promise((r) => setTimeout(r, 50));
+  t.match(await parked(), { status: 'retrying', attempts: 0, error: { class: 'paused', key: 'pipeline:gapi.echo' } }, 'the step is parked by the pause');
+  t.not((await db.getJob(jobId))?.status, 'completed');
+  t.same((await data(server, `mutation { resumeKey(input: { key: "pipeline:gapi.echo" }) { resumed } }`, {}, operator)).resumeKey, { resumed: true });
+  const job = await waitForJob(db, jobId, ['completed'], 30_000);
+  t.equal(job.result, 7, 'and runs once resumed');
 });
 
 t.test('GraphQL: a client token is refused, saying which token it needs', async (t) => {
