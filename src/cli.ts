@@ -78,6 +78,21 @@ Commands
       --on-missed skip|catch_up  (missed slots: skip, or fire each, at most --max-catch-up <n>, default 10)
   schedule pause|resume|delete <name>   (--reason <text> with pause, --tenant <id>)
   schedule list         the schedules: cron, time zone, next slot, fired and skipped counts (--tenant <id>, --json)
+  pause <key>           pause a key: steps with it are not started until the pause ends or \`resume\` (keys: global,
+                               tenant:<id>, pipeline:<name>, step:<pipeline>.<step>, provider:<p>, model:<p>:<m>, queue:...)
+      --reason <text>          why (required; kept in the history)
+      --for <duration>         30s, 10m, 1h, 1d; or --until <ISO time>; neither: until resumed
+  resume <key>          resume a paused key; the steps it held back are queued at once (--reason <text>)
+  pauses                the paused keys: key, until, in force, reason, by (--json)
+  limit set <pattern>   create or replace a limit on a key, or on each key of a prefix ending in * (tenant:*)
+      --requests <n>/<period>  at most n steps per period (100/1m; periods 500ms, 30s, 1m, 1h, 1d)
+      --weight <n>/<period>    at most n of the steps' weight (e.g. tokens) per period (90000/1m)
+      --running <n>            at most n steps running at once
+      --burst <n>              with --requests/--weight: how many may start at once after a quiet time (default 1)
+      --note <text>            why the limit exists
+  limit delete <pattern> <kind>   remove the limit of that kind (requests, weight or running)
+  limits                the limits: pattern, kind, amount, period, burst, keys seen (--json)
+  gate-history [<key>]  pauses, resumes and limit changes, newest first (of one key or pattern; --limit <n>, --json)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
       --parent <job-id>        the child jobs of a job
@@ -292,6 +307,13 @@ async function schedule(args: string[]): Promise<number> {
   return withDb((db) => scheduleCommand(db, args));
 }
 
+/** pause, resume, pauses, limit, limits, gate-history: src/cli/gates.ts (pauses and limits on keys). */
+const gates = (name: 'pauseCommand' | 'resumeCommand' | 'pausesCommand' | 'limitCommand' | 'limitsCommand' | 'gateHistoryCommand'): Command =>
+  async (args) => {
+    const commands = await import('./cli/gates.ts');
+    return withDb((db) => commands[name](db, args));
+  };
+
 async function report(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, {
     since: { type: 'string' }, period: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' },
@@ -326,6 +348,8 @@ async function status(args: string[]): Promise<number> {
 /** The commands by name (the help lists them). */
 const COMMANDS: Record<string, Command> = {
   start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, schedule, jobs, report,
+  pause: gates('pauseCommand'), resume: gates('resumeCommand'), pauses: gates('pausesCommand'), limit: gates('limitCommand'),
+  limits: gates('limitsCommand'), 'gate-history': gates('gateHistoryCommand'),
 };
 
 /** `ballast <command> --help`: the command's part of the help. */

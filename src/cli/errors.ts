@@ -62,6 +62,8 @@ const FLAG_OF: [RegExp, string][] = [
   [/\bp_on_missed\b|(?<![\w.])on_missed(?=:)/g, '--on-missed'],
   [/\bp_max_catch_up\b|(?<![\w.])max_catch_up(?=:)/g, '--max-catch-up'],
   [/^cron:/g, '--cron:'],
+  [/^until:/g, '--until:'],
+  [/^for:/g, '--for:'],
   [/Pass null for no deduplication, or a key/g, 'Leave out --key for no deduplication, or pass a key'],
   [/Pass a tenant id of 1 to 200 bytes, or leave it out/g, 'Pass --tenant with 1 to 200 bytes, or leave it out'],
 ];
@@ -70,6 +72,7 @@ const FLAG_OF: [RegExp, string][] = [
 const FLAG_OF_PATH: Record<string, string> = {
   tenant_id: '--tenant', idempotency_key: '--key', priority: '--priority', pipeline_version: '--version', pipeline: 'the pipeline name',
   time_zone: '--tz', on_missed: '--on-missed', max_catch_up: '--max-catch-up', cron: '--cron',
+  until: '--until', for: '--for',
 };
 
 /** A message of ballast's SQL with the names of its parameters replaced by the CLI's flags. */

@@ -32,6 +32,7 @@ const NUMBER_FIELDS = new Set([
   'id', 'job_id', 'step_id', 'attempt_id', 'parent_step_id', 'parent_job_id', 'input_tokens', 'output_tokens', 'cached_input_tokens',
   'cost_usd', 'duration_ms', 'latency_ms', 'first_token_ms', 'quality_score', 'score',
   'jobId', 'stepId', 'attemptId', 'scheduleId', 'last_job_id',
+  'amount', 'burst', 'keysSeen',
 ]);
 const NUMBER_LIST_FIELDS = /^[a-z]+(StepIds|JobIds|_ids)$/;
 

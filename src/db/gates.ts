@@ -119,7 +119,7 @@ export const listLimits = (c: Queryable): Promise<LimitRow[]> =>
 export const gateHistory = (c: Queryable, key: string | null = null, limit = 100): Promise<GateHistoryRow[]> =>
   rows<GateHistoryRow>(c,
     `select id::text as id, action, key, until, reason, data, actor, step_id::text as "stepId", at
-       from ballast.gate_history where $1::text is null or key = $1 order by id desc limit $2`,
+       from ballast.gate_history where $1::text is null or key = $1 order by gate_history.id desc limit $2`,
     [key, limit]);
 
 /** A row of ballast.fair_shares (migration 0040): '*' is the switch with the default weight. */

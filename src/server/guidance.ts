@@ -34,7 +34,7 @@ export function howToGetToken(jwt: Pick<JwtSettings, 'secret' | 'jwksUrl'> | und
 
 const READ: Need = { roles: ['client', 'operator', 'reporter'], text: 'a token: a client token reads its own tenant, an operator or reporter token every tenant' };
 
-/** The token each mutation needs; every query field is a read (READ). */
+/** The token each mutation needs; every query field is a read (READ), but those of QUERY_NEEDS. */
 const MUTATION_NEEDS: Record<string, Need> = {
   submitJob: { roles: ['client', 'operator'], text: 'a client token of the tenant it submits for, or an operator token (any tenant)' },
   submitJobs: { roles: ['client', 'operator'], text: 'a client token of the tenant it submits for, or an operator token (any tenant)' },
@@ -47,11 +47,25 @@ const MUTATION_NEEDS: Record<string, Need> = {
   pauseSchedule: { roles: ['client', 'operator'], text: "a client token of the schedule's tenant, or an operator token" },
   resumeSchedule: { roles: ['client', 'operator'], text: "a client token of the schedule's tenant, or an operator token" },
   deleteSchedule: { roles: ['client', 'operator'], text: "a client token of the schedule's tenant, or an operator token" },
+  pauseKey: { roles: ['operator'], text: 'an operator token' },
+  resumeKey: { roles: ['operator'], text: 'an operator token' },
+  setLimit: { roles: ['operator'], text: 'an operator token' },
+  deleteLimit: { roles: ['operator'], text: 'an operator token' },
+};
+
+/** The reads a client token may not do (the others are READ). */
+const QUERY_NEEDS: Record<string, Need> = {
+  pauses: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  pause: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  limits: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  limit: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  gateHistory: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  gateHistoryEntry: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
 };
 
 /** What the root field `field` needs (a read when it is not a mutation). */
 export function needOf(field: string | undefined): Need & { field: string } {
-  const need = (field !== undefined && MUTATION_NEEDS[field]) || READ;
+  const need = (field !== undefined && (MUTATION_NEEDS[field] ?? QUERY_NEEDS[field])) || READ;
   return { ...need, field: field ?? 'this request' };
 }
 

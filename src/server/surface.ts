@@ -1,6 +1,6 @@
 // What the GraphQL schema exposes of schema `ballast`, decided here rather than by what happens to exist:
 //   - read surface: the views jobs, steps, attempts, events, model_calls, reviews, dead_letters, pipelines,
-//     budgets and schedules, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
+//     budgets, schedules, pauses, limits and gate_history, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
 //     stays an SQL feature; submitJob is the GraphQL way), filterable and orderable only on columns that make sense;
 //   - every other view and every function is hidden (the mutations and subscriptions are written explicitly in
 //     mutations.ts and subscriptions.ts); graphile_worker and ballast_private are not introspected at all;
@@ -19,6 +19,12 @@ interface ViewSpec {
   filter: string[];
   /** Columns offered in `orderBy`. */
   order: string[];
+  /** The list field's name, when the plural of the view's name does not read well (gate_history: gateHistory). */
+  listField?: string;
+  /** The single-row field's name, likewise (needed when it would take the list's name). */
+  rowField?: string;
+  /** Descriptions of columns that have no SQL comment (the SQL comment is the place: this is a fallback). */
+  describe?: Record<string, string>;
 }
 
 const FK = {
@@ -85,6 +91,23 @@ export const READ_VIEWS: Record<string, ViewSpec> = {
       'paused', 'fired_count', 'skipped_count', 'created_at', 'updated_at'],
     filter: ['tenant_id', 'name', 'pipeline', 'paused'], order: ['id', 'name', 'next_fire_at'],
   },
+  // Pauses and limits (0037): operators and reporters read them; a client token is refused by Postgres.
+  pauses: {
+    primaryKey: 'key',
+    notNull: ['key', 'reason', 'paused_at', 'in_force'],
+    filter: ['in_force'], order: ['key', 'until', 'paused_at'],
+  },
+  limits: {
+    primaryKey: 'pattern,kind',
+    notNull: ['pattern', 'kind', 'amount', 'burst', 'set_at', 'keys_seen'],
+    filter: ['pattern', 'kind'], order: ['pattern', 'kind', 'set_at'],
+  },
+  gate_history: {
+    primaryKey: 'id', listField: 'gateHistory', rowField: 'gateHistoryEntry',
+    describe: { id: 'The entry\'s id, in the order the changes were made.' },
+    notNull: ['id', 'action', 'key', 'at'],
+    filter: ['action', 'key', 'step_id'], order: ['id', 'at'],
+  },
 };
 
 const isBallast = (entity: { extensions?: { pg?: { schemaName?: string } } }) => entity.extensions?.pg?.schemaName === 'ballast';
@@ -95,8 +118,9 @@ const SmartTagsPlugin = jsonPgSmartTags({
   config: {
     class: Object.fromEntries(Object.entries(READ_VIEWS).map(([view, spec]) => [`ballast.${view}`, {
       tags: { primaryKey: spec.primaryKey, ...(spec.foreignKeys ? { foreignKey: spec.foreignKeys } : {}) },
-      attribute: Object.fromEntries([...new Set([...spec.notNull, ...Object.keys(spec.rename ?? {})])].map((column) => [column, {
+      attribute: Object.fromEntries([...new Set([...spec.notNull, ...Object.keys(spec.rename ?? {}), ...Object.keys(spec.describe ?? {})])].map((column) => [column, {
         tags: { ...(spec.notNull.includes(column) ? { notNull: true } : {}), ...(spec.rename?.[column] ? { name: spec.rename[column] } : {}) },
+        ...(spec.describe?.[column] ? { description: spec.describe[column] } : {}),
       }])),
     }])),
   },
@@ -144,9 +168,13 @@ const NamingPlugin: GraphileConfig.Plugin = {
         return this.coerceToGraphQLName((attribute?.extensions?.tags?.name as string | undefined) || attributeName);
       },
       allRowsConnection(_prev, _options, resource) {
+        const listField = READ_VIEWS[resource.name]?.listField;
+        if (listField && isBallast(resource.codec)) return listField;
         return this.camelCase(this.pluralize(this._singularizedResourceName(resource)));
       },
       rowByUnique(_prev, _options, { resource }) {
+        const rowField = READ_VIEWS[resource.name]?.rowField;
+        if (rowField && isBallast(resource.codec)) return rowField;
         return this.camelCase(this._singularizedResourceName(resource));
       },
       singleRelation(prev, _options, details) {
