@@ -1880,7 +1880,7 @@ begin
       v_pick := ballast_private.park_gated_steps(v_pick, v_now);
     end if;
     if v_key_gate and cardinality(v_pick) > 0 then
-      v_pick := ballast_private.gate_steps(v_pick, v_now);
+      v_pick := ballast_private.gate_steps(v_pick, v_now, v_ids);
     end if;
     v_ids := v_ids || v_pick;
     -- Again only when a gate parked some of a pick that filled its places (more may be waiting behind them).
@@ -2325,8 +2325,10 @@ begin
   insert into ballast_private.pauses as z (key, until, reason, paused_by, paused_at, step_id)
   values (p_key, v_until, p_reason, v_actor, v_now, p_step_id)
   on conflict on constraint pauses_pkey do update
-    set until = case when z.until is null or z.until <= v_now then excluded.until
-                     when excluded.until is null then null else greatest(z.until, excluded.until) end,
+    -- The later end wins: an open-ended pause (null) outlasts any, an ended one is replaced.
+    set until = case when z.until is not null and z.until <= v_now then excluded.until
+                     when z.until is null or excluded.until is null then null
+                     else greatest(z.until, excluded.until) end,
         reason = excluded.reason, paused_by = excluded.paused_by, paused_at = excluded.paused_at, step_id = excluded.step_id;
   insert into ballast_private.gate_history (action, key, until, reason, actor, step_id, at)
   select 'pause', z.key, z.until, p_reason, v_actor, p_step_id, v_now from ballast_private.pauses z where z.key = p_key;
@@ -5370,7 +5372,7 @@ begin
 end
 $fn$;
 
-create function ballast_private.gate_steps(p_ids bigint[], p_now timestamp with time zone) returns bigint[]
+create function ballast_private.gate_steps(p_ids bigint[], p_now timestamp with time zone, p_held bigint[] DEFAULT '{}'::bigint[]) returns bigint[]
 language plpgsql volatile
 as $fn$
 declare
@@ -5479,7 +5481,8 @@ begin
   select array_agg(coalesce(extract(epoch from b.tat) * 1000, 0)::float8 order by x.n),
          array_agg(case when x.kind = 'running' then
                      (select count(*) from ballast_private.steps r
-                       where r.status = 'running' and r.gate_keys is not null and x.key = any(r.gate_keys)) else 0 end
+                       where (r.status = 'running' or r.id = any(p_held)) and r.gate_keys is not null
+                         and x.key = any(r.gate_keys)) else 0 end
                    order by x.n)
     into b_tat, b_run
     from unnest(b_pattern, b_kind, b_key) with ordinality x(pattern, kind, key, n)
@@ -7389,6 +7392,7 @@ comment on column ballast.fair_shares.set_by is 'Who set its weight.';
 comment on column ballast.fair_shares.set_at is 'When.';
 comment on function ballast.fire_schedules(integer) is 'Fire the due schedules (workers call it every second): each due slot submits its job once, keyed schedule:<id>:<slot>.';
 comment on view ballast.gate_history is 'Every pause, resume and limit change, oldest first by id (append-only).';
+comment on column ballast.gate_history.id is 'Its position in the history (ascending).';
 comment on column ballast.gate_history.action is 'pause, resume, set_limit or delete_limit.';
 comment on column ballast.gate_history.key is 'The key paused or resumed, or the pattern of the limit.';
 comment on column ballast.gate_history.until is 'For a pause: when it ends (null: until resumed).';

@@ -165,12 +165,13 @@ $fn$;
 -- ==================== the gate at claim =========================================================================
 
 -- Given steps a claim picked (ids, in claim order; locked by the claim), parks those a pause or a limit holds back
--- and returns the rest, in order. Called by claim_steps only while a pause is in force or a limit exists.
+-- and returns the rest, in order. p_held: the steps an earlier round of the same claim admitted (not running yet,
+-- but counted by running limits). Called by claim_steps only while a pause is in force or a limit exists.
 -- Pauses: one set-based update. Limits: the buckets of every (step, key, limit) are created if missing and locked in
 -- key order (claims of several workers serialize on a bucket, never deadlock), running steps are counted per
 -- bucket once, then the candidates are taken in order in memory (a refused step consumes nothing), and the buckets,
 -- the parked steps and the admitted steps' gate_keys are written with one statement each.
-create function ballast_private.gate_steps(p_ids bigint[], p_now timestamptz)
+create function ballast_private.gate_steps(p_ids bigint[], p_now timestamptz, p_held bigint[] default '{}')
 returns bigint[]
 language plpgsql volatile
 as $fn$
@@ -280,7 +281,8 @@ begin
   select array_agg(coalesce(extract(epoch from b.tat) * 1000, 0)::float8 order by x.n),
          array_agg(case when x.kind = 'running' then
                      (select count(*) from ballast_private.steps r
-                       where r.status = 'running' and r.gate_keys is not null and x.key = any(r.gate_keys)) else 0 end
+                       where (r.status = 'running' or r.id = any(p_held)) and r.gate_keys is not null
+                         and x.key = any(r.gate_keys)) else 0 end
                    order by x.n)
     into b_tat, b_run
     from unnest(b_pattern, b_kind, b_key) with ordinality x(pattern, kind, key, n)
@@ -436,7 +438,7 @@ begin
       v_pick := ballast_private.park_gated_steps(v_pick, v_now);
     end if;
     if v_key_gate and cardinality(v_pick) > 0 then
-      v_pick := ballast_private.gate_steps(v_pick, v_now);
+      v_pick := ballast_private.gate_steps(v_pick, v_now, v_ids);
     end if;
     v_ids := v_ids || v_pick;
     -- Again only when a gate parked some of a pick that filled its places (more may be waiting behind them).
@@ -526,8 +528,10 @@ begin
   insert into ballast_private.pauses as z (key, until, reason, paused_by, paused_at, step_id)
   values (p_key, v_until, p_reason, v_actor, v_now, p_step_id)
   on conflict on constraint pauses_pkey do update
-    set until = case when z.until is null or z.until <= v_now then excluded.until
-                     when excluded.until is null then null else greatest(z.until, excluded.until) end,
+    -- The later end wins: an open-ended pause (null) outlasts any, an ended one is replaced.
+    set until = case when z.until is not null and z.until <= v_now then excluded.until
+                     when z.until is null or excluded.until is null then null
+                     else greatest(z.until, excluded.until) end,
         reason = excluded.reason, paused_by = excluded.paused_by, paused_at = excluded.paused_at, step_id = excluded.step_id;
   insert into ballast_private.gate_history (action, key, until, reason, actor, step_id, at)
   select 'pause', z.key, z.until, p_reason, v_actor, p_step_id, v_now from ballast_private.pauses z where z.key = p_key;
@@ -654,6 +658,7 @@ comment on column ballast.limits.keys_seen is 'How many distinct keys it has app
 create view ballast.gate_history with (security_invoker = true) as
   select h.id, h.action, h.key, h.until, h.reason, h.data, h.actor, h.step_id, h.at from ballast_private.gate_history h;
 comment on view ballast.gate_history is 'Every pause, resume and limit change, oldest first by id (append-only).';
+comment on column ballast.gate_history.id is 'Its position in the history (ascending).';
 comment on column ballast.gate_history.action is 'pause, resume, set_limit or delete_limit.';
 comment on column ballast.gate_history.key is 'The key paused or resumed, or the pattern of the limit.';
 comment on column ballast.gate_history.until is 'For a pause: when it ends (null: until resumed).';
@@ -677,7 +682,7 @@ grant select on ballast_private.pauses, ballast_private.limits, ballast_private.
 grant select on ballast.pauses, ballast.limits, ballast.gate_history to ballast_operator, ballast_reporter;
 revoke execute on function ballast_private.step_keys(text, text, text, jsonb, jsonb, jsonb) from public;
 revoke execute on function ballast_private.step_weight(jsonb, jsonb, jsonb) from public;
-revoke execute on function ballast_private.gate_steps(bigint[], timestamptz) from public;
+revoke execute on function ballast_private.gate_steps(bigint[], timestamptz, bigint[]) from public;
 revoke execute on function ballast_private.check_gate_key(text, text, boolean) from public;
 revoke execute on function ballast_private.gate_history_append_only() from public;
 revoke execute on function ballast.pause_key(text, text, timestamptz, interval, text, bigint) from public;

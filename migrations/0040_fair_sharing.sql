@@ -167,7 +167,7 @@ begin
       v_pick := ballast_private.park_gated_steps(v_pick, v_now);
     end if;
     if v_key_gate and cardinality(v_pick) > 0 then
-      v_pick := ballast_private.gate_steps(v_pick, v_now);
+      v_pick := ballast_private.gate_steps(v_pick, v_now, v_ids);
     end if;
     v_ids := v_ids || v_pick;
     -- Again only when a gate parked some of a pick that filled its places (more may be waiting behind them).

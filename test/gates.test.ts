@@ -157,6 +157,18 @@ t.test('layered limits: every limit of every key must admit a step, and a refuse
   t.same(await k.claim(), [fourth], 'once one of api:y finishes, the fourth runs');
 });
 
+t.test('a claim that picks again after parking counts what its earlier rounds admitted', async (t) => {
+  t.teardown(clean);
+  const k = await claimer(t, '2031-05-01T00:00:00Z');
+  await db.setLimit({ pattern: 'api:*', kind: 'running', amount: 2 });
+  await gates.pauseKey(k.c, { key: 'queue:stream', reason: 'hold the head of the queue' });
+  for (let i = 0; i < 3; i++) await submit('gates.stream', {});
+  const calls = [];
+  for (let i = 0; i < 4; i++) calls.push(await submit('gates.calls', { provider: 'z' }));
+  // Round 1 picks the three paused steps and the first call (parks three, admits one); round 2 picks three more calls.
+  t.same(await k.claim(4), calls.slice(0, 2), 'two calls in all: the running limit of 2 counts the first round\'s');
+});
+
 t.test('bad arguments are refused, naming the field and what to pass; only operators may pause or limit', async (t) => {
   t.teardown(clean);
   const cases: [string, string, unknown[], RegExp][] = [

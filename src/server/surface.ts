@@ -23,8 +23,6 @@ interface ViewSpec {
   listField?: string;
   /** The single-row field's name, likewise (needed when it would take the list's name). */
   rowField?: string;
-  /** Descriptions of columns that have no SQL comment (the SQL comment is the place: this is a fallback). */
-  describe?: Record<string, string>;
 }
 
 const FK = {
@@ -104,7 +102,6 @@ export const READ_VIEWS: Record<string, ViewSpec> = {
   },
   gate_history: {
     primaryKey: 'id', listField: 'gateHistory', rowField: 'gateHistoryEntry',
-    describe: { id: 'The entry\'s id, in the order the changes were made.' },
     notNull: ['id', 'action', 'key', 'at'],
     filter: ['action', 'key', 'step_id'], order: ['id', 'at'],
   },
@@ -118,9 +115,8 @@ const SmartTagsPlugin = jsonPgSmartTags({
   config: {
     class: Object.fromEntries(Object.entries(READ_VIEWS).map(([view, spec]) => [`ballast.${view}`, {
       tags: { primaryKey: spec.primaryKey, ...(spec.foreignKeys ? { foreignKey: spec.foreignKeys } : {}) },
-      attribute: Object.fromEntries([...new Set([...spec.notNull, ...Object.keys(spec.rename ?? {}), ...Object.keys(spec.describe ?? {})])].map((column) => [column, {
+      attribute: Object.fromEntries([...new Set([...spec.notNull, ...Object.keys(spec.rename ?? {})])].map((column) => [column, {
         tags: { ...(spec.notNull.includes(column) ? { notNull: true } : {}), ...(spec.rename?.[column] ? { name: spec.rename[column] } : {}) },
-        ...(spec.describe?.[column] ? { description: spec.describe[column] } : {}),
       }])),
     }])),
   },
