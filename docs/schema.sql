@@ -1776,6 +1776,20 @@ begin
     return;
   end if;
 
+  -- The gates of claim_steps hold this step back too (a paused key, a limit, a closed model gate): parked, not claimed.
+  if exists (select 1 from ballast_private.pauses z where z.until is null or z.until > v_now)
+     or exists (select 1 from ballast_private.limits) then
+    if cardinality(ballast_private.gate_steps(array[p_step_id], v_now)) = 0 then
+      return;
+    end if;
+  end if;
+  if exists (select 1 from ballast_private.provider_cooldowns c where c.until > v_now)
+     or exists (select 1 from ballast_private.budgets b where b.on_exhausted = 'pause') then
+    if cardinality(ballast_private.park_gated_steps(array[p_step_id], v_now)) = 0 then
+      return;
+    end if;
+  end if;
+
   if v_step.concurrency_key is not null then
     perform pg_advisory_xact_lock(hashtextextended(v_step.concurrency_key, 0));
     select count(*) into v_running from ballast_private.steps s

@@ -209,6 +209,91 @@ begin
 end
 $fn$;
 
+-- claim_step (one given step: complete_step_and_claim's hand-off, tests): as in 0006, and the gates of claim_steps
+-- apply to it as well (it took a step with a paused key or over a limit, and a model step behind a closed gate).
+create or replace function ballast.claim_step(p_step_id bigint, p_worker_id text, p_lease_ms integer DEFAULT 30000) returns SETOF ballast.step_claim
+language plpgsql volatile
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_now timestamptz := ballast.now();
+  v_running int;
+  v_attempt_id bigint;
+  v_lease timestamptz;
+begin
+  perform 1 from ballast_private.workers w where w.id = p_worker_id and w.stopped_at is null;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('worker %L is not registered or was declared stopped', p_worker_id),
+      hint = 'Call ballast.register_worker before claiming steps (a worker declared dead must register again).';
+  end if;
+
+  select * into v_step from ballast_private.steps s where s.id = p_step_id for update skip locked;
+  if not found then
+    return;
+  end if;
+  if v_step.status = 'retrying' then
+    if v_step.next_run_at > v_now then
+      return;
+    end if;
+    update ballast_private.steps s set status = 'queued', queued_at = v_now, next_run_at = null
+     where s.id = p_step_id;
+  elsif v_step.status <> 'queued' then
+    return;
+  end if;
+
+  -- The gates of claim_steps hold this step back too (a paused key, a limit, a closed model gate): parked, not claimed.
+  if exists (select 1 from ballast_private.pauses z where z.until is null or z.until > v_now)
+     or exists (select 1 from ballast_private.limits) then
+    if cardinality(ballast_private.gate_steps(array[p_step_id], v_now)) = 0 then
+      return;
+    end if;
+  end if;
+  if exists (select 1 from ballast_private.provider_cooldowns c where c.until > v_now)
+     or exists (select 1 from ballast_private.budgets b where b.on_exhausted = 'pause') then
+    if cardinality(ballast_private.park_gated_steps(array[p_step_id], v_now)) = 0 then
+      return;
+    end if;
+  end if;
+
+  if v_step.concurrency_key is not null then
+    perform pg_advisory_xact_lock(hashtextextended(v_step.concurrency_key, 0));
+    select count(*) into v_running from ballast_private.steps s
+     where s.concurrency_key = v_step.concurrency_key and s.status = 'running';
+    if v_running >= v_step.concurrency_limit then
+      perform ballast_private.wake_step(p_step_id, v_now + make_interval(secs => 1 + random()));
+      return;
+    end if;
+    -- The attempt starts now, not when this call began: the wait for the group lock can outlast the completion of
+    -- the step whose slot this claim takes, and an earlier started_at would show a third step overlapping two.
+    v_now := ballast.now();
+  end if;
+
+  v_lease := v_now + make_interval(secs => greatest(p_lease_ms, 1000) / 1000.0);
+  update ballast_private.steps s
+     set status = 'running', attempts = s.attempts + 1, started_at = coalesce(s.started_at, v_now),
+         next_run_at = null
+   where s.id = p_step_id
+  returning * into v_step;
+  insert into ballast_private.attempts (step_id, job_id, number, worker_id, started_at, lease_expires_at)
+  values (v_step.id, v_step.job_id, v_step.attempts, p_worker_id, v_now, v_lease)
+  returning id into v_attempt_id;
+  perform ballast_private.refresh_job_status(v_step.job_id);
+
+  return query
+  select v_attempt_id, v_step.attempts - v_step.attempt_offset, v_step.max_attempts, v_step.id, v_step.name,
+         j.id, j.tenant_id, j.pipeline, j.pipeline_version, j.input,
+         coalesce((select jsonb_object_agg(d.name, d.output) from ballast_private.steps d
+                    where d.job_id = v_step.job_id and d.name = any(v_step.depends_on)), '{}'::jsonb),
+         'ballast:' || j.id || ':' || v_step.name,
+         v_step.timeout_ms, v_lease,
+         coalesce((select jsonb_object_agg(e.key, e.result) from ballast_private.effects e
+                    where e.step_id = v_step.id), '{}'::jsonb),
+         coalesce((select p.name from ballast_private.steps p where p.id = v_step.parent_step_id), v_step.name),
+         v_step.item_index, v_step.item
+    from ballast_private.jobs j where j.id = v_step.job_id;
+end
+$fn$;
+
 -- Turns fair sharing on (p_tenant_id '*': with that default weight) or sets one tenant's weight (on first use a
 -- tenant gets the default). A weight of 3 gets three times the share of a weight of 1 while both have queued work.
 -- Operators only. Raises BA002 (a weight out of range).

@@ -169,6 +169,17 @@ t.test('a claim that picks again after parking counts what its earlier rounds ad
   t.same(await k.claim(4), calls.slice(0, 2), 'two calls in all: the running limit of 2 counts the first round\'s');
 });
 
+t.test('claiming one given step (claim_step, the hand-off of complete_step_and_claim) passes the same gates', async (t) => {
+  t.teardown(clean);
+  const k = await claimer(t, '2031-06-01T00:00:00Z');
+  const job = await submit('gates.calls', { provider: 'solo' });
+  await gates.pauseKey(k.c, { key: 'api:solo', reason: 'closed', forMs: 60_000 });
+  const { rows: [step] } = await pool.query(`select id from ballast_private.steps where job_id = $1`, [job]);
+  const worker = (await k.c.query(`select id from ballast_private.workers where id like 'claimer-%' order by started_at desc limit 1`)).rows[0].id;
+  t.same((await k.c.query(`select * from ballast.claim_step($1, $2)`, [step.id, worker])).rows, [], 'not claimed');
+  t.match(await stepOf(job), { status: 'retrying', attempts: 0, error: { class: 'paused' } }, 'parked like claim_steps parks it');
+});
+
 t.test('bad arguments are refused, naming the field and what to pass; only operators may pause or limit', async (t) => {
   t.teardown(clean);
   const cases: [string, string, unknown[], RegExp][] = [
