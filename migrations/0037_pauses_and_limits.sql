@@ -188,6 +188,7 @@ declare
   b_tat float8[] := '{}';
   b_next float8[] := '{}';
   b_tat0 float8[];
+  b_refused int[];
   b_run bigint[] := '{}';
   m_cand int[];
   m_bucket int[];
@@ -289,6 +290,7 @@ begin
     join ballast_private.limit_buckets b on (b.pattern, b.kind, b.key) = (x.pattern, x.kind, x.key);
   b_next := b_tat;
   b_tat0 := b_tat;
+  b_refused := array_fill(0, array[cardinality(b_key)]);
 
   for v_i in 1 .. cardinality(v_ids) loop
     -- Does every limit of every key admit it? (The wait of a refused one: its longest, from the in-memory queue.)
@@ -300,11 +302,14 @@ begin
       v_k := m_bucket[v_j];
       if b_kind[v_k] = 'running' then
         if b_run[v_k] + 1 > b_amount[v_k] then
+          -- Nothing says when a running step ends: look again in 250 ms, the ones refused later in this claim a
+          -- little later each (250 ms more per `amount` of them, at most 2 s), so a backlog comes back in turns.
           v_ok := false;
-          if v_wait < 250 then
-            v_wait := 250;
+          if v_wait < least(2000, 250 * (1 + floor(b_refused[v_k] / b_amount[v_k]))) then
+            v_wait := least(2000, 250 * (1 + floor(b_refused[v_k] / b_amount[v_k])));
             v_why := 'concurrency_limited:' || v_k;
           end if;
+          b_refused[v_k] := b_refused[v_k] + 1;
         end if;
       elsif b_tat[v_k] > v_now_ms + b_tau_ms[v_k] then
         v_ok := false;
