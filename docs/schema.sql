@@ -181,17 +181,22 @@ create table ballast_private.jobs (
   n_failed integer default 0 not null,
   n_cancelled integer default 0 not null,
   n_started integer default 0 not null,
-  n_item_bad integer default 0 not null
+  n_item_bad integer default 0 not null,
+  run_at timestamp with time zone,
+  deadline timestamp with time zone,
+  expires_at timestamp with time zone
 );
 alter table ballast_private.jobs add constraint job_finished_when_terminal CHECK (((status = ANY (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])) = (finished_at IS NOT NULL)));
 alter table ballast_private.jobs add constraint job_idempotency_key_format CHECK (((idempotency_key <> ''::text) AND (octet_length(idempotency_key) <= 500))) NOT VALID;
 alter table ballast_private.jobs add constraint job_idempotency_unique UNIQUE (tenant_id, idempotency_key);
 alter table ballast_private.jobs add constraint job_pipeline_fk FOREIGN KEY (pipeline, pipeline_version) REFERENCES ballast_private.pipelines(name, version);
 alter table ballast_private.jobs add constraint job_priority_range CHECK (((priority >= '-1000'::integer) AND (priority <= 1000)));
-alter table ballast_private.jobs add constraint job_status_known CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'waiting'::text, 'retrying'::text, 'needs_review'::text, 'completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])));
+alter table ballast_private.jobs add constraint job_status_known CHECK ((status = ANY (ARRAY['scheduled'::text, 'queued'::text, 'running'::text, 'waiting'::text, 'retrying'::text, 'needs_review'::text, 'completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])));
 alter table ballast_private.jobs add constraint job_tenant_format CHECK (((tenant_id <> ''::text) AND (octet_length(tenant_id) <= 200))) NOT VALID;
 alter table ballast_private.jobs add constraint jobs_pkey PRIMARY KEY (id);
 CREATE INDEX jobs_created_idx ON ballast_private.jobs USING btree (created_at);
+CREATE INDEX jobs_deadline_idx ON ballast_private.jobs USING btree (deadline) WHERE ((deadline IS NOT NULL) AND (finished_at IS NULL));
+CREATE INDEX jobs_expiry_idx ON ballast_private.jobs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (status = ANY (ARRAY['scheduled'::text, 'queued'::text])));
 CREATE INDEX jobs_live_idx ON ballast_private.jobs USING btree (status, created_at) WHERE (status <> ALL (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text]));
 CREATE INDEX jobs_pipeline_created_idx ON ballast_private.jobs USING btree (pipeline, created_at DESC);
 CREATE INDEX jobs_prunable_idx ON ballast_private.jobs USING btree (finished_at) WHERE ((pruned_at IS NULL) AND (finished_at IS NOT NULL));
@@ -455,8 +460,9 @@ alter table ballast_private.steps add constraint step_name_format CHECK ((name ~
 alter table ballast_private.steps add constraint step_name_unique UNIQUE (job_id, name);
 alter table ballast_private.steps add constraint step_ready_when_no_deps CHECK (((status <> 'pending'::text) OR (deps_remaining > 0)));
 alter table ballast_private.steps add constraint step_retry_has_time CHECK (((status <> 'retrying'::text) OR (next_run_at IS NOT NULL)));
+alter table ballast_private.steps add constraint step_scheduled_has_time CHECK (((status <> 'scheduled'::text) OR (next_run_at IS NOT NULL)));
 alter table ballast_private.steps add constraint step_sleep_has_deadline CHECK (((waiting_for IS DISTINCT FROM 'time'::text) OR (wait_deadline IS NOT NULL)));
-alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
+alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['scheduled'::text, 'pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
 alter table ballast_private.steps add constraint step_timeout_positive CHECK ((timeout_ms > 0));
 alter table ballast_private.steps add constraint step_wait_on_timeout_known CHECK ((wait_on_timeout = ANY (ARRAY['fail'::text, 'retry'::text, 'resume'::text])));
 alter table ballast_private.steps add constraint steps_job_id_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
@@ -469,6 +475,7 @@ CREATE INDEX steps_pending_idx ON ballast_private.steps USING btree (job_id) WHE
 CREATE INDEX steps_queue_idx ON ballast_private.steps USING btree (priority, ((attempts = 0)), id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NULL));
 CREATE INDEX steps_queued_concurrency_idx ON ballast_private.steps USING btree (concurrency_key, id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX steps_running_concurrency_idx ON ballast_private.steps USING btree (concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
+CREATE INDEX steps_scheduled_idx ON ballast_private.steps USING btree (next_run_at) WHERE (status = 'scheduled'::text);
 CREATE INDEX steps_waiting_deadline_idx ON ballast_private.steps USING btree (wait_deadline) WHERE (status = 'waiting'::text);
 CREATE INDEX steps_waiting_key_idx ON ballast_private.steps USING btree (wait_key) WHERE (status = 'waiting'::text);
 alter table ballast_private.steps enable row level security;
@@ -1747,6 +1754,9 @@ declare
   v_lease timestamptz;
   v_n int := least(greatest(coalesce(p_n, 0), 0), 1000);
   v_ids bigint[];
+  v_retries_due boolean;
+  v_limits_due boolean;
+  v_starts_due boolean;
 begin
   if v_n = 0 then
     return;
@@ -1757,9 +1767,24 @@ begin
       hint = 'Call ballast.register_worker before claiming steps (a worker declared dead must register again).';
   end if;
 
-  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.)
-  if exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now) then
+  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.) One statement for
+  -- the probes of retries due, jobs past their deadline or expiry, and scheduled steps due: each one index probe.
+  select exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now),
+         exists (select 1 from ballast_private.jobs l where l.deadline <= v_now and l.deadline is not null and l.finished_at is null)
+         or exists (select 1 from ballast_private.jobs l
+                     where l.expires_at <= v_now and l.expires_at is not null and l.status in ('scheduled', 'queued')),
+         exists (select 1 from ballast_private.steps r where r.status = 'scheduled' and r.next_run_at <= v_now)
+    into v_retries_due, v_limits_due, v_starts_due;
+  if v_retries_due then
     perform ballast_private.requeue_due_retries(p_tasks, v_n, v_now);
+  end if;
+  -- Jobs past their deadline or expiry fail before anything is queued or claimed (expire_jobs: none of their steps
+  -- is taken).
+  if v_limits_due then
+    perform ballast_private.expire_jobs(v_now, 100);
+  end if;
+  if v_starts_due then
+    perform ballast_private.start_due_steps(p_tasks, v_n, v_now);
   end if;
 
   -- Steps of concurrency groups first (a part, called only when a probe finds one queued), then the others from
@@ -2353,6 +2378,11 @@ begin
     from ballast_private.reclaim_lost_attempts(v_now, v_trusted_from, v_batch) r;
   select e.expired_ids, e.touched_jobs into v_expired, v_more from ballast_private.expire_waits(v_now, v_batch) e;
   v_jobs := v_jobs || v_more || ballast_private.finish_orphaned_maps(v_batch);
+  if exists (select 1 from ballast_private.jobs l where l.deadline <= v_now and l.deadline is not null and l.finished_at is null)
+     or exists (select 1 from ballast_private.jobs l
+                 where l.expires_at <= v_now and l.expires_at is not null and l.status in ('scheduled', 'queued')) then
+    v_jobs := v_jobs || ballast_private.expire_jobs(v_now, v_batch);
+  end if;
 
   foreach v_job in array (select coalesce(array_agg(distinct j), '{}') from unnest(v_jobs) j) loop
     perform ballast_private.refresh_job_status(v_job);
@@ -3654,12 +3684,13 @@ begin
 end
 $fn$;
 
-create function ballast.settle_and_claim(p_worker_id text, p_ok bigint[], p_outputs jsonb[], p_failed bigint[], p_errors jsonb[], p_tasks text[], p_n integer, p_lease_ms integer DEFAULT 30000) returns TABLE(settled jsonb, claims jsonb)
+create function ballast.settle_and_claim(p_worker_id text, p_ok bigint[], p_outputs jsonb[], p_failed bigint[], p_errors jsonb[], p_tasks text[], p_n integer, p_lease_ms integer DEFAULT 30000) returns TABLE(settled jsonb, claims jsonb, next_due_ms double precision)
 language plpgsql volatile
 as $fn$
 declare
   v_settled jsonb;
   v_claims jsonb;
+  v_next_due double precision;
 begin
   perform ballast_private.defer_job_counters();
   if coalesce(cardinality(p_ok), 0) + coalesce(cardinality(p_failed), 0) > 0 then
@@ -3681,7 +3712,14 @@ begin
     end if;
   end if;
   perform ballast_private.flush_events_notice();
-  return query select coalesce(v_settled, '[]'::jsonb), coalesce(v_claims, '[]'::jsonb);
+  -- Last, so that the time it gives is as fresh as can be when the worker reads it.
+  if coalesce(p_n, 0) > 0 and coalesce(jsonb_array_length(v_claims), 0) < p_n then
+    select extract(epoch from (s.next_run_at - ballast.now())) * 1000 into v_next_due
+      from ballast_private.steps s
+     where s.status = 'scheduled' and s.task = any(p_tasks)
+     order by s.next_run_at limit 1;
+  end if;
+  return query select coalesce(v_settled, '[]'::jsonb), coalesce(v_claims, '[]'::jsonb), v_next_due;
 end
 $fn$;
 
@@ -3797,13 +3835,14 @@ begin
 end
 $fn$;
 
-create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
+create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms double precision DEFAULT NULL::double precision, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
   v_job_id bigint;
   v_created boolean;
   v_tenant text := p_tenant_id;
+  v_run_at timestamptz;
 begin
   if not ballast_private.caller_unrestricted() then
     v_tenant := ballast_private.caller_tenant();
@@ -3820,13 +3859,20 @@ begin
   if coalesce(current_setting('ballast.actor', true), '') = '' then
     perform set_config('ballast.actor', 'sql', true);
   end if;
+  if p_run_at is not null or p_delay_ms is not null then
+    v_run_at := ballast_private.checked_run_at(p_run_at, p_delay_ms, ballast.now());
+  end if;
+  if p_deadline is not null or p_expires_at is not null then
+    perform ballast_private.check_time_limits(v_run_at, p_deadline, p_expires_at, ballast.now());
+  end if;
   select s.job_id, s.created into v_job_id, v_created
-    from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version) s;
+    from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version,
+                                v_run_at, p_deadline, p_expires_at) s;
   return query select j.id, v_created, j.status, j.pipeline_version from ballast_private.jobs j where j.id = v_job_id;
 end
 $fn$;
 
-create function ballast.submit_jobs(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(ord integer, job_id bigint, created boolean, status text)
+create function ballast.submit_jobs(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms double precision DEFAULT NULL::double precision, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(ord integer, job_id bigint, created boolean, status text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
@@ -3838,6 +3884,7 @@ declare
   v_problem text;
   v_total bigint;
   v_key text;
+  v_run_at timestamptz;
 begin
   perform ballast_private.check_key_text('tenant_id', v_tenant, 200,
     'Pass a tenant id of 1 to 200 bytes, or leave it out for the tenant ''default''.');
@@ -3848,6 +3895,12 @@ begin
   if found then
     perform ballast_private.check_key_text(format('idempotency_keys[%s]', v_ord), v_key, 500,
       'Pass null for no deduplication of that input, or a key of 1 to 500 bytes unique to its request (an order id, a webhook delivery id).');
+  end if;
+  if p_run_at is not null or p_delay_ms is not null then
+    v_run_at := ballast_private.checked_run_at(p_run_at, p_delay_ms, ballast.now());
+  end if;
+  if p_deadline is not null or p_expires_at is not null then
+    perform ballast_private.check_time_limits(v_run_at, p_deadline, p_expires_at, ballast.now());
   end if;
 
   if p_pipeline_version is null then
@@ -3880,7 +3933,8 @@ begin
   end if;
 
   return query select * from ballast_private.submit_jobs_checked_v15(p_pipeline, p_inputs, p_idempotency_keys,
-                                                                     p_tenant_id, p_priority, p_pipeline_version);
+                                                                     p_tenant_id, p_priority, p_pipeline_version,
+                                                                     v_run_at, p_deadline, p_expires_at);
 end
 $fn$;
 
@@ -4185,7 +4239,7 @@ begin
        set status = 'cancelled', finished_at = v_now, next_run_at = null,
            wait_key = null, wait_deadline = null, wait_on_timeout = null
      where s.job_id = p_job_id
-       and s.status in ('pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review')
+       and s.status in ('scheduled', 'pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review')
     returning s.id)
   select coalesce(array_agg(c.id order by c.id), '{}') into v_steps from c;
   if jsonb_array_length(v_attempts) > 0 then
@@ -4289,6 +4343,30 @@ begin
       format('is %s bytes of UTF-8 (%s characters); at most %s bytes are allowed', octet_length(p_value),
              char_length(p_value), p_max_bytes), p_fix);
   end if;
+end
+$fn$;
+
+create function ballast_private.check_time_limits(p_run_at timestamp with time zone, p_deadline timestamp with time zone, p_expires_at timestamp with time zone, p_now timestamp with time zone) returns void
+language plpgsql stable
+as $fn$
+declare
+  v_field text;
+  v_at timestamptz;
+begin
+  foreach v_field in array array['deadline', 'expires_at'] loop
+    v_at := case v_field when 'deadline' then p_deadline else p_expires_at end;
+    continue when v_at is null;
+    if v_at <= coalesce(p_run_at, p_now) then
+      perform ballast_private.bad_argument(v_field,
+        format('%s is not later than %s', v_at, case when p_run_at is null then 'now' else 'run_at ' || p_run_at end),
+        case v_field when 'deadline' then 'Give the time by which the job must have finished, after it starts.'
+             else 'Give the time by which the job must have started, after run_at (or now).' end);
+    end if;
+    if v_at > p_now + interval '10 years' then
+      perform ballast_private.bad_argument(v_field, format('%s is more than ten years ahead', v_at),
+        'Pass a nearer time, or none for no limit.');
+    end if;
+  end loop;
 end
 $fn$;
 
@@ -4434,6 +4512,32 @@ begin
       hint = 'Fix the listed fields and submit again; nothing was written.';
   end if;
   return v_pipeline;
+end
+$fn$;
+
+create function ballast_private.checked_run_at(p_run_at timestamp with time zone, p_delay_ms double precision, p_now timestamp with time zone) returns timestamp with time zone
+language plpgsql stable
+as $fn$
+declare
+  v_at timestamptz;
+begin
+  if p_run_at is null and p_delay_ms is null then
+    return null;
+  end if;
+  if p_run_at is not null and p_delay_ms is not null then
+    perform ballast_private.bad_argument('run_at', 'is given with delay_ms',
+      'Pass one of them: a start time (run_at) or milliseconds from now (delay_ms).');
+  end if;
+  if p_delay_ms is not null and not (p_delay_ms >= 0 and p_delay_ms <= 315576000000) then
+    perform ballast_private.bad_argument('delay_ms', format('%s ms is not from 0 to ten years', p_delay_ms),
+      'Pass a number of milliseconds from now, or a start time (run_at).');
+  end if;
+  v_at := coalesce(p_run_at, p_now + make_interval(secs => p_delay_ms / 1000.0));
+  if v_at > p_now + interval '10 years' then
+    perform ballast_private.bad_argument('run_at', format('%s is more than ten years ahead', v_at),
+      'Pass a nearer start time (or use a schedule, ballast.set_schedule, for recurring work).');
+  end if;
+  return case when v_at > p_now then v_at end;
 end
 $fn$;
 
@@ -4715,6 +4819,75 @@ begin
 end
 $fn$;
 
+create function ballast_private.expire_jobs(p_now timestamp with time zone, p_batch integer) returns bigint[]
+language plpgsql volatile
+as $fn$
+declare
+  v_job record;
+  v_class text;
+  v_message text;
+  v_attempts jsonb;
+  v_done bigint[] := '{}';
+  v_reason text := current_setting('ballast.reason', true);
+begin
+  for v_job in
+    select l.id, l.deadline, l.expires_at, l.deadline is not null and l.deadline <= p_now as late
+      from (select j.id, j.deadline, j.expires_at from ballast_private.jobs j
+             where j.deadline <= p_now and j.deadline is not null and j.finished_at is null
+            union
+            select j.id, j.deadline, j.expires_at from ballast_private.jobs j
+             where j.expires_at <= p_now and j.expires_at is not null and j.status in ('scheduled', 'queued')) l
+     order by least(l.deadline, l.expires_at), l.id
+     limit p_batch
+  loop
+    begin
+      perform 1 from ballast_private.steps s where s.job_id = v_job.id
+       order by s.parent_step_id is null, s.id for update nowait;
+    exception when lock_not_available then
+      continue;
+    end;
+    -- Read again under the step locks: the job may have finished or started meanwhile.
+    continue when not exists (select 1 from ballast_private.jobs j where j.id = v_job.id and j.finished_at is null
+                                 and (v_job.late or j.status in ('scheduled', 'queued')));
+    if v_job.late then
+      v_class := 'deadline_exceeded';
+      v_message := format('the job did not finish by its deadline %s', v_job.deadline);
+      perform set_config('ballast.reason', 'deadline passed', true);
+    else
+      v_class := 'expired';
+      v_message := format('the job did not start by its expiry time %s', v_job.expires_at);
+      perform set_config('ballast.reason', 'expired before it started', true);
+    end if;
+    select coalesce(jsonb_agg(jsonb_build_object('attempt_id', a.id, 'worker_id', a.worker_id)), '[]') into v_attempts
+      from ballast_private.attempts a where a.job_id = v_job.id and a.outcome = 'running';
+    update ballast_private.attempts a
+       set outcome = 'cancelled', finished_at = p_now, error_class = v_class, error_message = v_message,
+           error_retryable = false
+     where a.job_id = v_job.id and a.outcome = 'running';
+    update ballast_private.steps s
+       set status = case when s.status = 'pending' then 'skipped' else 'failed' end,
+           finished_at = p_now, next_run_at = null, wait_key = null, wait_deadline = null, wait_on_timeout = null,
+           error = case when s.status = 'pending' then s.error
+                        else jsonb_build_object('class', v_class, 'message', v_message, 'retryable', false,
+                                                'attempt', s.attempts) end
+     where s.job_id = v_job.id
+       and s.status in ('scheduled', 'pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review');
+    if jsonb_array_length(v_attempts) > 0 then
+      perform pg_notify('ballast_cancel', jsonb_build_object('job_id', v_job.id, 'attempts', v_attempts)::text);
+    end if;
+    v_done := v_done || v_job.id;
+  end loop;
+  -- In a batch whose job counters are deferred (settle_and_claim), the jobs' statuses are written now, so that their
+  -- job_failed events carry the reason too.
+  if cardinality(v_done) > 0 and current_setting('ballast.defer_counters', true) = 'on' then
+    perform ballast_private.flush_job_counters();
+    perform set_config('ballast.defer_counters', 'on', true);
+  end if;
+  perform set_config('ballast.reason', coalesce(v_reason, ''), true);
+  return v_done;
+end
+$fn$;
+
 create function ballast_private.expire_waits(p_now timestamp with time zone, p_batch integer) returns TABLE(expired_ids bigint[], touched_jobs bigint[])
 language plpgsql volatile
 as $fn$
@@ -4919,7 +5092,7 @@ begin
 end
 $fn$;
 
-create function ballast_private.insert_batch_jobs(p_tenant text, p_pipeline ballast_private.pipelines, p_inputs jsonb[], p_keys text[], p_hashes text[], p_priority integer, p_now timestamp with time zone) returns TABLE(ids bigint[], inserted bigint[], job_ids bigint[], created boolean[])
+create function ballast_private.insert_batch_jobs(p_tenant text, p_pipeline ballast_private.pipelines, p_inputs jsonb[], p_keys text[], p_hashes text[], p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(ids bigint[], inserted bigint[], job_ids bigint[], created boolean[])
 language plpgsql volatile
 as $fn$
 #variable_conflict use_column
@@ -4942,9 +5115,12 @@ begin
   -- which this waits for) inserts nothing.
   with ins as (
     insert into ballast_private.jobs as j (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
-                                           input, priority, created_at, updated_at)
+                                           input, priority, created_at, updated_at, status, run_at, n_total,
+                                           deadline, expires_at)
     overriding system value
-    select ids[u.n], p_tenant, p_pipeline.name, p_pipeline.version, u.key, p_hashes[u.n], u.input, p_priority, p_now, p_now
+    select ids[u.n], p_tenant, p_pipeline.name, p_pipeline.version, u.key, p_hashes[u.n], u.input, p_priority, p_now, p_now,
+           case when p_run_at is not null then 'scheduled' else 'queued' end, p_run_at,
+           jsonb_array_length(p_pipeline.definition -> 'steps'), p_deadline, p_expires_at
       from unnest(p_inputs, p_keys) with ordinality u(input, key, n)
      where ids[u.n] is not null
      order by u.key collate "C" nulls last, u.n
@@ -4992,10 +5168,11 @@ begin
 end
 $fn$;
 
-create function ballast_private.insert_batch_steps(p_pipeline ballast_private.pipelines, p_tenant text, p_ids bigint[], p_inputs jsonb[], p_inserted bigint[], p_priority integer, p_now timestamp with time zone) returns void
+create function ballast_private.insert_batch_steps(p_pipeline ballast_private.pipelines, p_tenant text, p_ids bigint[], p_inputs jsonb[], p_inserted bigint[], p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns void
 language plpgsql volatile
 as $fn$
 begin
+  perform set_config('ballast.steps_counted', 'on', true);
   -- One INSERT for every step of every new job: the definition is read once, then repeated per job.
   with defs as materialized (
          select d.k, d.s ->> 'name' as name, jsonb_array_length(d.s -> 'depends_on') = 0 as root,
@@ -5011,16 +5188,20 @@ begin
            join unnest(p_inserted) i(id) on i.id = u.id)
   insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts,
                                      backoff_base_ms, backoff_cap_ms, timeout_ms, concurrency_key,
-                                     concurrency_limit, queued_at, created_at, updated_at, task, priority)
-  select j.id, d.name, case when d.root then 'queued' else 'pending' end, d.depends_on, d.deps,
+                                     concurrency_limit, queued_at, created_at, updated_at, task, priority, next_run_at)
+  select j.id, d.name,
+         case when not d.root then 'pending' when p_run_at is not null then 'scheduled' else 'queued' end,
+         d.depends_on, d.deps,
          d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.timeout_ms,
          case when d.conc is not null then
            (d.conc ->> 'group') || '/' || ballast_private.concurrency_value(d.conc ->> 'key', p_tenant, j.input) end,
          (d.conc ->> 'limit')::int,
-         case when d.root then p_now end, p_now, p_now,
-         ballast.task_identifier(p_pipeline.name, p_pipeline.version), p_priority
+         case when d.root and p_run_at is null then p_now end, p_now, p_now,
+         ballast.task_identifier(p_pipeline.name, p_pipeline.version), p_priority,
+         case when d.root then p_run_at end
     from new_jobs j cross join defs d
    order by j.n, d.k;
+  perform set_config('ballast.steps_counted', 'off', true);
 end
 $fn$;
 
@@ -5036,6 +5217,7 @@ declare
   v_prior record;
   v_id bigint;
   v_now timestamptz := ballast.now();
+  v_run_at timestamptz;
 begin
   if not ballast_private.caller_unrestricted() then
     v_tenant := ballast_private.caller_tenant();
@@ -5056,12 +5238,19 @@ begin
   v_pipeline := ballast_private.checked_pipeline(new.pipeline, v_input, new.idempotency_key, v_tenant, v_priority,
                                                  new.pipeline_version);
   v_hash := ballast_private.request_hash(new.pipeline, new.pipeline_version, v_input);
+  if new.run_at is not null then
+    v_run_at := ballast_private.checked_run_at(new.run_at, null, v_now);
+  end if;
+  if new.deadline is not null or new.expires_at is not null then
+    perform ballast_private.check_time_limits(v_run_at, new.deadline, new.expires_at, v_now);
+  end if;
 
   if not ballast_private.job_inserts_ready() then
     create temporary table ballast_job_inserts (
       id bigint primary key, tenant_id text not null, pipeline text not null, pipeline_version integer not null,
       idempotency_key text, request_hash text not null, input jsonb not null, priority integer not null,
-      created_at timestamptz not null, steps integer not null) on commit delete rows;
+      created_at timestamptz not null, steps integer not null, run_at timestamptz, deadline timestamptz,
+      expires_at timestamptz) on commit delete rows;
   end if;
 
   if new.idempotency_key is not null then
@@ -5091,16 +5280,17 @@ begin
   if v_id is null then
     v_id := nextval('ballast_private.jobs_id_seq');
     insert into pg_temp.ballast_job_inserts (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
-                                             input, priority, created_at, steps)
+                                             input, priority, created_at, steps, run_at, deadline, expires_at)
     values (v_id, v_tenant, v_pipeline.name, v_pipeline.version, new.idempotency_key, v_hash, v_input, v_priority,
-            v_now, jsonb_array_length(v_pipeline.definition -> 'steps'));
+            v_now, jsonb_array_length(v_pipeline.definition -> 'steps'), v_run_at, new.deadline, new.expires_at);
   end if;
-  select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.input, 'queued', i.priority,
+  select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.input,
+         case when i.run_at is not null then 'scheduled' else 'queued' end, i.priority,
          null::jsonb, null::jsonb, i.created_at, null::timestamptz, null::timestamptz, i.created_at, 0, 0, 0,
-         null::timestamptz
+         null::timestamptz, i.run_at, i.deadline, i.expires_at
     into new.id, new.tenant_id, new.pipeline, new.pipeline_version, new.idempotency_key, new.input, new.status,
          new.priority, new.result, new.error, new.created_at, new.started_at, new.finished_at, new.updated_at,
-         new.input_tokens, new.output_tokens, new.cost_usd, new.pruned_at
+         new.input_tokens, new.output_tokens, new.cost_usd, new.pruned_at, new.run_at, new.deadline, new.expires_at
     from pg_temp.ballast_job_inserts i where i.id = v_id;
   return new;
 end
@@ -5123,10 +5313,12 @@ begin
   end if;
   with ins as (
     insert into ballast_private.jobs as j (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
-                                           input, priority, created_at, updated_at, n_total)
+                                           input, priority, created_at, updated_at, n_total, status, run_at,
+                                           deadline, expires_at)
     overriding system value
     select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.request_hash, i.input, i.priority,
-           i.created_at, i.created_at, i.steps
+           i.created_at, i.created_at, i.steps, case when i.run_at is not null then 'scheduled' else 'queued' end,
+           i.run_at, i.deadline, i.expires_at
       from pg_temp.ballast_job_inserts i
      order by i.id
     on conflict (tenant_id, idempotency_key) do nothing
@@ -5143,12 +5335,12 @@ begin
   perform set_config('ballast.steps_counted', 'on', true);
   insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
                                      backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
-                                     created_at, updated_at, task, priority)
+                                     created_at, updated_at, task, priority, next_run_at)
   select s.*
     from pg_temp.ballast_job_inserts i
     join ballast_private.pipelines p on p.name = i.pipeline and p.version = i.pipeline_version
    cross join lateral ballast_private.new_steps(i.id, p.name, p.version, p.definition, i.tenant_id, i.input,
-                                                i.priority, i.created_at) s
+                                                i.priority, i.created_at, i.run_at) s
    order by i.id;
   perform set_config('ballast.steps_counted', 'off', true);
   delete from pg_temp.ballast_job_inserts;
@@ -5249,12 +5441,13 @@ as $fn$
    where p_idempotency_key is not null
 $fn$;
 
-create function ballast_private.new_steps(p_job_id bigint, p_pipeline text, p_pipeline_version integer, p_definition jsonb, p_tenant_id text, p_input jsonb, p_priority integer, p_now timestamp with time zone) returns TABLE(job_id bigint, name text, status text, depends_on text[], deps_remaining integer, max_attempts integer, backoff_base_ms integer, backoff_cap_ms integer, timeout_ms integer, concurrency_key text, concurrency_limit integer, queued_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone, task text, priority smallint)
+create function ballast_private.new_steps(p_job_id bigint, p_pipeline text, p_pipeline_version integer, p_definition jsonb, p_tenant_id text, p_input jsonb, p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, name text, status text, depends_on text[], deps_remaining integer, max_attempts integer, backoff_base_ms integer, backoff_cap_ms integer, timeout_ms integer, concurrency_key text, concurrency_limit integer, queued_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone, task text, priority smallint, next_run_at timestamp with time zone)
 language sql stable
 as $fn$
   select p_job_id,
          s ->> 'name',
-         case when jsonb_array_length(s -> 'depends_on') = 0 then 'queued' else 'pending' end,
+         case when jsonb_array_length(s -> 'depends_on') > 0 then 'pending'
+              when p_run_at is not null then 'scheduled' else 'queued' end,
          array(select jsonb_array_elements_text(s -> 'depends_on')),
          jsonb_array_length(s -> 'depends_on'),
          (s ->> 'max_attempts')::int,
@@ -5265,8 +5458,9 @@ as $fn$
            (s -> 'concurrency' ->> 'group') || '/'
            || ballast_private.concurrency_value(s -> 'concurrency' ->> 'key', p_tenant_id, p_input) end,
          case when jsonb_typeof(s -> 'concurrency') = 'object' then (s -> 'concurrency' ->> 'limit')::int end,
-         case when jsonb_array_length(s -> 'depends_on') = 0 then p_now end,
-         p_now, p_now, ballast.task_identifier(p_pipeline, p_pipeline_version), p_priority::smallint
+         case when jsonb_array_length(s -> 'depends_on') = 0 and p_run_at is null then p_now end,
+         p_now, p_now, ballast.task_identifier(p_pipeline, p_pipeline_version), p_priority::smallint,
+         case when jsonb_array_length(s -> 'depends_on') = 0 then p_run_at end
     from jsonb_array_elements(p_definition -> 'steps') with ordinality as d(s, k)
    order by d.k
 $fn$;
@@ -5795,6 +5989,32 @@ begin
 end
 $fn$;
 
+create function ballast_private.start_due_steps(p_tasks text[], p_n integer, p_now timestamp with time zone) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_jobs bigint[];
+begin
+  with due as (
+    select s.id from ballast_private.steps s
+     where s.status = 'scheduled' and s.next_run_at <= p_now and s.task = any(p_tasks)
+     order by s.next_run_at limit p_n
+       for update skip locked),
+  upd as (
+    update ballast_private.steps s set status = 'queued', queued_at = p_now, next_run_at = null, updated_at = p_now
+      from due where s.id = due.id
+    returning s.job_id)
+  select array_agg(distinct upd.job_id) into v_jobs from upd;
+  if v_jobs is null then
+    return;
+  end if;
+  perform 1 from ballast_private.jobs j where j.id = any(v_jobs) and j.status = 'scheduled' order by j.id for no key update;
+  update ballast_private.jobs j set status = 'queued'
+   where j.id = any(v_jobs) and j.status = 'scheduled'
+     and not exists (select 1 from ballast_private.steps s where s.job_id = j.id and s.status = 'scheduled');
+end
+$fn$;
+
 create function ballast_private.steps_changed() returns trigger
 language plpgsql volatile
 as $fn$
@@ -5875,14 +6095,14 @@ begin
                                               array_agg(n.parent_step_id), array_agg(n.attempts > 0))
        from new_t n;
   end if;
-  if exists (select 1 from new_t n where n.status = 'queued') then
+  if exists (select 1 from new_t n where n.status in ('queued', 'scheduled')) then
     perform ballast_private.announce_queued();
   end if;
   return null;
 end
 $fn$;
 
-create function ballast_private.submit(p_pipeline text, p_input jsonb, p_idempotency_key text, p_tenant_id text, p_priority integer, p_pipeline_version integer) returns TABLE(job_id bigint, created boolean)
+create function ballast_private.submit(p_pipeline text, p_input jsonb, p_idempotency_key text, p_tenant_id text, p_priority integer, p_pipeline_version integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, created boolean)
 language plpgsql volatile
 as $fn$
 declare
@@ -5900,9 +6120,10 @@ begin
   -- n_total is the number of steps the insert below creates (none of them final, running, waiting or started: every
   -- other counter is 0), so the job is counted here and the steps' insert trigger skips it (ballast.steps_counted).
   insert into ballast_private.jobs (tenant_id, pipeline, pipeline_version, idempotency_key, request_hash, input,
-                                    priority, created_at, updated_at, n_total)
+                                    priority, created_at, updated_at, n_total, status, run_at, deadline, expires_at)
   values (p_tenant_id, v_pipeline.name, v_pipeline.version, p_idempotency_key, v_hash, p_input, p_priority, v_now, v_now,
-          jsonb_array_length(v_pipeline.definition -> 'steps'))
+          jsonb_array_length(v_pipeline.definition -> 'steps'),
+          case when p_run_at is not null then 'scheduled' else 'queued' end, p_run_at, p_deadline, p_expires_at)
   on conflict (tenant_id, idempotency_key) do nothing
   returning id into v_job_id;
 
@@ -5925,16 +6146,16 @@ begin
   perform set_config('ballast.steps_counted', 'on', true);
   insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
                                      backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
-                                     created_at, updated_at, task, priority)
+                                     created_at, updated_at, task, priority, next_run_at)
   select * from ballast_private.new_steps(v_job_id, v_pipeline.name, v_pipeline.version, v_pipeline.definition,
-                                          p_tenant_id, p_input, p_priority, v_now);
+                                          p_tenant_id, p_input, p_priority, v_now, p_run_at);
   perform set_config('ballast.steps_counted', 'off', true);
 
   return query select v_job_id, true;
 end
 $fn$;
 
-create function ballast_private.submit_jobs_checked_v15(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(ord integer, job_id bigint, created boolean, status text)
+create function ballast_private.submit_jobs_checked_v15(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(ord integer, job_id bigint, created boolean, status text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 #variable_conflict use_column
@@ -5959,8 +6180,10 @@ begin
   select k.keys, k.hashes into v_keys, v_hashes
     from ballast_private.batch_keys_and_hashes(p_pipeline, p_pipeline_version, p_inputs, p_idempotency_keys) k;
   select b.ids, b.inserted, b.job_ids, b.created into v_ids, v_inserted, v_job_ids, v_created
-    from ballast_private.insert_batch_jobs(v_tenant, v_pipeline, p_inputs, v_keys, v_hashes, p_priority, v_now) b;
-  perform ballast_private.insert_batch_steps(v_pipeline, v_tenant, v_ids, p_inputs, v_inserted, p_priority, v_now);
+    from ballast_private.insert_batch_jobs(v_tenant, v_pipeline, p_inputs, v_keys, v_hashes, p_priority, v_now, p_run_at,
+                                           p_deadline, p_expires_at) b;
+  perform ballast_private.insert_batch_steps(v_pipeline, v_tenant, v_ids, p_inputs, v_inserted, p_priority, v_now,
+                                             p_run_at);
 
   -- No wake-up per step: the step rows are the queue (0013), and the steps' insert NOTIFYs ballast_queue once.
   return query
@@ -6072,30 +6295,30 @@ $fn$;
 -- ==================== views ====================================================================================
 
 create view ballast.attempts with (security_invoker=true) as
- SELECT attempts.id,
-    attempts.step_id,
-    attempts.job_id,
-    attempts.number,
-    attempts.worker_id,
-    attempts.outcome,
-    attempts.started_at,
-    attempts.lease_expires_at,
-    attempts.finished_at,
-    attempts.error_class,
-    attempts.error_code,
-    attempts.error_message,
-    attempts.error_retryable,
-    (EXTRACT(epoch FROM (attempts.finished_at - attempts.started_at)) * (1000)::numeric) AS duration_ms,
-    attempts.contract_outcome,
-    attempts.contract_detail,
-    attempts.model,
-    attempts.prompt_ref,
-    attempts.fallback_used,
-    attempts.quality_score,
-    attempts.model_calls,
-    attempts.input_tokens,
-    attempts.output_tokens,
-    attempts.cost_usd
+ SELECT id,
+    step_id,
+    job_id,
+    number,
+    worker_id,
+    outcome,
+    started_at,
+    lease_expires_at,
+    finished_at,
+    error_class,
+    error_code,
+    error_message,
+    error_retryable,
+    (EXTRACT(epoch FROM (finished_at - started_at)) * (1000)::numeric) AS duration_ms,
+    contract_outcome,
+    contract_detail,
+    model,
+    prompt_ref,
+    fallback_used,
+    quality_score,
+    model_calls,
+    input_tokens,
+    output_tokens,
+    cost_usd
    FROM ballast_private.attempts;
 
 create view ballast.budgets with (security_invoker=true) as
@@ -6176,148 +6399,151 @@ create view ballast.effects with (security_invoker=true) as
      JOIN ballast_private.steps s ON ((s.id = e.step_id)));
 
 create view ballast.error_codes with (security_invoker=true) as
- SELECT error_codes.sqlstate,
-    error_codes.name,
-    error_codes.meaning
+ SELECT sqlstate,
+    name,
+    meaning
    FROM ballast_private.error_codes;
 
 create view ballast.events with (security_invoker=true) as
- SELECT events.id,
-    events.job_id,
-    events.step_id,
-    events.attempt_id,
-    events.type,
-    events.status,
-    events.actor,
-    events.reason,
-    events.data,
-    events.at
+ SELECT id,
+    job_id,
+    step_id,
+    attempt_id,
+    type,
+    status,
+    actor,
+    reason,
+    data,
+    at
    FROM ballast_private.events;
 
 create view ballast.job_transitions with (security_invoker=true) as
- SELECT job_transitions.from_status,
-    job_transitions.to_status,
-    job_transitions.via_replay
+ SELECT from_status,
+    to_status,
+    via_replay
    FROM ballast_private.job_transitions;
 
 create view ballast.jobs with (security_invoker=true) as
- SELECT jobs.id,
-    jobs.tenant_id,
-    jobs.pipeline,
-    jobs.pipeline_version,
-    jobs.idempotency_key,
-    jobs.input,
-    jobs.status,
-    jobs.priority,
-    jobs.result,
-    jobs.error,
-    jobs.created_at,
-    jobs.started_at,
-    jobs.finished_at,
-    jobs.updated_at,
-    jobs.input_tokens,
-    jobs.output_tokens,
-    jobs.cost_usd,
-    jobs.pruned_at
+ SELECT id,
+    tenant_id,
+    pipeline,
+    pipeline_version,
+    idempotency_key,
+    input,
+    status,
+    priority,
+    result,
+    error,
+    created_at,
+    started_at,
+    finished_at,
+    updated_at,
+    input_tokens,
+    output_tokens,
+    cost_usd,
+    pruned_at,
+    run_at,
+    deadline,
+    expires_at
    FROM ballast_private.jobs;
 
 create view ballast.model_calls with (security_invoker=true) as
- SELECT c.id,
-    c.attempt_id,
-    c.step_id,
-    c.job_id,
-    c.tenant_id,
-    c.rung,
-    c.model_index,
-    c.provider,
-    c.provider_kind,
-    c.requested_model,
-    c.returned_model,
-    c.prompt_name,
-    c.prompt_version,
-    c.prompt_hash,
-    c.parameters,
-    c.started_at,
-    c.first_token_at,
-    c.ended_at,
-    c.latency_ms,
-    (EXTRACT(epoch FROM (c.first_token_at - c.started_at)) * (1000)::numeric) AS first_token_ms,
-    c.finish_reason_raw,
-    c.finish_reason,
-    c.input_tokens,
-    c.output_tokens,
-    c.cached_input_tokens,
-    c.cache_write_tokens,
-    c.reasoning_tokens,
-    c.cost_usd,
-    c.price_valid_from,
-    ((c.cost_usd IS NULL) AND (c.error_class IS DISTINCT FROM 'cooldown'::text) AND (c.error_class IS DISTINCT FROM 'budget'::text)) AS price_missing,
-    c.error_class,
-    c.error_code,
-    c.error_message,
-    c.retryable,
-    c.http_status,
-    c.request_id,
-    c.response_id,
-    c.raw_output,
-    c.validation_issues,
-    c.repair_method,
-    c.score,
-    c.quality,
-    c.usage_missing
+ SELECT id,
+    attempt_id,
+    step_id,
+    job_id,
+    tenant_id,
+    rung,
+    model_index,
+    provider,
+    provider_kind,
+    requested_model,
+    returned_model,
+    prompt_name,
+    prompt_version,
+    prompt_hash,
+    parameters,
+    started_at,
+    first_token_at,
+    ended_at,
+    latency_ms,
+    (EXTRACT(epoch FROM (first_token_at - started_at)) * (1000)::numeric) AS first_token_ms,
+    finish_reason_raw,
+    finish_reason,
+    input_tokens,
+    output_tokens,
+    cached_input_tokens,
+    cache_write_tokens,
+    reasoning_tokens,
+    cost_usd,
+    price_valid_from,
+    ((cost_usd IS NULL) AND (error_class IS DISTINCT FROM 'cooldown'::text) AND (error_class IS DISTINCT FROM 'budget'::text)) AS price_missing,
+    error_class,
+    error_code,
+    error_message,
+    retryable,
+    http_status,
+    request_id,
+    response_id,
+    raw_output,
+    validation_issues,
+    repair_method,
+    score,
+    quality,
+    usage_missing
    FROM ballast_private.model_calls c;
 
 create view ballast.model_prices with (security_invoker=true) as
- SELECT model_prices.provider,
-    model_prices.model,
-    model_prices.valid_from,
-    model_prices.input_per_mtok,
-    model_prices.output_per_mtok,
-    model_prices.cached_input_per_mtok,
-    model_prices.source
+ SELECT provider,
+    model,
+    valid_from,
+    input_per_mtok,
+    output_per_mtok,
+    cached_input_per_mtok,
+    source
    FROM ballast_private.model_prices;
 
 create view ballast.oldest_transactions as
- SELECT a.pid,
-    a.usename AS role,
-    a.application_name,
-    a.client_addr,
-    a.state,
-    a.xact_start,
-    date_trunc('second'::text, (ballast.now() - a.xact_start)) AS open_for,
-    age(a.backend_xmin) AS xmin_age,
-    a.wait_event_type,
-    a.wait_event,
-    "left"(a.query, 200) AS query
+ SELECT pid,
+    usename AS role,
+    application_name,
+    client_addr,
+    state,
+    xact_start,
+    date_trunc('second'::text, (ballast.now() - xact_start)) AS open_for,
+    age(backend_xmin) AS xmin_age,
+    wait_event_type,
+    wait_event,
+    "left"(query, 200) AS query
    FROM pg_stat_activity a
-  WHERE ((a.datname = current_database()) AND ((a.xact_start IS NOT NULL) OR (a.backend_xmin IS NOT NULL)) AND (a.pid <> pg_backend_pid()))
-  ORDER BY a.xact_start;
+  WHERE ((datname = current_database()) AND ((xact_start IS NOT NULL) OR (backend_xmin IS NOT NULL)) AND (pid <> pg_backend_pid()))
+  ORDER BY xact_start;
 
 create view ballast.pipelines with (security_invoker=true) as
- SELECT pipelines.name,
-    pipelines.version,
-    pipelines.definition,
-    pipelines.input_schema,
-    pipelines.definition_hash,
-    pipelines.registered_at
+ SELECT name,
+    version,
+    definition,
+    input_schema,
+    definition_hash,
+    registered_at
    FROM ballast_private.pipelines;
 
 create view ballast.prompts with (security_invoker=true) as
- SELECT prompts.name,
-    prompts.version,
-    prompts.template,
-    prompts.content_hash,
-    prompts.registered_at
+ SELECT name,
+    version,
+    template,
+    content_hash,
+    registered_at
    FROM ballast_private.prompts;
 
 create view ballast.provider_cooldowns with (security_invoker=true) as
- SELECT provider_cooldowns.provider,
-    provider_cooldowns.model,
-    provider_cooldowns.until,
-    provider_cooldowns.reason,
-    provider_cooldowns.set_at,
-    provider_cooldowns.hits,
-    (provider_cooldowns.until > ballast.now()) AS active
+ SELECT provider,
+    model,
+    until,
+    reason,
+    set_at,
+    hits,
+    (until > ballast.now()) AS active
    FROM ballast_private.provider_cooldowns;
 
 create view ballast.queue_depth with (security_invoker=true) as
@@ -6362,38 +6588,38 @@ create view ballast.reviews with (security_invoker=true) as
   WHERE (s.status = 'needs_review'::text);
 
 create view ballast.schedules with (security_invoker=true) as
- SELECT s.id,
-    s.tenant_id,
-    s.name,
-    s.pipeline,
-    s.pipeline_version,
-    s.input,
-    s.priority,
-    s.cron,
-    s.time_zone,
-    s.on_missed,
-    s.max_catch_up,
-    s.paused,
-    s.paused_reason,
-    s.next_fire_at,
-    s.last_fired_at,
-    s.last_slot,
-    s.last_job_id,
-    s.last_error,
-    s.fired_count,
-    s.skipped_count,
-    s.created_at,
-    s.updated_at,
-    s.created_by,
-    s.updated_by
+ SELECT id,
+    tenant_id,
+    name,
+    pipeline,
+    pipeline_version,
+    input,
+    priority,
+    cron,
+    time_zone,
+    on_missed,
+    max_catch_up,
+    paused,
+    paused_reason,
+    next_fire_at,
+    last_fired_at,
+    last_slot,
+    last_job_id,
+    last_error,
+    fired_count,
+    skipped_count,
+    created_at,
+    updated_at,
+    created_by,
+    updated_by
    FROM ballast_private.schedules s;
 
 create view ballast.signals with (security_invoker=true) as
- SELECT signals.key,
-    signals.payload,
-    signals.actor,
-    signals.received_at,
-    signals.tenant_id
+ SELECT key,
+    payload,
+    actor,
+    received_at,
+    tenant_id
    FROM ballast_private.signals;
 
 create view ballast.step_items with (security_invoker=true) as
@@ -6413,67 +6639,67 @@ create view ballast.step_items with (security_invoker=true) as
      JOIN ballast_private.steps p ON ((p.id = c.parent_step_id)));
 
 create view ballast.step_transitions with (security_invoker=true) as
- SELECT step_transitions.from_status,
-    step_transitions.to_status,
-    step_transitions.why,
-    step_transitions.via_replay
+ SELECT from_status,
+    to_status,
+    why,
+    via_replay
    FROM ballast_private.step_transitions;
 
 create view ballast.steps with (security_invoker=true) as
- SELECT steps.id,
-    steps.job_id,
-    steps.name,
-    steps.status,
-    steps.depends_on,
-    steps.attempts,
-    steps.max_attempts,
-    steps.output,
-    steps.error,
-    steps.progress,
-    steps.next_run_at,
-    steps.concurrency_key,
-    steps.concurrency_limit,
-    steps.timeout_ms,
-    steps.created_at,
-    steps.queued_at,
-    steps.started_at,
-    steps.finished_at,
-    steps.updated_at,
-    steps.attempt_offset,
-    steps.wait_key,
-    steps.wait_deadline,
-    steps.wait_on_timeout,
-    steps.input_tokens,
-    steps.output_tokens,
-    steps.cost_usd,
-    steps.review,
-    steps.waiting_for
+ SELECT id,
+    job_id,
+    name,
+    status,
+    depends_on,
+    attempts,
+    max_attempts,
+    output,
+    error,
+    progress,
+    next_run_at,
+    concurrency_key,
+    concurrency_limit,
+    timeout_ms,
+    created_at,
+    queued_at,
+    started_at,
+    finished_at,
+    updated_at,
+    attempt_offset,
+    wait_key,
+    wait_deadline,
+    wait_on_timeout,
+    input_tokens,
+    output_tokens,
+    cost_usd,
+    review,
+    waiting_for
    FROM ballast_private.steps;
 
 create view ballast.stuck_work with (security_invoker=true) as
- SELECT report_stuck.kind,
-    report_stuck.job_id,
-    report_stuck.step_id,
-    report_stuck.attempt_id,
-    report_stuck.tenant_id,
-    report_stuck.pipeline,
-    report_stuck.pipeline_version,
-    report_stuck.step_name,
-    report_stuck.since,
-    report_stuck.overdue,
-    report_stuck.detail
+ SELECT kind,
+    job_id,
+    step_id,
+    attempt_id,
+    tenant_id,
+    pipeline,
+    pipeline_version,
+    step_name,
+    since,
+    overdue,
+    detail
    FROM ballast.report_stuck() report_stuck(kind, job_id, step_id, attempt_id, tenant_id, pipeline, pipeline_version, step_name, since, overdue, detail);
 
 create view ballast.workers with (security_invoker=true) as
- SELECT workers.id,
-    workers.pool_id,
-    workers.hostname,
-    workers.pid,
-    workers.concurrency,
-    workers.pipelines,
-    workers.started_at,
-    workers.heartbeat_at,
-    workers.stopped_at
+ SELECT id,
+    pool_id,
+    hostname,
+    pid,
+    concurrency,
+    pipelines,
+    started_at,
+    heartbeat_at,
+    stopped_at
    FROM ballast_private.workers;
 
 -- ==================== triggers =================================================================================
@@ -6606,7 +6832,10 @@ comment on column ballast.jobs.input_tokens is 'Model input tokens used by all i
 comment on column ballast.jobs.output_tokens is 'Model output tokens used by all its steps, summed over every model call. Null: no model call was made.';
 comment on column ballast.jobs.cost_usd is 'What its model calls cost, in US dollars. Null: no model call was made.';
 comment on column ballast.jobs.pruned_at is 'When retention cleared its payloads (input, result, step outputs; statuses, errors and costs stay). A pruned job cannot be replayed. Null: not pruned.';
+comment on column ballast.jobs.run_at is 'When it was submitted to start, if later than its submission (run_at or delay_ms): it is scheduled until then. Null: it was queued at once. An INSERT may set it.';
 comment on column ballast.jobs.tenant_id is 'The tenant the job belongs to (1 to 200 bytes; "default" when none was named).';
+comment on column ballast.jobs.deadline is 'When it must have finished: then its unfinished steps fail (deadline_exceeded) and so does the job. Null: no deadline. An INSERT may set it.';
+comment on column ballast.jobs.expires_at is 'When it must have started: if it is still scheduled or queued then, it fails (expired). Null: no limit. An INSERT may set it.';
 comment on column ballast.jobs.pipeline is 'The pipeline it runs, e.g. demo.wordstats.';
 comment on column ballast.jobs.pipeline_version is 'The version of the pipeline it runs (fixed at submission: the newest then, or the one asked for).';
 comment on column ballast.jobs.idempotency_key is 'The key it was submitted with (1 to 500 bytes, unique per tenant): submitting again with it returns this job. Null: submitted without a key.';
@@ -6746,13 +6975,16 @@ comment on column ballast.steps.max_attempts is 'How many attempts it may use be
 comment on column ballast.steps.output is 'What it returned, checked against its output contract. Null until it succeeds, and after retention pruned the job.';
 comment on column ballast.steps.error is 'Its last error: class, code, message and retryable (true when another attempt may succeed). Null when its last attempt did not fail.';
 comment on view ballast.stuck_work is 'Work that is not moving, with the default thresholds: steps queued for 5 minutes; leases, retries and wait deadlines overdue by a minute.';
-comment on function ballast.submit_job(text,jsonb,text,text,integer,integer) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only.';
-comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1).';
+comment on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only. run_at or delay_ms (not both): the job is scheduled until then; deadline: it fails unless finished by then; expires_at: it fails unless started by then.';
+comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1). run_at or delay_ms (not both): every job is scheduled until then; deadline and expires_at: as submit_job, for every job.';
 comment on view ballast.workers is 'The worker processes: host, pid, concurrency, pipelines, last heartbeat; stopped_at once they stopped.';
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
 comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
+comment on column ballast_private.jobs.run_at is 'The start time it was submitted with (run_at, or now + delay_ms), when that was later than its submission; null: it was queued at once.';
+comment on column ballast_private.jobs.deadline is 'When it must have finished: then its live steps fail (deadline_exceeded) and so does the job. Null: no deadline.';
+comment on column ballast_private.jobs.expires_at is 'When it must have started: then, if it is still scheduled or queued, it fails (expired). Null: it waits as long as it takes.';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
 comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
 comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
@@ -6805,8 +7037,8 @@ grant execute on function ballast.set_budget(text,numeric,text,text,text) to bal
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
-grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer) to ballast_client, ballast_operator;
-grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) to ballast_client, ballast_operator;
+grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
+grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.bad_argument(text,text,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.budget_period_start(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;

@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { BallastDb as BallastDbType } from './db/api.ts';
 import { isFinalJobStatus } from './statuses.ts';
 import { WORKER_DEFAULTS, workerSettingsHelp } from './worker/defaults.ts';
-import { actor, jobIdArg, parseCommandArgs, readInput } from './cli/args.ts';
+import { actor, durationOption, jobIdArg, parseCommandArgs, readInput, timeOption, timeOrDurationOption } from './cli/args.ts';
 import { describeError, formatError, formatErrorJson, UsageError } from './cli/errors.ts';
 
 // Modules are loaded when a command needs them, not at start: `ballast --help` loads none, `submit` the database
@@ -64,6 +64,10 @@ Commands
       --tenant <id>            tenant (default "default")
       --priority <n>           lower runs first (default 0)
       --version <n>            pin a pipeline version (default: newest)
+      --run-at <time>          start at this time (ISO 8601): the job is scheduled until then
+      --delay <duration>       start after this long (500ms, 30s, 10m, 2h, 1d), by the database clock
+      --deadline <time|dur>    the job must finish by then (ISO 8601, or a duration from now): else it fails
+      --expires <time|dur>     the job must start by then (ISO 8601, or a duration from now): else it fails
       --json                   print the result as JSON
   status <job-id>       the job and its steps (--json for JSON)
   cancel <job-id>       cancel a job (--reason <text>)
@@ -223,8 +227,14 @@ async function submit(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, {
     input: { type: 'string' }, key: { type: 'string' }, tenant: { type: 'string' },
     priority: { type: 'string' }, version: { type: 'string' }, json: { type: 'boolean' },
+    'run-at': { type: 'string' }, delay: { type: 'string' }, deadline: { type: 'string' }, expires: { type: 'string' },
   });
   const pipeline = positionals[0];
+  const runAt = timeOption('--run-at', values['run-at']);
+  const delayMs = durationOption('--delay', values.delay);
+  if (runAt && delayMs !== undefined) throw new UsageError('--run-at and --delay cannot be combined: give one of them');
+  const deadline = timeOrDurationOption('--deadline', values.deadline);
+  const expiresAt = timeOrDurationOption('--expires', values.expires);
   if (!pipeline) throw new UsageError('submit needs a pipeline name, e.g. `ballast submit demo.wordstats --input \'{"text":"hi"}\'`');
   const priority = values.priority === undefined ? 0 : Number(values.priority);
   if (!Number.isInteger(priority)) throw new UsageError(`--priority ${values.priority} is not an integer (-1000..1000, lower runs first)`);
@@ -232,7 +242,7 @@ async function submit(args: string[]): Promise<number> {
   if (version !== null && !Number.isInteger(version)) throw new UsageError(`--version ${values.version} is not an integer`);
   const input = readInput(values.input);
   const result = await withDb((db) =>
-    db.submitJob({ pipeline, input, idempotencyKey: values.key ?? null, tenantId: values.tenant ?? 'default', priority, pipelineVersion: version }),
+    db.submitJob({ pipeline, input, idempotencyKey: values.key ?? null, tenantId: values.tenant ?? 'default', priority, pipelineVersion: version, runAt: runAt ?? null, delayMs: delayMs ?? null, deadline: deadline ?? null, expiresAt: expiresAt ?? null }),
   );
   if (values.json) printJson(result);
   else console.log(`job ${result.jobId} ${result.created ? 'submitted' : 'already existed (same idempotency key)'}: ${pipeline}@${result.pipelineVersion}, ${result.status}`);

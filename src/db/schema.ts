@@ -31,6 +31,12 @@ export interface JobsView {
   cost_usd: ColumnType<string, never, never>;
   /** When retention pruned the job's payloads (src/worker/retention.ts); null while they are kept. */
   pruned_at: ColumnType<Date | null, never, never>;
+  /** The start time it was submitted with, when later than its submission: scheduled until then (an INSERT may set it). */
+  run_at: ColumnType<Date | null, Date | string | null | undefined, never>;
+  /** When it must have finished (else it fails: deadline_exceeded); an INSERT may set it. */
+  deadline: ColumnType<Date | null, Date | string | null | undefined, never>;
+  /** When it must have started (else it fails: expired); an INSERT may set it. */
+  expires_at: ColumnType<Date | null, Date | string | null | undefined, never>;
 }
 
 export interface StepsView {
