@@ -184,7 +184,10 @@ create table ballast_private.jobs (
   n_item_bad integer default 0 not null,
   run_at timestamp with time zone,
   deadline timestamp with time zone,
-  expires_at timestamp with time zone
+  expires_at timestamp with time zone,
+  debounce_key text,
+  debounce_until timestamp with time zone,
+  throttle_key text
 );
 alter table ballast_private.jobs add constraint job_finished_when_terminal CHECK (((status = ANY (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])) = (finished_at IS NOT NULL)));
 alter table ballast_private.jobs add constraint job_idempotency_key_format CHECK (((idempotency_key <> ''::text) AND (octet_length(idempotency_key) <= 500))) NOT VALID;
@@ -196,11 +199,13 @@ alter table ballast_private.jobs add constraint job_tenant_format CHECK (((tenan
 alter table ballast_private.jobs add constraint jobs_pkey PRIMARY KEY (id);
 CREATE INDEX jobs_created_idx ON ballast_private.jobs USING btree (created_at);
 CREATE INDEX jobs_deadline_idx ON ballast_private.jobs USING btree (deadline) WHERE ((deadline IS NOT NULL) AND (finished_at IS NULL));
+CREATE INDEX jobs_debounce_idx ON ballast_private.jobs USING btree (tenant_id, pipeline, debounce_key) WHERE ((debounce_key IS NOT NULL) AND (status = 'scheduled'::text));
 CREATE INDEX jobs_expiry_idx ON ballast_private.jobs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (status = ANY (ARRAY['scheduled'::text, 'queued'::text])));
 CREATE INDEX jobs_live_idx ON ballast_private.jobs USING btree (status, created_at) WHERE (status <> ALL (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text]));
 CREATE INDEX jobs_pipeline_created_idx ON ballast_private.jobs USING btree (pipeline, created_at DESC);
 CREATE INDEX jobs_prunable_idx ON ballast_private.jobs USING btree (finished_at) WHERE ((pruned_at IS NULL) AND (finished_at IS NOT NULL));
 CREATE INDEX jobs_tenant_created_idx ON ballast_private.jobs USING btree (tenant_id, created_at DESC);
+CREATE INDEX jobs_throttle_idx ON ballast_private.jobs USING btree (tenant_id, pipeline, throttle_key, created_at) WHERE (throttle_key IS NOT NULL);
 alter table ballast_private.jobs enable row level security;
 create policy tenant_rows on ballast_private.jobs as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
 
@@ -3835,7 +3840,7 @@ begin
 end
 $fn$;
 
-create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms double precision DEFAULT NULL::double precision, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
+create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms double precision DEFAULT NULL::double precision, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_debounce jsonb DEFAULT NULL::jsonb, p_throttle jsonb DEFAULT NULL::jsonb) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
@@ -3862,12 +3867,36 @@ begin
   if p_run_at is not null or p_delay_ms is not null then
     v_run_at := ballast_private.checked_run_at(p_run_at, p_delay_ms, ballast.now());
   end if;
+  if p_debounce is not null or p_throttle is not null then
+    if p_debounce is not null and p_throttle is not null then
+      perform ballast_private.bad_argument('debounce', 'is given with throttle', 'Pass one of them.');
+    end if;
+    if p_idempotency_key is not null then
+      perform ballast_private.bad_argument(case when p_debounce is not null then 'debounce' else 'throttle' end,
+        'is given with idempotency_key',
+        'Pass one of them: the key of a debounce or throttle already says which submissions make one job.');
+    end if;
+    if p_debounce is not null and v_run_at is not null then
+      perform ballast_private.bad_argument('debounce', 'is given with run_at or delay_ms',
+        'Leave the start out: a debounced job starts quiet_ms after the last submission of its burst.');
+    end if;
+  end if;
   if p_deadline is not null or p_expires_at is not null then
     perform ballast_private.check_time_limits(v_run_at, p_deadline, p_expires_at, ballast.now());
   end if;
-  select s.job_id, s.created into v_job_id, v_created
-    from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version,
-                                v_run_at, p_deadline, p_expires_at) s;
+  if p_debounce is not null then
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit_debounced(p_pipeline, p_input, v_tenant, p_priority, p_pipeline_version, p_debounce,
+                                            p_deadline, p_expires_at) s;
+  elsif p_throttle is not null then
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit_throttled(p_pipeline, p_input, v_tenant, p_priority, p_pipeline_version, p_throttle,
+                                            v_run_at, p_deadline, p_expires_at) s;
+  else
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version,
+                                  v_run_at, p_deadline, p_expires_at) s;
+  end if;
   return query select j.id, v_created, j.status, j.pipeline_version from ballast_private.jobs j where j.id = v_job_id;
 end
 $fn$;
@@ -4436,6 +4465,46 @@ begin
              || 'A pipeline is registered when a worker that defines it starts.';
   end if;
   return v_pipeline;
+end
+$fn$;
+
+create function ballast_private.checked_keyed_option(p_field text, p_value jsonb, p_ms_field text, OUT key text, OUT ms double precision, OUT max_ms double precision) returns record
+language plpgsql immutable
+as $fn$
+declare
+  v_unknown text;
+begin
+  if jsonb_typeof(p_value) is distinct from 'object' then
+    perform ballast_private.bad_argument(p_field, format('is %s, not an object', coalesce(jsonb_typeof(p_value), 'missing')),
+      format('Pass {"key": "...", "%s": <ms>%s}.', p_ms_field, case when p_field = 'debounce' then ', "max_wait_ms": <ms>' else '' end));
+  end if;
+  select k into v_unknown from jsonb_object_keys(p_value) k
+   where k not in ('key', p_ms_field) and (p_field <> 'debounce' or k <> 'max_wait_ms') limit 1;
+  if found then
+    perform ballast_private.bad_argument(p_field || '.' || v_unknown, 'is not an option of ' || p_field,
+      format('Pass key and %s%s only.', p_ms_field, case when p_field = 'debounce' then ' (and max_wait_ms)' else '' end));
+  end if;
+  if jsonb_typeof(p_value -> 'key') is distinct from 'string' then
+    perform ballast_private.bad_argument(p_field || '.key', 'is missing or not a string',
+      'Name what the submissions are about, e.g. ''document:42''.');
+  end if;
+  key := p_value ->> 'key';
+  perform ballast_private.check_key_text(p_field || '.key', key, 500, 'Name what the submissions are about, e.g. ''document:42''.');
+  if jsonb_typeof(p_value -> p_ms_field) is distinct from 'number' or not ((p_value ->> p_ms_field)::numeric between 0 and 86400000) then
+    perform ballast_private.bad_argument(p_field || '.' || p_ms_field,
+      format('%s is not a number of milliseconds from 0 to a day', coalesce(p_value ->> p_ms_field, 'null')),
+      'Pass milliseconds, e.g. 5000.');
+  end if;
+  ms := (p_value ->> p_ms_field)::double precision;
+  if jsonb_typeof(p_value -> 'max_wait_ms') is distinct from 'null' and p_value ? 'max_wait_ms' then
+    if jsonb_typeof(p_value -> 'max_wait_ms') <> 'number'
+       or not ((p_value ->> 'max_wait_ms')::numeric between ms::numeric and 2592000000) then
+      perform ballast_private.bad_argument(p_field || '.max_wait_ms',
+        format('%s is not a number of milliseconds from quiet_ms (%s) to thirty days', p_value ->> 'max_wait_ms', ms),
+        'Pass the longest a job may wait after the first submission of a burst, or leave it out for no limit.');
+    end if;
+    max_ms := (p_value ->> 'max_wait_ms')::double precision;
+  end if;
 end
 $fn$;
 
@@ -6155,6 +6224,62 @@ begin
 end
 $fn$;
 
+create function ballast_private.submit_debounced(p_pipeline text, p_input jsonb, p_tenant_id text, p_priority integer, p_pipeline_version integer, p_debounce jsonb, p_deadline timestamp with time zone, p_expires_at timestamp with time zone) returns TABLE(job_id bigint, created boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_opt record;
+  v_pipeline ballast_private.pipelines;
+  v_now timestamptz := ballast.now();
+  v_job ballast_private.jobs;
+  v_run_at timestamptz;
+  v_id bigint;
+begin
+  select * into v_opt from ballast_private.checked_keyed_option('debounce', p_debounce, 'quiet_ms') o;
+  v_pipeline := ballast_private.checked_pipeline(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.debounce/' || p_tenant_id || '/' || v_pipeline.name || '/' || v_opt.key, 0));
+  select j.id into v_id from ballast_private.jobs j
+   where j.tenant_id = p_tenant_id and j.pipeline = v_pipeline.name and j.debounce_key = v_opt.key and j.status = 'scheduled'
+   order by j.id desc limit 1;
+  if v_id is not null then
+    -- The steps first, then the job (the engine's lock order); then look again: a claim may have started it.
+    perform 1 from ballast_private.steps s where s.job_id = v_id order by s.id for update;
+    select * into v_job from ballast_private.jobs j where j.id = v_id for no key update;
+    if v_job.status = 'scheduled' and v_job.pipeline_version = v_pipeline.version then
+      v_run_at := v_now + make_interval(secs => v_opt.ms / 1000.0);
+      if v_job.debounce_until is not null and v_run_at > v_job.debounce_until then
+        v_run_at := v_job.debounce_until;
+      end if;
+      update ballast_private.jobs j
+         set input = p_input, request_hash = ballast_private.request_hash(p_pipeline, p_pipeline_version, p_input),
+             run_at = v_run_at, priority = p_priority, updated_at = v_now
+       where j.id = v_id;
+      update ballast_private.steps s set next_run_at = v_run_at, priority = p_priority
+       where s.job_id = v_id and s.status = 'scheduled';
+      insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+      values (v_id, 'job_debounced', 'scheduled', coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+              nullif(current_setting('ballast.reason', true), ''),
+              jsonb_build_object('debounce_key', v_opt.key, 'previous_run_at', v_job.run_at, 'run_at', v_run_at,
+                                 'submissions', 2 + (select count(*) from ballast_private.events e
+                                                      where e.job_id = v_id and e.type = 'job_debounced')),
+              v_now);
+      -- Workers that set a timer for the earlier start look again when it fires; wake them for a sooner one.
+      perform pg_notify('ballast_queue', '');
+      return query select v_id, false;
+      return;
+    end if;
+  end if;
+  select s.job_id into v_id
+    from ballast_private.submit(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version,
+                                ballast_private.checked_run_at(null, v_opt.ms, v_now), p_deadline, p_expires_at) s;
+  update ballast_private.jobs j
+     set debounce_key = v_opt.key,
+         debounce_until = case when v_opt.max_ms is not null then v_now + make_interval(secs => v_opt.max_ms / 1000.0) end
+   where j.id = v_id;
+  return query select v_id, true;
+end
+$fn$;
+
 create function ballast_private.submit_jobs_checked_v15(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(ord integer, job_id bigint, created boolean, status text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -6191,6 +6316,41 @@ begin
       from unnest(v_job_ids, v_created) with ordinality u(job, created, n)
       join ballast_private.jobs j on j.id = u.job
      order by u.n;
+end
+$fn$;
+
+create function ballast_private.submit_throttled(p_pipeline text, p_input jsonb, p_tenant_id text, p_priority integer, p_pipeline_version integer, p_throttle jsonb, p_run_at timestamp with time zone, p_deadline timestamp with time zone, p_expires_at timestamp with time zone) returns TABLE(job_id bigint, created boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_opt record;
+  v_pipeline ballast_private.pipelines;
+  v_now timestamptz := ballast.now();
+  v_last record;
+  v_id bigint;
+begin
+  select * into v_opt from ballast_private.checked_keyed_option('throttle', p_throttle, 'period_ms') o;
+  v_pipeline := ballast_private.checked_pipeline(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.throttle/' || p_tenant_id || '/' || v_pipeline.name || '/' || v_opt.key, 0));
+  select j.id, j.created_at into v_last from ballast_private.jobs j
+   where j.tenant_id = p_tenant_id and j.pipeline = v_pipeline.name and j.throttle_key = v_opt.key
+   order by j.created_at desc limit 1;
+  if v_last.id is not null and v_last.created_at > v_now - make_interval(secs => v_opt.ms / 1000.0) then
+    insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+    values (v_last.id, 'job_throttled', (select j.status from ballast_private.jobs j where j.id = v_last.id),
+            coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+            nullif(current_setting('ballast.reason', true), ''),
+            jsonb_build_object('throttle_key', v_opt.key, 'period_ms', v_opt.ms,
+                               'next_allowed_at', v_last.created_at + make_interval(secs => v_opt.ms / 1000.0)),
+            v_now);
+    return query select v_last.id, false;
+    return;
+  end if;
+  select s.job_id into v_id
+    from ballast_private.submit(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version, p_run_at,
+                                p_deadline, p_expires_at) s;
+  update ballast_private.jobs j set throttle_key = v_opt.key where j.id = v_id;
+  return query select v_id, true;
 end
 $fn$;
 
@@ -6975,7 +7135,7 @@ comment on column ballast.steps.max_attempts is 'How many attempts it may use be
 comment on column ballast.steps.output is 'What it returned, checked against its output contract. Null until it succeeds, and after retention pruned the job.';
 comment on column ballast.steps.error is 'Its last error: class, code, message and retryable (true when another attempt may succeed). Null when its last attempt did not fail.';
 comment on view ballast.stuck_work is 'Work that is not moving, with the default thresholds: steps queued for 5 minutes; leases, retries and wait deadlines overdue by a minute.';
-comment on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only. run_at or delay_ms (not both): the job is scheduled until then; deadline: it fails unless finished by then; expires_at: it fails unless started by then.';
+comment on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone,jsonb,jsonb) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only. run_at or delay_ms (not both): the job is scheduled until then; deadline: it fails unless finished by then; expires_at: it fails unless started by then; debounce {key, quiet_ms, max_wait_ms} or throttle {key, period_ms}: one job per burst, or per period, of submissions with the key.';
 comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1). run_at or delay_ms (not both): every job is scheduled until then; deadline and expires_at: as submit_job, for every job.';
 comment on view ballast.workers is 'The worker processes: host, pid, concurrency, pipelines, last heartbeat; stopped_at once they stopped.';
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
@@ -6985,6 +7145,9 @@ comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps 
 comment on column ballast_private.jobs.run_at is 'The start time it was submitted with (run_at, or now + delay_ms), when that was later than its submission; null: it was queued at once.';
 comment on column ballast_private.jobs.deadline is 'When it must have finished: then its live steps fail (deadline_exceeded) and so does the job. Null: no deadline.';
 comment on column ballast_private.jobs.expires_at is 'When it must have started: then, if it is still scheduled or queued, it fails (expired). Null: it waits as long as it takes.';
+comment on column ballast_private.jobs.debounce_key is 'The debounce key it was submitted with: later submissions of the key (same tenant and pipeline) replace its input while it is scheduled.';
+comment on column ballast_private.jobs.debounce_until is 'The latest start a debounced job may be pushed to (its first submission + max_wait_ms); null: no limit.';
+comment on column ballast_private.jobs.throttle_key is 'The throttle key it was submitted with: submissions of the key (same tenant and pipeline) within the period after it return it.';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
 comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
 comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
@@ -7037,7 +7200,7 @@ grant execute on function ballast.set_budget(text,numeric,text,text,text) to bal
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
-grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
+grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone,jsonb,jsonb) to ballast_client, ballast_operator;
 grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.bad_argument(text,text,text) to ballast_client, ballast_operator, ballast_reporter;

@@ -30,7 +30,20 @@
 --    a job past its time, so no step of such a job is claimed after it. Unused, the probe reads two empty indexes.
 --  * Everything is audited as usual: step_failed / step_skipped events with the error, job_failed with the job's
 --    error (the class and time), the events' reason saying which limit passed.
-
+--
+-- Debounce and throttle (issue 15, item 9), by a key per tenant and pipeline, on submit_job:
+--  * debounce {key, quiet_ms, max_wait_ms}: the first submission of a key makes a job scheduled quiet_ms later; each
+--    later one while that job is still scheduled replaces its input with the newest and pushes its start to now +
+--    quiet_ms (never past max_wait_ms after the first), returning the same job (created false) and appending a
+--    'job_debounced' event (the previous and new start, the number of submissions merged). Once the job started, the
+--    next submission makes a new job. So a burst of updates to one document runs once, with the last input, after a
+--    quiet period.
+--  * throttle {key, period_ms}: at most one job per key per period: a submission within period_ms of the last job's
+--    creation is dropped, returning that job (created false) and appending a 'job_throttled' event; later ones make a
+--    new job.
+--  * Concurrency: both take a transaction lock on (tenant, pipeline, key) first (as idempotency keys do), and the
+--    debounced job's steps before its row (the lock order of the engine: steps, then jobs), so a promotion racing a
+--    replacement either runs first (the replacement then makes a new job) or after (with the new input and time).
 
 -- ==================== statuses ====================================================================================
 
@@ -64,6 +77,15 @@ alter table ballast_private.jobs add column deadline timestamptz;
 alter table ballast_private.jobs add column expires_at timestamptz;
 comment on column ballast_private.jobs.deadline is 'When it must have finished: then its live steps fail (deadline_exceeded) and so does the job. Null: no deadline.';
 comment on column ballast_private.jobs.expires_at is 'When it must have started: then, if it is still scheduled or queued, it fails (expired). Null: it waits as long as it takes.';
+alter table ballast_private.jobs add column debounce_key text;
+alter table ballast_private.jobs add column debounce_until timestamptz;
+alter table ballast_private.jobs add column throttle_key text;
+comment on column ballast_private.jobs.debounce_key is 'The debounce key it was submitted with: later submissions of the key (same tenant and pipeline) replace its input while it is scheduled.';
+comment on column ballast_private.jobs.debounce_until is 'The latest start a debounced job may be pushed to (its first submission + max_wait_ms); null: no limit.';
+comment on column ballast_private.jobs.throttle_key is 'The throttle key it was submitted with: submissions of the key (same tenant and pipeline) within the period after it return it.';
+create index jobs_debounce_idx on ballast_private.jobs (tenant_id, pipeline, debounce_key) where debounce_key is not null and status = 'scheduled';
+create index jobs_throttle_idx on ballast_private.jobs (tenant_id, pipeline, throttle_key, created_at) where throttle_key is not null;
+
 -- The jobs with a limit still to enforce (expire_jobs and the probe of claim_steps).
 create index jobs_deadline_idx on ballast_private.jobs (deadline) where deadline is not null and finished_at is null;
 create index jobs_expiry_idx on ballast_private.jobs (expires_at) where expires_at is not null and status in ('scheduled', 'queued');
@@ -212,11 +234,13 @@ begin
 end
 $fn$;
 
--- submit_job(pipeline, input, key, tenant, priority, version, run_at, delay_ms, deadline, expires_at): as in 0001;
--- run_at or delay_ms (not both) start the job later: it is 'scheduled' until then (checked_run_at: BA002 for a bad
--- value); deadline: it must finish by then; expires_at: it must start by then (check_time_limits).
+-- submit_job(pipeline, input, key, tenant, priority, version, run_at, delay_ms, deadline, expires_at, debounce,
+-- throttle): as in 0001; run_at or delay_ms (not both) start the job later: it is 'scheduled' until then
+-- (checked_run_at: BA002 for a bad value); deadline: it must finish by then; expires_at: it must start by then
+-- (check_time_limits); debounce or throttle (not both, nor with an idempotency key; debounce not with a start time):
+-- submit_debounced, submit_throttled.
 drop function ballast.submit_job(text, jsonb, text, text, integer, integer);
-create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamptz DEFAULT NULL, p_delay_ms double precision DEFAULT NULL, p_deadline timestamptz DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
+create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamptz DEFAULT NULL, p_delay_ms double precision DEFAULT NULL, p_deadline timestamptz DEFAULT NULL, p_expires_at timestamptz DEFAULT NULL, p_debounce jsonb DEFAULT NULL, p_throttle jsonb DEFAULT NULL) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
@@ -243,17 +267,41 @@ begin
   if p_run_at is not null or p_delay_ms is not null then
     v_run_at := ballast_private.checked_run_at(p_run_at, p_delay_ms, ballast.now());
   end if;
+  if p_debounce is not null or p_throttle is not null then
+    if p_debounce is not null and p_throttle is not null then
+      perform ballast_private.bad_argument('debounce', 'is given with throttle', 'Pass one of them.');
+    end if;
+    if p_idempotency_key is not null then
+      perform ballast_private.bad_argument(case when p_debounce is not null then 'debounce' else 'throttle' end,
+        'is given with idempotency_key',
+        'Pass one of them: the key of a debounce or throttle already says which submissions make one job.');
+    end if;
+    if p_debounce is not null and v_run_at is not null then
+      perform ballast_private.bad_argument('debounce', 'is given with run_at or delay_ms',
+        'Leave the start out: a debounced job starts quiet_ms after the last submission of its burst.');
+    end if;
+  end if;
   if p_deadline is not null or p_expires_at is not null then
     perform ballast_private.check_time_limits(v_run_at, p_deadline, p_expires_at, ballast.now());
   end if;
-  select s.job_id, s.created into v_job_id, v_created
-    from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version,
-                                v_run_at, p_deadline, p_expires_at) s;
+  if p_debounce is not null then
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit_debounced(p_pipeline, p_input, v_tenant, p_priority, p_pipeline_version, p_debounce,
+                                            p_deadline, p_expires_at) s;
+  elsif p_throttle is not null then
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit_throttled(p_pipeline, p_input, v_tenant, p_priority, p_pipeline_version, p_throttle,
+                                            v_run_at, p_deadline, p_expires_at) s;
+  else
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version,
+                                  v_run_at, p_deadline, p_expires_at) s;
+  end if;
   return query select j.id, v_created, j.status, j.pipeline_version from ballast_private.jobs j where j.id = v_job_id;
 end
 $fn$;
-grant execute on function ballast.submit_job(text, jsonb, text, text, integer, integer, timestamptz, double precision, timestamptz, timestamptz) to ballast_client, ballast_operator;
-comment on function ballast.submit_job(text, jsonb, text, text, integer, integer, timestamptz, double precision, timestamptz, timestamptz) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only. run_at or delay_ms (not both): the job is scheduled until then; deadline: it fails unless finished by then; expires_at: it fails unless started by then.';
+grant execute on function ballast.submit_job(text, jsonb, text, text, integer, integer, timestamptz, double precision, timestamptz, timestamptz, jsonb, jsonb) to ballast_client, ballast_operator;
+comment on function ballast.submit_job(text, jsonb, text, text, integer, integer, timestamptz, double precision, timestamptz, timestamptz, jsonb, jsonb) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only. run_at or delay_ms (not both): the job is scheduled until then; deadline: it fails unless finished by then; expires_at: it fails unless started by then; debounce {key, quiet_ms, max_wait_ms} or throttle {key, period_ms}: one job per burst, or per period, of submissions with the key.';
 
 -- submit_jobs(pipeline, inputs, keys, tenant, priority, version, run_at, delay_ms, deadline, expires_at): as in 0032;
 -- every job of the batch starts at the same time (run_at or delay_ms) and has the same limits, as submit_job.
@@ -663,6 +711,153 @@ begin
     perform ballast_private.announce_queued();
   end if;
   return null;
+end
+$fn$;
+
+-- ==================== debounce and throttle ======================================================================
+
+-- checked_keyed_option(field, value, ms field) -> (key, ms, max_ms): the key and milliseconds of a debounce
+-- ({key, quiet_ms, max_wait_ms}) or throttle ({key, period_ms}) option, checked (BA002 naming the field: debounce.key,
+-- debounce.quiet_ms, ...). The key is 1 to 500 bytes; times from 0 to a day (max_wait_ms: quiet_ms to thirty days).
+create function ballast_private.checked_keyed_option(p_field text, p_value jsonb, p_ms_field text,
+  out key text, out ms double precision, out max_ms double precision)
+language plpgsql immutable
+as $fn$
+declare
+  v_unknown text;
+begin
+  if jsonb_typeof(p_value) is distinct from 'object' then
+    perform ballast_private.bad_argument(p_field, format('is %s, not an object', coalesce(jsonb_typeof(p_value), 'missing')),
+      format('Pass {"key": "...", "%s": <ms>%s}.', p_ms_field, case when p_field = 'debounce' then ', "max_wait_ms": <ms>' else '' end));
+  end if;
+  select k into v_unknown from jsonb_object_keys(p_value) k
+   where k not in ('key', p_ms_field) and (p_field <> 'debounce' or k <> 'max_wait_ms') limit 1;
+  if found then
+    perform ballast_private.bad_argument(p_field || '.' || v_unknown, 'is not an option of ' || p_field,
+      format('Pass key and %s%s only.', p_ms_field, case when p_field = 'debounce' then ' (and max_wait_ms)' else '' end));
+  end if;
+  if jsonb_typeof(p_value -> 'key') is distinct from 'string' then
+    perform ballast_private.bad_argument(p_field || '.key', 'is missing or not a string',
+      'Name what the submissions are about, e.g. ''document:42''.');
+  end if;
+  key := p_value ->> 'key';
+  perform ballast_private.check_key_text(p_field || '.key', key, 500, 'Name what the submissions are about, e.g. ''document:42''.');
+  if jsonb_typeof(p_value -> p_ms_field) is distinct from 'number' or not ((p_value ->> p_ms_field)::numeric between 0 and 86400000) then
+    perform ballast_private.bad_argument(p_field || '.' || p_ms_field,
+      format('%s is not a number of milliseconds from 0 to a day', coalesce(p_value ->> p_ms_field, 'null')),
+      'Pass milliseconds, e.g. 5000.');
+  end if;
+  ms := (p_value ->> p_ms_field)::double precision;
+  if jsonb_typeof(p_value -> 'max_wait_ms') is distinct from 'null' and p_value ? 'max_wait_ms' then
+    if jsonb_typeof(p_value -> 'max_wait_ms') <> 'number'
+       or not ((p_value ->> 'max_wait_ms')::numeric between ms::numeric and 2592000000) then
+      perform ballast_private.bad_argument(p_field || '.max_wait_ms',
+        format('%s is not a number of milliseconds from quiet_ms (%s) to thirty days', p_value ->> 'max_wait_ms', ms),
+        'Pass the longest a job may wait after the first submission of a burst, or leave it out for no limit.');
+    end if;
+    max_ms := (p_value ->> 'max_wait_ms')::double precision;
+  end if;
+end
+$fn$;
+
+-- submit_debounced(pipeline, input, tenant, priority, version, debounce, deadline, expires_at) -> (job, created): see
+-- the header. The caller (submit_job) checked the tenant and the limits; the debounce option is checked here. Raises
+-- as submit does (BA002, BA004).
+create function ballast_private.submit_debounced(p_pipeline text, p_input jsonb, p_tenant_id text, p_priority integer,
+  p_pipeline_version integer, p_debounce jsonb, p_deadline timestamptz, p_expires_at timestamptz)
+returns table (job_id bigint, created boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_opt record;
+  v_pipeline ballast_private.pipelines;
+  v_now timestamptz := ballast.now();
+  v_job ballast_private.jobs;
+  v_run_at timestamptz;
+  v_id bigint;
+begin
+  select * into v_opt from ballast_private.checked_keyed_option('debounce', p_debounce, 'quiet_ms') o;
+  v_pipeline := ballast_private.checked_pipeline(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.debounce/' || p_tenant_id || '/' || v_pipeline.name || '/' || v_opt.key, 0));
+  select j.id into v_id from ballast_private.jobs j
+   where j.tenant_id = p_tenant_id and j.pipeline = v_pipeline.name and j.debounce_key = v_opt.key and j.status = 'scheduled'
+   order by j.id desc limit 1;
+  if v_id is not null then
+    -- The steps first, then the job (the engine's lock order); then look again: a claim may have started it.
+    perform 1 from ballast_private.steps s where s.job_id = v_id order by s.id for update;
+    select * into v_job from ballast_private.jobs j where j.id = v_id for no key update;
+    if v_job.status = 'scheduled' and v_job.pipeline_version = v_pipeline.version then
+      v_run_at := v_now + make_interval(secs => v_opt.ms / 1000.0);
+      if v_job.debounce_until is not null and v_run_at > v_job.debounce_until then
+        v_run_at := v_job.debounce_until;
+      end if;
+      update ballast_private.jobs j
+         set input = p_input, request_hash = ballast_private.request_hash(p_pipeline, p_pipeline_version, p_input),
+             run_at = v_run_at, priority = p_priority, updated_at = v_now
+       where j.id = v_id;
+      update ballast_private.steps s set next_run_at = v_run_at, priority = p_priority
+       where s.job_id = v_id and s.status = 'scheduled';
+      insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+      values (v_id, 'job_debounced', 'scheduled', coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+              nullif(current_setting('ballast.reason', true), ''),
+              jsonb_build_object('debounce_key', v_opt.key, 'previous_run_at', v_job.run_at, 'run_at', v_run_at,
+                                 'submissions', 2 + (select count(*) from ballast_private.events e
+                                                      where e.job_id = v_id and e.type = 'job_debounced')),
+              v_now);
+      -- Workers that set a timer for the earlier start look again when it fires; wake them for a sooner one.
+      perform pg_notify('ballast_queue', '');
+      return query select v_id, false;
+      return;
+    end if;
+  end if;
+  select s.job_id into v_id
+    from ballast_private.submit(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version,
+                                ballast_private.checked_run_at(null, v_opt.ms, v_now), p_deadline, p_expires_at) s;
+  update ballast_private.jobs j
+     set debounce_key = v_opt.key,
+         debounce_until = case when v_opt.max_ms is not null then v_now + make_interval(secs => v_opt.max_ms / 1000.0) end
+   where j.id = v_id;
+  return query select v_id, true;
+end
+$fn$;
+
+-- submit_throttled(pipeline, input, tenant, priority, version, throttle, run_at, deadline, expires_at) -> (job,
+-- created): see the header. A submission within period_ms of the newest job of its key returns that job (and is
+-- recorded as a 'job_throttled' event of it); otherwise a new job with the key.
+create function ballast_private.submit_throttled(p_pipeline text, p_input jsonb, p_tenant_id text, p_priority integer,
+  p_pipeline_version integer, p_throttle jsonb, p_run_at timestamptz, p_deadline timestamptz, p_expires_at timestamptz)
+returns table (job_id bigint, created boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_opt record;
+  v_pipeline ballast_private.pipelines;
+  v_now timestamptz := ballast.now();
+  v_last record;
+  v_id bigint;
+begin
+  select * into v_opt from ballast_private.checked_keyed_option('throttle', p_throttle, 'period_ms') o;
+  v_pipeline := ballast_private.checked_pipeline(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.throttle/' || p_tenant_id || '/' || v_pipeline.name || '/' || v_opt.key, 0));
+  select j.id, j.created_at into v_last from ballast_private.jobs j
+   where j.tenant_id = p_tenant_id and j.pipeline = v_pipeline.name and j.throttle_key = v_opt.key
+   order by j.created_at desc limit 1;
+  if v_last.id is not null and v_last.created_at > v_now - make_interval(secs => v_opt.ms / 1000.0) then
+    insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+    values (v_last.id, 'job_throttled', (select j.status from ballast_private.jobs j where j.id = v_last.id),
+            coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+            nullif(current_setting('ballast.reason', true), ''),
+            jsonb_build_object('throttle_key', v_opt.key, 'period_ms', v_opt.ms,
+                               'next_allowed_at', v_last.created_at + make_interval(secs => v_opt.ms / 1000.0)),
+            v_now);
+    return query select v_last.id, false;
+    return;
+  end if;
+  select s.job_id into v_id
+    from ballast_private.submit(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version, p_run_at,
+                                p_deadline, p_expires_at) s;
+  update ballast_private.jobs j set throttle_key = v_opt.key where j.id = v_id;
+  return query select v_id, true;
 end
 $fn$;
 

@@ -32,6 +32,14 @@ export interface SubmitJobArgs {
   deadline?: Date | string | null;
   /** The job must start by then: still scheduled or queued, it fails (expired). */
   expiresAt?: Date | string | null;
+  /**
+   * One job per burst of submissions with this key (per tenant and pipeline): while the job is scheduled, a later
+   * submission replaces its input and pushes its start to quietMs from now (at most maxWaitMs after the first);
+   * created is false. Not with runAt/delayMs or idempotencyKey.
+   */
+  debounce?: { key: string; quietMs: number; maxWaitMs?: number | null } | null;
+  /** At most one job per key per periodMs: a submission within the period returns the key's last job (created false). */
+  throttle?: { key: string; periodMs: number } | null;
 }
 
 export interface SubmitJobResult {
@@ -221,6 +229,7 @@ export class BallastDb {
       pipeline: args.pipeline, input: args.input ?? {}, idempotencyKey: args.idempotencyKey ?? null,
       tenantId: args.tenantId ?? 'default', priority: args.priority ?? 0, pipelineVersion: args.pipelineVersion ?? null,
       runAt: args.runAt ?? null, delayMs: args.delayMs ?? null, deadline: args.deadline ?? null, expiresAt: args.expiresAt ?? null,
+      debounce: args.debounce ?? null, throttle: args.throttle ?? null,
     }));
   }
 

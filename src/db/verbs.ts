@@ -33,12 +33,24 @@ export interface StartArgs {
 const time = (v: Date | string | null | undefined) => (v instanceof Date ? v.toISOString() : (v ?? null));
 const startValues = (a: StartArgs) => [time(a.runAt), a.delayMs ?? null, time(a.deadline), time(a.expiresAt)];
 
-export interface SubmitArgs extends StartArgs { pipeline: string; input: unknown; idempotencyKey: string | null; tenantId: string; priority: number; pipelineVersion: number | null }
+/** Debounce (one job per burst of a key) and throttle (one job per key per period) of submit_job (migration 0039). */
+export interface Debounce { key: string; quietMs: number; maxWaitMs?: number | null | undefined }
+export interface Throttle { key: string; periodMs: number }
+const debounceJson = (d: Debounce | null | undefined) =>
+  (d == null ? null : JSON.stringify({ key: d.key, quiet_ms: d.quietMs, ...(d.maxWaitMs == null ? {} : { max_wait_ms: d.maxWaitMs }) }));
+const throttleJson = (d: Throttle | null | undefined) => (d == null ? null : JSON.stringify({ key: d.key, period_ms: d.periodMs }));
+
+export interface SubmitArgs extends StartArgs {
+  pipeline: string; input: unknown; idempotencyKey: string | null; tenantId: string; priority: number; pipelineVersion: number | null;
+  debounce?: Debounce | null | undefined; throttle?: Throttle | null | undefined;
+}
 export const submitJob = (c: Queryable, a: SubmitArgs) =>
   one<{ jobId: string; created: boolean; status: JobStatus; pipelineVersion: number }>(c,
     `select job_id::text as "jobId", created, status, pipeline_version as "pipelineVersion"
-       from ballast.submit_job($1, coalesce($2::jsonb, '{}'), $3, $4, $5, $6, $7::timestamptz, $8::float8, $9::timestamptz, $10::timestamptz)`,
-    [a.pipeline, json(a.input), a.idempotencyKey, a.tenantId, a.priority, a.pipelineVersion, ...startValues(a)]);
+       from ballast.submit_job($1, coalesce($2::jsonb, '{}'), $3, $4, $5, $6, $7::timestamptz, $8::float8, $9::timestamptz, $10::timestamptz,
+                               $11::jsonb, $12::jsonb)`,
+    [a.pipeline, json(a.input), a.idempotencyKey, a.tenantId, a.priority, a.pipelineVersion, ...startValues(a),
+      debounceJson(a.debounce), throttleJson(a.throttle)]);
 
 export interface SubmitManyArgs extends StartArgs {
   pipeline: string; inputs: readonly unknown[]; idempotencyKeys: readonly (string | null)[] | null; tenantId: string;

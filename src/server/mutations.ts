@@ -31,8 +31,28 @@ const typeDefs = gql`
     deadline: Datetime
     "The job must start by then, else (still scheduled or queued) it fails (expired)."
     expiresAt: Datetime
+    "One job per burst of submissions with a key: while the job is scheduled, a later one replaces its input and pushes its start (created: false)."
+    debounce: DebounceInput
+    "At most one job per key per period: a submission within it returns the key's last job (created: false)."
+    throttle: ThrottleInput
   }
-  "The job submitJob started, or the existing one its idempotency key named."
+  "Debounce of submitJob: one job per burst of submissions with the key (per tenant and pipeline)."
+  input DebounceInput {
+    "What the submissions are about, e.g. document:42 (1 to 500 bytes)."
+    key: String!
+    "The job starts this many ms after the last submission of the burst (0 to a day)."
+    quietMs: Float!
+    "But at most this many ms after the first (quietMs to thirty days). Default: no bound."
+    maxWaitMs: Float
+  }
+  "Throttle of submitJob: at most one job per key (per tenant and pipeline) per period."
+  input ThrottleInput {
+    "What the submissions are about, e.g. feed:7 (1 to 500 bytes)."
+    key: String!
+    "The period in ms (0 to a day)."
+    periodMs: Float!
+  }
+  "The job submitJob started, or the existing one its idempotency key (or debounce or throttle key) named."
   type SubmitJobPayload {
     "The job id: read it with job(id:), follow it with the jobUpdated subscription."
     jobId: BigInt!
@@ -240,6 +260,7 @@ export const MutationsPlugin = extendSchema((build) => {
             pipeline: String(i.pipeline), input: i.input ?? {}, idempotencyKey: text(i.idempotencyKey),
             tenantId: text(i.tenantId) ?? caller.tenantId ?? 'default', priority: (i.priority as number | null) ?? 0,
             pipelineVersion: (i.pipelineVersion as number | null) ?? null, ...startOf(i),
+            debounce: (i.debounce as sql.Debounce | null | undefined) ?? null, throttle: (i.throttle as sql.Throttle | null | undefined) ?? null,
           })),
           submitJobs: verb(async (c, i, caller) => ({
             jobs: await sql.submitJobs(c, {
