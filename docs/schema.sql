@@ -208,7 +208,13 @@ create table ballast_private.jobs (
   n_started integer default 0 not null,
   n_item_bad integer default 0 not null,
   parent_job_id bigint,
-  parent_step_id bigint
+  parent_step_id bigint,
+  run_at timestamp with time zone,
+  deadline timestamp with time zone,
+  expires_at timestamp with time zone,
+  debounce_key text,
+  debounce_until timestamp with time zone,
+  throttle_key text
 );
 alter table ballast_private.jobs add constraint job_finished_when_terminal CHECK (((status = ANY (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])) = (finished_at IS NOT NULL)));
 alter table ballast_private.jobs add constraint job_idempotency_key_format CHECK (((idempotency_key <> ''::text) AND (octet_length(idempotency_key) <= 500))) NOT VALID;
@@ -218,16 +224,20 @@ alter table ballast_private.jobs add constraint job_parent_pair CHECK (((parent_
 alter table ballast_private.jobs add constraint job_parent_step_fk FOREIGN KEY (parent_step_id) REFERENCES ballast_private.steps(id) ON DELETE SET NULL;
 alter table ballast_private.jobs add constraint job_pipeline_fk FOREIGN KEY (pipeline, pipeline_version) REFERENCES ballast_private.pipelines(name, version);
 alter table ballast_private.jobs add constraint job_priority_range CHECK (((priority >= '-1000'::integer) AND (priority <= 1000)));
-alter table ballast_private.jobs add constraint job_status_known CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'waiting'::text, 'retrying'::text, 'needs_review'::text, 'completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])));
+alter table ballast_private.jobs add constraint job_status_known CHECK ((status = ANY (ARRAY['scheduled'::text, 'queued'::text, 'running'::text, 'waiting'::text, 'retrying'::text, 'needs_review'::text, 'completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text])));
 alter table ballast_private.jobs add constraint job_tenant_format CHECK (((tenant_id <> ''::text) AND (octet_length(tenant_id) <= 200))) NOT VALID;
 alter table ballast_private.jobs add constraint jobs_pkey PRIMARY KEY (id);
 CREATE INDEX jobs_created_idx ON ballast_private.jobs USING btree (created_at);
+CREATE INDEX jobs_deadline_idx ON ballast_private.jobs USING btree (deadline) WHERE ((deadline IS NOT NULL) AND (finished_at IS NULL));
+CREATE INDEX jobs_debounce_idx ON ballast_private.jobs USING btree (tenant_id, pipeline, debounce_key) WHERE ((debounce_key IS NOT NULL) AND (status = 'scheduled'::text));
+CREATE INDEX jobs_expiry_idx ON ballast_private.jobs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (status = ANY (ARRAY['scheduled'::text, 'queued'::text])));
 CREATE INDEX jobs_live_idx ON ballast_private.jobs USING btree (status, created_at) WHERE (status <> ALL (ARRAY['completed'::text, 'partially_completed'::text, 'failed'::text, 'cancelled'::text]));
 CREATE INDEX jobs_parent_job_idx ON ballast_private.jobs USING btree (parent_job_id) WHERE (parent_job_id IS NOT NULL);
 CREATE INDEX jobs_parent_step_idx ON ballast_private.jobs USING btree (parent_step_id) WHERE (parent_step_id IS NOT NULL);
 CREATE INDEX jobs_pipeline_created_idx ON ballast_private.jobs USING btree (pipeline, created_at DESC);
 CREATE INDEX jobs_prunable_idx ON ballast_private.jobs USING btree (finished_at) WHERE ((pruned_at IS NULL) AND (finished_at IS NOT NULL));
 CREATE INDEX jobs_tenant_created_idx ON ballast_private.jobs USING btree (tenant_id, created_at DESC);
+CREATE INDEX jobs_throttle_idx ON ballast_private.jobs USING btree (tenant_id, pipeline, throttle_key, created_at) WHERE (throttle_key IS NOT NULL);
 alter table ballast_private.jobs enable row level security;
 create policy tenant_rows on ballast_private.jobs as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
 
@@ -530,8 +540,9 @@ alter table ballast_private.steps add constraint step_name_format CHECK ((name ~
 alter table ballast_private.steps add constraint step_name_unique UNIQUE (job_id, name);
 alter table ballast_private.steps add constraint step_ready_when_no_deps CHECK (((status <> 'pending'::text) OR (deps_remaining > 0)));
 alter table ballast_private.steps add constraint step_retry_has_time CHECK (((status <> 'retrying'::text) OR (next_run_at IS NOT NULL)));
+alter table ballast_private.steps add constraint step_scheduled_has_time CHECK (((status <> 'scheduled'::text) OR (next_run_at IS NOT NULL)));
 alter table ballast_private.steps add constraint step_sleep_has_deadline CHECK (((waiting_for IS DISTINCT FROM 'time'::text) OR (wait_deadline IS NOT NULL)));
-alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
+alter table ballast_private.steps add constraint step_status_known CHECK ((status = ANY (ARRAY['scheduled'::text, 'pending'::text, 'queued'::text, 'running'::text, 'retrying'::text, 'waiting'::text, 'needs_review'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text, 'skipped'::text])));
 alter table ballast_private.steps add constraint step_timeout_positive CHECK ((timeout_ms > 0));
 alter table ballast_private.steps add constraint step_wait_first_positive CHECK ((wait_first >= 1));
 alter table ballast_private.steps add constraint step_wait_on_timeout_known CHECK ((wait_on_timeout = ANY (ARRAY['fail'::text, 'retry'::text, 'resume'::text])));
@@ -545,6 +556,7 @@ CREATE INDEX steps_pending_idx ON ballast_private.steps USING btree (job_id) WHE
 CREATE INDEX steps_queue_idx ON ballast_private.steps USING btree (priority, fair_key, ((attempts = 0)), id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NULL));
 CREATE INDEX steps_queued_concurrency_idx ON ballast_private.steps USING btree (concurrency_key, id) WHERE ((status = 'queued'::text) AND (concurrency_key IS NOT NULL));
 CREATE INDEX steps_running_concurrency_idx ON ballast_private.steps USING btree (concurrency_key) WHERE ((status = 'running'::text) AND (concurrency_key IS NOT NULL));
+CREATE INDEX steps_scheduled_idx ON ballast_private.steps USING btree (next_run_at) WHERE (status = 'scheduled'::text);
 CREATE INDEX steps_waiting_deadline_idx ON ballast_private.steps USING btree (wait_deadline) WHERE (status = 'waiting'::text);
 CREATE INDEX steps_waiting_key_idx ON ballast_private.steps USING btree (wait_key) WHERE (status = 'waiting'::text);
 alter table ballast_private.steps enable row level security;
@@ -1842,6 +1854,9 @@ declare
   v_round int := 0;
   v_model_gate boolean;
   v_key_gate boolean;
+  v_retries_due boolean;
+  v_limits_due boolean;
+  v_starts_due boolean;
 begin
   if v_n = 0 then
     return;
@@ -1852,9 +1867,23 @@ begin
       hint = 'Call ballast.register_worker before claiming steps (a worker declared dead must register again).';
   end if;
 
-  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.)
-  if exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now) then
+  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.) One statement for
+  -- the probes of retries due, jobs past their deadline or expiry, and scheduled steps due (0039): each one index
+  -- probe. Jobs past their deadline or expiry fail before anything is queued or claimed (expire_jobs).
+  select exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now),
+         exists (select 1 from ballast_private.jobs l where l.deadline <= v_now and l.deadline is not null and l.finished_at is null)
+         or exists (select 1 from ballast_private.jobs l
+                     where l.expires_at <= v_now and l.expires_at is not null and l.status in ('scheduled', 'queued')),
+         exists (select 1 from ballast_private.steps r where r.status = 'scheduled' and r.next_run_at <= v_now)
+    into v_retries_due, v_limits_due, v_starts_due;
+  if v_retries_due then
     perform ballast_private.requeue_due_retries(p_tasks, v_n, v_now);
+  end if;
+  if v_limits_due then
+    perform ballast_private.expire_jobs(v_now, 100);
+  end if;
+  if v_starts_due then
+    perform ballast_private.start_due_steps(p_tasks, v_n, v_now);
   end if;
 
   loop
@@ -2512,6 +2541,11 @@ begin
     from ballast_private.reclaim_lost_attempts(v_now, v_trusted_from, v_batch) r;
   select e.expired_ids, e.touched_jobs into v_expired, v_more from ballast_private.expire_waits(v_now, v_batch) e;
   v_jobs := v_jobs || v_more || ballast_private.finish_orphaned_maps(v_batch);
+  if exists (select 1 from ballast_private.jobs l where l.deadline <= v_now and l.deadline is not null and l.finished_at is null)
+     or exists (select 1 from ballast_private.jobs l
+                 where l.expires_at <= v_now and l.expires_at is not null and l.status in ('scheduled', 'queued')) then
+    v_jobs := v_jobs || ballast_private.expire_jobs(v_now, v_batch);
+  end if;
 
   foreach v_job in array (select coalesce(array_agg(distinct j), '{}') from unnest(v_jobs) j) loop
     perform ballast_private.refresh_job_status(v_job);
@@ -3896,12 +3930,13 @@ begin
 end
 $fn$;
 
-create function ballast.settle_and_claim(p_worker_id text, p_ok bigint[], p_outputs jsonb[], p_failed bigint[], p_errors jsonb[], p_tasks text[], p_n integer, p_lease_ms integer DEFAULT 30000) returns TABLE(settled jsonb, claims jsonb)
+create function ballast.settle_and_claim(p_worker_id text, p_ok bigint[], p_outputs jsonb[], p_failed bigint[], p_errors jsonb[], p_tasks text[], p_n integer, p_lease_ms integer DEFAULT 30000) returns TABLE(settled jsonb, claims jsonb, next_due_ms double precision)
 language plpgsql volatile
 as $fn$
 declare
   v_settled jsonb;
   v_claims jsonb;
+  v_next_due double precision;
 begin
   perform ballast_private.defer_job_counters();
   if coalesce(cardinality(p_ok), 0) + coalesce(cardinality(p_failed), 0) > 0 then
@@ -3923,7 +3958,14 @@ begin
     end if;
   end if;
   perform ballast_private.flush_events_notice();
-  return query select coalesce(v_settled, '[]'::jsonb), coalesce(v_claims, '[]'::jsonb);
+  -- Last, so that the time it gives is as fresh as can be when the worker reads it.
+  if coalesce(p_n, 0) > 0 and coalesce(jsonb_array_length(v_claims), 0) < p_n then
+    select extract(epoch from (s.next_run_at - ballast.now())) * 1000 into v_next_due
+      from ballast_private.steps s
+     where s.status = 'scheduled' and s.task = any(p_tasks)
+     order by s.next_run_at limit 1;
+  end if;
+  return query select coalesce(v_settled, '[]'::jsonb), coalesce(v_claims, '[]'::jsonb), v_next_due;
 end
 $fn$;
 
@@ -4142,13 +4184,14 @@ begin
 end
 $fn$;
 
-create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
+create function ballast.submit_job(p_pipeline text, p_input jsonb DEFAULT '{}'::jsonb, p_idempotency_key text DEFAULT NULL::text, p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms double precision DEFAULT NULL::double precision, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_debounce jsonb DEFAULT NULL::jsonb, p_throttle jsonb DEFAULT NULL::jsonb) returns TABLE(job_id bigint, created boolean, status text, pipeline_version integer)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
   v_job_id bigint;
   v_created boolean;
   v_tenant text := p_tenant_id;
+  v_run_at timestamptz;
 begin
   if not ballast_private.caller_unrestricted() then
     v_tenant := ballast_private.caller_tenant();
@@ -4165,13 +4208,44 @@ begin
   if coalesce(current_setting('ballast.actor', true), '') = '' then
     perform set_config('ballast.actor', 'sql', true);
   end if;
-  select s.job_id, s.created into v_job_id, v_created
-    from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version) s;
+  if p_run_at is not null or p_delay_ms is not null then
+    v_run_at := ballast_private.checked_run_at(p_run_at, p_delay_ms, ballast.now());
+  end if;
+  if p_debounce is not null or p_throttle is not null then
+    if p_debounce is not null and p_throttle is not null then
+      perform ballast_private.bad_argument('debounce', 'is given with throttle', 'Pass one of them.');
+    end if;
+    if p_idempotency_key is not null then
+      perform ballast_private.bad_argument(case when p_debounce is not null then 'debounce' else 'throttle' end,
+        'is given with idempotency_key',
+        'Pass one of them: the key of a debounce or throttle already says which submissions make one job.');
+    end if;
+    if p_debounce is not null and v_run_at is not null then
+      perform ballast_private.bad_argument('debounce', 'is given with run_at or delay_ms',
+        'Leave the start out: a debounced job starts quiet_ms after the last submission of its burst.');
+    end if;
+  end if;
+  if p_deadline is not null or p_expires_at is not null then
+    perform ballast_private.check_time_limits(v_run_at, p_deadline, p_expires_at, ballast.now());
+  end if;
+  if p_debounce is not null then
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit_debounced(p_pipeline, p_input, v_tenant, p_priority, p_pipeline_version, p_debounce,
+                                            p_deadline, p_expires_at) s;
+  elsif p_throttle is not null then
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit_throttled(p_pipeline, p_input, v_tenant, p_priority, p_pipeline_version, p_throttle,
+                                            v_run_at, p_deadline, p_expires_at) s;
+  else
+    select s.job_id, s.created into v_job_id, v_created
+      from ballast_private.submit(p_pipeline, p_input, p_idempotency_key, v_tenant, p_priority, p_pipeline_version,
+                                  v_run_at, p_deadline, p_expires_at) s;
+  end if;
   return query select j.id, v_created, j.status, j.pipeline_version from ballast_private.jobs j where j.id = v_job_id;
 end
 $fn$;
 
-create function ballast.submit_jobs(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(ord integer, job_id bigint, created boolean, status text)
+create function ballast.submit_jobs(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_delay_ms double precision DEFAULT NULL::double precision, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(ord integer, job_id bigint, created boolean, status text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
@@ -4183,6 +4257,7 @@ declare
   v_problem text;
   v_total bigint;
   v_key text;
+  v_run_at timestamptz;
 begin
   perform ballast_private.check_key_text('tenant_id', v_tenant, 200,
     'Pass a tenant id of 1 to 200 bytes, or leave it out for the tenant ''default''.');
@@ -4193,6 +4268,12 @@ begin
   if found then
     perform ballast_private.check_key_text(format('idempotency_keys[%s]', v_ord), v_key, 500,
       'Pass null for no deduplication of that input, or a key of 1 to 500 bytes unique to its request (an order id, a webhook delivery id).');
+  end if;
+  if p_run_at is not null or p_delay_ms is not null then
+    v_run_at := ballast_private.checked_run_at(p_run_at, p_delay_ms, ballast.now());
+  end if;
+  if p_deadline is not null or p_expires_at is not null then
+    perform ballast_private.check_time_limits(v_run_at, p_deadline, p_expires_at, ballast.now());
   end if;
 
   if p_pipeline_version is null then
@@ -4225,7 +4306,8 @@ begin
   end if;
 
   return query select * from ballast_private.submit_jobs_checked_v15(p_pipeline, p_inputs, p_idempotency_keys,
-                                                                     p_tenant_id, p_priority, p_pipeline_version);
+                                                                     p_tenant_id, p_priority, p_pipeline_version,
+                                                                     v_run_at, p_deadline, p_expires_at);
 end
 $fn$;
 
@@ -4634,7 +4716,7 @@ begin
        set status = 'cancelled', finished_at = v_now, next_run_at = null,
            wait_key = null, wait_deadline = null, wait_on_timeout = null, wait_children = null, wait_first = null
      where s.job_id = any(v_jobs)
-       and s.status in ('pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review')
+       and s.status in ('scheduled', 'pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review')
     returning s.id, s.job_id)
   select coalesce(array_agg(c.id order by c.id) filter (where c.job_id = p_job_id), '{}') into v_steps from c;
   return query select p_job_id, ballast_private.refresh_job_status(p_job_id), v_steps, false;
@@ -4754,6 +4836,30 @@ begin
 end
 $fn$;
 
+create function ballast_private.check_time_limits(p_run_at timestamp with time zone, p_deadline timestamp with time zone, p_expires_at timestamp with time zone, p_now timestamp with time zone) returns void
+language plpgsql stable
+as $fn$
+declare
+  v_field text;
+  v_at timestamptz;
+begin
+  foreach v_field in array array['deadline', 'expires_at'] loop
+    v_at := case v_field when 'deadline' then p_deadline else p_expires_at end;
+    continue when v_at is null;
+    if v_at <= coalesce(p_run_at, p_now) then
+      perform ballast_private.bad_argument(v_field,
+        format('%s is not later than %s', v_at, case when p_run_at is null then 'now' else 'run_at ' || p_run_at end),
+        case v_field when 'deadline' then 'Give the time by which the job must have finished, after it starts.'
+             else 'Give the time by which the job must have started, after run_at (or now).' end);
+    end if;
+    if v_at > p_now + interval '10 years' then
+      perform ballast_private.bad_argument(v_field, format('%s is more than ten years ahead', v_at),
+        'Pass a nearer time, or none for no limit.');
+    end if;
+  end loop;
+end
+$fn$;
+
 create function ballast_private.checked_batch_pipeline(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[], p_tenant text, p_priority integer, p_pipeline_version integer) returns ballast_private.pipelines
 language plpgsql volatile
 as $fn$
@@ -4820,6 +4926,46 @@ begin
              || 'A pipeline is registered when a worker that defines it starts.';
   end if;
   return v_pipeline;
+end
+$fn$;
+
+create function ballast_private.checked_keyed_option(p_field text, p_value jsonb, p_ms_field text, OUT key text, OUT ms double precision, OUT max_ms double precision) returns record
+language plpgsql immutable
+as $fn$
+declare
+  v_unknown text;
+begin
+  if jsonb_typeof(p_value) is distinct from 'object' then
+    perform ballast_private.bad_argument(p_field, format('is %s, not an object', coalesce(jsonb_typeof(p_value), 'missing')),
+      format('Pass {"key": "...", "%s": <ms>%s}.', p_ms_field, case when p_field = 'debounce' then ', "max_wait_ms": <ms>' else '' end));
+  end if;
+  select k into v_unknown from jsonb_object_keys(p_value) k
+   where k not in ('key', p_ms_field) and (p_field <> 'debounce' or k <> 'max_wait_ms') limit 1;
+  if found then
+    perform ballast_private.bad_argument(p_field || '.' || v_unknown, 'is not an option of ' || p_field,
+      format('Pass key and %s%s only.', p_ms_field, case when p_field = 'debounce' then ' (and max_wait_ms)' else '' end));
+  end if;
+  if jsonb_typeof(p_value -> 'key') is distinct from 'string' then
+    perform ballast_private.bad_argument(p_field || '.key', 'is missing or not a string',
+      'Name what the submissions are about, e.g. ''document:42''.');
+  end if;
+  key := p_value ->> 'key';
+  perform ballast_private.check_key_text(p_field || '.key', key, 500, 'Name what the submissions are about, e.g. ''document:42''.');
+  if jsonb_typeof(p_value -> p_ms_field) is distinct from 'number' or not ((p_value ->> p_ms_field)::numeric between 0 and 86400000) then
+    perform ballast_private.bad_argument(p_field || '.' || p_ms_field,
+      format('%s is not a number of milliseconds from 0 to a day', coalesce(p_value ->> p_ms_field, 'null')),
+      'Pass milliseconds, e.g. 5000.');
+  end if;
+  ms := (p_value ->> p_ms_field)::double precision;
+  if jsonb_typeof(p_value -> 'max_wait_ms') is distinct from 'null' and p_value ? 'max_wait_ms' then
+    if jsonb_typeof(p_value -> 'max_wait_ms') <> 'number'
+       or not ((p_value ->> 'max_wait_ms')::numeric between ms::numeric and 2592000000) then
+      perform ballast_private.bad_argument(p_field || '.max_wait_ms',
+        format('%s is not a number of milliseconds from quiet_ms (%s) to thirty days', p_value ->> 'max_wait_ms', ms),
+        'Pass the longest a job may wait after the first submission of a burst, or leave it out for no limit.');
+    end if;
+    max_ms := (p_value ->> 'max_wait_ms')::double precision;
+  end if;
 end
 $fn$;
 
@@ -4896,6 +5042,32 @@ begin
       hint = 'Fix the listed fields and submit again; nothing was written.';
   end if;
   return v_pipeline;
+end
+$fn$;
+
+create function ballast_private.checked_run_at(p_run_at timestamp with time zone, p_delay_ms double precision, p_now timestamp with time zone) returns timestamp with time zone
+language plpgsql stable
+as $fn$
+declare
+  v_at timestamptz;
+begin
+  if p_run_at is null and p_delay_ms is null then
+    return null;
+  end if;
+  if p_run_at is not null and p_delay_ms is not null then
+    perform ballast_private.bad_argument('run_at', 'is given with delay_ms',
+      'Pass one of them: a start time (run_at) or milliseconds from now (delay_ms).');
+  end if;
+  if p_delay_ms is not null and not (p_delay_ms >= 0 and p_delay_ms <= 315576000000) then
+    perform ballast_private.bad_argument('delay_ms', format('%s ms is not from 0 to ten years', p_delay_ms),
+      'Pass a number of milliseconds from now, or a start time (run_at).');
+  end if;
+  v_at := coalesce(p_run_at, p_now + make_interval(secs => p_delay_ms / 1000.0));
+  if v_at > p_now + interval '10 years' then
+    perform ballast_private.bad_argument('run_at', format('%s is more than ten years ahead', v_at),
+      'Pass a nearer start time (or use a schedule, ballast.set_schedule, for recurring work).');
+  end if;
+  return case when v_at > p_now then v_at end;
 end
 $fn$;
 
@@ -5195,6 +5367,75 @@ begin
     errcode = 'BA009',
     message = format('ballast events are append-only: %s is not allowed', lower(tg_op)),
     hint = 'The audit trail keeps every event; record a correction as a new event instead.';
+end
+$fn$;
+
+create function ballast_private.expire_jobs(p_now timestamp with time zone, p_batch integer) returns bigint[]
+language plpgsql volatile
+as $fn$
+declare
+  v_job record;
+  v_class text;
+  v_message text;
+  v_attempts jsonb;
+  v_done bigint[] := '{}';
+  v_reason text := current_setting('ballast.reason', true);
+begin
+  for v_job in
+    select l.id, l.deadline, l.expires_at, l.deadline is not null and l.deadline <= p_now as late
+      from (select j.id, j.deadline, j.expires_at from ballast_private.jobs j
+             where j.deadline <= p_now and j.deadline is not null and j.finished_at is null
+            union
+            select j.id, j.deadline, j.expires_at from ballast_private.jobs j
+             where j.expires_at <= p_now and j.expires_at is not null and j.status in ('scheduled', 'queued')) l
+     order by least(l.deadline, l.expires_at), l.id
+     limit p_batch
+  loop
+    begin
+      perform 1 from ballast_private.steps s where s.job_id = v_job.id
+       order by s.parent_step_id is null, s.id for update nowait;
+    exception when lock_not_available then
+      continue;
+    end;
+    -- Read again under the step locks: the job may have finished or started meanwhile.
+    continue when not exists (select 1 from ballast_private.jobs j where j.id = v_job.id and j.finished_at is null
+                                 and (v_job.late or j.status in ('scheduled', 'queued')));
+    if v_job.late then
+      v_class := 'deadline_exceeded';
+      v_message := format('the job did not finish by its deadline %s', v_job.deadline);
+      perform set_config('ballast.reason', 'deadline passed', true);
+    else
+      v_class := 'expired';
+      v_message := format('the job did not start by its expiry time %s', v_job.expires_at);
+      perform set_config('ballast.reason', 'expired before it started', true);
+    end if;
+    select coalesce(jsonb_agg(jsonb_build_object('attempt_id', a.id, 'worker_id', a.worker_id)), '[]') into v_attempts
+      from ballast_private.attempts a where a.job_id = v_job.id and a.outcome = 'running';
+    update ballast_private.attempts a
+       set outcome = 'cancelled', finished_at = p_now, error_class = v_class, error_message = v_message,
+           error_retryable = false
+     where a.job_id = v_job.id and a.outcome = 'running';
+    update ballast_private.steps s
+       set status = case when s.status = 'pending' then 'skipped' else 'failed' end,
+           finished_at = p_now, next_run_at = null, wait_key = null, wait_deadline = null, wait_on_timeout = null,
+           error = case when s.status = 'pending' then s.error
+                        else jsonb_build_object('class', v_class, 'message', v_message, 'retryable', false,
+                                                'attempt', s.attempts) end
+     where s.job_id = v_job.id
+       and s.status in ('scheduled', 'pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review');
+    if jsonb_array_length(v_attempts) > 0 then
+      perform pg_notify('ballast_cancel', jsonb_build_object('job_id', v_job.id, 'attempts', v_attempts)::text);
+    end if;
+    v_done := v_done || v_job.id;
+  end loop;
+  -- In a batch whose job counters are deferred (settle_and_claim), the jobs' statuses are written now, so that their
+  -- job_failed events carry the reason too.
+  if cardinality(v_done) > 0 and current_setting('ballast.defer_counters', true) = 'on' then
+    perform ballast_private.flush_job_counters();
+    perform set_config('ballast.defer_counters', 'on', true);
+  end if;
+  perform set_config('ballast.reason', coalesce(v_reason, ''), true);
+  return v_done;
 end
 $fn$;
 
@@ -5611,7 +5852,7 @@ begin
 end
 $fn$;
 
-create function ballast_private.insert_batch_jobs(p_tenant text, p_pipeline ballast_private.pipelines, p_inputs jsonb[], p_keys text[], p_hashes text[], p_priority integer, p_now timestamp with time zone) returns TABLE(ids bigint[], inserted bigint[], job_ids bigint[], created boolean[])
+create function ballast_private.insert_batch_jobs(p_tenant text, p_pipeline ballast_private.pipelines, p_inputs jsonb[], p_keys text[], p_hashes text[], p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(ids bigint[], inserted bigint[], job_ids bigint[], created boolean[])
 language plpgsql volatile
 as $fn$
 #variable_conflict use_column
@@ -5634,9 +5875,12 @@ begin
   -- which this waits for) inserts nothing.
   with ins as (
     insert into ballast_private.jobs as j (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
-                                           input, priority, created_at, updated_at)
+                                           input, priority, created_at, updated_at, status, run_at, n_total,
+                                           deadline, expires_at)
     overriding system value
-    select ids[u.n], p_tenant, p_pipeline.name, p_pipeline.version, u.key, p_hashes[u.n], u.input, p_priority, p_now, p_now
+    select ids[u.n], p_tenant, p_pipeline.name, p_pipeline.version, u.key, p_hashes[u.n], u.input, p_priority, p_now, p_now,
+           case when p_run_at is not null then 'scheduled' else 'queued' end, p_run_at,
+           jsonb_array_length(p_pipeline.definition -> 'steps'), p_deadline, p_expires_at
       from unnest(p_inputs, p_keys) with ordinality u(input, key, n)
      where ids[u.n] is not null
      order by u.key collate "C" nulls last, u.n
@@ -5684,10 +5928,11 @@ begin
 end
 $fn$;
 
-create function ballast_private.insert_batch_steps(p_pipeline ballast_private.pipelines, p_tenant text, p_ids bigint[], p_inputs jsonb[], p_inserted bigint[], p_priority integer, p_now timestamp with time zone) returns void
+create function ballast_private.insert_batch_steps(p_pipeline ballast_private.pipelines, p_tenant text, p_ids bigint[], p_inputs jsonb[], p_inserted bigint[], p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns void
 language plpgsql volatile
 as $fn$
 begin
+  perform set_config('ballast.steps_counted', 'on', true);
   -- One INSERT for every step of every new job: the definition is read once, then repeated per job.
   with defs as materialized (
          select d.k, d.s ->> 'name' as name, jsonb_array_length(d.s -> 'depends_on') = 0 as root,
@@ -5703,16 +5948,20 @@ begin
            join unnest(p_inserted) i(id) on i.id = u.id)
   insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts,
                                      backoff_base_ms, backoff_cap_ms, timeout_ms, concurrency_key,
-                                     concurrency_limit, queued_at, created_at, updated_at, task, priority)
-  select j.id, d.name, case when d.root then 'queued' else 'pending' end, d.depends_on, d.deps,
+                                     concurrency_limit, queued_at, created_at, updated_at, task, priority, next_run_at)
+  select j.id, d.name,
+         case when not d.root then 'pending' when p_run_at is not null then 'scheduled' else 'queued' end,
+         d.depends_on, d.deps,
          d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.timeout_ms,
          case when d.conc is not null then
            (d.conc ->> 'group') || '/' || ballast_private.concurrency_value(d.conc ->> 'key', p_tenant, j.input) end,
          (d.conc ->> 'limit')::int,
-         case when d.root then p_now end, p_now, p_now,
-         ballast.task_identifier(p_pipeline.name, p_pipeline.version), p_priority
+         case when d.root and p_run_at is null then p_now end, p_now, p_now,
+         ballast.task_identifier(p_pipeline.name, p_pipeline.version), p_priority,
+         case when d.root then p_run_at end
     from new_jobs j cross join defs d
    order by j.n, d.k;
+  perform set_config('ballast.steps_counted', 'off', true);
 end
 $fn$;
 
@@ -5728,6 +5977,7 @@ declare
   v_prior record;
   v_id bigint;
   v_now timestamptz := ballast.now();
+  v_run_at timestamptz;
 begin
   if not ballast_private.caller_unrestricted() then
     v_tenant := ballast_private.caller_tenant();
@@ -5748,12 +5998,19 @@ begin
   v_pipeline := ballast_private.checked_pipeline(new.pipeline, v_input, new.idempotency_key, v_tenant, v_priority,
                                                  new.pipeline_version);
   v_hash := ballast_private.request_hash(new.pipeline, new.pipeline_version, v_input);
+  if new.run_at is not null then
+    v_run_at := ballast_private.checked_run_at(new.run_at, null, v_now);
+  end if;
+  if new.deadline is not null or new.expires_at is not null then
+    perform ballast_private.check_time_limits(v_run_at, new.deadline, new.expires_at, v_now);
+  end if;
 
   if not ballast_private.job_inserts_ready() then
     create temporary table ballast_job_inserts (
       id bigint primary key, tenant_id text not null, pipeline text not null, pipeline_version integer not null,
       idempotency_key text, request_hash text not null, input jsonb not null, priority integer not null,
-      created_at timestamptz not null, steps integer not null) on commit delete rows;
+      created_at timestamptz not null, steps integer not null, run_at timestamptz, deadline timestamptz,
+      expires_at timestamptz) on commit delete rows;
   end if;
 
   if new.idempotency_key is not null then
@@ -5783,16 +6040,17 @@ begin
   if v_id is null then
     v_id := nextval('ballast_private.jobs_id_seq');
     insert into pg_temp.ballast_job_inserts (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
-                                             input, priority, created_at, steps)
+                                             input, priority, created_at, steps, run_at, deadline, expires_at)
     values (v_id, v_tenant, v_pipeline.name, v_pipeline.version, new.idempotency_key, v_hash, v_input, v_priority,
-            v_now, jsonb_array_length(v_pipeline.definition -> 'steps'));
+            v_now, jsonb_array_length(v_pipeline.definition -> 'steps'), v_run_at, new.deadline, new.expires_at);
   end if;
-  select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.input, 'queued', i.priority,
+  select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.input,
+         case when i.run_at is not null then 'scheduled' else 'queued' end, i.priority,
          null::jsonb, null::jsonb, i.created_at, null::timestamptz, null::timestamptz, i.created_at, 0, 0, 0,
-         null::timestamptz
+         null::timestamptz, i.run_at, i.deadline, i.expires_at
     into new.id, new.tenant_id, new.pipeline, new.pipeline_version, new.idempotency_key, new.input, new.status,
          new.priority, new.result, new.error, new.created_at, new.started_at, new.finished_at, new.updated_at,
-         new.input_tokens, new.output_tokens, new.cost_usd, new.pruned_at
+         new.input_tokens, new.output_tokens, new.cost_usd, new.pruned_at, new.run_at, new.deadline, new.expires_at
     from pg_temp.ballast_job_inserts i where i.id = v_id;
   return new;
 end
@@ -5815,10 +6073,12 @@ begin
   end if;
   with ins as (
     insert into ballast_private.jobs as j (id, tenant_id, pipeline, pipeline_version, idempotency_key, request_hash,
-                                           input, priority, created_at, updated_at, n_total)
+                                           input, priority, created_at, updated_at, n_total, status, run_at,
+                                           deadline, expires_at)
     overriding system value
     select i.id, i.tenant_id, i.pipeline, i.pipeline_version, i.idempotency_key, i.request_hash, i.input, i.priority,
-           i.created_at, i.created_at, i.steps
+           i.created_at, i.created_at, i.steps, case when i.run_at is not null then 'scheduled' else 'queued' end,
+           i.run_at, i.deadline, i.expires_at
       from pg_temp.ballast_job_inserts i
      order by i.id
     on conflict (tenant_id, idempotency_key) do nothing
@@ -5835,12 +6095,12 @@ begin
   perform set_config('ballast.steps_counted', 'on', true);
   insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
                                      backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
-                                     created_at, updated_at, task, priority)
+                                     created_at, updated_at, task, priority, next_run_at)
   select s.*
     from pg_temp.ballast_job_inserts i
     join ballast_private.pipelines p on p.name = i.pipeline and p.version = i.pipeline_version
    cross join lateral ballast_private.new_steps(i.id, p.name, p.version, p.definition, i.tenant_id, i.input,
-                                                i.priority, i.created_at) s
+                                                i.priority, i.created_at, i.run_at) s
    order by i.id;
   perform set_config('ballast.steps_counted', 'off', true);
   delete from pg_temp.ballast_job_inserts;
@@ -5946,12 +6206,13 @@ as $fn$
    where p_idempotency_key is not null
 $fn$;
 
-create function ballast_private.new_steps(p_job_id bigint, p_pipeline text, p_pipeline_version integer, p_definition jsonb, p_tenant_id text, p_input jsonb, p_priority integer, p_now timestamp with time zone) returns TABLE(job_id bigint, name text, status text, depends_on text[], deps_remaining integer, max_attempts integer, backoff_base_ms integer, backoff_cap_ms integer, timeout_ms integer, concurrency_key text, concurrency_limit integer, queued_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone, task text, priority smallint)
+create function ballast_private.new_steps(p_job_id bigint, p_pipeline text, p_pipeline_version integer, p_definition jsonb, p_tenant_id text, p_input jsonb, p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, name text, status text, depends_on text[], deps_remaining integer, max_attempts integer, backoff_base_ms integer, backoff_cap_ms integer, timeout_ms integer, concurrency_key text, concurrency_limit integer, queued_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone, task text, priority smallint, next_run_at timestamp with time zone)
 language sql stable
 as $fn$
   select p_job_id,
          s ->> 'name',
-         case when jsonb_array_length(s -> 'depends_on') = 0 then 'queued' else 'pending' end,
+         case when jsonb_array_length(s -> 'depends_on') > 0 then 'pending'
+              when p_run_at is not null then 'scheduled' else 'queued' end,
          array(select jsonb_array_elements_text(s -> 'depends_on')),
          jsonb_array_length(s -> 'depends_on'),
          (s ->> 'max_attempts')::int,
@@ -5962,8 +6223,9 @@ as $fn$
            (s -> 'concurrency' ->> 'group') || '/'
            || ballast_private.concurrency_value(s -> 'concurrency' ->> 'key', p_tenant_id, p_input) end,
          case when jsonb_typeof(s -> 'concurrency') = 'object' then (s -> 'concurrency' ->> 'limit')::int end,
-         case when jsonb_array_length(s -> 'depends_on') = 0 then p_now end,
-         p_now, p_now, ballast.task_identifier(p_pipeline, p_pipeline_version), p_priority::smallint
+         case when jsonb_array_length(s -> 'depends_on') = 0 and p_run_at is null then p_now end,
+         p_now, p_now, ballast.task_identifier(p_pipeline, p_pipeline_version), p_priority::smallint,
+         case when jsonb_array_length(s -> 'depends_on') = 0 then p_run_at end
     from jsonb_array_elements(p_definition -> 'steps') with ordinality as d(s, k)
    order by d.k
 $fn$;
@@ -6492,6 +6754,32 @@ begin
 end
 $fn$;
 
+create function ballast_private.start_due_steps(p_tasks text[], p_n integer, p_now timestamp with time zone) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_jobs bigint[];
+begin
+  with due as (
+    select s.id from ballast_private.steps s
+     where s.status = 'scheduled' and s.next_run_at <= p_now and s.task = any(p_tasks)
+     order by s.next_run_at limit p_n
+       for update skip locked),
+  upd as (
+    update ballast_private.steps s set status = 'queued', queued_at = p_now, next_run_at = null, updated_at = p_now
+      from due where s.id = due.id
+    returning s.job_id)
+  select array_agg(distinct upd.job_id) into v_jobs from upd;
+  if v_jobs is null then
+    return;
+  end if;
+  perform 1 from ballast_private.jobs j where j.id = any(v_jobs) and j.status = 'scheduled' order by j.id for no key update;
+  update ballast_private.jobs j set status = 'queued'
+   where j.id = any(v_jobs) and j.status = 'scheduled'
+     and not exists (select 1 from ballast_private.steps s where s.job_id = j.id and s.status = 'scheduled');
+end
+$fn$;
+
 create function ballast_private.step_keys(p_pipeline text, p_step text, p_tenant text, p_def jsonb, p_input jsonb, p_item jsonb) returns text[]
 language plpgsql stable
 as $fn$
@@ -6617,14 +6905,15 @@ begin
   if exists (select 1 from ballast_private.fair_shares f where f.tenant_id = '*') then
     perform ballast_private.assign_fair_keys(array(select n.id from new_t n));
   end if;
-  if exists (select 1 from new_t n where n.status = 'queued') then
+  -- (A scheduled step, 0039, too: idle workers learn when it falls due from settle_and_claim's next_due_ms.)
+  if exists (select 1 from new_t n where n.status in ('queued', 'scheduled')) then
     perform ballast_private.announce_queued();
   end if;
   return null;
 end
 $fn$;
 
-create function ballast_private.submit(p_pipeline text, p_input jsonb, p_idempotency_key text, p_tenant_id text, p_priority integer, p_pipeline_version integer) returns TABLE(job_id bigint, created boolean)
+create function ballast_private.submit(p_pipeline text, p_input jsonb, p_idempotency_key text, p_tenant_id text, p_priority integer, p_pipeline_version integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, created boolean)
 language plpgsql volatile
 as $fn$
 declare
@@ -6642,9 +6931,10 @@ begin
   -- n_total is the number of steps the insert below creates (none of them final, running, waiting or started: every
   -- other counter is 0), so the job is counted here and the steps' insert trigger skips it (ballast.steps_counted).
   insert into ballast_private.jobs (tenant_id, pipeline, pipeline_version, idempotency_key, request_hash, input,
-                                    priority, created_at, updated_at, n_total)
+                                    priority, created_at, updated_at, n_total, status, run_at, deadline, expires_at)
   values (p_tenant_id, v_pipeline.name, v_pipeline.version, p_idempotency_key, v_hash, p_input, p_priority, v_now, v_now,
-          jsonb_array_length(v_pipeline.definition -> 'steps'))
+          jsonb_array_length(v_pipeline.definition -> 'steps'),
+          case when p_run_at is not null then 'scheduled' else 'queued' end, p_run_at, p_deadline, p_expires_at)
   on conflict (tenant_id, idempotency_key) do nothing
   returning id into v_job_id;
 
@@ -6667,16 +6957,72 @@ begin
   perform set_config('ballast.steps_counted', 'on', true);
   insert into ballast_private.steps (job_id, name, status, depends_on, deps_remaining, max_attempts, backoff_base_ms,
                                      backoff_cap_ms, timeout_ms, concurrency_key, concurrency_limit, queued_at,
-                                     created_at, updated_at, task, priority)
+                                     created_at, updated_at, task, priority, next_run_at)
   select * from ballast_private.new_steps(v_job_id, v_pipeline.name, v_pipeline.version, v_pipeline.definition,
-                                          p_tenant_id, p_input, p_priority, v_now);
+                                          p_tenant_id, p_input, p_priority, v_now, p_run_at);
   perform set_config('ballast.steps_counted', 'off', true);
 
   return query select v_job_id, true;
 end
 $fn$;
 
-create function ballast_private.submit_jobs_checked_v15(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer) returns TABLE(ord integer, job_id bigint, created boolean, status text)
+create function ballast_private.submit_debounced(p_pipeline text, p_input jsonb, p_tenant_id text, p_priority integer, p_pipeline_version integer, p_debounce jsonb, p_deadline timestamp with time zone, p_expires_at timestamp with time zone) returns TABLE(job_id bigint, created boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_opt record;
+  v_pipeline ballast_private.pipelines;
+  v_now timestamptz := ballast.now();
+  v_job ballast_private.jobs;
+  v_run_at timestamptz;
+  v_id bigint;
+begin
+  select * into v_opt from ballast_private.checked_keyed_option('debounce', p_debounce, 'quiet_ms') o;
+  v_pipeline := ballast_private.checked_pipeline(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.debounce/' || p_tenant_id || '/' || v_pipeline.name || '/' || v_opt.key, 0));
+  select j.id into v_id from ballast_private.jobs j
+   where j.tenant_id = p_tenant_id and j.pipeline = v_pipeline.name and j.debounce_key = v_opt.key and j.status = 'scheduled'
+   order by j.id desc limit 1;
+  if v_id is not null then
+    -- The steps first, then the job (the engine's lock order); then look again: a claim may have started it.
+    perform 1 from ballast_private.steps s where s.job_id = v_id order by s.id for update;
+    select * into v_job from ballast_private.jobs j where j.id = v_id for no key update;
+    if v_job.status = 'scheduled' and v_job.pipeline_version = v_pipeline.version then
+      v_run_at := v_now + make_interval(secs => v_opt.ms / 1000.0);
+      if v_job.debounce_until is not null and v_run_at > v_job.debounce_until then
+        v_run_at := v_job.debounce_until;
+      end if;
+      update ballast_private.jobs j
+         set input = p_input, request_hash = ballast_private.request_hash(p_pipeline, p_pipeline_version, p_input),
+             run_at = v_run_at, priority = p_priority, updated_at = v_now
+       where j.id = v_id;
+      update ballast_private.steps s set next_run_at = v_run_at, priority = p_priority
+       where s.job_id = v_id and s.status = 'scheduled';
+      insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+      values (v_id, 'job_debounced', 'scheduled', coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+              nullif(current_setting('ballast.reason', true), ''),
+              jsonb_build_object('debounce_key', v_opt.key, 'previous_run_at', v_job.run_at, 'run_at', v_run_at,
+                                 'submissions', 2 + (select count(*) from ballast_private.events e
+                                                      where e.job_id = v_id and e.type = 'job_debounced')),
+              v_now);
+      -- Workers that set a timer for the earlier start look again when it fires; wake them for a sooner one.
+      perform pg_notify('ballast_queue', '');
+      return query select v_id, false;
+      return;
+    end if;
+  end if;
+  select s.job_id into v_id
+    from ballast_private.submit(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version,
+                                ballast_private.checked_run_at(null, v_opt.ms, v_now), p_deadline, p_expires_at) s;
+  update ballast_private.jobs j
+     set debounce_key = v_opt.key,
+         debounce_until = case when v_opt.max_ms is not null then v_now + make_interval(secs => v_opt.max_ms / 1000.0) end
+   where j.id = v_id;
+  return query select v_id, true;
+end
+$fn$;
+
+create function ballast_private.submit_jobs_checked_v15(p_pipeline text, p_inputs jsonb[], p_idempotency_keys text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_priority integer DEFAULT 0, p_pipeline_version integer DEFAULT NULL::integer, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_deadline timestamp with time zone DEFAULT NULL::timestamp with time zone, p_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(ord integer, job_id bigint, created boolean, status text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 #variable_conflict use_column
@@ -6701,8 +7047,10 @@ begin
   select k.keys, k.hashes into v_keys, v_hashes
     from ballast_private.batch_keys_and_hashes(p_pipeline, p_pipeline_version, p_inputs, p_idempotency_keys) k;
   select b.ids, b.inserted, b.job_ids, b.created into v_ids, v_inserted, v_job_ids, v_created
-    from ballast_private.insert_batch_jobs(v_tenant, v_pipeline, p_inputs, v_keys, v_hashes, p_priority, v_now) b;
-  perform ballast_private.insert_batch_steps(v_pipeline, v_tenant, v_ids, p_inputs, v_inserted, p_priority, v_now);
+    from ballast_private.insert_batch_jobs(v_tenant, v_pipeline, p_inputs, v_keys, v_hashes, p_priority, v_now, p_run_at,
+                                           p_deadline, p_expires_at) b;
+  perform ballast_private.insert_batch_steps(v_pipeline, v_tenant, v_ids, p_inputs, v_inserted, p_priority, v_now,
+                                             p_run_at);
 
   -- No wake-up per step: the step rows are the queue (0013), and the steps' insert NOTIFYs ballast_queue once.
   return query
@@ -6710,6 +7058,41 @@ begin
       from unnest(v_job_ids, v_created) with ordinality u(job, created, n)
       join ballast_private.jobs j on j.id = u.job
      order by u.n;
+end
+$fn$;
+
+create function ballast_private.submit_throttled(p_pipeline text, p_input jsonb, p_tenant_id text, p_priority integer, p_pipeline_version integer, p_throttle jsonb, p_run_at timestamp with time zone, p_deadline timestamp with time zone, p_expires_at timestamp with time zone) returns TABLE(job_id bigint, created boolean)
+language plpgsql volatile
+as $fn$
+declare
+  v_opt record;
+  v_pipeline ballast_private.pipelines;
+  v_now timestamptz := ballast.now();
+  v_last record;
+  v_id bigint;
+begin
+  select * into v_opt from ballast_private.checked_keyed_option('throttle', p_throttle, 'period_ms') o;
+  v_pipeline := ballast_private.checked_pipeline(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.throttle/' || p_tenant_id || '/' || v_pipeline.name || '/' || v_opt.key, 0));
+  select j.id, j.created_at into v_last from ballast_private.jobs j
+   where j.tenant_id = p_tenant_id and j.pipeline = v_pipeline.name and j.throttle_key = v_opt.key
+   order by j.created_at desc limit 1;
+  if v_last.id is not null and v_last.created_at > v_now - make_interval(secs => v_opt.ms / 1000.0) then
+    insert into ballast_private.events (job_id, type, status, actor, reason, data, at)
+    values (v_last.id, 'job_throttled', (select j.status from ballast_private.jobs j where j.id = v_last.id),
+            coalesce(nullif(current_setting('ballast.actor', true), ''), 'system'),
+            nullif(current_setting('ballast.reason', true), ''),
+            jsonb_build_object('throttle_key', v_opt.key, 'period_ms', v_opt.ms,
+                               'next_allowed_at', v_last.created_at + make_interval(secs => v_opt.ms / 1000.0)),
+            v_now);
+    return query select v_last.id, false;
+    return;
+  end if;
+  select s.job_id into v_id
+    from ballast_private.submit(p_pipeline, p_input, null, p_tenant_id, p_priority, p_pipeline_version, p_run_at,
+                                p_deadline, p_expires_at) s;
+  update ballast_private.jobs j set throttle_key = v_opt.key where j.id = v_id;
+  return query select v_id, true;
 end
 $fn$;
 
@@ -6999,7 +7382,10 @@ create view ballast.jobs with (security_invoker=true) as
     jobs.cost_usd,
     jobs.pruned_at,
     jobs.parent_job_id,
-    jobs.parent_step_id
+    jobs.parent_step_id,
+    jobs.run_at,
+    jobs.deadline,
+    jobs.expires_at
    FROM ballast_private.jobs;
 
 create view ballast.limits with (security_invoker=true) as
@@ -7435,6 +7821,9 @@ comment on column ballast.jobs.pruned_at is 'When retention cleared its payloads
 comment on column ballast.jobs.parent_job_id is 'The job whose step started this one as a child job (ctx.startChildren); null for a job submitted otherwise.';
 comment on column ballast.jobs.tenant_id is 'The tenant the job belongs to (1 to 200 bytes; "default" when none was named).';
 comment on column ballast.jobs.parent_step_id is 'The step that started this job as a child job; null for a job submitted otherwise.';
+comment on column ballast.jobs.run_at is 'When it was submitted to start, if later than its submission (run_at or delay_ms): it is scheduled until then. Null: it was queued at once. An INSERT may set it.';
+comment on column ballast.jobs.deadline is 'When it must have finished: then its unfinished steps fail (deadline_exceeded) and so does the job. Null: no deadline. An INSERT may set it.';
+comment on column ballast.jobs.expires_at is 'When it must have started: if it is still scheduled or queued then, it fails (expired). Null: no limit. An INSERT may set it.';
 comment on column ballast.jobs.pipeline is 'The pipeline it runs, e.g. demo.wordstats.';
 comment on column ballast.jobs.pipeline_version is 'The version of the pipeline it runs (fixed at submission: the newest then, or the one asked for).';
 comment on column ballast.jobs.idempotency_key is 'The key it was submitted with (1 to 500 bytes, unique per tenant): submitting again with it returns this job. Null: submitted without a key.';
@@ -7593,8 +7982,8 @@ comment on column ballast.steps.max_attempts is 'How many attempts it may use be
 comment on column ballast.steps.output is 'What it returned, checked against its output contract. Null until it succeeds, and after retention pruned the job.';
 comment on column ballast.steps.error is 'Its last error: class, code, message and retryable (true when another attempt may succeed). Null when its last attempt did not fail.';
 comment on view ballast.stuck_work is 'Work that is not moving, with the default thresholds: steps queued for 5 minutes; leases, retries and wait deadlines overdue by a minute.';
-comment on function ballast.submit_job(text,jsonb,text,text,integer,integer) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only.';
-comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1).';
+comment on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone,jsonb,jsonb) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only. run_at or delay_ms (not both): the job is scheduled until then; deadline: it fails unless finished by then; expires_at: it fails unless started by then; debounce {key, quiet_ms, max_wait_ms} or throttle {key, period_ms}: one job per burst, or per period, of submissions with the key.';
+comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1). run_at or delay_ms (not both): every job is scheduled until then; deadline and expires_at: as submit_job, for every job.';
 comment on function ballast.wait_for_children(bigint,bigint[],integer) is 'A step waits for its child jobs (ctx.waitForChildren): all, or the first n to complete; parks the step until then (workers call it).';
 comment on view ballast.workers is 'The worker processes: host, pid, concurrency, pipelines, last heartbeat; stopped_at once they stopped.';
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
@@ -7605,6 +7994,12 @@ comment on table ballast_private.gate_history is 'Every pause, resume and limit 
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
 comment on column ballast_private.jobs.parent_job_id is 'The job whose step started this one (ctx.startChildren, 0038); null for a job submitted otherwise.';
 comment on column ballast_private.jobs.parent_step_id is 'The step that started this job (ctx.startChildren, 0038); null for a job submitted otherwise.';
+comment on column ballast_private.jobs.run_at is 'The start time it was submitted with (run_at, or now + delay_ms), when that was later than its submission; null: it was queued at once.';
+comment on column ballast_private.jobs.deadline is 'When it must have finished: then its live steps fail (deadline_exceeded) and so does the job. Null: no deadline.';
+comment on column ballast_private.jobs.expires_at is 'When it must have started: then, if it is still scheduled or queued, it fails (expired). Null: it waits as long as it takes.';
+comment on column ballast_private.jobs.debounce_key is 'The debounce key it was submitted with: later submissions of the key (same tenant and pipeline) replace its input while it is scheduled.';
+comment on column ballast_private.jobs.debounce_until is 'The latest start a debounced job may be pushed to (its first submission + max_wait_ms); null: no limit.';
+comment on column ballast_private.jobs.throttle_key is 'The throttle key it was submitted with: submissions of the key (same tenant and pipeline) within the period after it return it.';
 comment on table ballast_private.limit_buckets is 'One row per key a limit applies to: the lock claims take, and for rates the GCRA theoretical arrival time.';
 comment on table ballast_private.limits is 'Rate and concurrency limits on keys (0037), enforced by claim_steps (gate_steps).';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
@@ -7668,8 +8063,8 @@ grant execute on function ballast.set_model_price(text,text,numeric,numeric,nume
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
 grant execute on function ballast.stop_fair_sharing() to ballast_operator;
-grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer) to ballast_client, ballast_operator;
-grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer) to ballast_client, ballast_operator;
+grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone,jsonb,jsonb) to ballast_client, ballast_operator;
+grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.bad_argument(text,text,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.budget_period_start(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;

@@ -79,7 +79,7 @@ begin
 end
 $fn$;
 
--- As in 0004, plus: fair keys while fair sharing is on.
+-- As in 0039, plus: fair keys while fair sharing is on.
 create or replace function ballast_private.steps_inserted() returns trigger
 language plpgsql volatile
 as $fn$
@@ -93,14 +93,16 @@ begin
   if exists (select 1 from ballast_private.fair_shares f where f.tenant_id = '*') then
     perform ballast_private.assign_fair_keys(array(select n.id from new_t n));
   end if;
-  if exists (select 1 from new_t n where n.status = 'queued') then
+  -- (A scheduled step, 0039, too: idle workers learn when it falls due from settle_and_claim's next_due_ms.)
+  if exists (select 1 from new_t n where n.status in ('queued', 'scheduled')) then
     perform ballast_private.announce_queued();
   end if;
   return null;
 end
 $fn$;
 
--- As in 0037, but the ungrouped pick takes fair keys into account: (priority, fair_key, attempts = 0, id).
+-- As in 0037 with the probes and promotions of 0039 (retries due, deadlines and expiry, scheduled steps due), and
+-- the ungrouped pick takes fair keys into account: (priority, fair_key, attempts = 0, id).
 create or replace function ballast.claim_steps(p_worker_id text, p_tasks text[], p_n integer, p_lease_ms integer default 30000)
 returns setof ballast.step_claim
 language plpgsql volatile
@@ -115,6 +117,9 @@ declare
   v_round int := 0;
   v_model_gate boolean;
   v_key_gate boolean;
+  v_retries_due boolean;
+  v_limits_due boolean;
+  v_starts_due boolean;
 begin
   if v_n = 0 then
     return;
@@ -125,9 +130,23 @@ begin
       hint = 'Call ballast.register_worker before claiming steps (a worker declared dead must register again).';
   end if;
 
-  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.)
-  if exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now) then
+  -- (Probed first: an UPDATE fires the statement triggers of steps even when it changes no row.) One statement for
+  -- the probes of retries due, jobs past their deadline or expiry, and scheduled steps due (0039): each one index
+  -- probe. Jobs past their deadline or expiry fail before anything is queued or claimed (expire_jobs).
+  select exists (select 1 from ballast_private.steps r where r.status = 'retrying' and r.next_run_at <= v_now),
+         exists (select 1 from ballast_private.jobs l where l.deadline <= v_now and l.deadline is not null and l.finished_at is null)
+         or exists (select 1 from ballast_private.jobs l
+                     where l.expires_at <= v_now and l.expires_at is not null and l.status in ('scheduled', 'queued')),
+         exists (select 1 from ballast_private.steps r where r.status = 'scheduled' and r.next_run_at <= v_now)
+    into v_retries_due, v_limits_due, v_starts_due;
+  if v_retries_due then
     perform ballast_private.requeue_due_retries(p_tasks, v_n, v_now);
+  end if;
+  if v_limits_due then
+    perform ballast_private.expire_jobs(v_now, 100);
+  end if;
+  if v_starts_due then
+    perform ballast_private.start_due_steps(p_tasks, v_n, v_now);
   end if;
 
   loop

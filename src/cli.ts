@@ -10,7 +10,7 @@ import type { Logger } from 'pino';
 import type { BallastDb as BallastDbType } from './db/api.ts';
 import { isFinalJobStatus } from './statuses.ts';
 import { WORKER_DEFAULTS, workerSettingsHelp } from './worker/defaults.ts';
-import { actor, jobIdArg, parseCommandArgs, readInput } from './cli/args.ts';
+import { actor, durationOption, jobIdArg, parseCommandArgs, readInput, timeOption, timeOrDurationOption } from './cli/args.ts';
 import { describeError, formatError, formatErrorJson, UsageError } from './cli/errors.ts';
 
 // Modules are loaded when a command needs them, not at start: `ballast --help` loads none, `submit` the database
@@ -64,6 +64,15 @@ Commands
       --tenant <id>            tenant (default "default")
       --priority <n>           lower runs first (default 0)
       --version <n>            pin a pipeline version (default: newest)
+      --run-at <time>          start at this time (ISO 8601): the job is scheduled until then
+      --delay <duration>       start after this long (500ms, 30s, 10m, 2h, 1d), by the database clock
+      --deadline <time|dur>    the job must finish by then (ISO 8601, or a duration from now): else it fails
+      --expires <time|dur>     the job must start by then (ISO 8601, or a duration from now): else it fails
+      --debounce <key> --quiet <duration> [--max-wait <duration>]
+                               one job per burst of submissions with the key: a later one replaces its input and
+                               pushes its start to --quiet from now (at most --max-wait after the first)
+      --throttle <key> --period <duration>
+                               at most one job per key per period (a later one returns the key's last job)
       --json                   print the result as JSON
   status <job-id>       the job, its steps, its parent and its child jobs (--json for JSON)
   cancel <job-id>       cancel a job and its unfinished child jobs (--reason <text>)
@@ -239,8 +248,24 @@ async function submit(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, {
     input: { type: 'string' }, key: { type: 'string' }, tenant: { type: 'string' },
     priority: { type: 'string' }, version: { type: 'string' }, json: { type: 'boolean' },
+    'run-at': { type: 'string' }, delay: { type: 'string' }, deadline: { type: 'string' }, expires: { type: 'string' },
+    debounce: { type: 'string' }, quiet: { type: 'string' }, 'max-wait': { type: 'string' },
+    throttle: { type: 'string' }, period: { type: 'string' },
   });
   const pipeline = positionals[0];
+  const runAt = timeOption('--run-at', values['run-at']);
+  const delayMs = durationOption('--delay', values.delay);
+  if (runAt && delayMs !== undefined) throw new UsageError('--run-at and --delay cannot be combined: give one of them');
+  const deadline = timeOrDurationOption('--deadline', values.deadline);
+  const expiresAt = timeOrDurationOption('--expires', values.expires);
+  const quietMs = durationOption('--quiet', values.quiet);
+  const maxWaitMs = durationOption('--max-wait', values['max-wait']);
+  const periodMs = durationOption('--period', values.period);
+  if ((values.debounce === undefined) !== (quietMs === undefined)) throw new UsageError('--debounce <key> and --quiet <duration> go together');
+  if (maxWaitMs !== undefined && values.debounce === undefined) throw new UsageError('--max-wait needs --debounce <key> --quiet <duration>');
+  if ((values.throttle === undefined) !== (periodMs === undefined)) throw new UsageError('--throttle <key> and --period <duration> go together');
+  const debounce = values.debounce === undefined ? null : { key: values.debounce, quietMs: quietMs!, maxWaitMs: maxWaitMs ?? null };
+  const throttle = values.throttle === undefined ? null : { key: values.throttle, periodMs: periodMs! };
   if (!pipeline) throw new UsageError('submit needs a pipeline name, e.g. `ballast submit demo.wordstats --input \'{"text":"hi"}\'`');
   const priority = values.priority === undefined ? 0 : Number(values.priority);
   if (!Number.isInteger(priority)) throw new UsageError(`--priority ${values.priority} is not an integer (-1000..1000, lower runs first)`);
@@ -248,7 +273,7 @@ async function submit(args: string[]): Promise<number> {
   if (version !== null && !Number.isInteger(version)) throw new UsageError(`--version ${values.version} is not an integer`);
   const input = readInput(values.input);
   const result = await withDb((db) =>
-    db.submitJob({ pipeline, input, idempotencyKey: values.key ?? null, tenantId: values.tenant ?? 'default', priority, pipelineVersion: version }),
+    db.submitJob({ pipeline, input, idempotencyKey: values.key ?? null, tenantId: values.tenant ?? 'default', priority, pipelineVersion: version, runAt: runAt ?? null, delayMs: delayMs ?? null, deadline: deadline ?? null, expiresAt: expiresAt ?? null, debounce, throttle }),
   );
   if (values.json) printJson(result);
   else console.log(`job ${result.jobId} ${result.created ? 'submitted' : 'already existed (same idempotency key)'}: ${pipeline}@${result.pipelineVersion}, ${result.status}`);

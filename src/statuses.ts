@@ -4,12 +4,12 @@
 // hand-written status list in the SQL functions and views against these lists.
 
 export const JOB_STATUSES = [
-  'queued', 'running', 'waiting', 'retrying', 'needs_review',
+  'scheduled', 'queued', 'running', 'waiting', 'retrying', 'needs_review',
   'completed', 'partially_completed', 'failed', 'cancelled',
 ] as const;
 
 export const STEP_STATUSES = [
-  'pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review',
+  'scheduled', 'pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review',
   'succeeded', 'failed', 'cancelled', 'skipped',
 ] as const;
 

@@ -117,8 +117,9 @@ t.test('src/statuses.ts says what the state machines say', async (t) => {
 const minus = (from: readonly string[], ...drop: (readonly string[] | string)[]) =>
   from.filter((s) => !drop.some((d) => (typeof d === 'string' ? d === s : d.includes(s))));
 const LIVE_STEP = minus(STEP_STATUSES, FINAL_STEP_STATUSES);
-// A live step that was started or is ready to start (pending steps wait for their dependencies).
-const ACTIVE_STEP = minus(LIVE_STEP, 'pending');
+// A live step that was started or is ready to start (pending steps wait for their dependencies, scheduled ones for
+// their job's start time).
+const ACTIVE_STEP = minus(LIVE_STEP, 'pending', 'scheduled');
 
 /**
  * Every hand-written list of statuses in the SQL, by the object it is in, and what it is meant to be in terms of the
@@ -132,7 +133,13 @@ const SQL_STATUS_LISTS: { in: string; meaning: string; is: readonly string[] }[]
   { in: 'index ballast_private.jobs_live_idx', meaning: 'final job statuses (excluded)', is: FINAL_JOB_STATUSES },
   { in: 'index ballast_private.steps_live_idx', meaning: 'active step statuses', is: ACTIVE_STEP },
   { in: 'view ballast.queue_depth', meaning: 'active step statuses', is: ACTIVE_STEP },
-  { in: 'function ballast.replay_step', meaning: 'live step statuses (a replay would race them)', is: LIVE_STEP },
+  { in: 'index ballast_private.jobs_expiry_idx', meaning: 'job statuses of a job not started yet (its expiry applies)', is: ['scheduled', 'queued'] },
+  { in: 'function ballast_private.expire_jobs', meaning: 'job statuses of a job not started yet (its expiry applies)', is: ['scheduled', 'queued'] },
+  { in: 'function ballast_private.expire_jobs', meaning: 'live step statuses (failed or skipped at a deadline)', is: LIVE_STEP },
+  { in: 'function ballast.claim_steps', meaning: 'job statuses of a job not started yet (its expiry applies)', is: ['scheduled', 'queued'] },
+  { in: 'function ballast.reap', meaning: 'job statuses of a job not started yet (its expiry applies)', is: ['scheduled', 'queued'] },
+  { in: 'function ballast_private.steps_inserted', meaning: 'step statuses that announce work on ballast_queue (queued, or scheduled: a worker sets a timer)', is: ['queued', 'scheduled'] },
+  { in: 'function ballast.replay_step', meaning: 'live step statuses but scheduled (a replay would race them; a scheduled step is not started, replaying it starts it now)', is: minus(LIVE_STEP, 'scheduled') },
   { in: 'function ballast.replay_step', meaning: 'active step statuses', is: ACTIVE_STEP },
   { in: 'function ballast.replay_job', meaning: 'final step statuses that did not succeed, skipped aside', is: minus(FINAL_STEP_STATUSES, 'succeeded', 'skipped') },
   { in: 'function ballast.recount_job', meaning: 'final step statuses', is: FINAL_STEP_STATUSES },

@@ -8,9 +8,9 @@ import { freshDatabase, pgError, registerTestWorker } from './helpers.ts';
 
 const { pool, db, url } = await freshDatabase(t);
 
-const STEP_STATUSES = ['pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review', 'succeeded', 'failed',
+const STEP_STATUSES = ['scheduled', 'pending', 'queued', 'running', 'retrying', 'waiting', 'needs_review', 'succeeded', 'failed',
   'cancelled', 'skipped'] as const;
-const JOB_STATUSES = ['queued', 'running', 'waiting', 'retrying', 'needs_review', 'completed', 'partially_completed',
+const JOB_STATUSES = ['scheduled', 'queued', 'running', 'waiting', 'retrying', 'needs_review', 'completed', 'partially_completed',
   'failed', 'cancelled'] as const;
 const JOB_FINAL = ['completed', 'partially_completed', 'failed', 'cancelled'];
 const JOB_LIVE = JOB_STATUSES.filter((s) => !JOB_FINAL.includes(s));
@@ -18,6 +18,7 @@ const JOB_LIVE = JOB_STATUSES.filter((s) => !JOB_FINAL.includes(s));
 // The state machines of docs/concepts.md ("State machines"), written out independently of the tables, so an edited
 // or emptied table fails here.
 const STEP_EDGES = [
+  'scheduled>queued', 'scheduled>cancelled', 'scheduled>failed', 'queued>failed', 'retrying>failed',
   'pending>queued', 'pending>skipped', 'pending>cancelled',
   'queued>running', 'queued>cancelled', 'queued>retrying',
   'running>succeeded', 'running>retrying', 'running>failed', 'running>waiting', 'running>needs_review',
@@ -27,10 +28,15 @@ const STEP_EDGES = [
   'needs_review>succeeded', 'needs_review>failed', 'needs_review>cancelled',
 ];
 const STEP_FINAL = ['succeeded', 'failed', 'cancelled', 'skipped'];
-// A live job may move to any other status except back to queued; only a retrying job none of whose steps started
-// (its steps were parked at claim, spending no attempt) goes back to queued.
-const JOB_EDGES = [...JOB_LIVE.flatMap((f) => JOB_STATUSES.filter((to) => to !== f && to !== 'queued').map((to) => `${f}>${to}`)),
-  'retrying>queued'];
+// A live job may move to any other status except back to queued or scheduled; a scheduled job (a delayed start,
+// 0039) only to queued, running (queued and claimed in one round trip), cancelled or failed (its expiry or deadline);
+// and a retrying job none of whose steps started (its steps were parked at claim, spending no attempt, 0037) goes
+// back to queued.
+const JOB_EDGES = [
+  ...JOB_LIVE.filter((f) => f !== 'scheduled')
+    .flatMap((f) => JOB_STATUSES.filter((to) => to !== f && to !== 'queued' && to !== 'scheduled').map((to) => `${f}>${to}`)),
+  'scheduled>queued', 'scheduled>running', 'scheduled>cancelled', 'scheduled>failed', 'retrying>queued',
+];
 
 // A pipeline only so that jobs have something to reference; its steps are never used (jobs here are inserted
 // directly, with hand-made steps).
@@ -154,9 +160,12 @@ t.test('the transition tables hold the documented state machines', async (t) => 
   t.same(steps.ordinary.filter((e) => STEP_FINAL.includes(e.split('>')[0]!)), [],
     'no ordinary edge leaves a final step status');
   const jobs = await edgesOf('job_transitions');
-  t.same(JOB_EDGES.filter((e) => !jobs.ordinary.includes(e)), [], 'every live job status may move to any other but queued');
-  t.same(jobs.ordinary.filter((e) => JOB_FINAL.includes(e.split('>')[0]!) || (e.endsWith('>queued') && e !== 'retrying>queued')), [],
-    'no ordinary edge leaves a final job status or returns to queued (but retrying>queued, a job parked before it started)');
+  t.same(JOB_EDGES.filter((e) => !jobs.ordinary.includes(e)), [], 'every live job status may move to any other but queued (scheduled: see above)');
+  t.same(jobs.ordinary.filter((e) => JOB_FINAL.includes(e.split('>')[0]!)
+      || (e.endsWith('>queued') && e !== 'scheduled>queued' && e !== 'retrying>queued') || e.endsWith('>scheduled')), [],
+    'no ordinary edge leaves a final job status, returns to queued (but from scheduled, or retrying before any start) or goes to scheduled');
+  t.same(jobs.ordinary.filter((e) => e.startsWith('scheduled>')).sort(), JOB_EDGES.filter((e) => e.startsWith('scheduled>')).sort(),
+    'a scheduled job goes to queued, running, cancelled or failed only');
 });
 
 t.test('every step status change: legal pairs succeed with an event, all others fail with BA001', async (t) => {

@@ -79,3 +79,37 @@ export function intOption(flag: string, value: string | undefined, fallback: num
   }
   return n;
 }
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * A duration option (e.g. --delay): a number with a unit, 500ms, 30s, 10m, 2h, 1d (a bare number is milliseconds);
+ * undefined when absent. A usage error names the flag otherwise.
+ */
+export function durationOption(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(value.trim());
+  if (!m) throw new UsageError(`${flag} ${value} is not a duration: a number with a unit, e.g. 500ms, 30s, 10m, 2h, 1d`);
+  return Number(m[1]) * DURATION_UNITS[m[2] ?? 'ms']!;
+}
+
+/** A time option (e.g. --run-at): an ISO 8601 time, e.g. 2030-01-01T09:00:00Z; undefined when absent. */
+export function timeOption(flag: string, value: string | undefined): Date | undefined {
+  if (value === undefined) return undefined;
+  const at = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(at.getTime())) {
+    throw new UsageError(`${flag} ${value} is not a time: use ISO 8601, e.g. 2030-01-01T09:00:00Z`);
+  }
+  return at;
+}
+
+/**
+ * A time option that may also be a duration from now (e.g. --deadline 10m or --deadline 2030-01-01T09:00:00Z): the
+ * time, by this machine's clock for a duration; undefined when absent.
+ */
+export function timeOrDurationOption(flag: string, value: string | undefined): Date | undefined {
+  if (value === undefined) return undefined;
+  if (/^\d+(?:\.\d+)?(ms|s|m|h|d)?$/.test(value.trim())) return new Date(Date.now() + durationOption(flag, value)!);
+  if (/^\d{4}-\d{2}-\d{2}/.test(value) && !Number.isNaN(new Date(value).getTime())) return new Date(value);
+  throw new UsageError(`${flag} ${value} is neither a time (ISO 8601, e.g. 2030-01-01T09:00:00Z) nor a duration (30s, 10m, 2h, 1d)`);
+}

@@ -25,6 +25,22 @@ export interface SubmitJobArgs {
   tenantId?: string;
   priority?: number;
   pipelineVersion?: number | null;
+  /** Start later (migration 0039): the job is `scheduled` until this time. A time now or past starts it at once. */
+  runAt?: Date | string | null;
+  /** Start in this many milliseconds (by the database clock); not with runAt. */
+  delayMs?: number | null;
+  /** The job must finish by then: its unfinished steps fail (deadline_exceeded) and so does the job. */
+  deadline?: Date | string | null;
+  /** The job must start by then: still scheduled or queued, it fails (expired). */
+  expiresAt?: Date | string | null;
+  /**
+   * One job per burst of submissions with this key (per tenant and pipeline): while the job is scheduled, a later
+   * submission replaces its input and pushes its start to quietMs from now (at most maxWaitMs after the first);
+   * created is false. Not with runAt/delayMs or idempotencyKey.
+   */
+  debounce?: { key: string; quietMs: number; maxWaitMs?: number | null } | null;
+  /** At most one job per key per periodMs: a submission within the period returns the key's last job (created false). */
+  throttle?: { key: string; periodMs: number } | null;
 }
 
 export interface SubmitJobResult {
@@ -43,6 +59,14 @@ export interface SubmitJobsArgs {
   tenantId?: string;
   priority?: number;
   pipelineVersion?: number | null;
+  /** Start every job later (see SubmitJobArgs.runAt). */
+  runAt?: Date | string | null;
+  /** Start every job in this many milliseconds (see SubmitJobArgs.delayMs). */
+  delayMs?: number | null;
+  /** See SubmitJobArgs.deadline. */
+  deadline?: Date | string | null;
+  /** See SubmitJobArgs.expiresAt. */
+  expiresAt?: Date | string | null;
 }
 
 /** One per input of submitJobs, in input order. */
@@ -205,6 +229,8 @@ export class BallastDb {
     return call(() => verbs.submitJob(this.pool, {
       pipeline: args.pipeline, input: args.input ?? {}, idempotencyKey: args.idempotencyKey ?? null,
       tenantId: args.tenantId ?? 'default', priority: args.priority ?? 0, pipelineVersion: args.pipelineVersion ?? null,
+      runAt: args.runAt ?? null, delayMs: args.delayMs ?? null, deadline: args.deadline ?? null, expiresAt: args.expiresAt ?? null,
+      debounce: args.debounce ?? null, throttle: args.throttle ?? null,
     }));
   }
 
@@ -217,6 +243,7 @@ export class BallastDb {
       const rows = await verbs.submitJobs(this.pool, {
         pipeline: args.pipeline, inputs: args.inputs.map((i) => i ?? {}), idempotencyKeys: args.idempotencyKeys ?? null,
         tenantId: args.tenantId ?? 'default', priority: args.priority ?? 0, pipelineVersion: args.pipelineVersion ?? null,
+        runAt: args.runAt ?? null, delayMs: args.delayMs ?? null, deadline: args.deadline ?? null, expiresAt: args.expiresAt ?? null,
       });
       return rows.map((r) => ({ jobId: r.jobId, created: r.created, status: r.status as JobStatus }));
     });
@@ -562,21 +589,22 @@ export class BallastDb {
   /**
    * The worker's batch round trip (ballast.settle_and_claim): records the outcomes and claims up to n steps of
    * `tasks`. settled: [attempt_id, step_status] per outcome ('succeeded', 'retrying', 'failed', 'stale', 'refused: ...').
-   * `outputs` are JSON texts (the worker checks that Postgres can store them first).
+   * `outputs` are JSON texts (the worker checks that Postgres can store them first). nextDueMs: when fewer than n
+   * were claimed, in how many ms the next scheduled step of `tasks` falls due (null: none is scheduled).
    */
   async settleAndClaim(a: {
     workerId: string; ok: string[]; outputs: string[]; failed: string[]; errors: StepError[]; tasks: string[]; n: number;
     leaseMs: number;
-  }): Promise<{ settled: [string | number, string][]; claims: Claim[] }> {
-    const { rows } = await this.pool.query<{ settled: [string | number, string][]; claims: ClaimRow[] }>({
+  }): Promise<{ settled: [string | number, string][]; claims: Claim[]; nextDueMs: number | null }> {
+    const { rows } = await this.pool.query<{ settled: [string | number, string][]; claims: ClaimRow[]; next_due_ms: number | null }>({
       name: 'ballast_settle_and_claim',
-      text: 'select settled, claims from ballast.settle_and_claim($1, $2::bigint[], $3::jsonb[], $4::bigint[], $5::jsonb[], $6::text[], $7, $8)',
+      text: 'select settled, claims, next_due_ms from ballast.settle_and_claim($1, $2::bigint[], $3::jsonb[], $4::bigint[], $5::jsonb[], $6::text[], $7, $8)',
       values: [a.workerId, a.ok, a.outputs, a.failed, a.errors.map((e) => JSON.stringify(errorPayload(e))), a.tasks, a.n, a.leaseMs],
     }).catch((err: unknown) => {
       throw translateError(err);
     });
     const r = rows[0]!;
-    return { settled: r.settled, claims: r.claims.map((c) => toClaim(jsonClaimRow(c))) };
+    return { settled: r.settled, claims: r.claims.map((c) => toClaim(jsonClaimRow(c))), nextDueMs: r.next_due_ms };
   }
 
   /** Gives back claims a worker holds but has not started (ballast.release_attempts): uncharged, retried at once. */

@@ -35,6 +35,12 @@ export interface JobsView {
   parent_job_id: ColumnType<string | null, never, never>;
   /** The step that started this one as a child job; null for a job submitted otherwise. */
   parent_step_id: ColumnType<string | null, never, never>;
+  /** The start time it was submitted with, when later than its submission: scheduled until then (an INSERT may set it). */
+  run_at: ColumnType<Date | null, Date | string | null | undefined, never>;
+  /** When it must have finished (else it fails: deadline_exceeded); an INSERT may set it. */
+  deadline: ColumnType<Date | null, Date | string | null | undefined, never>;
+  /** When it must have started (else it fails: expired); an INSERT may set it. */
+  expires_at: ColumnType<Date | null, Date | string | null | undefined, never>;
 }
 
 export interface StepsView {

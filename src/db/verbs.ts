@@ -22,14 +22,37 @@ const json = (value: unknown) => (value === undefined ? null : JSON.stringify(va
 /** $2, a JSON array, as the jsonb[] of its elements (ballast.submit_jobs' p_inputs). */
 export const INPUTS_ARRAY = `(select coalesce(array_agg(x.e order by x.n), '{}') from jsonb_array_elements($2::jsonb) with ordinality x(e, n))`;
 
-export interface SubmitArgs { pipeline: string; input: unknown; idempotencyKey: string | null; tenantId: string; priority: number; pipelineVersion: number | null }
+/**
+ * When a job starts and its limits (migration 0039): a time (runAt) or milliseconds from the database's now
+ * (delayMs), not both; the time by which it must finish (deadline) and start (expiresAt).
+ */
+export interface StartArgs {
+  runAt?: Date | string | null | undefined; delayMs?: number | null | undefined;
+  deadline?: Date | string | null | undefined; expiresAt?: Date | string | null | undefined;
+}
+const time = (v: Date | string | null | undefined) => (v instanceof Date ? v.toISOString() : (v ?? null));
+const startValues = (a: StartArgs) => [time(a.runAt), a.delayMs ?? null, time(a.deadline), time(a.expiresAt)];
+
+/** Debounce (one job per burst of a key) and throttle (one job per key per period) of submit_job (migration 0039). */
+export interface Debounce { key: string; quietMs: number; maxWaitMs?: number | null | undefined }
+export interface Throttle { key: string; periodMs: number }
+const debounceJson = (d: Debounce | null | undefined) =>
+  (d == null ? null : JSON.stringify({ key: d.key, quiet_ms: d.quietMs, ...(d.maxWaitMs == null ? {} : { max_wait_ms: d.maxWaitMs }) }));
+const throttleJson = (d: Throttle | null | undefined) => (d == null ? null : JSON.stringify({ key: d.key, period_ms: d.periodMs }));
+
+export interface SubmitArgs extends StartArgs {
+  pipeline: string; input: unknown; idempotencyKey: string | null; tenantId: string; priority: number; pipelineVersion: number | null;
+  debounce?: Debounce | null | undefined; throttle?: Throttle | null | undefined;
+}
 export const submitJob = (c: Queryable, a: SubmitArgs) =>
   one<{ jobId: string; created: boolean; status: JobStatus; pipelineVersion: number }>(c,
     `select job_id::text as "jobId", created, status, pipeline_version as "pipelineVersion"
-       from ballast.submit_job($1, coalesce($2::jsonb, '{}'), $3, $4, $5, $6)`,
-    [a.pipeline, json(a.input), a.idempotencyKey, a.tenantId, a.priority, a.pipelineVersion]);
+       from ballast.submit_job($1, coalesce($2::jsonb, '{}'), $3, $4, $5, $6, $7::timestamptz, $8::float8, $9::timestamptz, $10::timestamptz,
+                               $11::jsonb, $12::jsonb)`,
+    [a.pipeline, json(a.input), a.idempotencyKey, a.tenantId, a.priority, a.pipelineVersion, ...startValues(a),
+      debounceJson(a.debounce), throttleJson(a.throttle)]);
 
-export interface SubmitManyArgs {
+export interface SubmitManyArgs extends StartArgs {
   pipeline: string; inputs: readonly unknown[]; idempotencyKeys: readonly (string | null)[] | null; tenantId: string;
   priority: number; pipelineVersion: number | null;
 }
@@ -37,8 +60,8 @@ export interface SubmitManyArgs {
 export const submitJobs = async (c: Queryable, a: SubmitManyArgs) =>
   (await c.query<{ jobId: string; created: boolean; status: JobStatus }>({
     text: `select s.job_id::text as "jobId", s.created, s.status
-             from ballast.submit_jobs($1, ${INPUTS_ARRAY}, $3::text[], $4, $5, $6) s order by s.ord`,
-    values: [a.pipeline, JSON.stringify(a.inputs), a.idempotencyKeys, a.tenantId, a.priority, a.pipelineVersion],
+             from ballast.submit_jobs($1, ${INPUTS_ARRAY}, $3::text[], $4, $5, $6, $7::timestamptz, $8::float8, $9::timestamptz, $10::timestamptz) s order by s.ord`,
+    values: [a.pipeline, JSON.stringify(a.inputs), a.idempotencyKeys, a.tenantId, a.priority, a.pipelineVersion, ...startValues(a)],
   })).rows;
 
 export const cancelJob = (c: Queryable, jobId: string, reason: string | null, actor: string | null = null) =>

@@ -23,14 +23,42 @@ const typeDefs = gql`
     priority: Int
     "Pin a pipeline version. Default: the newest."
     pipelineVersion: Int
+    "Start at this time: the job is scheduled until then (a time now or past starts it at once). Not with delayMs."
+    runAt: Datetime
+    "Start in this many milliseconds, by the database clock (0 to ten years). Not with runAt."
+    delayMs: Float
+    "The job must finish by then, else its unfinished steps fail (deadline_exceeded) and so does the job."
+    deadline: Datetime
+    "The job must start by then, else (still scheduled or queued) it fails (expired)."
+    expiresAt: Datetime
+    "One job per burst of submissions with a key: while the job is scheduled, a later one replaces its input and pushes its start (created: false)."
+    debounce: DebounceInput
+    "At most one job per key per period: a submission within it returns the key's last job (created: false)."
+    throttle: ThrottleInput
   }
-  "The job submitJob started, or the existing one its idempotency key named."
+  "Debounce of submitJob: one job per burst of submissions with the key (per tenant and pipeline)."
+  input DebounceInput {
+    "What the submissions are about, e.g. document:42 (1 to 500 bytes)."
+    key: String!
+    "The job starts this many ms after the last submission of the burst (0 to a day)."
+    quietMs: Float!
+    "But at most this many ms after the first (quietMs to thirty days). Default: no bound."
+    maxWaitMs: Float
+  }
+  "Throttle of submitJob: at most one job per key (per tenant and pipeline) per period."
+  input ThrottleInput {
+    "What the submissions are about, e.g. feed:7 (1 to 500 bytes)."
+    key: String!
+    "The period in ms (0 to a day)."
+    periodMs: Float!
+  }
+  "The job submitJob started, or the existing one its idempotency key (or debounce or throttle key) named."
   type SubmitJobPayload {
     "The job id: read it with job(id:), follow it with the jobUpdated subscription."
     jobId: BigInt!
     "False when the idempotency key returned an existing job."
     created: Boolean!
-    "The job status now: queued for a new job; for an existing one, whatever it has reached."
+    "The job status now: queued for a new job (scheduled when it starts later); for an existing one, whatever it has reached."
     status: String!
     "The pipeline version the job runs."
     pipelineVersion: Int!
@@ -55,6 +83,14 @@ const typeDefs = gql`
     priority: Int
     "Pin a pipeline version. Default: the newest."
     pipelineVersion: Int
+    "Start every job at this time: scheduled until then. Not with delayMs."
+    runAt: Datetime
+    "Start every job in this many milliseconds, by the database clock. Not with runAt."
+    delayMs: Float
+    "Every job must finish by then (see SubmitJobInput.deadline)."
+    deadline: Datetime
+    "Every job must start by then (see SubmitJobInput.expiresAt)."
+    expiresAt: Datetime
   }
   "One job of a submitJobs call, in the position of its input."
   type SubmittedJob {
@@ -62,7 +98,7 @@ const typeDefs = gql`
     jobId: BigInt!
     "False when the idempotency key returned an existing job (or one submitted earlier in the same call)."
     created: Boolean!
-    "The job status now: queued for a new job; for an existing one, whatever it has reached."
+    "The job status now: queued for a new job (scheduled when it starts later); for an existing one, whatever it has reached."
     status: String!
     "The job, read back under the caller's rights."
     job: Job
@@ -204,6 +240,12 @@ export function verbField(build: GraphileBuild.Build) {
         (client, { input, caller }) => run(client as unknown as sql.Queryable, input, caller));
 }
 
+/** runAt, delayMs, deadline and expiresAt of a submit input (migration 0039): checked in Postgres. */
+const startOf = (i: Record<string, unknown>) => ({
+  runAt: (i.runAt as string | null | undefined) ?? null, delayMs: (i.delayMs as number | null | undefined) ?? null,
+  deadline: (i.deadline as string | null | undefined) ?? null, expiresAt: (i.expiresAt as string | null | undefined) ?? null,
+});
+
 export const MutationsPlugin = extendSchema((build) => {
   const { jobs, steps } = build.input.pgRegistry.pgResources as Record<string, { get(spec: Record<string, Step>): Step }>;
   const verb = verbField(build);
@@ -217,14 +259,15 @@ export const MutationsPlugin = extendSchema((build) => {
           submitJob: verb((c, i, caller) => sql.submitJob(c, {
             pipeline: String(i.pipeline), input: i.input ?? {}, idempotencyKey: text(i.idempotencyKey),
             tenantId: text(i.tenantId) ?? caller.tenantId ?? 'default', priority: (i.priority as number | null) ?? 0,
-            pipelineVersion: (i.pipelineVersion as number | null) ?? null,
+            pipelineVersion: (i.pipelineVersion as number | null) ?? null, ...startOf(i),
+            debounce: (i.debounce as sql.Debounce | null | undefined) ?? null, throttle: (i.throttle as sql.Throttle | null | undefined) ?? null,
           })),
           submitJobs: verb(async (c, i, caller) => ({
             jobs: await sql.submitJobs(c, {
               pipeline: String(i.pipeline), inputs: i.inputs as unknown[],
               idempotencyKeys: (i.idempotencyKeys as (string | null)[] | null | undefined) ?? null,
               tenantId: text(i.tenantId) ?? caller.tenantId ?? 'default', priority: (i.priority as number | null) ?? 0,
-              pipelineVersion: (i.pipelineVersion as number | null) ?? null,
+              pipelineVersion: (i.pipelineVersion as number | null) ?? null, ...startOf(i),
             }),
           })),
           cancelJob: verb((c, i) => sql.cancelJob(c, String(i.jobId), text(i.reason))),

@@ -13,6 +13,8 @@
 // When to claim: after a notification on `ballast_queue` (a statement queued a step), after a round trip that
 // came back full (there may be more), and on a poll (`pollIntervalMs`, default 1 s) that also picks up retries
 // that fell due. A lost notification therefore delays a step by at most one poll; nothing can strand it.
+// Scheduled steps (a delayed start, migration 0039) start on time: a round trip whose claim came back short also
+// says in how many ms the next one falls due (nextDueMs), and the engine sets a timer for then (dueTimer).
 // A connection lost during a round trip is retried with backoff for CONNECTION_RETRY_MS, keeping the outcomes: the
 // work is done and only its record is missing. The batch is one transaction, so a retry after a commit whose reply
 // was lost finds the attempts finished and answers them 'stale'.
@@ -88,6 +90,9 @@ export class StepEngine implements Settler {
   private listener: pg.Client | undefined;
   private listenRetry: NodeJS.Timeout | undefined;
   private poll: NodeJS.Timeout | undefined;
+  /** Wakes the engine when the next scheduled step falls due (dueAt: when, performance.now() ms). */
+  private dueTimer: NodeJS.Timeout | undefined;
+  private dueAt = Infinity;
   private readonly settling = new Set<Promise<void>>();
 
   constructor(options: StepEngineOptions) {
@@ -182,11 +187,32 @@ export class StepEngine implements Settler {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.poll) clearInterval(this.poll);
+    if (this.dueTimer) clearTimeout(this.dueTimer);
     if (this.gathering) clearTimeout(this.gathering);
     if (this.listenRetry) clearTimeout(this.listenRetry);
     const l = this.listener;
     this.listener = undefined;
     await l?.end().catch(() => {});
+  }
+
+  /**
+   * Sets the due timer to wake the engine in `ms` (the next scheduled step's start), unless it already wakes sooner.
+   * Steps due within a poll only: later ones are seen again by the polls before them. A step due already (another
+   * claim held it) is looked at again after 10 ms, so that a step nobody can take does not make the engine spin.
+   */
+  private wakeAt(ms: number): void {
+    if (this.stopped || ms > this.o.pollIntervalMs) return;
+    const delay = ms <= 0 ? 10 : Math.ceil(ms);
+    const at = performance.now() + delay;
+    if (this.dueTimer && at >= this.dueAt) return;
+    if (this.dueTimer) clearTimeout(this.dueTimer);
+    this.dueAt = at;
+    this.dueTimer = setTimeout(() => {
+      this.dueTimer = undefined;
+      this.dueAt = Infinity;
+      this.wake();
+    }, delay);
+    this.dueTimer.unref();
   }
 
   private async listen(): Promise<void> {
@@ -345,6 +371,7 @@ export class StepEngine implements Settler {
         }
         // A full batch: there may be more waiting.
         if (n > 0 && r.claims.length === n) this.claimWanted = true;
+        else if (r.nextDueMs != null) this.wakeAt(r.nextDueMs);
         return;
       } catch (err) {
         // Two round trips of this worker (or of two workers) can deadlock on the same jobs' rows in rare orders;
