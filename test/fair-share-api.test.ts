@@ -9,6 +9,7 @@ import { describeError, formatError } from '../src/cli/errors.ts';
 import { fairShareCommand, fairSharesCommand } from '../src/cli/fair-share.ts';
 import type { BallastDb } from '../src/db/api.ts';
 import { freshDatabase, spawnNode } from './helpers.ts';
+import { codeBlocks, pageText } from './support/doc-examples.ts';
 import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
 
 t.setTimeout(300_000); // the CLI is spawned a few times, on a machine that may be busy
@@ -58,6 +59,19 @@ t.test('GraphQL: an operator turns fair sharing on, sets a weight, lists the wei
   t.match(alone, { tenantId: 'acme', weight: 2 });
   t.same((await shares()).map((s) => [s.tenant_id, s.weight]), [['*', 1], ['acme', 2]], 'the switch came with it');
   await off();
+});
+
+t.test('GraphQL: the examples of docs/graphql.md "Fair sharing (operators)" do what the text says', async (t) => {
+  await off();
+  const server = await testServer(t, url);
+  const operator = await token('operator', undefined, { subject: 'docs' });
+  const section = /\n## Fair sharing \(operators\)\n([\s\S]*?)\n## /.exec(pageText('docs/graphql.md'))?.[1] ?? '';
+  const [turnOn, list, stop] = codeBlocks(section, 'graphql');
+  t.ok(turnOn && list && stop, 'the section has its three examples');
+  t.match(await data(server, turnOn!, {}, operator), { on: { tenantId: '*', weight: 1 }, acme: { fairShare: { tenantId: 'acme', weight: 3, setBy: 'jwt:docs' } } });
+  t.same((await data(server, list!, {}, operator)).fairShares.nodes.map((s: any) => [s.tenantId, s.weight]), [['*', 1], ['acme', 3]]);
+  t.same(await data(server, stop!, {}, operator), { stopFairSharing: { stopped: true } });
+  t.same(await shares(), [], 'off again');
 });
 
 t.test('GraphQL: a client token is refused, saying which token it needs', async (t) => {
