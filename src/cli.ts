@@ -102,6 +102,11 @@ Commands
   limit delete <pattern> <kind>   remove the limit of that kind (requests, weight or running)
   limits                the limits: pattern, kind, amount, period, burst, keys seen (--json)
   gate-history [<key>]  pauses, resumes and limit changes, newest first (of one key or pattern; --limit <n>, --json)
+  fair-share on         fair sharing between tenants: tenants with queued work take turns, by weight (--weight <w>:
+                               the default weight of tenants without one, default 1; above 0, at most 1000000)
+  fair-share set <tenant> <weight>   a tenant's weight (3: three times the share of weight 1); turns fair sharing on
+  fair-share off        turn fair sharing off: weights forgotten, first come, first served again
+  fair-shares           the fair-sharing weights: tenant (* the default), weight, finish tag, set by, set at (--json)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
       --parent <job-id>        the child jobs of a job
@@ -332,6 +337,13 @@ async function schedule(args: string[]): Promise<number> {
   return withDb((db) => scheduleCommand(db, args));
 }
 
+/** fair-share, fair-shares: src/cli/fair-share.ts (fair sharing between tenants). */
+const fair = (name: 'fairShareCommand' | 'fairSharesCommand'): Command =>
+  async (args) => {
+    const commands = await import('./cli/fair-share.ts');
+    return withDb((db) => commands[name](db, args));
+  };
+
 /** pause, resume, pauses, limit, limits, gate-history: src/cli/gates.ts (pauses and limits on keys). */
 const gates = (name: 'pauseCommand' | 'resumeCommand' | 'pausesCommand' | 'limitCommand' | 'limitsCommand' | 'gateHistoryCommand'): Command =>
   async (args) => {
@@ -375,6 +387,7 @@ const COMMANDS: Record<string, Command> = {
   start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, schedule, jobs, report,
   pause: gates('pauseCommand'), resume: gates('resumeCommand'), pauses: gates('pausesCommand'), limit: gates('limitCommand'),
   limits: gates('limitsCommand'), 'gate-history': gates('gateHistoryCommand'),
+  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'),
 };
 
 /** `ballast <command> --help`: the command's part of the help. */

@@ -51,6 +51,8 @@ const MUTATION_NEEDS: Record<string, Need> = {
   resumeKey: { roles: ['operator'], text: 'an operator token' },
   setLimit: { roles: ['operator'], text: 'an operator token' },
   deleteLimit: { roles: ['operator'], text: 'an operator token' },
+  setFairShare: { roles: ['operator'], text: 'an operator token' },
+  stopFairSharing: { roles: ['operator'], text: 'an operator token' },
 };
 
 /** The reads a client token may not do (the others are READ). */
@@ -61,6 +63,8 @@ const QUERY_NEEDS: Record<string, Need> = {
   limit: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   gateHistory: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   gateHistoryEntry: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  fairShares: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  fairShare: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
 };
 
 /** What the root field `field` needs (a read when it is not a mutation). */

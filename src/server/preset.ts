@@ -13,6 +13,7 @@ import { pageSizePlugin, queryLimitsRule } from './limits.ts';
 import { MutationsPlugin } from './mutations.ts';
 import { ScheduleMutationsPlugin } from './schedule-mutations.ts';
 import { GateMutationsPlugin } from './gate-mutations.ts';
+import { FairShareMutationsPlugin } from './fair-share-mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
 import { checkIntrospection } from './introspection.ts';
 import { addErrorCodes, checkVariables, strictUtf8Body } from './request-checks.ts';
@@ -104,7 +105,7 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
     extends: [PostGraphileAmberPreset],
     // No Relay global object ids: every row has its own `id`.
     disablePlugins: ['NodePlugin'],
-    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, ScheduleMutationsPlugin, GateMutationsPlugin, subscriptionsPlugin(), LimitsPlugin],
+    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, ScheduleMutationsPlugin, GateMutationsPlugin, FairShareMutationsPlugin, subscriptionsPlugin(), LimitsPlugin],
     pgServices: [makePgService({ pool: o.pool, schemas: ['ballast'], pubsub: false })],
     grafast: {
       explain: false,

@@ -1,6 +1,6 @@
 // What the GraphQL schema exposes of schema `ballast`, decided here rather than by what happens to exist:
 //   - read surface: the views jobs, steps, attempts, events, model_calls, reviews, dead_letters, pipelines,
-//     budgets, schedules, pauses, limits and gate_history, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
+//     budgets, schedules, pauses, limits, gate_history and fair_shares, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
 //     stays an SQL feature; submitJob is the GraphQL way), filterable and orderable only on columns that make sense;
 //   - every other view and every function is hidden (the mutations and subscriptions are written explicitly in
 //     mutations.ts and subscriptions.ts); graphile_worker and ballast_private are not introspected at all;
@@ -104,6 +104,12 @@ export const READ_VIEWS: Record<string, ViewSpec> = {
     primaryKey: 'id', listField: 'gateHistory', rowField: 'gateHistoryEntry',
     notNull: ['id', 'action', 'key', 'at'],
     filter: ['action', 'key', 'step_id'], order: ['id', 'at'],
+  },
+  // Fair sharing (0040): operators and reporters read the weights; a client token is refused by Postgres.
+  fair_shares: {
+    primaryKey: 'tenant_id', listField: 'fairShares', rowField: 'fairShare',
+    notNull: ['tenant_id', 'weight', 'finish_tag', 'set_at'],
+    filter: ['tenant_id'], order: ['tenant_id', 'weight', 'set_at'],
   },
 };
 
