@@ -3783,7 +3783,8 @@ begin
     perform ballast_private.bad_argument('tenant_id', 'is empty', 'Pass a tenant id, or ''*'' to turn fair sharing on with a default weight.');
   end if;
   if p_tenant_id <> '*' and not exists (select 1 from ballast_private.fair_shares f where f.tenant_id = '*') then
-    insert into ballast_private.fair_shares (tenant_id, weight, set_by) values ('*', 1, ballast_private.caller_actor(p_actor));
+    insert into ballast_private.fair_shares (tenant_id, weight, set_by) values ('*', 1, ballast_private.caller_actor(p_actor))
+    on conflict on constraint fair_shares_pkey do nothing;
   end if;
   insert into ballast_private.fair_shares as f (tenant_id, weight, set_by, set_at)
   values (p_tenant_id, p_weight, ballast_private.caller_actor(p_actor), ballast.now())

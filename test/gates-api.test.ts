@@ -325,3 +325,9 @@ t.test('the CLI commands: each bad flag is one line naming it and what to pass (
   t.match(badKey.stderr, /^ballast: invalid_input: key: 'Bad Key' is not a key \(Use a key such as global, /);
   t.equal(await count(), n, 'nothing was recorded');
 });
+
+t.test('the CLI reports a role Postgres refuses as one line, not a stack', async (t) => {
+  const report = describeError(Object.assign(new Error('permission denied for function pause_key'), { code: '42501' }));
+  t.match(report, { code: 'permission_denied', exitCode: 4, hint: /ballast_operator/ });
+  t.match(formatError(report!), /^ballast: permission_denied: permission denied for function pause_key \(connect as a role/);
+});

@@ -101,6 +101,13 @@ export function describeError(err: unknown): ErrorReport | undefined {
       ...(hint ? { hint: inCliTerms(hint) } : {}), ...(issues?.length ? { issues } : {}),
     };
   }
+  // Postgres refused the role the command connects as (e.g. a login without ballast_operator calling an operator verb).
+  if (e.code === '42501') {
+    return {
+      code: 'permission_denied', message: e.message, exitCode: 4,
+      hint: 'connect as a role that may do this (operator verbs need ballast_operator; see docs/security.md), set DATABASE_URL to such a login',
+    };
+  }
   // src/db/connection.ts (DatabaseUnavailableError), src/db/embedded.ts (DataDirInUseError), src/server (the
   // API's port): setup problems that carry their own code and hint.
   if ((e.name === 'DatabaseUnavailableError' || e.name === 'DataDirInUseError' || e.name === 'PortInUseError') && typeof e.code === 'string') {
