@@ -5,7 +5,7 @@
 import t from 'tap';
 import { z } from 'zod';
 import { pipeline } from '../src/pipeline/pipeline.ts';
-import { describeError, formatError } from '../src/cli/errors.ts';
+import { runInProcess } from './support/cli-inproc.ts';
 import { fairShareCommand, fairSharesCommand } from '../src/cli/fair-share.ts';
 import type { BallastDb } from '../src/db/api.ts';
 import { freshDatabase, spawnNode } from './helpers.ts';
@@ -156,22 +156,8 @@ t.test('the CLI, spawned: fair-share on, set, fair-shares, fair-share off; a bad
   t.same(await shares(), [], 'off: weights forgotten');
 });
 
-/** Runs a command of src/cli/fair-share.ts in this process: its exit code and output, or the error line the CLI prints. */
-async function run(command: (db: BallastDb, args: string[]) => Promise<number>, ...args: string[]) {
-  const lines: string[] = [];
-  const log = console.log;
-  console.log = (...parts: unknown[]) => { lines.push(parts.join(' ')); };
-  try {
-    const code = await command(db, args);
-    return { code, stdout: lines.join('\n') };
-  } catch (err) {
-    const report = describeError(err);
-    if (!report) throw err;
-    return { code: report.exitCode, stdout: lines.join('\n'), stderr: formatError(report) };
-  } finally {
-    console.log = log;
-  }
-}
+/** Runs a command of src/cli/fair-share.ts in this process (test/support/cli-inproc.ts). */
+const run = (command: (db: BallastDb, args: string[]) => Promise<number>, ...args: string[]) => runInProcess(db, command, ...args);
 
 t.test('the CLI commands: on, set, off and the list, in words and --json', async (t) => {
   await off();

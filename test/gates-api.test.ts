@@ -6,6 +6,7 @@ import t from 'tap';
 import { z } from 'zod';
 import { pipeline } from '../src/pipeline/pipeline.ts';
 import { describeError, formatError } from '../src/cli/errors.ts';
+import { runInProcess } from './support/cli-inproc.ts';
 import { gateHistoryCommand, limitCommand, limitsCommand, pauseCommand, pausesCommand, resumeCommand } from '../src/cli/gates.ts';
 import type { BallastDb } from '../src/db/api.ts';
 import { freshDatabase, spawnNode, testWorker, waitForJob } from './helpers.ts';
@@ -228,22 +229,8 @@ t.test('the CLI, spawned: pause, pauses, resume, limit set, limits, limit delete
     { reason: '429 from the provider', actor: 'cli:tester' }]);
 });
 
-/** Runs a command of src/cli/gates.ts in this process: its exit code and output, or the error line the CLI prints. */
-async function run(command: (db: BallastDb, args: string[]) => Promise<number>, ...args: string[]) {
-  const lines: string[] = [];
-  const log = console.log;
-  console.log = (...parts: unknown[]) => { lines.push(parts.join(' ')); };
-  try {
-    const code = await command(db, args);
-    return { code, stdout: lines.join('\n') };
-  } catch (err) {
-    const report = describeError(err);
-    if (!report) throw err;
-    return { code: report.exitCode, stdout: lines.join('\n'), stderr: formatError(report) };
-  } finally {
-    console.log = log;
-  }
-}
+/** Runs a command of src/cli/gates.ts in this process (test/support/cli-inproc.ts). */
+const run = (command: (db: BallastDb, args: string[]) => Promise<number>, ...args: string[]) => runInProcess(db, command, ...args);
 
 t.test('the CLI commands: durations and periods, --json, repeated resume and delete, the history in order', async (t) => {
   await clear();
