@@ -91,7 +91,39 @@ export interface SleepStep extends StepBase {
   duration: number | Date | ((ctx: StepContext<any, any>) => number | Date | Promise<number | Date>);
 }
 
+/** What a TypeScript scorer of an eval run gets (docs/evals.md#scorers). */
+export interface ScorerArgs {
+  /** What the step answered (contract-valid). */
+  output: unknown;
+  /** The case's reference output (undefined: none). */
+  reference: unknown;
+  /** The case's variables ({ input, deps }). */
+  input: Record<string, unknown>;
+  /** The case key and tags. */
+  key: string;
+  tags: string[];
+}
+
+/** A TypeScript scorer: a score from 0 to 1 (true counts 1, false 0). */
+export type ScorerFn = (args: ScorerArgs) => number | boolean | Promise<number | boolean>;
+
+/** What the eval kind needs from its worker: the model steps it may evaluate, and the scorers registered by name. */
+export interface EvalTargets {
+  modelStep(pipeline: string, version: number, step: string): ModelStep | undefined;
+  scorers: ReadonlyMap<string, ScorerFn>;
+}
+
+/**
+ * A step of the built-in eval pipeline (src/eval/pipeline.ts): `cases` is a map step with one item per case (each
+ * runs the target model step and scores its answer), `summary` writes the run's figures.
+ */
+export interface EvalStep extends StepBase {
+  kind: 'eval';
+  role: 'cases' | 'summary';
+  targets: EvalTargets;
+}
+
 /** A step of a pipeline, as data: the runner dispatches on `kind` (kinds/index.ts). */
-export type StepDefinition = PlainStep | MapStep | ModelStep | SleepStep;
+export type StepDefinition = PlainStep | MapStep | ModelStep | SleepStep | EvalStep;
 
 export type StepKindName = StepDefinition['kind'];

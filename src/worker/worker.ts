@@ -24,6 +24,7 @@ import { CronRunner } from './cron-runner.ts';
 import { startWatchdog, type WatchdogOptions } from './watchdog.ts';
 import type { ProviderRegistry } from '../model/providers.ts';
 import { WORKER_DEFAULTS } from './defaults.ts';
+import { evalPipeline, type EvalOptions } from '../eval/pipeline.ts';
 
 export { classifyError } from './runner.ts';
 
@@ -52,6 +53,11 @@ export interface WorkerOptions {
   shutdownGraceMs?: number;
   /** After an abort: how long a handler gets to settle before the worker stops waiting for it (default: WORKER_DEFAULTS.abandonMs). */
   abandonMs?: number;
+  /**
+   * Run eval runs (docs/evals.md): the worker also serves the built-in pipeline ballast.eval, whose runs evaluate the
+   * model steps of `pipelines`; `{ scorers }` registers TypeScript scorers by name. Default off.
+   */
+  evals?: boolean | EvalOptions;
   /** Model providers for model steps. Default: the environment's (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...). */
   providers?: ProviderRegistry;
   /**
@@ -79,7 +85,8 @@ export interface BallastWorker {
   stop(): Promise<void>;
 }
 
-export async function startWorker(options: WorkerOptions): Promise<BallastWorker> {
+export async function startWorker(given: WorkerOptions): Promise<BallastWorker> {
+  const options = withEvalPipeline(given);
   const settings = workerSettings(options);
   const { workerId, concurrency, leaseMs, heartbeatMs } = settings;
   const log = options.log ?? createLogger();
@@ -155,6 +162,13 @@ export async function startWorker(options: WorkerOptions): Promise<BallastWorker
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= stopInOrder(parts, options.shutdownGraceMs ?? WORKER_DEFAULTS.shutdownGraceMs));
   return { id: workerId, db, ready: Promise.resolve(), stop };
+}
+
+/** The options with the eval pipeline added to the pipelines when evals are on. */
+function withEvalPipeline(options: WorkerOptions): WorkerOptions {
+  if (!options.evals) return options;
+  const evals = evalPipeline(options.pipelines, options.evals === true ? {} : options.evals);
+  return { ...options, pipelines: [...options.pipelines, evals] };
 }
 
 /** The worker's numbers, its options over WORKER_DEFAULTS, and its id. */

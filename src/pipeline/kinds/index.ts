@@ -2,6 +2,7 @@
 // registered definition (pipeline.ts). A new kind is added here.
 import type { StepDefinition, StepKindName } from '../definition.ts';
 import type { StepKind } from './kind.ts';
+import { evalKind } from './eval.ts';
 import { mapKind } from './map.ts';
 import { modelKind } from './model.ts';
 import { plainKind } from './plain.ts';
@@ -14,6 +15,7 @@ const STEP_KINDS: { [K in StepKindName]: StepKind<Extract<StepDefinition, { kind
   map: mapKind,
   model: modelKind,
   sleep: sleepKind,
+  eval: evalKind,
 };
 
 /** The kind of a step: how its attempts run and what its definition records. */
