@@ -107,6 +107,12 @@ Commands
   fair-share set <tenant> <weight>   a tenant's weight (3: three times the share of weight 1); turns fair sharing on
   fair-share off        turn fair sharing off: weights forgotten, first come, first served again
   fair-shares           the fair-sharing weights: tenant (* the default), weight, finish tag, set by, set at (--json)
+  eval run              start an eval run: --dataset <d> --pipeline <p> --step <s> [--prompt-version <n>] [--model <m>]
+      [--scorers <json|@file>] [--threshold <0..1>] [--label <text>] [--tenant <id>] [--wait] [--json]
+  eval compare <base> <candidate>   two eval runs case by case (--threshold <drop>, --all, --json); exits 8 when the
+      candidate regressed (mean delta or any case below -threshold), for CI gates
+  eval cases <dataset>  the cases of a dataset's current version (--json)
+  eval promote <step-id> --dataset <d>   a production step becomes a case (its real input; the reviewed output as reference)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
       --parent <job-id>        the child jobs of a job
@@ -145,7 +151,7 @@ Exit codes
   0 success (watch: the job completed)   2 usage error   3 no such job
   1 failed: no database, or it refused (DATABASE_URL), a port in use, the data directory in use; or a bug (with a stack)
   4 refused by ballast (invalid input, conflict, not allowed; the message says why)
-  watch: 5 partially completed, 6 failed, 7 cancelled, 124 timeout
+  watch: 5 partially completed, 6 failed, 7 cancelled, 124 timeout; eval compare: 8 the candidate regressed
   An error is one line on stderr (ballast: what was wrong; what to do). With --json it is one JSON line on stderr:
   {"error":{"code":"...","message":"...","hint":"...","exitCode":2}}; --json results print ids, counts and costs as numbers.
 `;
@@ -344,6 +350,12 @@ const fair = (name: 'fairShareCommand' | 'fairSharesCommand'): Command =>
     return withDb((db) => commands[name](db, args));
   };
 
+/** eval run|compare|cases|promote: src/cli/eval.ts (evals as data). */
+async function evalCli(args: string[]): Promise<number> {
+  const { evalCommand } = await import('./cli/eval.ts');
+  return withDb((db) => evalCommand(db, args));
+}
+
 /** pause, resume, pauses, limit, limits, gate-history: src/cli/gates.ts (pauses and limits on keys). */
 const gates = (name: 'pauseCommand' | 'resumeCommand' | 'pausesCommand' | 'limitCommand' | 'limitsCommand' | 'gateHistoryCommand'): Command =>
   async (args) => {
@@ -387,7 +399,7 @@ const COMMANDS: Record<string, Command> = {
   start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, schedule, jobs, report,
   pause: gates('pauseCommand'), resume: gates('resumeCommand'), pauses: gates('pausesCommand'), limit: gates('limitCommand'),
   limits: gates('limitsCommand'), 'gate-history': gates('gateHistoryCommand'),
-  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'),
+  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'), eval: evalCli,
 };
 
 /** `ballast <command> --help`: the command's part of the help. */

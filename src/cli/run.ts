@@ -345,7 +345,8 @@ export async function start(log: Logger, followJob: FollowJob): Promise<void> {
 async function startInProcessWorker(url: string, log: Logger, life: Lifetime) {
   const [{ loadPipelines }, { startWorker }] = await Promise.all([import('../pipeline/load.ts'), import('../worker/worker.ts')]);
   const pipelines = await loadPipelines(process.env.BALLAST_TASKS_DIR ?? 'tasks');
-  const worker = await startWorker({ connectionString: url, pipelines, ...workerSettings(), log });
+  // BALLAST_EVALS=1: this worker also runs eval runs of its pipelines' model steps (docs/evals.md).
+  const worker = await startWorker({ connectionString: url, pipelines, ...workerSettings(), log, evals: process.env.BALLAST_EVALS === '1' });
   life.hold('the worker to finish its running steps (BALLAST_SHUTDOWN_GRACE_MS)', async (force) => {
     if (force) {
       await reportRunning(worker.db, worker.id, log, 'not waiting for (the reaper releases them to the next worker)');

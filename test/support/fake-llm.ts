@@ -49,6 +49,11 @@ export interface RecordedRequest {
 
 export class FakeLLM {
   readonly requests: RecordedRequest[] = [];
+  /**
+   * Answers a request that has nothing scripted (scripted replies come first): a reply that depends on the request,
+   * e.g. on the prompt text. Undefined: the 500 of an unscripted request.
+   */
+  respond: ((req: RecordedRequest) => Reply | undefined) | undefined;
   private readonly queues: Record<Protocol, Reply[]> = { openai: [], anthropic: [] };
   private readonly waiters: { n: number; resolve: () => void }[] = [];
   private server: Server | undefined;
@@ -113,7 +118,7 @@ export class FakeLLM {
       settle();
     });
     if (!protocol || req.method !== 'POST') return json(res, 404, { error: { message: `fake LLM: no route ${req.method} ${req.url}` } });
-    const reply = this.queues[protocol].shift();
+    const reply = this.queues[protocol].shift() ?? this.respond?.(recorded);
     if (!reply) return json(res, 500, { error: { message: `fake LLM: nothing scripted for this ${protocol} request`, type: 'test_error' } });
     if (reply.hang === 'headers') return; // never answers; the client must give up
     const id = reply.requestId ? { [protocol === 'openai' ? 'x-request-id' : 'request-id']: reply.requestId } : {};
