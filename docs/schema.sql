@@ -124,6 +124,100 @@ alter table ballast_private.error_codes add constraint error_codes_name_key UNIQ
 alter table ballast_private.error_codes add constraint error_codes_pkey PRIMARY KEY (sqlstate);
 alter table ballast_private.error_codes add constraint error_codes_sqlstate_check CHECK ((sqlstate ~ '^BA[0-9]{3}$'::text));
 
+create table ballast_private.eval_auto_promotions (
+  pipeline text not null,
+  step text not null,
+  dataset text not null,
+  decisions text[] default '{approve,edit}'::text[] not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.eval_auto_promotions add constraint eval_auto_promotion_decisions CHECK (((decisions <@ ARRAY['approve'::text, 'edit'::text, 'reject'::text]) AND (cardinality(decisions) > 0)));
+alter table ballast_private.eval_auto_promotions add constraint eval_auto_promotions_dataset_fkey FOREIGN KEY (dataset) REFERENCES ballast_private.eval_datasets(name) ON DELETE CASCADE;
+alter table ballast_private.eval_auto_promotions add constraint eval_auto_promotions_pkey PRIMARY KEY (pipeline, step);
+
+create table ballast_private.eval_cases (
+  id bigint generated always as identity not null,
+  dataset text not null,
+  case_key text not null,
+  input jsonb not null,
+  reference jsonb,
+  checks jsonb default '[]'::jsonb not null,
+  tags text[] default '{}'::text[] not null,
+  source jsonb default '{"kind": "manual"}'::jsonb not null,
+  added_in_version integer not null,
+  removed_in_version integer,
+  added_by text,
+  added_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.eval_cases add constraint eval_case_checks_array CHECK ((jsonb_typeof(checks) = 'array'::text));
+alter table ballast_private.eval_cases add constraint eval_case_input_object CHECK ((jsonb_typeof(input) = 'object'::text));
+alter table ballast_private.eval_cases add constraint eval_case_key_format CHECK (((case_key <> ''::text) AND (octet_length(case_key) <= 200)));
+alter table ballast_private.eval_cases add constraint eval_case_versions CHECK (((removed_in_version IS NULL) OR (removed_in_version > added_in_version)));
+alter table ballast_private.eval_cases add constraint eval_cases_dataset_fkey FOREIGN KEY (dataset) REFERENCES ballast_private.eval_datasets(name) ON DELETE CASCADE;
+alter table ballast_private.eval_cases add constraint eval_cases_pkey PRIMARY KEY (id);
+CREATE INDEX eval_cases_dataset ON ballast_private.eval_cases USING btree (dataset, added_in_version);
+CREATE UNIQUE INDEX eval_cases_live_key ON ballast_private.eval_cases USING btree (dataset, case_key) WHERE (removed_in_version IS NULL);
+
+create table ballast_private.eval_datasets (
+  name text not null,
+  description text,
+  version integer default 0 not null,
+  created_by text,
+  created_at timestamp with time zone default ballast.now() not null,
+  updated_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.eval_datasets add constraint eval_dataset_name_format CHECK ((name ~ '^[a-z][a-z0-9_.-]{0,62}$'::text));
+alter table ballast_private.eval_datasets add constraint eval_datasets_pkey PRIMARY KEY (name);
+
+create table ballast_private.eval_results (
+  run_id bigint not null,
+  case_id bigint not null,
+  output jsonb,
+  scores jsonb default '{}'::jsonb not null,
+  score numeric not null,
+  passed boolean not null,
+  cost_usd numeric(14,8) default 0 not null,
+  judge_cost_usd numeric(14,8) default 0 not null,
+  latency_ms integer,
+  contract_outcome text,
+  error jsonb,
+  model_call_ids bigint[] default '{}'::bigint[] not null,
+  attempt_id bigint,
+  recorded_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.eval_results add constraint eval_result_score_range CHECK (((score >= (0)::numeric) AND (score <= (1)::numeric)));
+alter table ballast_private.eval_results add constraint eval_results_case_id_fkey FOREIGN KEY (case_id) REFERENCES ballast_private.eval_cases(id) ON DELETE CASCADE;
+alter table ballast_private.eval_results add constraint eval_results_pkey PRIMARY KEY (run_id, case_id);
+alter table ballast_private.eval_results add constraint eval_results_run_id_fkey FOREIGN KEY (run_id) REFERENCES ballast_private.eval_runs(id) ON DELETE CASCADE;
+
+create table ballast_private.eval_runs (
+  id bigint generated always as identity not null,
+  dataset text not null,
+  dataset_version integer not null,
+  pipeline text not null,
+  pipeline_version integer,
+  step text not null,
+  prompt_name text,
+  prompt_version integer,
+  model text,
+  scorers jsonb default '[{"kind": "exact"}]'::jsonb not null,
+  threshold numeric default 0.5 not null,
+  label text,
+  job_id bigint,
+  tenant_id text,
+  status text default 'queued'::text not null,
+  created_by text,
+  created_at timestamp with time zone default ballast.now() not null,
+  finished_at timestamp with time zone,
+  summary jsonb
+);
+alter table ballast_private.eval_runs add constraint eval_run_status CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'completed'::text, 'imported'::text])));
+alter table ballast_private.eval_runs add constraint eval_runs_dataset_fkey FOREIGN KEY (dataset) REFERENCES ballast_private.eval_datasets(name) ON DELETE CASCADE;
+alter table ballast_private.eval_runs add constraint eval_runs_job_id_key UNIQUE (job_id);
+alter table ballast_private.eval_runs add constraint eval_runs_pkey PRIMARY KEY (id);
+CREATE INDEX eval_runs_dataset ON ballast_private.eval_runs USING btree (dataset, created_at);
+
 create table ballast_private.events (
   id bigint generated always as identity not null,
   job_id bigint not null,
@@ -1613,6 +1707,78 @@ begin
 end
 $fn$;
 
+create function ballast.add_eval_case(p_dataset text, p_key text, p_input jsonb, p_reference jsonb DEFAULT NULL::jsonb, p_checks jsonb DEFAULT '[]'::jsonb, p_tags text[] DEFAULT '{}'::text[], p_source jsonb DEFAULT NULL::jsonb, p_actor text DEFAULT NULL::text) returns TABLE(case_id bigint, case_key text, dataset_version integer)
+language sql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+  select * from ballast.add_eval_cases(p_dataset,
+    jsonb_build_array(jsonb_build_object('key', p_key, 'input', p_input, 'reference', p_reference,
+                                         'checks', coalesce(p_checks, '[]'), 'tags', to_jsonb(coalesce(p_tags, '{}')))
+                      || case when p_source is null then '{}'::jsonb else jsonb_build_object('source', p_source) end),
+    p_actor)
+$fn$;
+
+create function ballast.add_eval_cases(p_dataset text, p_cases jsonb, p_actor text DEFAULT NULL::text) returns TABLE(case_id bigint, case_key text, dataset_version integer)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_version integer;
+  v_case jsonb;
+  v_i integer := 0;
+  v_actor text := ballast_private.caller_actor(p_actor);
+begin
+  if p_cases is null or jsonb_typeof(p_cases) <> 'array' or jsonb_array_length(p_cases) = 0 then
+    perform ballast_private.bad_argument('cases', 'is not a non-empty JSON array',
+      'Pass [{"key": "c1", "input": {"input": {...}}, "reference": {...}}, ...].');
+  end if;
+  if jsonb_array_length(p_cases) > 10000 then
+    perform ballast_private.bad_argument('cases', format('has %s cases, more than 10000 in one call', jsonb_array_length(p_cases)),
+      'Add them in batches of at most 10000.');
+  end if;
+  for v_case in select e from jsonb_array_elements(p_cases) e loop
+    v_i := v_i + 1;
+    if jsonb_typeof(v_case) <> 'object' then
+      perform ballast_private.bad_argument(format('cases[%s]', v_i), 'is not an object', 'Give each case as {"key", "input", "reference", ...}.');
+    end if;
+    if jsonb_typeof(v_case -> 'key') is distinct from 'string' or v_case ->> 'key' = '' or octet_length(v_case ->> 'key') > 200 then
+      perform ballast_private.bad_argument(format('cases[%s].key', v_i), 'is missing, not a string, empty or longer than 200 bytes',
+        'Name each case with a key unique in the dataset, e.g. "refund-angry-1".');
+    end if;
+    if jsonb_typeof(v_case -> 'input') is distinct from 'object' then
+      perform ballast_private.bad_argument(format('cases[%s].input', v_i), 'is missing or not an object',
+        'Give the variables the step renders its prompt with, e.g. {"input": {"text": "..."}}.');
+    end if;
+    if v_case ? 'checks' and jsonb_typeof(v_case -> 'checks') <> 'array' then
+      perform ballast_private.bad_argument(format('cases[%s].checks', v_i), 'is not an array', 'Give per-case scorers as [{"kind": "numeric", "path": "score", "tolerance": 0.1}].');
+    end if;
+    if v_case ? 'checks' then
+      perform ballast_private.check_scorers(v_case -> 'checks', format('cases[%s].checks', v_i));
+    end if;
+    if v_case ? 'tags' and (jsonb_typeof(v_case -> 'tags') <> 'array'
+                            or exists (select 1 from jsonb_array_elements(v_case -> 'tags') t where jsonb_typeof(t) <> 'string')) then
+      perform ballast_private.bad_argument(format('cases[%s].tags', v_i), 'is not an array of strings', 'e.g. ["refunds", "angry"].');
+    end if;
+  end loop;
+  if (select count(distinct e ->> 'key') from jsonb_array_elements(p_cases) e) < jsonb_array_length(p_cases) then
+    perform ballast_private.bad_argument('cases', 'names a key twice', 'Give each case of one call its own key.');
+  end if;
+
+  perform * from ballast.create_dataset(p_dataset, null, v_actor);
+  update ballast_private.eval_datasets d set version = d.version + 1, updated_at = ballast.now()
+   where d.name = p_dataset returning d.version into v_version;
+  update ballast_private.eval_cases c set removed_in_version = v_version
+   where c.dataset = p_dataset and c.removed_in_version is null
+     and c.case_key in (select e ->> 'key' from jsonb_array_elements(p_cases) e);
+  return query
+  insert into ballast_private.eval_cases as c (dataset, case_key, input, reference, checks, tags, source, added_in_version, added_by)
+  select p_dataset, e ->> 'key', e -> 'input', nullif(e -> 'reference', 'null'::jsonb), coalesce(e -> 'checks', '[]'),
+         coalesce((select array_agg(t) from jsonb_array_elements_text(e -> 'tags') t), '{}'),
+         coalesce(nullif(e -> 'source', 'null'::jsonb), '{"kind": "manual"}'), v_version, v_actor
+    from jsonb_array_elements(p_cases) with ordinality as x(e, ord)
+   order by ord
+  returning c.id, c.case_key, v_version;
+end
+$fn$;
+
 create function ballast.begin_effect(p_attempt_id bigint, p_key text) returns TABLE(done boolean, result jsonb, earlier_attempts integer, idempotency_key text)
 language plpgsql volatile
 as $fn$
@@ -1965,6 +2131,33 @@ begin
 end
 $fn$;
 
+create function ballast.compare_eval_runs(p_base_run bigint, p_candidate_run bigint, p_threshold numeric DEFAULT 0) returns TABLE(case_key text, base_score numeric, candidate_score numeric, delta numeric, change text, base_passed boolean, candidate_passed boolean, cost_delta_usd numeric, latency_delta_ms integer, base_output jsonb, candidate_output jsonb, reference jsonb)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  perform ballast_private.eval_run_exists(p_base_run, 'base run');
+  perform ballast_private.eval_run_exists(p_candidate_run, 'candidate run');
+  if p_threshold is null or p_threshold < 0 or p_threshold > 1 then
+    perform ballast_private.bad_argument('threshold', format('%s is not from 0 to 1', coalesce(p_threshold::text, 'null')),
+      'The score drop a case may have before it counts as a regression, e.g. 0.05 (default 0: any drop).');
+  end if;
+  return query
+  with b as (select c.case_key, e.* from ballast_private.eval_results e join ballast_private.eval_cases c on c.id = e.case_id where e.run_id = p_base_run),
+       k as (select c.case_key, c.reference, e.* from ballast_private.eval_results e join ballast_private.eval_cases c on c.id = e.case_id where e.run_id = p_candidate_run),
+       j as (
+    select coalesce(k.case_key, b.case_key) as case_key, b.score as bs, k.score as ks, k.score - b.score as d,
+           b.passed as bp, k.passed as kp, k.cost_usd - b.cost_usd as dc, k.latency_ms - b.latency_ms as dl,
+           b.output as bo, k.output as ko, k.reference as ref
+      from b full join k on k.case_key = b.case_key)
+  select j.case_key, j.bs, j.ks, j.d,
+         case when j.bs is null then 'new' when j.ks is null then 'missing'
+              when j.d < -p_threshold then 'regression' when j.d > p_threshold then 'improvement' else 'same' end,
+         j.bp, j.kp, j.dc, j.dl, j.bo, j.ko, j.ref
+    from j
+   order by case when j.d < -p_threshold then 0 else 1 end, j.d nulls last, j.case_key;
+end
+$fn$;
+
 create function ballast.complete_step(p_attempt_id bigint, p_output jsonb) returns TABLE(step_status text, job_status text, queued_step_ids bigint[])
 language sql volatile
 as $fn$
@@ -1991,6 +2184,22 @@ begin
 end
 $fn$;
 
+create function ballast.create_dataset(p_name text, p_description text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns SETOF ballast_private.eval_datasets
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  if p_name is null or p_name !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+    perform ballast_private.bad_argument('name', format('%L is not a valid dataset name', p_name),
+      'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-" (e.g. support.triage).');
+  end if;
+  insert into ballast_private.eval_datasets (name, description, created_by)
+  values (p_name, p_description, ballast_private.caller_actor(p_actor))
+  on conflict (name) do update set description = coalesce(excluded.description, ballast_private.eval_datasets.description),
+                                   updated_at = ballast.now();
+  return query select * from ballast_private.eval_datasets d where d.name = p_name;
+end
+$fn$;
+
 create function ballast.delete_limit(p_pattern text, p_kind text, p_actor text DEFAULT NULL::text) returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -2013,6 +2222,40 @@ declare
 begin
   delete from ballast_private.schedules where tenant_id = v_tenant and name = p_name;
   return found;
+end
+$fn$;
+
+create function ballast.eval_run_comparison(p_base_run bigint, p_candidate_run bigint, p_threshold numeric DEFAULT 0, p_resamples integer DEFAULT 1000) returns TABLE(base_run bigint, candidate_run bigint, paired_cases integer, base_mean numeric, candidate_mean numeric, mean_delta numeric, delta_ci_low numeric, delta_ci_high numeric, regressions integer, improvements integer, unchanged integer, new_cases integer, missing_cases integer, base_pass_rate numeric, candidate_pass_rate numeric, cost_delta_usd numeric, latency_delta_ms numeric, regressed boolean)
+language plpgsql stable security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  if p_resamples is null or p_resamples < 1 or p_resamples > 100000 then
+    perform ballast_private.bad_argument('resamples', format('%s is not from 1 to 100000', coalesce(p_resamples::text, 'null')), 'Leave it at 1000.');
+  end if;
+  return query
+  with c as (select * from ballast.compare_eval_runs(p_base_run, p_candidate_run, p_threshold)),
+       p as (select row_number() over (order by c.case_key) as i, c.delta from c where c.delta is not null),
+       n as (select count(*) as n from p),
+       boot as (
+    select r, avg(p.delta) as m
+      from generate_series(1, p_resamples) r
+      cross join n
+      cross join lateral generate_series(1, n.n) j
+      join p on p.i = 1 + abs(hashtextextended(r || ':' || j, 44)) % n.n
+     group by r),
+       ci as (select percentile_cont(0.025) within group (order by boot.m) as lo,
+                     percentile_cont(0.975) within group (order by boot.m) as hi from boot)
+  select p_base_run, p_candidate_run, (select count(*) from p)::integer,
+         round(avg(c.base_score) filter (where c.delta is not null), 4), round(avg(c.candidate_score) filter (where c.delta is not null), 4),
+         round(avg(c.delta), 4), round((select lo from ci)::numeric, 4), round((select hi from ci)::numeric, 4),
+         (count(*) filter (where c.change = 'regression'))::integer, (count(*) filter (where c.change = 'improvement'))::integer,
+         (count(*) filter (where c.change = 'same'))::integer, (count(*) filter (where c.change = 'new'))::integer,
+         (count(*) filter (where c.change = 'missing'))::integer,
+         round(avg(case when c.base_passed then 1 else 0 end) filter (where c.base_score is not null), 4),
+         round(avg(case when c.candidate_passed then 1 else 0 end) filter (where c.candidate_score is not null), 4),
+         sum(c.cost_delta_usd), round(avg(c.latency_delta_ms), 1),
+         coalesce(avg(c.delta) < -p_threshold, false) or count(*) filter (where c.change = 'regression') > 0
+    from c;
 end
 $fn$;
 
@@ -2237,6 +2480,43 @@ begin
 end
 $fn$;
 
+create function ballast.import_eval_run(p_dataset text, p_results jsonb, p_label text DEFAULT NULL::text, p_pipeline text DEFAULT 'external'::text, p_step text DEFAULT 'external'::text, p_prompt_version integer DEFAULT NULL::integer, p_model text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_ds ballast_private.eval_datasets := ballast_private.eval_dataset(p_dataset);
+  v_run bigint;
+  v_bad text;
+begin
+  if p_results is null or jsonb_typeof(p_results) <> 'array' then
+    perform ballast_private.bad_argument('results', 'is not a JSON array', 'Pass [{"key": "c1", "score": 1}, ...].');
+  end if;
+  select format('results[%s]', ord) into v_bad from jsonb_array_elements(p_results) with ordinality x(e, ord)
+   where jsonb_typeof(e -> 'score') is distinct from 'number' or (e ->> 'score')::numeric not between 0 and 1 limit 1;
+  if v_bad is not null then
+    perform ballast_private.bad_argument(v_bad || '.score', 'is missing or not a number from 0 to 1', 'Give each case''s score, e.g. "score": 0.75.');
+  end if;
+  select e ->> 'key' into v_bad from jsonb_array_elements(p_results) e
+   where not exists (select 1 from ballast_private.eval_cases c where c.dataset = p_dataset and c.case_key = e ->> 'key' and c.removed_in_version is null)
+   limit 1;
+  if v_bad is not null or exists (select 1 from jsonb_array_elements(p_results) e where e ->> 'key' is null) then
+    raise exception using errcode = 'BA007', message = format('case %L is not in dataset %L', coalesce(v_bad, 'null'), p_dataset),
+      hint = 'Give the keys of the dataset''s current cases (ballast.eval_cases where in_current_version).';
+  end if;
+  insert into ballast_private.eval_runs (dataset, dataset_version, pipeline, step, prompt_version, model, scorers, label, status, created_by, finished_at)
+  values (p_dataset, v_ds.version, p_pipeline, p_step, p_prompt_version, p_model, '[]', p_label, 'imported', ballast_private.caller_actor(p_actor), ballast.now())
+  returning id into v_run;
+  insert into ballast_private.eval_results (run_id, case_id, output, score, passed, cost_usd, latency_ms)
+  select v_run, c.id, e -> 'output', (e ->> 'score')::numeric, coalesce((e ->> 'passed')::boolean, (e ->> 'score')::numeric >= 0.5),
+         coalesce((e ->> 'cost_usd')::numeric, 0), (e ->> 'latency_ms')::integer
+    from jsonb_array_elements(p_results) e
+    join ballast_private.eval_cases c on c.dataset = p_dataset and c.case_key = e ->> 'key' and c.removed_in_version is null
+  on conflict do nothing;
+  update ballast_private.eval_runs set summary = ballast_private.eval_run_summary(v_run) where id = v_run;
+  return v_run;
+end
+$fn$;
+
 create function ballast.json_schema_errors(p_schema jsonb, p_value jsonb) returns TABLE(path text, message text)
 language plpgsql immutable parallel safe
 as $fn$
@@ -2402,6 +2682,56 @@ begin
       hint = 'ballast.schedules lists the schedules.';
   end if;
   return query select * from ballast.schedules where id = v_id;
+end
+$fn$;
+
+create function ballast.promote_to_dataset(p_step_id bigint, p_dataset text, p_key text DEFAULT NULL::text, p_reference jsonb DEFAULT NULL::jsonb, p_tags text[] DEFAULT '{}'::text[], p_actor text DEFAULT NULL::text) returns TABLE(case_id bigint, case_key text, dataset_version integer, source_kind text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_step ballast_private.steps;
+  v_job ballast_private.jobs;
+  v_name text;
+  v_outcome text;
+  v_kind text;
+  v_reference jsonb;
+  v_input jsonb;
+begin
+  select * into v_step from ballast_private.steps s where s.id = p_step_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('step %s does not exist', coalesce(p_step_id::text, 'null'));
+  end if;
+  perform ballast_private.eval_dataset(p_dataset);
+  select * into v_job from ballast_private.jobs j where j.id = v_step.job_id;
+  v_name := coalesce((select s.name from ballast_private.steps s where s.id = v_step.parent_step_id), v_step.name);
+  select a.contract_outcome into v_outcome from ballast_private.attempts a
+   where a.step_id = v_step.id and a.contract_outcome is not null order by a.number desc limit 1;
+  v_kind := case when v_step.review ? 'decision' then 'review'
+                 when v_outcome = 'fell_back' then 'fallback'
+                 when v_outcome = 'degraded' then 'degraded'
+                 when v_outcome = 'rejected' or v_step.status = 'failed' then 'rejection'
+                 else 'production' end;
+  v_reference := coalesce(p_reference,
+    case when v_step.review ->> 'decision' = 'reject' then null
+         when v_step.status = 'succeeded' then v_step.output
+         else v_step.review -> 'proposed' end);
+  if v_reference = 'null'::jsonb then v_reference := null; end if;
+  v_input := jsonb_build_object('input', v_job.input,
+    'deps', coalesce((select jsonb_object_agg(d.name, d.output) from ballast_private.steps d
+                       where d.job_id = v_step.job_id and d.parent_step_id is null
+                         and d.name = any (coalesce((select s.depends_on from ballast_private.steps s where s.id = v_step.parent_step_id), v_step.depends_on))), '{}'));
+  if v_step.parent_step_id is not null then
+    v_input := v_input || jsonb_build_object('item', v_step.item);
+  end if;
+  return query
+  select a.case_id, a.case_key, a.dataset_version, v_kind
+    from ballast.add_eval_cases(p_dataset, jsonb_build_array(jsonb_build_object(
+      'key', coalesce(p_key, format('%s.%s:%s', v_job.pipeline, v_name, v_step.id)),
+      'input', v_input, 'reference', v_reference, 'tags', to_jsonb(coalesce(p_tags, '{}')),
+      'source', jsonb_strip_nulls(jsonb_build_object('kind', v_kind, 'job_id', v_job.id, 'step_id', v_step.id,
+        'pipeline', v_job.pipeline, 'pipeline_version', v_job.pipeline_version, 'step', v_name, 'tenant_id', v_job.tenant_id,
+        'contract_outcome', v_outcome, 'decision', v_step.review ->> 'decision', 'reviewer', v_step.review ->> 'reviewer')))),
+      p_actor) a;
 end
 $fn$;
 
@@ -2980,6 +3310,25 @@ begin
     end;
   end loop;
   return v_n;
+end
+$fn$;
+
+create function ballast.remove_eval_case(p_dataset text, p_key text) returns integer
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_version integer;
+begin
+  perform ballast_private.eval_dataset(p_dataset, true);
+  if not exists (select 1 from ballast_private.eval_cases c where c.dataset = p_dataset and c.case_key = p_key and c.removed_in_version is null) then
+    raise exception using errcode = 'BA007', message = format('case %L is not in dataset %L', p_key, p_dataset),
+      hint = 'ballast.eval_cases lists the cases of each version (in_current_version).';
+  end if;
+  update ballast_private.eval_datasets d set version = d.version + 1, updated_at = ballast.now()
+   where d.name = p_dataset returning d.version into v_version;
+  update ballast_private.eval_cases c set removed_in_version = v_version
+   where c.dataset = p_dataset and c.case_key = p_key and c.removed_in_version is null;
+  return v_version;
 end
 $fn$;
 
@@ -3576,6 +3925,7 @@ declare
   v_count int;
   v_queued bigint[] := '{}';
   v_status text;
+  v_promote text;
 begin
   if p_decision is null or p_decision not in ('approve', 'edit', 'reject') then
     perform ballast_private.bad_argument('decision', format('%L is not approve, edit or reject', p_decision),
@@ -3650,6 +4000,15 @@ begin
   values (v_step.job_id, v_step.id, 'review_resolved', v_status, 'reviewer:' || p_reviewer, nullif(p_note, ''),
           jsonb_build_object('decision', p_decision, 'reviewer', p_reviewer,
                              'edited', p_decision = 'edit' and p_output is distinct from v_step.review -> 'proposed'));
+  -- Auto-promotion (0044): the reviewed step becomes a case of the dataset its (pipeline, step) names.
+  select a.dataset into v_promote from ballast_private.eval_auto_promotions a
+    join ballast_private.jobs j on j.id = v_step.job_id
+   where a.pipeline = j.pipeline
+     and a.step = coalesce((select s.name from ballast_private.steps s where s.id = v_step.parent_step_id), v_step.name)
+     and p_decision = any (a.decisions);
+  if v_promote is not null then
+    perform ballast.promote_to_dataset(v_step.id, v_promote, p_actor => 'reviewer:' || p_reviewer);
+  end if;
   return query select v_status, ballast_private.refresh_job_status(v_step.job_id), coalesce(v_queued, '{}'::bigint[]);
 end
 $fn$;
@@ -3725,6 +4084,26 @@ begin
     v_resumed := v_resumed || v_step.id;
   end loop;
   return query select true, v_resumed;
+end
+$fn$;
+
+create function ballast.set_auto_promotion(p_pipeline text, p_step text, p_dataset text, p_decisions text[] DEFAULT '{approve,edit}'::text[], p_actor text DEFAULT NULL::text) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  if p_dataset is null then
+    delete from ballast_private.eval_auto_promotions a where a.pipeline = p_pipeline and a.step = p_step;
+    return;
+  end if;
+  perform ballast_private.eval_dataset(p_dataset);
+  if p_decisions is null or cardinality(p_decisions) = 0 or not (p_decisions <@ array['approve', 'edit', 'reject']) then
+    perform ballast_private.bad_argument('decisions', format('%s is not a non-empty list of approve, edit, reject', coalesce(p_decisions::text, 'null')),
+      'e.g. ''{approve,edit}'' (the default).');
+  end if;
+  insert into ballast_private.eval_auto_promotions (pipeline, step, dataset, decisions, set_by)
+  values (p_pipeline, p_step, p_dataset, p_decisions, ballast_private.caller_actor(p_actor))
+  on conflict (pipeline, step) do update set dataset = excluded.dataset, decisions = excluded.decisions,
+                                             set_by = excluded.set_by, set_at = ballast.now();
 end
 $fn$;
 
@@ -4161,6 +4540,24 @@ begin
 end
 $fn$;
 
+create function ballast.start_eval_run(p_dataset text, p_pipeline text, p_step text, p_prompt_version integer DEFAULT NULL::integer, p_model text DEFAULT NULL::text, p_scorers jsonb DEFAULT NULL::jsonb, p_threshold numeric DEFAULT NULL::numeric, p_label text DEFAULT NULL::text, p_pipeline_version integer DEFAULT NULL::integer, p_dataset_version integer DEFAULT NULL::integer, p_tenant_id text DEFAULT 'evals'::text, p_actor text DEFAULT NULL::text) returns TABLE(run_id bigint, job_id bigint)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  -- The parameters given (a null one is left out, so the eval pipeline's input contract and the defaults apply).
+  v_params jsonb := (select jsonb_object_agg(k, v) from jsonb_each(jsonb_build_object('dataset', p_dataset,
+    'pipeline', p_pipeline, 'step', p_step, 'prompt_version', p_prompt_version, 'model', p_model, 'scorers', p_scorers,
+    'threshold', p_threshold, 'label', p_label, 'pipeline_version', p_pipeline_version,
+    'dataset_version', p_dataset_version)) x(k, v) where v <> 'null'::jsonb);
+  v_job bigint;
+  v_run ballast_private.eval_runs;
+begin
+  select s.job_id into v_job from ballast.submit_job('ballast.eval', v_params, p_tenant_id => coalesce(p_tenant_id, 'evals')) s;
+  v_run := ballast_private.new_eval_run(v_job, v_params, coalesce(p_tenant_id, 'evals'), ballast_private.caller_actor(p_actor));
+  return query select v_run.id, v_job;
+end
+$fn$;
+
 create function ballast.stop_fair_sharing() returns boolean
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -4552,6 +4949,13 @@ begin
 end
 $fn$;
 
+create function ballast_private.attempt_contract(p_attempt_id bigint) returns jsonb
+language sql stable
+as $fn$
+  select jsonb_build_object('outcome', a.contract_outcome, 'detail', a.contract_detail)
+    from ballast_private.attempts a where a.id = p_attempt_id
+$fn$;
+
 create function ballast_private.bad_argument(p_field text, p_problem text, p_fix text) returns void
 language plpgsql volatile
 as $fn$
@@ -4834,6 +5238,52 @@ begin
       format('is %s bytes of UTF-8 (%s characters); at most %s bytes are allowed', octet_length(p_value),
              char_length(p_value), p_max_bytes), p_fix);
   end if;
+end
+$fn$;
+
+create function ballast_private.check_scorers(p_scorers jsonb, p_field text) returns void
+language plpgsql stable
+as $fn$
+declare
+  v jsonb;
+  v_i integer := 0;
+  v_at text;
+begin
+  if jsonb_typeof(p_scorers) is distinct from 'array' then
+    perform ballast_private.bad_argument(p_field, 'is not a JSON array', 'Pass e.g. [{"kind": "exact"}, {"kind": "schema"}].');
+  end if;
+  for v in select e from jsonb_array_elements(p_scorers) e loop
+    v_i := v_i + 1;
+    v_at := format('%s[%s]', p_field, v_i);
+    if jsonb_typeof(v) <> 'object' or coalesce(v ->> 'kind', '') not in ('schema', 'exact', 'fields', 'numeric', 'function', 'judge') then
+      perform ballast_private.bad_argument(v_at || '.kind', format('%s is not a scorer kind', coalesce(v ->> 'kind', 'null')),
+        'Use schema, exact, fields, numeric, function or judge.');
+    end if;
+    if v ? 'weight' and (jsonb_typeof(v -> 'weight') <> 'number' or (v ->> 'weight')::numeric <= 0) then
+      perform ballast_private.bad_argument(v_at || '.weight', 'is not a number above 0', 'e.g. "weight": 2 (default 1).');
+    end if;
+    if v ->> 'kind' = 'numeric' and (jsonb_typeof(v -> 'path') is distinct from 'string' or jsonb_typeof(v -> 'tolerance') is distinct from 'number'
+                                     or (v ->> 'tolerance')::numeric < 0) then
+      perform ballast_private.bad_argument(v_at, 'a numeric scorer needs "path" (e.g. "score") and "tolerance" (a number >= 0)',
+        'e.g. {"kind": "numeric", "path": "total", "tolerance": 0.01}.');
+    end if;
+    if v ->> 'kind' = 'fields' and v ? 'fields' and jsonb_typeof(v -> 'fields') <> 'array' then
+      perform ballast_private.bad_argument(v_at || '.fields', 'is not an array of field names', 'e.g. "fields": ["sentiment", "topic"], or leave it out for every field of the reference.');
+    end if;
+    if v ->> 'kind' = 'function' and coalesce(v ->> 'name', '') = '' then
+      perform ballast_private.bad_argument(v_at || '.name', 'is missing', 'Name a scorer registered in the worker (startWorker({ evals: { scorers: { name: fn } } })).');
+    end if;
+    if v ->> 'kind' = 'judge' then
+      if coalesce(v ->> 'model', '') !~ '^[a-z][a-z0-9_-]*:.+$' then
+        perform ballast_private.bad_argument(v_at || '.model', format('%s is not provider:model', coalesce(v ->> 'model', 'null')), 'e.g. "model": "openai:gpt-4o-mini".');
+      end if;
+      if jsonb_typeof(v -> 'version') is distinct from 'number'
+         or not exists (select 1 from ballast_private.prompts p where p.name = v ->> 'prompt' and p.version = (v ->> 'version')::integer) then
+        perform ballast_private.bad_argument(v_at || '.prompt', format('prompt %s@%s is not in ballast.prompts', coalesce(v ->> 'prompt', 'null'), coalesce(v ->> 'version', 'null')),
+          'Register the judge prompt first (ballast.register_prompt(name, version, {"system", "user"})); it is rendered with {{input}}, {{output}} and {{reference}}.');
+      end if;
+    end if;
+  end loop;
 end
 $fn$;
 
@@ -5360,6 +5810,84 @@ begin
 end
 $fn$;
 
+create function ballast_private.eval_dataset(p_name text, p_lock boolean DEFAULT false) returns ballast_private.eval_datasets
+language plpgsql volatile
+as $fn$
+declare
+  v ballast_private.eval_datasets;
+begin
+  if p_lock then
+    select * into v from ballast_private.eval_datasets d where d.name = p_name for update;
+  else
+    select * into v from ballast_private.eval_datasets d where d.name = p_name;
+  end if;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('dataset %L does not exist', p_name),
+      hint = 'Create it with ballast.create_dataset(name, description), or add cases with ballast.add_eval_cases (which creates it).';
+  end if;
+  return v;
+end
+$fn$;
+
+create function ballast_private.eval_item(p_run_id bigint, p_case_id bigint) returns jsonb
+language sql stable
+as $fn$
+  select jsonb_build_object('run', to_jsonb(r), 'case', to_jsonb(c))
+    from ballast_private.eval_runs r, ballast_private.eval_cases c
+   where r.id = p_run_id and c.id = p_case_id
+$fn$;
+
+create function ballast_private.eval_run_cases(p_job_id bigint) returns TABLE(run_id bigint, case_id bigint)
+language plpgsql volatile
+as $fn$
+declare
+  v_run ballast_private.eval_runs;
+  v_job ballast_private.jobs;
+begin
+  select * into v_run from ballast_private.eval_runs r where r.job_id = p_job_id for update;
+  if not found then
+    select * into v_job from ballast_private.jobs j where j.id = p_job_id;
+    v_run := ballast_private.new_eval_run(p_job_id, v_job.input, v_job.tenant_id, 'job:' || p_job_id);
+  end if;
+  update ballast_private.eval_runs r set status = 'running' where r.id = v_run.id and r.status = 'queued';
+  return query select v_run.id, c.id from ballast_private.eval_cases c
+   where c.dataset = v_run.dataset and c.added_in_version <= v_run.dataset_version
+     and (c.removed_in_version is null or c.removed_in_version > v_run.dataset_version)
+   order by c.case_key;
+end
+$fn$;
+
+create function ballast_private.eval_run_exists(p_run bigint, p_what text) returns void
+language plpgsql stable
+as $fn$
+begin
+  if not exists (select 1 from ballast_private.eval_runs r where r.id = p_run) then
+    raise exception using errcode = 'BA007', message = format('%s %s does not exist', p_what, coalesce(p_run::text, 'null')),
+      hint = 'ballast.eval_runs lists the runs.';
+  end if;
+end
+$fn$;
+
+create function ballast_private.eval_run_summary(p_run_id bigint) returns jsonb
+language sql stable
+as $fn$
+  select jsonb_build_object(
+    'cases', (select count(*) from ballast_private.eval_runs r join ballast_private.eval_cases c on c.dataset = r.dataset
+               and c.added_in_version <= r.dataset_version and (c.removed_in_version is null or c.removed_in_version > r.dataset_version)
+              where r.id = p_run_id),
+    'scored', count(*), 'passed', count(*) filter (where e.passed),
+    'pass_rate', round(avg(case when e.passed then 1 else 0 end), 4), 'mean_score', round(avg(e.score), 4),
+    'cost_usd', coalesce(sum(e.cost_usd), 0), 'judge_cost_usd', coalesce(sum(e.judge_cost_usd), 0),
+    'latency_ms_p50', percentile_cont(0.5) within group (order by e.latency_ms),
+    'latency_ms_p95', percentile_cont(0.95) within group (order by e.latency_ms),
+    'errors', count(*) filter (where e.error is not null),
+    'by_scorer', (select coalesce(jsonb_object_agg(k, round(m, 4)), '{}') from (
+                    select s.key as k, avg((s.value)::numeric) as m
+                      from ballast_private.eval_results e2, jsonb_each(e2.scores) s
+                     where e2.run_id = p_run_id and jsonb_typeof(s.value) = 'number' group by s.key) x))
+    from ballast_private.eval_results e where e.run_id = p_run_id
+$fn$;
+
 create function ballast_private.events_append_only() returns trigger
 language plpgsql volatile
 as $fn$
@@ -5494,6 +6022,15 @@ begin
     from ballast_private.jobs j where j.id = new.job_id;
   return new;
 end
+$fn$;
+
+create function ballast_private.finish_eval_run(p_run_id bigint) returns jsonb
+language sql volatile
+as $fn$
+  update ballast_private.eval_runs r
+     set status = 'completed', finished_at = ballast.now(), summary = ballast_private.eval_run_summary(r.id)
+   where r.id = p_run_id
+  returning r.summary
 $fn$;
 
 create function ballast_private.finish_map(p_parent_id bigint) returns void
@@ -6207,6 +6744,64 @@ as $fn$
    where p_idempotency_key is not null
 $fn$;
 
+create function ballast_private.new_eval_run(p_job_id bigint, p_params jsonb, p_tenant text, p_actor text) returns ballast_private.eval_runs
+language plpgsql volatile
+as $fn$
+declare
+  v_ds ballast_private.eval_datasets;
+  v_version integer;
+  v_pipeline ballast_private.pipelines;
+  v_step jsonb;
+  v_prompt text;
+  v_prompt_version integer;
+  v_scorers jsonb := coalesce(p_params -> 'scorers', '[{"kind": "exact"}]');
+  v_run ballast_private.eval_runs;
+begin
+  v_ds := ballast_private.eval_dataset(p_params ->> 'dataset');
+  v_version := coalesce((p_params ->> 'dataset_version')::integer, v_ds.version);
+  if v_version < 1 or v_version > v_ds.version then
+    perform ballast_private.bad_argument('dataset_version', format('%s is not a version of dataset %s (1 to %s)', v_version, v_ds.name, v_ds.version),
+      case when v_ds.version = 0 then 'Add cases first (ballast.add_eval_cases).' else 'Leave it out for the current version.' end);
+  end if;
+  select * into v_pipeline from ballast_private.pipelines p
+   where p.name = p_params ->> 'pipeline' and (p_params ->> 'pipeline_version' is null or p.version = (p_params ->> 'pipeline_version')::integer)
+   order by p.version desc limit 1;
+  if not found then
+    raise exception using errcode = 'BA004', message = format('pipeline %s%s is not registered', p_params ->> 'pipeline',
+      coalesce('@' || (p_params ->> 'pipeline_version'), '')), hint = 'Start a worker that defines it (ballast.pipelines lists the registered ones).';
+  end if;
+  select d into v_step from jsonb_array_elements(v_pipeline.definition -> 'steps') d where d ->> 'name' = p_params ->> 'step';
+  if v_step is null then
+    perform ballast_private.bad_argument('step', format('%L is not a step of %s@%s', p_params ->> 'step', v_pipeline.name, v_pipeline.version),
+      format('Use one of: %s.', (select string_agg(d ->> 'name', ', ') from jsonb_array_elements(v_pipeline.definition -> 'steps') d)));
+  end if;
+  if jsonb_typeof(v_step -> 'model') is distinct from 'object' then
+    perform ballast_private.bad_argument('step', format('%s of %s@%s is not a model step', v_step ->> 'name', v_pipeline.name, v_pipeline.version),
+      'Evaluate a step defined with .modelStep(...).');
+  end if;
+  v_prompt := split_part(v_step -> 'model' ->> 'prompt', '@', 1);
+  v_prompt_version := coalesce((p_params ->> 'prompt_version')::integer, split_part(v_step -> 'model' ->> 'prompt', '@', 2)::integer);
+  if p_params ? 'prompt_version' and not exists (select 1 from ballast_private.prompts p where p.name = v_prompt and p.version = v_prompt_version) then
+    perform ballast_private.bad_argument('prompt_version', format('prompt %s@%s is not in ballast.prompts', v_prompt, v_prompt_version),
+      format('Register it first (ballast.register_prompt(%L, %s, ''{"system": ..., "user": ...}'')), or use a version listed in ballast.prompts.', v_prompt, v_prompt_version));
+  end if;
+  if p_params ? 'model' and coalesce(p_params ->> 'model', '') !~ '^[a-z][a-z0-9_-]*:.+$' then
+    perform ballast_private.bad_argument('model', format('%L is not provider:model', p_params ->> 'model'), 'e.g. openai:gpt-4o-mini or local:wink; leave it out for the step''s own models.');
+  end if;
+  perform ballast_private.check_scorers(v_scorers, 'scorers');
+  if p_params ? 'threshold' and not ((p_params ->> 'threshold')::numeric between 0 and 1) then
+    perform ballast_private.bad_argument('threshold', format('%s is not from 0 to 1', p_params ->> 'threshold'), 'The score a case needs to pass, e.g. 0.5 (the default).');
+  end if;
+  insert into ballast_private.eval_runs (dataset, dataset_version, pipeline, pipeline_version, step, prompt_name, prompt_version,
+                                         model, scorers, threshold, label, job_id, tenant_id, created_by)
+  values (v_ds.name, v_version, v_pipeline.name, v_pipeline.version, v_step ->> 'name', v_prompt, v_prompt_version,
+          p_params ->> 'model', v_scorers, coalesce((p_params ->> 'threshold')::numeric, 0.5), p_params ->> 'label',
+          p_job_id, p_tenant, p_actor)
+  returning * into v_run;
+  return v_run;
+end
+$fn$;
+
 create function ballast_private.new_steps(p_job_id bigint, p_pipeline text, p_pipeline_version integer, p_definition jsonb, p_tenant_id text, p_input jsonb, p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, name text, status text, depends_on text[], deps_remaining integer, max_attempts integer, backoff_base_ms integer, backoff_cap_ms integer, timeout_ms integer, concurrency_key text, concurrency_limit integer, queued_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone, task text, priority smallint, next_run_at timestamp with time zone)
 language sql stable
 as $fn$
@@ -6465,6 +7060,35 @@ begin
   end loop;
 
   return next;
+end
+$fn$;
+
+create function ballast_private.record_eval_result(p_run_id bigint, p_case_id bigint, p_attempt_id bigint, p_result jsonb) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_prompt text;
+begin
+  select r.prompt_name into v_prompt from ballast_private.eval_runs r where r.id = p_run_id;
+  if p_result ->> 'contract_outcome' is not null then
+    perform ballast.record_contract_outcome(p_attempt_id, p_result ->> 'contract_outcome', coalesce(p_result -> 'contract_detail', '{}'));
+  end if;
+  insert into ballast_private.eval_results as e (run_id, case_id, output, scores, score, passed, cost_usd, judge_cost_usd,
+                                                 latency_ms, contract_outcome, error, model_call_ids, attempt_id)
+  select p_run_id, p_case_id, p_result -> 'output', coalesce(p_result -> 'scores', '{}'), (p_result ->> 'score')::numeric,
+         (p_result ->> 'passed')::boolean,
+         coalesce(sum(m.cost_usd) filter (where m.prompt_name = v_prompt), 0),
+         coalesce(sum(m.cost_usd) filter (where m.prompt_name is distinct from v_prompt), 0),
+         coalesce(sum(m.latency_ms) filter (where m.prompt_name = v_prompt), 0)::integer,
+         p_result ->> 'contract_outcome', p_result -> 'error',
+         coalesce(array_agg(m.id order by m.id) filter (where m.id is not null), '{}'), p_attempt_id
+    from (select 1) one
+    left join ballast_private.model_calls m on m.attempt_id = p_attempt_id
+  on conflict (run_id, case_id) do update
+     set output = excluded.output, scores = excluded.scores, score = excluded.score, passed = excluded.passed,
+         cost_usd = excluded.cost_usd, judge_cost_usd = excluded.judge_cost_usd, latency_ms = excluded.latency_ms,
+         contract_outcome = excluded.contract_outcome, error = excluded.error, model_call_ids = excluded.model_call_ids,
+         attempt_id = excluded.attempt_id, recorded_at = ballast.now();
 end
 $fn$;
 
@@ -7324,6 +7948,105 @@ create view ballast.error_codes with (security_invoker=true) as
     error_codes.meaning
    FROM ballast_private.error_codes;
 
+create view ballast.eval_cases with (security_invoker=true) as
+ SELECT c.id,
+    c.dataset,
+    c.case_key,
+    c.input,
+    c.reference,
+    c.checks,
+    c.tags,
+    c.source,
+    (c.source ->> 'kind'::text) AS source_kind,
+    c.added_in_version,
+    c.removed_in_version,
+    (c.removed_in_version IS NULL) AS in_current_version,
+    c.added_by,
+    c.added_at
+   FROM ballast_private.eval_cases c;
+
+create view ballast.eval_datasets with (security_invoker=true) as
+ SELECT d.name,
+    d.description,
+    d.version,
+    ( SELECT count(*) AS count
+           FROM ballast_private.eval_cases c
+          WHERE ((c.dataset = d.name) AND (c.removed_in_version IS NULL))) AS cases,
+    d.created_by,
+    d.created_at,
+    d.updated_at
+   FROM ballast_private.eval_datasets d;
+
+create view ballast.eval_results with (security_invoker=true) as
+ SELECT e.run_id,
+    e.case_id,
+    c.case_key,
+    e.output,
+    c.reference,
+    e.scores,
+    e.score,
+    e.passed,
+    e.cost_usd,
+    e.judge_cost_usd,
+    e.latency_ms,
+    e.contract_outcome,
+    e.error,
+    e.model_call_ids,
+    e.attempt_id,
+    e.recorded_at
+   FROM (ballast_private.eval_results e
+     JOIN ballast_private.eval_cases c ON ((c.id = e.case_id)));
+
+create view ballast.eval_runs with (security_invoker=true) as
+ SELECT r.id,
+    r.dataset,
+    r.dataset_version,
+    r.pipeline,
+    r.pipeline_version,
+    r.step,
+    r.prompt_name,
+    r.prompt_version,
+    r.model,
+    r.scorers,
+    r.threshold,
+    r.label,
+    r.job_id,
+    r.tenant_id,
+        CASE
+            WHEN ((r.finished_at IS NULL) AND ((j.status = 'failed'::text) OR (j.status = 'cancelled'::text))) THEN j.status
+            ELSE r.status
+        END AS status,
+    r.created_by,
+    r.created_at,
+    r.finished_at,
+    r.summary,
+    ((r.summary ->> 'mean_score'::text))::numeric AS mean_score,
+    ((r.summary ->> 'pass_rate'::text))::numeric AS pass_rate
+   FROM (ballast_private.eval_runs r
+     LEFT JOIN ballast_private.jobs j ON ((j.id = r.job_id)));
+
+create view ballast.eval_trend with (security_invoker=true) as
+ SELECT r.dataset,
+    r.pipeline,
+    r.step,
+    r.id AS run_id,
+    r.created_at,
+    r.dataset_version,
+    r.prompt_version,
+    r.model,
+    r.label,
+    ((r.summary ->> 'mean_score'::text))::numeric AS mean_score,
+    ((r.summary ->> 'pass_rate'::text))::numeric AS pass_rate,
+    ((r.summary ->> 'cost_usd'::text))::numeric AS cost_usd,
+    ((r.summary ->> 'latency_ms_p50'::text))::numeric AS latency_ms_p50,
+    (((r.summary ->> 'mean_score'::text))::numeric - lag(((r.summary ->> 'mean_score'::text))::numeric) OVER (PARTITION BY r.dataset, r.pipeline, r.step, r.dataset_version ORDER BY r.created_at, r.id)) AS delta_vs_previous,
+    ( SELECT array_agg(DISTINCT ((m.provider || ':'::text) || COALESCE(m.returned_model, m.requested_model))) AS array_agg
+           FROM (ballast_private.eval_results e
+             JOIN ballast_private.model_calls m ON ((m.id = ANY (e.model_call_ids))))
+          WHERE ((e.run_id = r.id) AND (m.prompt_name = r.prompt_name) AND (m.error_class IS NULL))) AS returned_models
+   FROM ballast_private.eval_runs r
+  WHERE (r.status = ANY (ARRAY['completed'::text, 'imported'::text]));
+
 create view ballast.events with (security_invoker=true) as
  SELECT events.id,
     events.job_id,
@@ -7675,6 +8398,11 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.bud
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effect_intents FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effects FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.error_codes FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eval_cases FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eval_datasets FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eval_results FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eval_runs FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eval_trend FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.events FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.fair_shares FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.gate_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -7716,6 +8444,8 @@ CREATE TRIGGER steps_inserted AFTER INSERT ON ballast_private.steps REFERENCING 
 
 -- ==================== comments =================================================================================
 
+comment on function ballast.add_eval_case(text,text,jsonb,jsonb,jsonb,text[],jsonb,text) is 'Add one case to a dataset (a new version). Operators.';
+comment on function ballast.add_eval_cases(text,jsonb,text) is 'Add cases [{key, input, reference, checks, tags, source}] to a dataset as one new version (a key already there is replaced). Operators.';
 comment on view ballast.attempts is 'One run of a step by a worker: every start of a step, with how it ended.';
 comment on column ballast.attempts.id is 'The attempt id (a BigInt).';
 comment on column ballast.attempts.error_class is 'The kind of error it ended with: permanent, retryable, timeout, worker_lost, blocked_worker, crashed_worker, output_contract, budget_exhausted, cooldown, a model failure class, or the class the step gave. Null when it did not fail.';
@@ -7752,6 +8482,8 @@ comment on column ballast.budgets.spent_usd is 'What model calls cost in the cur
 comment on column ballast.budgets.reserved_usd is 'What calls in flight have reserved (their highest possible cost), in US dollars.';
 comment on column ballast.budgets.remaining_usd is 'The limit minus spent and reserved, in US dollars (negative when overspent by calls that reported more than reserved).';
 comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job, its unfinished steps and its unfinished child jobs (recursively). Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
+comment on function ballast.compare_eval_runs(bigint,bigint,numeric) is 'Two eval runs case by case: scores, delta, regression / improvement / same / new / missing, cost and latency deltas.';
+comment on function ballast.create_dataset(text,text,text) is 'Create an eval dataset (version 0), or set its description. Operators.';
 comment on view ballast.dead_letters is 'The steps that failed for good (status failed), with their last attempt and every attempt error: what to fix or replay (replayStep, replayJob: operators).';
 comment on column ballast.dead_letters.step_id is 'The failed step.';
 comment on column ballast.dead_letters.error_code is 'The code of its final error. Null: none given.';
@@ -7779,6 +8511,85 @@ comment on function ballast.delete_schedule(text,text) is 'Delete a schedule; th
 comment on view ballast.effect_intents is 'Every start of a side effect and whether its result was recorded: rows with recorded = false may have happened without ballast knowing the result.';
 comment on view ballast.effects is 'The side-effect ledger: the recorded result of every ctx.effect / ctx.transaction of a step, reused by later attempts.';
 comment on view ballast.error_codes is 'The SQLSTATEs ballast raises (class BA) with their name and meaning.';
+comment on view ballast.eval_cases is 'Eval cases of every version: a case is in version v when added_in_version <= v and (removed_in_version is null or > v).';
+comment on column ballast.eval_cases.id is 'The case id (results name it).';
+comment on column ballast.eval_cases.added_in_version is 'The dataset version that added it.';
+comment on column ballast.eval_cases.removed_in_version is 'The dataset version that removed or replaced it. Null: still in.';
+comment on column ballast.eval_cases.in_current_version is 'Whether the dataset''s current version has it.';
+comment on column ballast.eval_cases.added_by is 'Who added it. Null: unknown.';
+comment on column ballast.eval_cases.added_at is 'When it was added.';
+comment on column ballast.eval_cases.dataset is 'Its dataset.';
+comment on column ballast.eval_cases.case_key is 'Its key, unique among the cases of a version; runs are compared case by case on it.';
+comment on column ballast.eval_cases.input is 'The variables the step renders its prompt with: {"input": job input, "deps": outputs of earlier steps} (and "item" for a map item).';
+comment on column ballast.eval_cases.reference is 'The expected output (what exact, fields and numeric scorers compare with). Null: none.';
+comment on column ballast.eval_cases.checks is 'Scorers for this case only, added to the run''s (same form as the run''s scorers).';
+comment on column ballast.eval_cases.tags is 'Labels for slicing results.';
+comment on column ballast.eval_cases.source is 'Where it came from: {"kind": manual | review | fallback | degraded | rejection | production, job_id, step_id, ...}.';
+comment on column ballast.eval_cases.source_kind is 'source.kind.';
+comment on view ballast.eval_datasets is 'Eval datasets: each version is an immutable set of cases; every change bumps the version.';
+comment on column ballast.eval_datasets.name is 'The dataset name, e.g. support.triage.';
+comment on column ballast.eval_datasets.description is 'What the dataset covers. Null: none given.';
+comment on column ballast.eval_datasets.version is 'The current version (0: no case yet).';
+comment on column ballast.eval_datasets.cases is 'How many cases the current version has.';
+comment on column ballast.eval_datasets.created_by is 'Who created it. Null: unknown.';
+comment on column ballast.eval_datasets.created_at is 'When it was created.';
+comment on column ballast.eval_datasets.updated_at is 'When its cases last changed.';
+comment on view ballast.eval_results is 'One row per run and case: the output, each scorer''s score, the case''s score and verdict, cost and latency.';
+comment on column ballast.eval_results.run_id is 'The run.';
+comment on column ballast.eval_results.judge_cost_usd is 'What a judge''s calls cost.';
+comment on column ballast.eval_results.latency_ms is 'The step''s model calls'' latency, summed. Null: unknown (imported).';
+comment on column ballast.eval_results.contract_outcome is 'The ladder''s verdict (valid_first_try, repaired, fell_back, degraded, rejected). Null: none.';
+comment on column ballast.eval_results.error is 'Why the step failed ({class, code, message}). Null: it answered.';
+comment on column ballast.eval_results.model_call_ids is 'The traces (ballast.model_calls) of this case''s calls, the judge''s included.';
+comment on column ballast.eval_results.attempt_id is 'The attempt of the eval item that produced it. Null: imported.';
+comment on column ballast.eval_results.recorded_at is 'When it was recorded.';
+comment on column ballast.eval_results.case_id is 'The case.';
+comment on column ballast.eval_results.case_key is 'The case key.';
+comment on column ballast.eval_results.output is 'What the step answered. Null: it failed (see error).';
+comment on column ballast.eval_results.reference is 'The case''s reference output. Null: none.';
+comment on column ballast.eval_results.scores is 'Each scorer''s score (0 to 1) by scorer name, and a judge''s reasons.';
+comment on column ballast.eval_results.score is 'The case''s score: the weighted mean of its scorers (0 when the step failed).';
+comment on column ballast.eval_results.passed is 'score >= the run''s threshold.';
+comment on column ballast.eval_results.cost_usd is 'What the step''s model calls cost.';
+comment on function ballast.eval_run_comparison(bigint,bigint,numeric,integer) is 'Two eval runs in one row: mean delta with a 95 % bootstrap interval, counts, pass rates, cost and latency deltas, and whether the candidate regressed.';
+comment on view ballast.eval_runs is 'Eval runs: a dataset version against a pipeline step, a prompt version and a model.';
+comment on column ballast.eval_runs.id is 'The run id (compare_eval_runs takes two).';
+comment on column ballast.eval_runs.scorers is 'The scorers applied to every case.';
+comment on column ballast.eval_runs.threshold is 'The score a case needs to pass.';
+comment on column ballast.eval_runs.label is 'A free label (e.g. a commit or a PR). Null: none.';
+comment on column ballast.eval_runs.job_id is 'The ballast.eval job that runs it. Null: an imported run.';
+comment on column ballast.eval_runs.tenant_id is 'The tenant the job runs as (its budget pays). Null: imported.';
+comment on column ballast.eval_runs.status is 'queued, running, completed, imported, or failed / cancelled (its job).';
+comment on column ballast.eval_runs.created_by is 'Who started it (job:<id> for a scheduled one). Null: unknown.';
+comment on column ballast.eval_runs.created_at is 'When it was started.';
+comment on column ballast.eval_runs.finished_at is 'When it finished. Null: not yet.';
+comment on column ballast.eval_runs.summary is 'Its figures: cases, scored, passed, pass_rate, mean_score, cost_usd, latency_ms_p50/p95, errors, by_scorer. Null: not finished.';
+comment on column ballast.eval_runs.dataset is 'The dataset.';
+comment on column ballast.eval_runs.mean_score is 'summary.mean_score. Null: not finished.';
+comment on column ballast.eval_runs.pass_rate is 'summary.pass_rate. Null: not finished.';
+comment on column ballast.eval_runs.dataset_version is 'The dataset version it ran (fixed when it was started).';
+comment on column ballast.eval_runs.pipeline is 'The pipeline whose step it evaluates.';
+comment on column ballast.eval_runs.pipeline_version is 'Its version. Null: an imported run.';
+comment on column ballast.eval_runs.step is 'The model step evaluated.';
+comment on column ballast.eval_runs.prompt_name is 'The step''s prompt. Null: an imported run.';
+comment on column ballast.eval_runs.prompt_version is 'The prompt version it ran. Null: unknown (imported).';
+comment on column ballast.eval_runs.model is 'The model it ran (provider:model). Null: the step''s own models.';
+comment on view ballast.eval_trend is 'Finished eval runs of each dataset over time, with the change of mean score since the previous run on the same dataset version: scheduled runs on a fixed dataset tell model drift from input drift.';
+comment on column ballast.eval_trend.dataset is 'The dataset.';
+comment on column ballast.eval_trend.mean_score is 'Its mean score.';
+comment on column ballast.eval_trend.pass_rate is 'The fraction of cases that passed.';
+comment on column ballast.eval_trend.cost_usd is 'What its step calls cost.';
+comment on column ballast.eval_trend.latency_ms_p50 is 'The median latency per case.';
+comment on column ballast.eval_trend.delta_vs_previous is 'mean_score minus the previous run''s on the same dataset version. Null: the first.';
+comment on column ballast.eval_trend.returned_models is 'The models that answered (provider:returned model): a new snapshot behind the same name shows here. Null: no call.';
+comment on column ballast.eval_trend.pipeline is 'The pipeline evaluated.';
+comment on column ballast.eval_trend.step is 'The step evaluated.';
+comment on column ballast.eval_trend.run_id is 'The run.';
+comment on column ballast.eval_trend.created_at is 'When it started.';
+comment on column ballast.eval_trend.dataset_version is 'The dataset version it ran.';
+comment on column ballast.eval_trend.prompt_version is 'The prompt version. Null: unknown.';
+comment on column ballast.eval_trend.model is 'The model asked for. Null: the step''s own.';
+comment on column ballast.eval_trend.label is 'Its label. Null: none.';
 comment on view ballast.events is 'The audit trail: one event per status change of a job or step and per operator action, never changed or deleted.';
 comment on column ballast.events.id is 'The event id (a BigInt). Events are delivered in the order of the transactions that wrote them, so ids are not always increasing: resume a subscription after the last id you processed.';
 comment on column ballast.events.at is 'When it happened (the time of the transaction that wrote it).';
@@ -7807,6 +8618,7 @@ comment on column ballast.gate_history.data is 'For a limit: its kind, amount, p
 comment on column ballast.gate_history.actor is 'Who did it.';
 comment on column ballast.gate_history.step_id is 'The step that paused the key (ctx.pauseKey), if a step did.';
 comment on column ballast.gate_history.at is 'When.';
+comment on function ballast.import_eval_run(text,jsonb,text,text,text,integer,text,text) is 'Record a run scored outside ballast, to compare it. Operators.';
 comment on view ballast.job_transitions is 'The allowed changes of a job status; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.jobs is 'A job: one run of a pipeline on one input, made of steps. Clients see the jobs of their own tenant; operators and reporters see every tenant.';
 comment on column ballast.jobs.id is 'The job id (a BigInt, sent as a string in GraphQL: "42").';
@@ -7904,9 +8716,11 @@ comment on column ballast.pipelines.definition is 'Its steps: name, dependencies
 comment on column ballast.pipelines.input_schema is 'The JSON Schema every job input must satisfy (checked in Postgres at submission).';
 comment on column ballast.pipelines.definition_hash is 'The SHA-256 of the definition (hex): registering the same version with another definition is refused.';
 comment on column ballast.pipelines.registered_at is 'When this version was first registered.';
+comment on function ballast.promote_to_dataset(bigint,text,text,jsonb,text[],text) is 'Make a production step a case of a dataset: its real variables as input, the approved or edited output (else its output) as reference. Operators.';
 comment on view ballast.prompts is 'Every registered version of every prompt, with its template and hash.';
 comment on view ballast.provider_cooldowns is 'Providers and models that refused calls (429, 529): no worker calls them until the cooldown ends.';
 comment on view ballast.queue_depth is 'Per pipeline, the live steps by status and how long the oldest runnable one has waited.';
+comment on function ballast.remove_eval_case(text,text) is 'Remove a case from a dataset (a new version; earlier versions keep it). Operators.';
 comment on function ballast.replay_job(bigint,text,text,text) is 'Run the failed or cancelled steps of a job again, or everything from a named step on. Operators only.';
 comment on function ballast.replay_step(bigint,text,boolean,text) is 'Run a finished step again, and the steps that depend on it. A succeeded step needs force. Operators only.';
 comment on function ballast.resolve_review(bigint,text,jsonb,text,text) is 'Decide a step in needs_review: approve (keep the proposed output), edit (use the output given, checked against the contract) or reject (fail the step). Operators only.';
@@ -7947,10 +8761,12 @@ comment on column ballast.schedules.priority is 'The priority of the jobs it sub
 comment on column ballast.schedules.cron is 'Five fields, minute hour day-of-month month day-of-week (e.g. */15 9-17 * * mon-fri), or @hourly, @daily, @weekly, @monthly, @yearly.';
 comment on column ballast.schedules.time_zone is 'The time zone the expression is read in (e.g. Europe/Paris; default UTC).';
 comment on function ballast.send_event(text,jsonb,text,text) is 'Deliver an event to the steps of one tenant waiting for its key (and to those that will wait for it). A key is delivered once (accepted = false the second time).';
+comment on function ballast.set_auto_promotion(text,text,text,text[],text) is 'Resolved reviews of a pipeline step become cases of a dataset (null dataset: off). Operators.';
 comment on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) is 'Create or replace a cron schedule of a tenant (clients: their own): each slot of the expression in the time zone submits a job of the pipeline with the input, once.';
 comment on view ballast.signals is 'The events delivered by send_event, per tenant and key (a key is delivered once).';
 comment on function ballast.sleep_step(bigint,text,double precision,timestamp with time zone) is 'A step''s durable sleep (ctx.sleep): records the wake time of (step, key) once; parks the step until then (workers call it).';
 comment on function ballast.start_child_jobs(bigint,jsonb) is 'A step starts child jobs (ctx.startChildren): one job per {key, pipeline, version?, input?}, idempotent per (step, key); workers call it.';
+comment on function ballast.start_eval_run(text,text,text,integer,text,jsonb,numeric,text,integer,integer,text,text) is 'Start an eval run: a job of ballast.eval over the dataset''s cases against a pipeline''s model step, prompt version and model. Operators.';
 comment on view ballast.step_items is 'The items of map steps: each item with its status, attempts, output and error.';
 comment on view ballast.step_transitions is 'The allowed changes of a step status, with why each happens; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.steps is 'A step of a job: one unit of work of the pipeline (or one item of a map step), run and retried on its own.';
@@ -7989,6 +8805,11 @@ comment on function ballast.wait_for_children(bigint,bigint[],integer) is 'A ste
 comment on view ballast.workers is 'The worker processes: host, pid, concurrency, pipelines, last heartbeat; stopped_at once they stopped.';
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
 comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
+comment on table ballast_private.eval_auto_promotions is 'Auto-promotion (0044): a review of this pipeline step resolved with one of these decisions adds a case to the dataset.';
+comment on table ballast_private.eval_cases is 'Eval cases (0044): in version v of their dataset when added_in_version <= v < coalesce(removed_in_version, infinity).';
+comment on table ballast_private.eval_datasets is 'Eval datasets (0044): a name and its current version; every change to its cases bumps the version.';
+comment on table ballast_private.eval_results is 'Eval results (0044): one per run and case (a retried item replaces its row).';
+comment on table ballast_private.eval_runs is 'Eval runs (0044): a dataset version against a pipeline step, prompt version and model; job_id is the ballast.eval job (null for an imported run).';
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 comment on table ballast_private.fair_shares is 'Fair sharing (0040): the row ''*'' turns it on and holds the default weight; a tenant''s row its weight and last finish tag.';
 comment on table ballast_private.gate_history is 'Every pause, resume and limit change (append-only).';
@@ -8034,18 +8855,26 @@ grant execute on function ballast._json_schema_type_list(text[]) to ballast_clie
 grant execute on function ballast._json_schema_valid(jsonb,jsonb,jsonb,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast._json_schema_value_list(jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.add_eval_case(text,text,jsonb,jsonb,jsonb,text[],jsonb,text) to ballast_operator;
+grant execute on function ballast.add_eval_cases(text,jsonb,text) to ballast_operator;
 grant execute on function ballast.bind_role_tenant(name,text) to ballast_operator;
 grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.compare_eval_runs(bigint,bigint,numeric) to ballast_operator, ballast_reporter;
+grant execute on function ballast.create_dataset(text,text,text) to ballast_operator;
 grant execute on function ballast.delete_limit(text,text,text) to ballast_operator;
 grant execute on function ballast.delete_schedule(text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.eval_run_comparison(bigint,bigint,numeric,integer) to ballast_operator, ballast_reporter;
 grant execute on function ballast.events_after(bigint,text,bigint,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.fire_schedules(integer) to ballast_operator;
+grant execute on function ballast.import_eval_run(text,jsonb,text,text,text,integer,text,text) to ballast_operator;
 grant execute on function ballast.json_schema_errors(jsonb,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.model_price(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.now() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.pause_key(text,text,timestamp with time zone,interval,text,bigint) to ballast_operator;
 grant execute on function ballast.pause_schedule(text,boolean,text,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.promote_to_dataset(bigint,text,text,jsonb,text[],text) to ballast_operator;
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
+grant execute on function ballast.remove_eval_case(text,text) to ballast_operator;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
 grant execute on function ballast.replay_job(bigint,text,text,text) to ballast_operator;
 grant execute on function ballast.replay_step(bigint,text,boolean,text) to ballast_operator;
@@ -8057,12 +8886,14 @@ grant execute on function ballast.report_stuck(interval,interval) to ballast_cli
 grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to ballast_operator;
 grant execute on function ballast.resume_key(text,text,text) to ballast_operator;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.set_auto_promotion(text,text,text,text[],text) to ballast_operator;
 grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
 grant execute on function ballast.set_fair_share(text,double precision,text) to ballast_operator;
 grant execute on function ballast.set_limit(text,text,bigint,interval,bigint,text,text) to ballast_operator;
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
+grant execute on function ballast.start_eval_run(text,text,text,integer,text,jsonb,numeric,text,integer,integer,text,text) to ballast_operator;
 grant execute on function ballast.stop_fair_sharing() to ballast_operator;
 grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone,jsonb,jsonb) to ballast_client, ballast_operator;
 grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
@@ -8083,6 +8914,11 @@ grant select on table ballast_private.budgets to ballast_client, ballast_operato
 grant select on table ballast_private.effect_intents to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.effects to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.error_codes to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.eval_auto_promotions to ballast_operator, ballast_reporter;
+grant select on table ballast_private.eval_cases to ballast_operator, ballast_reporter;
+grant select on table ballast_private.eval_datasets to ballast_operator, ballast_reporter;
+grant select on table ballast_private.eval_results to ballast_operator, ballast_reporter;
+grant select on table ballast_private.eval_runs to ballast_operator, ballast_reporter;
 grant select on table ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.fair_shares to ballast_operator, ballast_reporter;
 grant select on table ballast_private.gate_history to ballast_operator, ballast_reporter;
@@ -8108,6 +8944,11 @@ grant select on view ballast.dead_letters to ballast_client, ballast_operator, b
 grant select on view ballast.effect_intents to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.effects to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.error_codes to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.eval_cases to ballast_operator, ballast_reporter;
+grant select on view ballast.eval_datasets to ballast_operator, ballast_reporter;
+grant select on view ballast.eval_results to ballast_operator, ballast_reporter;
+grant select on view ballast.eval_runs to ballast_operator, ballast_reporter;
+grant select on view ballast.eval_trend to ballast_operator, ballast_reporter;
 grant select on view ballast.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.fair_shares to ballast_operator, ballast_reporter;
 grant select on view ballast.gate_history to ballast_operator, ballast_reporter;

@@ -901,7 +901,8 @@ comment on column ballast.eval_cases.added_at is 'When it was added.';
 create view ballast.eval_runs with (security_invoker = true) as
 select r.id, r.dataset, r.dataset_version, r.pipeline, r.pipeline_version, r.step, r.prompt_name, r.prompt_version,
        r.model, r.scorers, r.threshold, r.label, r.job_id, r.tenant_id,
-       case when r.status in ('queued', 'running') and j.status in ('failed', 'cancelled') then j.status else r.status end as status,
+       -- An unfinished run whose job failed or was cancelled shows its job's status.
+       case when r.finished_at is null and (j.status = 'failed' or j.status = 'cancelled') then j.status else r.status end as status,
        r.created_by, r.created_at, r.finished_at, r.summary,
        (r.summary ->> 'mean_score')::numeric as mean_score, (r.summary ->> 'pass_rate')::numeric as pass_rate
   from ballast_private.eval_runs r left join ballast_private.jobs j on j.id = r.job_id;
