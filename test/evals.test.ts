@@ -127,6 +127,8 @@ t.test('the CLI exits 8 on a regression and 0 for identical runs', async (t) => 
   t.match(JSON.parse(json.stdout), { summary: { regressed: true, regressions: 2 } });
   t.match(await runInProcess(db, evalCommand, 'compare', v1), { code: 2 });
   t.match(await runInProcess(db, evalCommand, 'compare', v1, '999999'), { code: 3 });
+  t.match(await runInProcess(db, evalCommand, 'run', '--dataset', 'ev.sentiment', '--pipeline', 'ev.classify', '--step', 'nope'),
+    { code: 4, stderr: /step: 'nope' is not a step of ev.classify@1/ }, 'a refusal is one line, exit 4');
   const cases = await runInProcess(db, evalCommand, 'cases', 'ev.sentiment');
   t.match(cases.stdout, /refund/);
 });

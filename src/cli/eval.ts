@@ -3,6 +3,7 @@
 // and exits 8 when the candidate regressed (ballast.eval_run_comparison's verdict), 0 otherwise.
 import type { BallastDb } from '../db/api.ts';
 import * as evals from '../db/evals.ts';
+import { translateError } from '../errors.ts';
 import { actor, parseCommandArgs, readInput } from './args.ts';
 import { CliError, UsageError } from './errors.ts';
 import { withNumbers } from './json.ts';
@@ -35,6 +36,14 @@ const print = (json: boolean | undefined, value: unknown, line: string) => conso
 
 /** `ballast eval <sub> ...`: returns the exit code. */
 export async function evalCommand(db: BallastDb, args: string[]): Promise<number> {
+  try {
+    return await evalSubcommand(db, args);
+  } catch (err) {
+    throw translateError(err); // ballast's refusals (BA SQLSTATEs) are one line, exit 4
+  }
+}
+
+async function evalSubcommand(db: BallastDb, args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === 'run') return runCommand(db, rest);
   if (sub === 'compare') return compareCommand(db, rest);

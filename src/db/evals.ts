@@ -1,18 +1,14 @@
 // Evals as data (migration 0044, docs/evals.md): the statements of datasets, cases, runs, results and comparisons,
 // one each, shared by the eval step kind (src/pipeline/kinds/eval.ts), the CLI (src/cli/eval.ts) and the GraphQL
 // mutations (src/server/eval-mutations.ts). Each takes a Queryable (a pool, PostGraphile's client inside the caller's
-// transaction) and throws what Postgres raised translated (translateError). Ids and bigints leave as strings.
-import { translateError } from '../errors.ts';
+// transaction) and throws what Postgres raised as it is (the GraphQL and CLI error reports read its SQLSTATE). Ids
+// and bigints leave as strings.
 import type { Queryable } from './verbs.ts';
 
 const json = (value: unknown) => (value === undefined ? null : JSON.stringify(value));
 
 async function rows<R>(c: Queryable, text: string, values: readonly unknown[] = []): Promise<R[]> {
-  try {
-    return [...(await c.query<R>({ text, values })).rows];
-  } catch (err) {
-    throw translateError(err);
-  }
+  return [...(await c.query<R>({ text, values })).rows];
 }
 
 async function one<R>(c: Queryable, text: string, values: readonly unknown[] = []): Promise<R> {
