@@ -15,6 +15,8 @@ export type {
 } from './pipeline/pipeline.ts';
 export { startWorker } from './worker/worker.ts';
 export type { BallastWorker, WorkerOptions } from './worker/worker.ts';
+export type { EvalOptions } from './eval/pipeline.ts';
+export type { ScorerFn, ScorerArgs } from './pipeline/definition.ts';
 export { connect } from './connect.ts';
 export type { ConnectOptions } from './connect.ts';
 export { BallastDb, createPool } from './db/api.ts';
