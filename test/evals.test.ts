@@ -41,6 +41,7 @@ fake.respond = (req: RecordedRequest) => {
     return { text: JSON.stringify({ score: same && same[1] === same[2] ? 1 : 0.25, reason: 'compared' }), usage: { input: 50, output: 10 } };
   }
   if (user.startsWith('RATE')) return { text: '{"label": "angry", "score": 5}' };
+  if (user.startsWith('v3 ')) return { text: 'I think it is positive' };
   const m = /^(v[12]) Classify: (.*)$/s.exec(user);
   const ref = m ? byText.get(m[2]!) : undefined;
   if (!m || !ref) return { status: 400, body: { error: { message: `fake: unexpected prompt ${user}` } } };
@@ -56,6 +57,7 @@ const rate = pipeline({ name: 'ev.rate', version: 1, input: z.object({ text: z.s
 
 await q(`select ballast.register_prompt('ev.classify', 1, '{"system": null, "user": "v1 Classify: {{input.text}}"}')`);
 await q(`select ballast.register_prompt('ev.classify', 2, '{"system": null, "user": "v2 Classify: {{input.text}}"}')`);
+await q(`select ballast.register_prompt('ev.classify', 3, '{"system": null, "user": "v3 Classify: {{input.text}}"}')`);
 await q(`select ballast.register_prompt('ev.judge', 1, '{"user": "JUDGE output={{output}} reference={{reference}}"}')`);
 await q(`select ballast.add_eval_cases('ev.sentiment', $1::jsonb)`, [JSON.stringify(Object.entries(CASES).map(([key, c]) => ({
   key, input: { input: { text: c.text } }, reference: c.reference, tags: c.text.includes('refund') ? ['refund'] : [],
@@ -158,6 +160,19 @@ t.test('the local model (local:wink, no network) in a run', async (t) => {
   t.equal(fake.requests.length, requests, 'no call left the process');
   const [calls] = await q(`select count(*)::int as n from ballast.model_calls m join ballast.eval_runs r on r.job_id = m.job_id where r.id = $1 and m.provider = 'local'`, [r.runId]);
   t.ok(calls.n >= 6, 'traced as local calls');
+});
+
+t.test('a case the step fails for good scores 0 with its error; the run goes on; eval run --wait from the CLI', async (t) => {
+  const cli = await runInProcess(db, evalCommand, 'run', '--dataset', 'ev.sentiment', '--pipeline', 'ev.classify', '--step', 'classify',
+    '--prompt-version', '3', '--scorers', '[{"kind": "schema"}]', '--label', 'v3', '--wait', '--json');
+  t.equal(cli.code, 0, cli.stderr ?? '');
+  const run = JSON.parse(cli.stdout);
+  t.match(run, { status: 'completed', promptVersion: 3, meanScore: 0, passRate: 0, summary: { scored: 6, errors: 6 } });
+  const rows = await q(`select score::float8, passed, error, contract_outcome, output from ballast.eval_results where run_id = $1`, [run.id]);
+  t.equal(rows.length, 6);
+  for (const r of rows) t.match(r, { score: 0, passed: false, contract_outcome: 'rejected', output: null, error: { class: 'unparsable' } });
+  const [cmp] = await q(`select regressions, regressed from ballast.eval_run_comparison($1, $2)`, [v1, run.id]);
+  t.match(cmp, { regressions: 6, regressed: true });
 });
 
 t.test('bad parameters are refused naming the parameter, and nothing is submitted', async (t) => {
