@@ -12,6 +12,7 @@ import { ModelStore } from '../src/db/model-store.ts';
 import { requestKey } from '../src/model/reuse.ts';
 import { ballastMetrics } from '../src/metrics.ts';
 import { FakeLLM } from './support/fake-llm.ts';
+import { data, testServer, token } from './support/graphql.ts';
 import { eventually, freshDatabase, pgError, spawnNode, testWorker, waitForJob, type TestProcess } from './helpers.ts';
 
 const fake = await new FakeLLM().start();
@@ -168,6 +169,37 @@ t.test('replay reuses the stored answers by default; fresh calls call the provid
   t.same(all.at(-1)!.reused_from, all[2]!.id);
 });
 
+t.test('fresh calls from GraphQL (replayStep freshCalls) and the CLI (replay --fresh-calls)', async (t) => {
+  fake.script('openai', { text: GOOD, usage: USAGE });
+  const before = requests();
+  const { jobId, calls } = await run(pipelines.replayed.name, 'replay from the surfaces');
+  const server = await testServer(t, url);
+  const operator = await token('operator');
+  const replay = `mutation ($id: BigInt!, $fresh: Boolean) { replayStep(input: { stepId: $id, force: true, freshCalls: $fresh }) { jobStatus } }`;
+  await data(server, replay, { id: calls[0]!.step_id, fresh: false }, operator);
+  await waitForJob(db, jobId);
+  t.equal(requests() - before, 1, 'GraphQL replay without freshCalls: reused');
+  fake.script('openai', { text: GOOD, usage: USAGE });
+  await data(server, replay, { id: calls[0]!.step_id, fresh: true }, operator);
+  await waitForJob(db, jobId);
+  t.equal(requests() - before, 2, 'GraphQL replay with freshCalls: called');
+
+  const env: NodeJS.ProcessEnv = { ...process.env, DATABASE_URL: url, LOG_FORMAT: 'json' };
+  delete env.TEST_DATABASE_URL;
+  const cli = async (...args: string[]) => {
+    const proc = spawnNode(t, ['src/cli.ts', 'replay', jobId, '--step', 'rate', ...args], { env });
+    t.same(await proc.wait(30_000), { code: 0, signal: null }, `ballast replay ${args.join(' ')} exits 0`);
+    await waitForJob(db, jobId);
+  };
+  await cli();
+  t.equal(requests() - before, 2, 'ballast replay: reused');
+  fake.script('openai', { text: GOOD, usage: USAGE });
+  await cli('--fresh-calls');
+  t.equal(requests() - before, 3, 'ballast replay --fresh-calls: called');
+  const all = await store.getModelCalls(jobId);
+  t.same(all.map((c) => c.reuse_kind), [null, 'replay', null, 'replay', null]);
+});
+
 t.test('the per-pipeline cache: reused across jobs of a tenant within its TTL, never across tenants', async (t) => {
   t.equal(sqlstate(await pgError(() => store.setModelCache('paid.nope', '1 hour'))), 'BA004', 'an unknown pipeline');
   const bad = await pgError(() => store.setModelCache(pipelines.cached.name, '0 seconds'));
@@ -220,16 +252,16 @@ t.test('what was saved: ballast.model_call_savings and the metrics', async (t) =
     from ballast.model_call_savings order by pipeline, reuse_kind`);
   t.same(rows, [
     { pipeline: 'paid.cached', tenant_id: 'acme', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'cache', reused_calls: 1, cost_saved_usd: 0.00027 },
-    { pipeline: 'paid.replayed', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'replay', reused_calls: 2, cost_saved_usd: 0.00054 },
+    { pipeline: 'paid.replayed', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'replay', reused_calls: 4, cost_saved_usd: 0.00108 },
     { pipeline: 'paid.throws', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'retry', reused_calls: 1, cost_saved_usd: 0.00027 },
     { pipeline: 'paidonce.crash', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'retry', reused_calls: 1, cost_saved_usd: 0.00027 },
   ]);
   // This process's worker made the reuses of the first three (the SIGKILL test's ran in the fixture's process).
   const saved = await ballastMetrics.registry.getSingleMetric('ballast_model_cost_saved_usd_total')!.get();
   const byKind = Object.fromEntries(saved.values.map((v) => [v.labels.kind, Number(v.value.toFixed(8))]));
-  t.same(byKind, { retry: 0.00027, replay: 0.00054, cache: 0.00027 });
+  t.same(byKind, { retry: 0.00027, replay: 0.00108, cache: 0.00027 });
   const reused = await ballastMetrics.registry.getSingleMetric('ballast_model_calls_reused_total')!.get();
-  t.equal(reused.values.reduce((n, v) => n + v.value, 0), 4);
+  t.equal(reused.values.reduce((n, v) => n + v.value, 0), 6);
 });
 
 t.test('record_model_call refuses a reuse of another tenant\'s answer', async (t) => {
