@@ -256,6 +256,17 @@ t.test('what was saved: ballast.model_call_savings and the metrics', async (t) =
     { pipeline: 'paid.throws', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'retry', reused_calls: 1, cost_saved_usd: 0.00027 },
     { pipeline: 'paidonce.crash', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'retry', reused_calls: 1, cost_saved_usd: 0.00027 },
   ]);
+  // A client reads its own tenant's savings only (the view runs with the caller's rights: row-level security).
+  const c = await pool.connect();
+  try {
+    await c.query('begin');
+    await c.query(`select set_config('role', 'ballast_client', true), set_config('ballast.tenant_id', 'acme', true)`);
+    const { rows: mine } = await c.query(`select pipeline, tenant_id, reused_calls::int from ballast.model_call_savings`);
+    t.same(mine, [{ pipeline: 'paid.cached', tenant_id: 'acme', reused_calls: 1 }], 'tenant acme sees its own savings only');
+  } finally {
+    await c.query('rollback');
+    c.release();
+  }
   // This process's worker made the reuses of the first three (the SIGKILL test's ran in the fixture's process).
   const saved = await ballastMetrics.registry.getSingleMetric('ballast_model_cost_saved_usd_total')!.get();
   const byKind = Object.fromEntries(saved.values.map((v) => [v.labels.kind, Number(v.value.toFixed(8))]));
