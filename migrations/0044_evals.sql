@@ -465,7 +465,9 @@ $fn$;
 -- record_eval_result(run_id, case_id, attempt_id, result) -> void. The worker's verdict on one case: `result` has
 -- output, scores, score, passed, error and the target's contract outcome and detail (put back on the attempt: a
 -- judge's ladder ran on it after the target's). The cost and latency are the attempt's model calls of the run's
--- prompt (the target), the judge's calls counted apart. A retried item replaces its row. Worker.
+-- prompt (the target), the judge's calls counted apart; an answer reused from an earlier attempt of the item (paid
+-- once, 0042: the item retried after its judge was parked) counts what the original call cost and took, so a retry
+-- does not make a case look free. A retried item replaces its row. Worker.
 create function ballast_private.record_eval_result(p_run_id bigint, p_case_id bigint, p_attempt_id bigint, p_result jsonb)
 returns void
 language plpgsql volatile
@@ -481,13 +483,14 @@ begin
                                                  latency_ms, contract_outcome, error, model_call_ids, attempt_id)
   select p_run_id, p_case_id, p_result -> 'output', coalesce(p_result -> 'scores', '{}'), (p_result ->> 'score')::numeric,
          (p_result ->> 'passed')::boolean,
-         coalesce(sum(m.cost_usd) filter (where m.prompt_name = v_prompt), 0),
-         coalesce(sum(m.cost_usd) filter (where m.prompt_name is distinct from v_prompt), 0),
-         coalesce(sum(m.latency_ms) filter (where m.prompt_name = v_prompt), 0)::integer,
+         coalesce(sum(m.cost_usd + coalesce(m.cost_saved_usd, 0)) filter (where m.prompt_name = v_prompt), 0),
+         coalesce(sum(m.cost_usd + coalesce(m.cost_saved_usd, 0)) filter (where m.prompt_name is distinct from v_prompt), 0),
+         coalesce(sum(coalesce(o.latency_ms, m.latency_ms)) filter (where m.prompt_name = v_prompt), 0)::integer,
          p_result ->> 'contract_outcome', p_result -> 'error',
          coalesce(array_agg(m.id order by m.id) filter (where m.id is not null), '{}'), p_attempt_id
     from (select 1) one
     left join ballast_private.model_calls m on m.attempt_id = p_attempt_id
+    left join ballast_private.model_calls o on o.id = m.reused_from
   on conflict (run_id, case_id) do update
      set output = excluded.output, scores = excluded.scores, score = excluded.score, passed = excluded.passed,
          cost_usd = excluded.cost_usd, judge_cost_usd = excluded.judge_cost_usd, latency_ms = excluded.latency_ms,

@@ -123,7 +123,8 @@ async function judge(a: AttemptRun, s: evals.ScorerSpec, data: evals.EvalItemDat
   return end.value as { score: number; reason: string };
 }
 
-/** The judge's ladder parked the attempt (a budget, a cooldown): the item runs again later, the case's calls too. */
+/** The judge's ladder parked the attempt (a budget, a cooldown): the item runs again later; its step's answer is
+ *  then reused from this attempt (paid once), not bought again. */
 class JudgeParked extends Error {
   readonly end: StepEnd;
   constructor(end: Extract<StepEnd, { kind: 'settled' }>) {
