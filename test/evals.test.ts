@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { pipeline } from '../src/pipeline/pipeline.ts';
 import { prompt } from '../src/model/prompt.ts';
 import { ModelStore } from '../src/db/model-store.ts';
+import { RetryableError } from '../src/errors.ts';
 import { evalCommand, REGRESSED_EXIT_CODE } from '../src/cli/eval.ts';
 import { FakeLLM, type RecordedRequest } from './support/fake-llm.ts';
 import { runInProcess } from './support/cli-inproc.ts';
@@ -65,9 +66,18 @@ await q(`select ballast.add_eval_cases('ev.sentiment', $1::jsonb)`, [JSON.string
 
 await testWorker(t, url, {
   pipelines: [classify, rate], concurrency: 4,
-  evals: { scorers: { label_ok: ({ output, reference }) => (output as { label: string }).label === (reference as { label: string }).label } },
+  evals: { scorers: {
+    label_ok: ({ output, reference }) => (output as { label: string }).label === (reference as { label: string }).label,
+    // Throws a retryable error the first time it scores each case: the item is retried.
+    flaky: ({ key }) => {
+      if (flaked.has(key)) return true;
+      flaked.add(key);
+      throw new RetryableError(`flaky scorer: first try on ${key}`);
+    },
+  } },
 });
 
+const flaked = new Set<string>();
 const SCORERS = [{ kind: 'exact' }, { kind: 'fields' }, { kind: 'numeric', path: 'score', tolerance: 0.1 }, { kind: 'schema' },
   { kind: 'function', name: 'label_ok' }];
 
@@ -173,6 +183,20 @@ t.test('a case the step fails for good scores 0 with its error; the run goes on;
   for (const r of rows) t.match(r, { score: 0, passed: false, contract_outcome: 'rejected', output: null, error: { class: 'unparsable' } });
   const [cmp] = await q(`select regressions, regressed from ballast.eval_run_comparison($1, $2)`, [v1, run.id]);
   t.match(cmp, { regressions: 6, regressed: true });
+});
+
+t.test('a retried item reuses its answer (paid once) and its result still counts what the answer cost', async (t) => {
+  const before = fake.requests.length;
+  const r = await evalRun(t, `'ev.sentiment', 'ev.classify', 'classify', p_prompt_version => 1, p_scorers => '[{"kind": "function", "name": "flaky"}]'`, []);
+  t.equal(fake.requests.length - before, 6, 'one provider call per case, none bought again');
+  const rows = await q(`select e.case_key, e.score::float8, e.cost_usd::float8, a.number as attempt,
+                               (select count(*)::int from ballast.model_calls m where m.id = any (e.model_call_ids) and m.reused_from is not null) as reused
+                          from ballast.eval_results e join ballast.attempts a on a.id = e.attempt_id where e.run_id = $1`, [r.runId]);
+  t.equal(rows.length, 6);
+  for (const row of rows) {
+    t.match(row, { score: 1, attempt: 2, reused: 1 }, `${row.case_key}: scored on the second attempt with the first one's answer`);
+    t.ok(row.cost_usd > 0, `${row.case_key}: the original call's cost (${row.cost_usd})`);
+  }
 });
 
 t.test('bad parameters are refused naming the parameter, and nothing is submitted', async (t) => {
