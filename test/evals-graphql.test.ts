@@ -37,6 +37,13 @@ t.test('an operator adds cases, compares two runs, promotes a step', async (t) =
   const promoted = (await data(server, `mutation ($input: PromoteToDatasetInput!) { promoteToDataset(input: $input) { caseKey datasetVersion sourceKind } }`,
     { input: { stepId: step.id, dataset: 'gql.ds', reference: { words: ['a', 'b'] } } }, operator)).promoteToDataset;
   t.match(promoted, { caseKey: `demo.wordstats.normalize:${step.id}`, datasetVersion: 2, sourceKind: 'production' });
+  const runs = (await data(server, `{ evalRuns(dataset: "gql.ds") { id label status meanScore passRate summary createdAt } }`, {}, reporter)).evalRuns;
+  t.match(runs, [{ id: String(r2.id), label: 'cand', status: 'imported', meanScore: 0.5, passRate: 0.5, summary: { scored: 2 } },
+    { id: String(r1.id), label: 'base', meanScore: 1 }], 'newest first, as a reporter');
+  const cases = (await data(server, `{ evalCases(dataset: "gql.ds") { caseKey input reference tags sourceKind source addedInVersion } }`, {}, operator)).evalCases;
+  t.equal(cases.length, 3);
+  t.match(cases.find((c: any) => c.sourceKind === 'production'), { input: { input: { text: 'a b' }, deps: {} }, reference: { words: ['a', 'b'] }, source: { step: 'normalize' } });
+  t.equal(errorOf(await gql(server, `{ evalCases(dataset: "gql.ds") { caseKey } }`, {}, client)).code, 'FORBIDDEN', 'clients see no eval data');
   const auto = (await data(server, `mutation { setAutoPromotion(input: { pipeline: "demo.wordstats", step: "normalize", dataset: "gql.ds" }) { done } }`, {}, operator)).setAutoPromotion;
   t.same(auto, { done: true });
 });

@@ -139,22 +139,40 @@ export interface EvalRunRow {
   step: string;
   promptVersion: number | null;
   model: string | null;
+  label: string | null;
   status: string;
   jobId: string | null;
   meanScore: number | null;
   passRate: number | null;
   summary: Record<string, unknown> | null;
+  createdAt: Date;
 }
 
-export const getEvalRun = (c: Queryable, id: string) =>
-  one<EvalRunRow | undefined>(c,
-    `select id::text, dataset, dataset_version as "datasetVersion", pipeline, step, prompt_version as "promptVersion", model,
-            status, job_id::text as "jobId", mean_score::float8 as "meanScore", pass_rate::float8 as "passRate", summary
-       from ballast.eval_runs where id = $1`, [id]);
+const RUN_COLUMNS = `id::text, dataset, dataset_version as "datasetVersion", pipeline, step, prompt_version as "promptVersion", model,
+  label, status, job_id::text as "jobId", mean_score::float8 as "meanScore", pass_rate::float8 as "passRate", summary, created_at as "createdAt"`;
 
+export const getEvalRun = (c: Queryable, id: string) =>
+  one<EvalRunRow | undefined>(c, `select ${RUN_COLUMNS} from ballast.eval_runs where id = $1`, [id]);
+
+/** Runs, newest first (of one dataset, or every one). */
+export const listEvalRuns = (c: Queryable, dataset: string | null, limit: number) =>
+  rows<EvalRunRow>(c, `select ${RUN_COLUMNS} from ballast.eval_runs where $1::text is null or dataset = $1 order by id desc limit $2`, [dataset, limit]);
+
+export interface EvalCaseRow {
+  id: string;
+  caseKey: string;
+  input: unknown;
+  reference: unknown;
+  tags: string[];
+  sourceKind: string;
+  source: unknown;
+  addedInVersion: number;
+}
+
+/** The cases of a dataset's current version, by key. */
 export const listEvalCases = (c: Queryable, dataset: string) =>
-  rows<{ id: string; caseKey: string; tags: string[]; sourceKind: string; addedInVersion: number; reference: unknown }>(c,
-    `select id::text, case_key as "caseKey", tags, source_kind as "sourceKind", added_in_version as "addedInVersion", reference
+  rows<EvalCaseRow>(c,
+    `select id::text, case_key as "caseKey", input, reference, tags, source_kind as "sourceKind", source, added_in_version as "addedInVersion"
        from ballast.eval_cases where dataset = $1 and in_current_version order by case_key`, [dataset]);
 
 // ---- the worker's statements (the eval step kind) ----------------------------------------------------------------

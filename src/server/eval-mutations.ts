@@ -1,7 +1,8 @@
 // Evals over GraphQL (migration 0044, docs/evals.md): the mutations startEvalRun, addEvalCases, promoteToDataset and
-// setAutoPromotion, and the query field compareEvalRuns, each one statement of src/db/evals.ts run as the caller in
-// the caller's transaction, so Postgres decides who may (the functions are granted to ballast_operator, comparisons
-// to reporters too; any other token is FORBIDDEN).
+// setAutoPromotion, and the query fields evalRuns, evalCases and compareEvalRuns, each one statement of
+// src/db/evals.ts (two for compareEvalRuns) run as the caller in the caller's transaction, so Postgres decides who
+// may (the verbs are granted to ballast_operator, the views and comparisons to reporters too; any other token is
+// FORBIDDEN).
 import { context, type Step } from 'postgraphile/grafast';
 import { withPgClient } from 'postgraphile/@dataplan/pg';
 import { extendSchema, gql } from 'postgraphile/utils';
@@ -177,7 +178,69 @@ const typeDefs = gql`
     "Resolved reviews of a step become cases of a dataset (ballast.set_auto_promotion). Operators."
     setAutoPromotion(input: SetAutoPromotionInput!): SetAutoPromotionPayload
   }
+  "An eval run (ballast.eval_runs)."
+  type EvalRunInfo {
+    "The run id."
+    id: BigInt!
+    "The dataset."
+    dataset: String!
+    "The dataset version it ran."
+    datasetVersion: Int!
+    "The pipeline evaluated."
+    pipeline: String!
+    "The step evaluated."
+    step: String!
+    "The prompt version. Null: unknown (imported)."
+    promptVersion: Int
+    "The model asked for. Null: the step's own."
+    model: String
+    "Its label. Null: none."
+    label: String
+    "queued, running, completed, imported, failed or cancelled."
+    status: String!
+    "The ballast.eval job. Null: imported."
+    jobId: BigInt
+    "The mean score. Null: not finished."
+    meanScore: Float
+    "The fraction of cases that passed. Null: not finished."
+    passRate: Float
+    "Its figures (cases, scored, passed, cost_usd, latency_ms_p50, errors, by_scorer...). Null: not finished."
+    summary: JSON
+    "When it was started."
+    createdAt: Datetime!
+  }
+  "A case of a dataset's current version (ballast.eval_cases)."
+  type EvalCaseInfo {
+    "The case id."
+    id: BigInt!
+    "Its key."
+    caseKey: String!
+    "The prompt's variables: {input, deps}."
+    input: JSON!
+    "The reference output. Null: none."
+    reference: JSON
+    "Its tags."
+    tags: [String!]!
+    "manual, review, fallback, degraded, rejection or production."
+    sourceKind: String
+    "Where it came from (job, step, pipeline, tenant...)."
+    source: JSON!
+    "The dataset version that added it."
+    addedInVersion: Int!
+  }
   extend type Query {
+    "Eval runs, newest first (ballast.eval_runs). Operators and reporters."
+    evalRuns(
+      "Only this dataset's runs."
+      dataset: String
+      "At most this many (default 50, at most 1000)."
+      first: Int
+    ): [EvalRunInfo!]!
+    "The cases of a dataset's current version, by key (ballast.eval_cases). Operators and reporters."
+    evalCases(
+      "The dataset."
+      dataset: String!
+    ): [EvalCaseInfo!]!
     "Two eval runs case by case with the verdict (ballast.compare_eval_runs, eval_run_comparison). Operators and reporters."
     compareEvalRuns(
       "The base run."
@@ -217,6 +280,13 @@ export const EvalMutationsPlugin = extendSchema((build) => {
       },
       Query: {
         plans: {
+          evalRuns: (_: Step, args: FieldArgs) => withPgClient(executor,
+            { dataset: args.getRaw('dataset'), first: args.getRaw('first'), caller: context().get('ballastCaller') } as never,
+            (client, a: { dataset: string | null; first: number | null }) =>
+              evals.listEvalRuns(client as unknown as Queryable, a.dataset ?? null, Math.min(Math.max(a.first ?? 50, 0), 1000))),
+          evalCases: (_: Step, args: FieldArgs) => withPgClient(executor,
+            { dataset: args.getRaw('dataset'), caller: context().get('ballastCaller') } as never,
+            (client, a: { dataset: string }) => evals.listEvalCases(client as unknown as Queryable, String(a.dataset))),
           compareEvalRuns: (_: Step, args: FieldArgs) => withPgClient(executor,
             { base: args.getRaw('base'), candidate: args.getRaw('candidate'), threshold: args.getRaw('threshold'), caller: context().get('ballastCaller') } as never,
             async (client, a: { base: string; candidate: string; threshold: number | null }) => {
