@@ -2076,7 +2076,7 @@ declare
   v_hash text;
   v_latest ballast_private.prompts;
 begin
-  perform ballast_private.check_prompt_label_args(p_name, 'production');
+  perform ballast_private.check_prompt_label_args(p_name, null, false);
   if p_user is null or btrim(p_user) = '' then
     perform ballast_private.bad_argument('user', 'is empty', 'Give the user message template, e.g. ''Rate this review: {{input.text}}''.');
   end if;
@@ -5088,7 +5088,7 @@ begin
 end
 $fn$;
 
-create function ballast_private.check_prompt_label_args(p_name text, p_label text) returns void
+create function ballast_private.check_prompt_label_args(p_name text, p_label text, p_with_label boolean DEFAULT true) returns void
 language plpgsql stable
 as $fn$
 begin
@@ -5096,7 +5096,7 @@ begin
     perform ballast_private.bad_argument('name', format('%s is not a valid prompt name', coalesce(quote_literal(p_name), 'null')),
       'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-".');
   end if;
-  if p_label is null or p_label !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+  if p_with_label and (p_label is null or p_label !~ '^[a-z][a-z0-9_.-]{0,62}$') then
     perform ballast_private.bad_argument('label', format('%s is not a valid label', coalesce(quote_literal(p_label), 'null')),
       'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-", e.g. production or staging.');
   end if;
@@ -8448,7 +8448,7 @@ grant execute on function ballast_private.budget_period_start(text,timestamp wit
 grant execute on function ballast_private.caller_role() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_tenant() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_unrestricted() to ballast_client, ballast_operator, ballast_reporter;
-grant execute on function ballast_private.check_prompt_label_args(text,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.check_prompt_label_args(text,text,boolean) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.check_prompt_version(text,text,integer) to ballast_operator;
 grant execute on function ballast_private.prompt_bucket(bigint,text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;

@@ -112,8 +112,8 @@ as $fn$
          / 4294967296.0::float8
 $fn$;
 
--- Raises BA002 naming the field unless p_name and p_label are well-formed.
-create function ballast_private.check_prompt_label_args(p_name text, p_label text) returns void
+-- Raises BA002 naming the field unless p_name and p_label are well-formed (p_with_label false: the name alone).
+create function ballast_private.check_prompt_label_args(p_name text, p_label text, p_with_label boolean default true) returns void
 language plpgsql stable
 as $fn$
 begin
@@ -121,7 +121,7 @@ begin
     perform ballast_private.bad_argument('name', format('%s is not a valid prompt name', coalesce(quote_literal(p_name), 'null')),
       'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-".');
   end if;
-  if p_label is null or p_label !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+  if p_with_label and (p_label is null or p_label !~ '^[a-z][a-z0-9_.-]{0,62}$') then
     perform ballast_private.bad_argument('label', format('%s is not a valid label', coalesce(quote_literal(p_label), 'null')),
       'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-", e.g. production or staging.');
   end if;
@@ -162,7 +162,7 @@ declare
   v_hash text;
   v_latest ballast_private.prompts;
 begin
-  perform ballast_private.check_prompt_label_args(p_name, 'production');
+  perform ballast_private.check_prompt_label_args(p_name, null, false);
   if p_user is null or btrim(p_user) = '' then
     perform ballast_private.bad_argument('user', 'is empty', 'Give the user message template, e.g. ''Rate this review: {{input.text}}''.');
   end if;
@@ -448,7 +448,7 @@ grant select on ballast_private.prompt_labels, ballast_private.prompt_label_hist
 grant select on ballast_private.job_prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on ballast.prompt_labels, ballast.prompt_label_history to ballast_operator, ballast_reporter;
 grant select on ballast.job_prompts to ballast_client, ballast_operator, ballast_reporter;
-grant execute on function ballast_private.check_prompt_label_args(text, text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.check_prompt_label_args(text, text, boolean) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.check_prompt_version(text, text, integer) to ballast_operator;
 grant execute on function ballast_private.prompt_bucket(bigint, text) to ballast_operator, ballast_reporter;
 grant execute on function ballast.create_prompt_version(text, text, text, text) to ballast_operator;
