@@ -27,7 +27,7 @@ for (const system of SYSTEM) await prompts.createPromptVersion(pool, 'review.rat
 
 const labelled = pipeline({ name: 'p.labelled', version: 1, input: z.object({ text: z.string() }) })
   .modelStep('rate', { prompt: promptLabel('review.rate', 'production'), model: 'openai:gpt-4o-mini', output: Review,
-    retry: { maxAttempts: 2, baseDelayMs: 1500 }, callTimeoutMs: 5000 })
+    retry: { maxAttempts: 2, baseDelayMs: 0 }, callTimeoutMs: 2500 })
   .modelStep('again', { prompt: 'review.rate@production', model: 'openai:gpt-4o-mini', output: Review, after: ['rate'],
     retry: { maxAttempts: 1, baseDelayMs: 0 }, callTimeoutMs: 5000 });
 const stored = pipeline({ name: 'p.stored', version: 1, input: z.object({ text: z.string() }) })
@@ -159,18 +159,20 @@ t.test('resolve_prompt: concurrent steps of one job agree on one pin', async (t)
 
 t.test('end to end: a label move reaches new jobs, while a job started before keeps its version across a retry, a later step and a replay', async (t) => {
   await prompts.setPromptLabel(pool, 'review.rate', 'production', 1, 'launch', 'alice');
-  // Job A: its first call fails (500, retryable); the label moves while its retry waits.
-  fake.script('openai', { status: 500, body: { error: { message: 'upstream hiccup' } } });
+  // Job A: its first call hangs until it times out (a retryable transport failure); the label moves meanwhile, after
+  // the job was pinned and before its retry can start.
+  fake.script('openai', { hang: 'headers' });
   const a = await db.submitJob({ pipeline: labelled.name, input: { text: 'great food' } });
-  t.ok(await eventually(async () => (await pool.query(`select 1 from ballast.attempts where job_id = $1 and outcome = 'failed'`, [a.jobId])).rowCount === 1, 10_000),
-    'the first attempt failed');
+  t.ok(await eventually(async () => (await pool.query(`select 1 from ballast.job_prompts where job_id = $1`, [a.jobId])).rowCount === 1, 10_000),
+    'job A is pinned');
   await prompts.setPromptLabel(pool, 'review.rate', 'production', 2, 'strict is better', 'bob');
-  const movedAt = new Date();
+  const { rows: [moved] } = await pool.query(`select max(at) as at from ballast.prompt_label_history where label = 'production'`);
   fake.script('openai', { text: GOOD }, { text: GOOD });
   const jobA = await waitForJob(db, a.jobId);
   t.equal(jobA.status, 'completed');
   const attemptsA = await db.getAttempts(a.jobId);
-  t.ok(attemptsA.some((x) => x.number === 2 && x.started_at.getTime() >= movedAt.getTime() - 50), 'the retry started after the label moved');
+  t.same(attemptsA.slice(0, 2).map((x) => [x.number, x.outcome, x.error_code]), [[1, 'failed', 'timeout'], [2, 'succeeded', null]], 'rate: a timeout, then a retry');
+  t.ok(attemptsA[1]!.started_at.getTime() > moved.at.getTime(), 'the retry started after the label moved');
   t.same(await versionsOf(a.jobId), [1, 1, 1], 'the failed call, the retry and the next step: all version 1');
   t.ok(attemptsA.filter((x) => x.contract_outcome).every((x) => x.prompt_ref === 'review.rate@1'));
 
