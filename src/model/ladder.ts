@@ -109,9 +109,7 @@ async function promptFor(store: ModelStore, run: AttemptRun, option: PromptOptio
       { errorClass: 'prompt', code: 'unknown_prompt' });
   }
   const prompt = new Prompt({ name: ref.name, version: stored.version, system: stored.template.system ?? undefined, user: stored.template.user });
-  if (ref instanceof PromptLabel) {
-    run.ctx.log.debug({ prompt: prompt.ref, label: ref.label, arm: (stored as { arm?: string }).arm }, 'prompt label resolved');
-  }
+  if ('arm' in stored) run.ctx.log.debug({ prompt: prompt.ref, label: ref.ref, arm: stored.arm }, 'prompt label resolved');
   return { prompt, hash: stored.contentHash };
 }
 
