@@ -35,12 +35,14 @@ const stored = pipeline({ name: 'p.stored', version: 1, input: z.object({ text: 
 const canary = pipeline({ name: 'p.canary', version: 1, input: z.object({ text: z.string() }) })
   .modelStep('rate', { prompt: promptLabel('review.rate', 'canary-e2e'), model: 'openai:gpt-4o-mini', output: Review,
     retry: { maxAttempts: 1, baseDelayMs: 0 }, callTimeoutMs: 5000 });
+const ghost = pipeline({ name: 'p.ghost', version: 1, input: z.object({ text: z.string() }) })
+  .modelStep('rate', { prompt: 'review.rate@ghost', model: 'openai:gpt-4o-mini', output: Review, retry: { maxAttempts: 3, baseDelayMs: 0 } });
 // Registered but served by no worker: its jobs stay queued while the resolver is called for them directly.
 const idle = pipeline({ name: 'p.idle', version: 1, input: z.object({ text: z.string() }) })
   .modelStep('rate', { prompt: promptLabel('review.rate', 'bulk'), model: 'openai:gpt-4o-mini', output: Review });
 await db.registerPipeline(idle.name, idle.version, idle.definition(), idle.inputJsonSchema());
 
-await testWorker(t, url, { pipelines: [labelled, stored, canary], concurrency: 4 });
+await testWorker(t, url, { pipelines: [labelled, stored, canary, ghost], concurrency: 4 });
 
 /** The system prompt the fake received for each call of a job, in order (read from the trace's prompt version). */
 async function versionsOf(jobId: string): Promise<number[]> {
@@ -227,4 +229,14 @@ t.test('end to end: a canary splits real jobs as the resolver says, and prompt_a
     t.equal(a.rejectionRate, 0);
     t.ok(a.costUsd > 0 && a.costPerSuccess! > 0 && a.meanLatencyMs !== null, `arm ${a.arm}: cost and latency`);
   }
+});
+
+t.test('end to end: a step naming a label that does not exist fails at once, saying how to create it', async (t) => {
+  const sent = fake.requests.length;
+  const j = await db.submitJob({ pipeline: ghost.name, input: { text: 'x' } });
+  t.equal((await waitForJob(db, j.jobId)).status, 'failed');
+  const attempts = await db.getAttempts(j.jobId);
+  t.equal(attempts.length, 1, 'not retried: a retry would not create the label');
+  t.match(attempts[0], { error_class: 'prompt', error_code: 'unknown_label', error_message: /label: prompt review\.rate has no label ghost \(Point it at a version: select ballast\.set_prompt_label/ });
+  t.equal(fake.requests.length, sent, 'no model call');
 });
