@@ -170,6 +170,23 @@ alter table ballast_private.gate_history add constraint gate_action_known CHECK 
 alter table ballast_private.gate_history add constraint gate_history_pkey PRIMARY KEY (id);
 CREATE INDEX gate_history_key_idx ON ballast_private.gate_history USING btree (key, id);
 
+create table ballast_private.job_prompts (
+  job_id bigint not null,
+  prompt_name text not null,
+  label text not null,
+  version integer not null,
+  arm text not null,
+  pinned_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.job_prompts add constraint job_prompt_arm_known CHECK ((arm = ANY (ARRAY['stable'::text, 'canary'::text])));
+alter table ballast_private.job_prompts add constraint job_prompts_job_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
+alter table ballast_private.job_prompts add constraint job_prompts_pkey PRIMARY KEY (job_id, prompt_name, label);
+alter table ballast_private.job_prompts add constraint job_prompts_version_fkey FOREIGN KEY (prompt_name, version) REFERENCES ballast_private.prompts(name, version);
+CREATE INDEX job_prompts_label_idx ON ballast_private.job_prompts USING btree (prompt_name, label, pinned_at);
+alter table ballast_private.job_prompts enable row level security;
+create policy tenant_rows on ballast_private.job_prompts as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
+   FROM ballast_private.jobs j))));
+
 create table ballast_private.job_transitions (
   from_status text not null,
   to_status text not null,
@@ -387,12 +404,47 @@ alter table ballast_private.pipelines add constraint pipeline_name_format CHECK 
 alter table ballast_private.pipelines add constraint pipeline_version_positive CHECK ((version >= 1));
 alter table ballast_private.pipelines add constraint pipelines_pkey PRIMARY KEY (name, version);
 
+create table ballast_private.prompt_label_history (
+  id bigint generated always as identity not null,
+  prompt_name text not null,
+  label text not null,
+  action text not null,
+  from_version integer,
+  to_version integer,
+  canary_version integer,
+  canary_share double precision,
+  actor text,
+  reason text not null,
+  at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.prompt_label_history add constraint prompt_label_action_known CHECK ((action = ANY (ARRAY['set'::text, 'canary'::text, 'clear_canary'::text])));
+alter table ballast_private.prompt_label_history add constraint prompt_label_history_pkey PRIMARY KEY (id);
+CREATE INDEX prompt_label_history_label_idx ON ballast_private.prompt_label_history USING btree (prompt_name, label, id);
+
+create table ballast_private.prompt_labels (
+  prompt_name text not null,
+  label text not null,
+  version integer not null,
+  canary_version integer,
+  canary_share double precision,
+  updated_by text,
+  updated_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.prompt_labels add constraint prompt_canary_differs CHECK ((canary_version <> version));
+alter table ballast_private.prompt_labels add constraint prompt_canary_share_range CHECK (((canary_share > (0)::double precision) AND (canary_share <= (1)::double precision)));
+alter table ballast_private.prompt_labels add constraint prompt_canary_whole CHECK (((canary_version IS NULL) = (canary_share IS NULL)));
+alter table ballast_private.prompt_labels add constraint prompt_label_canary_fkey FOREIGN KEY (prompt_name, canary_version) REFERENCES ballast_private.prompts(name, version);
+alter table ballast_private.prompt_labels add constraint prompt_label_format CHECK ((label ~ '^[a-z][a-z0-9_.-]{0,62}$'::text));
+alter table ballast_private.prompt_labels add constraint prompt_label_version_fkey FOREIGN KEY (prompt_name, version) REFERENCES ballast_private.prompts(name, version);
+alter table ballast_private.prompt_labels add constraint prompt_labels_pkey PRIMARY KEY (prompt_name, label);
+
 create table ballast_private.prompts (
   name text not null,
   version integer not null,
   template jsonb not null,
   content_hash text not null,
-  registered_at timestamp with time zone default ballast.now() not null
+  registered_at timestamp with time zone default ballast.now() not null,
+  created_by text
 );
 alter table ballast_private.prompts add constraint prompt_name_format CHECK ((name ~ '^[a-z][a-z0-9_.-]{0,62}$'::text));
 alter table ballast_private.prompts add constraint prompt_version_positive CHECK ((version >= 1));
@@ -1989,6 +2041,31 @@ begin
 end
 $fn$;
 
+create function ballast.clear_prompt_canary(p_name text, p_label text, p_reason text, p_actor text DEFAULT NULL::text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_old ballast_private.prompt_labels;
+  v_actor text := ballast_private.caller_actor(p_actor);
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  if p_reason is null or btrim(p_reason) = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why the canary ends (kept in ballast.prompt_label_history).');
+  end if;
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt_label:' || p_name || '@' || p_label, 0));
+  select * into v_old from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+  if not found or v_old.canary_version is null then
+    return false;
+  end if;
+  update ballast_private.prompt_labels l
+     set canary_version = null, canary_share = null, updated_by = v_actor, updated_at = ballast.now()
+   where l.prompt_name = p_name and l.label = p_label;
+  insert into ballast_private.prompt_label_history (prompt_name, label, action, from_version, to_version, canary_version, canary_share, actor, reason)
+  values (p_name, p_label, 'clear_canary', v_old.version, v_old.version, v_old.canary_version, v_old.canary_share, v_actor, p_reason);
+  return true;
+end
+$fn$;
+
 create function ballast.complete_step(p_attempt_id bigint, p_output jsonb) returns TABLE(step_status text, job_status text, queued_step_ids bigint[])
 language sql volatile
 as $fn$
@@ -2012,6 +2089,32 @@ begin
     return;
   end if;
   return query select * from ballast.claim_step(v_queued[1], p_worker_id, p_lease_ms);
+end
+$fn$;
+
+create function ballast.create_prompt_version(p_name text, p_system text, p_user text, p_actor text DEFAULT NULL::text) returns TABLE(version integer, content_hash text, created boolean)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_template jsonb;
+  v_hash text;
+  v_latest ballast_private.prompts;
+begin
+  perform ballast_private.check_prompt_label_args(p_name, null, false);
+  if p_user is null or btrim(p_user) = '' then
+    perform ballast_private.bad_argument('user', 'is empty', 'Give the user message template, e.g. ''Rate this review: {{input.text}}''.');
+  end if;
+  v_template := jsonb_build_object('system', p_system, 'user', p_user);
+  v_hash := encode(sha256(convert_to(v_template::text, 'UTF8')), 'hex');
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt:' || p_name, 0));
+  select * into v_latest from ballast_private.prompts p where p.name = p_name order by p.version desc limit 1;
+  if found and v_latest.content_hash = v_hash then
+    return query select v_latest.version, v_hash, false;
+    return;
+  end if;
+  insert into ballast_private.prompts (name, version, template, content_hash, created_by)
+  values (p_name, coalesce(v_latest.version, 0) + 1, v_template, v_hash, ballast_private.caller_actor(p_actor));
+  return query select coalesce(v_latest.version, 0) + 1, v_hash, true;
 end
 $fn$;
 
@@ -2426,6 +2529,49 @@ begin
       hint = 'ballast.schedules lists the schedules.';
   end if;
   return query select * from ballast.schedules where id = v_id;
+end
+$fn$;
+
+create function ballast.prompt_arms(p_name text, p_label text DEFAULT 'production'::text, p_since timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(prompt_name text, label text, version integer, arm text, jobs bigint, attempts bigint, first_pass_rate numeric, fallback_rate numeric, review_rate numeric, rejection_rate numeric, degraded_rate numeric, mean_score numeric, calls bigint, cost_usd numeric, cost_per_success numeric, mean_latency_ms numeric, p95_latency_ms numeric)
+language plpgsql stable
+as $fn$
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  return query
+  with pins as (
+    select jp.job_id, jp.version, jp.arm
+      from ballast_private.job_prompts jp
+     where jp.prompt_name = p_name and jp.label = p_label
+       and jp.pinned_at >= coalesce(p_since, ballast.now() - interval '7 days')),
+  att as (
+    select p.version, p.arm,
+           count(*) filter (where a.contract_outcome is not null) as n,
+           count(*) filter (where a.contract_outcome = 'valid_first_try') as first_pass,
+           count(*) filter (where a.contract_outcome = 'fell_back') as fell_back,
+           count(*) filter (where a.contract_outcome = 'review') as review,
+           count(*) filter (where a.contract_outcome = 'rejected') as rejected,
+           count(*) filter (where a.contract_outcome = 'degraded') as degraded,
+           count(*) filter (where a.contract_outcome in ('valid_first_try', 'repaired', 'fell_back')) as accepted
+      from pins p join ballast_private.attempts a on a.job_id = p.job_id and a.prompt_ref = p_name || '@' || p.version
+     group by p.version, p.arm),
+  cl as (
+    select p.version, p.arm, count(*) as n, avg(c.score) as score, sum(c.cost_usd) as cost,
+           avg(c.latency_ms) as latency, percentile_cont(0.95) within group (order by c.latency_ms) as p95
+      from pins p join ballast_private.model_calls c
+        on c.job_id = p.job_id and c.prompt_name = p_name and c.prompt_version = p.version
+     where c.error_class is distinct from 'cooldown' and c.error_class is distinct from 'budget'
+     group by p.version, p.arm),
+  arms as (
+    select p.version, p.arm, count(distinct p.job_id) as jobs from pins p group by p.version, p.arm)
+  select p_name, p_label, x.version, x.arm, x.jobs, coalesce(a.n, 0),
+         round(a.first_pass::numeric / nullif(a.n, 0), 4), round(a.fell_back::numeric / nullif(a.n, 0), 4),
+         round(a.review::numeric / nullif(a.n, 0), 4), round(a.rejected::numeric / nullif(a.n, 0), 4),
+         round(a.degraded::numeric / nullif(a.n, 0), 4), round(c.score, 4), coalesce(c.n, 0), coalesce(c.cost, 0),
+         round(c.cost / nullif(a.accepted, 0), 8), round(c.latency, 1), round(c.p95::numeric, 1)
+    from arms x
+    left join att a on a.version = x.version and a.arm = x.arm
+    left join cl c on c.version = x.version and c.arm = x.arm
+   order by x.arm desc, x.version;
 end
 $fn$;
 
@@ -3635,6 +3781,44 @@ begin
 end
 $fn$;
 
+create function ballast.resolve_prompt(p_job_id bigint, p_name text, p_label text) returns TABLE(version integer, template jsonb, content_hash text, arm text, pinned_at timestamp with time zone)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_label ballast_private.prompt_labels;
+  v_version integer;
+  v_arm text;
+begin
+  if not exists (select 1 from ballast_private.job_prompts jp where jp.job_id = p_job_id and jp.prompt_name = p_name and jp.label = p_label) then
+    perform ballast_private.check_prompt_label_args(p_name, p_label);
+    if not exists (select 1 from ballast_private.jobs j where j.id = p_job_id) then
+      raise exception using errcode = 'BA007', message = format('job %s does not exist', coalesce(p_job_id::text, 'null')),
+        hint = 'Pass the id of the job whose step resolves the prompt.';
+    end if;
+    select * into v_label from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+    if not found then
+      perform ballast_private.bad_argument('label', format('prompt %s has no label %s', p_name, p_label),
+        format('Point it at a version: select ballast.set_prompt_label(%L, %L, <version>, <reason>).', p_name, p_label));
+    end if;
+    if v_label.canary_version is not null and ballast_private.prompt_bucket(p_job_id, p_name) < v_label.canary_share then
+      v_version := v_label.canary_version;
+      v_arm := 'canary';
+    else
+      v_version := v_label.version;
+      v_arm := 'stable';
+    end if;
+    insert into ballast_private.job_prompts (job_id, prompt_name, label, version, arm)
+    values (p_job_id, p_name, p_label, v_version, v_arm)
+    on conflict on constraint job_prompts_pkey do nothing;
+  end if;
+  return query
+  select jp.version, p.template, p.content_hash, jp.arm, jp.pinned_at
+    from ballast_private.job_prompts jp
+    join ballast_private.prompts p on p.name = jp.prompt_name and p.version = jp.version
+   where jp.job_id = p_job_id and jp.prompt_name = p_name and jp.label = p_label;
+end
+$fn$;
+
 create function ballast.resolve_review(p_step_id bigint, p_decision text, p_output jsonb DEFAULT NULL::jsonb, p_reviewer text DEFAULT NULL::text, p_note text DEFAULT NULL::text) returns TABLE(step_status text, job_status text, queued_step_ids bigint[])
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -3983,6 +4167,73 @@ begin
   on conflict (provider, model, valid_from) do update
     set input_per_mtok = excluded.input_per_mtok, output_per_mtok = excluded.output_per_mtok,
         cached_input_per_mtok = excluded.cached_input_per_mtok, source = excluded.source;
+end
+$fn$;
+
+create function ballast.set_prompt_canary(p_name text, p_label text, p_candidate_version integer, p_share double precision, p_reason text, p_actor text DEFAULT NULL::text) returns TABLE(prompt_name text, label text, version integer, canary_version integer, canary_share double precision)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_old ballast_private.prompt_labels;
+  v_actor text := ballast_private.caller_actor(p_actor);
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt_label:' || p_name || '@' || p_label, 0));
+  select * into v_old from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+  if not found then
+    perform ballast_private.bad_argument('label', format('prompt %s has no label %s', p_name, p_label),
+      format('Point the label at its stable version first: select ballast.set_prompt_label(%L, %L, <version>, <reason>).', p_name, p_label));
+  end if;
+  perform ballast_private.check_prompt_version('candidate_version', p_name, p_candidate_version);
+  if p_candidate_version = v_old.version then
+    perform ballast_private.bad_argument('candidate_version', format('%s is the version the label already points at', p_candidate_version),
+      'Name another version as the candidate; to send all traffic to it, move the label (ballast.set_prompt_label).');
+  end if;
+  if p_share is null or p_share = 'NaN'::float8 or not (p_share > 0 and p_share <= 1) then
+    perform ballast_private.bad_argument('share', format('%s is not more than 0 and at most 1', coalesce(p_share::text, 'null')),
+      'Give the fraction of new jobs for the candidate, e.g. 0.1 for 10 %; to end a canary use ballast.clear_prompt_canary.');
+  end if;
+  if p_reason is null or btrim(p_reason) = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why (kept in ballast.prompt_label_history), e.g. ''try v3 on 10 % of production''.');
+  end if;
+  update ballast_private.prompt_labels l
+     set canary_version = p_candidate_version, canary_share = p_share, updated_by = v_actor, updated_at = ballast.now()
+   where l.prompt_name = p_name and l.label = p_label;
+  insert into ballast_private.prompt_label_history (prompt_name, label, action, from_version, to_version, canary_version, canary_share, actor, reason)
+  values (p_name, p_label, 'canary', v_old.version, v_old.version, p_candidate_version, p_share, v_actor, p_reason);
+  return query select l.prompt_name, l.label, l.version, l.canary_version, l.canary_share
+                 from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+end
+$fn$;
+
+create function ballast.set_prompt_label(p_name text, p_label text, p_version integer, p_reason text, p_actor text DEFAULT NULL::text) returns TABLE(prompt_name text, label text, version integer, canary_version integer, canary_share double precision)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_old ballast_private.prompt_labels;
+  v_actor text := ballast_private.caller_actor(p_actor);
+  v_promoted boolean;
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  perform ballast_private.check_prompt_version('version', p_name, p_version);
+  if p_reason is null or btrim(p_reason) = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why the label moves (kept in ballast.prompt_label_history), e.g. ''eval run 42 passed''.');
+  end if;
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt_label:' || p_name || '@' || p_label, 0));
+  select * into v_old from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+  v_promoted := v_old.canary_version is not distinct from p_version;
+  insert into ballast_private.prompt_labels as l (prompt_name, label, version, updated_by, updated_at)
+  values (p_name, p_label, p_version, v_actor, ballast.now())
+  on conflict on constraint prompt_labels_pkey do update
+    set version = excluded.version, updated_by = excluded.updated_by, updated_at = excluded.updated_at,
+        canary_version = case when v_promoted then null else l.canary_version end,
+        canary_share = case when v_promoted then null else l.canary_share end;
+  insert into ballast_private.prompt_label_history (prompt_name, label, action, from_version, to_version, canary_version, canary_share, actor, reason)
+  values (p_name, p_label, 'set', v_old.version, p_version,
+          case when v_promoted then null else v_old.canary_version end, case when v_promoted then null else v_old.canary_share end,
+          v_actor, p_reason);
+  return query select l.prompt_name, l.label, l.version, l.canary_version, l.canary_share
+                 from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
 end
 $fn$;
 
@@ -4973,6 +5224,38 @@ begin
       format('is %s bytes of UTF-8 (%s characters); at most %s bytes are allowed', octet_length(p_value),
              char_length(p_value), p_max_bytes), p_fix);
   end if;
+end
+$fn$;
+
+create function ballast_private.check_prompt_label_args(p_name text, p_label text, p_with_label boolean DEFAULT true) returns void
+language plpgsql stable
+as $fn$
+begin
+  if p_name is null or p_name !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+    perform ballast_private.bad_argument('name', format('%s is not a valid prompt name', coalesce(quote_literal(p_name), 'null')),
+      'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-".');
+  end if;
+  if p_with_label and (p_label is null or p_label !~ '^[a-z][a-z0-9_.-]{0,62}$') then
+    perform ballast_private.bad_argument('label', format('%s is not a valid label', coalesce(quote_literal(p_label), 'null')),
+      'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-", e.g. production or staging.');
+  end if;
+end
+$fn$;
+
+create function ballast_private.check_prompt_version(p_field text, p_name text, p_version integer) returns void
+language plpgsql stable
+as $fn$
+declare
+  v_versions text;
+begin
+  if p_version is not null and exists (select 1 from ballast_private.prompts p where p.name = p_name and p.version = p_version) then
+    return;
+  end if;
+  select string_agg(p.version::text, ', ' order by p.version) into v_versions from ballast_private.prompts p where p.name = p_name;
+  perform ballast_private.bad_argument(p_field,
+    case when v_versions is null then format('prompt %s has no versions', p_name)
+         else format('prompt %s has no version %s (its versions: %s)', p_name, coalesce(p_version::text, 'null'), v_versions) end,
+    'Create the version first (ballast.create_prompt_version, or a prompt() in code that has run once), or name an existing one.');
 end
 $fn$;
 
@@ -6487,6 +6770,23 @@ begin
 end
 $fn$;
 
+create function ballast_private.prompt_bucket(p_job_id bigint, p_name text) returns double precision
+language sql immutable parallel safe
+as $fn$
+  select ('x' || substr(encode(sha256(convert_to(p_job_id::text || ':' || p_name, 'UTF8')), 'hex'), 1, 8))::bit(32)::bigint
+         / 4294967296.0::float8
+$fn$;
+
+create function ballast_private.prompt_label_history_append_only() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using errcode = 'BA009',
+    message = format('ballast.prompt_label_history is append-only: %s is not allowed', lower(tg_op)),
+    hint = 'The history keeps every label and canary move; a new move is a new row.';
+end
+$fn$;
+
 create function ballast_private.pruned_job_guard() returns trigger
 language plpgsql volatile
 as $fn$
@@ -7520,6 +7820,17 @@ create view ballast.gate_history with (security_invoker=true) as
     h.at
    FROM ballast_private.gate_history h;
 
+create view ballast.job_prompts with (security_invoker=true) as
+ SELECT jp.job_id,
+    j.tenant_id,
+    jp.prompt_name,
+    jp.label,
+    jp.version,
+    jp.arm,
+    jp.pinned_at
+   FROM (ballast_private.job_prompts jp
+     JOIN ballast_private.jobs j ON ((j.id = jp.job_id)));
+
 create view ballast.job_transitions with (security_invoker=true) as
  SELECT job_transitions.from_status,
     job_transitions.to_status,
@@ -7683,6 +7994,30 @@ create view ballast.pipelines with (security_invoker=true) as
     pipelines.definition_hash,
     pipelines.registered_at
    FROM ballast_private.pipelines;
+
+create view ballast.prompt_label_history with (security_invoker=true) as
+ SELECT h.id,
+    h.prompt_name,
+    h.label,
+    h.action,
+    h.from_version,
+    h.to_version,
+    h.canary_version,
+    h.canary_share,
+    h.actor,
+    h.reason,
+    h.at
+   FROM ballast_private.prompt_label_history h;
+
+create view ballast.prompt_labels with (security_invoker=true) as
+ SELECT l.prompt_name,
+    l.label,
+    l.version,
+    l.canary_version,
+    l.canary_share,
+    l.updated_by,
+    l.updated_at
+   FROM ballast_private.prompt_labels l;
 
 create view ballast.prompts with (security_invoker=true) as
  SELECT prompts.name,
@@ -7868,6 +8203,7 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.err
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.events FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.fair_shares FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.gate_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.job_prompts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.job_transitions FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER insert_job INSTEAD OF INSERT ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.insert_job();
 CREATE TRIGGER insert_jobs_flush AFTER INSERT ON ballast.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.insert_jobs_flush();
@@ -7879,6 +8215,8 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.mod
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_prices FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pauses FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pipelines FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompt_label_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompt_labels FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.provider_cooldowns FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.queue_depth FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -7900,6 +8238,7 @@ CREATE TRIGGER jobs_deleted AFTER DELETE ON ballast_private.jobs REFERENCING OLD
 CREATE TRIGGER jobs_inserted AFTER INSERT ON ballast_private.jobs REFERENCING NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.jobs_inserted();
 CREATE TRIGGER jobs_no_truncate BEFORE TRUNCATE ON ballast_private.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.events_append_only();
 CREATE TRIGGER pruned_job_guard BEFORE UPDATE OF status ON ballast_private.jobs FOR EACH ROW WHEN (((old.pruned_at IS NOT NULL) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION ballast_private.pruned_job_guard();
+CREATE TRIGGER append_only BEFORE DELETE OR UPDATE ON ballast_private.prompt_label_history FOR EACH ROW EXECUTE FUNCTION ballast_private.prompt_label_history_append_only();
 CREATE TRIGGER fill_step_queue_columns BEFORE INSERT OR UPDATE ON ballast_private.steps FOR EACH ROW WHEN ((new.task IS NULL)) EXECUTE FUNCTION ballast_private.fill_step_queue_columns();
 CREATE TRIGGER stamp_updated_at BEFORE UPDATE ON ballast_private.steps FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (NOT (old.updated_at IS DISTINCT FROM new.updated_at)))) EXECUTE FUNCTION ballast_private.stamp_updated_at();
 CREATE TRIGGER steps_changed AFTER UPDATE ON ballast_private.steps REFERENCING OLD TABLE AS old_t NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.steps_changed();
@@ -7999,6 +8338,14 @@ comment on column ballast.gate_history.data is 'For a limit: its kind, amount, p
 comment on column ballast.gate_history.actor is 'Who did it.';
 comment on column ballast.gate_history.step_id is 'The step that paused the key (ctx.pauseKey), if a step did.';
 comment on column ballast.gate_history.at is 'When.';
+comment on view ballast.job_prompts is 'The prompt version each job got for a label, pinned at its first model step: its later steps, retries and replays use it.';
+comment on column ballast.job_prompts.job_id is 'The job.';
+comment on column ballast.job_prompts.tenant_id is 'Its tenant.';
+comment on column ballast.job_prompts.prompt_name is 'The prompt.';
+comment on column ballast.job_prompts.label is 'The label its steps named.';
+comment on column ballast.job_prompts.version is 'The version it got (model_calls.prompt_version of its calls).';
+comment on column ballast.job_prompts.arm is 'stable (the label''s version) or canary (the canary''s candidate).';
+comment on column ballast.job_prompts.pinned_at is 'When the version was chosen.';
 comment on view ballast.job_transitions is 'The allowed changes of a job status; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.jobs is 'A job: one run of a pipeline on one input, made of steps. Clients see the jobs of their own tenant; operators and reporters see every tenant.';
 comment on column ballast.jobs.id is 'The job id (a BigInt, sent as a string in GraphQL: "42").';
@@ -8116,6 +8463,26 @@ comment on column ballast.pipelines.definition is 'Its steps: name, dependencies
 comment on column ballast.pipelines.input_schema is 'The JSON Schema every job input must satisfy (checked in Postgres at submission).';
 comment on column ballast.pipelines.definition_hash is 'The SHA-256 of the definition (hex): registering the same version with another definition is refused.';
 comment on column ballast.pipelines.registered_at is 'When this version was first registered.';
+comment on view ballast.prompt_label_history is 'Every move of a prompt label or canary, oldest first by id (append-only).';
+comment on column ballast.prompt_label_history.id is 'Its position in the history (ascending).';
+comment on column ballast.prompt_label_history.reason is 'Why, as given.';
+comment on column ballast.prompt_label_history.at is 'When.';
+comment on column ballast.prompt_label_history.prompt_name is 'The prompt.';
+comment on column ballast.prompt_label_history.label is 'The label.';
+comment on column ballast.prompt_label_history.action is 'set (the label moved or was created), canary (a canary set or changed) or clear_canary.';
+comment on column ballast.prompt_label_history.from_version is 'The version the label pointed at before; null when the label was created.';
+comment on column ballast.prompt_label_history.to_version is 'The version it points at after.';
+comment on column ballast.prompt_label_history.canary_version is 'The canary candidate after the move (for clear_canary: the one that ended); null: none.';
+comment on column ballast.prompt_label_history.canary_share is 'Its share of new jobs.';
+comment on column ballast.prompt_label_history.actor is 'Who did it.';
+comment on view ballast.prompt_labels is 'Prompt labels: the version each (prompt, label) points at, and its canary if one is in force.';
+comment on column ballast.prompt_labels.prompt_name is 'The prompt.';
+comment on column ballast.prompt_labels.label is 'The label, e.g. production or staging.';
+comment on column ballast.prompt_labels.version is 'The version new jobs get (outside the canary).';
+comment on column ballast.prompt_labels.canary_version is 'The candidate version of a canary in force; null: no canary.';
+comment on column ballast.prompt_labels.canary_share is 'The fraction of new jobs that get the candidate (more than 0, at most 1); null: no canary.';
+comment on column ballast.prompt_labels.updated_by is 'Who moved the label or its canary last.';
+comment on column ballast.prompt_labels.updated_at is 'When.';
 comment on view ballast.prompts is 'Every registered version of every prompt, with its template and hash.';
 comment on view ballast.provider_cooldowns is 'Providers and models that refused calls (429, 529): no worker calls them until the cooldown ends.';
 comment on view ballast.queue_depth is 'Per pipeline, the live steps by status and how long the oldest runnable one has waited.';
@@ -8206,6 +8573,7 @@ comment on table ballast_private.effect_intents is 'Effects started (ballast.beg
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 comment on table ballast_private.fair_shares is 'Fair sharing (0040): the row ''*'' turns it on and holds the default weight; a tenant''s row its weight and last finish tag.';
 comment on table ballast_private.gate_history is 'Every pause, resume and limit change (append-only).';
+comment on table ballast_private.job_prompts is 'The prompt version each job got for a label (0041): pinned at its first resolution, used by every later step, retry and replay.';
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
 comment on column ballast_private.jobs.parent_job_id is 'The job whose step started this one (ctx.startChildren, 0038); null for a job submitted otherwise.';
 comment on column ballast_private.jobs.parent_step_id is 'The step that started this job (ctx.startChildren, 0038); null for a job submitted otherwise.';
@@ -8220,6 +8588,8 @@ comment on table ballast_private.limits is 'Rate and concurrency limits on keys 
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
 comment on table ballast_private.model_cache is 'Paid once (0042): pipelines whose model answers are reused across their jobs (same tenant), and for how long.';
 comment on table ballast_private.pauses is 'Keys closed to claims (0037): a step with one of these keys is parked until the pause ends or is resumed.';
+comment on table ballast_private.prompt_label_history is 'Every move of a prompt label or canary (0041), append-only.';
+comment on table ballast_private.prompt_labels is 'Prompt labels (0041): (name, label) -> version, with an optional canary version and share.';
 comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
 comment on table ballast_private.step_call_marks is 'Paid once (0042): model call watermarks of replayed steps (replay_step).';
 comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
@@ -8252,6 +8622,8 @@ grant execute on function ballast._json_schema_value_list(jsonb) to ballast_clie
 grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.bind_role_tenant(name,text) to ballast_operator;
 grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.clear_prompt_canary(text,text,text,text) to ballast_operator;
+grant execute on function ballast.create_prompt_version(text,text,text,text) to ballast_operator;
 grant execute on function ballast.delete_limit(text,text,text) to ballast_operator;
 grant execute on function ballast.delete_schedule(text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.events_after(bigint,text,bigint,integer) to ballast_client, ballast_operator, ballast_reporter;
@@ -8261,6 +8633,7 @@ grant execute on function ballast.model_price(text,text,timestamp with time zone
 grant execute on function ballast.now() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.pause_key(text,text,timestamp with time zone,interval,text,bigint) to ballast_operator;
 grant execute on function ballast.pause_schedule(text,boolean,text,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.prompt_arms(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
 grant execute on function ballast.replay_job(bigint,text,text,text,boolean) to ballast_operator;
@@ -8270,6 +8643,7 @@ grant execute on function ballast.report_pipelines(interval,text) to ballast_cli
 grant execute on function ballast.report_quality(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.report_steps(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.report_stuck(interval,interval) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.resolve_prompt(bigint,text,text) to ballast_operator;
 grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to ballast_operator;
 grant execute on function ballast.resume_key(text,text,text) to ballast_operator;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
@@ -8278,6 +8652,8 @@ grant execute on function ballast.set_fair_share(text,double precision,text) to 
 grant execute on function ballast.set_limit(text,text,bigint,interval,bigint,text,text) to ballast_operator;
 grant execute on function ballast.set_model_cache(text,interval,text) to ballast_operator;
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
+grant execute on function ballast.set_prompt_canary(text,text,integer,double precision,text,text) to ballast_operator;
+grant execute on function ballast.set_prompt_label(text,text,integer,text,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
 grant execute on function ballast.stop_fair_sharing() to ballast_operator;
@@ -8290,6 +8666,9 @@ grant execute on function ballast_private.budget_period_start(text,timestamp wit
 grant execute on function ballast_private.caller_role() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_tenant() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_unrestricted() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.check_prompt_label_args(text,text,boolean) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.check_prompt_version(text,text,integer) to ballast_operator;
+grant execute on function ballast_private.prompt_bucket(bigint,text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_window(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant usage on schema ballast to ballast_client, ballast_operator, ballast_reporter;
@@ -8304,6 +8683,7 @@ grant select on table ballast_private.error_codes to ballast_client, ballast_ope
 grant select on table ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.fair_shares to ballast_operator, ballast_reporter;
 grant select on table ballast_private.gate_history to ballast_operator, ballast_reporter;
+grant select on table ballast_private.job_prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.jobs to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.limit_buckets to ballast_operator, ballast_reporter;
@@ -8313,6 +8693,8 @@ grant select on table ballast_private.model_calls to ballast_client, ballast_ope
 grant select on table ballast_private.model_prices to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.pauses to ballast_operator, ballast_reporter;
 grant select on table ballast_private.pipelines to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.prompt_label_history to ballast_operator, ballast_reporter;
+grant select on table ballast_private.prompt_labels to ballast_operator, ballast_reporter;
 grant select on table ballast_private.prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.provider_cooldowns to ballast_operator, ballast_reporter;
 grant select on table ballast_private.role_tenants to ballast_operator, ballast_reporter;
@@ -8330,6 +8712,7 @@ grant select on view ballast.error_codes to ballast_client, ballast_operator, ba
 grant select on view ballast.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.fair_shares to ballast_operator, ballast_reporter;
 grant select on view ballast.gate_history to ballast_operator, ballast_reporter;
+grant select on view ballast.job_prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant insert, select on view ballast.jobs to ballast_client, ballast_operator;
 grant select on view ballast.jobs to ballast_reporter;
@@ -8341,6 +8724,8 @@ grant select on view ballast.model_prices to ballast_client, ballast_operator, b
 grant select on view ballast.oldest_transactions to ballast_operator, ballast_reporter;
 grant select on view ballast.pauses to ballast_operator, ballast_reporter;
 grant select on view ballast.pipelines to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.prompt_label_history to ballast_operator, ballast_reporter;
+grant select on view ballast.prompt_labels to ballast_operator, ballast_reporter;
 grant select on view ballast.prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.provider_cooldowns to ballast_operator, ballast_reporter;
 grant select on view ballast.queue_depth to ballast_client, ballast_operator, ballast_reporter;

@@ -108,6 +108,15 @@ Commands
   fair-share set <tenant> <weight>   a tenant's weight (3: three times the share of weight 1); turns fair sharing on
   fair-share off        turn fair sharing off: weights forgotten, first come, first served again
   fair-shares           the fair-sharing weights: tenant (* the default), weight, finish tag, set by, set at (--json)
+  prompts list          prompts, their versions and labels (canaries with their share); --json
+  prompts show <name>   a prompt's labels and every version's words
+  prompts create <name> --user <template|@file> [--system <template|@file>]   the next version (immutable)
+  prompts label <name> <label> <version> --reason <text>   point a label at a version (audited; new jobs get it)
+  prompts canary <name> <label> <version> <share> --reason <text>   send a share (0.1 or 10%) of the label's new
+                               jobs to a candidate version; \`off\` instead of version and share ends the canary
+  prompts history [<name>]   label and canary moves, newest first (--limit <n>, --json)
+  prompts arms <name> [<label>]   the label's traffic per version and arm: jobs, first-pass rate, fallback, review,
+                               rejection, score, cost per success, latency (--since <ISO time>, default 7 days; --json)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
       --parent <job-id>        the child jobs of a job
@@ -390,6 +399,10 @@ const COMMANDS: Record<string, Command> = {
   pause: gates('pauseCommand'), resume: gates('resumeCommand'), pauses: gates('pausesCommand'), limit: gates('limitCommand'),
   limits: gates('limitsCommand'), 'gate-history': gates('gateHistoryCommand'),
   'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'),
+  prompts: async (args) => {
+    const { promptsCommand } = await import('./cli/prompts.ts');
+    return withDb((db) => promptsCommand(db, args));
+  },
 };
 
 /** `ballast <command> --help`: the command's part of the help. */
