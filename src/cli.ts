@@ -107,6 +107,9 @@ Commands
   fair-share set <tenant> <weight>   a tenant's weight (3: three times the share of weight 1); turns fair sharing on
   fair-share off        turn fair sharing off: weights forgotten, first come, first served again
   fair-shares           the fair-sharing weights: tenant (* the default), weight, finish tag, set by, set at (--json)
+  alerts                drift and budget alerts, newest first (--open, --kind drift|budget, --limit <n>, --json)
+  alerts ack <id>       acknowledge an alert (--note <text>); it stays open until it resolves
+  alerts check          evaluate every drift and budget alert rule once (workers do it every 30 s)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
       --parent <job-id>        the child jobs of a job
@@ -344,6 +347,12 @@ const fair = (name: 'fairShareCommand' | 'fairSharesCommand'): Command =>
     return withDb((db) => commands[name](db, args));
   };
 
+/** alerts [--open], alerts ack <id>, alerts check: src/cli/alerts.ts (drift and budget alerts). */
+async function alerts(args: string[]): Promise<number> {
+  const { alertsCommand } = await import('./cli/alerts.ts');
+  return withDb((db) => alertsCommand(db, args));
+}
+
 /** pause, resume, pauses, limit, limits, gate-history: src/cli/gates.ts (pauses and limits on keys). */
 const gates = (name: 'pauseCommand' | 'resumeCommand' | 'pausesCommand' | 'limitCommand' | 'limitsCommand' | 'gateHistoryCommand'): Command =>
   async (args) => {
@@ -387,7 +396,7 @@ const COMMANDS: Record<string, Command> = {
   start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, schedule, jobs, report,
   pause: gates('pauseCommand'), resume: gates('resumeCommand'), pauses: gates('pausesCommand'), limit: gates('limitCommand'),
   limits: gates('limitsCommand'), 'gate-history': gates('gateHistoryCommand'),
-  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'),
+  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'), alerts,
 };
 
 /** `ballast <command> --help`: the command's part of the help. */

@@ -222,7 +222,8 @@ t.test('the schema exposes the public surface only', async (t) => {
     ['cancelJob', 'deleteSchedule', 'pauseSchedule', 'replayJob', 'replayStep', 'resolveReview', 'resumeSchedule', 'sendEvent',
       'setSchedule', 'submitJob', 'submitJobs',
       'deleteLimit', 'pauseKey', 'resumeKey', 'setLimit',
-      'setFairShare', 'stopFairSharing'].sort());
+      'setFairShare', 'stopFairSharing',
+      'setDriftRule', 'setBudgetAlert', 'ackAlert'].sort());
   t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'tenantEvents']);
   const names = schema.types.map((x: any) => x.name).join(' ');
   for (const hidden of ['Worker', 'Signal', 'Effect', 'Prompt', 'ModelPrice', 'ProviderCooldown', 'Transition', 'ErrorCode', 'Graphile', 'Private', 'StepItem']) {
