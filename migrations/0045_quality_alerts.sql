@@ -25,11 +25,14 @@
 -- (rule, scope value, period, percentage) (a unique index) and resolved when its period ends.
 --
 -- Cost: nothing on the call path (no trigger on model_calls or attempts). The windows are read through the existing
--- index model_calls_started: the primary calls started in the window, then their attempts, steps and jobs by primary
--- key. Measured on 2 cores with 200,000 model calls over 30 days (6,700 a day): a drift rule over a 1-hour window
--- against 7 days reads about 47,000 calls and takes ~150 ms; a monthly budget rule reads the month's calls (~200,000:
--- ~400 ms). An index on (started_at) including the grouped columns would save the heap visits but cost every model
--- call one more index entry; not worth it at a 30 s interval. See docs/quality-alerts.md.
+-- index model_calls_started: the primary calls started in the window, then their attempts, steps and jobs. Measured
+-- on the shared 2-core machine with 200,000 model calls (and jobs, steps, attempts) over 30 days: quality_stats over
+-- a 7-day baseline (47,000 attempts) takes 0.4-0.9 s, over a 1-hour window 5-15 ms; a monthly budget rule over
+-- 153,000 calls ~0.45 s. Workers check every 30 s and skip a check when another ran within half that
+-- (alert_checks), so this is paid once per interval, not once per worker. An index on (started_at) including the
+-- grouped columns would save the heap visits but cost every model call one more index entry: not added. The map
+-- item's step name is looked up only for items (a correlated subquery), not by joining every step: the join made the
+-- planner hash the whole steps table (200,000 rows: +70 ms per call).
 
 -- ballast.quality_stats(since, until, pipeline) -> one row per (pipeline, step, prompt name, prompt version, model)
 -- for the attempts of model steps whose first call on their primary model started in [since, until) and that have a
@@ -58,7 +61,10 @@ as $fn$
      where c.started_at >= p_since and c.started_at < p_until and c.rung = 'primary' and c.model_index = 0
      order by c.attempt_id, c.id
   )
-  select j.pipeline, coalesce(p.name, s.name), f.prompt_name, f.prompt_version, f.model, count(*),
+  select j.pipeline,
+         case when s.parent_step_id is null then s.name
+              else (select p.name from ballast_private.steps p where p.id = s.parent_step_id) end,
+         f.prompt_name, f.prompt_version, f.model, count(*),
          round(count(*) filter (where a.contract_outcome = 'valid_first_try')::numeric / count(*), 4),
          round(count(*) filter (where a.contract_outcome = 'repaired')::numeric / count(*), 4),
          round(count(*) filter (where a.contract_outcome = 'fell_back')::numeric / count(*), 4),
@@ -77,7 +83,6 @@ as $fn$
     from firsts f
     join ballast_private.attempts a on a.id = f.attempt_id
     join ballast_private.steps s on s.id = f.step_id
-    left join ballast_private.steps p on p.id = s.parent_step_id
     join ballast_private.jobs j on j.id = f.job_id
    where a.contract_outcome is not null and (p_pipeline is null or j.pipeline = p_pipeline)
    group by 1, 2, 3, 4, 5
@@ -443,18 +448,27 @@ as $fn$
    group by m.id, m.name, m.scope, m.value, m.tenant, m.period, m.limit_usd, m.percents
 $fn$;
 
--- check_alerts() -> one row per alert raised or resolved by this call (alert_id, kind, change 'raised' | 'resolved').
--- Evaluates every drift rule in one statement (its window and baseline through quality_stats, per group) and every
--- budget alert rule in another (budget_spend), at ballast.now():
+-- When the last check ran (one row): check_alerts(min_interval) skips when one ran more recently than that, so that
+-- N workers checking every 30 s do the work about once per 30 s, not N times.
+create table ballast_private.alert_checks (
+  id integer primary key default 1,
+  last_at timestamptz not null,
+  constraint alert_checks_one_row check (id = 1)
+);
+
+-- check_alerts(min_interval) -> one row per alert raised or resolved by this call (alert_id, kind, change 'raised' |
+-- 'resolved'). Evaluates every drift rule in one statement (its window and baseline through quality_stats, per
+-- group) and every budget alert rule in another (budget_spend), at ballast.now():
 --   drift: a group with min_samples attempts in the window and in the baseline whose metric breached the threshold
 --          gets an alert unless one is open for the rule and group; an open alert whose group is back within the
 --          threshold (with enough samples) is resolved;
 --   budget: each percentage reached by the period's spend raises one alert per rule, scope value and period; alerts
 --          of periods that have ended are resolved.
 -- Then NOTIFY ballast_alerts '{"raised":[ids],"resolved":[ids]}' (ids only) when anything changed. One caller at a
--- time does the work (a transaction advisory lock; a second caller returns at once with no row); the unique indexes
--- make it correct without the lock too. Runs as the owner (every tenant's rows). Operators and workers.
-create function ballast.check_alerts()
+-- time does the work (a transaction advisory lock: a second caller returns at once with no row), and with
+-- min_interval (workers pass half their interval) none when a check ran less than min_interval ago; the unique
+-- indexes make it correct without either. Runs as the owner (every tenant's rows). Operators and workers.
+create function ballast.check_alerts(p_min_interval interval default null)
 returns table (alert_id bigint, kind text, change text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -469,6 +483,12 @@ begin
   if not pg_try_advisory_xact_lock(hashtextextended('ballast.check_alerts', 0)) then
     return;
   end if;
+  if p_min_interval is not null
+     and exists (select 1 from ballast_private.alert_checks c where c.last_at > v_now - p_min_interval and c.last_at <= v_now) then
+    return;
+  end if;
+  insert into ballast_private.alert_checks as c (id, last_at) values (1, v_now)
+  on conflict (id) do update set last_at = excluded.last_at;
 
   if exists (select 1 from ballast_private.drift_rules) then
     with rules as (
@@ -648,7 +668,7 @@ grant execute on function ballast.set_budget_alert(text, text, text, numeric, te
 grant execute on function ballast.set_end_user_path(text, text, text) to ballast_operator;
 grant execute on function ballast.delete_drift_rule(text) to ballast_operator;
 grant execute on function ballast.delete_budget_alert(text) to ballast_operator;
-grant execute on function ballast.check_alerts() to ballast_operator;
+grant execute on function ballast.check_alerts(interval) to ballast_operator;
 grant execute on function ballast.ack_alert(bigint, text, text) to ballast_operator;
 
 -- Down Migration

@@ -116,10 +116,10 @@ t.test('budget thresholds fire exactly once per period as spend grows, and again
   const clock = new pg.Client({ connectionString: url });
   await clock.connect();
   t.teardown(() => clock.end());
-  const check = async (shift = '0') => {
+  const check = async (shift = '0', minIntervalMs: number | null = null) => {
     await clock.query(`select set_config('ballast.now', ((select max(started_at) from ballast_private.model_calls where tenant_id = 'acme')
                                                         + interval '1 second' + $1::interval)::text, false)`, [`${shift} days`]);
-    return (await checkAlerts(clock)).map((c) => `${c.kind} ${c.change}`);
+    return (await checkAlerts(clock, minIntervalMs)).map((c) => `${c.kind} ${c.change}`);
   };
   const budgetAlerts = async () => (await listAlerts(pool, { kind: 'budget', limit: 1000 }))
     .map((a) => `${a.rule} ${a.groupKey} ${a.percent}${a.open ? '' : ' resolved'}`).sort();
@@ -135,6 +135,7 @@ t.test('budget thresholds fire exactly once per period as spend grows, and again
   t.same(await check(), ['budget raised', 'budget raised'], '0.60 USD: 50 % of the tenant, 100 % of the user');
   t.same(await check(), [], 'not again');
   await batch(spend, 2, PRICED, { tenantId: 'acme', user: 'u1' });
+  t.same(await check('0', 3_600_000), [], 'a worker\'s check within its minimum interval of the last one does nothing');
   t.same(await check(), ['budget raised'], '0.90 USD: 80 %');
   await batch(spend, 2, PRICED, { tenantId: 'acme', user: 'u1' });
   t.same(await check(), ['budget raised'], '1.20 USD: 100 %');

@@ -99,9 +99,14 @@ export const deleteDriftRule = async (c: Queryable, name: string): Promise<boole
 export const deleteBudgetAlert = async (c: Queryable, name: string): Promise<boolean> =>
   (await rows<{ deleted: boolean }>(c, 'select ballast.delete_budget_alert($1) as deleted', [name]))[0]!.deleted;
 
-/** ballast.check_alerts: evaluates every rule once; what it raised and resolved (nothing when another check runs). */
-export const checkAlerts = (c: Queryable): Promise<AlertChange[]> =>
-  rows<AlertChange>(c, 'select alert_id::text as "alertId", kind, change from ballast.check_alerts()');
+/**
+ * ballast.check_alerts: evaluates every rule once; what it raised and resolved. Nothing when another check runs, or
+ * (with minIntervalMs) when one ran less than that long ago.
+ */
+export const checkAlerts = (c: Queryable, minIntervalMs: number | null = null): Promise<AlertChange[]> =>
+  rows<AlertChange>(c, `select alert_id::text as "alertId", kind, change
+                          from ballast.check_alerts(case when $1::float8 is null then null else make_interval(secs => $1::float8 / 1000) end)`,
+  [minIntervalMs]);
 
 /** ballast.ack_alert: who acknowledged it and when (BA007 for an unknown id). */
 export const ackAlert = async (c: Queryable, id: string, actor: string | null, note: string | null): Promise<{ alertId: string; ackedBy: string; ackedAt: Date }> =>

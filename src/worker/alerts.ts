@@ -1,7 +1,8 @@
 // The alert checker: every alertIntervalMs a worker calls ballast.check_alerts (migration 0045_quality_alerts), which
 // evaluates every drift and budget alert rule, raises and resolves alerts and NOTIFYs ballast_alerts. Every worker
-// runs it; one check works at a time (the SQL function takes a transaction advisory lock and a second caller returns
-// at once), and the unique indexes on alerts keep a raised alert single even without the lock.
+// runs it, passing half its interval as the minimum time since the last check: with N workers the work is done about
+// once or twice per interval, not N times. One check works at a time (the SQL function takes a transaction advisory
+// lock and a second caller returns at once), and the unique indexes on alerts keep a raised alert single regardless.
 // A service with start, stop and runOnce (like reaper.ts): tests switch it off (alertIntervalMs 0) and call runOnce.
 import type { Logger } from 'pino';
 import type { BallastDb } from '../db/api.ts';
@@ -29,18 +30,18 @@ export class AlertChecker {
     if (this.timer || this.options.intervalMs <= 0) return;
     this.timer = setInterval(() => {
       if (this.running) return;
-      this.running = this.runOnce()
+      this.running = this.runOnce({ minIntervalMs: this.options.intervalMs / 2 })
         .catch((err) => this.options.log.warn({ err: (err as Error).message }, 'alert check failed'))
         .finally(() => (this.running = undefined));
     }, this.options.intervalMs);
     this.timer.unref();
   }
 
-  /** One check: what it raised and resolved. */
-  async runOnce(): Promise<AlertChange[]> {
+  /** One check: what it raised and resolved (on its timer: nothing when another worker checked within half the interval). */
+  async runOnce(o: { minIntervalMs?: number } = {}): Promise<AlertChange[]> {
     let changes: AlertChange[];
     try {
-      changes = await checkAlerts(this.options.db.pool);
+      changes = await checkAlerts(this.options.db.pool, o.minIntervalMs ?? null);
     } catch (err) {
       throw translateError(err);
     }
