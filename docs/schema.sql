@@ -118,6 +118,19 @@ alter table ballast_private.budget_reservations add constraint budget_reservatio
 alter table ballast_private.budget_reservations add constraint reservation_status_known CHECK ((status = ANY (ARRAY['open'::text, 'settled'::text, 'expired'::text])));
 CREATE INDEX budget_reservations_open ON ballast_private.budget_reservations USING btree (tenant_id, period_start) WHERE (status = 'open'::text);
 
+create table ballast_private.budget_spend_checked (
+  rule_id bigint not null,
+  rule_name text not null,
+  scope text not null,
+  scope_key text not null,
+  tenant_id text,
+  period_start timestamp with time zone not null,
+  spent_usd numeric not null,
+  limit_usd numeric not null,
+  checked_at timestamp with time zone not null
+);
+alter table ballast_private.budget_spend_checked add constraint budget_spend_checked_pkey PRIMARY KEY (rule_id, scope_key);
+
 create table ballast_private.budget_usage (
   tenant_id text not null,
   period_start timestamp with time zone not null,
@@ -1944,8 +1957,15 @@ begin
 
   if exists (select 1 from ballast_private.budget_alert_rules)
      or exists (select 1 from ballast_private.alerts a where a.kind = 'budget' and a.resolved_at is null) then
-    with spend as (
+    -- (Its own statement: the CTEs of one statement run in no set order, and the inserts below would meet these rows.)
+    delete from ballast_private.budget_spend_checked;
+    with spend as materialized (
       select * from ballast_private.budget_spend(v_now)
+    ), seen as (
+      insert into ballast_private.budget_spend_checked (rule_id, rule_name, scope, scope_key, tenant_id, period_start,
+                                                        spent_usd, limit_usd, checked_at)
+      select s.rule_id, s.rule_name, s.scope, s.scope_key, s.tenant_id, s.period_start, s.spent_usd, s.limit_usd, v_now
+        from spend s
     ), raised as (
       insert into ballast_private.alerts as a (kind, rule_id, rule_name, group_key, group_value, tenant_id, metric, value,
                                                threshold, period_start, percent, raised_at)
@@ -2220,6 +2240,7 @@ declare
   v_id bigint;
 begin
   delete from ballast_private.budget_alert_rules r where r.name = p_name returning r.id into v_id;
+  delete from ballast_private.budget_spend_checked c where c.rule_id = v_id;
   update ballast_private.alerts a set resolved_at = ballast.now()
    where a.kind = 'budget' and a.rule_id = v_id and a.resolved_at is null;
   return v_id is not null;
@@ -8665,6 +8686,7 @@ grant select on table ballast_private.alerts to ballast_client, ballast_operator
 grant select on table ballast_private.attempts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.budget_alert_rules to ballast_operator, ballast_reporter;
 grant select on table ballast_private.budget_reservations to ballast_operator, ballast_reporter;
+grant select on table ballast_private.budget_spend_checked to ballast_operator, ballast_reporter;
 grant select on table ballast_private.budget_usage to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.budgets to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.drift_rules to ballast_operator, ballast_reporter;

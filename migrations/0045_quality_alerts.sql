@@ -401,6 +401,7 @@ declare
   v_id bigint;
 begin
   delete from ballast_private.budget_alert_rules r where r.name = p_name returning r.id into v_id;
+  delete from ballast_private.budget_spend_checked c where c.rule_id = v_id;
   update ballast_private.alerts a set resolved_at = ballast.now()
    where a.kind = 'budget' and a.rule_id = v_id and a.resolved_at is null;
   return v_id is not null;
@@ -447,6 +448,22 @@ as $fn$
      and m.started_at < ballast_private.budget_period_start(m.period, p_at) + ('1 ' || m.period)::interval
    group by m.id, m.name, m.scope, m.value, m.tenant, m.period, m.limit_usd, m.percents
 $fn$;
+
+-- The spend per budget alert rule and scope value as of the last check (check_alerts replaces the rows each time):
+-- what the metric ballast_budget_spend_ratio reads, so that a scrape costs a read of a small table, not a scan of the
+-- period's model calls (ballast.budget_spend computes the same live).
+create table ballast_private.budget_spend_checked (
+  rule_id bigint not null,
+  rule_name text not null,
+  scope text not null,
+  scope_key text not null,
+  tenant_id text,
+  period_start timestamptz not null,
+  spent_usd numeric not null,
+  limit_usd numeric not null,
+  checked_at timestamptz not null,
+  primary key (rule_id, scope_key)
+);
 
 -- When the last check ran (one row): check_alerts(min_interval) skips when one ran more recently than that, so that
 -- N workers checking every 30 s do the work about once per 30 s, not N times.
@@ -540,8 +557,15 @@ begin
 
   if exists (select 1 from ballast_private.budget_alert_rules)
      or exists (select 1 from ballast_private.alerts a where a.kind = 'budget' and a.resolved_at is null) then
-    with spend as (
+    -- (Its own statement: the CTEs of one statement run in no set order, and the inserts below would meet these rows.)
+    delete from ballast_private.budget_spend_checked;
+    with spend as materialized (
       select * from ballast_private.budget_spend(v_now)
+    ), seen as (
+      insert into ballast_private.budget_spend_checked (rule_id, rule_name, scope, scope_key, tenant_id, period_start,
+                                                        spent_usd, limit_usd, checked_at)
+      select s.rule_id, s.rule_name, s.scope, s.scope_key, s.tenant_id, s.period_start, s.spent_usd, s.limit_usd, v_now
+        from spend s
     ), raised as (
       insert into ballast_private.alerts as a (kind, rule_id, rule_name, group_key, group_value, tenant_id, metric, value,
                                                threshold, period_start, percent, raised_at)
@@ -662,6 +686,7 @@ grant select on ballast.alerts to ballast_client, ballast_operator, ballast_repo
 grant select on ballast_private.drift_rules, ballast_private.budget_alert_rules, ballast_private.end_user_paths to ballast_operator, ballast_reporter;
 grant select on ballast.drift_rules, ballast.budget_alert_rules, ballast.end_user_paths, ballast.budget_spend to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.budget_spend(timestamptz) to ballast_operator, ballast_reporter;
+grant select on ballast_private.budget_spend_checked to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.drift_direction(text) to ballast_operator, ballast_reporter;
 grant execute on function ballast.set_drift_rule(text, text, text, numeric, text, interval, interval, integer, text, text, integer, text, timestamptz, timestamptz, text) to ballast_operator;
 grant execute on function ballast.set_budget_alert(text, text, text, numeric, text, integer[], text) to ballast_operator;

@@ -131,7 +131,7 @@ export class BallastMetrics {
     });
     new Gauge({
       name: 'ballast_budget_spend_ratio',
-      help: 'Spend in the current period over the limit, per budget alert rule and scope value with spend (ballast.budget_spend; [tenant/]value), read from Postgres at scrape time.',
+      help: 'Spend in the current period over the limit, per budget alert rule and scope value with spend ([tenant/]user for an end user), as of the last alert check (every 30 s), read from Postgres at scrape time.',
       labelNames: ['rule', 'scope', 'scope_value'] as const,
       registers: [this.registry],
       async collect() {

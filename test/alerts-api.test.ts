@@ -6,7 +6,7 @@
 import t from 'tap';
 import { runInProcess } from './support/cli-inproc.ts';
 import { alertsCommand } from '../src/cli/alerts.ts';
-import { freshDatabase } from './helpers.ts';
+import { freshDatabase, pgError } from './helpers.ts';
 import { data, errorOf, gql, testServer, token } from './support/graphql.ts';
 
 const { url, pool, db } = await freshDatabase(t);
@@ -57,6 +57,26 @@ t.test('GraphQL: alerts by token; a client sees its tenant\'s budget alerts; an 
     const set = errorOf(await gql(server, `mutation { setDriftRule(input: { name: "y", pipeline: "p", metric: "review_rate", threshold: 0.1 }) { ruleId } }`, {}, bearer));
     t.equal(set.code, 'FORBIDDEN', 'only operators set rules');
   }
+});
+
+t.test('SQL roles: reporters read rules and spend; a client reads its tenant\'s alerts and may not set rules', async (t) => {
+  const as = async (role: string, sql: string, tenant?: string) => {
+    const c = await pool.connect();
+    try {
+      await c.query('begin');
+      if (tenant) await c.query(`select set_config('ballast.tenant_id', $1, true)`, [tenant]);
+      await c.query(`set local role ${role}`);
+      return (await c.query(sql)).rows;
+    } finally {
+      await c.query('rollback');
+      c.release();
+    }
+  };
+  t.ok(Array.isArray(await as('ballast_reporter', 'select * from ballast.budget_spend')), 'a reporter reads the spend');
+  t.ok((await as('ballast_reporter', 'select * from ballast.drift_rules')).length >= 1, 'and the rules');
+  t.same((await as('ballast_client', 'select id::text from ballast.alerts', 'acme')).map((r) => r.id), [acmeId], 'a client: its budget alert');
+  t.equal((await pgError(() => as('ballast_client', `select ballast.set_drift_rule('c', 'p', 'review_rate', 0.1)`, 'acme'))).code, '42501');
+  t.equal((await pgError(() => as('ballast_reporter', 'select * from ballast.check_alerts()'))).code, '42501', 'checks are for operators and workers');
 });
 
 t.test('CLI: alerts, alerts --open, alerts ack, alerts check', async (t) => {

@@ -131,7 +131,7 @@ export interface AlertGauges {
 
 /**
  * Open alerts by kind and rule (index alerts_open), alerts raised by kind, and the spend ratio of every budget alert
- * scope with spend in its period (ballast.budget_spend: one scan of the period's model calls; nothing without rules).
+ * scope with spend in its period as of the last check (budget_spend_checked: a small table, not the period's calls).
  */
 export async function alertGauges(c: Queryable): Promise<AlertGauges> {
   const [open, raised, spend] = await Promise.all([
@@ -139,7 +139,7 @@ export async function alertGauges(c: Queryable): Promise<AlertGauges> {
       'select kind, rule_name as rule, count(*)::int as alerts from ballast_private.alerts where resolved_at is null group by 1, 2'),
     rows<{ kind: string; alerts: number }>(c, 'select kind, count(*)::int as alerts from ballast_private.alerts group by 1'),
     rows<{ rule: string; scope: string; scopeValue: string; ratio: number }>(c,
-      'select rule, scope, scope_key as "scopeValue", ratio::float8 as ratio from ballast.budget_spend'),
+      'select rule_name as rule, scope, scope_key as "scopeValue", (spent_usd / limit_usd)::float8 as ratio from ballast_private.budget_spend_checked'),
   ]);
   return { open, raised, spend };
 }
