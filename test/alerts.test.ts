@@ -13,7 +13,7 @@ import { AlertChecker } from '../src/worker/alerts.ts';
 import { checkAlerts, listAlerts } from '../src/db/alerts.ts';
 import { startMetricsServer } from '../src/metrics.ts';
 import { FakeLLM, type Reply } from './support/fake-llm.ts';
-import { freshDatabase, pgError, quietLog, testWorker, waitForJob } from './helpers.ts';
+import { eventually, freshDatabase, pgError, quietLog, testWorker, waitForJob } from './helpers.ts';
 
 const fake = await new FakeLLM().start();
 t.teardown(() => fake.close());
@@ -159,6 +159,15 @@ t.test('budget thresholds fire exactly once per period as spend grows, and again
   t.equal(new Set(all.map((a) => a.periodStart!.toISOString())).size, 2, 'two periods');
   t.equal(all.filter((a) => a.rule === 'spend-pipeline').length, 0, '1.20 USD is not 90 % of 10 USD a month');
   t.ok(notices.length >= 4, 'each check that changed something notified');
+});
+
+t.test('a worker checks on its own every alertIntervalMs', async (t) => {
+  // The drift jobs' calls cost a little each (110 tokens): 50 % of 0.0001 USD a day is long reached.
+  await pool.query(`select ballast.set_budget_alert('auto', 'pipeline', 'alerts.drift', 0.0001, 'day', '{50}')`);
+  const worker = await testWorker(t, url, { pipelines: [], alertIntervalMs: 200, reaper: false, schedules: false, watchdog: false });
+  t.ok(worker.id);
+  const found = await eventually(async () => (await listAlerts(pool, { kind: 'budget' })).some((a) => a.rule === 'auto'), 15_000);
+  t.ok(found, 'the worker\'s alert checker raised it');
 });
 
 t.test('bad rules are refused naming the argument', async (t) => {
