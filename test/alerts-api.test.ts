@@ -79,6 +79,15 @@ t.test('SQL roles: reporters read rules and spend; a client reads its tenant\'s 
   t.equal((await pgError(() => as('ballast_reporter', 'select * from ballast.check_alerts()'))).code, '42501', 'checks are for operators and workers');
 });
 
+t.test('one open drift alert per rule and group, one budget alert per rule, value, period and percentage: by constraint', async (t) => {
+  const again = await pgError(() => pool.query(`insert into ballast_private.alerts (kind, rule_id, rule_name, group_key, group_value, metric)
+                                                values ('drift', 1, 'first-pass', 'p/s/pr@1/openai:m', '{}', 'first_pass_rate')`));
+  t.equal(again.code, '23505', 'a second open drift alert for the rule and group is refused');
+  const twice = await pgError(() => pool.query(`insert into ballast_private.alerts (kind, rule_id, rule_name, group_key, group_value, tenant_id, metric, period_start, percent)
+                                                values ('budget', 1, 'daily', 'acme', '{}', 'acme', 'spend_usd', date_trunc('day', now()), 80)`));
+  t.equal(twice.code, '23505', 'a budget threshold fires once per period');
+});
+
 t.test('CLI: alerts, alerts --open, alerts ack, alerts check', async (t) => {
   const listed = await runInProcess(db, alertsCommand, '--json');
   t.equal(listed.code, 0);

@@ -155,8 +155,14 @@ t.test('budget thresholds fire exactly once per period as spend grows, and again
   t.equal(next.filter((c) => c === 'budget raised').length, 4, 'each threshold once in the new period');
   t.equal(next.filter((c) => c === 'budget resolved').length, 4, 'the alerts of the day before are resolved (their period ended)');
   t.same(await check('0'), [], 'not twice');
+  // A tenant rule without a limit uses the tenant's budget: 1.20 USD is 50 % of 2.40.
+  await pool.query(`select ballast.set_budget('acme', 2.40, 'day', 'fail')`);
+  await pool.query(`select ballast.set_budget_alert('acme-budget', 'tenant', 'acme', p_percents => '{50,100}')`);
+  t.same(await check('0'), ['budget raised'], 'the tenant\'s budget gives the limit and the period');
+  t.match((await listAlerts(pool, { kind: 'budget' }))[0], { rule: 'acme-budget', percent: 50, threshold: '1.20000000', group: { period: 'day', limit_usd: 2.4 } });
   const all = await listAlerts(pool, { kind: 'budget', limit: 1000 });
   t.equal(new Set(all.map((a) => a.periodStart!.toISOString())).size, 2, 'two periods');
+  await pool.query(`select ballast.set_budget('acme', null)`);
   t.equal(all.filter((a) => a.rule === 'spend-pipeline').length, 0, '1.20 USD is not 90 % of 10 USD a month');
   t.ok(notices.length >= 4, 'each check that changed something notified');
 });
