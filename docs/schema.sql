@@ -386,6 +386,15 @@ create table ballast_private.migrations (
 );
 alter table ballast_private.migrations add constraint migrations_pkey PRIMARY KEY (id);
 
+create table ballast_private.model_cache (
+  pipeline text not null,
+  ttl interval not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.model_cache add constraint model_cache_pkey PRIMARY KEY (pipeline);
+alter table ballast_private.model_cache add constraint model_cache_ttl_range CHECK (((ttl > '00:00:00'::interval) AND (ttl <= '366 days'::interval)));
+
 create table ballast_private.model_calls (
   id bigint generated always as identity not null,
   attempt_id bigint not null,
@@ -428,8 +437,14 @@ create table ballast_private.model_calls (
   score numeric(6,5),
   quality jsonb,
   created_at timestamp with time zone default ballast.now() not null,
-  usage_missing boolean default false not null
+  usage_missing boolean default false not null,
+  request_key text,
+  output_complete boolean default false not null,
+  reused_from bigint,
+  reuse_kind text,
+  cost_saved_usd numeric(14,8)
 );
+alter table ballast_private.model_calls add constraint call_reuse_kind_known CHECK ((reuse_kind = ANY (ARRAY['retry'::text, 'replay'::text, 'cache'::text])));
 alter table ballast_private.model_calls add constraint call_rung_known CHECK ((rung = ANY (ARRAY['primary'::text, 'reask'::text, 'fallback'::text])));
 alter table ballast_private.model_calls add constraint model_calls_attempt_id_fkey FOREIGN KEY (attempt_id) REFERENCES ballast_private.attempts(id) ON DELETE CASCADE;
 alter table ballast_private.model_calls add constraint model_calls_job_id_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
@@ -437,6 +452,7 @@ alter table ballast_private.model_calls add constraint model_calls_pkey PRIMARY 
 alter table ballast_private.model_calls add constraint model_calls_step_id_fkey FOREIGN KEY (step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
 CREATE INDEX model_calls_attempt ON ballast_private.model_calls USING btree (attempt_id);
 CREATE INDEX model_calls_job ON ballast_private.model_calls USING btree (job_id);
+CREATE INDEX model_calls_request_key ON ballast_private.model_calls USING btree (request_key, tenant_id) WHERE ((request_key IS NOT NULL) AND (reused_from IS NULL) AND output_complete);
 CREATE INDEX model_calls_started ON ballast_private.model_calls USING btree (started_at);
 alter table ballast_private.model_calls enable row level security;
 create policy tenant_rows on ballast_private.model_calls as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
@@ -559,6 +575,14 @@ alter table ballast_private.signals add constraint signal_tenant_format CHECK ((
 alter table ballast_private.signals add constraint signals_pkey PRIMARY KEY (tenant_id, key);
 alter table ballast_private.signals enable row level security;
 create policy tenant_rows on ballast_private.signals as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.step_call_marks (
+  step_id bigint not null,
+  replayed_through bigint not null,
+  fresh_through bigint
+);
+alter table ballast_private.step_call_marks add constraint step_call_marks_pkey PRIMARY KEY (step_id);
+alter table ballast_private.step_call_marks add constraint step_call_marks_step_id_fkey FOREIGN KEY (step_id) REFERENCES ballast_private.steps(id) ON DELETE CASCADE;
 
 create table ballast_private.step_sleeps (
   step_id bigint not null,
@@ -2861,6 +2885,24 @@ begin
 end
 $fn$;
 
+create function ballast.record_call_quality(p_call_id bigint, p_score numeric, p_quality jsonb, p_miss jsonb) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_attempt_id bigint;
+begin
+  select c.attempt_id into v_attempt_id from ballast_private.model_calls c where c.id = p_call_id;
+  if v_attempt_id is null then
+    raise exception using errcode = 'BA007', message = format('model call %s does not exist', p_call_id);
+  end if;
+  perform ballast_private.running_attempt(v_attempt_id);
+  update ballast_private.model_calls c
+     set score = p_score, quality = p_quality, error_class = coalesce(p_miss ->> 'class', c.error_class),
+         error_code = coalesce(p_miss ->> 'code', c.error_code), error_message = coalesce(p_miss ->> 'message', c.error_message)
+   where c.id = p_call_id;
+end
+$fn$;
+
 create function ballast.record_contract_outcome(p_attempt_id bigint, p_outcome text, p_detail jsonb DEFAULT '{}'::jsonb) returns void
 language plpgsql volatile
 as $fn$
@@ -2915,6 +2957,9 @@ declare
   v_id bigint;
   v_until timestamptz;
   v_model text;
+  v_reused ballast_private.model_calls;
+  v_kind text;
+  v_saved numeric;
 begin
   if jsonb_typeof(p_call) is distinct from 'object' or coalesce(p_call ->> 'provider', '') = ''
      or coalesce(p_call ->> 'requested_model', '') = '' or p_call ->> 'rung' is null
@@ -2934,9 +2979,27 @@ begin
   v_usage_missing := coalesce((p_call ->> 'usage_missing')::boolean,
                               coalesce((p_call ->> 'http_status')::int between 200 and 299, false)
                               and (v_in is null or v_out is null));
-  select * into v_price from ballast.model_price(p_call ->> 'provider', p_call ->> 'requested_model', v_started);
-  if v_price.provider is null then
-    select * into v_price from ballast.model_price(p_call ->> 'provider', v_model, v_started);
+  if p_call ->> 'reused_from' is not null then
+    -- A stored answer used again (ballast.reusable_model_call): nothing was bought, so nothing is charged or
+    -- counted; the row says what it saved. Only an answer of the same tenant and request can be named.
+    select c.* into v_reused from ballast_private.model_calls c where c.id = (p_call ->> 'reused_from')::bigint;
+    if v_reused.id is null or v_reused.tenant_id <> v_tenant or v_reused.request_key is distinct from p_call ->> 'request_key'
+       or v_reused.reused_from is not null then
+      perform ballast_private.bad_argument('call', format('reused_from %s is not a stored answer of tenant %s to this request',
+                                                          p_call ->> 'reused_from', v_tenant),
+        'Pass a call that ballast.reusable_model_call found for this attempt and request key.');
+    end if;
+    v_kind := ballast_private.reuse_kind(v_attempt.step_id, v_reused);
+    v_saved := v_reused.cost_usd;
+    v_cost := 0;
+    v_in := null;
+    v_out := null;
+    v_usage_missing := false;
+  else
+    select * into v_price from ballast.model_price(p_call ->> 'provider', p_call ->> 'requested_model', v_started);
+    if v_price.provider is null then
+      select * into v_price from ballast.model_price(p_call ->> 'provider', v_model, v_started);
+    end if;
   end if;
   if v_price.provider is not null then
     v_cost := round((greatest(coalesce(v_in, 0) - v_cached, 0) * v_price.input_per_mtok
@@ -2954,7 +3017,7 @@ begin
     latency_ms, finish_reason_raw, finish_reason, input_tokens, output_tokens, cached_input_tokens,
     cache_write_tokens, reasoning_tokens, cost_usd, price_valid_from, error_class, error_code, error_message,
     retryable, http_status, request_id, response_id, raw_output, validation_issues, repair_method, score, quality,
-    usage_missing)
+    usage_missing, request_key, output_complete, reused_from, reuse_kind, cost_saved_usd)
   values (
     p_attempt_id, v_attempt.step_id, v_attempt.job_id, v_tenant, p_call ->> 'rung',
     coalesce((p_call ->> 'model_index')::int, 0), p_call ->> 'provider', p_call ->> 'provider_kind',
@@ -2962,12 +3025,14 @@ begin
     (p_call ->> 'prompt_version')::int, p_call ->> 'prompt_hash', p_call -> 'parameters', v_started,
     (p_call ->> 'first_token_at')::timestamptz, (p_call ->> 'ended_at')::timestamptz,
     (p_call ->> 'latency_ms')::numeric, p_call ->> 'finish_reason_raw', p_call ->> 'finish_reason', v_in, v_out,
-    (p_call ->> 'cached_input_tokens')::int, (p_call ->> 'cache_write_tokens')::int,
-    (p_call ->> 'reasoning_tokens')::int, v_cost, v_price.valid_from, p_call ->> 'error_class',
+    case when v_kind is null then (p_call ->> 'cached_input_tokens')::int end,
+    case when v_kind is null then (p_call ->> 'cache_write_tokens')::int end,
+    case when v_kind is null then (p_call ->> 'reasoning_tokens')::int end, v_cost, v_price.valid_from, p_call ->> 'error_class',
     p_call ->> 'error_code', p_call ->> 'error_message', (p_call ->> 'retryable')::boolean,
     (p_call ->> 'http_status')::int, p_call ->> 'request_id', p_call ->> 'response_id', p_call ->> 'raw_output',
     p_call -> 'validation_issues', p_call ->> 'repair_method', (p_call ->> 'score')::numeric, p_call -> 'quality',
-    v_usage_missing)
+    v_usage_missing, p_call ->> 'request_key', coalesce((p_call ->> 'output_complete')::boolean, false), v_reused.id,
+    v_kind, v_saved)
   returning id into v_id;
 
   if p_reservation_id is not null then
@@ -3332,7 +3397,7 @@ begin
 end
 $fn$;
 
-create function ballast.replay_job(p_job_id bigint, p_from_step text DEFAULT NULL::text, p_reason text DEFAULT NULL::text, p_actor text DEFAULT NULL::text) returns TABLE(job_id bigint, replayed_step_ids bigint[], job_status text)
+create function ballast.replay_job(p_job_id bigint, p_from_step text DEFAULT NULL::text, p_reason text DEFAULT NULL::text, p_actor text DEFAULT NULL::text, p_fresh_calls boolean DEFAULT false) returns TABLE(job_id bigint, replayed_step_ids bigint[], job_status text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
@@ -3350,7 +3415,7 @@ begin
       raise exception using errcode = 'BA007', message = format('job %s has no step %L', p_job_id, p_from_step),
         hint = 'Steps: ' || (select string_agg(name, ', ' order by id) from ballast_private.steps where steps.job_id = p_job_id);
     end if;
-    return query select * from ballast.replay_step(v_step_id, p_reason, true, p_actor);
+    return query select * from ballast.replay_step(v_step_id, p_reason, true, p_actor, p_fresh_calls);
     return;
   end if;
   for v_step_id in
@@ -3362,7 +3427,7 @@ begin
   loop
     -- A cancelled step may already have been reset as a dependant of an earlier one in this loop.
     continue when (select status from ballast_private.steps where id = v_step_id) not in ('failed', 'cancelled');
-    select * into v_r from ballast.replay_step(v_step_id, p_reason, false, p_actor);
+    select * into v_r from ballast.replay_step(v_step_id, p_reason, false, p_actor, p_fresh_calls);
     v_all := v_all || v_r.replayed_step_ids;
   end loop;
   if cardinality(v_all) = 0 then
@@ -3373,7 +3438,7 @@ begin
 end
 $fn$;
 
-create function ballast.replay_step(p_step_id bigint, p_reason text DEFAULT NULL::text, p_force boolean DEFAULT false, p_actor text DEFAULT NULL::text) returns TABLE(job_id bigint, replayed_step_ids bigint[], job_status text)
+create function ballast.replay_step(p_step_id bigint, p_reason text DEFAULT NULL::text, p_force boolean DEFAULT false, p_actor text DEFAULT NULL::text, p_fresh_calls boolean DEFAULT false) returns TABLE(job_id bigint, replayed_step_ids bigint[], job_status text)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 declare
@@ -3413,7 +3478,8 @@ begin
   insert into ballast_private.events (job_id, step_id, type, status, actor, reason, data)
   values (v_step.job_id, v_step.id, 'step_replayed', v_step.status, current_setting('ballast.actor', true),
           nullif(p_reason, ''), jsonb_build_object('previous_status', v_step.status, 'attempts', v_step.attempts,
-                                                   'force', p_force));
+                                                   'force', p_force)
+                             || case when p_fresh_calls then '{"fresh_calls": true}'::jsonb else '{}'::jsonb end);
 
   -- An item of a map step (0008) is replayed alone; its map step waits for it again and what follows the map
   -- step runs again. Otherwise the step and everything depending on it, directly or not.
@@ -3451,6 +3517,10 @@ begin
                        v_r.name, v_step.id, v_r.status),
       hint = 'Wait until it has finished, or cancel the job first.';
   end if;
+
+  -- Paid once (0042): how far the model calls of the replayed steps go, so that an answer reused from before now
+  -- counts as a replay's (reuse_kind), and, with p_fresh_calls, is not reused at all.
+  perform ballast_private.mark_replayed_calls(v_step.job_id, v_ids, p_fresh_calls);
 
   -- The replayed step and its dependants start over: outputs and errors cleared, attempts budget renewed, the
   -- dependency counter recomputed from the statuses upstream (only the replayed set changes).
@@ -3981,6 +4051,46 @@ begin
 end
 $fn$;
 
+create function ballast.reusable_model_call(p_attempt_id bigint, p_request_key text) returns TABLE(call_id bigint, reuse_kind text, raw_output text, finish_reason_raw text, finish_reason text, returned_model text, provider_kind text, cost_usd numeric)
+language plpgsql stable
+as $fn$
+declare
+  v_attempt ballast_private.attempts;
+  v_tenant text;
+  v_pipeline text;
+  v_ttl interval;
+  v_fresh bigint;
+  v_call ballast_private.model_calls;
+begin
+  if coalesce(p_request_key, '') = '' then
+    perform ballast_private.bad_argument('request_key', 'is empty', 'Pass the request key src/model/reuse.ts computes.');
+  end if;
+  select a.* into v_attempt from ballast_private.attempts a where a.id = p_attempt_id;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('attempt %s does not exist', p_attempt_id);
+  end if;
+  select j.tenant_id, j.pipeline into v_tenant, v_pipeline from ballast_private.jobs j where j.id = v_attempt.job_id;
+  select m.ttl into v_ttl from ballast_private.model_cache m where m.pipeline = v_pipeline;
+  v_fresh := coalesce((select m.fresh_through from ballast_private.step_call_marks m where m.step_id = v_attempt.step_id), 0);
+  select c.* into v_call
+    from ballast_private.model_calls c
+   where c.request_key = p_request_key and c.tenant_id = v_tenant
+     and c.reused_from is null and c.output_complete and c.raw_output is not null
+     and (c.error_class is null or c.error_class = 'quality')
+     and c.id > v_fresh and c.attempt_id <> p_attempt_id
+     and (c.step_id = v_attempt.step_id
+          or (v_ttl is not null and c.created_at > ballast.now() - v_ttl
+              and exists (select 1 from ballast_private.jobs j where j.id = c.job_id and j.pipeline = v_pipeline)))
+   order by c.step_id = v_attempt.step_id desc, c.id desc
+   limit 1;
+  if v_call.id is not null then
+    return query select v_call.id, ballast_private.reuse_kind(v_attempt.step_id, v_call), v_call.raw_output,
+                        v_call.finish_reason_raw, v_call.finish_reason, v_call.returned_model, v_call.provider_kind,
+                        v_call.cost_usd;
+  end if;
+end
+$fn$;
+
 create function ballast.send_event(p_key text, p_payload jsonb DEFAULT NULL::jsonb, p_actor text DEFAULT NULL::text, p_tenant_id text DEFAULT NULL::text) returns TABLE(accepted boolean, resumed_step_ids bigint[])
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -4252,6 +4362,26 @@ begin
   perform pg_notify('ballast_gates', '');
   return query select l.pattern, l.kind, l.amount, l.per, l.burst, l.note, l.set_by, l.set_at
                  from ballast_private.limits l where l.pattern = p_pattern and l.kind = p_kind;
+end
+$fn$;
+
+create function ballast.set_model_cache(p_pipeline text, p_ttl interval, p_actor text DEFAULT NULL::text) returns TABLE(pipeline text, ttl interval)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+begin
+  if not exists (select 1 from ballast_private.pipelines p where p.name = p_pipeline) then
+    raise exception using errcode = 'BA004', message = format('pipeline %L is not registered', p_pipeline),
+      hint = 'A pipeline is registered when a worker that defines it starts; ballast.pipelines lists them.';
+  end if;
+  if p_ttl is null or not (p_ttl > interval '0' and p_ttl <= interval '366 days') then
+    perform ballast_private.bad_argument('ttl', format('%s is not above 0 and at most 366 days', coalesce(p_ttl::text, 'null')),
+      'Pass how long an answer may be reused, e.g. ''1 day''; ballast.stop_model_cache turns the cache off.');
+  end if;
+  insert into ballast_private.model_cache as m (pipeline, ttl, set_by, set_at)
+  values (p_pipeline, p_ttl, ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict (pipeline) do update set ttl = excluded.ttl, set_by = excluded.set_by, set_at = excluded.set_at;
+  return query select m.pipeline, m.ttl from ballast_private.model_cache m where m.pipeline = p_pipeline;
 end
 $fn$;
 
@@ -4587,6 +4717,15 @@ language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
 begin
   delete from ballast_private.fair_shares;
+  return found;
+end
+$fn$;
+
+create function ballast.stop_model_cache(p_pipeline text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  delete from ballast_private.model_cache m where m.pipeline = p_pipeline;
   return found;
 end
 $fn$;
@@ -6690,6 +6829,21 @@ as $fn$
    where p_idempotency_key is not null
 $fn$;
 
+create function ballast_private.mark_replayed_calls(p_job_id bigint, p_step_ids bigint[], p_fresh boolean) returns void
+language plpgsql volatile
+as $fn$
+declare
+  v_last bigint := coalesce((select max(c.id) from ballast_private.model_calls c), 0);
+begin
+  insert into ballast_private.step_call_marks as m (step_id, replayed_through, fresh_through)
+  select s.id, v_last, case when p_fresh then v_last end
+    from unnest(p_step_ids) s(id)
+   where p_fresh or exists (select 1 from ballast_private.model_calls c where c.job_id = p_job_id and c.step_id = s.id)
+  on conflict (step_id) do update
+    set replayed_through = excluded.replayed_through, fresh_through = coalesce(excluded.fresh_through, m.fresh_through);
+end
+$fn$;
+
 create function ballast_private.new_steps(p_job_id bigint, p_pipeline text, p_pipeline_version integer, p_definition jsonb, p_tenant_id text, p_input jsonb, p_priority integer, p_now timestamp with time zone, p_run_at timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(job_id bigint, name text, status text, depends_on text[], deps_remaining integer, max_attempts integer, backoff_base_ms integer, backoff_cap_ms integer, timeout_ms integer, concurrency_key text, concurrency_limit integer, queued_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone, task text, priority smallint, next_run_at timestamp with time zone)
 language sql stable
 as $fn$
@@ -7075,6 +7229,15 @@ begin
   end if;
   return make_interval(secs => v_raw::integer / 1000.0);
 end
+$fn$;
+
+create function ballast_private.reuse_kind(p_step_id bigint, p_call ballast_private.model_calls) returns text
+language sql stable
+as $fn$
+  select case when p_call.step_id <> p_step_id then 'cache'
+              when p_call.id <= coalesce((select m.replayed_through from ballast_private.step_call_marks m
+                                           where m.step_id = p_step_id), 0) then 'replay'
+              else 'retry' end
 $fn$;
 
 create function ballast_private.running_attempt(p_attempt_id bigint) returns ballast_private.steps
@@ -7964,6 +8127,28 @@ create view ballast.limits with (security_invoker=true) as
           WHERE ((b.pattern = l.pattern) AND (b.kind = l.kind))) AS keys_seen
    FROM ballast_private.limits l;
 
+create view ballast.model_cache_settings with (security_invoker=true) as
+ SELECT m.pipeline,
+    m.ttl,
+    m.set_by,
+    m.set_at
+   FROM ballast_private.model_cache m;
+
+create view ballast.model_call_savings with (security_invoker=true) as
+ SELECT j.pipeline,
+    c.tenant_id,
+    c.provider,
+    c.requested_model AS model,
+    c.reuse_kind,
+    count(*) AS reused_calls,
+    COALESCE(sum(c.cost_saved_usd), (0)::numeric) AS cost_saved_usd,
+    min(c.started_at) AS first_at,
+    max(c.started_at) AS last_at
+   FROM (ballast_private.model_calls c
+     JOIN ballast_private.jobs j ON ((j.id = c.job_id)))
+  WHERE (c.reused_from IS NOT NULL)
+  GROUP BY j.pipeline, c.tenant_id, c.provider, c.requested_model, c.reuse_kind;
+
 create view ballast.model_calls with (security_invoker=true) as
  SELECT c.id,
     c.attempt_id,
@@ -8007,7 +8192,12 @@ create view ballast.model_calls with (security_invoker=true) as
     c.repair_method,
     c.score,
     c.quality,
-    c.usage_missing
+    c.usage_missing,
+    c.request_key,
+    c.output_complete,
+    c.reused_from,
+    c.reuse_kind,
+    c.cost_saved_usd
    FROM ballast_private.model_calls c;
 
 create view ballast.model_prices with (security_invoker=true) as
@@ -8249,6 +8439,8 @@ CREATE TRIGGER insert_job INSTEAD OF INSERT ON ballast.jobs FOR EACH ROW EXECUTE
 CREATE TRIGGER insert_jobs_flush AFTER INSERT ON ballast.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.insert_jobs_flush();
 CREATE TRIGGER refuse_write INSTEAD OF DELETE OR UPDATE ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.limits FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_cache_settings FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_call_savings FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_calls FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_prices FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pauses FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -8434,6 +8626,21 @@ comment on column ballast.limits.note is 'Why the limit exists, as given.';
 comment on column ballast.limits.set_by is 'Who set it last.';
 comment on column ballast.limits.set_at is 'When it was set last.';
 comment on column ballast.limits.keys_seen is 'How many distinct keys it has applied to so far.';
+comment on view ballast.model_cache_settings is 'Pipelines whose model answers are reused across their jobs of the same tenant (ballast.set_model_cache).';
+comment on column ballast.model_cache_settings.pipeline is 'The pipeline (every version).';
+comment on column ballast.model_cache_settings.ttl is 'How old a stored answer may be to be reused.';
+comment on column ballast.model_cache_settings.set_by is 'Who turned it on or set the ttl.';
+comment on column ballast.model_cache_settings.set_at is 'When.';
+comment on view ballast.model_call_savings is 'Model answers reused instead of bought again (paid once), and what that saved, by pipeline, tenant, model and reuse kind.';
+comment on column ballast.model_call_savings.pipeline is 'The pipeline of the jobs that reused answers.';
+comment on column ballast.model_call_savings.tenant_id is 'Their tenant.';
+comment on column ballast.model_call_savings.provider is 'The provider not called again.';
+comment on column ballast.model_call_savings.model is 'The model not called again.';
+comment on column ballast.model_call_savings.reuse_kind is 'retry, replay or cache (see ballast.model_calls.reuse_kind).';
+comment on column ballast.model_call_savings.reused_calls is 'How many calls were not made.';
+comment on column ballast.model_call_savings.cost_saved_usd is 'What they would have cost, in US dollars (the originals'' cost).';
+comment on column ballast.model_call_savings.first_at is 'The first reuse.';
+comment on column ballast.model_call_savings.last_at is 'The latest reuse.';
 comment on view ballast.model_calls is 'One call of a model step to a model provider (its trace): who answered, how long it took, tokens, cost, and what was wrong with the answer. Calls skipped for a cooldown or an exhausted budget are recorded too.';
 comment on column ballast.model_calls.id is 'The call id (a BigInt).';
 comment on column ballast.model_calls.requested_model is 'The model asked for, e.g. gpt-4o-mini.';
@@ -8473,6 +8680,11 @@ comment on column ballast.model_calls.repair_method is 'How an invalid answer wa
 comment on column ballast.model_calls.score is 'The quality score of the answer, 0 to 1. Null: not scored.';
 comment on column ballast.model_calls.quality is 'The quality verdict: the rules checked and their results. Null: no quality checks.';
 comment on column ballast.model_calls.usage_missing is 'True when the provider answered without token counts: costUsd is then the estimate reserved for the call.';
+comment on column ballast.model_calls.request_key is 'The SHA-256 of what was asked (model, system prompt, messages, output schema, temperature, max output tokens, structured mode): calls with the same key asked the same. Null: not recorded (a call before 0042).';
+comment on column ballast.model_calls.output_complete is 'True when rawOutput holds the whole answer exactly as received (not cut, nothing escaped), so it can be reused.';
+comment on column ballast.model_calls.reused_from is 'The call whose stored answer this one used instead of calling the provider (it may have been pruned since). Null: a real call.';
+comment on column ballast.model_calls.reuse_kind is 'Why a stored answer was used: retry (an earlier attempt of the step got it), replay (it was got before the step was replayed) or cache (another job of the pipeline got it; ballast.set_model_cache). Null: a real call.';
+comment on column ballast.model_calls.cost_saved_usd is 'For a reused answer: what the original call cost, in US dollars, not spent again. Null: a real call, or an unpriced original.';
 comment on column ballast.model_calls.tenant_id is 'The tenant of that job (whose budget paid).';
 comment on column ballast.model_calls.rung is 'Where in the ladder: primary (the first model), reask (the same model asked again with the problems listed) or fallback.';
 comment on column ballast.model_calls.model_index is 'Which model of the step: 0 is its model, 1 and up its fallbacks in order.';
@@ -8499,8 +8711,8 @@ comment on column ballast.pipelines.registered_at is 'When this version was firs
 comment on view ballast.prompts is 'Every registered version of every prompt, with its template and hash.';
 comment on view ballast.provider_cooldowns is 'Providers and models that refused calls (429, 529): no worker calls them until the cooldown ends.';
 comment on view ballast.queue_depth is 'Per pipeline, the live steps by status and how long the oldest runnable one has waited.';
-comment on function ballast.replay_job(bigint,text,text,text) is 'Run the failed or cancelled steps of a job again, or everything from a named step on. Operators only.';
-comment on function ballast.replay_step(bigint,text,boolean,text) is 'Run a finished step again, and the steps that depend on it. A succeeded step needs force. Operators only.';
+comment on function ballast.replay_job(bigint,text,text,text,boolean) is 'Run the failed or cancelled steps of a job again, or everything from a named step on; model answers got before are reused unless fresh_calls. Operators only.';
+comment on function ballast.replay_step(bigint,text,boolean,text,boolean) is 'Run a finished step again, and the steps that depend on it. A succeeded step needs force; model answers got before are reused unless fresh_calls. Operators only.';
 comment on function ballast.resolve_review(bigint,text,jsonb,text,text) is 'Decide a step in needs_review: approve (keep the proposed output), edit (use the output given, checked against the contract) or reject (fail the step). Operators only.';
 comment on view ballast.reviews is 'The steps waiting for a person (status needs_review), with the proposed output: decide with resolveReview (operators).';
 comment on column ballast.reviews.step_id is 'The step waiting for a decision.';
@@ -8539,6 +8751,7 @@ comment on column ballast.schedules.priority is 'The priority of the jobs it sub
 comment on column ballast.schedules.cron is 'Five fields, minute hour day-of-month month day-of-week (e.g. */15 9-17 * * mon-fri), or @hourly, @daily, @weekly, @monthly, @yearly.';
 comment on column ballast.schedules.time_zone is 'The time zone the expression is read in (e.g. Europe/Paris; default UTC).';
 comment on function ballast.send_event(text,jsonb,text,text) is 'Deliver an event to the steps of one tenant waiting for its key (and to those that will wait for it). A key is delivered once (accepted = false the second time).';
+comment on function ballast.set_model_cache(text,interval,text) is 'Reuse model answers across the jobs of a pipeline (same tenant) for ttl. Operators only.';
 comment on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) is 'Create or replace a cron schedule of a tenant (clients: their own): each slot of the expression in the time zone submits a job of the pipeline with the input, once.';
 comment on view ballast.signals is 'The events delivered by send_event, per tenant and key (a key is delivered once).';
 comment on function ballast.sleep_step(bigint,text,double precision,timestamp with time zone) is 'A step''s durable sleep (ctx.sleep): records the wake time of (step, key) once; parks the step until then (workers call it).';
@@ -8574,6 +8787,7 @@ comment on column ballast.steps.attempts is 'How many times a worker has started
 comment on column ballast.steps.max_attempts is 'How many attempts it may use before it fails for good (1 to 1000).';
 comment on column ballast.steps.output is 'What it returned, checked against its output contract. Null until it succeeds, and after retention pruned the job.';
 comment on column ballast.steps.error is 'Its last error: class, code, message and retryable (true when another attempt may succeed). Null when its last attempt did not fail.';
+comment on function ballast.stop_model_cache(text) is 'Stop reusing model answers across the jobs of a pipeline. Operators only.';
 comment on view ballast.stuck_work is 'Work that is not moving, with the default thresholds: steps queued for 5 minutes; leases, retries and wait deadlines overdue by a minute.';
 comment on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone,jsonb,jsonb) is 'Start a job of a pipeline on an input (checked against the input contract). The same idempotency key with the same request returns the existing job (created = false). Restricted callers (clients) submit for their own tenant only. run_at or delay_ms (not both): the job is scheduled until then; deadline: it fails unless finished by then; expires_at: it fails unless started by then; debounce {key, quiet_ms, max_wait_ms} or throttle {key, period_ms}: one job per burst, or per period, of submissions with the key.';
 comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1). run_at or delay_ms (not both): every job is scheduled until then; deadline and expires_at: as submit_job, for every job.';
@@ -8600,8 +8814,10 @@ comment on column ballast_private.jobs.throttle_key is 'The throttle key it was 
 comment on table ballast_private.limit_buckets is 'One row per key a limit applies to: the lock claims take, and for rates the GCRA theoretical arrival time.';
 comment on table ballast_private.limits is 'Rate and concurrency limits on keys (0037), enforced by claim_steps (gate_steps).';
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
+comment on table ballast_private.model_cache is 'Paid once (0042): pipelines whose model answers are reused across their jobs (same tenant), and for how long.';
 comment on table ballast_private.pauses is 'Keys closed to claims (0037): a step with one of these keys is parked until the pause ends or is resumed.';
 comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
+comment on table ballast_private.step_call_marks is 'Paid once (0042): model call watermarks of replayed steps (replay_step).';
 comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
 comment on column ballast_private.steps.items_open is 'A map step: how many of its items are not final yet (kept by the statement triggers of 0013).';
 comment on column ballast_private.steps.crashes is 'Attempts ended by a blocked (blocked_worker) or crashed (crashed_worker) worker; the step is quarantined (failed) at the limit.';
@@ -8648,8 +8864,8 @@ grant execute on function ballast.pause_schedule(text,boolean,text,text,text) to
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
 grant execute on function ballast.quality_stats(timestamp with time zone,timestamp with time zone,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
-grant execute on function ballast.replay_job(bigint,text,text,text) to ballast_operator;
-grant execute on function ballast.replay_step(bigint,text,boolean,text) to ballast_operator;
+grant execute on function ballast.replay_job(bigint,text,text,text,boolean) to ballast_operator;
+grant execute on function ballast.replay_step(bigint,text,boolean,text,boolean) to ballast_operator;
 grant execute on function ballast.report_models(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.report_pipelines(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.report_quality(interval,text) to ballast_client, ballast_operator, ballast_reporter;
@@ -8664,10 +8880,12 @@ grant execute on function ballast.set_drift_rule(text,text,text,numeric,text,int
 grant execute on function ballast.set_end_user_path(text,text,text) to ballast_operator;
 grant execute on function ballast.set_fair_share(text,double precision,text) to ballast_operator;
 grant execute on function ballast.set_limit(text,text,bigint,interval,bigint,text,text) to ballast_operator;
+grant execute on function ballast.set_model_cache(text,interval,text) to ballast_operator;
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
 grant execute on function ballast.stop_fair_sharing() to ballast_operator;
+grant execute on function ballast.stop_model_cache(text) to ballast_operator;
 grant execute on function ballast.submit_job(text,jsonb,text,text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone,jsonb,jsonb) to ballast_client, ballast_operator;
 grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
@@ -8701,6 +8919,7 @@ grant select on table ballast_private.job_transitions to ballast_client, ballast
 grant select on table ballast_private.jobs to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.limit_buckets to ballast_operator, ballast_reporter;
 grant select on table ballast_private.limits to ballast_operator, ballast_reporter;
+grant select on table ballast_private.model_cache to ballast_operator, ballast_reporter;
 grant select on table ballast_private.model_calls to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.model_prices to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.pauses to ballast_operator, ballast_reporter;
@@ -8731,6 +8950,8 @@ grant select on view ballast.job_transitions to ballast_client, ballast_operator
 grant insert, select on view ballast.jobs to ballast_client, ballast_operator;
 grant select on view ballast.jobs to ballast_reporter;
 grant select on view ballast.limits to ballast_operator, ballast_reporter;
+grant select on view ballast.model_cache_settings to ballast_operator, ballast_reporter;
+grant select on view ballast.model_call_savings to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.model_calls to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.model_prices to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.oldest_transactions to ballast_operator, ballast_reporter;

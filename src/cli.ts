@@ -76,7 +76,8 @@ Commands
       --json                   print the result as JSON
   status <job-id>       the job, its steps, its parent and its child jobs (--json for JSON)
   cancel <job-id>       cancel a job and its unfinished child jobs (--reason <text>)
-  replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>)
+  replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>;
+                        --fresh-calls to call model providers again instead of reusing their stored answers)
   send-event <key>      deliver an event to one tenant's steps waiting for it (--payload <json|@file|->, --tenant <id>: default 'default')
   watch <job-id>        follow a job live (each step's transitions and progress) until it ends with its result
       --timeout <seconds>      stop watching after this long (exit 124)
@@ -298,9 +299,10 @@ async function cancel(args: string[]): Promise<number> {
 }
 
 async function replay(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(args, { step: { type: 'string' }, reason: { type: 'string' }, json: { type: 'boolean' } });
+  const { values, positionals } = parseCommandArgs(args, { step: { type: 'string' }, reason: { type: 'string' }, 'fresh-calls': { type: 'boolean' }, json: { type: 'boolean' } });
   const jobId = jobIdArg(positionals[0], 'replay');
-  const r = await withDb((db) => db.replayJob(jobId, { ...(values.step ? { fromStep: values.step } : {}), ...(values.reason ? { reason: values.reason } : {}), actor: actor() }));
+  const r = await withDb((db) => db.replayJob(jobId, { ...(values.step ? { fromStep: values.step } : {}), ...(values.reason ? { reason: values.reason } : {}), actor: actor(),
+    freshCalls: values['fresh-calls'] === true }));
   if (values.json) printJson(r);
   else console.log(`job ${jobId} replaying ${r.replayedStepIds.length} step(s); now ${r.jobStatus}`);
   return 0;

@@ -57,6 +57,18 @@ export class BallastMetrics {
     labelNames: ['provider', 'model', 'direction'] as const,
     registers: [this.registry],
   });
+  readonly modelReused = new Counter({
+    name: 'ballast_model_calls_reused_total',
+    help: 'Provider calls not made because a stored answer to the same request was reused (paid once), by kind (retry, replay, cache).',
+    labelNames: ['provider', 'model', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly modelCostSaved = new Counter({
+    name: 'ballast_model_cost_saved_usd_total',
+    help: 'What the reused answers cost when they were bought, in USD: spent once, not again (paid once), by kind (retry, replay, cache).',
+    labelNames: ['provider', 'model', 'kind'] as const,
+    registers: [this.registry],
+  });
   readonly scheduleSlots = new Counter({
     name: 'ballast_schedule_slots_total',
     help: 'Slots of cron schedules handled by this process\'s scheduler, by schedule and outcome (fired: a job submitted or found; skipped: missed and not fired; failed: its submission was refused, see ballast.schedules.last_error).',

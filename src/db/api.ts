@@ -552,12 +552,13 @@ export class BallastDb {
     });
   }
 
-  async replayStep(stepId: string, opts: { reason?: string; force?: boolean; actor?: string } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
-    return call(() => verbs.replayStep(this.pool, stepId, opts.reason ?? null, opts.force ?? false, opts.actor ?? null));
+  /** freshCalls: call the model providers again instead of reusing the answers stored before (paid once). */
+  async replayStep(stepId: string, opts: { reason?: string; force?: boolean; actor?: string; freshCalls?: boolean } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
+    return call(() => verbs.replayStep(this.pool, stepId, opts.reason ?? null, opts.force ?? false, opts.actor ?? null, opts.freshCalls ?? false));
   }
 
-  async replayJob(jobId: string, opts: { fromStep?: string; reason?: string; actor?: string } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
-    return call(() => verbs.replayJob(this.pool, jobId, opts.fromStep ?? null, opts.reason ?? null, opts.actor ?? null));
+  async replayJob(jobId: string, opts: { fromStep?: string; reason?: string; actor?: string; freshCalls?: boolean } = {}): Promise<{ jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }> {
+    return call(() => verbs.replayJob(this.pool, jobId, opts.fromStep ?? null, opts.reason ?? null, opts.actor ?? null, opts.freshCalls ?? false));
   }
 
   /**

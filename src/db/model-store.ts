@@ -70,6 +70,26 @@ export interface ModelCallTrace {
   usage_missing?: boolean;
   /** USD: begin_model_call's estimate, charged for missing usage when the call had no budget reservation. */
   estimate_usd?: number | null;
+  /** Paid once (0042): the SHA-256 of what was asked (src/model/reuse.ts). */
+  request_key?: string | null;
+  /** raw_output is the whole answer exactly as received. */
+  output_complete?: boolean;
+  /** The stored call whose answer this attempt used instead of calling (reusable_model_call's call_id). */
+  reused_from?: string | null;
+}
+
+/** A stored answer an attempt may use instead of calling its provider (ballast.reusable_model_call). */
+export interface StoredAnswer {
+  callId: string;
+  /** retry: an earlier attempt of the step got it; replay: got before the step was replayed; cache: another job's. */
+  kind: 'retry' | 'replay' | 'cache';
+  rawOutput: string;
+  finishReasonRaw: string | null;
+  finishReason: string | null;
+  returnedModel: string | null;
+  providerKind: string | null;
+  /** USD the original call cost (what reusing it saves); null when unpriced. */
+  costUsd: number | null;
 }
 
 /** What record_model_call returns. */
@@ -131,6 +151,40 @@ export class ModelStore {
         select * from ballast.record_model_call(${attemptId}::bigint, ${reservationId}::bigint, ${JSON.stringify(trace)}::jsonb)`.execute(this.#db.db);
       const r = rows[0]!;
       return { callId: r.call_id, costUsd: num(r.cost_usd), cooldownUntil: r.cooldown_until, cooldownMs: r.cooldown_ms, usageMissing: r.usage_missing };
+    });
+  }
+
+  /** The stored answer to this request the attempt may reuse, or null (paid once, migrations/0042_paid_once.sql). */
+  async findReusableCall(attemptId: string, requestKey: string): Promise<StoredAnswer | null> {
+    return call(async () => {
+      const { rows } = await sql<{
+        call_id: string; reuse_kind: StoredAnswer['kind']; raw_output: string; finish_reason_raw: string | null; finish_reason: string | null;
+        returned_model: string | null; provider_kind: string | null; cost_usd: string | null;
+      }>`select * from ballast.reusable_model_call(${attemptId}::bigint, ${requestKey})`.execute(this.#db.db);
+      const r = rows[0];
+      return r ? {
+        callId: r.call_id, kind: r.reuse_kind, rawOutput: r.raw_output, finishReasonRaw: r.finish_reason_raw, finishReason: r.finish_reason,
+        returnedModel: r.returned_model, providerKind: r.provider_kind, costUsd: num(r.cost_usd),
+      } : null;
+    });
+  }
+
+  /** The quality checks' verdict on a call recorded before they ran. */
+  async recordCallQuality(callId: string, score: number | null, quality: unknown, miss: { class: string; code: string; message: string } | null): Promise<void> {
+    await call(() => sql`select ballast.record_call_quality(${callId}::bigint, ${score}::numeric, ${JSON.stringify(quality ?? null)}::jsonb,
+      ${miss ? JSON.stringify(miss) : null}::jsonb)`.execute(this.#db.db));
+  }
+
+  /** Reuse model answers across the jobs of a pipeline (same tenant) for ttl (a Postgres interval, e.g. '1 day'). */
+  async setModelCache(pipeline: string, ttl: string, actor?: string): Promise<void> {
+    await call(() => sql`select * from ballast.set_model_cache(${pipeline}, ${ttl}::interval, ${actor ?? null})`.execute(this.#db.db));
+  }
+
+  /** Turns a pipeline's answer cache off; returns whether it was on. */
+  async stopModelCache(pipeline: string): Promise<boolean> {
+    return call(async () => {
+      const { rows } = await sql<{ on: boolean }>`select ballast.stop_model_cache(${pipeline}) as on`.execute(this.#db.db);
+      return rows[0]!.on;
     });
   }
 

@@ -150,6 +150,15 @@ export interface ModelCallsView {
   quality: Json;
   /** The provider's answer carried no token usage: charged at the reservation's estimate (migrations/0009_model_steps_and_budgets.sql). */
   usage_missing: boolean;
+  /** Paid once (migrations/0042_paid_once.sql): the SHA-256 of what was asked; null before 0042. */
+  request_key: string | null;
+  /** raw_output is the whole answer exactly as received (so it can be reused). */
+  output_complete: boolean;
+  /** The call whose stored answer this one reused instead of calling the provider; null for a real call. */
+  reused_from: string | null;
+  reuse_kind: 'retry' | 'replay' | 'cache' | null;
+  /** What the reused answer's original call cost (USD), not spent again. */
+  cost_saved_usd: string | null;
 }
 
 export interface EventsView {

@@ -70,15 +70,15 @@ export const cancelJob = (c: Queryable, jobId: string, reason: string | null, ac
        from ballast.cancel_job($1, $2, $3)`, [jobId, reason, actor]);
 
 export interface ReplayResult { jobId: string; replayedStepIds: string[]; jobStatus: JobStatus }
-export const replayStep = (c: Queryable, stepId: string, reason: string | null, force: boolean, actor: string | null = null) =>
+export const replayStep = (c: Queryable, stepId: string, reason: string | null, force: boolean, actor: string | null = null, freshCalls = false) =>
   one<ReplayResult>(c,
     `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
-       from ballast.replay_step($1, $2, $3, $4)`, [stepId, reason, force, actor]);
+       from ballast.replay_step($1, $2, $3, $4, $5)`, [stepId, reason, force, actor, freshCalls]);
 
-export const replayJob = (c: Queryable, jobId: string, fromStep: string | null, reason: string | null, actor: string | null = null) =>
+export const replayJob = (c: Queryable, jobId: string, fromStep: string | null, reason: string | null, actor: string | null = null, freshCalls = false) =>
   one<ReplayResult>(c,
     `select job_id::text as "jobId", replayed_step_ids::text[] as "replayedStepIds", job_status as "jobStatus"
-       from ballast.replay_job($1, $2, $3, $4)`, [jobId, fromStep, reason, actor]);
+       from ballast.replay_job($1, $2, $3, $4, $5)`, [jobId, fromStep, reason, actor, freshCalls]);
 
 export const sendEvent = (c: Queryable, key: string, payload: unknown, tenantId: string | null = null, actor: string | null = null) =>
   one<{ accepted: boolean; resumedStepIds: string[] }>(c,

@@ -121,8 +121,8 @@ function systemPrompt(options: CallModelOptions<unknown>, resolved: ResolvedMode
   return `${options.system ? `${options.system}\n\n` : ''}Answer with one JSON value only, no prose, matching this JSON Schema: ${schema}`;
 }
 
-/** Checks the text against the schema: parse, local repair, zod. */
-function checkOutput<T>(text: string, schema: z.ZodType<T>, who: string): { json?: unknown; output?: T; repaired: boolean; error?: ModelFailure } {
+/** Checks the text against the schema: parse, local repair, zod (also for a stored answer reused, src/model/reuse.ts). */
+export function checkOutput<T>(text: string, schema: z.ZodType<T>, who: string): { json?: unknown; output?: T; repaired: boolean; error?: ModelFailure } {
   const parsed = parseJsonOutput(text);
   if (!parsed.ok) {
     return { repaired: false, error: parsed.truncated

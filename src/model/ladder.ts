@@ -2,12 +2,15 @@
 // crosses the step's zod contract before anything downstream sees it, and every crossing is recorded.
 //
 // Per model, in order (the step's model, then its fallbacks):
+//   paid once          a stored answer to the very same request (an earlier attempt of the step, a replay's, the
+//                      pipeline's cache: reuse.ts) is used instead of a call, as if it had just arrived;
 //   before each call   ballast.begin_model_call: a shared cooldown in force (a 429/529 seen by any worker) skips the
 //                      call (below); the tenant's budget reserves the call's highest cost or is exhausted (pause or
 //                      fail);
 //   the call           callModel: structured output, local JSON repair, zod;
 //   after each call    ballast.record_model_call: the trace row, its cost (an answer without usage costs the
-//                      reservation's estimate), the budget settled, the cooldown set;
+//                      reservation's estimate), the budget settled, the cooldown set; stored before the quality
+//                      checks run (their verdict follows), so an answer survives a check that throws;
 //   on the answer      usable -> quality rules and score; a failure moves by its class:
 //     transport        retry the whole step later while attempts remain, after the later of the provider's
 //                      Retry-After and the end of the cooldown a 429/529 set; on the last attempt, the next model;
@@ -33,7 +36,8 @@ import { callModel } from './call.ts';
 import type { ModelFailure } from './failure.ts';
 import type { Prompt } from './prompt.ts';
 import type { ModelCallRecord } from './record.ts';
-import { ModelStore, type CallPermit, type ModelCallTrace, type RecordedCall } from '../db/model-store.ts';
+import { countReuse, findReused, requestKey } from './reuse.ts';
+import { ModelStore, type CallPermit, type ModelCallTrace, type RecordedCall, type StoredAnswer } from '../db/model-store.ts';
 import type { BallastDb } from '../db/api.ts';
 import type { ContractOutcome } from '../db/schema.ts';
 import { BallastError, PermanentError, RetryableError } from '../errors.ts';
@@ -122,10 +126,14 @@ interface TraceMeta {
   score?: number | null;
   quality?: unknown;
   miss?: Miss | null;
+  /** Paid once: the request's key, and the stored answer used instead of a call (src/model/reuse.ts). */
+  requestKey?: string;
+  reused?: StoredAnswer;
 }
 
 function traceOf(rec: ModelCallRecord, m: TraceMeta): ModelCallTrace {
   const err = rec.error;
+  const raw = rawOutputText(rec.text);
   return {
     rung: m.rung, model_index: m.modelIndex, provider: rec.provider, provider_kind: rec.providerKind,
     requested_model: rec.requestedModel, returned_model: rec.returnedModel,
@@ -138,8 +146,9 @@ function traceOf(rec: ModelCallRecord, m: TraceMeta): ModelCallTrace {
     error_class: err?.class ?? m.miss?.class ?? null, error_code: err?.code ?? m.miss?.code ?? null,
     error_message: err?.message ?? m.miss?.message ?? null, retryable: err ? err.retryable : null,
     retry_after_ms: err?.retryAfterMs ?? null, http_status: rec.httpStatus, request_id: rec.requestId, response_id: rec.responseId,
-    raw_output: rawOutputText(rec.text), validation_issues: err?.issues ?? null, repair_method: rec.repair, score: m.score ?? null,
-    quality: m.quality ?? null, usage_missing: usageMissing(rec), estimate_usd: m.estimateUsd ?? null,
+    raw_output: raw, validation_issues: err?.issues ?? null, repair_method: rec.repair, score: m.score ?? null,
+    quality: m.quality ?? null, usage_missing: !m.reused && usageMissing(rec), estimate_usd: m.estimateUsd ?? null,
+    request_key: m.requestKey ?? null, output_complete: raw !== null && raw === rec.text, reused_from: m.reused?.callId ?? null,
   };
 }
 
@@ -204,6 +213,13 @@ async function checkQuality<O>(q: QualityPolicy<O> | undefined, output: O): Prom
 /** Stores the trace of a call and counts it in this process's metrics. */
 async function recordCall(store: ModelStore, attemptId: string, reservationId: string | null, trace: ModelCallTrace): Promise<RecordedCall> {
   const r = await store.recordModelCall(attemptId, reservationId, trace);
+  countCall(trace, r);
+  return r;
+}
+
+/** Counts a recorded call in this process's metrics (a reused answer as a reuse: no call, no latency, no tokens). */
+function countCall(trace: ModelCallTrace, r: RecordedCall, reused?: StoredAnswer): void {
+  if (reused) return countReuse(trace.provider, trace.requested_model, reused);
   const labels = { provider: trace.provider, model: trace.requested_model };
   ballastMetrics.modelCalls.inc({ ...labels, error_class: trace.error_class ?? 'none' });
   if (trace.error_class !== 'cooldown' && trace.error_class !== 'budget') {
@@ -214,7 +230,6 @@ async function recordCall(store: ModelStore, attemptId: string, reservationId: s
   if (trace.input_tokens) ballastMetrics.modelTokens.inc({ ...labels, direction: 'input' }, Math.max(trace.input_tokens - cached, 0));
   if (cached) ballastMetrics.modelTokens.inc({ ...labels, direction: 'cached_input' }, cached);
   if (trace.output_tokens) ballastMetrics.modelTokens.inc({ ...labels, direction: 'output' }, trace.output_tokens);
-  return r;
 }
 
 /**
@@ -241,6 +256,12 @@ export async function runModelLadder<O>(run: AttemptRun, spec: ModelStepSpec<O>)
 
 /** What one answer leads to: the step's end, a re-ask of the same model, or the next model. */
 type AfterAnswer = StepEnd | 'reask' | 'next';
+
+/** begin_model_call's answer for a call not made because a stored answer is reused: no cooldown, no reservation. */
+const NO_PERMIT: CallPermit = {
+  cooldownUntil: null, cooldownReason: null, cooldownMs: null, reservationId: null, estimateUsd: null,
+  budgetExhausted: false, budgetMessage: null, resumeAt: null, onExhausted: null,
+};
 
 /** One attempt's way down the ladder, and what it has seen so far. */
 class Ladder<O> {
@@ -292,8 +313,15 @@ class Ladder<O> {
     // A cooldown is waited out inline at most once per call: one extended meanwhile is handled as a long one.
     let waited = false;
     for (let ask = 0; ; ) {
-      const meta = { rung: (ask > 0 ? 'reask' : mi > 0 ? 'fallback' : 'primary') as ModelCallTrace['rung'], modelIndex: mi, prompt: this.#spec.prompt, hash: this.#hash };
-      const permit = await this.#store.beginModelCall(attemptId, provider, modelId, inputTokenBound(this.#rendered.system, messages, this.#schemaJson), this.#maxOut);
+      const request = { model, system: this.#rendered.system, messages, temperature: this.#spec.temperature, maxOutputTokens: this.#maxOut };
+      const key = requestKey({ ...request, schemaJson: this.#schemaJson });
+      const meta = { rung: (ask > 0 ? 'reask' : mi > 0 ? 'fallback' : 'primary') as ModelCallTrace['rung'], modelIndex: mi, prompt: this.#spec.prompt, hash: this.#hash, requestKey: key };
+      const timeoutMs = this.#spec.callTimeoutMs ?? 60_000;
+      // Paid once: an answer to this very request already stored (an earlier attempt, a replay, the cache) is used
+      // instead of a call: no cooldown or budget applies to it, and it does not count as a call made.
+      const reused = await findReused(this.#store, attemptId, key, model, this.#spec.output,
+        { temperature: request.temperature ?? null, maxOutputTokens: this.#maxOut, timeoutMs, stream: this.#spec.stream ?? false, structured: true });
+      const permit = reused ? NO_PERMIT : await this.#store.beginModelCall(attemptId, provider, modelId, inputTokenBound(this.#rendered.system, messages, this.#schemaJson), this.#maxOut);
       if (permit.cooldownUntil) {
         // Time left by the database's clock (the one that set the cooldown), never this process's.
         const waitMs = permit.cooldownMs ?? 0;
@@ -305,15 +333,13 @@ class Ladder<O> {
         return this.#coolingDown(model, mi, permit, waitMs, meta);
       }
       if (permit.budgetExhausted) return this.#budgetExhausted(model, permit, meta);
-      const rec = await callModel<O>({
-        model, system: this.#rendered.system, messages, schema: this.#spec.output, temperature: this.#spec.temperature,
-        maxOutputTokens: this.#maxOut, timeoutMs: this.#spec.callTimeoutMs ?? 60_000, signal: ctx.signal,
-        stream: this.#spec.stream, providers: this.#run.providers,
+      const rec = reused ? reused.record : await callModel<O>({
+        ...request, schema: this.#spec.output, timeoutMs, signal: ctx.signal, stream: this.#spec.stream, providers: this.#run.providers,
       });
       this.#calls++;
-      this.#made++;
+      if (!reused) this.#made++;
       waited = false;
-      const next = await this.#onAnswer(rec, permit, meta, model, mi, ask);
+      const next = await this.#onAnswer(rec, permit, { ...meta, reused: reused?.stored }, model, mi, ask);
       if (next === 'next') return null;
       if (next !== 'reask') return next;
       ask++;
@@ -371,9 +397,17 @@ class Ladder<O> {
   /** Traces an answer and decides what it leads to: accepted, review, a re-ask, the next model, or a failure. */
   async #onAnswer(rec: ModelCallRecord, permit: CallPermit, meta: Omit<TraceMeta, 'miss'>, model: string, mi: number, ask: number): Promise<AfterAnswer> {
     const { ctx, attemptId } = this.#run;
-    const q = rec.ok ? await checkQuality(this.#spec.quality, rec.output as O) : { miss: null, score: null, results: null };
-    const recorded = await recordCall(this.#store, attemptId, permit.reservationId,
-      traceOf(rec, { ...meta, estimateUsd: permit.estimateUsd, score: q.score, quality: q.results, miss: q.miss }));
+    // Paid once: the answer is stored before any code of the step (its quality checks) runs, so that a check that
+    // throws, or a worker that dies meanwhile, does not lose it: the retry reuses it. The verdict is added after.
+    const trace = traceOf(rec, { ...meta, estimateUsd: permit.estimateUsd });
+    const recorded = await this.#store.recordModelCall(attemptId, permit.reservationId, trace);
+    let q: Awaited<ReturnType<typeof checkQuality<O>>> = { miss: null, score: null, results: null };
+    try {
+      if (rec.ok) q = await checkQuality(this.#spec.quality, rec.output as O);
+      if (q.results !== null) await this.#store.recordCallQuality(recorded.callId, q.score, q.results, q.miss);
+    } finally {
+      countCall({ ...trace, error_class: trace.error_class ?? q.miss?.class ?? null }, recorded, meta.reused);
+    }
     if (recorded.usageMissing) {
       ctx.log.warn({ model, http_status: rec.httpStatus, charged_usd: recorded.costUsd },
         'the provider reported no token usage: the call is charged its reservation estimate');

@@ -136,6 +136,8 @@ const typeDefs = gql`
     reason: String
     "Replay a step that succeeded (re-running finished work is a decision, not a default)."
     force: Boolean = false
+    "Call the model providers again instead of reusing the answers the replayed steps got before (paid once)."
+    freshCalls: Boolean = false
   }
   "The job to run again (operators). A job pruned by retention cannot be replayed (INVALID_TRANSITION)."
   input ReplayJobInput {
@@ -145,6 +147,8 @@ const typeDefs = gql`
     fromStep: String
     "Why, recorded in the audit trail. Optional."
     reason: String
+    "Call the model providers again instead of reusing the answers the replayed steps got before (paid once)."
+    freshCalls: Boolean = false
   }
   "What replayStep or replayJob did."
   type ReplayPayload {
@@ -271,8 +275,8 @@ export const MutationsPlugin = extendSchema((build) => {
             }),
           })),
           cancelJob: verb((c, i) => sql.cancelJob(c, String(i.jobId), text(i.reason))),
-          replayStep: verb((c, i) => sql.replayStep(c, String(i.stepId), text(i.reason), i.force === true)),
-          replayJob: verb((c, i) => sql.replayJob(c, String(i.jobId), text(i.fromStep), text(i.reason))),
+          replayStep: verb((c, i) => sql.replayStep(c, String(i.stepId), text(i.reason), i.force === true, null, i.freshCalls === true)),
+          replayJob: verb((c, i) => sql.replayJob(c, String(i.jobId), text(i.fromStep), text(i.reason), null, i.freshCalls === true)),
           sendEvent: verb((c, i) => sql.sendEvent(c, String(i.key), i.payload ?? null, text(i.tenantId))),
           resolveReview: verb((c, i, caller) => sql.resolveReview(c, String(i.stepId), String(i.decision), i.output ?? null,
             caller.subject ? `jwt:${caller.subject}` : `jwt:${caller.role}`, text(i.note))),
