@@ -7,6 +7,45 @@
 
 -- ==================== tables ===================================================================================
 
+create table ballast_private.alert_checks (
+  id integer default 1 not null,
+  last_at timestamp with time zone not null
+);
+alter table ballast_private.alert_checks add constraint alert_checks_one_row CHECK ((id = 1));
+alter table ballast_private.alert_checks add constraint alert_checks_pkey PRIMARY KEY (id);
+
+create table ballast_private.alerts (
+  id bigint generated always as identity not null,
+  kind text not null,
+  rule_id bigint not null,
+  rule_name text not null,
+  group_key text not null,
+  group_value jsonb not null,
+  tenant_id text,
+  metric text not null,
+  value numeric,
+  baseline numeric,
+  threshold numeric,
+  samples bigint,
+  baseline_samples bigint,
+  period_start timestamp with time zone,
+  percent integer,
+  raised_at timestamp with time zone default ballast.now() not null,
+  resolved_at timestamp with time zone,
+  acked_by text,
+  acked_at timestamp with time zone,
+  ack_note text
+);
+alter table ballast_private.alerts add constraint alert_budget_period CHECK (((kind = 'budget'::text) = ((period_start IS NOT NULL) AND (percent IS NOT NULL))));
+alter table ballast_private.alerts add constraint alert_kind_known CHECK ((kind = ANY (ARRAY['drift'::text, 'budget'::text])));
+alter table ballast_private.alerts add constraint alerts_pkey PRIMARY KEY (id);
+CREATE UNIQUE INDEX alerts_budget_once ON ballast_private.alerts USING btree (rule_id, group_key, period_start, percent) WHERE (kind = 'budget'::text);
+CREATE UNIQUE INDEX alerts_drift_open ON ballast_private.alerts USING btree (rule_id, group_key) WHERE ((kind = 'drift'::text) AND (resolved_at IS NULL));
+CREATE INDEX alerts_open ON ballast_private.alerts USING btree (kind, rule_id) WHERE (resolved_at IS NULL);
+CREATE INDEX alerts_raised ON ballast_private.alerts USING btree (raised_at);
+alter table ballast_private.alerts enable row level security;
+create policy tenant_rows on ballast_private.alerts as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR ((kind = 'budget'::text) AND (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant)))));
+
 create table ballast_private.attempts (
   id bigint generated always as identity not null,
   step_id bigint not null,
@@ -44,6 +83,25 @@ alter table ballast_private.attempts enable row level security;
 create policy tenant_rows on ballast_private.attempts as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
    FROM ballast_private.jobs j))));
 
+create table ballast_private.budget_alert_rules (
+  id bigint generated always as identity not null,
+  name text not null,
+  scope text not null,
+  scope_value text,
+  limit_usd numeric(14,6),
+  period text,
+  percents integer[] default '{50,80,100}'::integer[] not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.budget_alert_rules add constraint budget_alert_limit CHECK (((limit_usd > (0)::numeric) OR ((limit_usd IS NULL) AND (scope = 'tenant'::text) AND (period IS NULL))));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_percents CHECK ((((cardinality(percents) >= 1) AND (cardinality(percents) <= 20)) AND (1 <= ALL (percents)) AND (1000 >= ALL (percents))));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_period_given CHECK (((period IS NOT NULL) OR (limit_usd IS NULL)));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_period_known CHECK ((period = ANY (ARRAY['day'::text, 'week'::text, 'month'::text])));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_rules_name_key UNIQUE (name);
+alter table ballast_private.budget_alert_rules add constraint budget_alert_rules_pkey PRIMARY KEY (id);
+alter table ballast_private.budget_alert_rules add constraint budget_alert_scope_known CHECK ((scope = ANY (ARRAY['tenant'::text, 'pipeline'::text, 'model'::text, 'end_user'::text])));
+
 create table ballast_private.budget_reservations (
   id bigint generated always as identity not null,
   tenant_id text not null,
@@ -59,6 +117,19 @@ alter table ballast_private.budget_reservations add constraint budget_reservatio
 alter table ballast_private.budget_reservations add constraint budget_reservations_pkey PRIMARY KEY (id);
 alter table ballast_private.budget_reservations add constraint reservation_status_known CHECK ((status = ANY (ARRAY['open'::text, 'settled'::text, 'expired'::text])));
 CREATE INDEX budget_reservations_open ON ballast_private.budget_reservations USING btree (tenant_id, period_start) WHERE (status = 'open'::text);
+
+create table ballast_private.budget_spend_checked (
+  rule_id bigint not null,
+  rule_name text not null,
+  scope text not null,
+  scope_key text not null,
+  tenant_id text,
+  period_start timestamp with time zone not null,
+  spent_usd numeric not null,
+  limit_usd numeric not null,
+  checked_at timestamp with time zone not null
+);
+alter table ballast_private.budget_spend_checked add constraint budget_spend_checked_pkey PRIMARY KEY (rule_id, scope_key);
 
 create table ballast_private.budget_usage (
   tenant_id text not null,
@@ -84,6 +155,37 @@ alter table ballast_private.budgets add constraint budget_period_known CHECK ((p
 alter table ballast_private.budgets add constraint budgets_pkey PRIMARY KEY (tenant_id);
 alter table ballast_private.budgets enable row level security;
 create policy tenant_rows on ballast_private.budgets as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.drift_rules (
+  id bigint generated always as identity not null,
+  name text not null,
+  pipeline text not null,
+  step_name text,
+  prompt_name text,
+  prompt_version integer,
+  model text,
+  metric text not null,
+  direction text not null,
+  change text default 'absolute'::text not null,
+  threshold numeric not null,
+  window_size interval default '01:00:00'::interval not null,
+  baseline_size interval,
+  baseline_from timestamp with time zone,
+  baseline_until timestamp with time zone,
+  min_samples integer default 30 not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.drift_rules add constraint drift_baseline_one CHECK ((((baseline_size IS NOT NULL) <> ((baseline_from IS NOT NULL) AND (baseline_until IS NOT NULL))) AND ((baseline_from IS NULL) = (baseline_until IS NULL))));
+alter table ballast_private.drift_rules add constraint drift_baseline_positive CHECK (((baseline_size > '00:00:00'::interval) OR (baseline_until > baseline_from)));
+alter table ballast_private.drift_rules add constraint drift_change_known CHECK ((change = ANY (ARRAY['absolute'::text, 'relative'::text])));
+alter table ballast_private.drift_rules add constraint drift_direction_matches CHECK ((direction = ballast_private.drift_direction(metric)));
+alter table ballast_private.drift_rules add constraint drift_metric_known CHECK ((ballast_private.drift_direction(metric) IS NOT NULL));
+alter table ballast_private.drift_rules add constraint drift_min_samples_positive CHECK ((min_samples >= 1));
+alter table ballast_private.drift_rules add constraint drift_rules_name_key UNIQUE (name);
+alter table ballast_private.drift_rules add constraint drift_rules_pkey PRIMARY KEY (id);
+alter table ballast_private.drift_rules add constraint drift_threshold_positive CHECK ((threshold > (0)::numeric));
+alter table ballast_private.drift_rules add constraint drift_window_positive CHECK ((window_size > '00:00:00'::interval));
 
 create table ballast_private.effect_intents (
   step_id bigint not null,
@@ -113,6 +215,15 @@ alter table ballast_private.effects add constraint effects_step_id_fkey FOREIGN 
 alter table ballast_private.effects enable row level security;
 create policy tenant_rows on ballast_private.effects as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (step_id IN ( SELECT s.id
    FROM ballast_private.steps s))));
+
+create table ballast_private.end_user_paths (
+  pipeline text not null,
+  path text[] not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.end_user_paths add constraint end_user_path_nonempty CHECK (((cardinality(path) >= 1) AND (cardinality(path) <= 20)));
+alter table ballast_private.end_user_paths add constraint end_user_paths_pkey PRIMARY KEY (pipeline);
 
 create table ballast_private.error_codes (
   sqlstate text not null,
@@ -1689,6 +1800,23 @@ begin
 end
 $fn$;
 
+create function ballast.ack_alert(p_id bigint, p_actor text DEFAULT NULL::text, p_note text DEFAULT NULL::text) returns TABLE(alert_id bigint, acked_by text, acked_at timestamp with time zone)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+begin
+  return query
+  update ballast_private.alerts a set acked_by = coalesce(ballast_private.caller_actor(p_actor), session_user::text),
+         acked_at = ballast.now(), ack_note = p_note
+   where a.id = p_id
+  returning a.id, a.acked_by, a.acked_at;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('alert %s does not exist', coalesce(p_id::text, 'null')),
+      hint = 'List the alerts with select * from ballast.alerts.';
+  end if;
+end
+$fn$;
+
 create function ballast.begin_effect(p_attempt_id bigint, p_key text) returns TABLE(done boolean, result jsonb, earlier_attempts integer, idempotency_key text)
 language plpgsql volatile
 as $fn$
@@ -1831,6 +1959,120 @@ begin
   perform ballast_private.require_tenant((select j.tenant_id from ballast_private.jobs j where j.id = p_job_id),
                                          format('job %s', p_job_id));
   return query select * from ballast_private.cancel_job(p_job_id, p_reason, ballast_private.caller_actor(p_actor));
+end
+$fn$;
+
+create function ballast.check_alerts(p_min_interval interval DEFAULT NULL::interval) returns TABLE(alert_id bigint, kind text, change text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+declare
+  v_now timestamptz := ballast.now();
+  v_drift_raised bigint[] := '{}';
+  v_drift_resolved bigint[] := '{}';
+  v_budget_raised bigint[] := '{}';
+  v_budget_resolved bigint[] := '{}';
+begin
+  if not pg_try_advisory_xact_lock(hashtextextended('ballast.check_alerts', 0)) then
+    return;
+  end if;
+  if p_min_interval is not null
+     and exists (select 1 from ballast_private.alert_checks c where c.last_at > v_now - p_min_interval and c.last_at <= v_now) then
+    return;
+  end if;
+  insert into ballast_private.alert_checks as c (id, last_at) values (1, v_now)
+  on conflict (id) do update set last_at = excluded.last_at;
+
+  if exists (select 1 from ballast_private.drift_rules) then
+    with rules as (
+      select r.*, v_now - r.window_size as w_from,
+             coalesce(r.baseline_from, v_now - r.window_size - r.baseline_size) as b_from,
+             coalesce(r.baseline_until, v_now - r.window_size) as b_until
+        from ballast_private.drift_rules r
+    ), win as (
+      select r.id as rule_id, s.pipeline, s.step_name, s.prompt_name, s.prompt_version, s.model, s.attempts,
+             (to_jsonb(s) ->> r.metric)::numeric as value
+        from rules r cross join lateral ballast.quality_stats(r.w_from, v_now, r.pipeline) s
+       where (r.step_name is null or s.step_name = r.step_name) and (r.prompt_name is null or s.prompt_name = r.prompt_name)
+         and (r.prompt_version is null or s.prompt_version = r.prompt_version) and (r.model is null or s.model = r.model)
+    ), base as (
+      select r.id as rule_id, s.step_name, s.prompt_name, s.prompt_version, s.model, s.attempts,
+             (to_jsonb(s) ->> r.metric)::numeric as value
+        from rules r cross join lateral ballast.quality_stats(r.b_from, r.b_until, r.pipeline) s
+       where (r.step_name is null or s.step_name = r.step_name) and (r.prompt_name is null or s.prompt_name = r.prompt_name)
+         and (r.prompt_version is null or s.prompt_version = r.prompt_version) and (r.model is null or s.model = r.model)
+    ), eval as (
+      select r.id as rule_id, r.name, r.metric, r.threshold, w.attempts, b.attempts as b_attempts, w.value, b.value as baseline,
+             w.pipeline || '/' || w.step_name || '/' || coalesce(w.prompt_name || '@' || w.prompt_version, '-') || '/' || w.model as group_key,
+             jsonb_build_object('pipeline', w.pipeline, 'step', w.step_name, 'prompt_name', w.prompt_name,
+                                'prompt_version', w.prompt_version, 'model', w.model) as group_value,
+             ballast_private.drift_breached(r.direction, r.change, r.threshold, w.value, b.value) as breached
+        from rules r
+        join win w on w.rule_id = r.id
+        join base b on b.rule_id = r.id and b.step_name = w.step_name and b.model = w.model
+                   and b.prompt_name is not distinct from w.prompt_name and b.prompt_version is not distinct from w.prompt_version
+       where w.attempts >= r.min_samples and b.attempts >= r.min_samples
+    ), raised as (
+      insert into ballast_private.alerts as a (kind, rule_id, rule_name, group_key, group_value, metric, value, baseline,
+                                               threshold, samples, baseline_samples, raised_at)
+      select 'drift', e.rule_id, e.name, e.group_key, e.group_value, e.metric, e.value, e.baseline, e.threshold,
+             e.attempts, e.b_attempts, v_now
+        from eval e where e.breached
+      on conflict (rule_id, group_key) where kind = 'drift' and resolved_at is null do nothing
+      returning a.id
+    ), resolved as (
+      update ballast_private.alerts a set resolved_at = v_now
+        from eval e
+       where a.kind = 'drift' and a.resolved_at is null and a.rule_id = e.rule_id and a.group_key = e.group_key
+         and e.breached = false
+      returning a.id
+    )
+    select array(select id from raised order by id), array(select id from resolved order by id)
+      into v_drift_raised, v_drift_resolved;
+  end if;
+
+  if exists (select 1 from ballast_private.budget_alert_rules)
+     or exists (select 1 from ballast_private.alerts a where a.kind = 'budget' and a.resolved_at is null) then
+    -- (Its own statement: the CTEs of one statement run in no set order, and the inserts below would meet these rows.)
+    delete from ballast_private.budget_spend_checked;
+    with spend as materialized (
+      select * from ballast_private.budget_spend(v_now)
+    ), seen as (
+      insert into ballast_private.budget_spend_checked (rule_id, rule_name, scope, scope_key, tenant_id, period_start,
+                                                        spent_usd, limit_usd, checked_at)
+      select s.rule_id, s.rule_name, s.scope, s.scope_key, s.tenant_id, s.period_start, s.spent_usd, s.limit_usd, v_now
+        from spend s
+    ), raised as (
+      insert into ballast_private.alerts as a (kind, rule_id, rule_name, group_key, group_value, tenant_id, metric, value,
+                                               threshold, period_start, percent, raised_at)
+      select 'budget', s.rule_id, s.rule_name, s.scope_key,
+             jsonb_build_object('scope', s.scope, 'value', s.scope_value, 'tenant_id', s.tenant_id, 'period', s.period,
+                                'limit_usd', s.limit_usd),
+             s.tenant_id, 'spend_usd', s.spent_usd, round(s.limit_usd * p.pct / 100.0, 8), s.period_start, p.pct, v_now
+        from spend s cross join lateral unnest(s.percents) p(pct)
+       where s.spent_usd >= s.limit_usd * p.pct / 100.0
+      on conflict (rule_id, group_key, period_start, percent) where kind = 'budget' do nothing
+      returning a.id
+    ), ended as (
+      update ballast_private.alerts a set resolved_at = v_now
+       where a.kind = 'budget' and a.resolved_at is null
+         and a.period_start + ('1 ' || (a.group_value ->> 'period'))::interval <= v_now
+      returning a.id
+    )
+    select array(select id from raised order by id), array(select id from ended order by id)
+      into v_budget_raised, v_budget_resolved;
+  end if;
+
+  if cardinality(v_drift_raised || v_drift_resolved || v_budget_raised || v_budget_resolved) > 0 then
+    perform pg_notify('ballast_alerts', json_build_object(
+      'raised', to_json(array(select x from unnest(v_drift_raised || v_budget_raised) x order by x)),
+      'resolved', to_json(array(select x from unnest(v_drift_resolved || v_budget_resolved) x order by x)))::text);
+  end if;
+  return query
+  select x, 'drift', 'raised' from unnest(v_drift_raised) x
+  union all select x, 'drift', 'resolved' from unnest(v_drift_resolved) x
+  union all select x, 'budget', 'raised' from unnest(v_budget_raised) x
+  union all select x, 'budget', 'resolved' from unnest(v_budget_resolved) x;
 end
 $fn$;
 
@@ -2115,6 +2357,33 @@ begin
   insert into ballast_private.prompts (name, version, template, content_hash, created_by)
   values (p_name, coalesce(v_latest.version, 0) + 1, v_template, v_hash, ballast_private.caller_actor(p_actor));
   return query select coalesce(v_latest.version, 0) + 1, v_hash, true;
+end
+$fn$;
+
+create function ballast.delete_budget_alert(p_name text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+begin
+  delete from ballast_private.budget_alert_rules r where r.name = p_name returning r.id into v_id;
+  delete from ballast_private.budget_spend_checked c where c.rule_id = v_id;
+  update ballast_private.alerts a set resolved_at = ballast.now()
+   where a.kind = 'budget' and a.rule_id = v_id and a.resolved_at is null;
+  return v_id is not null;
+end
+$fn$;
+
+create function ballast.delete_drift_rule(p_name text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+begin
+  delete from ballast_private.drift_rules r where r.name = p_name returning r.id into v_id;
+  update ballast_private.alerts a set resolved_at = ballast.now()
+   where a.kind = 'drift' and a.rule_id = v_id and a.resolved_at is null;
+  return v_id is not null;
 end
 $fn$;
 
@@ -2679,6 +2948,44 @@ begin
 
   return query select v_n_jobs, v_n_steps, v_n_attempts, v_n_effects, v_n_calls, v_bytes, cardinality(v_busy), v_more;
 end
+$fn$;
+
+create function ballast.quality_stats(p_since timestamp with time zone, p_until timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_pipeline text DEFAULT NULL::text) returns TABLE(pipeline text, step_name text, prompt_name text, prompt_version integer, model text, attempts bigint, first_pass_rate numeric, repair_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric, rejection_rate numeric, score_mean numeric, score_p10 numeric, score_p50 numeric, score_p90 numeric, successes bigint, cost_usd numeric, cost_per_success numeric, latency_p50_ms numeric, latency_p95_ms numeric)
+language sql stable
+as $fn$
+  with firsts as (
+    select distinct on (c.attempt_id) c.attempt_id, c.step_id, c.job_id, c.provider || ':' || c.requested_model as model,
+           c.prompt_name, c.prompt_version, c.latency_ms
+      from ballast_private.model_calls c
+     where c.started_at >= p_since and c.started_at < p_until and c.rung = 'primary' and c.model_index = 0
+     order by c.attempt_id, c.id
+  )
+  select j.pipeline,
+         case when s.parent_step_id is null then s.name
+              else (select p.name from ballast_private.steps p where p.id = s.parent_step_id) end,
+         f.prompt_name, f.prompt_version, f.model, count(*),
+         round(count(*) filter (where a.contract_outcome = 'valid_first_try')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'repaired')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'fell_back')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'degraded')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'review')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'rejected')::numeric / count(*), 4),
+         round(avg(a.quality_score), 4),
+         round((percentile_cont(0.1) within group (order by a.quality_score))::numeric, 4),
+         round((percentile_cont(0.5) within group (order by a.quality_score))::numeric, 4),
+         round((percentile_cont(0.9) within group (order by a.quality_score))::numeric, 4),
+         count(*) filter (where a.contract_outcome in ('valid_first_try', 'repaired', 'fell_back')),
+         sum(a.cost_usd),
+         round(sum(a.cost_usd) / nullif(count(*) filter (where a.contract_outcome in ('valid_first_try', 'repaired', 'fell_back')), 0), 8),
+         round((percentile_cont(0.5) within group (order by f.latency_ms))::numeric, 1),
+         round((percentile_cont(0.95) within group (order by f.latency_ms))::numeric, 1)
+    from firsts f
+    join ballast_private.attempts a on a.id = f.attempt_id
+    join ballast_private.steps s on s.id = f.step_id
+    join ballast_private.jobs j on j.id = f.job_id
+   where a.contract_outcome is not null and (p_pipeline is null or j.pipeline = p_pipeline)
+   group by 1, 2, 3, 4, 5
+   order by 1, 2, 3, 4, 5
 $fn$;
 
 create function ballast.reap(p_dead_after_ms integer DEFAULT 10000, p_lost_after_ms integer DEFAULT 2000) returns TABLE(dead_workers text[], reclaimed_attempts bigint[], expired_waits bigint[])
@@ -4064,6 +4371,120 @@ begin
 end
 $fn$;
 
+create function ballast.set_budget_alert(p_name text, p_scope text, p_scope_value text DEFAULT NULL::text, p_limit_usd numeric DEFAULT NULL::numeric, p_period text DEFAULT NULL::text, p_percents integer[] DEFAULT '{50,80,100}'::integer[], p_actor text DEFAULT NULL::text) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+  v_percents integer[] := array(select distinct x from unnest(p_percents) x order by x);
+begin
+  perform ballast_private.check_rule_name(p_name);
+  if p_scope is null or p_scope not in ('tenant', 'pipeline', 'model', 'end_user') then
+    perform ballast_private.bad_argument('scope', format('%s is not a scope', coalesce(quote_literal(p_scope), 'null')),
+      'Pass tenant, pipeline, model or end_user.');
+  end if;
+  if p_scope_value = '' then
+    perform ballast_private.bad_argument('scope_value', 'is empty', 'Pass one tenant, pipeline, model (provider:model) or end user, or null for each of them.');
+  end if;
+  if p_limit_usd is null and p_scope <> 'tenant' then
+    perform ballast_private.bad_argument('limit_usd', 'is missing', 'Pass the spend limit in USD; only scope tenant may use the tenant''s budget instead.');
+  end if;
+  if p_limit_usd <= 0 then
+    perform ballast_private.bad_argument('limit_usd', format('%s is not above 0', p_limit_usd), 'Pass the spend limit in USD, e.g. 100.');
+  end if;
+  if p_period is not null and p_period not in ('day', 'week', 'month') or p_period is null and p_limit_usd is not null then
+    perform ballast_private.bad_argument('period', format('%s is not day, week or month', coalesce(quote_literal(p_period), 'null')),
+      'Pass day, week or month (UTC), the period the limit is for; leave both limit_usd and period out to use the tenant''s budget.');
+  end if;
+  if p_limit_usd is null and p_period is not null then
+    perform ballast_private.bad_argument('period', 'is given without limit_usd', 'Leave it out: the tenant''s budget gives the period too.');
+  end if;
+  if coalesce(cardinality(v_percents), 0) not between 1 and 20 or exists (select 1 from unnest(p_percents) x where x is null or x < 1 or x > 1000) then
+    perform ballast_private.bad_argument('percents', format('%s is not 1 to 20 percentages from 1 to 1000', coalesce(p_percents::text, 'null')),
+      'Pass e.g. {50,80,100}.');
+  end if;
+  insert into ballast_private.budget_alert_rules as r (name, scope, scope_value, limit_usd, period, percents, set_by, set_at)
+  values (p_name, p_scope, p_scope_value, p_limit_usd, p_period, v_percents, ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict (name) do update set scope = excluded.scope, scope_value = excluded.scope_value, limit_usd = excluded.limit_usd,
+    period = excluded.period, percents = excluded.percents, set_by = excluded.set_by, set_at = excluded.set_at
+  returning r.id into v_id;
+  return v_id;
+end
+$fn$;
+
+create function ballast.set_drift_rule(p_name text, p_pipeline text, p_metric text, p_threshold numeric, p_change text DEFAULT 'absolute'::text, p_window interval DEFAULT '01:00:00'::interval, p_baseline interval DEFAULT '7 days'::interval, p_min_samples integer DEFAULT 30, p_step_name text DEFAULT NULL::text, p_prompt_name text DEFAULT NULL::text, p_prompt_version integer DEFAULT NULL::integer, p_model text DEFAULT NULL::text, p_baseline_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_baseline_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT NULL::text) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+  v_fixed boolean := p_baseline_from is not null or p_baseline_until is not null;
+begin
+  perform ballast_private.check_rule_name(p_name);
+  if coalesce(p_pipeline, '') = '' then
+    perform ballast_private.bad_argument('pipeline', 'is empty', 'Name the pipeline whose model steps the rule watches.');
+  end if;
+  if ballast_private.drift_direction(p_metric) is null then
+    perform ballast_private.bad_argument('metric', format('%s is not a metric', coalesce(quote_literal(p_metric), 'null')),
+      'Pass first_pass_rate, repair_rate, fallback_rate, degraded_rate, review_rate, rejection_rate, score_mean, score_p10, score_p50, cost_per_success, latency_p50_ms or latency_p95_ms.');
+  end if;
+  if p_change is null or p_change not in ('absolute', 'relative') then
+    perform ballast_private.bad_argument('change', format('%s is not absolute or relative', coalesce(quote_literal(p_change), 'null')),
+      'Pass absolute (the threshold in the metric''s unit) or relative (a fraction of the baseline).');
+  end if;
+  if p_threshold is null or p_threshold <= 0 then
+    perform ballast_private.bad_argument('threshold', format('%s is not above 0', coalesce(p_threshold::text, 'null')),
+      'Pass how far the metric may move in the bad direction before it alerts, e.g. 0.2 (20 points of a rate).');
+  end if;
+  if p_window is null or p_window <= '0'::interval then
+    perform ballast_private.bad_argument('window', format('%s is not a positive interval', coalesce(p_window::text, 'null')), 'Pass e.g. ''1 hour''.');
+  end if;
+  if v_fixed and (p_baseline_from is null or p_baseline_until is null or p_baseline_until <= p_baseline_from) then
+    perform ballast_private.bad_argument('baseline_until', 'a fixed baseline needs baseline_from before baseline_until',
+      'Pass both ends of the baseline period, or neither and a baseline interval before the window.');
+  end if;
+  if not v_fixed and (p_baseline is null or p_baseline <= '0'::interval) then
+    perform ballast_private.bad_argument('baseline', format('%s is not a positive interval', coalesce(p_baseline::text, 'null')),
+      'Pass the period before the window to compare with, e.g. ''7 days'', or a fixed baseline_from and baseline_until.');
+  end if;
+  if p_min_samples is null or p_min_samples < 1 then
+    perform ballast_private.bad_argument('min_samples', format('%s is not at least 1', coalesce(p_min_samples::text, 'null')),
+      'Pass how many attempts the window and the baseline need before the rule may alert, e.g. 30.');
+  end if;
+  insert into ballast_private.drift_rules as r (name, pipeline, step_name, prompt_name, prompt_version, model, metric, direction,
+    change, threshold, window_size, baseline_size, baseline_from, baseline_until, min_samples, set_by, set_at)
+  values (p_name, p_pipeline, p_step_name, p_prompt_name, p_prompt_version, p_model, p_metric,
+    ballast_private.drift_direction(p_metric), p_change, p_threshold, p_window, case when v_fixed then null else p_baseline end,
+    p_baseline_from, p_baseline_until, p_min_samples, ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict (name) do update set pipeline = excluded.pipeline, step_name = excluded.step_name,
+    prompt_name = excluded.prompt_name, prompt_version = excluded.prompt_version, model = excluded.model,
+    metric = excluded.metric, direction = excluded.direction, change = excluded.change, threshold = excluded.threshold,
+    window_size = excluded.window_size, baseline_size = excluded.baseline_size, baseline_from = excluded.baseline_from,
+    baseline_until = excluded.baseline_until, min_samples = excluded.min_samples, set_by = excluded.set_by, set_at = excluded.set_at
+  returning r.id into v_id;
+  return v_id;
+end
+$fn$;
+
+create function ballast.set_end_user_path(p_pipeline text, p_path text, p_actor text DEFAULT NULL::text) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  if coalesce(p_pipeline, '') = '' then
+    perform ballast_private.bad_argument('pipeline', 'is empty', 'Name the pipeline whose inputs name their end user.');
+  end if;
+  if p_path is null then
+    delete from ballast_private.end_user_paths where pipeline = p_pipeline;
+    return;
+  end if;
+  if p_path !~ '^[^.]+(\.[^.]+){0,19}$' then
+    perform ballast_private.bad_argument('path', format('%L is not a dotted path of 1 to 20 keys', p_path), 'Pass e.g. ''user.id'' for input.user.id.');
+  end if;
+  insert into ballast_private.end_user_paths as u (pipeline, path, set_by, set_at)
+  values (p_pipeline, string_to_array(p_path, '.'), ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict (pipeline) do update set path = excluded.path, set_by = excluded.set_by, set_at = excluded.set_at;
+end
+$fn$;
+
 create function ballast.set_fair_share(p_tenant_id text, p_weight double precision DEFAULT 1, p_actor text DEFAULT NULL::text) returns TABLE(tenant_id text, weight double precision)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -5021,6 +5442,39 @@ as $fn$
   select date_trunc(p_period, p_at at time zone 'UTC') at time zone 'UTC'
 $fn$;
 
+create function ballast_private.budget_spend(p_at timestamp with time zone) returns TABLE(rule_id bigint, rule_name text, scope text, scope_value text, tenant_id text, scope_key text, period text, period_start timestamp with time zone, spent_usd numeric, limit_usd numeric, percents integer[])
+language sql stable
+as $fn$
+  with calls as (
+    select c.started_at, c.cost_usd, c.tenant_id, c.provider || ':' || c.requested_model as model, j.pipeline,
+           j.input #>> u.path as end_user
+      from ballast_private.model_calls c
+      join ballast_private.jobs j on j.id = c.job_id
+      left join ballast_private.end_user_paths u on u.pipeline = j.pipeline
+     where c.started_at >= least(ballast_private.budget_period_start('month', p_at), ballast_private.budget_period_start('week', p_at))
+       and c.cost_usd > 0
+       and exists (select 1 from ballast_private.budget_alert_rules)
+  ), matched as (
+    select r.id, r.name, r.scope, v.value, v.tenant, coalesce(r.period, b.period) as period,
+           coalesce(r.limit_usd, b.limit_usd) as limit_usd, r.percents, c.started_at, c.cost_usd
+      from ballast_private.budget_alert_rules r
+      join calls c on true
+      cross join lateral (select case r.scope when 'tenant' then c.tenant_id when 'pipeline' then c.pipeline
+                                              when 'model' then c.model else c.end_user end as value,
+                                 case when r.scope in ('tenant', 'end_user') then c.tenant_id end as tenant) v
+      left join ballast_private.budgets b on r.limit_usd is null and b.tenant_id = v.value
+     where v.value is not null and (r.scope_value is null or v.value = r.scope_value)
+  )
+  select m.id, m.name, m.scope, m.value, m.tenant, coalesce(case when m.scope = 'end_user' then m.tenant || '/' end, '') || m.value,
+         m.period, ballast_private.budget_period_start(m.period, p_at),
+         sum(m.cost_usd), m.limit_usd, m.percents
+    from matched m
+   where m.limit_usd is not null
+     and m.started_at >= ballast_private.budget_period_start(m.period, p_at)
+     and m.started_at < ballast_private.budget_period_start(m.period, p_at) + ('1 ' || m.period)::interval
+   group by m.id, m.name, m.scope, m.value, m.tenant, m.period, m.limit_usd, m.percents
+$fn$;
+
 create function ballast_private.caller_actor(p_actor text) returns text
 language sql stable security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -5256,6 +5710,17 @@ begin
     case when v_versions is null then format('prompt %s has no versions', p_name)
          else format('prompt %s has no version %s (its versions: %s)', p_name, coalesce(p_version::text, 'null'), v_versions) end,
     'Create the version first (ballast.create_prompt_version, or a prompt() in code that has run once), or name an existing one.');
+end
+$fn$;
+
+create function ballast_private.check_rule_name(p_name text) returns void
+language plpgsql immutable
+as $fn$
+begin
+  if p_name is null or p_name !~ '^[A-Za-z0-9_.:-]{1,128}$' then
+    perform ballast_private.bad_argument('name', format('%s is not 1 to 128 letters, digits, _ . : or -', coalesce(quote_literal(p_name), 'null')),
+      'Name the rule, e.g. ''triage-first-pass''.');
+  end if;
 end
 $fn$;
 
@@ -5763,6 +6228,24 @@ as $fn$
     when p_retrying > 0 then 'retrying'
     when p_started > 0 then 'running'
     else 'queued' end
+$fn$;
+
+create function ballast_private.drift_breached(p_direction text, p_change text, p_threshold numeric, p_value numeric, p_baseline numeric) returns boolean
+language sql immutable
+as $fn$
+  select case when p_value is null or p_baseline is null then null
+              when p_change = 'absolute' then
+                (case when p_direction = 'drop' then p_baseline - p_value else p_value - p_baseline end) >= p_threshold
+              when p_baseline = 0 then (case when p_direction = 'drop' then p_value < 0 else p_value > 0 end)
+              else (case when p_direction = 'drop' then p_baseline - p_value else p_value - p_baseline end) / abs(p_baseline) >= p_threshold end
+$fn$;
+
+create function ballast_private.drift_direction(p_metric text) returns text
+language sql immutable
+as $fn$
+  select case when p_metric in ('first_pass_rate', 'score_mean', 'score_p10', 'score_p50') then 'drop'
+              when p_metric in ('repair_rate', 'fallback_rate', 'degraded_rate', 'review_rate', 'rejection_rate',
+                                'cost_per_success', 'latency_p50_ms', 'latency_p95_ms') then 'rise' end
 $fn$;
 
 create function ballast_private.due_slots(p_cron text, p_tz text, p_first timestamp with time zone, p_now timestamp with time zone, p_keep integer, OUT slots timestamp with time zone[], OUT total integer) returns record
@@ -7677,6 +8160,30 @@ $fn$;
 
 -- ==================== views ====================================================================================
 
+create view ballast.alerts with (security_invoker=true) as
+ SELECT a.id,
+    a.kind,
+    a.rule_name AS rule,
+    a.rule_id,
+    a.group_key,
+    a.group_value AS "group",
+    a.tenant_id,
+    a.metric,
+    a.value,
+    a.baseline,
+    a.threshold,
+    a.samples,
+    a.baseline_samples,
+    a.period_start,
+    a.percent,
+    a.raised_at,
+    a.resolved_at,
+    (a.resolved_at IS NULL) AS open,
+    a.acked_by,
+    a.acked_at,
+    a.ack_note
+   FROM ballast_private.alerts a;
+
 create view ballast.attempts with (security_invoker=true) as
  SELECT attempts.id,
     attempts.step_id,
@@ -7703,6 +8210,32 @@ create view ballast.attempts with (security_invoker=true) as
     attempts.output_tokens,
     attempts.cost_usd
    FROM ballast_private.attempts;
+
+create view ballast.budget_alert_rules with (security_invoker=true) as
+ SELECT r.id,
+    r.name,
+    r.scope,
+    r.scope_value,
+    r.limit_usd,
+    r.period,
+    r.percents,
+    r.set_by,
+    r.set_at
+   FROM ballast_private.budget_alert_rules r;
+
+create view ballast.budget_spend with (security_invoker=true) as
+ SELECT s.rule_id,
+    s.rule_name AS rule,
+    s.scope,
+    s.scope_value,
+    s.tenant_id,
+    s.scope_key,
+    s.period,
+    s.period_start,
+    s.spent_usd,
+    s.limit_usd,
+    round((s.spent_usd / s.limit_usd), 4) AS ratio
+   FROM ballast_private.budget_spend(ballast.now()) s(rule_id, rule_name, scope, scope_value, tenant_id, scope_key, period, period_start, spent_usd, limit_usd, percents);
 
 create view ballast.budgets with (security_invoker=true) as
  SELECT b.tenant_id,
@@ -7757,6 +8290,27 @@ create view ballast.dead_letters with (security_invoker=true) as
          LIMIT 1) last ON (true))
   WHERE (s.status = 'failed'::text);
 
+create view ballast.drift_rules with (security_invoker=true) as
+ SELECT r.id,
+    r.name,
+    r.pipeline,
+    r.step_name,
+    r.prompt_name,
+    r.prompt_version,
+    r.model,
+    r.metric,
+    r.direction,
+    r.change,
+    r.threshold,
+    r.window_size,
+    r.baseline_size,
+    r.baseline_from,
+    r.baseline_until,
+    r.min_samples,
+    r.set_by,
+    r.set_at
+   FROM ballast_private.drift_rules r;
+
 create view ballast.effect_intents with (security_invoker=true) as
  SELECT i.step_id,
     s.job_id,
@@ -7780,6 +8334,13 @@ create view ballast.effects with (security_invoker=true) as
     e.created_at
    FROM (ballast_private.effects e
      JOIN ballast_private.steps s ON ((s.id = e.step_id)));
+
+create view ballast.end_user_paths with (security_invoker=true) as
+ SELECT u.pipeline,
+    array_to_string(u.path, '.'::text) AS path,
+    u.set_by,
+    u.set_at
+   FROM ballast_private.end_user_paths u;
 
 create view ballast.error_codes with (security_invoker=true) as
  SELECT error_codes.sqlstate,
@@ -8195,10 +8756,15 @@ create view ballast.workers with (security_invoker=true) as
 
 -- ==================== triggers =================================================================================
 
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.alerts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.attempts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.budget_alert_rules FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.budget_spend FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.budgets FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.drift_rules FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effect_intents FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effects FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.end_user_paths FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.error_codes FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.events FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.fair_shares FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -8247,6 +8813,28 @@ CREATE TRIGGER steps_inserted AFTER INSERT ON ballast_private.steps REFERENCING 
 
 -- ==================== comments =================================================================================
 
+comment on view ballast.alerts is 'Drift and budget alerts raised by ballast.check_alerts (docs/quality-alerts.md). Clients see their tenant''s budget alerts; operators and reporters see all.';
+comment on column ballast.alerts.id is 'The alert''s id (ballast.ack_alert takes it).';
+comment on column ballast.alerts.baseline is 'The metric in the baseline when raised (drift).';
+comment on column ballast.alerts.threshold is 'The rule''s threshold (drift), or the USD amount of the percentage (budget).';
+comment on column ballast.alerts.samples is 'Attempts in the window when raised (drift).';
+comment on column ballast.alerts.baseline_samples is 'Attempts in the baseline when raised (drift).';
+comment on column ballast.alerts.period_start is 'The start of the budget period (UTC).';
+comment on column ballast.alerts.percent is 'The percentage of the limit reached (budget).';
+comment on column ballast.alerts.raised_at is 'When it was raised.';
+comment on column ballast.alerts.resolved_at is 'When it was resolved: the metric back within the threshold, the period over, or the rule deleted; null while open.';
+comment on column ballast.alerts.open is 'Not resolved yet.';
+comment on column ballast.alerts.acked_by is 'Who acknowledged it (ballast.ack_alert), if anyone.';
+comment on column ballast.alerts.kind is 'drift or budget.';
+comment on column ballast.alerts.acked_at is 'When.';
+comment on column ballast.alerts.ack_note is 'Their note.';
+comment on column ballast.alerts.rule is 'The name of the rule that raised it.';
+comment on column ballast.alerts.rule_id is 'The id of that rule (a rule deleted and set again gets a new one).';
+comment on column ballast.alerts.group_key is 'What it is about, as text: pipeline/step/prompt@version/provider:model (drift), [tenant/]scope value (budget).';
+comment on column ballast.alerts.group is 'What it is about, as JSON: pipeline, step, prompt_name, prompt_version, model (drift); scope, value, tenant_id, period, limit_usd (budget).';
+comment on column ballast.alerts.tenant_id is 'The tenant of a budget alert of scope tenant or end_user (its clients see it); null otherwise.';
+comment on column ballast.alerts.metric is 'The metric watched (a column of ballast.quality_stats), or spend_usd.';
+comment on column ballast.alerts.value is 'The metric in the window when raised, or the period''s spend in USD.';
 comment on view ballast.attempts is 'One run of a step by a worker: every start of a step, with how it ended.';
 comment on column ballast.attempts.id is 'The attempt id (a BigInt).';
 comment on column ballast.attempts.error_class is 'The kind of error it ended with: permanent, retryable, timeout, worker_lost, blocked_worker, crashed_worker, output_contract, budget_exhausted, cooldown, a model failure class, or the class the step gave. Null when it did not fail.';
@@ -8272,6 +8860,8 @@ comment on column ballast.attempts.outcome is 'running, or how it ended: succeed
 comment on column ballast.attempts.started_at is 'When the worker claimed the step.';
 comment on column ballast.attempts.lease_expires_at is 'Until when the worker holds the step: extended by its heartbeats; an expired lease of a running attempt makes it crashed.';
 comment on column ballast.attempts.finished_at is 'When it ended. Null while it runs.';
+comment on view ballast.budget_alert_rules is 'Budget alert rules (ballast.set_budget_alert); null limit_usd: the tenant''s budget.';
+comment on view ballast.budget_spend is 'Spend in the current period per budget alert rule and scope value with spend, and its ratio to the limit.';
 comment on view ballast.budgets is 'The model spend limit of a tenant per UTC day, week or month, and what is spent and reserved in the current period. Tenants without a row have no limit.';
 comment on column ballast.budgets.tenant_id is 'The tenant.';
 comment on column ballast.budgets.limit_usd is 'The most its model calls may cost per period, in US dollars.';
@@ -8307,8 +8897,10 @@ comment on column ballast.dead_letters.attempts is 'How many times it was starte
 comment on column ballast.dead_letters.max_attempts is 'How many attempts it was allowed.';
 comment on column ballast.dead_letters.error_class is 'The kind of its final error (e.g. permanent, timeout, blocked_worker, budget_exhausted). Null: none recorded.';
 comment on function ballast.delete_schedule(text,text) is 'Delete a schedule; the jobs it submitted stay. Returns whether one was deleted.';
+comment on view ballast.drift_rules is 'Drift rules (ballast.set_drift_rule).';
 comment on view ballast.effect_intents is 'Every start of a side effect and whether its result was recorded: rows with recorded = false may have happened without ballast knowing the result.';
 comment on view ballast.effects is 'The side-effect ledger: the recorded result of every ctx.effect / ctx.transaction of a step, reused by later attempts.';
+comment on view ballast.end_user_paths is 'Where each pipeline''s job input names its end user (ballast.set_end_user_path).';
 comment on view ballast.error_codes is 'The SQLSTATEs ballast raises (class BA) with their name and meaning.';
 comment on view ballast.events is 'The audit trail: one event per status change of a job or step and per operator action, never changed or deleted.';
 comment on column ballast.events.id is 'The event id (a BigInt). Events are delivered in the order of the transactions that wrote them, so ids are not always increasing: resume a subscription after the last id you processed.';
@@ -8568,8 +9160,12 @@ comment on function ballast.submit_job(text,jsonb,text,text,integer,integer,time
 comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1). run_at or delay_ms (not both): every job is scheduled until then; deadline and expires_at: as submit_job, for every job.';
 comment on function ballast.wait_for_children(bigint,bigint[],integer) is 'A step waits for its child jobs (ctx.waitForChildren): all, or the first n to complete; parks the step until then (workers call it).';
 comment on view ballast.workers is 'The worker processes: host, pid, concurrency, pipelines, last heartbeat; stopped_at once they stopped.';
+comment on table ballast_private.alerts is 'Alerts raised by ballast.check_alerts (0045).';
+comment on table ballast_private.budget_alert_rules is 'Budget alerts (0045): spend thresholds per scope and period.';
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
+comment on table ballast_private.drift_rules is 'Drift rules (0045): a metric of quality_stats watched per group of a pipeline against a baseline.';
 comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
+comment on table ballast_private.end_user_paths is 'Per pipeline, where its job input names the end user (0045); read by end_user budget alerts.';
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 comment on table ballast_private.fair_shares is 'Fair sharing (0040): the row ''*'' turns it on and holds the default weight; a tenant''s row its weight and last finish tag.';
 comment on table ballast_private.gate_history is 'Every pause, resume and limit change (append-only).';
@@ -8620,10 +9216,14 @@ grant execute on function ballast._json_schema_type_list(text[]) to ballast_clie
 grant execute on function ballast._json_schema_valid(jsonb,jsonb,jsonb,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast._json_schema_value_list(jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.ack_alert(bigint,text,text) to ballast_operator;
 grant execute on function ballast.bind_role_tenant(name,text) to ballast_operator;
 grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.check_alerts(interval) to ballast_operator;
 grant execute on function ballast.clear_prompt_canary(text,text,text,text) to ballast_operator;
 grant execute on function ballast.create_prompt_version(text,text,text,text) to ballast_operator;
+grant execute on function ballast.delete_budget_alert(text) to ballast_operator;
+grant execute on function ballast.delete_drift_rule(text) to ballast_operator;
 grant execute on function ballast.delete_limit(text,text,text) to ballast_operator;
 grant execute on function ballast.delete_schedule(text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.events_after(bigint,text,bigint,integer) to ballast_client, ballast_operator, ballast_reporter;
@@ -8635,6 +9235,7 @@ grant execute on function ballast.pause_key(text,text,timestamp with time zone,i
 grant execute on function ballast.pause_schedule(text,boolean,text,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.prompt_arms(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
+grant execute on function ballast.quality_stats(timestamp with time zone,timestamp with time zone,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
 grant execute on function ballast.replay_job(bigint,text,text,text,boolean) to ballast_operator;
 grant execute on function ballast.replay_step(bigint,text,boolean,text,boolean) to ballast_operator;
@@ -8648,6 +9249,9 @@ grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to
 grant execute on function ballast.resume_key(text,text,text) to ballast_operator;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
+grant execute on function ballast.set_budget_alert(text,text,text,numeric,text,integer[],text) to ballast_operator;
+grant execute on function ballast.set_drift_rule(text,text,text,numeric,text,interval,interval,integer,text,text,integer,text,timestamp with time zone,timestamp with time zone,text) to ballast_operator;
+grant execute on function ballast.set_end_user_path(text,text,text) to ballast_operator;
 grant execute on function ballast.set_fair_share(text,double precision,text) to ballast_operator;
 grant execute on function ballast.set_limit(text,text,bigint,interval,bigint,text,text) to ballast_operator;
 grant execute on function ballast.set_model_cache(text,interval,text) to ballast_operator;
@@ -8663,22 +9267,29 @@ grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,i
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.bad_argument(text,text,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.budget_period_start(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.budget_spend(timestamp with time zone) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_role() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_tenant() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_unrestricted() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.check_prompt_label_args(text,text,boolean) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.check_prompt_version(text,text,integer) to ballast_operator;
+grant execute on function ballast_private.drift_direction(text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.prompt_bucket(bigint,text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_window(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant usage on schema ballast to ballast_client, ballast_operator, ballast_reporter;
 grant usage on schema ballast_private to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.alerts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.attempts to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.budget_alert_rules to ballast_operator, ballast_reporter;
 grant select on table ballast_private.budget_reservations to ballast_operator, ballast_reporter;
+grant select on table ballast_private.budget_spend_checked to ballast_operator, ballast_reporter;
 grant select on table ballast_private.budget_usage to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.budgets to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.drift_rules to ballast_operator, ballast_reporter;
 grant select on table ballast_private.effect_intents to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.effects to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.end_user_paths to ballast_operator, ballast_reporter;
 grant select on table ballast_private.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.fair_shares to ballast_operator, ballast_reporter;
@@ -8703,11 +9314,16 @@ grant select on table ballast_private.signals to ballast_client, ballast_operato
 grant select on table ballast_private.step_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.steps to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.workers to ballast_operator, ballast_reporter;
+grant select on view ballast.alerts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.attempts to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.budget_alert_rules to ballast_operator, ballast_reporter;
+grant select on view ballast.budget_spend to ballast_operator, ballast_reporter;
 grant select on view ballast.budgets to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.dead_letters to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.drift_rules to ballast_operator, ballast_reporter;
 grant select on view ballast.effect_intents to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.effects to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.end_user_paths to ballast_operator, ballast_reporter;
 grant select on view ballast.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.fair_shares to ballast_operator, ballast_reporter;

@@ -117,6 +117,9 @@ Commands
   prompts history [<name>]   label and canary moves, newest first (--limit <n>, --json)
   prompts arms <name> [<label>]   the label's traffic per version and arm: jobs, first-pass rate, fallback, review,
                                rejection, score, cost per success, latency (--since <ISO time>, default 7 days; --json)
+  alerts                drift and budget alerts, newest first (--open, --kind drift|budget, --limit <n>, --json)
+  alerts ack <id>       acknowledge an alert (--note <text>); it stays open until it resolves
+  alerts check          evaluate every drift and budget alert rule once (workers do it every 30 s)
   jobs                  list jobs, newest first
       --status <status> --pipeline <name> --tenant <id> --since <interval, e.g. '1 hour'> --limit <n> --json
       --parent <job-id>        the child jobs of a job
@@ -355,6 +358,12 @@ const fair = (name: 'fairShareCommand' | 'fairSharesCommand'): Command =>
     return withDb((db) => commands[name](db, args));
   };
 
+/** alerts [--open], alerts ack <id>, alerts check: src/cli/alerts.ts (drift and budget alerts). */
+async function alerts(args: string[]): Promise<number> {
+  const { alertsCommand } = await import('./cli/alerts.ts');
+  return withDb((db) => alertsCommand(db, args));
+}
+
 /** pause, resume, pauses, limit, limits, gate-history: src/cli/gates.ts (pauses and limits on keys). */
 const gates = (name: 'pauseCommand' | 'resumeCommand' | 'pausesCommand' | 'limitCommand' | 'limitsCommand' | 'gateHistoryCommand'): Command =>
   async (args) => {
@@ -398,7 +407,7 @@ const COMMANDS: Record<string, Command> = {
   start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, schedule, jobs, report,
   pause: gates('pauseCommand'), resume: gates('resumeCommand'), pauses: gates('pausesCommand'), limit: gates('limitCommand'),
   limits: gates('limitsCommand'), 'gate-history': gates('gateHistoryCommand'),
-  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'),
+  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'), alerts,
   prompts: async (args) => {
     const { promptsCommand } = await import('./cli/prompts.ts');
     return withDb((db) => promptsCommand(db, args));

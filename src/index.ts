@@ -38,6 +38,9 @@ export { ModelStore } from './db/model-store.ts';
 export type { ModelCallRow, ModelCallTrace } from './db/model-store.ts';
 export { Retention } from './worker/retention.ts';
 export type { RetentionOptions, RetentionRun } from './worker/retention.ts';
+export { AlertChecker } from './worker/alerts.ts';
+export type { AlertCheckerOptions } from './worker/alerts.ts';
+export type { AlertChange, AlertRow, DriftRuleArgs, BudgetAlertArgs, DriftMetric, BudgetScope } from './db/alerts.ts';
 
 /** Calls a model once (src/model/call.ts); never throws for provider or content failures, they come back in `error`.
  * The AI SDK is imported on the first call, not with ballast. */

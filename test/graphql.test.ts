@@ -223,7 +223,8 @@ t.test('the schema exposes the public surface only', async (t) => {
       'setSchedule', 'submitJob', 'submitJobs',
       'deleteLimit', 'pauseKey', 'resumeKey', 'setLimit',
       'setFairShare', 'stopFairSharing',
-      'clearPromptCanary', 'createPromptVersion', 'setPromptCanary', 'setPromptLabel'].sort());
+      'clearPromptCanary', 'createPromptVersion', 'setPromptCanary', 'setPromptLabel',
+      'setDriftRule', 'setBudgetAlert', 'ackAlert'].sort());
   t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'tenantEvents']);
   const names = schema.types.map((x: any) => x.name).join(' ');
   // Prompt labels and pins are public (0041); the prompts' texts are not.
