@@ -308,7 +308,7 @@ class Ladder<O> {
       const rec = await callModel<O>({
         model, system: this.#rendered.system, messages, schema: this.#spec.output, temperature: this.#spec.temperature,
         maxOutputTokens: this.#maxOut, timeoutMs: this.#spec.callTimeoutMs ?? 60_000, signal: ctx.signal,
-        stream: this.#spec.stream, providers: this.#run.providers,
+        stream: this.#spec.stream, providers: this.#run.providers, onText: this.#run.tokens?.segment(meta.rung, model),
       });
       this.#calls++;
       this.#made++;

@@ -80,6 +80,11 @@ export class LiveSubscription implements HubSubscriber {
     if (this.active) this.conn.enqueue({ sub: this, bytes, eventId });
   }
 
+  /** Ends the subscription from the server's side: a `complete` message after what is queued. */
+  complete(): void {
+    this.conn.end(this, { id: this.id, type: 'complete' });
+  }
+
   /** Resolves true once the socket has room again (a long catch-up waits between pages); false if it ended. */
   writable(): Promise<boolean> {
     return this.conn.writable().then((ok) => ok && this.active);
