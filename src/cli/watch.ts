@@ -84,7 +84,8 @@ export async function watchJob(o: WatchOptions): Promise<number> {
     const finished = new Promise<Job>((resolve) => { done = resolve; });
     const onEvent = (e: LiveEvent) => {
       if (e.id !== null && seen.has(String(e.id))) return;
-      out(o.json ? JSON.stringify(e) : describe(e));
+      // tx is a bigint (the event's place in the order): written as a string, JSON.stringify cannot write it.
+      out(o.json ? JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)) : describe(e));
       if (e.step_id === null && isFinalJobStatus(e.status)) void o.db.getJob(o.jobId).then((j) => j && done(j));
     };
     for (const e of buffered) onEvent(e);

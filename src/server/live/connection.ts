@@ -80,8 +80,13 @@ export class LiveSubscription implements HubSubscriber {
     if (this.active) this.conn.enqueue({ sub: this, bytes, eventId });
   }
 
-  /** Ends the subscription from the server's side: a `complete` message after what is queued. */
+  /** Its messages already queued still go out after it ended (it completed; it did not fail or get cut). */
+  keepQueued = false;
+
+  /** Ends the subscription from the server's side: what it queued goes out, then a `complete` message. */
   complete(): void {
+    if (!this.active) return;
+    this.keepQueued = true;
     this.conn.end(this, { id: this.id, type: 'complete' });
   }
 
@@ -170,7 +175,7 @@ export class LiveConnection {
         parts.push(frameHeader(f.bytes.length), f.bytes);
         continue;
       }
-      if (!f.sub.active) continue;
+      if (!f.sub.active && !f.sub.keepQueued) continue;
       parts.push(frameHeader(f.sub.prefix.length + f.bytes.length + 1), f.sub.prefix, f.bytes, SUFFIX);
       if (f.eventId !== null) f.sub.lastEventId = f.eventId;
     }
