@@ -223,7 +223,7 @@ t.test('the schema exposes the public surface only', async (t) => {
       'setSchedule', 'submitJob', 'submitJobs',
       'deleteLimit', 'pauseKey', 'resumeKey', 'setLimit',
       'setFairShare', 'stopFairSharing'].sort());
-  t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'tenantEvents']);
+  t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'modelTokens', 'tenantEvents']);
   const names = schema.types.map((x: any) => x.name).join(' ');
   for (const hidden of ['Worker', 'Signal', 'Effect', 'Prompt', 'ModelPrice', 'ProviderCooldown', 'Transition', 'ErrorCode', 'Graphile', 'Private', 'StepItem']) {
     t.notMatch(names, new RegExp(`\\b\\w*${hidden}\\w*\\b`), `no ${hidden} type`);
