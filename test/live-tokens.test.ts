@@ -169,6 +169,19 @@ t.test('a re-ask starts a new segment', async (t) => {
   t.match(starts, [{ segment: 1, rung: 'primary', offset: 0 }, { segment: 2, rung: 'reask', offset: 16 }], 'two segments, told apart');
 });
 
+t.test('a step that ends without streaming ends its subscribers with done (seen in the event stream)', async (t) => {
+  const { jobId } = await db.submitJob({ pipeline: streaming.name, input: { text: 'later' }, tenantId: TENANT, delayMs: 3_600_000 });
+  const [step] = await db.getSteps(String(jobId));
+  const sub = subscribe(client, String(step!.id));
+  await new Promise((r) => setTimeout(r, 300));
+  t.same(sub.messages, [], 'nothing while the step waits to start');
+  t.notOk(sub.done, 'still open');
+  await db.cancelJob(String(jobId), 'test');
+  await sub.ended(10_000);
+  t.same(sub.errors, []);
+  t.match(sub.messages, [{ type: 'done', done: true, offset: 0, text: '', attemptId: null, replayed: false }], 'done once the step is cancelled');
+});
+
 t.test('a model step without stream writes no tokens', async (t) => {
   const { rows } = await pool.query(`select count(*)::int as n from ballast_private.token_chunks c
      join ballast_private.steps s on s.id = c.step_id join ballast_private.jobs j on j.id = s.job_id where j.pipeline <> 'tokens.stream'`);
