@@ -140,6 +140,10 @@ t.test('live batches before the step completes, a mid-stream joiner, batching, t
     const none = subscribe(operator, '999999');
     await none.ended();
     t.equal(none.errors[0]?.extensions?.code, 'NOT_FOUND');
+    const negative = subscribe(operator, stepId, -1);
+    await negative.ended();
+    t.equal(negative.errors[0]?.extensions?.code, 'BAD_USER_INPUT');
+    t.match(negative.errors[0]?.message, /fromOffset must be 0 or more/);
   });
 
   t.test('pruning: the token log goes, the final output stays', async (t) => {

@@ -247,6 +247,8 @@ export async function openTokenFeed(ctx: TokenFeedContext, caller: Caller, compi
   };
   eventSub.from = ctx.hub.position;
   const unregisterEvents = ctx.hub.register(spec, eventSub);
+  // Set before each await: a subscription that fails to open (or ends meanwhile) leaves nothing registered.
+  sub.unregister = unregisterEvents;
   const unregisterTokens = await tokens.register(stepId, tokenSub);
   sub.unregister = () => {
     unregisterEvents();
