@@ -18,6 +18,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { parseTokensNotice, readAfter, readBacklog, TOKENS_CHANNEL, type TokenChunk } from '../../db/token-stream.ts';
+import { isFinalStepStatus } from '../../statuses.ts';
 import type { Caller } from '../auth.ts';
 import { clientError } from '../errors.ts';
 import type { LiveSubscription } from './connection.ts';
@@ -25,7 +26,6 @@ import type { EventHub, GroupSpec, HubSubscriber } from './hub.ts';
 import type { Queryable } from '../../db/verbs.ts';
 import { project, type CompiledSubscription } from './selection.ts';
 
-const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'skipped']);
 /** Rows read per live read; a longer run of rows takes several. */
 const READ_LIMIT = 1000;
 /** A backlog message holds at most this many characters (a call's rows are merged up to it). */
@@ -268,7 +268,7 @@ export async function openTokenFeed(ctx: TokenFeedContext, caller: Caller, compi
   tokenSub.lastSeq = backlog.lastSeq === null ? 0n : BigInt(backlog.lastSeq);
   ready = true;
   if (backlog.ended) return finish(messages.at(-1)?.done ? messages.at(-1) : undefined);
-  if (finalSeen || FINAL.has(backlog.stepStatus)) return onStepFinal();
+  if (finalSeen || isFinalStepStatus(backlog.stepStatus)) return onStepFinal();
   await tokens.read(stepId);
 }
 
@@ -279,7 +279,7 @@ function stepStatusWatcher(stepId: string, onFinal: () => void): HubSubscriber {
     buffer: [],
     send(bytes) {
       const change = (JSON.parse(bytes.toString()) as { data: { t: { stepId: string | null; status: string | null } } }).data.t;
-      if (change.stepId === stepId && change.status !== null && FINAL.has(change.status)) onFinal();
+      if (change.stepId === stepId && isFinalStepStatus(change.status)) onFinal();
     },
   };
 }
