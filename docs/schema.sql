@@ -582,7 +582,6 @@ create table ballast_private.token_chunks (
 alter table ballast_private.token_chunks add constraint token_chunk_done_empty CHECK (((NOT done) OR (text = ''::text)));
 alter table ballast_private.token_chunks add constraint token_chunk_offsets CHECK (((start_offset >= 0) AND (end_offset = (start_offset + char_length(text)))));
 alter table ballast_private.token_chunks add constraint token_chunks_pkey PRIMARY KEY (step_id, seq);
-CREATE INDEX token_chunks_at ON ballast_private.token_chunks USING btree (at);
 alter table ballast_private.token_chunks enable row level security;
 create policy tenant_rows on ballast_private.token_chunks as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
 

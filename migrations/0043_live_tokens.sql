@@ -41,7 +41,6 @@ create unlogged table ballast_private.token_chunks (
   constraint token_chunk_done_empty check (not done or text = '')
 );
 comment on table ballast_private.token_chunks is 'Live tokens (0043): the text model steps stream, batch by batch, until shortly after the step is final. Unlogged; not the durable record (steps.output, model_calls.raw_output).';
-create index token_chunks_at on ballast_private.token_chunks (at);
 alter table ballast_private.token_chunks enable row level security;
 create policy tenant_rows on ballast_private.token_chunks for select
   using ((select ballast_private.caller_unrestricted()) or tenant_id = (select ballast_private.caller_tenant()));
