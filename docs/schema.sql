@@ -750,6 +750,28 @@ alter table ballast_private.steps enable row level security;
 create policy tenant_rows on ballast_private.steps as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
    FROM ballast_private.jobs j))));
 
+create table ballast_private.token_chunks (
+  step_id bigint not null,
+  seq bigint generated always as identity not null,
+  job_id bigint not null,
+  tenant_id text not null,
+  attempt_id bigint not null,
+  segment integer not null,
+  rung text,
+  model text,
+  start_offset integer not null,
+  end_offset integer not null,
+  text text not null,
+  first boolean default false not null,
+  done boolean default false not null,
+  at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.token_chunks add constraint token_chunk_done_empty CHECK (((NOT done) OR (text = ''::text)));
+alter table ballast_private.token_chunks add constraint token_chunk_offsets CHECK (((start_offset >= 0) AND (end_offset = (start_offset + char_length(text)))));
+alter table ballast_private.token_chunks add constraint token_chunks_pkey PRIMARY KEY (step_id, seq);
+alter table ballast_private.token_chunks enable row level security;
+create policy tenant_rows on ballast_private.token_chunks as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
 create table ballast_private.workers (
   id text not null,
   pool_id text,
@@ -2947,6 +2969,25 @@ begin
   v_bytes := v_bytes + v_b;
 
   return query select v_n_jobs, v_n_steps, v_n_attempts, v_n_effects, v_n_calls, v_bytes, cardinality(v_busy), v_more;
+end
+$fn$;
+
+create function ballast.prune_token_chunks(p_keep interval DEFAULT '00:01:00'::interval, p_max_age interval DEFAULT '01:00:00'::interval) returns integer
+language plpgsql volatile set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_n integer;
+begin
+  with last as (
+    select c.step_id, max(c.at) as at from ballast_private.token_chunks c group by c.step_id
+  ), stale as (
+    select l.step_id from last l left join ballast_private.steps s on s.id = l.step_id
+     where l.at < ballast.now() - p_keep
+       and (s.id is null or s.status in ('succeeded', 'failed', 'cancelled', 'skipped') or l.at < ballast.now() - p_max_age)
+  )
+  delete from ballast_private.token_chunks c using stale where c.step_id = stale.step_id;
+  get diagnostics v_n = row_count;
+  return v_n;
 end
 $fn$;
 
@@ -5264,6 +5305,32 @@ begin
   else
     perform pg_notify('ballast_queue', '');
   end if;
+end
+$fn$;
+
+create function ballast_private.append_tokens(p_attempt_id bigint, p_segment integer, p_rung text, p_model text, p_text text, p_first boolean, p_done boolean) returns integer
+language plpgsql volatile set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_step_id bigint;
+  v_job_id bigint;
+  v_tenant text;
+  v_start integer;
+begin
+  select a.step_id, a.job_id, j.tenant_id into v_step_id, v_job_id, v_tenant
+    from ballast_private.attempts a join ballast_private.jobs j on j.id = a.job_id
+   where a.id = p_attempt_id and a.outcome = 'running';
+  if v_step_id is null then
+    return null;
+  end if;
+  select c.end_offset into v_start from ballast_private.token_chunks c
+   where c.step_id = v_step_id order by c.seq desc limit 1;
+  insert into ballast_private.token_chunks (step_id, job_id, tenant_id, attempt_id, segment, rung, model, start_offset,
+                                            end_offset, text, first, done)
+  values (v_step_id, v_job_id, v_tenant, p_attempt_id, p_segment, p_rung, p_model, coalesce(v_start, 0),
+          coalesce(v_start, 0) + char_length(p_text), p_text, p_first, p_done);
+  perform pg_notify('ballast_tokens', json_build_object('step_id', v_step_id, 'job_id', v_job_id)::text);
+  return coalesce(v_start, 0) + char_length(p_text);
 end
 $fn$;
 
@@ -8521,6 +8588,23 @@ create view ballast.model_prices with (security_invoker=true) as
     model_prices.source
    FROM ballast_private.model_prices;
 
+create view ballast.model_tokens with (security_invoker=true) as
+ SELECT token_chunks.step_id,
+    token_chunks.seq,
+    token_chunks.job_id,
+    token_chunks.tenant_id,
+    token_chunks.attempt_id,
+    token_chunks.segment,
+    token_chunks.rung,
+    token_chunks.model,
+    token_chunks.start_offset,
+    token_chunks.end_offset,
+    token_chunks.text,
+    token_chunks.first,
+    token_chunks.done,
+    token_chunks.at
+   FROM ballast_private.token_chunks;
+
 create view ballast.oldest_transactions as
  SELECT a.pid,
     a.usename AS role,
@@ -8779,6 +8863,7 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.mod
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_call_savings FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_calls FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_prices FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_tokens FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pauses FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pipelines FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompt_label_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -9038,6 +9123,21 @@ comment on column ballast.model_calls.model_index is 'Which model of the step: 0
 comment on column ballast.model_calls.provider is 'The provider called, e.g. openai, anthropic, ollama, local.';
 comment on column ballast.model_calls.provider_kind is 'The protocol of that provider (e.g. openai, anthropic, openai-compatible, local). Null: not known.';
 comment on view ballast.model_prices is 'Model prices in US dollars per million tokens (input, output, cached input), each valid from a date.';
+comment on view ballast.model_tokens is 'Live tokens: the text streaming model steps sent, in batches (seq order per step), kept until shortly after the step is final. The durable record is ballast.model_calls.raw_output.';
+comment on column ballast.model_tokens.step_id is 'The model step that streamed.';
+comment on column ballast.model_tokens.end_offset is 'start_offset plus the length of the text.';
+comment on column ballast.model_tokens.text is 'The text of this batch (empty on a done row).';
+comment on column ballast.model_tokens.first is 'True on the first batch of a call: the text before it belongs to another answer.';
+comment on column ballast.model_tokens.done is 'True on the row that ends an attempt''s streaming.';
+comment on column ballast.model_tokens.at is 'When the batch was written.';
+comment on column ballast.model_tokens.seq is 'The order of the batches (of one step: ascending).';
+comment on column ballast.model_tokens.job_id is 'The job of that step.';
+comment on column ballast.model_tokens.tenant_id is 'The tenant of that job.';
+comment on column ballast.model_tokens.attempt_id is 'The attempt whose call streamed this text.';
+comment on column ballast.model_tokens.segment is 'The call within that attempt, from 1 (a re-ask or a fallback model is a new call).';
+comment on column ballast.model_tokens.rung is 'primary, reask or fallback (as in ballast.model_calls). Null on a done row.';
+comment on column ballast.model_tokens.model is 'The model called (provider:model). Null on a done row.';
+comment on column ballast.model_tokens.start_offset is 'Where the text starts in the step''s token log, in characters from the first one the step streamed.';
 comment on view ballast.oldest_transactions is 'Open transactions of this database, oldest first: a long one holds vacuum back and slows the queue (see README, Guarantees).';
 comment on function ballast.pause_schedule(text,boolean,text,text,text) is 'Pause a schedule (paused true) or resume it (false): a resumed schedule fires next at its first slot after now.';
 comment on view ballast.pauses is 'Paused keys (ballast.pause_key): a step with one of these keys is not started while the pause is in force.';
@@ -9195,6 +9295,7 @@ comment on column ballast_private.steps.wait_children is 'The child jobs a step 
 comment on column ballast_private.steps.wait_first is 'For a wait for the first n children to complete: n; null when it waits for all of them.';
 comment on column ballast_private.steps.waiting_for is 'Null unless the step is waiting: ''event'' (for the event wait_key names), ''time'' (a sleep until wait_deadline), ''children'' (for the child jobs in wait_children) or ''items'' (a map step, for its items). Generated from status, wait_key, wait_on_timeout and wait_children.';
 comment on table ballast_private.steps_pending_idx is 'The pending steps of a job: finding the dependants of finished steps reads what the job has pending, not all its steps (map steps of many items).';
+comment on table ballast_private.token_chunks is 'Live tokens (0043): the text model steps stream, batch by batch, until shortly after the step is final. Unlogged; not the durable record (steps.output, model_calls.raw_output).';
 
 -- ==================== privileges ===============================================================================
 
@@ -9313,6 +9414,7 @@ grant select on table ballast_private.schedules to ballast_client, ballast_opera
 grant select on table ballast_private.signals to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.step_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.steps to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.token_chunks to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.workers to ballast_operator, ballast_reporter;
 grant select on view ballast.alerts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.attempts to ballast_client, ballast_operator, ballast_reporter;
@@ -9337,6 +9439,7 @@ grant select on view ballast.model_cache_settings to ballast_operator, ballast_r
 grant select on view ballast.model_call_savings to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.model_calls to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.model_prices to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.model_tokens to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.oldest_transactions to ballast_operator, ballast_reporter;
 grant select on view ballast.pauses to ballast_operator, ballast_reporter;
 grant select on view ballast.pipelines to ballast_client, ballast_operator, ballast_reporter;

@@ -82,6 +82,7 @@ Commands
   watch <job-id>        follow a job live (each step's transitions and progress) until it ends with its result
       --timeout <seconds>      stop watching after this long (exit 124)
       --json                   JSON lines: the state, then each event, then the final job
+      --tokens                 also the text streaming model steps send, as it arrives (live tokens)
   schedule set <name>   create or replace a cron schedule: each slot submits a job of the pipeline, once
       --pipeline <name> --cron '<min hour day month weekday>'|@daily|@hourly|...  (required)
       --input <json|@file|->  --tz <zone, default UTC>  --tenant <id>  --version <n>  --priority <n>
@@ -329,12 +330,12 @@ async function sendEvent(args: string[]): Promise<number> {
 }
 
 async function watch(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(args, { timeout: { type: 'string' }, json: { type: 'boolean' } });
+  const { values, positionals } = parseCommandArgs(args, { timeout: { type: 'string' }, json: { type: 'boolean' }, tokens: { type: 'boolean' } });
   const jobId = jobIdArg(positionals[0], 'watch');
   const timeoutS = values.timeout === undefined ? null : Number(values.timeout);
   if (timeoutS !== null && !(timeoutS > 0)) throw new UsageError(`--timeout ${values.timeout} is not a positive number of seconds`);
   const [{ watchJob }, handle] = await Promise.all([import('./cli/watch.ts'), openDatabase({ embedded: false })]);
-  return withDb((db) => watchJob({ url: handle.url, db, jobId, json: Boolean(values.json), timeoutMs: timeoutS === null ? null : timeoutS * 1000 }));
+  return withDb((db) => watchJob({ url: handle.url, db, jobId, json: Boolean(values.json), tokens: Boolean(values.tokens), timeoutMs: timeoutS === null ? null : timeoutS * 1000 }));
 }
 
 async function jobs(args: string[]): Promise<number> {

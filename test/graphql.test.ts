@@ -225,7 +225,7 @@ t.test('the schema exposes the public surface only', async (t) => {
       'setFairShare', 'stopFairSharing',
       'clearPromptCanary', 'createPromptVersion', 'setPromptCanary', 'setPromptLabel',
       'setDriftRule', 'setBudgetAlert', 'ackAlert'].sort());
-  t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'tenantEvents']);
+  t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'modelTokens', 'tenantEvents']);
   const names = schema.types.map((x: any) => x.name).join(' ');
   // Prompt labels and pins are public (0041); the prompts' texts are not.
   t.notOk(schema.types.some((x: any) => x.name === 'Prompt' || x.name === 'PromptsConnection'), 'no Prompt type');

@@ -366,8 +366,11 @@ class Ladder<O> {
         return this.#coolingDown(model, mi, permit, waitMs, meta);
       }
       if (permit.budgetExhausted) return this.#budgetExhausted(model, permit, meta);
+      // A streaming step's subscribers see the answer either way: a reused answer arrives as one batch.
+      const onText = this.#spec.stream ? this.#run.tokens?.segment(meta.rung, model) : undefined;
+      if (reused && onText && reused.record.text) onText(reused.record.text);
       const rec = reused ? reused.record : await callModel<O>({
-        ...request, schema: this.#spec.output, timeoutMs, signal: ctx.signal, stream: this.#spec.stream, providers: this.#run.providers,
+        ...request, schema: this.#spec.output, timeoutMs, signal: ctx.signal, stream: this.#spec.stream, providers: this.#run.providers, onText,
       });
       this.#calls++;
       if (!reused) this.#made++;

@@ -17,6 +17,7 @@ import { FairShareMutationsPlugin } from './fair-share-mutations.ts';
 import { PromptMutationsPlugin } from './prompt-mutations.ts';
 import { AlertMutationsPlugin } from './alert-mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
+import { tokenSubscriptionsPlugin } from './token-subscriptions.ts';
 import { checkIntrospection } from './introspection.ts';
 import { addErrorCodes, checkVariables, strictUtf8Body } from './request-checks.ts';
 import { ruruConfig } from './ruru.ts';
@@ -107,7 +108,7 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
     extends: [PostGraphileAmberPreset],
     // No Relay global object ids: every row has its own `id`.
     disablePlugins: ['NodePlugin'],
-    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, ScheduleMutationsPlugin, GateMutationsPlugin, FairShareMutationsPlugin, PromptMutationsPlugin, AlertMutationsPlugin, subscriptionsPlugin(), LimitsPlugin],
+    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, ScheduleMutationsPlugin, GateMutationsPlugin, FairShareMutationsPlugin, PromptMutationsPlugin, AlertMutationsPlugin, subscriptionsPlugin(), tokenSubscriptionsPlugin(), LimitsPlugin],
     pgServices: [makePgService({ pool: o.pool, schemas: ['ballast'], pubsub: false })],
     grafast: {
       explain: false,

@@ -12,7 +12,10 @@ import type { StepKind } from './kind.ts';
 export const modelKind: StepKind<ModelStep> = {
   async run(step, a) {
     const { runModelLadder } = await import('../../model/ladder.ts');
-    return runModelLadder(a, step.spec);
+    if (!step.spec.stream) return runModelLadder(a, step.spec);
+    // Live tokens (worker/token-stream.ts): only streaming model steps pay for them.
+    const { streamTokens } = await import('../../worker/token-stream.ts');
+    return streamTokens(a, (withTokens) => runModelLadder(withTokens, step.spec));
   },
   // Only model steps carry their prompt, models and policy, so adding them changed no existing definition hash.
   definition: ({ spec }) => ({
