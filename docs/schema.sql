@@ -7,6 +7,45 @@
 
 -- ==================== tables ===================================================================================
 
+create table ballast_private.alert_checks (
+  id integer default 1 not null,
+  last_at timestamp with time zone not null
+);
+alter table ballast_private.alert_checks add constraint alert_checks_one_row CHECK ((id = 1));
+alter table ballast_private.alert_checks add constraint alert_checks_pkey PRIMARY KEY (id);
+
+create table ballast_private.alerts (
+  id bigint generated always as identity not null,
+  kind text not null,
+  rule_id bigint not null,
+  rule_name text not null,
+  group_key text not null,
+  group_value jsonb not null,
+  tenant_id text,
+  metric text not null,
+  value numeric,
+  baseline numeric,
+  threshold numeric,
+  samples bigint,
+  baseline_samples bigint,
+  period_start timestamp with time zone,
+  percent integer,
+  raised_at timestamp with time zone default ballast.now() not null,
+  resolved_at timestamp with time zone,
+  acked_by text,
+  acked_at timestamp with time zone,
+  ack_note text
+);
+alter table ballast_private.alerts add constraint alert_budget_period CHECK (((kind = 'budget'::text) = ((period_start IS NOT NULL) AND (percent IS NOT NULL))));
+alter table ballast_private.alerts add constraint alert_kind_known CHECK ((kind = ANY (ARRAY['drift'::text, 'budget'::text])));
+alter table ballast_private.alerts add constraint alerts_pkey PRIMARY KEY (id);
+CREATE UNIQUE INDEX alerts_budget_once ON ballast_private.alerts USING btree (rule_id, group_key, period_start, percent) WHERE (kind = 'budget'::text);
+CREATE UNIQUE INDEX alerts_drift_open ON ballast_private.alerts USING btree (rule_id, group_key) WHERE ((kind = 'drift'::text) AND (resolved_at IS NULL));
+CREATE INDEX alerts_open ON ballast_private.alerts USING btree (kind, rule_id) WHERE (resolved_at IS NULL);
+CREATE INDEX alerts_raised ON ballast_private.alerts USING btree (raised_at);
+alter table ballast_private.alerts enable row level security;
+create policy tenant_rows on ballast_private.alerts as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR ((kind = 'budget'::text) AND (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant)))));
+
 create table ballast_private.attempts (
   id bigint generated always as identity not null,
   step_id bigint not null,
@@ -44,6 +83,25 @@ alter table ballast_private.attempts enable row level security;
 create policy tenant_rows on ballast_private.attempts as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
    FROM ballast_private.jobs j))));
 
+create table ballast_private.budget_alert_rules (
+  id bigint generated always as identity not null,
+  name text not null,
+  scope text not null,
+  scope_value text,
+  limit_usd numeric(14,6),
+  period text,
+  percents integer[] default '{50,80,100}'::integer[] not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.budget_alert_rules add constraint budget_alert_limit CHECK (((limit_usd > (0)::numeric) OR ((limit_usd IS NULL) AND (scope = 'tenant'::text) AND (period IS NULL))));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_percents CHECK ((((cardinality(percents) >= 1) AND (cardinality(percents) <= 20)) AND (1 <= ALL (percents)) AND (1000 >= ALL (percents))));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_period_given CHECK (((period IS NOT NULL) OR (limit_usd IS NULL)));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_period_known CHECK ((period = ANY (ARRAY['day'::text, 'week'::text, 'month'::text])));
+alter table ballast_private.budget_alert_rules add constraint budget_alert_rules_name_key UNIQUE (name);
+alter table ballast_private.budget_alert_rules add constraint budget_alert_rules_pkey PRIMARY KEY (id);
+alter table ballast_private.budget_alert_rules add constraint budget_alert_scope_known CHECK ((scope = ANY (ARRAY['tenant'::text, 'pipeline'::text, 'model'::text, 'end_user'::text])));
+
 create table ballast_private.budget_reservations (
   id bigint generated always as identity not null,
   tenant_id text not null,
@@ -59,6 +117,19 @@ alter table ballast_private.budget_reservations add constraint budget_reservatio
 alter table ballast_private.budget_reservations add constraint budget_reservations_pkey PRIMARY KEY (id);
 alter table ballast_private.budget_reservations add constraint reservation_status_known CHECK ((status = ANY (ARRAY['open'::text, 'settled'::text, 'expired'::text])));
 CREATE INDEX budget_reservations_open ON ballast_private.budget_reservations USING btree (tenant_id, period_start) WHERE (status = 'open'::text);
+
+create table ballast_private.budget_spend_checked (
+  rule_id bigint not null,
+  rule_name text not null,
+  scope text not null,
+  scope_key text not null,
+  tenant_id text,
+  period_start timestamp with time zone not null,
+  spent_usd numeric not null,
+  limit_usd numeric not null,
+  checked_at timestamp with time zone not null
+);
+alter table ballast_private.budget_spend_checked add constraint budget_spend_checked_pkey PRIMARY KEY (rule_id, scope_key);
 
 create table ballast_private.budget_usage (
   tenant_id text not null,
@@ -84,6 +155,37 @@ alter table ballast_private.budgets add constraint budget_period_known CHECK ((p
 alter table ballast_private.budgets add constraint budgets_pkey PRIMARY KEY (tenant_id);
 alter table ballast_private.budgets enable row level security;
 create policy tenant_rows on ballast_private.budgets as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
+
+create table ballast_private.drift_rules (
+  id bigint generated always as identity not null,
+  name text not null,
+  pipeline text not null,
+  step_name text,
+  prompt_name text,
+  prompt_version integer,
+  model text,
+  metric text not null,
+  direction text not null,
+  change text default 'absolute'::text not null,
+  threshold numeric not null,
+  window_size interval default '01:00:00'::interval not null,
+  baseline_size interval,
+  baseline_from timestamp with time zone,
+  baseline_until timestamp with time zone,
+  min_samples integer default 30 not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.drift_rules add constraint drift_baseline_one CHECK ((((baseline_size IS NOT NULL) <> ((baseline_from IS NOT NULL) AND (baseline_until IS NOT NULL))) AND ((baseline_from IS NULL) = (baseline_until IS NULL))));
+alter table ballast_private.drift_rules add constraint drift_baseline_positive CHECK (((baseline_size > '00:00:00'::interval) OR (baseline_until > baseline_from)));
+alter table ballast_private.drift_rules add constraint drift_change_known CHECK ((change = ANY (ARRAY['absolute'::text, 'relative'::text])));
+alter table ballast_private.drift_rules add constraint drift_direction_matches CHECK ((direction = ballast_private.drift_direction(metric)));
+alter table ballast_private.drift_rules add constraint drift_metric_known CHECK ((ballast_private.drift_direction(metric) IS NOT NULL));
+alter table ballast_private.drift_rules add constraint drift_min_samples_positive CHECK ((min_samples >= 1));
+alter table ballast_private.drift_rules add constraint drift_rules_name_key UNIQUE (name);
+alter table ballast_private.drift_rules add constraint drift_rules_pkey PRIMARY KEY (id);
+alter table ballast_private.drift_rules add constraint drift_threshold_positive CHECK ((threshold > (0)::numeric));
+alter table ballast_private.drift_rules add constraint drift_window_positive CHECK ((window_size > '00:00:00'::interval));
 
 create table ballast_private.effect_intents (
   step_id bigint not null,
@@ -113,6 +215,15 @@ alter table ballast_private.effects add constraint effects_step_id_fkey FOREIGN 
 alter table ballast_private.effects enable row level security;
 create policy tenant_rows on ballast_private.effects as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (step_id IN ( SELECT s.id
    FROM ballast_private.steps s))));
+
+create table ballast_private.end_user_paths (
+  pipeline text not null,
+  path text[] not null,
+  set_by text,
+  set_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.end_user_paths add constraint end_user_path_nonempty CHECK (((cardinality(path) >= 1) AND (cardinality(path) <= 20)));
+alter table ballast_private.end_user_paths add constraint end_user_paths_pkey PRIMARY KEY (pipeline);
 
 create table ballast_private.error_codes (
   sqlstate text not null,
@@ -263,6 +374,23 @@ create table ballast_private.gate_history (
 alter table ballast_private.gate_history add constraint gate_action_known CHECK ((action = ANY (ARRAY['pause'::text, 'resume'::text, 'set_limit'::text, 'delete_limit'::text])));
 alter table ballast_private.gate_history add constraint gate_history_pkey PRIMARY KEY (id);
 CREATE INDEX gate_history_key_idx ON ballast_private.gate_history USING btree (key, id);
+
+create table ballast_private.job_prompts (
+  job_id bigint not null,
+  prompt_name text not null,
+  label text not null,
+  version integer not null,
+  arm text not null,
+  pinned_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.job_prompts add constraint job_prompt_arm_known CHECK ((arm = ANY (ARRAY['stable'::text, 'canary'::text])));
+alter table ballast_private.job_prompts add constraint job_prompts_job_fkey FOREIGN KEY (job_id) REFERENCES ballast_private.jobs(id) ON DELETE CASCADE;
+alter table ballast_private.job_prompts add constraint job_prompts_pkey PRIMARY KEY (job_id, prompt_name, label);
+alter table ballast_private.job_prompts add constraint job_prompts_version_fkey FOREIGN KEY (prompt_name, version) REFERENCES ballast_private.prompts(name, version);
+CREATE INDEX job_prompts_label_idx ON ballast_private.job_prompts USING btree (prompt_name, label, pinned_at);
+alter table ballast_private.job_prompts enable row level security;
+create policy tenant_rows on ballast_private.job_prompts as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
+   FROM ballast_private.jobs j))));
 
 create table ballast_private.job_transitions (
   from_status text not null,
@@ -481,12 +609,47 @@ alter table ballast_private.pipelines add constraint pipeline_name_format CHECK 
 alter table ballast_private.pipelines add constraint pipeline_version_positive CHECK ((version >= 1));
 alter table ballast_private.pipelines add constraint pipelines_pkey PRIMARY KEY (name, version);
 
+create table ballast_private.prompt_label_history (
+  id bigint generated always as identity not null,
+  prompt_name text not null,
+  label text not null,
+  action text not null,
+  from_version integer,
+  to_version integer,
+  canary_version integer,
+  canary_share double precision,
+  actor text,
+  reason text not null,
+  at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.prompt_label_history add constraint prompt_label_action_known CHECK ((action = ANY (ARRAY['set'::text, 'canary'::text, 'clear_canary'::text])));
+alter table ballast_private.prompt_label_history add constraint prompt_label_history_pkey PRIMARY KEY (id);
+CREATE INDEX prompt_label_history_label_idx ON ballast_private.prompt_label_history USING btree (prompt_name, label, id);
+
+create table ballast_private.prompt_labels (
+  prompt_name text not null,
+  label text not null,
+  version integer not null,
+  canary_version integer,
+  canary_share double precision,
+  updated_by text,
+  updated_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.prompt_labels add constraint prompt_canary_differs CHECK ((canary_version <> version));
+alter table ballast_private.prompt_labels add constraint prompt_canary_share_range CHECK (((canary_share > (0)::double precision) AND (canary_share <= (1)::double precision)));
+alter table ballast_private.prompt_labels add constraint prompt_canary_whole CHECK (((canary_version IS NULL) = (canary_share IS NULL)));
+alter table ballast_private.prompt_labels add constraint prompt_label_canary_fkey FOREIGN KEY (prompt_name, canary_version) REFERENCES ballast_private.prompts(name, version);
+alter table ballast_private.prompt_labels add constraint prompt_label_format CHECK ((label ~ '^[a-z][a-z0-9_.-]{0,62}$'::text));
+alter table ballast_private.prompt_labels add constraint prompt_label_version_fkey FOREIGN KEY (prompt_name, version) REFERENCES ballast_private.prompts(name, version);
+alter table ballast_private.prompt_labels add constraint prompt_labels_pkey PRIMARY KEY (prompt_name, label);
+
 create table ballast_private.prompts (
   name text not null,
   version integer not null,
   template jsonb not null,
   content_hash text not null,
-  registered_at timestamp with time zone default ballast.now() not null
+  registered_at timestamp with time zone default ballast.now() not null,
+  created_by text
 );
 alter table ballast_private.prompts add constraint prompt_name_format CHECK ((name ~ '^[a-z][a-z0-9_.-]{0,62}$'::text));
 alter table ballast_private.prompts add constraint prompt_version_positive CHECK ((version >= 1));
@@ -680,6 +843,28 @@ CREATE INDEX steps_waiting_key_idx ON ballast_private.steps USING btree (wait_ke
 alter table ballast_private.steps enable row level security;
 create policy tenant_rows on ballast_private.steps as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (job_id IN ( SELECT j.id
    FROM ballast_private.jobs j))));
+
+create table ballast_private.token_chunks (
+  step_id bigint not null,
+  seq bigint generated always as identity not null,
+  job_id bigint not null,
+  tenant_id text not null,
+  attempt_id bigint not null,
+  segment integer not null,
+  rung text,
+  model text,
+  start_offset integer not null,
+  end_offset integer not null,
+  text text not null,
+  first boolean default false not null,
+  done boolean default false not null,
+  at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.token_chunks add constraint token_chunk_done_empty CHECK (((NOT done) OR (text = ''::text)));
+alter table ballast_private.token_chunks add constraint token_chunk_offsets CHECK (((start_offset >= 0) AND (end_offset = (start_offset + char_length(text)))));
+alter table ballast_private.token_chunks add constraint token_chunks_pkey PRIMARY KEY (step_id, seq);
+alter table ballast_private.token_chunks enable row level security;
+create policy tenant_rows on ballast_private.token_chunks as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
 
 create table ballast_private.workers (
   id text not null,
@@ -1731,6 +1916,23 @@ begin
 end
 $fn$;
 
+create function ballast.ack_alert(p_id bigint, p_actor text DEFAULT NULL::text, p_note text DEFAULT NULL::text) returns TABLE(alert_id bigint, acked_by text, acked_at timestamp with time zone)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+begin
+  return query
+  update ballast_private.alerts a set acked_by = coalesce(ballast_private.caller_actor(p_actor), session_user::text),
+         acked_at = ballast.now(), ack_note = p_note
+   where a.id = p_id
+  returning a.id, a.acked_by, a.acked_at;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('alert %s does not exist', coalesce(p_id::text, 'null')),
+      hint = 'List the alerts with select * from ballast.alerts.';
+  end if;
+end
+$fn$;
+
 create function ballast.add_eval_case(p_dataset text, p_key text, p_input jsonb, p_reference jsonb DEFAULT NULL::jsonb, p_checks jsonb DEFAULT '[]'::jsonb, p_tags text[] DEFAULT '{}'::text[], p_source jsonb DEFAULT NULL::jsonb, p_actor text DEFAULT NULL::text) returns TABLE(case_id bigint, case_key text, dataset_version integer)
 language sql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -1948,6 +2150,120 @@ begin
 end
 $fn$;
 
+create function ballast.check_alerts(p_min_interval interval DEFAULT NULL::interval) returns TABLE(alert_id bigint, kind text, change text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+#variable_conflict use_column
+declare
+  v_now timestamptz := ballast.now();
+  v_drift_raised bigint[] := '{}';
+  v_drift_resolved bigint[] := '{}';
+  v_budget_raised bigint[] := '{}';
+  v_budget_resolved bigint[] := '{}';
+begin
+  if not pg_try_advisory_xact_lock(hashtextextended('ballast.check_alerts', 0)) then
+    return;
+  end if;
+  if p_min_interval is not null
+     and exists (select 1 from ballast_private.alert_checks c where c.last_at > v_now - p_min_interval and c.last_at <= v_now) then
+    return;
+  end if;
+  insert into ballast_private.alert_checks as c (id, last_at) values (1, v_now)
+  on conflict (id) do update set last_at = excluded.last_at;
+
+  if exists (select 1 from ballast_private.drift_rules) then
+    with rules as (
+      select r.*, v_now - r.window_size as w_from,
+             coalesce(r.baseline_from, v_now - r.window_size - r.baseline_size) as b_from,
+             coalesce(r.baseline_until, v_now - r.window_size) as b_until
+        from ballast_private.drift_rules r
+    ), win as (
+      select r.id as rule_id, s.pipeline, s.step_name, s.prompt_name, s.prompt_version, s.model, s.attempts,
+             (to_jsonb(s) ->> r.metric)::numeric as value
+        from rules r cross join lateral ballast.quality_stats(r.w_from, v_now, r.pipeline) s
+       where (r.step_name is null or s.step_name = r.step_name) and (r.prompt_name is null or s.prompt_name = r.prompt_name)
+         and (r.prompt_version is null or s.prompt_version = r.prompt_version) and (r.model is null or s.model = r.model)
+    ), base as (
+      select r.id as rule_id, s.step_name, s.prompt_name, s.prompt_version, s.model, s.attempts,
+             (to_jsonb(s) ->> r.metric)::numeric as value
+        from rules r cross join lateral ballast.quality_stats(r.b_from, r.b_until, r.pipeline) s
+       where (r.step_name is null or s.step_name = r.step_name) and (r.prompt_name is null or s.prompt_name = r.prompt_name)
+         and (r.prompt_version is null or s.prompt_version = r.prompt_version) and (r.model is null or s.model = r.model)
+    ), eval as (
+      select r.id as rule_id, r.name, r.metric, r.threshold, w.attempts, b.attempts as b_attempts, w.value, b.value as baseline,
+             w.pipeline || '/' || w.step_name || '/' || coalesce(w.prompt_name || '@' || w.prompt_version, '-') || '/' || w.model as group_key,
+             jsonb_build_object('pipeline', w.pipeline, 'step', w.step_name, 'prompt_name', w.prompt_name,
+                                'prompt_version', w.prompt_version, 'model', w.model) as group_value,
+             ballast_private.drift_breached(r.direction, r.change, r.threshold, w.value, b.value) as breached
+        from rules r
+        join win w on w.rule_id = r.id
+        join base b on b.rule_id = r.id and b.step_name = w.step_name and b.model = w.model
+                   and b.prompt_name is not distinct from w.prompt_name and b.prompt_version is not distinct from w.prompt_version
+       where w.attempts >= r.min_samples and b.attempts >= r.min_samples
+    ), raised as (
+      insert into ballast_private.alerts as a (kind, rule_id, rule_name, group_key, group_value, metric, value, baseline,
+                                               threshold, samples, baseline_samples, raised_at)
+      select 'drift', e.rule_id, e.name, e.group_key, e.group_value, e.metric, e.value, e.baseline, e.threshold,
+             e.attempts, e.b_attempts, v_now
+        from eval e where e.breached
+      on conflict (rule_id, group_key) where kind = 'drift' and resolved_at is null do nothing
+      returning a.id
+    ), resolved as (
+      update ballast_private.alerts a set resolved_at = v_now
+        from eval e
+       where a.kind = 'drift' and a.resolved_at is null and a.rule_id = e.rule_id and a.group_key = e.group_key
+         and e.breached = false
+      returning a.id
+    )
+    select array(select id from raised order by id), array(select id from resolved order by id)
+      into v_drift_raised, v_drift_resolved;
+  end if;
+
+  if exists (select 1 from ballast_private.budget_alert_rules)
+     or exists (select 1 from ballast_private.alerts a where a.kind = 'budget' and a.resolved_at is null) then
+    -- (Its own statement: the CTEs of one statement run in no set order, and the inserts below would meet these rows.)
+    delete from ballast_private.budget_spend_checked;
+    with spend as materialized (
+      select * from ballast_private.budget_spend(v_now)
+    ), seen as (
+      insert into ballast_private.budget_spend_checked (rule_id, rule_name, scope, scope_key, tenant_id, period_start,
+                                                        spent_usd, limit_usd, checked_at)
+      select s.rule_id, s.rule_name, s.scope, s.scope_key, s.tenant_id, s.period_start, s.spent_usd, s.limit_usd, v_now
+        from spend s
+    ), raised as (
+      insert into ballast_private.alerts as a (kind, rule_id, rule_name, group_key, group_value, tenant_id, metric, value,
+                                               threshold, period_start, percent, raised_at)
+      select 'budget', s.rule_id, s.rule_name, s.scope_key,
+             jsonb_build_object('scope', s.scope, 'value', s.scope_value, 'tenant_id', s.tenant_id, 'period', s.period,
+                                'limit_usd', s.limit_usd),
+             s.tenant_id, 'spend_usd', s.spent_usd, round(s.limit_usd * p.pct / 100.0, 8), s.period_start, p.pct, v_now
+        from spend s cross join lateral unnest(s.percents) p(pct)
+       where s.spent_usd >= s.limit_usd * p.pct / 100.0
+      on conflict (rule_id, group_key, period_start, percent) where kind = 'budget' do nothing
+      returning a.id
+    ), ended as (
+      update ballast_private.alerts a set resolved_at = v_now
+       where a.kind = 'budget' and a.resolved_at is null
+         and a.period_start + ('1 ' || (a.group_value ->> 'period'))::interval <= v_now
+      returning a.id
+    )
+    select array(select id from raised order by id), array(select id from ended order by id)
+      into v_budget_raised, v_budget_resolved;
+  end if;
+
+  if cardinality(v_drift_raised || v_drift_resolved || v_budget_raised || v_budget_resolved) > 0 then
+    perform pg_notify('ballast_alerts', json_build_object(
+      'raised', to_json(array(select x from unnest(v_drift_raised || v_budget_raised) x order by x)),
+      'resolved', to_json(array(select x from unnest(v_drift_resolved || v_budget_resolved) x order by x)))::text);
+  end if;
+  return query
+  select x, 'drift', 'raised' from unnest(v_drift_raised) x
+  union all select x, 'drift', 'resolved' from unnest(v_drift_resolved) x
+  union all select x, 'budget', 'raised' from unnest(v_budget_raised) x
+  union all select x, 'budget', 'resolved' from unnest(v_budget_resolved) x;
+end
+$fn$;
+
 create function ballast.claim_step(p_step_id bigint, p_worker_id text, p_lease_ms integer DEFAULT 30000) returns SETOF ballast.step_claim
 language plpgsql volatile
 as $fn$
@@ -2155,6 +2471,31 @@ begin
 end
 $fn$;
 
+create function ballast.clear_prompt_canary(p_name text, p_label text, p_reason text, p_actor text DEFAULT NULL::text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_old ballast_private.prompt_labels;
+  v_actor text := ballast_private.caller_actor(p_actor);
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  if p_reason is null or btrim(p_reason) = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why the canary ends (kept in ballast.prompt_label_history).');
+  end if;
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt_label:' || p_name || '@' || p_label, 0));
+  select * into v_old from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+  if not found or v_old.canary_version is null then
+    return false;
+  end if;
+  update ballast_private.prompt_labels l
+     set canary_version = null, canary_share = null, updated_by = v_actor, updated_at = ballast.now()
+   where l.prompt_name = p_name and l.label = p_label;
+  insert into ballast_private.prompt_label_history (prompt_name, label, action, from_version, to_version, canary_version, canary_share, actor, reason)
+  values (p_name, p_label, 'clear_canary', v_old.version, v_old.version, v_old.canary_version, v_old.canary_share, v_actor, p_reason);
+  return true;
+end
+$fn$;
+
 create function ballast.compare_eval_runs(p_base_run bigint, p_candidate_run bigint, p_threshold numeric DEFAULT 0) returns TABLE(case_key text, base_score numeric, candidate_score numeric, delta numeric, change text, base_passed boolean, candidate_passed boolean, cost_delta_usd numeric, latency_delta_ms integer, base_output jsonb, candidate_output jsonb, reference jsonb)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -2221,6 +2562,59 @@ begin
   on conflict (name) do update set description = coalesce(excluded.description, ballast_private.eval_datasets.description),
                                    updated_at = ballast.now();
   return query select * from ballast_private.eval_datasets d where d.name = p_name;
+end
+$fn$;
+
+create function ballast.create_prompt_version(p_name text, p_system text, p_user text, p_actor text DEFAULT NULL::text) returns TABLE(version integer, content_hash text, created boolean)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_template jsonb;
+  v_hash text;
+  v_latest ballast_private.prompts;
+begin
+  perform ballast_private.check_prompt_label_args(p_name, null, false);
+  if p_user is null or btrim(p_user) = '' then
+    perform ballast_private.bad_argument('user', 'is empty', 'Give the user message template, e.g. ''Rate this review: {{input.text}}''.');
+  end if;
+  v_template := jsonb_build_object('system', p_system, 'user', p_user);
+  v_hash := encode(sha256(convert_to(v_template::text, 'UTF8')), 'hex');
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt:' || p_name, 0));
+  select * into v_latest from ballast_private.prompts p where p.name = p_name order by p.version desc limit 1;
+  if found and v_latest.content_hash = v_hash then
+    return query select v_latest.version, v_hash, false;
+    return;
+  end if;
+  insert into ballast_private.prompts (name, version, template, content_hash, created_by)
+  values (p_name, coalesce(v_latest.version, 0) + 1, v_template, v_hash, ballast_private.caller_actor(p_actor));
+  return query select coalesce(v_latest.version, 0) + 1, v_hash, true;
+end
+$fn$;
+
+create function ballast.delete_budget_alert(p_name text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+begin
+  delete from ballast_private.budget_alert_rules r where r.name = p_name returning r.id into v_id;
+  delete from ballast_private.budget_spend_checked c where c.rule_id = v_id;
+  update ballast_private.alerts a set resolved_at = ballast.now()
+   where a.kind = 'budget' and a.rule_id = v_id and a.resolved_at is null;
+  return v_id is not null;
+end
+$fn$;
+
+create function ballast.delete_drift_rule(p_name text) returns boolean
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+begin
+  delete from ballast_private.drift_rules r where r.name = p_name returning r.id into v_id;
+  update ballast_private.alerts a set resolved_at = ballast.now()
+   where a.kind = 'drift' and a.rule_id = v_id and a.resolved_at is null;
+  return v_id is not null;
 end
 $fn$;
 
@@ -2759,6 +3153,49 @@ begin
 end
 $fn$;
 
+create function ballast.prompt_arms(p_name text, p_label text DEFAULT 'production'::text, p_since timestamp with time zone DEFAULT NULL::timestamp with time zone) returns TABLE(prompt_name text, label text, version integer, arm text, jobs bigint, attempts bigint, first_pass_rate numeric, fallback_rate numeric, review_rate numeric, rejection_rate numeric, degraded_rate numeric, mean_score numeric, calls bigint, cost_usd numeric, cost_per_success numeric, mean_latency_ms numeric, p95_latency_ms numeric)
+language plpgsql stable
+as $fn$
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  return query
+  with pins as (
+    select jp.job_id, jp.version, jp.arm
+      from ballast_private.job_prompts jp
+     where jp.prompt_name = p_name and jp.label = p_label
+       and jp.pinned_at >= coalesce(p_since, ballast.now() - interval '7 days')),
+  att as (
+    select p.version, p.arm,
+           count(*) filter (where a.contract_outcome is not null) as n,
+           count(*) filter (where a.contract_outcome = 'valid_first_try') as first_pass,
+           count(*) filter (where a.contract_outcome = 'fell_back') as fell_back,
+           count(*) filter (where a.contract_outcome = 'review') as review,
+           count(*) filter (where a.contract_outcome = 'rejected') as rejected,
+           count(*) filter (where a.contract_outcome = 'degraded') as degraded,
+           count(*) filter (where a.contract_outcome in ('valid_first_try', 'repaired', 'fell_back')) as accepted
+      from pins p join ballast_private.attempts a on a.job_id = p.job_id and a.prompt_ref = p_name || '@' || p.version
+     group by p.version, p.arm),
+  cl as (
+    select p.version, p.arm, count(*) as n, avg(c.score) as score, sum(c.cost_usd) as cost,
+           avg(c.latency_ms) as latency, percentile_cont(0.95) within group (order by c.latency_ms) as p95
+      from pins p join ballast_private.model_calls c
+        on c.job_id = p.job_id and c.prompt_name = p_name and c.prompt_version = p.version
+     where c.error_class is distinct from 'cooldown' and c.error_class is distinct from 'budget'
+     group by p.version, p.arm),
+  arms as (
+    select p.version, p.arm, count(distinct p.job_id) as jobs from pins p group by p.version, p.arm)
+  select p_name, p_label, x.version, x.arm, x.jobs, coalesce(a.n, 0),
+         round(a.first_pass::numeric / nullif(a.n, 0), 4), round(a.fell_back::numeric / nullif(a.n, 0), 4),
+         round(a.review::numeric / nullif(a.n, 0), 4), round(a.rejected::numeric / nullif(a.n, 0), 4),
+         round(a.degraded::numeric / nullif(a.n, 0), 4), round(c.score, 4), coalesce(c.n, 0), coalesce(c.cost, 0),
+         round(c.cost / nullif(a.accepted, 0), 8), round(c.latency, 1), round(c.p95::numeric, 1)
+    from arms x
+    left join att a on a.version = x.version and a.arm = x.arm
+    left join cl c on c.version = x.version and c.arm = x.arm
+   order by x.arm desc, x.version;
+end
+$fn$;
+
 create function ballast.prune_history(p_older_than interval, p_batch integer DEFAULT 1000) returns TABLE(jobs_pruned integer, steps_pruned integer, attempts_pruned integer, effects_pruned integer, model_calls_pruned integer, bytes_freed_estimate bigint, jobs_busy integer, more boolean)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp set lock_timeout = 5s
 as $fn$
@@ -2863,6 +3300,63 @@ begin
 
   return query select v_n_jobs, v_n_steps, v_n_attempts, v_n_effects, v_n_calls, v_bytes, cardinality(v_busy), v_more;
 end
+$fn$;
+
+create function ballast.prune_token_chunks(p_keep interval DEFAULT '00:01:00'::interval, p_max_age interval DEFAULT '01:00:00'::interval) returns integer
+language plpgsql volatile set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_n integer;
+begin
+  with last as (
+    select c.step_id, max(c.at) as at from ballast_private.token_chunks c group by c.step_id
+  ), stale as (
+    select l.step_id from last l left join ballast_private.steps s on s.id = l.step_id
+     where l.at < ballast.now() - p_keep
+       and (s.id is null or s.status in ('succeeded', 'failed', 'cancelled', 'skipped') or l.at < ballast.now() - p_max_age)
+  )
+  delete from ballast_private.token_chunks c using stale where c.step_id = stale.step_id;
+  get diagnostics v_n = row_count;
+  return v_n;
+end
+$fn$;
+
+create function ballast.quality_stats(p_since timestamp with time zone, p_until timestamp with time zone DEFAULT 'infinity'::timestamp with time zone, p_pipeline text DEFAULT NULL::text) returns TABLE(pipeline text, step_name text, prompt_name text, prompt_version integer, model text, attempts bigint, first_pass_rate numeric, repair_rate numeric, fallback_rate numeric, degraded_rate numeric, review_rate numeric, rejection_rate numeric, score_mean numeric, score_p10 numeric, score_p50 numeric, score_p90 numeric, successes bigint, cost_usd numeric, cost_per_success numeric, latency_p50_ms numeric, latency_p95_ms numeric)
+language sql stable
+as $fn$
+  with firsts as (
+    select distinct on (c.attempt_id) c.attempt_id, c.step_id, c.job_id, c.provider || ':' || c.requested_model as model,
+           c.prompt_name, c.prompt_version, c.latency_ms
+      from ballast_private.model_calls c
+     where c.started_at >= p_since and c.started_at < p_until and c.rung = 'primary' and c.model_index = 0
+     order by c.attempt_id, c.id
+  )
+  select j.pipeline,
+         case when s.parent_step_id is null then s.name
+              else (select p.name from ballast_private.steps p where p.id = s.parent_step_id) end,
+         f.prompt_name, f.prompt_version, f.model, count(*),
+         round(count(*) filter (where a.contract_outcome = 'valid_first_try')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'repaired')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'fell_back')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'degraded')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'review')::numeric / count(*), 4),
+         round(count(*) filter (where a.contract_outcome = 'rejected')::numeric / count(*), 4),
+         round(avg(a.quality_score), 4),
+         round((percentile_cont(0.1) within group (order by a.quality_score))::numeric, 4),
+         round((percentile_cont(0.5) within group (order by a.quality_score))::numeric, 4),
+         round((percentile_cont(0.9) within group (order by a.quality_score))::numeric, 4),
+         count(*) filter (where a.contract_outcome in ('valid_first_try', 'repaired', 'fell_back')),
+         sum(a.cost_usd),
+         round(sum(a.cost_usd) / nullif(count(*) filter (where a.contract_outcome in ('valid_first_try', 'repaired', 'fell_back')), 0), 8),
+         round((percentile_cont(0.5) within group (order by f.latency_ms))::numeric, 1),
+         round((percentile_cont(0.95) within group (order by f.latency_ms))::numeric, 1)
+    from firsts f
+    join ballast_private.attempts a on a.id = f.attempt_id
+    join ballast_private.steps s on s.id = f.step_id
+    join ballast_private.jobs j on j.id = f.job_id
+   where a.contract_outcome is not null and (p_pipeline is null or j.pipeline = p_pipeline)
+   group by 1, 2, 3, 4, 5
+   order by 1, 2, 3, 4, 5
 $fn$;
 
 create function ballast.reap(p_dead_after_ms integer DEFAULT 10000, p_lost_after_ms integer DEFAULT 2000) returns TABLE(dead_workers text[], reclaimed_attempts bigint[], expired_waits bigint[])
@@ -3984,6 +4478,44 @@ begin
 end
 $fn$;
 
+create function ballast.resolve_prompt(p_job_id bigint, p_name text, p_label text) returns TABLE(version integer, template jsonb, content_hash text, arm text, pinned_at timestamp with time zone)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_label ballast_private.prompt_labels;
+  v_version integer;
+  v_arm text;
+begin
+  if not exists (select 1 from ballast_private.job_prompts jp where jp.job_id = p_job_id and jp.prompt_name = p_name and jp.label = p_label) then
+    perform ballast_private.check_prompt_label_args(p_name, p_label);
+    if not exists (select 1 from ballast_private.jobs j where j.id = p_job_id) then
+      raise exception using errcode = 'BA007', message = format('job %s does not exist', coalesce(p_job_id::text, 'null')),
+        hint = 'Pass the id of the job whose step resolves the prompt.';
+    end if;
+    select * into v_label from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+    if not found then
+      perform ballast_private.bad_argument('label', format('prompt %s has no label %s', p_name, p_label),
+        format('Point it at a version: select ballast.set_prompt_label(%L, %L, <version>, <reason>).', p_name, p_label));
+    end if;
+    if v_label.canary_version is not null and ballast_private.prompt_bucket(p_job_id, p_name) < v_label.canary_share then
+      v_version := v_label.canary_version;
+      v_arm := 'canary';
+    else
+      v_version := v_label.version;
+      v_arm := 'stable';
+    end if;
+    insert into ballast_private.job_prompts (job_id, prompt_name, label, version, arm)
+    values (p_job_id, p_name, p_label, v_version, v_arm)
+    on conflict on constraint job_prompts_pkey do nothing;
+  end if;
+  return query
+  select jp.version, p.template, p.content_hash, jp.arm, jp.pinned_at
+    from ballast_private.job_prompts jp
+    join ballast_private.prompts p on p.name = jp.prompt_name and p.version = jp.version
+   where jp.job_id = p_job_id and jp.prompt_name = p_name and jp.label = p_label;
+end
+$fn$;
+
 create function ballast.resolve_review(p_step_id bigint, p_decision text, p_output jsonb DEFAULT NULL::jsonb, p_reviewer text DEFAULT NULL::text, p_note text DEFAULT NULL::text) returns TABLE(step_status text, job_status text, queued_step_ids bigint[])
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -4259,6 +4791,120 @@ begin
 end
 $fn$;
 
+create function ballast.set_budget_alert(p_name text, p_scope text, p_scope_value text DEFAULT NULL::text, p_limit_usd numeric DEFAULT NULL::numeric, p_period text DEFAULT NULL::text, p_percents integer[] DEFAULT '{50,80,100}'::integer[], p_actor text DEFAULT NULL::text) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+  v_percents integer[] := array(select distinct x from unnest(p_percents) x order by x);
+begin
+  perform ballast_private.check_rule_name(p_name);
+  if p_scope is null or p_scope not in ('tenant', 'pipeline', 'model', 'end_user') then
+    perform ballast_private.bad_argument('scope', format('%s is not a scope', coalesce(quote_literal(p_scope), 'null')),
+      'Pass tenant, pipeline, model or end_user.');
+  end if;
+  if p_scope_value = '' then
+    perform ballast_private.bad_argument('scope_value', 'is empty', 'Pass one tenant, pipeline, model (provider:model) or end user, or null for each of them.');
+  end if;
+  if p_limit_usd is null and p_scope <> 'tenant' then
+    perform ballast_private.bad_argument('limit_usd', 'is missing', 'Pass the spend limit in USD; only scope tenant may use the tenant''s budget instead.');
+  end if;
+  if p_limit_usd <= 0 then
+    perform ballast_private.bad_argument('limit_usd', format('%s is not above 0', p_limit_usd), 'Pass the spend limit in USD, e.g. 100.');
+  end if;
+  if p_period is not null and p_period not in ('day', 'week', 'month') or p_period is null and p_limit_usd is not null then
+    perform ballast_private.bad_argument('period', format('%s is not day, week or month', coalesce(quote_literal(p_period), 'null')),
+      'Pass day, week or month (UTC), the period the limit is for; leave both limit_usd and period out to use the tenant''s budget.');
+  end if;
+  if p_limit_usd is null and p_period is not null then
+    perform ballast_private.bad_argument('period', 'is given without limit_usd', 'Leave it out: the tenant''s budget gives the period too.');
+  end if;
+  if coalesce(cardinality(v_percents), 0) not between 1 and 20 or exists (select 1 from unnest(p_percents) x where x is null or x < 1 or x > 1000) then
+    perform ballast_private.bad_argument('percents', format('%s is not 1 to 20 percentages from 1 to 1000', coalesce(p_percents::text, 'null')),
+      'Pass e.g. {50,80,100}.');
+  end if;
+  insert into ballast_private.budget_alert_rules as r (name, scope, scope_value, limit_usd, period, percents, set_by, set_at)
+  values (p_name, p_scope, p_scope_value, p_limit_usd, p_period, v_percents, ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict (name) do update set scope = excluded.scope, scope_value = excluded.scope_value, limit_usd = excluded.limit_usd,
+    period = excluded.period, percents = excluded.percents, set_by = excluded.set_by, set_at = excluded.set_at
+  returning r.id into v_id;
+  return v_id;
+end
+$fn$;
+
+create function ballast.set_drift_rule(p_name text, p_pipeline text, p_metric text, p_threshold numeric, p_change text DEFAULT 'absolute'::text, p_window interval DEFAULT '01:00:00'::interval, p_baseline interval DEFAULT '7 days'::interval, p_min_samples integer DEFAULT 30, p_step_name text DEFAULT NULL::text, p_prompt_name text DEFAULT NULL::text, p_prompt_version integer DEFAULT NULL::integer, p_model text DEFAULT NULL::text, p_baseline_from timestamp with time zone DEFAULT NULL::timestamp with time zone, p_baseline_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_actor text DEFAULT NULL::text) returns bigint
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_id bigint;
+  v_fixed boolean := p_baseline_from is not null or p_baseline_until is not null;
+begin
+  perform ballast_private.check_rule_name(p_name);
+  if coalesce(p_pipeline, '') = '' then
+    perform ballast_private.bad_argument('pipeline', 'is empty', 'Name the pipeline whose model steps the rule watches.');
+  end if;
+  if ballast_private.drift_direction(p_metric) is null then
+    perform ballast_private.bad_argument('metric', format('%s is not a metric', coalesce(quote_literal(p_metric), 'null')),
+      'Pass first_pass_rate, repair_rate, fallback_rate, degraded_rate, review_rate, rejection_rate, score_mean, score_p10, score_p50, cost_per_success, latency_p50_ms or latency_p95_ms.');
+  end if;
+  if p_change is null or p_change not in ('absolute', 'relative') then
+    perform ballast_private.bad_argument('change', format('%s is not absolute or relative', coalesce(quote_literal(p_change), 'null')),
+      'Pass absolute (the threshold in the metric''s unit) or relative (a fraction of the baseline).');
+  end if;
+  if p_threshold is null or p_threshold <= 0 then
+    perform ballast_private.bad_argument('threshold', format('%s is not above 0', coalesce(p_threshold::text, 'null')),
+      'Pass how far the metric may move in the bad direction before it alerts, e.g. 0.2 (20 points of a rate).');
+  end if;
+  if p_window is null or p_window <= '0'::interval then
+    perform ballast_private.bad_argument('window', format('%s is not a positive interval', coalesce(p_window::text, 'null')), 'Pass e.g. ''1 hour''.');
+  end if;
+  if v_fixed and (p_baseline_from is null or p_baseline_until is null or p_baseline_until <= p_baseline_from) then
+    perform ballast_private.bad_argument('baseline_until', 'a fixed baseline needs baseline_from before baseline_until',
+      'Pass both ends of the baseline period, or neither and a baseline interval before the window.');
+  end if;
+  if not v_fixed and (p_baseline is null or p_baseline <= '0'::interval) then
+    perform ballast_private.bad_argument('baseline', format('%s is not a positive interval', coalesce(p_baseline::text, 'null')),
+      'Pass the period before the window to compare with, e.g. ''7 days'', or a fixed baseline_from and baseline_until.');
+  end if;
+  if p_min_samples is null or p_min_samples < 1 then
+    perform ballast_private.bad_argument('min_samples', format('%s is not at least 1', coalesce(p_min_samples::text, 'null')),
+      'Pass how many attempts the window and the baseline need before the rule may alert, e.g. 30.');
+  end if;
+  insert into ballast_private.drift_rules as r (name, pipeline, step_name, prompt_name, prompt_version, model, metric, direction,
+    change, threshold, window_size, baseline_size, baseline_from, baseline_until, min_samples, set_by, set_at)
+  values (p_name, p_pipeline, p_step_name, p_prompt_name, p_prompt_version, p_model, p_metric,
+    ballast_private.drift_direction(p_metric), p_change, p_threshold, p_window, case when v_fixed then null else p_baseline end,
+    p_baseline_from, p_baseline_until, p_min_samples, ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict (name) do update set pipeline = excluded.pipeline, step_name = excluded.step_name,
+    prompt_name = excluded.prompt_name, prompt_version = excluded.prompt_version, model = excluded.model,
+    metric = excluded.metric, direction = excluded.direction, change = excluded.change, threshold = excluded.threshold,
+    window_size = excluded.window_size, baseline_size = excluded.baseline_size, baseline_from = excluded.baseline_from,
+    baseline_until = excluded.baseline_until, min_samples = excluded.min_samples, set_by = excluded.set_by, set_at = excluded.set_at
+  returning r.id into v_id;
+  return v_id;
+end
+$fn$;
+
+create function ballast.set_end_user_path(p_pipeline text, p_path text, p_actor text DEFAULT NULL::text) returns void
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+begin
+  if coalesce(p_pipeline, '') = '' then
+    perform ballast_private.bad_argument('pipeline', 'is empty', 'Name the pipeline whose inputs name their end user.');
+  end if;
+  if p_path is null then
+    delete from ballast_private.end_user_paths where pipeline = p_pipeline;
+    return;
+  end if;
+  if p_path !~ '^[^.]+(\.[^.]+){0,19}$' then
+    perform ballast_private.bad_argument('path', format('%L is not a dotted path of 1 to 20 keys', p_path), 'Pass e.g. ''user.id'' for input.user.id.');
+  end if;
+  insert into ballast_private.end_user_paths as u (pipeline, path, set_by, set_at)
+  values (p_pipeline, string_to_array(p_path, '.'), ballast_private.caller_actor(p_actor), ballast.now())
+  on conflict (pipeline) do update set path = excluded.path, set_by = excluded.set_by, set_at = excluded.set_at;
+end
+$fn$;
+
 create function ballast.set_fair_share(p_tenant_id text, p_weight double precision DEFAULT 1, p_actor text DEFAULT NULL::text) returns TABLE(tenant_id text, weight double precision)
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -4362,6 +5008,73 @@ begin
   on conflict (provider, model, valid_from) do update
     set input_per_mtok = excluded.input_per_mtok, output_per_mtok = excluded.output_per_mtok,
         cached_input_per_mtok = excluded.cached_input_per_mtok, source = excluded.source;
+end
+$fn$;
+
+create function ballast.set_prompt_canary(p_name text, p_label text, p_candidate_version integer, p_share double precision, p_reason text, p_actor text DEFAULT NULL::text) returns TABLE(prompt_name text, label text, version integer, canary_version integer, canary_share double precision)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_old ballast_private.prompt_labels;
+  v_actor text := ballast_private.caller_actor(p_actor);
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt_label:' || p_name || '@' || p_label, 0));
+  select * into v_old from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+  if not found then
+    perform ballast_private.bad_argument('label', format('prompt %s has no label %s', p_name, p_label),
+      format('Point the label at its stable version first: select ballast.set_prompt_label(%L, %L, <version>, <reason>).', p_name, p_label));
+  end if;
+  perform ballast_private.check_prompt_version('candidate_version', p_name, p_candidate_version);
+  if p_candidate_version = v_old.version then
+    perform ballast_private.bad_argument('candidate_version', format('%s is the version the label already points at', p_candidate_version),
+      'Name another version as the candidate; to send all traffic to it, move the label (ballast.set_prompt_label).');
+  end if;
+  if p_share is null or p_share = 'NaN'::float8 or not (p_share > 0 and p_share <= 1) then
+    perform ballast_private.bad_argument('share', format('%s is not more than 0 and at most 1', coalesce(p_share::text, 'null')),
+      'Give the fraction of new jobs for the candidate, e.g. 0.1 for 10 %; to end a canary use ballast.clear_prompt_canary.');
+  end if;
+  if p_reason is null or btrim(p_reason) = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why (kept in ballast.prompt_label_history), e.g. ''try v3 on 10 % of production''.');
+  end if;
+  update ballast_private.prompt_labels l
+     set canary_version = p_candidate_version, canary_share = p_share, updated_by = v_actor, updated_at = ballast.now()
+   where l.prompt_name = p_name and l.label = p_label;
+  insert into ballast_private.prompt_label_history (prompt_name, label, action, from_version, to_version, canary_version, canary_share, actor, reason)
+  values (p_name, p_label, 'canary', v_old.version, v_old.version, p_candidate_version, p_share, v_actor, p_reason);
+  return query select l.prompt_name, l.label, l.version, l.canary_version, l.canary_share
+                 from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+end
+$fn$;
+
+create function ballast.set_prompt_label(p_name text, p_label text, p_version integer, p_reason text, p_actor text DEFAULT NULL::text) returns TABLE(prompt_name text, label text, version integer, canary_version integer, canary_share double precision)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_old ballast_private.prompt_labels;
+  v_actor text := ballast_private.caller_actor(p_actor);
+  v_promoted boolean;
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  perform ballast_private.check_prompt_version('version', p_name, p_version);
+  if p_reason is null or btrim(p_reason) = '' then
+    perform ballast_private.bad_argument('reason', 'is empty', 'Say why the label moves (kept in ballast.prompt_label_history), e.g. ''eval run 42 passed''.');
+  end if;
+  perform pg_advisory_xact_lock(hashtextextended('ballast.prompt_label:' || p_name || '@' || p_label, 0));
+  select * into v_old from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
+  v_promoted := v_old.canary_version is not distinct from p_version;
+  insert into ballast_private.prompt_labels as l (prompt_name, label, version, updated_by, updated_at)
+  values (p_name, p_label, p_version, v_actor, ballast.now())
+  on conflict on constraint prompt_labels_pkey do update
+    set version = excluded.version, updated_by = excluded.updated_by, updated_at = excluded.updated_at,
+        canary_version = case when v_promoted then null else l.canary_version end,
+        canary_share = case when v_promoted then null else l.canary_share end;
+  insert into ballast_private.prompt_label_history (prompt_name, label, action, from_version, to_version, canary_version, canary_share, actor, reason)
+  values (p_name, p_label, 'set', v_old.version, p_version,
+          case when v_promoted then null else v_old.canary_version end, case when v_promoted then null else v_old.canary_share end,
+          v_actor, p_reason);
+  return query select l.prompt_name, l.label, l.version, l.canary_version, l.canary_share
+                 from ballast_private.prompt_labels l where l.prompt_name = p_name and l.label = p_label;
 end
 $fn$;
 
@@ -4992,6 +5705,32 @@ begin
 end
 $fn$;
 
+create function ballast_private.append_tokens(p_attempt_id bigint, p_segment integer, p_rung text, p_model text, p_text text, p_first boolean, p_done boolean) returns integer
+language plpgsql volatile set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_step_id bigint;
+  v_job_id bigint;
+  v_tenant text;
+  v_start integer;
+begin
+  select a.step_id, a.job_id, j.tenant_id into v_step_id, v_job_id, v_tenant
+    from ballast_private.attempts a join ballast_private.jobs j on j.id = a.job_id
+   where a.id = p_attempt_id and a.outcome = 'running';
+  if v_step_id is null then
+    return null;
+  end if;
+  select c.end_offset into v_start from ballast_private.token_chunks c
+   where c.step_id = v_step_id order by c.seq desc limit 1;
+  insert into ballast_private.token_chunks (step_id, job_id, tenant_id, attempt_id, segment, rung, model, start_offset,
+                                            end_offset, text, first, done)
+  values (v_step_id, v_job_id, v_tenant, p_attempt_id, p_segment, p_rung, p_model, coalesce(v_start, 0),
+          coalesce(v_start, 0) + char_length(p_text), p_text, p_first, p_done);
+  perform pg_notify('ballast_tokens', json_build_object('step_id', v_step_id, 'job_id', v_job_id)::text);
+  return coalesce(v_start, 0) + char_length(p_text);
+end
+$fn$;
+
 create function ballast_private.apply_step_deltas(p_job bigint[], p_sgn integer[], p_status text[], p_items_wait boolean[], p_parent bigint[], p_started boolean[]) returns void
 language plpgsql volatile
 as $fn$
@@ -5172,6 +5911,39 @@ create function ballast_private.budget_period_start(p_period text, p_at timestam
 language sql immutable
 as $fn$
   select date_trunc(p_period, p_at at time zone 'UTC') at time zone 'UTC'
+$fn$;
+
+create function ballast_private.budget_spend(p_at timestamp with time zone) returns TABLE(rule_id bigint, rule_name text, scope text, scope_value text, tenant_id text, scope_key text, period text, period_start timestamp with time zone, spent_usd numeric, limit_usd numeric, percents integer[])
+language sql stable
+as $fn$
+  with calls as (
+    select c.started_at, c.cost_usd, c.tenant_id, c.provider || ':' || c.requested_model as model, j.pipeline,
+           j.input #>> u.path as end_user
+      from ballast_private.model_calls c
+      join ballast_private.jobs j on j.id = c.job_id
+      left join ballast_private.end_user_paths u on u.pipeline = j.pipeline
+     where c.started_at >= least(ballast_private.budget_period_start('month', p_at), ballast_private.budget_period_start('week', p_at))
+       and c.cost_usd > 0
+       and exists (select 1 from ballast_private.budget_alert_rules)
+  ), matched as (
+    select r.id, r.name, r.scope, v.value, v.tenant, coalesce(r.period, b.period) as period,
+           coalesce(r.limit_usd, b.limit_usd) as limit_usd, r.percents, c.started_at, c.cost_usd
+      from ballast_private.budget_alert_rules r
+      join calls c on true
+      cross join lateral (select case r.scope when 'tenant' then c.tenant_id when 'pipeline' then c.pipeline
+                                              when 'model' then c.model else c.end_user end as value,
+                                 case when r.scope in ('tenant', 'end_user') then c.tenant_id end as tenant) v
+      left join ballast_private.budgets b on r.limit_usd is null and b.tenant_id = v.value
+     where v.value is not null and (r.scope_value is null or v.value = r.scope_value)
+  )
+  select m.id, m.name, m.scope, m.value, m.tenant, coalesce(case when m.scope = 'end_user' then m.tenant || '/' end, '') || m.value,
+         m.period, ballast_private.budget_period_start(m.period, p_at),
+         sum(m.cost_usd), m.limit_usd, m.percents
+    from matched m
+   where m.limit_usd is not null
+     and m.started_at >= ballast_private.budget_period_start(m.period, p_at)
+     and m.started_at < ballast_private.budget_period_start(m.period, p_at) + ('1 ' || m.period)::interval
+   group by m.id, m.name, m.scope, m.value, m.tenant, m.period, m.limit_usd, m.percents
 $fn$;
 
 create function ballast_private.caller_actor(p_actor text) returns text
@@ -5376,6 +6148,49 @@ begin
     perform ballast_private.bad_argument(p_field,
       format('is %s bytes of UTF-8 (%s characters); at most %s bytes are allowed', octet_length(p_value),
              char_length(p_value), p_max_bytes), p_fix);
+  end if;
+end
+$fn$;
+
+create function ballast_private.check_prompt_label_args(p_name text, p_label text, p_with_label boolean DEFAULT true) returns void
+language plpgsql stable
+as $fn$
+begin
+  if p_name is null or p_name !~ '^[a-z][a-z0-9_.-]{0,62}$' then
+    perform ballast_private.bad_argument('name', format('%s is not a valid prompt name', coalesce(quote_literal(p_name), 'null')),
+      'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-".');
+  end if;
+  if p_with_label and (p_label is null or p_label !~ '^[a-z][a-z0-9_.-]{0,62}$') then
+    perform ballast_private.bad_argument('label', format('%s is not a valid label', coalesce(quote_literal(p_label), 'null')),
+      'Use a lower-case letter, then up to 62 lower-case letters, digits, "_", "." or "-", e.g. production or staging.');
+  end if;
+end
+$fn$;
+
+create function ballast_private.check_prompt_version(p_field text, p_name text, p_version integer) returns void
+language plpgsql stable
+as $fn$
+declare
+  v_versions text;
+begin
+  if p_version is not null and exists (select 1 from ballast_private.prompts p where p.name = p_name and p.version = p_version) then
+    return;
+  end if;
+  select string_agg(p.version::text, ', ' order by p.version) into v_versions from ballast_private.prompts p where p.name = p_name;
+  perform ballast_private.bad_argument(p_field,
+    case when v_versions is null then format('prompt %s has no versions', p_name)
+         else format('prompt %s has no version %s (its versions: %s)', p_name, coalesce(p_version::text, 'null'), v_versions) end,
+    'Create the version first (ballast.create_prompt_version, or a prompt() in code that has run once), or name an existing one.');
+end
+$fn$;
+
+create function ballast_private.check_rule_name(p_name text) returns void
+language plpgsql immutable
+as $fn$
+begin
+  if p_name is null or p_name !~ '^[A-Za-z0-9_.:-]{1,128}$' then
+    perform ballast_private.bad_argument('name', format('%s is not 1 to 128 letters, digits, _ . : or -', coalesce(quote_literal(p_name), 'null')),
+      'Name the rule, e.g. ''triage-first-pass''.');
   end if;
 end
 $fn$;
@@ -5930,6 +6745,24 @@ as $fn$
     when p_retrying > 0 then 'retrying'
     when p_started > 0 then 'running'
     else 'queued' end
+$fn$;
+
+create function ballast_private.drift_breached(p_direction text, p_change text, p_threshold numeric, p_value numeric, p_baseline numeric) returns boolean
+language sql immutable
+as $fn$
+  select case when p_value is null or p_baseline is null then null
+              when p_change = 'absolute' then
+                (case when p_direction = 'drop' then p_baseline - p_value else p_value - p_baseline end) >= p_threshold
+              when p_baseline = 0 then (case when p_direction = 'drop' then p_value < 0 else p_value > 0 end)
+              else (case when p_direction = 'drop' then p_baseline - p_value else p_value - p_baseline end) / abs(p_baseline) >= p_threshold end
+$fn$;
+
+create function ballast_private.drift_direction(p_metric text) returns text
+language sql immutable
+as $fn$
+  select case when p_metric in ('first_pass_rate', 'score_mean', 'score_p10', 'score_p50') then 'drop'
+              when p_metric in ('repair_rate', 'fallback_rate', 'degraded_rate', 'review_rate', 'rejection_rate',
+                                'cost_per_success', 'latency_p50_ms', 'latency_p95_ms') then 'rise' end
 $fn$;
 
 create function ballast_private.due_slots(p_cron text, p_tz text, p_first timestamp with time zone, p_now timestamp with time zone, p_keep integer, OUT slots timestamp with time zone[], OUT total integer) returns record
@@ -6934,7 +7767,15 @@ begin
       'Evaluate a step defined with .modelStep(...).');
   end if;
   v_prompt := split_part(v_step -> 'model' ->> 'prompt', '@', 1);
-  v_prompt_version := coalesce((p_params ->> 'prompt_version')::integer, split_part(v_step -> 'model' ->> 'prompt', '@', 2)::integer);
+  -- The step names name@version, or name@label (0041): a label runs the version it points at now (its stable arm).
+  v_prompt_version := coalesce((p_params ->> 'prompt_version')::integer,
+    case when split_part(v_step -> 'model' ->> 'prompt', '@', 2) ~ '^[0-9]+$' then split_part(v_step -> 'model' ->> 'prompt', '@', 2)::integer
+         else (select l.version from ballast_private.prompt_labels l
+                where l.prompt_name = v_prompt and l.label = split_part(v_step -> 'model' ->> 'prompt', '@', 2)) end);
+  if v_prompt_version is null then
+    perform ballast_private.bad_argument('prompt_version', format('step %s names the prompt label %s, which points at no version',
+      v_step ->> 'name', v_step -> 'model' ->> 'prompt'), 'Set the label (ballast.set_prompt_label) or pass prompt_version.');
+  end if;
   if p_params ? 'prompt_version' and not exists (select 1 from ballast_private.prompts p where p.name = v_prompt and p.version = v_prompt_version) then
     perform ballast_private.bad_argument('prompt_version', format('prompt %s@%s is not in ballast.prompts', v_prompt, v_prompt_version),
       format('Register it first (ballast.register_prompt(%L, %s, ''{"system": ..., "user": ...}'')), or use a version listed in ballast.prompts.', v_prompt, v_prompt_version));
@@ -7079,6 +7920,23 @@ begin
        for update skip locked);
   end loop;
   return v_ids;
+end
+$fn$;
+
+create function ballast_private.prompt_bucket(p_job_id bigint, p_name text) returns double precision
+language sql immutable parallel safe
+as $fn$
+  select ('x' || substr(encode(sha256(convert_to(p_job_id::text || ':' || p_name, 'UTF8')), 'hex'), 1, 8))::bit(32)::bigint
+         / 4294967296.0::float8
+$fn$;
+
+create function ballast_private.prompt_label_history_append_only() returns trigger
+language plpgsql volatile
+as $fn$
+begin
+  raise exception using errcode = 'BA009',
+    message = format('ballast.prompt_label_history is append-only: %s is not allowed', lower(tg_op)),
+    hint = 'The history keeps every label and canary move; a new move is a new row.';
 end
 $fn$;
 
@@ -8002,6 +8860,30 @@ $fn$;
 
 -- ==================== views ====================================================================================
 
+create view ballast.alerts with (security_invoker=true) as
+ SELECT a.id,
+    a.kind,
+    a.rule_name AS rule,
+    a.rule_id,
+    a.group_key,
+    a.group_value AS "group",
+    a.tenant_id,
+    a.metric,
+    a.value,
+    a.baseline,
+    a.threshold,
+    a.samples,
+    a.baseline_samples,
+    a.period_start,
+    a.percent,
+    a.raised_at,
+    a.resolved_at,
+    (a.resolved_at IS NULL) AS open,
+    a.acked_by,
+    a.acked_at,
+    a.ack_note
+   FROM ballast_private.alerts a;
+
 create view ballast.attempts with (security_invoker=true) as
  SELECT attempts.id,
     attempts.step_id,
@@ -8028,6 +8910,32 @@ create view ballast.attempts with (security_invoker=true) as
     attempts.output_tokens,
     attempts.cost_usd
    FROM ballast_private.attempts;
+
+create view ballast.budget_alert_rules with (security_invoker=true) as
+ SELECT r.id,
+    r.name,
+    r.scope,
+    r.scope_value,
+    r.limit_usd,
+    r.period,
+    r.percents,
+    r.set_by,
+    r.set_at
+   FROM ballast_private.budget_alert_rules r;
+
+create view ballast.budget_spend with (security_invoker=true) as
+ SELECT s.rule_id,
+    s.rule_name AS rule,
+    s.scope,
+    s.scope_value,
+    s.tenant_id,
+    s.scope_key,
+    s.period,
+    s.period_start,
+    s.spent_usd,
+    s.limit_usd,
+    round((s.spent_usd / s.limit_usd), 4) AS ratio
+   FROM ballast_private.budget_spend(ballast.now()) s(rule_id, rule_name, scope, scope_value, tenant_id, scope_key, period, period_start, spent_usd, limit_usd, percents);
 
 create view ballast.budgets with (security_invoker=true) as
  SELECT b.tenant_id,
@@ -8082,6 +8990,27 @@ create view ballast.dead_letters with (security_invoker=true) as
          LIMIT 1) last ON (true))
   WHERE (s.status = 'failed'::text);
 
+create view ballast.drift_rules with (security_invoker=true) as
+ SELECT r.id,
+    r.name,
+    r.pipeline,
+    r.step_name,
+    r.prompt_name,
+    r.prompt_version,
+    r.model,
+    r.metric,
+    r.direction,
+    r.change,
+    r.threshold,
+    r.window_size,
+    r.baseline_size,
+    r.baseline_from,
+    r.baseline_until,
+    r.min_samples,
+    r.set_by,
+    r.set_at
+   FROM ballast_private.drift_rules r;
+
 create view ballast.effect_intents with (security_invoker=true) as
  SELECT i.step_id,
     s.job_id,
@@ -8105,6 +9034,13 @@ create view ballast.effects with (security_invoker=true) as
     e.created_at
    FROM (ballast_private.effects e
      JOIN ballast_private.steps s ON ((s.id = e.step_id)));
+
+create view ballast.end_user_paths with (security_invoker=true) as
+ SELECT u.pipeline,
+    array_to_string(u.path, '.'::text) AS path,
+    u.set_by,
+    u.set_at
+   FROM ballast_private.end_user_paths u;
 
 create view ballast.error_codes with (security_invoker=true) as
  SELECT error_codes.sqlstate,
@@ -8244,6 +9180,17 @@ create view ballast.gate_history with (security_invoker=true) as
     h.at
    FROM ballast_private.gate_history h;
 
+create view ballast.job_prompts with (security_invoker=true) as
+ SELECT jp.job_id,
+    j.tenant_id,
+    jp.prompt_name,
+    jp.label,
+    jp.version,
+    jp.arm,
+    jp.pinned_at
+   FROM (ballast_private.job_prompts jp
+     JOIN ballast_private.jobs j ON ((j.id = jp.job_id)));
+
 create view ballast.job_transitions with (security_invoker=true) as
  SELECT job_transitions.from_status,
     job_transitions.to_status,
@@ -8373,6 +9320,23 @@ create view ballast.model_prices with (security_invoker=true) as
     model_prices.source
    FROM ballast_private.model_prices;
 
+create view ballast.model_tokens with (security_invoker=true) as
+ SELECT token_chunks.step_id,
+    token_chunks.seq,
+    token_chunks.job_id,
+    token_chunks.tenant_id,
+    token_chunks.attempt_id,
+    token_chunks.segment,
+    token_chunks.rung,
+    token_chunks.model,
+    token_chunks.start_offset,
+    token_chunks.end_offset,
+    token_chunks.text,
+    token_chunks.first,
+    token_chunks.done,
+    token_chunks.at
+   FROM ballast_private.token_chunks;
+
 create view ballast.oldest_transactions as
  SELECT a.pid,
     a.usename AS role,
@@ -8407,6 +9371,30 @@ create view ballast.pipelines with (security_invoker=true) as
     pipelines.definition_hash,
     pipelines.registered_at
    FROM ballast_private.pipelines;
+
+create view ballast.prompt_label_history with (security_invoker=true) as
+ SELECT h.id,
+    h.prompt_name,
+    h.label,
+    h.action,
+    h.from_version,
+    h.to_version,
+    h.canary_version,
+    h.canary_share,
+    h.actor,
+    h.reason,
+    h.at
+   FROM ballast_private.prompt_label_history h;
+
+create view ballast.prompt_labels with (security_invoker=true) as
+ SELECT l.prompt_name,
+    l.label,
+    l.version,
+    l.canary_version,
+    l.canary_share,
+    l.updated_by,
+    l.updated_at
+   FROM ballast_private.prompt_labels l;
 
 create view ballast.prompts with (security_invoker=true) as
  SELECT prompts.name,
@@ -8584,10 +9572,15 @@ create view ballast.workers with (security_invoker=true) as
 
 -- ==================== triggers =================================================================================
 
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.alerts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.attempts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.budget_alert_rules FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.budget_spend FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.budgets FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.drift_rules FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effect_intents FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.effects FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.end_user_paths FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.error_codes FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eval_cases FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eval_datasets FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -8597,6 +9590,7 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.eva
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.events FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.fair_shares FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.gate_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.job_prompts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.job_transitions FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER insert_job INSTEAD OF INSERT ON ballast.jobs FOR EACH ROW EXECUTE FUNCTION ballast_private.insert_job();
 CREATE TRIGGER insert_jobs_flush AFTER INSERT ON ballast.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.insert_jobs_flush();
@@ -8606,8 +9600,11 @@ CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.mod
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_call_savings FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_calls FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_prices FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.model_tokens FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pauses FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.pipelines FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompt_label_history FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
+CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompt_labels FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.prompts FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.provider_cooldowns FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
 CREATE TRIGGER refuse_write INSTEAD OF INSERT OR DELETE OR UPDATE ON ballast.queue_depth FOR EACH ROW EXECUTE FUNCTION ballast_private.refuse_view_write();
@@ -8629,6 +9626,7 @@ CREATE TRIGGER jobs_deleted AFTER DELETE ON ballast_private.jobs REFERENCING OLD
 CREATE TRIGGER jobs_inserted AFTER INSERT ON ballast_private.jobs REFERENCING NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.jobs_inserted();
 CREATE TRIGGER jobs_no_truncate BEFORE TRUNCATE ON ballast_private.jobs FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.events_append_only();
 CREATE TRIGGER pruned_job_guard BEFORE UPDATE OF status ON ballast_private.jobs FOR EACH ROW WHEN (((old.pruned_at IS NOT NULL) AND (old.status IS DISTINCT FROM new.status))) EXECUTE FUNCTION ballast_private.pruned_job_guard();
+CREATE TRIGGER append_only BEFORE DELETE OR UPDATE ON ballast_private.prompt_label_history FOR EACH ROW EXECUTE FUNCTION ballast_private.prompt_label_history_append_only();
 CREATE TRIGGER fill_step_queue_columns BEFORE INSERT OR UPDATE ON ballast_private.steps FOR EACH ROW WHEN ((new.task IS NULL)) EXECUTE FUNCTION ballast_private.fill_step_queue_columns();
 CREATE TRIGGER stamp_updated_at BEFORE UPDATE ON ballast_private.steps FOR EACH ROW WHEN (((old.status IS DISTINCT FROM new.status) AND (NOT (old.updated_at IS DISTINCT FROM new.updated_at)))) EXECUTE FUNCTION ballast_private.stamp_updated_at();
 CREATE TRIGGER steps_changed AFTER UPDATE ON ballast_private.steps REFERENCING OLD TABLE AS old_t NEW TABLE AS new_t FOR EACH STATEMENT EXECUTE FUNCTION ballast_private.steps_changed();
@@ -8639,6 +9637,28 @@ CREATE TRIGGER steps_inserted AFTER INSERT ON ballast_private.steps REFERENCING 
 
 comment on function ballast.add_eval_case(text,text,jsonb,jsonb,jsonb,text[],jsonb,text) is 'Add one case to a dataset (a new version). Operators.';
 comment on function ballast.add_eval_cases(text,jsonb,text) is 'Add cases [{key, input, reference, checks, tags, source}] to a dataset as one new version (a key already there is replaced). Operators.';
+comment on view ballast.alerts is 'Drift and budget alerts raised by ballast.check_alerts (docs/quality-alerts.md). Clients see their tenant''s budget alerts; operators and reporters see all.';
+comment on column ballast.alerts.id is 'The alert''s id (ballast.ack_alert takes it).';
+comment on column ballast.alerts.baseline is 'The metric in the baseline when raised (drift).';
+comment on column ballast.alerts.threshold is 'The rule''s threshold (drift), or the USD amount of the percentage (budget).';
+comment on column ballast.alerts.samples is 'Attempts in the window when raised (drift).';
+comment on column ballast.alerts.baseline_samples is 'Attempts in the baseline when raised (drift).';
+comment on column ballast.alerts.period_start is 'The start of the budget period (UTC).';
+comment on column ballast.alerts.percent is 'The percentage of the limit reached (budget).';
+comment on column ballast.alerts.raised_at is 'When it was raised.';
+comment on column ballast.alerts.resolved_at is 'When it was resolved: the metric back within the threshold, the period over, or the rule deleted; null while open.';
+comment on column ballast.alerts.open is 'Not resolved yet.';
+comment on column ballast.alerts.acked_by is 'Who acknowledged it (ballast.ack_alert), if anyone.';
+comment on column ballast.alerts.kind is 'drift or budget.';
+comment on column ballast.alerts.acked_at is 'When.';
+comment on column ballast.alerts.ack_note is 'Their note.';
+comment on column ballast.alerts.rule is 'The name of the rule that raised it.';
+comment on column ballast.alerts.rule_id is 'The id of that rule (a rule deleted and set again gets a new one).';
+comment on column ballast.alerts.group_key is 'What it is about, as text: pipeline/step/prompt@version/provider:model (drift), [tenant/]scope value (budget).';
+comment on column ballast.alerts.group is 'What it is about, as JSON: pipeline, step, prompt_name, prompt_version, model (drift); scope, value, tenant_id, period, limit_usd (budget).';
+comment on column ballast.alerts.tenant_id is 'The tenant of a budget alert of scope tenant or end_user (its clients see it); null otherwise.';
+comment on column ballast.alerts.metric is 'The metric watched (a column of ballast.quality_stats), or spend_usd.';
+comment on column ballast.alerts.value is 'The metric in the window when raised, or the period''s spend in USD.';
 comment on view ballast.attempts is 'One run of a step by a worker: every start of a step, with how it ended.';
 comment on column ballast.attempts.id is 'The attempt id (a BigInt).';
 comment on column ballast.attempts.error_class is 'The kind of error it ended with: permanent, retryable, timeout, worker_lost, blocked_worker, crashed_worker, output_contract, budget_exhausted, cooldown, a model failure class, or the class the step gave. Null when it did not fail.';
@@ -8664,6 +9684,8 @@ comment on column ballast.attempts.outcome is 'running, or how it ended: succeed
 comment on column ballast.attempts.started_at is 'When the worker claimed the step.';
 comment on column ballast.attempts.lease_expires_at is 'Until when the worker holds the step: extended by its heartbeats; an expired lease of a running attempt makes it crashed.';
 comment on column ballast.attempts.finished_at is 'When it ended. Null while it runs.';
+comment on view ballast.budget_alert_rules is 'Budget alert rules (ballast.set_budget_alert); null limit_usd: the tenant''s budget.';
+comment on view ballast.budget_spend is 'Spend in the current period per budget alert rule and scope value with spend, and its ratio to the limit.';
 comment on view ballast.budgets is 'The model spend limit of a tenant per UTC day, week or month, and what is spent and reserved in the current period. Tenants without a row have no limit.';
 comment on column ballast.budgets.tenant_id is 'The tenant.';
 comment on column ballast.budgets.limit_usd is 'The most its model calls may cost per period, in US dollars.';
@@ -8701,8 +9723,10 @@ comment on column ballast.dead_letters.attempts is 'How many times it was starte
 comment on column ballast.dead_letters.max_attempts is 'How many attempts it was allowed.';
 comment on column ballast.dead_letters.error_class is 'The kind of its final error (e.g. permanent, timeout, blocked_worker, budget_exhausted). Null: none recorded.';
 comment on function ballast.delete_schedule(text,text) is 'Delete a schedule; the jobs it submitted stay. Returns whether one was deleted.';
+comment on view ballast.drift_rules is 'Drift rules (ballast.set_drift_rule).';
 comment on view ballast.effect_intents is 'Every start of a side effect and whether its result was recorded: rows with recorded = false may have happened without ballast knowing the result.';
 comment on view ballast.effects is 'The side-effect ledger: the recorded result of every ctx.effect / ctx.transaction of a step, reused by later attempts.';
+comment on view ballast.end_user_paths is 'Where each pipeline''s job input names its end user (ballast.set_end_user_path).';
 comment on view ballast.error_codes is 'The SQLSTATEs ballast raises (class BA) with their name and meaning.';
 comment on view ballast.eval_cases is 'Eval cases of every version: a case is in version v when added_in_version <= v and (removed_in_version is null or > v).';
 comment on column ballast.eval_cases.id is 'The case id (results name it).';
@@ -8812,6 +9836,14 @@ comment on column ballast.gate_history.actor is 'Who did it.';
 comment on column ballast.gate_history.step_id is 'The step that paused the key (ctx.pauseKey), if a step did.';
 comment on column ballast.gate_history.at is 'When.';
 comment on function ballast.import_eval_run(text,jsonb,text,text,text,integer,text,text) is 'Record a run scored outside ballast, to compare it. Operators.';
+comment on view ballast.job_prompts is 'The prompt version each job got for a label, pinned at its first model step: its later steps, retries and replays use it.';
+comment on column ballast.job_prompts.job_id is 'The job.';
+comment on column ballast.job_prompts.tenant_id is 'Its tenant.';
+comment on column ballast.job_prompts.prompt_name is 'The prompt.';
+comment on column ballast.job_prompts.label is 'The label its steps named.';
+comment on column ballast.job_prompts.version is 'The version it got (model_calls.prompt_version of its calls).';
+comment on column ballast.job_prompts.arm is 'stable (the label''s version) or canary (the canary''s candidate).';
+comment on column ballast.job_prompts.pinned_at is 'When the version was chosen.';
 comment on view ballast.job_transitions is 'The allowed changes of a job status; via_replay ones only through replay_step / replay_job.';
 comment on view ballast.jobs is 'A job: one run of a pipeline on one input, made of steps. Clients see the jobs of their own tenant; operators and reporters see every tenant.';
 comment on column ballast.jobs.id is 'The job id (a BigInt, sent as a string in GraphQL: "42").';
@@ -8912,6 +9944,21 @@ comment on column ballast.model_calls.model_index is 'Which model of the step: 0
 comment on column ballast.model_calls.provider is 'The provider called, e.g. openai, anthropic, ollama, local.';
 comment on column ballast.model_calls.provider_kind is 'The protocol of that provider (e.g. openai, anthropic, openai-compatible, local). Null: not known.';
 comment on view ballast.model_prices is 'Model prices in US dollars per million tokens (input, output, cached input), each valid from a date.';
+comment on view ballast.model_tokens is 'Live tokens: the text streaming model steps sent, in batches (seq order per step), kept until shortly after the step is final. The durable record is ballast.model_calls.raw_output.';
+comment on column ballast.model_tokens.step_id is 'The model step that streamed.';
+comment on column ballast.model_tokens.end_offset is 'start_offset plus the length of the text.';
+comment on column ballast.model_tokens.text is 'The text of this batch (empty on a done row).';
+comment on column ballast.model_tokens.first is 'True on the first batch of a call: the text before it belongs to another answer.';
+comment on column ballast.model_tokens.done is 'True on the row that ends an attempt''s streaming.';
+comment on column ballast.model_tokens.at is 'When the batch was written.';
+comment on column ballast.model_tokens.seq is 'The order of the batches (of one step: ascending).';
+comment on column ballast.model_tokens.job_id is 'The job of that step.';
+comment on column ballast.model_tokens.tenant_id is 'The tenant of that job.';
+comment on column ballast.model_tokens.attempt_id is 'The attempt whose call streamed this text.';
+comment on column ballast.model_tokens.segment is 'The call within that attempt, from 1 (a re-ask or a fallback model is a new call).';
+comment on column ballast.model_tokens.rung is 'primary, reask or fallback (as in ballast.model_calls). Null on a done row.';
+comment on column ballast.model_tokens.model is 'The model called (provider:model). Null on a done row.';
+comment on column ballast.model_tokens.start_offset is 'Where the text starts in the step''s token log, in characters from the first one the step streamed.';
 comment on view ballast.oldest_transactions is 'Open transactions of this database, oldest first: a long one holds vacuum back and slows the queue (see README, Guarantees).';
 comment on function ballast.pause_schedule(text,boolean,text,text,text) is 'Pause a schedule (paused true) or resume it (false): a resumed schedule fires next at its first slot after now.';
 comment on view ballast.pauses is 'Paused keys (ballast.pause_key): a step with one of these keys is not started while the pause is in force.';
@@ -8930,6 +9977,26 @@ comment on column ballast.pipelines.input_schema is 'The JSON Schema every job i
 comment on column ballast.pipelines.definition_hash is 'The SHA-256 of the definition (hex): registering the same version with another definition is refused.';
 comment on column ballast.pipelines.registered_at is 'When this version was first registered.';
 comment on function ballast.promote_to_dataset(bigint,text,text,jsonb,text[],text) is 'Make a production step a case of a dataset: its real variables as input, the approved or edited output (else its output) as reference. Operators.';
+comment on view ballast.prompt_label_history is 'Every move of a prompt label or canary, oldest first by id (append-only).';
+comment on column ballast.prompt_label_history.id is 'Its position in the history (ascending).';
+comment on column ballast.prompt_label_history.reason is 'Why, as given.';
+comment on column ballast.prompt_label_history.at is 'When.';
+comment on column ballast.prompt_label_history.prompt_name is 'The prompt.';
+comment on column ballast.prompt_label_history.label is 'The label.';
+comment on column ballast.prompt_label_history.action is 'set (the label moved or was created), canary (a canary set or changed) or clear_canary.';
+comment on column ballast.prompt_label_history.from_version is 'The version the label pointed at before; null when the label was created.';
+comment on column ballast.prompt_label_history.to_version is 'The version it points at after.';
+comment on column ballast.prompt_label_history.canary_version is 'The canary candidate after the move (for clear_canary: the one that ended); null: none.';
+comment on column ballast.prompt_label_history.canary_share is 'Its share of new jobs.';
+comment on column ballast.prompt_label_history.actor is 'Who did it.';
+comment on view ballast.prompt_labels is 'Prompt labels: the version each (prompt, label) points at, and its canary if one is in force.';
+comment on column ballast.prompt_labels.prompt_name is 'The prompt.';
+comment on column ballast.prompt_labels.label is 'The label, e.g. production or staging.';
+comment on column ballast.prompt_labels.version is 'The version new jobs get (outside the canary).';
+comment on column ballast.prompt_labels.canary_version is 'The candidate version of a canary in force; null: no canary.';
+comment on column ballast.prompt_labels.canary_share is 'The fraction of new jobs that get the candidate (more than 0, at most 1); null: no canary.';
+comment on column ballast.prompt_labels.updated_by is 'Who moved the label or its canary last.';
+comment on column ballast.prompt_labels.updated_at is 'When.';
 comment on view ballast.prompts is 'Every registered version of every prompt, with its template and hash.';
 comment on view ballast.provider_cooldowns is 'Providers and models that refused calls (429, 529): no worker calls them until the cooldown ends.';
 comment on view ballast.queue_depth is 'Per pipeline, the live steps by status and how long the oldest runnable one has waited.';
@@ -9018,8 +10085,12 @@ comment on function ballast.submit_job(text,jsonb,text,text,integer,integer,time
 comment on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) is 'Start many jobs of one pipeline in one statement, all or nothing (at most 1000), one result per input in input order (ord from 1). run_at or delay_ms (not both): every job is scheduled until then; deadline and expires_at: as submit_job, for every job.';
 comment on function ballast.wait_for_children(bigint,bigint[],integer) is 'A step waits for its child jobs (ctx.waitForChildren): all, or the first n to complete; parks the step until then (workers call it).';
 comment on view ballast.workers is 'The worker processes: host, pid, concurrency, pipelines, last heartbeat; stopped_at once they stopped.';
+comment on table ballast_private.alerts is 'Alerts raised by ballast.check_alerts (0045).';
+comment on table ballast_private.budget_alert_rules is 'Budget alerts (0045): spend thresholds per scope and period.';
 comment on function ballast_private.derive_job_status(integer,integer,integer,integer,integer,integer,integer,integer,integer,integer) is 'A job''s status from its step counters (rules of 0003, first match wins); used by update_job_counters.';
+comment on table ballast_private.drift_rules is 'Drift rules (0045): a metric of quality_stats watched per group of a pipeline against a baseline.';
 comment on table ballast_private.effect_intents is 'Effects started (ballast.begin_effect) before fn ran: one row per step, key and attempt. An intent without a row in ballast_private.effects for the same step and key is an effect that may or may not have happened.';
+comment on table ballast_private.end_user_paths is 'Per pipeline, where its job input names the end user (0045); read by end_user budget alerts.';
 comment on table ballast_private.eval_auto_promotions is 'Auto-promotion (0044): a review of this pipeline step resolved with one of these decisions adds a case to the dataset.';
 comment on table ballast_private.eval_cases is 'Eval cases (0044): in version v of their dataset when added_in_version <= v < coalesce(removed_in_version, infinity).';
 comment on table ballast_private.eval_datasets is 'Eval datasets (0044): a name and its current version; every change to its cases bumps the version.';
@@ -9028,6 +10099,7 @@ comment on table ballast_private.eval_runs is 'Eval runs (0044): a dataset versi
 comment on column ballast_private.events.tx is 'The writing transaction (pg_current_xact_id()). Events are delivered in (tx, id) order once tx is below pg_snapshot_xmin(pg_current_snapshot()).';
 comment on table ballast_private.fair_shares is 'Fair sharing (0040): the row ''*'' turns it on and holds the default weight; a tenant''s row its weight and last finish tag.';
 comment on table ballast_private.gate_history is 'Every pause, resume and limit change (append-only).';
+comment on table ballast_private.job_prompts is 'The prompt version each job got for a label (0041): pinned at its first resolution, used by every later step, retry and replay.';
 comment on column ballast_private.jobs.n_total is 'Counters of the job''s steps by status (n_*), kept by the statement triggers of 0013; the job status is derived from them.';
 comment on column ballast_private.jobs.parent_job_id is 'The job whose step started this one (ctx.startChildren, 0038); null for a job submitted otherwise.';
 comment on column ballast_private.jobs.parent_step_id is 'The step that started this job (ctx.startChildren, 0038); null for a job submitted otherwise.';
@@ -9042,6 +10114,8 @@ comment on table ballast_private.limits is 'Rate and concurrency limits on keys 
 comment on function ballast_private.lock_idempotency_key(text,text) is 'A transaction lock on one idempotency key of one tenant: submissions of that key through submit_job and INSERT INTO ballast.jobs wait for each other.';
 comment on table ballast_private.model_cache is 'Paid once (0042): pipelines whose model answers are reused across their jobs (same tenant), and for how long.';
 comment on table ballast_private.pauses is 'Keys closed to claims (0037): a step with one of these keys is parked until the pause ends or is resumed.';
+comment on table ballast_private.prompt_label_history is 'Every move of a prompt label or canary (0041), append-only.';
+comment on table ballast_private.prompt_labels is 'Prompt labels (0041): (name, label) -> version, with an optional canary version and share.';
 comment on table ballast_private.schedules is 'Cron schedules (0033): each fires an idempotent submission of its pipeline per slot; see ballast.fire_schedules.';
 comment on table ballast_private.step_call_marks is 'Paid once (0042): model call watermarks of replayed steps (replay_step).';
 comment on table ballast_private.step_sleeps is 'The wake time of each sleep of a step (ctx.sleep(key, ...)), recorded by its first call (0034).';
@@ -9051,6 +10125,7 @@ comment on column ballast_private.steps.wait_children is 'The child jobs a step 
 comment on column ballast_private.steps.wait_first is 'For a wait for the first n children to complete: n; null when it waits for all of them.';
 comment on column ballast_private.steps.waiting_for is 'Null unless the step is waiting: ''event'' (for the event wait_key names), ''time'' (a sleep until wait_deadline), ''children'' (for the child jobs in wait_children) or ''items'' (a map step, for its items). Generated from status, wait_key, wait_on_timeout and wait_children.';
 comment on table ballast_private.steps_pending_idx is 'The pending steps of a job: finding the dependants of finished steps reads what the job has pending, not all its steps (map steps of many items).';
+comment on table ballast_private.token_chunks is 'Live tokens (0043): the text model steps stream, batch by batch, until shortly after the step is final. Unlogged; not the durable record (steps.output, model_calls.raw_output).';
 
 -- ==================== privileges ===============================================================================
 
@@ -9072,12 +10147,18 @@ grant execute on function ballast._json_schema_type_list(text[]) to ballast_clie
 grant execute on function ballast._json_schema_valid(jsonb,jsonb,jsonb,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast._json_schema_value_list(jsonb) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast._json_schema_walk(jsonb,jsonb,jsonb,text,integer,integer,jsonb) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.ack_alert(bigint,text,text) to ballast_operator;
 grant execute on function ballast.add_eval_case(text,text,jsonb,jsonb,jsonb,text[],jsonb,text) to ballast_operator;
 grant execute on function ballast.add_eval_cases(text,jsonb,text) to ballast_operator;
 grant execute on function ballast.bind_role_tenant(name,text) to ballast_operator;
 grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.check_alerts(interval) to ballast_operator;
+grant execute on function ballast.clear_prompt_canary(text,text,text,text) to ballast_operator;
 grant execute on function ballast.compare_eval_runs(bigint,bigint,numeric) to ballast_operator, ballast_reporter;
 grant execute on function ballast.create_dataset(text,text,text) to ballast_operator;
+grant execute on function ballast.create_prompt_version(text,text,text,text) to ballast_operator;
+grant execute on function ballast.delete_budget_alert(text) to ballast_operator;
+grant execute on function ballast.delete_drift_rule(text) to ballast_operator;
 grant execute on function ballast.delete_limit(text,text,text) to ballast_operator;
 grant execute on function ballast.delete_schedule(text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.eval_run_comparison(bigint,bigint,numeric,integer) to ballast_operator, ballast_reporter;
@@ -9090,7 +10171,9 @@ grant execute on function ballast.now() to ballast_client, ballast_operator, bal
 grant execute on function ballast.pause_key(text,text,timestamp with time zone,interval,text,bigint) to ballast_operator;
 grant execute on function ballast.pause_schedule(text,boolean,text,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.promote_to_dataset(bigint,text,text,jsonb,text[],text) to ballast_operator;
+grant execute on function ballast.prompt_arms(text,text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
+grant execute on function ballast.quality_stats(timestamp with time zone,timestamp with time zone,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.remove_eval_case(text,text) to ballast_operator;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
 grant execute on function ballast.replay_job(bigint,text,text,text,boolean) to ballast_operator;
@@ -9100,15 +10183,21 @@ grant execute on function ballast.report_pipelines(interval,text) to ballast_cli
 grant execute on function ballast.report_quality(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.report_steps(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.report_stuck(interval,interval) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast.resolve_prompt(bigint,text,text) to ballast_operator;
 grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to ballast_operator;
 grant execute on function ballast.resume_key(text,text,text) to ballast_operator;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.set_auto_promotion(text,text,text,text[],text) to ballast_operator;
 grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
+grant execute on function ballast.set_budget_alert(text,text,text,numeric,text,integer[],text) to ballast_operator;
+grant execute on function ballast.set_drift_rule(text,text,text,numeric,text,interval,interval,integer,text,text,integer,text,timestamp with time zone,timestamp with time zone,text) to ballast_operator;
+grant execute on function ballast.set_end_user_path(text,text,text) to ballast_operator;
 grant execute on function ballast.set_fair_share(text,double precision,text) to ballast_operator;
 grant execute on function ballast.set_limit(text,text,bigint,interval,bigint,text,text) to ballast_operator;
 grant execute on function ballast.set_model_cache(text,interval,text) to ballast_operator;
 grant execute on function ballast.set_model_price(text,text,numeric,numeric,numeric,timestamp with time zone,text) to ballast_operator;
+grant execute on function ballast.set_prompt_canary(text,text,integer,double precision,text,text) to ballast_operator;
+grant execute on function ballast.set_prompt_label(text,text,integer,text,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
 grant execute on function ballast.start_eval_run(text,text,text,integer,text,jsonb,numeric,text,integer,integer,text,text) to ballast_operator;
@@ -9119,19 +10208,29 @@ grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,i
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.bad_argument(text,text,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.budget_period_start(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.budget_spend(timestamp with time zone) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_role() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_tenant() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_unrestricted() to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.check_prompt_label_args(text,text,boolean) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.check_prompt_version(text,text,integer) to ballast_operator;
+grant execute on function ballast_private.drift_direction(text) to ballast_operator, ballast_reporter;
+grant execute on function ballast_private.prompt_bucket(bigint,text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_window(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant usage on schema ballast to ballast_client, ballast_operator, ballast_reporter;
 grant usage on schema ballast_private to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.alerts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.attempts to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.budget_alert_rules to ballast_operator, ballast_reporter;
 grant select on table ballast_private.budget_reservations to ballast_operator, ballast_reporter;
+grant select on table ballast_private.budget_spend_checked to ballast_operator, ballast_reporter;
 grant select on table ballast_private.budget_usage to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.budgets to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.drift_rules to ballast_operator, ballast_reporter;
 grant select on table ballast_private.effect_intents to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.effects to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.end_user_paths to ballast_operator, ballast_reporter;
 grant select on table ballast_private.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.eval_auto_promotions to ballast_operator, ballast_reporter;
 grant select on table ballast_private.eval_cases to ballast_operator, ballast_reporter;
@@ -9141,6 +10240,7 @@ grant select on table ballast_private.eval_runs to ballast_operator, ballast_rep
 grant select on table ballast_private.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.fair_shares to ballast_operator, ballast_reporter;
 grant select on table ballast_private.gate_history to ballast_operator, ballast_reporter;
+grant select on table ballast_private.job_prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.jobs to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.limit_buckets to ballast_operator, ballast_reporter;
@@ -9150,6 +10250,8 @@ grant select on table ballast_private.model_calls to ballast_client, ballast_ope
 grant select on table ballast_private.model_prices to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.pauses to ballast_operator, ballast_reporter;
 grant select on table ballast_private.pipelines to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.prompt_label_history to ballast_operator, ballast_reporter;
+grant select on table ballast_private.prompt_labels to ballast_operator, ballast_reporter;
 grant select on table ballast_private.prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.provider_cooldowns to ballast_operator, ballast_reporter;
 grant select on table ballast_private.role_tenants to ballast_operator, ballast_reporter;
@@ -9157,12 +10259,18 @@ grant select on table ballast_private.schedules to ballast_client, ballast_opera
 grant select on table ballast_private.signals to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.step_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.steps to ballast_client, ballast_operator, ballast_reporter;
+grant select on table ballast_private.token_chunks to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.workers to ballast_operator, ballast_reporter;
+grant select on view ballast.alerts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.attempts to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.budget_alert_rules to ballast_operator, ballast_reporter;
+grant select on view ballast.budget_spend to ballast_operator, ballast_reporter;
 grant select on view ballast.budgets to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.dead_letters to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.drift_rules to ballast_operator, ballast_reporter;
 grant select on view ballast.effect_intents to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.effects to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.end_user_paths to ballast_operator, ballast_reporter;
 grant select on view ballast.error_codes to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.eval_cases to ballast_operator, ballast_reporter;
 grant select on view ballast.eval_datasets to ballast_operator, ballast_reporter;
@@ -9172,6 +10280,7 @@ grant select on view ballast.eval_trend to ballast_operator, ballast_reporter;
 grant select on view ballast.events to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.fair_shares to ballast_operator, ballast_reporter;
 grant select on view ballast.gate_history to ballast_operator, ballast_reporter;
+grant select on view ballast.job_prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.job_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant insert, select on view ballast.jobs to ballast_client, ballast_operator;
 grant select on view ballast.jobs to ballast_reporter;
@@ -9180,9 +10289,12 @@ grant select on view ballast.model_cache_settings to ballast_operator, ballast_r
 grant select on view ballast.model_call_savings to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.model_calls to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.model_prices to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.model_tokens to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.oldest_transactions to ballast_operator, ballast_reporter;
 grant select on view ballast.pauses to ballast_operator, ballast_reporter;
 grant select on view ballast.pipelines to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.prompt_label_history to ballast_operator, ballast_reporter;
+grant select on view ballast.prompt_labels to ballast_operator, ballast_reporter;
 grant select on view ballast.prompts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.provider_cooldowns to ballast_operator, ballast_reporter;
 grant select on view ballast.queue_depth to ballast_client, ballast_operator, ballast_reporter;

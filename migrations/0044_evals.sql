@@ -371,7 +371,15 @@ begin
       'Evaluate a step defined with .modelStep(...).');
   end if;
   v_prompt := split_part(v_step -> 'model' ->> 'prompt', '@', 1);
-  v_prompt_version := coalesce((p_params ->> 'prompt_version')::integer, split_part(v_step -> 'model' ->> 'prompt', '@', 2)::integer);
+  -- The step names name@version, or name@label (0041): a label runs the version it points at now (its stable arm).
+  v_prompt_version := coalesce((p_params ->> 'prompt_version')::integer,
+    case when split_part(v_step -> 'model' ->> 'prompt', '@', 2) ~ '^[0-9]+$' then split_part(v_step -> 'model' ->> 'prompt', '@', 2)::integer
+         else (select l.version from ballast_private.prompt_labels l
+                where l.prompt_name = v_prompt and l.label = split_part(v_step -> 'model' ->> 'prompt', '@', 2)) end);
+  if v_prompt_version is null then
+    perform ballast_private.bad_argument('prompt_version', format('step %s names the prompt label %s, which points at no version',
+      v_step ->> 'name', v_step -> 'model' ->> 'prompt'), 'Set the label (ballast.set_prompt_label) or pass prompt_version.');
+  end if;
   if p_params ? 'prompt_version' and not exists (select 1 from ballast_private.prompts p where p.name = v_prompt and p.version = v_prompt_version) then
     perform ballast_private.bad_argument('prompt_version', format('prompt %s@%s is not in ballast.prompts', v_prompt, v_prompt_version),
       format('Register it first (ballast.register_prompt(%L, %s, ''{"system": ..., "user": ...}'')), or use a version listed in ballast.prompts.', v_prompt, v_prompt_version));

@@ -82,6 +82,7 @@ Commands
   watch <job-id>        follow a job live (each step's transitions and progress) until it ends with its result
       --timeout <seconds>      stop watching after this long (exit 124)
       --json                   JSON lines: the state, then each event, then the final job
+      --tokens                 also the text streaming model steps send, as it arrives (live tokens)
   schedule set <name>   create or replace a cron schedule: each slot submits a job of the pipeline, once
       --pipeline <name> --cron '<min hour day month weekday>'|@daily|@hourly|...  (required)
       --input <json|@file|->  --tz <zone, default UTC>  --tenant <id>  --version <n>  --priority <n>
@@ -108,6 +109,18 @@ Commands
   fair-share set <tenant> <weight>   a tenant's weight (3: three times the share of weight 1); turns fair sharing on
   fair-share off        turn fair sharing off: weights forgotten, first come, first served again
   fair-shares           the fair-sharing weights: tenant (* the default), weight, finish tag, set by, set at (--json)
+  prompts list          prompts, their versions and labels (canaries with their share); --json
+  prompts show <name>   a prompt's labels and every version's words
+  prompts create <name> --user <template|@file> [--system <template|@file>]   the next version (immutable)
+  prompts label <name> <label> <version> --reason <text>   point a label at a version (audited; new jobs get it)
+  prompts canary <name> <label> <version> <share> --reason <text>   send a share (0.1 or 10%) of the label's new
+                               jobs to a candidate version; \`off\` instead of version and share ends the canary
+  prompts history [<name>]   label and canary moves, newest first (--limit <n>, --json)
+  prompts arms <name> [<label>]   the label's traffic per version and arm: jobs, first-pass rate, fallback, review,
+                               rejection, score, cost per success, latency (--since <ISO time>, default 7 days; --json)
+  alerts                drift and budget alerts, newest first (--open, --kind drift|budget, --limit <n>, --json)
+  alerts ack <id>       acknowledge an alert (--note <text>); it stays open until it resolves
+  alerts check          evaluate every drift and budget alert rule once (workers do it every 30 s)
   eval run              start an eval run: --dataset <d> --pipeline <p> --step <s> [--prompt-version <n>] [--model <m>]
       [--scorers <json|@file>] [--threshold <0..1>] [--label <text>] [--tenant <id>] [--wait] [--json]
   eval compare <base> <candidate>   two eval runs case by case (--threshold <drop>, --all, --json); exits 8 when the
@@ -323,12 +336,12 @@ async function sendEvent(args: string[]): Promise<number> {
 }
 
 async function watch(args: string[]): Promise<number> {
-  const { values, positionals } = parseCommandArgs(args, { timeout: { type: 'string' }, json: { type: 'boolean' } });
+  const { values, positionals } = parseCommandArgs(args, { timeout: { type: 'string' }, json: { type: 'boolean' }, tokens: { type: 'boolean' } });
   const jobId = jobIdArg(positionals[0], 'watch');
   const timeoutS = values.timeout === undefined ? null : Number(values.timeout);
   if (timeoutS !== null && !(timeoutS > 0)) throw new UsageError(`--timeout ${values.timeout} is not a positive number of seconds`);
   const [{ watchJob }, handle] = await Promise.all([import('./cli/watch.ts'), openDatabase({ embedded: false })]);
-  return withDb((db) => watchJob({ url: handle.url, db, jobId, json: Boolean(values.json), timeoutMs: timeoutS === null ? null : timeoutS * 1000 }));
+  return withDb((db) => watchJob({ url: handle.url, db, jobId, json: Boolean(values.json), tokens: Boolean(values.tokens), timeoutMs: timeoutS === null ? null : timeoutS * 1000 }));
 }
 
 async function jobs(args: string[]): Promise<number> {
@@ -356,6 +369,12 @@ const fair = (name: 'fairShareCommand' | 'fairSharesCommand'): Command =>
 async function evalCli(args: string[]): Promise<number> {
   const { evalCommand } = await import('./cli/eval.ts');
   return withDb((db) => evalCommand(db, args));
+}
+
+/** alerts [--open], alerts ack <id>, alerts check: src/cli/alerts.ts (drift and budget alerts). */
+async function alerts(args: string[]): Promise<number> {
+  const { alertsCommand } = await import('./cli/alerts.ts');
+  return withDb((db) => alertsCommand(db, args));
 }
 
 /** pause, resume, pauses, limit, limits, gate-history: src/cli/gates.ts (pauses and limits on keys). */
@@ -401,7 +420,11 @@ const COMMANDS: Record<string, Command> = {
   start, migrate: migrateCommand, worker, serve, url, token, submit, status, cancel, replay, 'send-event': sendEvent, watch, schedule, jobs, report,
   pause: gates('pauseCommand'), resume: gates('resumeCommand'), pauses: gates('pausesCommand'), limit: gates('limitCommand'),
   limits: gates('limitsCommand'), 'gate-history': gates('gateHistoryCommand'),
-  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'), eval: evalCli,
+  'fair-share': fair('fairShareCommand'), 'fair-shares': fair('fairSharesCommand'), alerts, eval: evalCli,
+  prompts: async (args) => {
+    const { promptsCommand } = await import('./cli/prompts.ts');
+    return withDb((db) => promptsCommand(db, args));
+  },
 };
 
 /** `ballast <command> --help`: the command's part of the help. */

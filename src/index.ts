@@ -32,13 +32,17 @@ export type { ModelCallRecord, ModelUsage, ModelTimings } from './model/record.t
 export type { ModelFailure, FailureClass, FinishReason } from './model/classify.ts';
 export { ProviderRegistry } from './model/providers.ts';
 export type { ProviderConfig, ProviderKind } from './model/providers.ts';
-export { prompt, Prompt } from './model/prompt.ts';
-export type { PromptDefinition } from './model/prompt.ts';
+export { prompt, Prompt, promptLabel, PromptLabel, storedPrompt, StoredPrompt } from './model/prompt.ts';
+export type { PromptDefinition, PromptOption, PromptRef } from './model/prompt.ts';
+export type { PromptLabelRow, PromptLabelHistoryRow, PromptArmRow, ResolvedPrompt } from './db/prompts.ts';
 export type { ModelPolicy, QualityPolicy, QualityRule } from './model/ladder.ts';
 export { ModelStore } from './db/model-store.ts';
 export type { ModelCallRow, ModelCallTrace } from './db/model-store.ts';
 export { Retention } from './worker/retention.ts';
 export type { RetentionOptions, RetentionRun } from './worker/retention.ts';
+export { AlertChecker } from './worker/alerts.ts';
+export type { AlertCheckerOptions } from './worker/alerts.ts';
+export type { AlertChange, AlertRow, DriftRuleArgs, BudgetAlertArgs, DriftMetric, BudgetScope } from './db/alerts.ts';
 
 /** Calls a model once (src/model/call.ts); never throws for provider or content failures, they come back in `error`.
  * The AI SDK is imported on the first call, not with ballast. */

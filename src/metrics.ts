@@ -2,8 +2,9 @@
 // Two kinds:
 //  - observed in the worker process as work happens: attempts by outcome and error class, step durations, model
 //    calls, their latency, cost and tokens. Each worker exposes its own; Prometheus sums them across workers.
-//  - read from Postgres at scrape time: queue depth and age by pipeline (the same numbers for every process that
-//    serves them, so scrape them from one place, e.g. the API server).
+//  - read from Postgres at scrape time: queue depth and age by pipeline, open and raised alerts and budget spend
+//    ratios (the same numbers for every process that serves them, so scrape them from one place, e.g. the API
+//    server).
 // Labels mean the same in every metric: `pipeline` is the pipeline's name (no version: the queue gauges, read from
 // Postgres, count a pipeline's steps across versions), `version` its version, `step` the step's name, `error_class`
 // the recorded error class or "none".
@@ -14,6 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BallastDb } from './db/api.ts';
 import { queueStats } from './db/queue-stats.ts';
+import { alertGauges } from './db/alerts.ts';
 
 export class BallastMetrics {
   readonly registry = new Registry();
@@ -104,6 +106,50 @@ export class BallastMetrics {
         this.reset();
         if (!metrics.#db) return;
         for (const r of (await stats()).age) this.set({ pipeline: r.pipeline }, r.oldestSeconds);
+      },
+    });
+    this.#alertGauges();
+  }
+
+  /** The alert gauges (migration 0045, docs/quality-alerts.md): one read of src/db/alerts.ts per scrape, shared by the three. */
+  #alertGauges(): void {
+    let pending: Promise<Awaited<ReturnType<typeof alertGauges>>> | undefined;
+    const read = () => {
+      pending ??= alertGauges(this.#db!.pool).finally(() => setTimeout(() => { pending = undefined; }, 0));
+      return pending;
+    };
+    const metrics = this;
+    new Gauge({
+      name: 'ballast_alerts_open',
+      help: 'Open alerts (ballast.alerts, resolved_at null) by kind (drift, budget) and rule, read from Postgres at scrape time.',
+      labelNames: ['kind', 'rule'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        if (!metrics.#db) return;
+        for (const r of (await read()).open) this.set({ kind: r.kind, rule: r.rule }, r.alerts);
+      },
+    });
+    new Gauge({
+      name: 'ballast_alerts_raised',
+      help: 'Alerts raised so far (rows of ballast.alerts) by kind, read from Postgres at scrape time; grows by one per alert raised.',
+      labelNames: ['kind'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        if (!metrics.#db) return;
+        for (const r of (await read()).raised) this.set({ kind: r.kind }, r.alerts);
+      },
+    });
+    new Gauge({
+      name: 'ballast_budget_spend_ratio',
+      help: 'Spend in the current period over the limit, per budget alert rule and scope value with spend ([tenant/]user for an end user), as of the last alert check (every 30 s), read from Postgres at scrape time.',
+      labelNames: ['rule', 'scope', 'scope_value'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        if (!metrics.#db) return;
+        for (const r of (await read()).spend) this.set({ rule: r.rule, scope: r.scope, scope_value: r.scopeValue }, r.ratio);
       },
     });
   }

@@ -153,6 +153,7 @@ const SQL_STATUS_LISTS: { in: string; meaning: string; is: readonly string[] }[]
   { in: 'function ballast.report_pipelines', meaning: 'final job statuses', is: FINAL_JOB_STATUSES },
   { in: 'function ballast.report_pipelines', meaning: 'final job statuses but cancelled (the failure rate)', is: minus(FINAL_JOB_STATUSES, 'cancelled') },
   { in: 'function ballast.report_steps', meaning: 'final step statuses', is: FINAL_STEP_STATUSES },
+  { in: 'function ballast.prune_token_chunks', meaning: 'final step statuses', is: FINAL_STEP_STATUSES },
 ];
 
 t.test('every hand-written list of statuses in the SQL is one of the lists of src/statuses.ts, or derived from them', async (t) => {

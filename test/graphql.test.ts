@@ -223,10 +223,14 @@ t.test('the schema exposes the public surface only', async (t) => {
       'setSchedule', 'submitJob', 'submitJobs',
       'deleteLimit', 'pauseKey', 'resumeKey', 'setLimit',
       'setFairShare', 'stopFairSharing',
+      'clearPromptCanary', 'createPromptVersion', 'setPromptCanary', 'setPromptLabel',
+      'setDriftRule', 'setBudgetAlert', 'ackAlert',
       'startEvalRun', 'addEvalCases', 'promoteToDataset', 'setAutoPromotion'].sort());
-  t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'tenantEvents']);
+  t.same(schema.subscriptionType.fields.map((f: any) => f.name).sort(), ['jobUpdated', 'modelTokens', 'tenantEvents']);
   const names = schema.types.map((x: any) => x.name).join(' ');
-  for (const hidden of ['Worker', 'Signal', 'Effect', 'Prompt', 'ModelPrice', 'ProviderCooldown', 'Transition', 'ErrorCode', 'Graphile', 'Private', 'StepItem']) {
+  // Prompt labels and pins are public (0041); the prompts' texts are not.
+  t.notOk(schema.types.some((x: any) => x.name === 'Prompt' || x.name === 'PromptsConnection'), 'no Prompt type');
+  for (const hidden of ['Worker', 'Signal', 'Effect', 'ModelPrice', 'ProviderCooldown', 'Transition', 'ErrorCode', 'Graphile', 'Private', 'StepItem']) {
     t.notMatch(names, new RegExp(`\\b\\w*${hidden}\\w*\\b`), `no ${hidden} type`);
   }
   const query = schema.queryType.fields.map((f: any) => f.name);

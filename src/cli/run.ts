@@ -28,6 +28,8 @@ export function workerSettings() {
     lostAfterMs: intEnv('BALLAST_LOST_AFTER_MS', WORKER_DEFAULTS.lostAfterMs),
     deadAfterMs: intEnv('BALLAST_DEAD_AFTER_MS', WORKER_DEFAULTS.deadAfterMs),
     shutdownGraceMs: intEnv('BALLAST_SHUTDOWN_GRACE_MS', WORKER_DEFAULTS.shutdownGraceMs),
+    // 0 turns the alert checks off (intEnv takes positive numbers only).
+    alertIntervalMs: process.env.BALLAST_ALERT_INTERVAL_MS?.trim() === '0' ? 0 : intEnv('BALLAST_ALERT_INTERVAL_MS', WORKER_DEFAULTS.alertIntervalMs),
     watchdog: {
       maxStallMs: intEnv('BALLAST_MAX_STALL_MS', WORKER_DEFAULTS.maxStallMs),
       quarantineAfter: intEnv('BALLAST_QUARANTINE_AFTER', WORKER_DEFAULTS.quarantineAfter),

@@ -1,8 +1,10 @@
 // `ballast watch <job>`: a job's progress, live, in the terminal. LISTEN first, then read the current state, so
 // nothing that happens in between is missed; events already shown (by id) are not shown twice. Ends with the result
-// or the error, and an exit code a script can use (WATCH_EXIT).
+// or the error, and an exit code a script can use (WATCH_EXIT). With --tokens, also the text streaming model steps
+// send (live tokens, src/db/token-stream.ts), batch by batch, from the first character of each step's token log.
 import type { BallastDb, Job, Step } from '../db/api.ts';
 import { listenEvents, type LiveEvent } from '../db/events-listener.ts';
+import { followJobTokens, type JobTokensFollower, type TokenChunk } from '../db/token-stream.ts';
 import { isFinalJobStatus, type FinalJobStatus } from '../statuses.ts';
 
 /** Exit codes of `watch`, by the job's final status. */
@@ -17,6 +19,8 @@ export interface WatchOptions {
   json: boolean;
   /** Give up after this many ms (exit 124). */
   timeoutMs: number | null;
+  /** Also print the text streaming model steps send (live tokens). */
+  tokens?: boolean;
   out?: (line: string) => void;
 }
 
@@ -35,6 +39,16 @@ function describe(e: LiveEvent): string {
   return `${time(e.at)}  job ${e.type.replace(/^job_/, '')}`;
 }
 
+function tokenLine(c: TokenChunk & { stepName: string }, json: boolean): string {
+  if (json) {
+    return JSON.stringify({ type: c.done ? 'tokens_done' : 'tokens', step_id: c.stepId, step_name: c.stepName, offset: c.startOffset,
+      text: c.text, attempt_id: c.attemptId, segment: c.segment, rung: c.rung, model: c.model, new_segment: c.first });
+  }
+  if (c.done) return `${time(null)}  step ${c.stepName} tokens done`;
+  const head = c.first ? `(${c.rung} ${c.model}, call ${c.segment}) ` : '';
+  return `${time(null)}  step ${c.stepName} tokens ${head}${JSON.stringify(c.text)}`;
+}
+
 /** Follows the job until it is final; returns the exit code. */
 export async function watchJob(o: WatchOptions): Promise<number> {
   const out = o.out ?? ((line: string) => console.log(line));
@@ -46,7 +60,9 @@ export async function watchJob(o: WatchOptions): Promise<number> {
     if (deliver) deliver(e);
     else buffered.push(e);
   }, (err) => { failed = err; });
+  let tokens: JobTokensFollower | undefined;
   try {
+    if (o.tokens) tokens = await followJobTokens(o.url, o.jobId, (c) => out(tokenLine(c, o.json)));
     const job = await o.db.getJob(o.jobId);
     if (!job) {
       (o.json ? out(JSON.stringify({ error: `job ${o.jobId} does not exist` })) : out(`job ${o.jobId} does not exist`));
@@ -61,13 +77,15 @@ export async function watchJob(o: WatchOptions): Promise<number> {
       out(`job ${job.id} ${job.pipeline}@${job.pipeline_version} ${job.status}${job.parent_job_id ? ` (child of job ${job.parent_job_id})` : ''}`);
       for (const s of steps.filter((s) => !(s.name.includes('__')))) out(stepLine(s));
     }
-    if (isFinalJobStatus(job.status)) return finish(job);
+    await tokens?.read();
+    if (isFinalJobStatus(job.status)) return await finish(job);
 
     let done: (job: Job) => void = () => {};
     const finished = new Promise<Job>((resolve) => { done = resolve; });
     const onEvent = (e: LiveEvent) => {
       if (e.id !== null && seen.has(String(e.id))) return;
-      out(o.json ? JSON.stringify(e) : describe(e));
+      // tx is a bigint (the event's place in the order): written as a string, JSON.stringify cannot write it.
+      out(o.json ? JSON.stringify(e, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)) : describe(e));
       if (e.step_id === null && isFinalJobStatus(e.status)) void o.db.getJob(o.jobId).then((j) => j && done(j));
     };
     for (const e of buffered) onEvent(e);
@@ -79,12 +97,14 @@ export async function watchJob(o: WatchOptions): Promise<number> {
       (o.json ? out(JSON.stringify({ error: 'timeout' })) : out(`still ${((await o.db.getJob(o.jobId))?.status) ?? 'unknown'} after ${o.timeoutMs} ms; stopped watching`));
       return WATCH_EXIT.timeout;
     }
-    return finish(final);
+    return await finish(final);
   } finally {
+    await tokens?.close();
     await listener.close();
   }
 
-  function finish(job: Job): number {
+  async function finish(job: Job): Promise<number> {
+    await tokens?.read();
     if (o.json) out(JSON.stringify({ job }));
     else if (job.status === 'completed' || job.status === 'partially_completed') out(`${job.status}: ${JSON.stringify(job.result)}`);
     else out(`${job.status}: ${JSON.stringify(job.error)}`);

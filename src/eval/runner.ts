@@ -8,7 +8,7 @@
 // a failed item; a transport failure is thrown, so the item is retried; a park (budget, cooldown) is passed on.
 import { z } from 'zod';
 import { runModelLadder } from '../model/ladder.ts';
-import { Prompt } from '../model/prompt.ts';
+import { Prompt, promptRef } from '../model/prompt.ts';
 import type { ModelStepSpec } from '../model/spec.ts';
 import { PermanentError } from '../errors.ts';
 import type { EvalTargets } from '../pipeline/definition.ts';
@@ -56,8 +56,10 @@ export async function summarizeRun(a: AttemptRun): Promise<StepEnd> {
 async function targetSpec(a: AttemptRun, spec: ModelStepSpec<unknown>, data: evals.EvalItemData): Promise<ModelStepSpec<unknown>> {
   const { run } = data;
   const vars = data.case.input;
-  const prompt = run.prompt_version !== null && run.prompt_version !== spec.prompt.version
-    ? await loadPrompt(a, spec.prompt.name, run.prompt_version, 'prompt') : spec.prompt;
+  // The step's prompt may be a version in code, a stored version or a label (prompts.md): the run names the version.
+  const ref = promptRef(spec.prompt);
+  const prompt = run.prompt_version !== null && !(ref instanceof Prompt && ref.version === run.prompt_version)
+    ? await loadPrompt(a, ref.name, run.prompt_version, 'prompt') : spec.prompt;
   const own = spec.vars;
   return {
     ...spec, prompt, review: false,

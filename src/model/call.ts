@@ -29,6 +29,8 @@ export interface CallModelOptions<T = unknown> {
   signal?: AbortSignal;
   /** Stream the response (records the first-token time). Default false. */
   stream?: boolean;
+  /** Streaming only: called with each text delta as it arrives (live tokens). A hook that throws is ignored. */
+  onText?: (delta: string) => void;
   /** Passed to the adapter as is, e.g. { openai: { strictJsonSchema: false } }. */
   providerOptions?: Record<string, Record<string, JSONValue>>;
   headers?: Record<string, string>;
@@ -93,13 +95,18 @@ async function generate(args: SdkArgs, answer: Answer): Promise<void> {
 }
 
 /** Streams into `answer`, so a stream cut short (timeout, error event) still leaves its partial text and first token. */
-async function stream(args: SdkArgs, signal: AbortSignal, answer: Answer): Promise<void> {
+async function stream(args: SdkArgs, signal: AbortSignal, answer: Answer, onText?: (delta: string) => void): Promise<void> {
   // onError: errors arrive as stream parts and are classified; without it the SDK also prints them to stderr.
   const r = streamText({ ...(args as Parameters<typeof streamText>[0]), onError: () => {} });
   for await (const part of r.fullStream) {
     if (part.type === 'text-delta') {
       if (part.text && !answer.firstTokenAt) answer.firstTokenAt = new Date();
       answer.text += part.text;
+      if (onText && part.text) {
+        try {
+          onText(part.text);
+        } catch { /* live tokens never fail the call */ }
+      }
     } else if (part.type === 'error') {
       throw part.error;
     } else if (part.type === 'finish-step') {
@@ -175,7 +182,7 @@ export async function callModel<T = unknown>(options: CallModelOptions<T>): Prom
       ...(options.schema ? { output: rawJsonOutput(options.schema, options.schemaName, options.schemaDescription) } : {}),
     };
     const args = (options.messages ? { ...base, messages: options.messages } : { ...base, prompt: options.prompt! }) as SdkArgs;
-    await (options.stream ? stream(args, signal, answer) : generate(args, answer));
+    await (options.stream ? stream(args, signal, answer, options.onText) : generate(args, answer));
     const target = { provider: record.provider, modelId: resolved.modelId };
     const headers = wire.headers ?? answer.response.headers;
     Object.assign(record, {

@@ -34,13 +34,14 @@ import type { ModelMessage } from 'ai';
 import { z } from 'zod';
 import { callModel } from './call.ts';
 import type { ModelFailure } from './failure.ts';
-import type { Prompt } from './prompt.ts';
+import { Prompt, PromptLabel, promptRef, type PromptOption } from './prompt.ts';
+import { getPromptVersion, resolvePrompt } from '../db/prompts.ts';
 import type { ModelCallRecord } from './record.ts';
 import { countReuse, findReused, requestKey } from './reuse.ts';
 import { ModelStore, type CallPermit, type ModelCallTrace, type RecordedCall, type StoredAnswer } from '../db/model-store.ts';
 import type { BallastDb } from '../db/api.ts';
 import type { ContractOutcome } from '../db/schema.ts';
-import { BallastError, PermanentError, RetryableError } from '../errors.ts';
+import { BallastError, PermanentError, RetryableError, translateError } from '../errors.ts';
 import type { AttemptRun, StepEnd } from '../pipeline/protocol.ts';
 import { ballastMetrics } from '../metrics.ts';
 import { rawOutputText } from '../worker/storable.ts';
@@ -83,6 +84,37 @@ async function promptHash(store: ModelStore, db: BallastDb, prompt: Prompt): Pro
     }
     throw err;
   }
+}
+
+/** A model step's spec with its prompt resolved to the version this attempt uses. */
+type PinnedSpec<O> = ModelStepSpec<O> & { prompt: Prompt };
+
+/**
+ * The prompt version this attempt uses and its hash. A version in code is registered once per process; a label is
+ * resolved by ballast.resolve_prompt, which pins the version for the job at its first call (every later step, retry
+ * and replay of the job gets the same one); a stored version is read from ballast.prompts.
+ */
+async function promptFor(store: ModelStore, run: AttemptRun, option: PromptOption): Promise<{ prompt: Prompt; hash: string }> {
+  const ref = promptRef(option);
+  if (ref instanceof Prompt) return { prompt: ref, hash: await promptHash(store, run.db, ref) };
+  let stored;
+  try {
+    stored = ref instanceof PromptLabel
+      ? await resolvePrompt(run.db.pool, run.ctx.jobId, ref.name, ref.label)
+      : await getPromptVersion(run.db.pool, ref.name, ref.version);
+  } catch (err) {
+    const e = translateError(err);
+    // A label that does not exist (or a bad name) will not appear by retrying the step: fail it, saying what to do.
+    if (e instanceof BallastError && e.code === 'invalid_input') throw new PermanentError(e.message, { errorClass: 'prompt', code: 'unknown_label', cause: e });
+    throw e;
+  }
+  if (!stored) {
+    throw new PermanentError(`prompt ${ref.ref} is not stored: create it (ballast.create_prompt_version) or name an existing version`,
+      { errorClass: 'prompt', code: 'unknown_prompt' });
+  }
+  const prompt = new Prompt({ name: ref.name, version: stored.version, system: stored.template.system ?? undefined, user: stored.template.user });
+  if ('arm' in stored) run.ctx.log.debug({ prompt: prompt.ref, label: ref.ref, arm: stored.arm }, 'prompt label resolved');
+  return { prompt, hash: stored.contentHash };
 }
 
 /**
@@ -237,12 +269,13 @@ function countCall(trace: ModelCallTrace, r: RecordedCall, reused?: StoredAnswer
  * to complete the step with, or that the attempt was settled here (sent to review, paused for a budget or a
  * cooldown); throws a failure for the runner to record.
  */
-export async function runModelLadder<O>(run: AttemptRun, spec: ModelStepSpec<O>): Promise<StepEnd> {
+export async function runModelLadder<O>(run: AttemptRun, given: ModelStepSpec<O>): Promise<StepEnd> {
   const store = new ModelStore(run.db);
-  const hash = await promptHash(store, run.db, spec.prompt);
+  const { prompt, hash } = await promptFor(store, run, given.prompt);
+  const spec: PinnedSpec<O> = { ...given, prompt };
   let rendered: { system: string | undefined; user: string };
   try {
-    rendered = spec.prompt.render(spec.vars ? await spec.vars(run.ctx) : { input: run.ctx.input, deps: run.ctx.deps });
+    rendered = prompt.render(spec.vars ? await spec.vars(run.ctx) : { input: run.ctx.input, deps: run.ctx.deps });
   } catch (err) {
     throw new PermanentError((err as Error).message, { errorClass: 'prompt', code: 'missing_variable' });
   }
@@ -267,7 +300,7 @@ const NO_PERMIT: CallPermit = {
 class Ladder<O> {
   readonly models: string[];
   readonly #run: AttemptRun;
-  readonly #spec: ModelStepSpec<O>;
+  readonly #spec: PinnedSpec<O>;
   readonly #store: ModelStore;
   readonly #hash: string;
   readonly #rendered: { system: string | undefined; user: string };
@@ -286,7 +319,7 @@ class Ladder<O> {
   /** Of the models skipped for a cooldown before any call was made: the one whose cooldown ends first. */
   #soonest: { provider: string; modelId: string; waitMs: number } | null = null;
 
-  constructor(run: AttemptRun, spec: ModelStepSpec<O>, store: ModelStore, hash: string, rendered: { system: string | undefined; user: string }) {
+  constructor(run: AttemptRun, spec: PinnedSpec<O>, store: ModelStore, hash: string, rendered: { system: string | undefined; user: string }) {
     this.#run = run;
     this.#spec = spec;
     this.#store = store;
@@ -333,8 +366,11 @@ class Ladder<O> {
         return this.#coolingDown(model, mi, permit, waitMs, meta);
       }
       if (permit.budgetExhausted) return this.#budgetExhausted(model, permit, meta);
+      // A streaming step's subscribers see the answer either way: a reused answer arrives as one batch.
+      const onText = this.#spec.stream ? this.#run.tokens?.segment(meta.rung, model) : undefined;
+      if (reused && onText && reused.record.text) onText(reused.record.text);
       const rec = reused ? reused.record : await callModel<O>({
-        ...request, schema: this.#spec.output, timeoutMs, signal: ctx.signal, stream: this.#spec.stream, providers: this.#run.providers,
+        ...request, schema: this.#spec.output, timeoutMs, signal: ctx.signal, stream: this.#spec.stream, providers: this.#run.providers, onText,
       });
       this.#calls++;
       if (!reused) this.#made++;

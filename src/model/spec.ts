@@ -2,7 +2,7 @@
 // pipeline().modelStep(), read by the contract ladder (ladder.ts). Types only, so the pipeline DSL can name them
 // without loading the ladder and the AI SDK.
 import type { z } from 'zod';
-import type { Prompt } from './prompt.ts';
+import type { PromptOption } from './prompt.ts';
 import type { StepContext } from '../pipeline/protocol.ts';
 
 export interface QualityRule<O> {
@@ -46,7 +46,8 @@ export interface ModelPolicy<O> {
 }
 
 export interface ModelStepSpec<O> extends ModelPolicy<O> {
-  prompt: Prompt;
+  /** prompt({...}) (a version in code), promptLabel(name, label) or 'name@label', storedPrompt(name, n) or 'name@n'. */
+  prompt: PromptOption;
   /** The values of the prompt's placeholders. Default { input, deps }. */
   vars?: (ctx: StepContext<any, any>) => Record<string, unknown> | Promise<Record<string, unknown>>;
   output: z.ZodType<O>;

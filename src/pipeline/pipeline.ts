@@ -4,7 +4,7 @@
 // step names, dependencies, retry and concurrency policies, and the JSON Schemas of the input and of each output.
 import { z } from 'zod';
 import type { ModelPolicy, ModelStepSpec } from '../model/spec.ts';
-import type { Prompt } from '../model/prompt.ts';
+import type { PromptOption } from '../model/prompt.ts';
 import type { FinalStepStatus } from '../statuses.ts';
 
 // The options and the step definitions (a union by kind) are data, in definition.ts; each kind's behaviour is in
@@ -19,8 +19,11 @@ import { kindOf } from './kinds/index.ts';
 import { checkModelSpec } from './kinds/model.ts';
 
 export interface ModelStepOptions<I, DS, D extends string, O> extends StepOptions<D, O>, ModelPolicy<O> {
-  /** The prompt version (ballast.prompts stores it on first use). */
-  prompt: Prompt;
+  /**
+   * The prompt: prompt({...}) (a version in code, stored on first use), promptLabel(name, label) or 'name@label' (the
+   * label's version, pinned per job), storedPrompt(name, n) or 'name@n' (a version stored in Postgres).
+   */
+  prompt: PromptOption;
   /** The values of the prompt's placeholders. Default { input, deps }. */
   vars?: (ctx: StepContext<I, DS>) => Record<string, unknown> | Promise<Record<string, unknown>>;
 }

@@ -206,6 +206,13 @@ export interface AttemptRun {
   item: { value: unknown; index: number } | null;
   /** The model providers (default: the environment's). */
   providers: ProviderRegistry | undefined;
+  /** Live tokens of a streaming model step (worker/token-stream.ts); absent for every other step. */
+  tokens?: TokenSink;
+}
+
+/** Where a streaming model call's text goes while it arrives: each call opens a segment and feeds it its deltas. */
+export interface TokenSink {
+  segment(rung: string, model: string): (delta: string) => void;
 }
 
 /**

@@ -53,6 +53,10 @@ const MUTATION_NEEDS: Record<string, Need> = {
   deleteLimit: { roles: ['operator'], text: 'an operator token' },
   setFairShare: { roles: ['operator'], text: 'an operator token' },
   stopFairSharing: { roles: ['operator'], text: 'an operator token' },
+  createPromptVersion: { roles: ['operator'], text: 'an operator token' },
+  setPromptLabel: { roles: ['operator'], text: 'an operator token' },
+  setPromptCanary: { roles: ['operator'], text: 'an operator token' },
+  clearPromptCanary: { roles: ['operator'], text: 'an operator token' },
 };
 
 /** The reads a client token may not do (the others are READ). */
@@ -65,6 +69,10 @@ const QUERY_NEEDS: Record<string, Need> = {
   gateHistoryEntry: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   fairShares: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   fairShare: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  promptLabels: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  promptLabel: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  promptLabelHistory: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  promptLabelHistoryEntry: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
 };
 
 /** What the root field `field` needs (a read when it is not a mutation). */

@@ -10,6 +10,7 @@ import { createLogger } from '../log.ts';
 import { Authenticator } from './auth.ts';
 import { serverSettings, type JwtSettings, type ServerLimits, type ServerSettings } from './config.ts';
 import { EventHub } from './live/hub.ts';
+import { TokenHub } from './live/tokens.ts';
 import type { LiveLimits } from './live/connection.ts';
 import { LiveProtocol } from './live/protocol.ts';
 import { SubscriptionCompiler } from './live/selection.ts';
@@ -101,6 +102,8 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
     cleanup.push(() => hub.stop());
     // Catch-up reads of subscriptions (resume, snapshot) have their own few connections: a storm of resubscriptions
     // waits for them instead of taking the connections HTTP queries need.
+    const tokens = new TokenHub({ connectionString: opts.connectionString, log });
+    cleanup.push(() => tokens.stop());
     const livePool = createPool(opts.connectionString, { max: opts.livePoolSize ?? 3, applicationName: 'ballast-graphql-live', log });
     cleanup.push(() => livePool.end());
 
@@ -116,7 +119,7 @@ export async function startServer(opts: StartServerOptions): Promise<BallastServ
     cleanup.push(() => serv.release());
     const compiler = new SubscriptionCompiler(schema, [queryLimitsRule(settings.limits)]);
     const live = new LiveProtocol({
-      feeds: { hub, pool: livePool, statementTimeoutMs: settings.limits.statementTimeoutMs },
+      feeds: { hub, tokens, pool: livePool, statementTimeoutMs: settings.limits.statementTimeoutMs },
       compiler: () => compiler,
       limits: {
         maxBufferedBytes: settings.limits.liveMaxBufferedBytes, maxQueued: settings.limits.liveMaxQueued,

@@ -14,8 +14,11 @@ import { MutationsPlugin } from './mutations.ts';
 import { ScheduleMutationsPlugin } from './schedule-mutations.ts';
 import { GateMutationsPlugin } from './gate-mutations.ts';
 import { FairShareMutationsPlugin } from './fair-share-mutations.ts';
+import { PromptMutationsPlugin } from './prompt-mutations.ts';
+import { AlertMutationsPlugin } from './alert-mutations.ts';
 import { EvalMutationsPlugin } from './eval-mutations.ts';
 import { subscriptionsPlugin } from './subscriptions.ts';
+import { tokenSubscriptionsPlugin } from './token-subscriptions.ts';
 import { checkIntrospection } from './introspection.ts';
 import { addErrorCodes, checkVariables, strictUtf8Body } from './request-checks.ts';
 import { ruruConfig } from './ruru.ts';
@@ -106,7 +109,7 @@ export function makePreset(o: PresetOptions): GraphileConfig.Preset {
     extends: [PostGraphileAmberPreset],
     // No Relay global object ids: every row has its own `id`.
     disablePlugins: ['NodePlugin'],
-    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, ScheduleMutationsPlugin, GateMutationsPlugin, FairShareMutationsPlugin, EvalMutationsPlugin, subscriptionsPlugin(), LimitsPlugin],
+    plugins: [...SurfacePlugins, pageSizePlugin(limits), MutationsPlugin, ScheduleMutationsPlugin, GateMutationsPlugin, FairShareMutationsPlugin, PromptMutationsPlugin, AlertMutationsPlugin, EvalMutationsPlugin, subscriptionsPlugin(), tokenSubscriptionsPlugin(), LimitsPlugin],
     pgServices: [makePgService({ pool: o.pool, schemas: ['ballast'], pubsub: false })],
     grafast: {
       explain: false,

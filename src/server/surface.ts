@@ -1,6 +1,6 @@
 // What the GraphQL schema exposes of schema `ballast`, decided here rather than by what happens to exist:
 //   - read surface: the views jobs, steps, attempts, events, model_calls, reviews, dead_letters, pipelines,
-//     budgets, schedules, pauses, limits, gate_history and fair_shares, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
+//     budgets, schedules, pauses, limits, gate_history, fair_shares, prompt_labels, prompt_label_history, job_prompts and alerts, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
 //     stays an SQL feature; submitJob is the GraphQL way), filterable and orderable only on columns that make sense;
 //   - every other view and every function is hidden (the mutations and subscriptions are written explicitly in
 //     mutations.ts and subscriptions.ts); graphile_worker and ballast_private are not introspected at all;
@@ -110,6 +110,28 @@ export const READ_VIEWS: Record<string, ViewSpec> = {
     primaryKey: 'tenant_id', listField: 'fairShares', rowField: 'fairShare',
     notNull: ['tenant_id', 'weight', 'finish_tag', 'set_at'],
     filter: ['tenant_id'], order: ['tenant_id', 'weight', 'set_at'],
+  },
+  // Prompt labels (0041): operators and reporters read labels and their history; each job's pins follow its tenant.
+  prompt_labels: {
+    primaryKey: 'prompt_name,label',
+    notNull: ['prompt_name', 'label', 'version', 'updated_at'],
+    filter: ['prompt_name', 'label'], order: ['prompt_name', 'label', 'updated_at'],
+  },
+  prompt_label_history: {
+    primaryKey: 'id', listField: 'promptLabelHistory', rowField: 'promptLabelHistoryEntry',
+    notNull: ['id', 'prompt_name', 'label', 'action', 'reason', 'at'],
+    filter: ['prompt_name', 'label', 'action'], order: ['id', 'at'],
+  },
+  job_prompts: {
+    primaryKey: 'job_id,prompt_name,label', foreignKeys: [`${FK.job}|@foreignFieldName prompts`],
+    notNull: ['job_id', 'tenant_id', 'prompt_name', 'label', 'version', 'arm', 'pinned_at'],
+    filter: ['job_id', 'prompt_name', 'label', 'version', 'arm'], order: ['job_id', 'pinned_at'],
+  },
+  // Alerts (0045): a client sees its tenant's budget alerts, operators and reporters every alert (row-level security).
+  alerts: {
+    primaryKey: 'id',
+    notNull: ['id', 'kind', 'rule', 'rule_id', 'group_key', 'group', 'metric', 'raised_at', 'open'],
+    filter: ['kind', 'rule', 'open', 'tenant_id'], order: ['id', 'raised_at'],
   },
 };
 

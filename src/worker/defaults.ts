@@ -31,6 +31,8 @@ export const WORKER_DEFAULTS = {
   maxStallMs: 60_000,
   /** Blocked or crashed attempts after which a step is quarantined (failed for good). */
   quarantineAfter: 2,
+  /** How often a worker evaluates the drift and budget alert rules (ballast.check_alerts); 0: never. */
+  alertIntervalMs: 30_000,
 } as const;
 
 export type WorkerDefaults = typeof WORKER_DEFAULTS;
@@ -49,6 +51,7 @@ export const WORKER_SETTINGS = [
       + `may block until its timeout + ${WORKER_DEFAULTS.marginMs / 1000} s; then the watchdog kills the worker`,
   },
   { env: 'BALLAST_QUARANTINE_AFTER', key: 'quarantineAfter', help: 'a step whose attempts blocked or crashed their worker this often fails for good' },
+  { env: 'BALLAST_ALERT_INTERVAL_MS', key: 'alertIntervalMs', help: 'how often drift and budget alert rules are checked (0: never)' },
 ] as const satisfies readonly { env: string; key: keyof WorkerDefaults; help: string }[];
 
 /** The --help lines of WORKER_SETTINGS: the variable, what it does and its default, continuation lines indented. */

@@ -7,6 +7,7 @@ import { parseCronItems, type ParsedCronItem, type Task } from 'graphile-worker'
 import type { Logger } from 'pino';
 import type { BallastDb } from '../db/api.ts';
 import { pruneHistory } from '../db/retention-store.ts';
+import { pruneTokenChunks } from '../db/token-stream.ts';
 
 export interface RetentionOptions {
   db: BallastDb;
@@ -80,6 +81,8 @@ export class Retention {
       if (!b.more) break;
       await pause(o.pauseMs, [this.stopping.signal, ...(signal ? [signal] : [])]);
     }
+    // Live tokens (0043) of final steps, also those a dead worker left: unlogged rows, not history.
+    await pruneTokenChunks(o.db).catch((err: Error) => o.log.warn({ err: err.message }, 'retention: pruning live tokens failed'));
     if (run.jobsPruned > 0 || run.jobsBusy > 0) {
       o.log.info({ older_than: o.olderThan, ...run }, 'retention: pruned the payloads of finished jobs');
     }

@@ -17,6 +17,7 @@ import { createLogger } from '../log.ts';
 import { Liveness, type CancelNotice } from './liveness.ts';
 import { Reaper } from './reaper.ts';
 import { Scheduler } from './scheduler.ts';
+import { AlertChecker } from './alerts.ts';
 import { retentionSchedule, RETENTION_TASK } from './retention.ts';
 import { runAttempt, type AbortReason, type RunningAttempt } from './runner.ts';
 import { StepEngine } from './engine.ts';
@@ -45,6 +46,8 @@ export interface WorkerOptions {
   reaper?: boolean;
   /** Fire the due cron schedules (ballast.schedules) every second (default true; tests switch it off to drive it by hand). */
   schedules?: boolean;
+  /** How often to evaluate the drift and budget alert rules (ballast.check_alerts; default: WORKER_DEFAULTS.alertIntervalMs); 0: never. */
+  alertIntervalMs?: number;
   /** A worker whose heartbeat is older than this is dead, whatever its liveness lock says (default: WORKER_DEFAULTS.deadAfterMs). */
   deadAfterMs?: number;
   /** A worker whose liveness lock is gone and whose heartbeat is older than this is dead (default: WORKER_DEFAULTS.lostAfterMs). */
@@ -155,9 +158,11 @@ export async function startWorker(given: WorkerOptions): Promise<BallastWorker> 
   reaper?.start();
   const scheduler = options.schedules === false ? undefined : new Scheduler({ db, log: wlog });
   scheduler?.start();
+  const alerts = new AlertChecker({ db, log: wlog, intervalMs: options.alertIntervalMs ?? WORKER_DEFAULTS.alertIntervalMs });
+  alerts.start();
 
   const parts: WorkerParts = {
-    workerId, db, pool, ownPool, log: wlog, running, engine, cron, reaper, scheduler, retention, heartbeat, watchdog, liveness,
+    workerId, db, pool, ownPool, log: wlog, running, engine, cron, reaper, scheduler, alerts, retention, heartbeat, watchdog, liveness,
   };
   let stopping: Promise<void> | undefined;
   const stop = () => (stopping ??= stopInOrder(parts, options.shutdownGraceMs ?? WORKER_DEFAULTS.shutdownGraceMs));
@@ -236,7 +241,7 @@ function createEngine(o: {
 /** What a started worker holds, for its stop. */
 interface WorkerParts {
   workerId: string; db: BallastDb; pool: pg.Pool; ownPool: boolean; log: Logger; running: RunningAttempts;
-  engine: StepEngine; cron: CronRunner | undefined; reaper: Reaper | undefined; scheduler: Scheduler | undefined;
+  engine: StepEngine; cron: CronRunner | undefined; reaper: Reaper | undefined; scheduler: Scheduler | undefined; alerts: AlertChecker;
   retention: ReturnType<typeof retentionSchedule>; heartbeat: NodeJS.Timeout;
   watchdog: ReturnType<typeof startWatchdog> | undefined; liveness: Liveness;
 }
@@ -250,6 +255,7 @@ async function stopInOrder(w: WorkerParts, shutdownGraceMs: number): Promise<voi
   w.cron?.beginShutdown();
   await w.reaper?.stop();
   await w.scheduler?.stop();
+  await w.alerts.stop();
   await w.retention?.service.stop();
   await w.cron?.stop();
   // No new claims; unstarted claims are given back; running steps finish (or are released after the grace period)

@@ -29,6 +29,10 @@ export interface Reply {
   hang?: 'headers' | 'after-first-chunk';
   /** Streaming: pause this long after the first chunk (so first-token and end times differ measurably). */
   chunkGapMs?: number;
+  /** Streaming: the text sent as exactly these chunks, in order (default: pieces of 8 characters of `text`). */
+  chunks?: string[];
+  /** Streaming: pause this long after every chunk (chunkGapMs still applies after the first). */
+  everyChunkGapMs?: number;
   /** Anthropic streaming: send an `error` event after the first chunk (e.g. overloaded_error). */
   streamError?: { type: string; message: string };
 }
@@ -174,10 +178,11 @@ async function openaiStream(res: ServerResponse, { reply, rec, model, id, header
   res.writeHead(200, { 'content-type': 'text/event-stream', ...headers });
   const chunk = (delta: object, finish: string | null, extra: object = {}) =>
     res.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: 1, model, choices: [{ index: 0, delta, finish_reason: finish }], ...extra })}\n\n`);
-  const parts = reply.refusal ? [] : pieces(reply.text ?? '');
+  const parts = reply.refusal ? [] : reply.chunks ?? pieces(reply.text ?? '');
   chunk({ role: 'assistant', content: '' }, null);
   for (const [i, p] of parts.entries()) {
     chunk({ content: p }, null);
+    await pause(reply.everyChunkGapMs);
     if (i > 0) continue;
     rec.firstChunkAt = Date.now();
     if (reply.hang === 'after-first-chunk') return;
@@ -229,8 +234,9 @@ async function anthropicStream(res: ServerResponse, ctx: Ctx): Promise<void> {
   const input = toolInput(ctx);
   const text = input ? JSON.stringify(input) : reply.refusal ?? reply.text ?? '';
   event('content_block_start', { index: 0, content_block: input ? { type: 'tool_use', id: 'toolu_1', name: 'json', input: {} } : { type: 'text', text: '' } });
-  for (const [i, p] of pieces(text).entries()) {
+  for (const [i, p] of (input || reply.refusal ? pieces(text) : reply.chunks ?? pieces(text)).entries()) {
     event('content_block_delta', { index: 0, delta: input ? { type: 'input_json_delta', partial_json: p } : { type: 'text_delta', text: p } });
+    await pause(reply.everyChunkGapMs);
     if (i > 0) continue;
     rec.firstChunkAt = Date.now();
     if (reply.hang === 'after-first-chunk') return;

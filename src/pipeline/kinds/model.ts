@@ -3,6 +3,7 @@
 // The ladder, and with it the AI SDK and its providers, loads on the first model step run, not with the pipeline.
 import { z } from 'zod';
 import { parseModelRef } from '../../model/model-ref.ts';
+import { promptRef } from '../../model/prompt.ts';
 import type { ModelStepSpec } from '../../model/spec.ts';
 import { checkInteger, invalid } from '../checks.ts';
 import type { ModelStep } from '../definition.ts';
@@ -11,12 +12,15 @@ import type { StepKind } from './kind.ts';
 export const modelKind: StepKind<ModelStep> = {
   async run(step, a) {
     const { runModelLadder } = await import('../../model/ladder.ts');
-    return runModelLadder(a, step.spec);
+    if (!step.spec.stream) return runModelLadder(a, step.spec);
+    // Live tokens (worker/token-stream.ts): only streaming model steps pay for them.
+    const { streamTokens } = await import('../../worker/token-stream.ts');
+    return streamTokens(a, (withTokens) => runModelLadder(withTokens, step.spec));
   },
   // Only model steps carry their prompt, models and policy, so adding them changed no existing definition hash.
   definition: ({ spec }) => ({
     model: {
-      prompt: spec.prompt.ref, model: spec.model, fallbacks: spec.fallbacks ?? [], reasks: spec.reasks ?? 2,
+      prompt: promptRef(spec.prompt).ref, model: spec.model, fallbacks: spec.fallbacks ?? [], reasks: spec.reasks ?? 2,
       max_output_tokens: spec.maxOutputTokens ?? 1024, default: Object.hasOwn(spec, 'default'), review: spec.review ?? false,
       quality: spec.quality ? {
         rules: (spec.quality.rules ?? []).map((r) => r.name), score: Boolean(spec.quality.score),
@@ -29,6 +33,11 @@ export const modelKind: StepKind<ModelStep> = {
 
 /** Checks a model step's options when the pipeline is defined (`where`: 'name@version step s'). */
 export function checkModelSpec(where: string, spec: ModelStepSpec<unknown>): void {
+  try {
+    promptRef(spec.prompt);
+  } catch (err) {
+    invalid(where, (err as Error).message, 'Name the prompt as prompt({...}), promptLabel(name, label) or "name@label".');
+  }
   for (const m of [spec.model, ...(spec.fallbacks ?? [])]) {
     try {
       parseModelRef(m);

@@ -80,6 +80,16 @@ export class LiveSubscription implements HubSubscriber {
     if (this.active) this.conn.enqueue({ sub: this, bytes, eventId });
   }
 
+  /** Its messages already queued still go out after it ended (it completed; it did not fail or get cut). */
+  keepQueued = false;
+
+  /** Ends the subscription from the server's side: what it queued goes out, then a `complete` message. */
+  complete(): void {
+    if (!this.active) return;
+    this.keepQueued = true;
+    this.conn.end(this, { id: this.id, type: 'complete' });
+  }
+
   /** Resolves true once the socket has room again (a long catch-up waits between pages); false if it ended. */
   writable(): Promise<boolean> {
     return this.conn.writable().then((ok) => ok && this.active);
@@ -165,7 +175,7 @@ export class LiveConnection {
         parts.push(frameHeader(f.bytes.length), f.bytes);
         continue;
       }
-      if (!f.sub.active) continue;
+      if (!f.sub.active && !f.sub.keepQueued) continue;
       parts.push(frameHeader(f.sub.prefix.length + f.bytes.length + 1), f.sub.prefix, f.bytes, SUFFIX);
       if (f.eventId !== null) f.sub.lastEventId = f.eventId;
     }

@@ -20,6 +20,7 @@ import { howToGetToken } from '../guidance.ts';
 import type { LiveSubscription } from './connection.ts';
 import { changeOf, type Change, type EventHub, type GroupSpec, type Topic } from './hub.ts';
 import type { CompiledSubscription } from './selection.ts';
+import { openTokenFeed, type TokenHub } from './tokens.ts';
 
 /** Most events jobUpdated replays from `after` (in the snapshot's statement); beyond, REPLAY_TOO_LARGE. */
 export const REPLAY_LIMIT = 1000;
@@ -33,6 +34,8 @@ export const MIN_PROGRESS_MS = 50;
 
 export interface FeedContext {
   hub: EventHub;
+  /** Live tokens of streaming model steps (modelTokens, tokens.ts). */
+  tokens?: TokenHub;
   /** The catch-up pool. */
   pool: pg.Pool;
   statementTimeoutMs: number;
@@ -81,6 +84,9 @@ export async function openFeed(ctx: FeedContext, caller: Caller, compiled: Compi
   if (caller.role === 'anonymous') {
     throw clientError('FORBIDDEN', `anonymous callers cannot subscribe: connect with connectionParams { authorization: "Bearer <token>" }; ${howToGetToken(undefined, ['client', 'operator'])}`,
       { roles: ['client', 'operator', 'reporter'] });
+  }
+  if (compiled.field === 'modelTokens') {
+    return openTokenFeed({ hub: ctx.hub, tokens: ctx.tokens, asCaller: (who, fn) => asCaller(ctx, who, fn) }, caller, compiled, sub);
   }
   const args = compiled.args;
   const after = idText(args.after);
