@@ -73,6 +73,8 @@ const QUERY_NEEDS: Record<string, Need> = {
   promptLabel: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   promptLabelHistory: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   promptLabelHistoryEntry: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  modelCacheSettings: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  modelCacheSetting: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
 };
 
 /** What the root field `field` needs (a read when it is not a mutation). */

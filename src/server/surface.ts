@@ -1,6 +1,7 @@
 // What the GraphQL schema exposes of schema `ballast`, decided here rather than by what happens to exist:
 //   - read surface: the views jobs, steps, attempts, events, model_calls, reviews, dead_letters, pipelines,
-//     budgets, schedules, pauses, limits, gate_history, fair_shares, prompt_labels, prompt_label_history, job_prompts and alerts, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
+//     budgets, schedules, pauses, limits, gate_history, fair_shares, prompt_labels, prompt_label_history, job_prompts, model_call_savings,
+//     model_cache_settings and alerts, with the keys and relations views cannot declare (smart tags), read-only (INSERT INTO ballast.jobs
 //     stays an SQL feature; submitJob is the GraphQL way), filterable and orderable only on columns that make sense;
 //   - every other view and every function is hidden (the mutations and subscriptions are written explicitly in
 //     mutations.ts and subscriptions.ts); graphile_worker and ballast_private are not introspected at all;
@@ -126,6 +127,17 @@ export const READ_VIEWS: Record<string, ViewSpec> = {
     primaryKey: 'job_id,prompt_name,label', foreignKeys: [`${FK.job}|@foreignFieldName prompts`],
     notNull: ['job_id', 'tenant_id', 'prompt_name', 'label', 'version', 'arm', 'pinned_at'],
     filter: ['job_id', 'prompt_name', 'label', 'version', 'arm'], order: ['job_id', 'pinned_at'],
+  },
+  // Paid once (0042): what reusing stored answers saved, per pipeline, tenant, model and kind (a client sees its
+  // tenant's rows), and the pipelines whose answers are cached across jobs (operators and reporters).
+  model_call_savings: {
+    primaryKey: 'pipeline,tenant_id,provider,model,reuse_kind', listField: 'modelCallSavings', rowField: 'modelCallSaving',
+    notNull: ['pipeline', 'tenant_id', 'provider', 'model', 'reuse_kind', 'reused_calls', 'cost_saved_usd', 'first_at', 'last_at'],
+    filter: ['pipeline', 'tenant_id', 'model', 'reuse_kind'], order: ['pipeline', 'cost_saved_usd', 'last_at'],
+  },
+  model_cache_settings: {
+    primaryKey: 'pipeline', listField: 'modelCacheSettings', rowField: 'modelCacheSetting',
+    notNull: ['pipeline', 'ttl', 'set_at'], filter: ['pipeline'], order: ['pipeline', 'set_at'],
   },
   // Alerts (0045): a client sees its tenant's budget alerts, operators and reporters every alert (row-level security).
   alerts: {
