@@ -64,8 +64,13 @@ await q(`select ballast.add_eval_cases('ev.sentiment', $1::jsonb)`, [JSON.string
   key, input: { input: { text: c.text } }, reference: c.reference, tags: c.text.includes('refund') ? ['refund'] : [],
 })))]);
 
+// A step that names its prompt by label (prompts.md): an eval run without a version runs the label's version.
+const labelled = pipeline({ name: 'ev.labelled', version: 1, input: z.object({ text: z.string() }) })
+  .modelStep('classify', { prompt: 'ev.classify@production', model: 'openai:gpt-4o-mini', output: Label, reasks: 0, retry: { maxAttempts: 2, baseDelayMs: 0 } });
+await q(`select ballast.set_prompt_label('ev.classify', 'production', 2, 'eval test')`);
+
 await testWorker(t, url, {
-  pipelines: [classify, rate], concurrency: 4,
+  pipelines: [classify, rate, labelled], concurrency: 4,
   evals: { scorers: {
     label_ok: ({ output, reference }) => (output as { label: string }).label === (reference as { label: string }).label,
     // Throws a retryable error the first time it scores each case: the item is retried.
@@ -267,4 +272,12 @@ t.test('a scheduled eval run fires on the SQL clock and shows in the trend', asy
   t.equal(trend.at(-1).run_id, run.id);
   t.same(trend.at(-1).returned_models, ['openai:gpt-4o-mini']);
   t.ok(trend.at(-1).delta_vs_previous !== null, 'the change since the previous run on the same dataset version');
+});
+
+t.test('a step that names a prompt label: the run uses the version the label points at', async (t) => {
+  const { runId } = await evalRun(t, `'ev.sentiment', 'ev.labelled', 'classify', p_scorers => $1::jsonb`, [JSON.stringify(SCORERS)]);
+  const [run] = await q(`select prompt_name, prompt_version from ballast.eval_runs where id = $1`, [runId]);
+  t.same(run, { prompt_name: 'ev.classify', prompt_version: 2 }, 'production -> version 2');
+  const cmp = await q(`select case_key from ballast.compare_eval_runs($1, $2) where change = 'regression' order by 1`, [v1, runId]);
+  t.same(cmp.map((r) => r.case_key), ['b', 'd'], 'answered with the v2 words');
 });
