@@ -2593,12 +2593,13 @@ begin
   b as (select * from per_arm where arm = 'stable'),
   k as (select * from per_arm where arm = 'canary'),
   ci as (
-    select (select round(r.ci_low::numeric, 4) from ballast_private.rate_delta_ci(b.first_pass, b.attempts, k.first_pass, k.attempts) r) as fp_lo,
-           (select round(r.ci_high::numeric, 4) from ballast_private.rate_delta_ci(b.first_pass, b.attempts, k.first_pass, k.attempts) r) as fp_hi,
-           (select round(r.ci_low::numeric, 4) from ballast_private.bootstrap_mean_delta_ci(b.scores, k.scores, p_resamples) r) as s_lo,
-           (select round(r.ci_high::numeric, 4) from ballast_private.bootstrap_mean_delta_ci(b.scores, k.scores, p_resamples) r) as s_hi,
+    -- One call of each interval function (lateral), not one per column: the bootstrap is the costly part.
+    select round(fp.ci_low::numeric, 4) as fp_lo, round(fp.ci_high::numeric, 4) as fp_hi,
+           round(sc.ci_low::numeric, 4) as s_lo, round(sc.ci_high::numeric, 4) as s_hi,
            b.attempts >= p_min_samples and k.attempts >= p_min_samples as enough
-      from b, k)
+      from b cross join k
+      left join lateral ballast_private.rate_delta_ci(b.first_pass, b.attempts, k.first_pass, k.attempts) fp on true
+      left join lateral ballast_private.bootstrap_mean_delta_ci(b.scores, k.scores, p_resamples) sc on true)
   select p_name, p_label, v_since, v_until, coalesce(b.versions, '{}'), coalesce(k.versions, '{}'), b.jobs, k.jobs,
          b.attempts, k.attempts, b.scored, k.scored,
          b.first_pass_rate, k.first_pass_rate, k.first_pass_rate - b.first_pass_rate, ci.fp_lo, ci.fp_hi,
