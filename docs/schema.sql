@@ -2523,6 +2523,98 @@ begin
 end
 $fn$;
 
+create function ballast.compare_prompt_arms(p_name text, p_label text DEFAULT 'production'::text, p_since timestamp with time zone DEFAULT NULL::timestamp with time zone, p_until timestamp with time zone DEFAULT NULL::timestamp with time zone, p_threshold numeric DEFAULT 0, p_min_samples integer DEFAULT 20, p_resamples integer DEFAULT 1000) returns TABLE(prompt_name text, label text, since timestamp with time zone, until timestamp with time zone, base_versions integer[], candidate_versions integer[], base_jobs bigint, candidate_jobs bigint, base_attempts bigint, candidate_attempts bigint, base_scored_calls bigint, candidate_scored_calls bigint, base_first_pass_rate numeric, candidate_first_pass_rate numeric, first_pass_delta numeric, first_pass_delta_ci_low numeric, first_pass_delta_ci_high numeric, base_fallback_rate numeric, candidate_fallback_rate numeric, fallback_delta numeric, base_review_rate numeric, candidate_review_rate numeric, review_delta numeric, base_rejection_rate numeric, candidate_rejection_rate numeric, rejection_delta numeric, base_mean_score numeric, candidate_mean_score numeric, score_delta numeric, score_delta_ci_low numeric, score_delta_ci_high numeric, base_cost_per_success numeric, candidate_cost_per_success numeric, cost_per_success_delta numeric, base_latency_p50_ms numeric, candidate_latency_p50_ms numeric, latency_p50_delta_ms numeric, base_latency_p95_ms numeric, candidate_latency_p95_ms numeric, latency_p95_delta_ms numeric, enough_data boolean, regressed boolean)
+language plpgsql stable
+as $fn$
+declare
+  v_since timestamptz := coalesce(p_since, ballast.now() - interval '7 days');
+  v_until timestamptz := coalesce(p_until, ballast.now());
+begin
+  perform ballast_private.check_prompt_label_args(p_name, p_label);
+  if v_until <= v_since then
+    perform ballast_private.bad_argument('until', format('%s is not after since (%s)', v_until, v_since),
+      'Give a window that ends after it starts, e.g. since 2026-12-01T00:00:00Z with until left out (now).');
+  end if;
+  if p_threshold is null or p_threshold < 0 or p_threshold > 1 then
+    perform ballast_private.bad_argument('threshold', format('%s is not from 0 to 1', coalesce(p_threshold::text, 'null')),
+      'The drop in score or first-pass rate the candidate may have before it counts as a regression, e.g. 0.05 (default 0).');
+  end if;
+  if p_min_samples is null or p_min_samples < 1 then
+    perform ballast_private.bad_argument('min_samples', format('%s is not a positive number', coalesce(p_min_samples::text, 'null')),
+      'The attempts each arm needs before a verdict is given, e.g. 20 (the default).');
+  end if;
+  if p_resamples is null or p_resamples < 1 or p_resamples > 100000 then
+    perform ballast_private.bad_argument('resamples', format('%s is not from 1 to 100000', coalesce(p_resamples::text, 'null')), 'Leave it at 1000.');
+  end if;
+  return query
+  with pins as (
+    select jp.job_id, jp.version, jp.arm
+      from ballast_private.job_prompts jp
+     where jp.prompt_name = p_name and jp.label = p_label and jp.pinned_at >= v_since and jp.pinned_at < v_until),
+  arms(arm) as (values ('stable'), ('canary')),
+  jobs as (
+    select p.arm, array_agg(distinct p.version order by p.version) as versions, count(*) as n from pins p group by p.arm),
+  att as (
+    select p.arm,
+           count(*) as n,
+           count(*) filter (where a.contract_outcome = 'valid_first_try') as first_pass,
+           count(*) filter (where a.contract_outcome = 'fell_back') as fell_back,
+           count(*) filter (where a.contract_outcome = 'review') as review,
+           count(*) filter (where a.contract_outcome = 'rejected') as rejected,
+           count(*) filter (where a.contract_outcome in ('valid_first_try', 'repaired', 'fell_back')) as accepted
+      from pins p join ballast_private.attempts a on a.job_id = p.job_id and a.prompt_ref = p_name || '@' || p.version
+     where a.contract_outcome is not null
+     group by p.arm),
+  calls as (
+    select p.arm, c.id, c.score::float8 as score, c.cost_usd, c.latency_ms
+      from pins p join ballast_private.model_calls c
+        on c.job_id = p.job_id and c.prompt_name = p_name and c.prompt_version = p.version
+     where c.error_class is distinct from 'cooldown' and c.error_class is distinct from 'budget'),
+  cl as (
+    select c.arm, count(c.score) as scored, avg(c.score) as score, sum(c.cost_usd) as cost,
+           array_agg(c.score order by c.id) filter (where c.score is not null) as scores,
+           percentile_cont(0.5) within group (order by c.latency_ms) as p50,
+           percentile_cont(0.95) within group (order by c.latency_ms) as p95
+      from calls c group by c.arm),
+  per_arm as (
+    select x.arm, j.versions, coalesce(j.n, 0) as jobs, coalesce(a.n, 0) as attempts, coalesce(c.scored, 0) as scored,
+           a.first_pass, a.accepted,
+           round(a.first_pass::numeric / nullif(a.n, 0), 4) as first_pass_rate,
+           round(a.fell_back::numeric / nullif(a.n, 0), 4) as fallback_rate,
+           round(a.review::numeric / nullif(a.n, 0), 4) as review_rate,
+           round(a.rejected::numeric / nullif(a.n, 0), 4) as rejection_rate,
+           round(c.score::numeric, 4) as score, c.scores,
+           round(c.cost / nullif(a.accepted, 0), 8) as cost_per_success,
+           round(c.p50::numeric, 1) as p50, round(c.p95::numeric, 1) as p95
+      from arms x
+      left join jobs j on j.arm = x.arm
+      left join att a on a.arm = x.arm
+      left join cl c on c.arm = x.arm),
+  b as (select * from per_arm where arm = 'stable'),
+  k as (select * from per_arm where arm = 'canary'),
+  ci as (
+    -- One call of each interval function (lateral), not one per column: the bootstrap is the costly part.
+    select round(fp.ci_low::numeric, 4) as fp_lo, round(fp.ci_high::numeric, 4) as fp_hi,
+           round(sc.ci_low::numeric, 4) as s_lo, round(sc.ci_high::numeric, 4) as s_hi,
+           b.attempts >= p_min_samples and k.attempts >= p_min_samples as enough
+      from b cross join k
+      left join lateral ballast_private.rate_delta_ci(b.first_pass, b.attempts, k.first_pass, k.attempts) fp on true
+      left join lateral ballast_private.bootstrap_mean_delta_ci(b.scores, k.scores, p_resamples) sc on true)
+  select p_name, p_label, v_since, v_until, coalesce(b.versions, '{}'), coalesce(k.versions, '{}'), b.jobs, k.jobs,
+         b.attempts, k.attempts, b.scored, k.scored,
+         b.first_pass_rate, k.first_pass_rate, k.first_pass_rate - b.first_pass_rate, ci.fp_lo, ci.fp_hi,
+         b.fallback_rate, k.fallback_rate, k.fallback_rate - b.fallback_rate,
+         b.review_rate, k.review_rate, k.review_rate - b.review_rate,
+         b.rejection_rate, k.rejection_rate, k.rejection_rate - b.rejection_rate,
+         b.score, k.score, k.score - b.score, ci.s_lo, ci.s_hi,
+         b.cost_per_success, k.cost_per_success, k.cost_per_success - b.cost_per_success,
+         b.p50, k.p50, k.p50 - b.p50, b.p95, k.p95, k.p95 - b.p95,
+         ci.enough,
+         ci.enough and (coalesce(ci.s_hi < -p_threshold, false) or coalesce(ci.fp_hi < -p_threshold, false))
+    from b, k, ci;
+end
+$fn$;
+
 create function ballast.complete_step(p_attempt_id bigint, p_output jsonb) returns TABLE(step_status text, job_status text, queued_step_ids bigint[])
 language sql volatile
 as $fn$
@@ -5907,6 +5999,22 @@ begin
 end
 $fn$;
 
+create function ballast_private.bootstrap_mean_delta_ci(p_base double precision[], p_candidate double precision[], p_resamples integer, p_seed bigint DEFAULT 46) returns TABLE(ci_low double precision, ci_high double precision)
+language sql immutable parallel safe
+as $fn$
+  with b as (
+    select r, avg(p_base[1 + abs(hashtextextended('b:' || r || ':' || i, p_seed)) % cardinality(p_base)]) as m
+      from generate_series(1, p_resamples) r cross join generate_series(1, cardinality(p_base)) i
+     group by r),
+  k as (
+    select r, avg(p_candidate[1 + abs(hashtextextended('k:' || r || ':' || i, p_seed)) % cardinality(p_candidate)]) as m
+      from generate_series(1, p_resamples) r cross join generate_series(1, cardinality(p_candidate)) i
+     group by r)
+  select percentile_cont(0.025) within group (order by k.m - b.m), percentile_cont(0.975) within group (order by k.m - b.m)
+    from b join k using (r)
+   where cardinality(p_base) > 0 and cardinality(p_candidate) > 0
+$fn$;
+
 create function ballast_private.budget_period_start(p_period text, p_at timestamp with time zone) returns timestamp with time zone
 language sql immutable
 as $fn$
@@ -7988,6 +8096,23 @@ begin
 end
 $fn$;
 
+create function ballast_private.rate_delta_ci(p_base_k bigint, p_base_n bigint, p_candidate_k bigint, p_candidate_n bigint) returns TABLE(ci_low double precision, ci_high double precision)
+language sql immutable parallel safe
+as $fn$
+  with w as (
+    select x.arm, x.p,
+           (x.p + z * z / (2 * x.n) - z * sqrt(x.p * (1 - x.p) / x.n + z * z / (4 * x.n * x.n))) / (1 + z * z / x.n) as l,
+           (x.p + z * z / (2 * x.n) + z * sqrt(x.p * (1 - x.p) / x.n + z * z / (4 * x.n * x.n))) / (1 + z * z / x.n) as u
+      from (values ('b', p_base_k::float8 / nullif(p_base_n, 0), p_base_n::float8),
+                   ('k', p_candidate_k::float8 / nullif(p_candidate_n, 0), p_candidate_n::float8)) x(arm, p, n),
+           (values (1.959963984540054::float8)) c(z)),
+  b as (select * from w where arm = 'b'), k as (select * from w where arm = 'k')
+  select k.p - b.p - sqrt(power(k.p - k.l, 2) + power(b.u - b.p, 2)),
+         k.p - b.p + sqrt(power(k.u - k.p, 2) + power(b.p - b.l, 2))
+    from b, k
+   where p_base_n > 0 and p_candidate_n > 0
+$fn$;
+
 create function ballast_private.reap_dead_workers(p_dead_after_ms integer, p_lost_after_ms integer, p_now timestamp with time zone, p_trusted_from timestamp with time zone, p_locks_trusted boolean, p_batch integer) returns text[]
 language plpgsql volatile
 as $fn$
@@ -9698,6 +9823,7 @@ comment on column ballast.budgets.reserved_usd is 'What calls in flight have res
 comment on column ballast.budgets.remaining_usd is 'The limit minus spent and reserved, in US dollars (negative when overspent by calls that reported more than reserved).';
 comment on function ballast.cancel_job(bigint,text,text) is 'Cancel a job, its unfinished steps and its unfinished child jobs (recursively). Cancelling a cancelled job changes nothing (already_cancelled). Clients: jobs of their own tenant.';
 comment on function ballast.compare_eval_runs(bigint,bigint,numeric) is 'Two eval runs case by case: scores, delta, regression / improvement / same / new / missing, cost and latency deltas.';
+comment on function ballast.compare_prompt_arms(text,text,timestamp with time zone,timestamp with time zone,numeric,integer,integer) is 'A prompt canary''s arms on production traffic in one row: candidate (canary) against base (stable): rates, score, cost and latency with deltas, 95 % intervals, enough_data and whether the candidate regressed. Operators and reporters.';
 comment on function ballast.create_dataset(text,text,text) is 'Create an eval dataset (version 0), or set its description. Operators.';
 comment on view ballast.dead_letters is 'The steps that failed for good (status failed), with their last attempt and every attempt error: what to fix or replay (replayStep, replayJob: operators).';
 comment on column ballast.dead_letters.step_id is 'The failed step.';
@@ -10155,6 +10281,7 @@ grant execute on function ballast.cancel_job(bigint,text,text) to ballast_client
 grant execute on function ballast.check_alerts(interval) to ballast_operator;
 grant execute on function ballast.clear_prompt_canary(text,text,text,text) to ballast_operator;
 grant execute on function ballast.compare_eval_runs(bigint,bigint,numeric) to ballast_operator, ballast_reporter;
+grant execute on function ballast.compare_prompt_arms(text,text,timestamp with time zone,timestamp with time zone,numeric,integer,integer) to ballast_operator, ballast_reporter;
 grant execute on function ballast.create_dataset(text,text,text) to ballast_operator;
 grant execute on function ballast.create_prompt_version(text,text,text,text) to ballast_operator;
 grant execute on function ballast.delete_budget_alert(text) to ballast_operator;
@@ -10207,6 +10334,7 @@ grant execute on function ballast.submit_job(text,jsonb,text,text,integer,intege
 grant execute on function ballast.submit_jobs(text,jsonb[],text[],text,integer,integer,timestamp with time zone,double precision,timestamp with time zone,timestamp with time zone) to ballast_client, ballast_operator;
 grant execute on function ballast.task_identifier(text,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.bad_argument(text,text,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.bootstrap_mean_delta_ci(double precision[],double precision[],integer,bigint) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.budget_period_start(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.budget_spend(timestamp with time zone) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.caller_role() to ballast_client, ballast_operator, ballast_reporter;
@@ -10216,6 +10344,7 @@ grant execute on function ballast_private.check_prompt_label_args(text,text,bool
 grant execute on function ballast_private.check_prompt_version(text,text,integer) to ballast_operator;
 grant execute on function ballast_private.drift_direction(text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.prompt_bucket(bigint,text) to ballast_operator, ballast_reporter;
+grant execute on function ballast_private.rate_delta_ci(bigint,bigint,bigint,bigint) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_window(interval,text) to ballast_client, ballast_operator, ballast_reporter;
 grant usage on schema ballast to ballast_client, ballast_operator, ballast_reporter;

@@ -118,6 +118,9 @@ Commands
   prompts history [<name>]   label and canary moves, newest first (--limit <n>, --json)
   prompts arms <name> [<label>]   the label's traffic per version and arm: jobs, first-pass rate, fallback, review,
                                rejection, score, cost per success, latency (--since <ISO time>, default 7 days; --json)
+  prompts compare <name> [<label>]   the canary arm against the stable arm side by side: rates, score, cost,
+                               latency, deltas with 95 % intervals; exits 8 when the candidate regressed (--since,
+                               --until <ISO time>, --threshold <drop>, --min-samples <n> per arm, default 20; --json)
   alerts                drift and budget alerts, newest first (--open, --kind drift|budget, --limit <n>, --json)
   alerts ack <id>       acknowledge an alert (--note <text>); it stays open until it resolves
   alerts check          evaluate every drift and budget alert rule once (workers do it every 30 s)
@@ -165,7 +168,7 @@ Exit codes
   0 success (watch: the job completed)   2 usage error   3 no such job
   1 failed: no database, or it refused (DATABASE_URL), a port in use, the data directory in use; or a bug (with a stack)
   4 refused by ballast (invalid input, conflict, not allowed; the message says why)
-  watch: 5 partially completed, 6 failed, 7 cancelled, 124 timeout; eval compare: 8 the candidate regressed
+  watch: 5 partially completed, 6 failed, 7 cancelled, 124 timeout; eval compare, prompts compare: 8 the candidate regressed
   An error is one line on stderr (ballast: what was wrong; what to do). With --json it is one JSON line on stderr:
   {"error":{"code":"...","message":"...","hint":"...","exitCode":2}}; --json results print ids, counts and costs as numbers.
 `;

@@ -1,5 +1,6 @@
-// `ballast prompts list|show|create|label|canary|history|arms`: prompt versions, labels and canaries from the
-// command line (migration 0041, docs/prompts.md). Each is one statement of src/db/prompts.ts on the pool; the
+// `ballast prompts list|show|create|label|canary|history|arms|compare`: prompt versions, labels and canaries from
+// the command line (migrations 0041 and 0046, docs/prompts.md). `compare` exits 8 when the canary's candidate
+// regressed on the stable arm (ballast.compare_prompt_arms's verdict), like `eval compare`. Each is one statement of src/db/prompts.ts on the pool; the
 // arguments are checked here first, so that a mistake is one line naming the argument and what to pass (exit 2), and
 // Postgres's refusals (BA002 naming the field) are translated like every other command's. Returns the exit code.
 import type { BallastDb } from '../db/api.ts';
@@ -8,10 +9,11 @@ import { translateError } from '../errors.ts';
 import { readFileSync } from 'node:fs';
 import { actor, intOption, parseCommandArgs } from './args.ts';
 import { UsageError } from './errors.ts';
+import { REGRESSED_EXIT_CODE } from './eval.ts';
 import { withNumbers } from './json.ts';
 import { table } from './table.ts';
 
-const USAGE = 'prompts list, show <name>, create <name>, label <name> <label> <version>, canary <name> <label> <version> <share>|off, history [<name>] or arms <name> [<label>]';
+const USAGE = 'prompts list, show <name>, create <name>, label <name> <label> <version>, canary <name> <label> <version> <share>|off, history [<name>], arms <name> [<label>] or compare <name> [<label>] [--since T] [--until T] [--threshold X] [--min-samples N]';
 
 const print = (json: boolean | undefined, value: unknown, line: string) => console.log(json ? JSON.stringify(withNumbers(value)) : line);
 
@@ -65,7 +67,8 @@ export async function promptsCommand(db: BallastDb, args: string[]): Promise<num
   const [sub, ...rest] = args;
   const { values, positionals: p } = parseCommandArgs(rest, {
     reason: { type: 'string' }, system: { type: 'string' }, user: { type: 'string' }, since: { type: 'string' },
-    limit: { type: 'string' }, json: { type: 'boolean' },
+    limit: { type: 'string' }, json: { type: 'boolean' }, until: { type: 'string' }, threshold: { type: 'string' },
+    'min-samples': { type: 'string' },
   });
   const c = db.pool;
   if (sub === 'list') {
@@ -131,12 +134,61 @@ export async function promptsCommand(db: BallastDb, args: string[]): Promise<num
   }
   if (sub === 'arms') {
     const name = need(p[0], 'a prompt name', 'prompts arms review.rate production');
-    const since = values.since === undefined ? null : new Date(values.since);
-    if (since !== null && Number.isNaN(since.getTime())) throw new UsageError(`--since ${values.since} is not a time`, 'pass an ISO 8601 time, e.g. --since 2026-12-01T00:00:00Z (default: 7 days ago)');
-    const rows = await sql(() => prompts.promptArms(c, name, p[1] ?? 'production', since));
+    const rows = await sql(() => prompts.promptArms(c, name, p[1] ?? 'production', timeOption('--since', values.since, '7 days ago')));
     if (values.json) return print(true, rows, ''), 0;
     console.log(table(rows.map((r) => ({ version: r.version, arm: r.arm, jobs: r.jobs, attempts: r.attempts, 'first pass': r.firstPassRate, fallback: r.fallbackRate, review: r.reviewRate, rejected: r.rejectionRate, score: r.meanScore, 'cost/success': r.costPerSuccess, 'latency ms': r.meanLatencyMs, 'p95 ms': r.p95LatencyMs }))));
     return 0;
   }
+  if (sub === 'compare') {
+    const name = need(p[0], 'a prompt name', 'prompts compare review.rate production --since 2026-12-01T00:00:00Z');
+    const r = await sql(() => prompts.comparePromptArms(c, name, p[1] ?? 'production', {
+      since: timeOption('--since', values.since, '7 days ago'), until: timeOption('--until', values.until, 'now'),
+      threshold: thresholdOption(values.threshold), minSamples: intOption('--min-samples', values['min-samples'], 20),
+    }));
+    if (values.json) print(true, r, '');
+    else printComparison(r);
+    return r.regressed ? REGRESSED_EXIT_CODE : 0;
+  }
   throw new UsageError(`unknown prompts command "${sub ?? ''}"`, `use ${USAGE}`);
+}
+
+function timeOption(flag: string, text: string | undefined, fallback: string): Date | null {
+  if (text === undefined) return null;
+  const t = new Date(text);
+  if (Number.isNaN(t.getTime())) throw new UsageError(`${flag} ${text} is not a time`, `pass an ISO 8601 time, e.g. ${flag} 2026-12-01T00:00:00Z (default: ${fallback})`);
+  return t;
+}
+
+function thresholdOption(text: string | undefined): number {
+  if (text === undefined) return 0;
+  if (!/^\s*(\d+(\.\d*)?|\.\d+)\s*$/.test(text) || Number(text) > 1) {
+    throw new UsageError(`--threshold ${text} is not a number from 0 to 1`, 'the drop in score or first-pass rate allowed before a regression, e.g. --threshold 0.05');
+  }
+  return Number(text);
+}
+
+/** Both arms side by side, a line per metric, then the verdict. */
+function printComparison(r: prompts.PromptArmsComparison): void {
+  const { base: b, candidate: k } = r;
+  const ci = (lo: number | null, hi: number | null) => (lo === null ? null : `${lo} to ${hi}`);
+  const line = (metric: string, base: unknown, candidate: unknown, delta: unknown = null, interval: string | null = null) =>
+    ({ metric, 'base (stable)': base, 'candidate (canary)': candidate, delta, '95 % interval': interval });
+  console.log(`${r.promptName}@${r.label}: jobs pinned from ${r.since.toISOString()} to ${r.until.toISOString()}`);
+  console.log(table([
+    line('versions', b.versions.join(', '), k.versions.join(', ')),
+    line('jobs', b.jobs, k.jobs),
+    line('attempts', b.attempts, k.attempts),
+    line('first pass rate', b.firstPassRate, k.firstPassRate, r.firstPassDelta, ci(r.firstPassDeltaCiLow, r.firstPassDeltaCiHigh)),
+    line('fallback rate', b.fallbackRate, k.fallbackRate, r.fallbackDelta),
+    line('review rate', b.reviewRate, k.reviewRate, r.reviewDelta),
+    line('rejection rate', b.rejectionRate, k.rejectionRate, r.rejectionDelta),
+    line('scored calls', b.scoredCalls, k.scoredCalls),
+    line('mean score', b.meanScore, k.meanScore, r.scoreDelta, ci(r.scoreDeltaCiLow, r.scoreDeltaCiHigh)),
+    line('cost per success usd', b.costPerSuccess, k.costPerSuccess, r.costPerSuccessDelta),
+    line('latency p50 ms', b.latencyP50Ms, k.latencyP50Ms, r.latencyP50DeltaMs),
+    line('latency p95 ms', b.latencyP95Ms, k.latencyP95Ms, r.latencyP95DeltaMs),
+  ]));
+  if (!r.enoughData) console.log('not enough data for a verdict: each arm needs --min-samples attempts (exit 0)');
+  else if (r.regressed) console.log('REGRESSED: the candidate is worse than the stable arm beyond the threshold (95 % interval)');
+  else console.log('ok: the candidate does not regress on the stable arm');
 }

@@ -145,9 +145,79 @@ export const promptArms = async (c: Queryable, name: string, label: string, sinc
             cost_per_success as "costPerSuccess", mean_latency_ms as "meanLatencyMs", p95_latency_ms as "p95LatencyMs"
        from ballast.prompt_arms($1, $2, $3)`, [name, label, since])).map(numbers) as unknown as PromptArmRow[];
 
+/** One arm's side of ballast.compare_prompt_arms (base: the stable arm; candidate: the canary arm). */
+export interface PromptArmSide {
+  /** The versions the arm's jobs got (several when the label or canary moved in the window). */
+  versions: number[];
+  jobs: number;
+  /** Attempts of the arm's model steps with a contract outcome: the sample size of the rates. */
+  attempts: number;
+  /** Calls with a quality score: the sample of the mean score. */
+  scoredCalls: number;
+  firstPassRate: number | null;
+  fallbackRate: number | null;
+  reviewRate: number | null;
+  rejectionRate: number | null;
+  meanScore: number | null;
+  costPerSuccess: number | null;
+  latencyP50Ms: number | null;
+  latencyP95Ms: number | null;
+}
+
+/** The row of ballast.compare_prompt_arms: the canary arm against the stable arm, deltas candidate minus base. */
+export interface PromptArmsComparison {
+  promptName: string;
+  label: string;
+  since: Date;
+  until: Date;
+  base: PromptArmSide;
+  candidate: PromptArmSide;
+  firstPassDelta: number | null;
+  /** Its 95 % interval (Newcombe). */
+  firstPassDeltaCiLow: number | null;
+  firstPassDeltaCiHigh: number | null;
+  fallbackDelta: number | null;
+  reviewDelta: number | null;
+  rejectionDelta: number | null;
+  scoreDelta: number | null;
+  /** Its 95 % interval (deterministic bootstrap of the two samples). */
+  scoreDeltaCiLow: number | null;
+  scoreDeltaCiHigh: number | null;
+  costPerSuccessDelta: number | null;
+  latencyP50DeltaMs: number | null;
+  latencyP95DeltaMs: number | null;
+  /** Both arms have at least minSamples attempts; without it `regressed` is false. */
+  enoughData: boolean;
+  regressed: boolean;
+}
+
+export interface ComparePromptArmsOptions {
+  since?: Date | null;
+  until?: Date | null;
+  /** The drop in score or first-pass rate allowed before a regression (0 to 1, default 0). */
+  threshold?: number;
+  /** The attempts each arm needs for a verdict (default 20). */
+  minSamples?: number;
+}
+
+const SIDE_COLUMNS = ['versions', 'jobs', 'attempts', 'scored_calls', 'first_pass_rate', 'fallback_rate', 'review_rate',
+  'rejection_rate', 'mean_score', 'cost_per_success', 'latency_p50_ms', 'latency_p95_ms'] as const;
+const camel = (s: string) => s.replace(/_([a-z0-9])/g, (_, ch: string) => ch.toUpperCase());
+
+/** ballast.compare_prompt_arms: the label's canary arm against its stable arm, with intervals and the verdict. */
+export async function comparePromptArms(c: Queryable, name: string, label: string, o: ComparePromptArmsOptions = {}): Promise<PromptArmsComparison> {
+  const [r] = (await rows<Record<string, unknown>>(c,
+    `select * from ballast.compare_prompt_arms($1, $2, $3, $4, $5::numeric, $6::int)`,
+    [name, label, o.since ?? null, o.until ?? null, o.threshold ?? 0, o.minSamples ?? 20])).map(numbers);
+  const side = (prefix: 'base' | 'candidate') =>
+    Object.fromEntries(SIDE_COLUMNS.map((col) => [camel(col), r![`${prefix}_${col}`]])) as unknown as PromptArmSide;
+  const rest = Object.fromEntries(Object.entries(r!).filter(([k]) => !/^(base|candidate)_/.test(k)).map(([k, v]) => [camel(k), v]));
+  return { ...rest, base: side('base'), candidate: side('candidate') } as PromptArmsComparison;
+}
+
 /** bigint and numeric columns arrive as text: numbers here (counts and rates are far below 2^53). */
 function numbers(r: Record<string, unknown>): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(r)) out[k] = typeof v === 'string' && !['promptName', 'label', 'arm'].includes(k) ? Number(v) : v;
+  for (const [k, v] of Object.entries(r)) out[k] = typeof v === 'string' && !['promptName', 'label', 'arm', 'prompt_name'].includes(k) ? Number(v) : v;
   return out;
 }

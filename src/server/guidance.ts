@@ -73,6 +73,7 @@ const QUERY_NEEDS: Record<string, Need> = {
   promptLabel: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   promptLabelHistory: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   promptLabelHistoryEntry: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
+  comparePromptArms: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   modelCacheSettings: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
   modelCacheSetting: { roles: ['operator', 'reporter'], text: 'an operator or reporter token' },
 };
