@@ -32,7 +32,7 @@ const stranger = await token('client', 'someone-else');
 /** A JSON answer of about 300 characters (with a non-ASCII letter), and the 60 chunks it is streamed in. */
 const TEXT = JSON.stringify({ sentiment: 'positive', note: `Crème brûlée ${'was lovely and the service kind. '.repeat(9)}`.trim() });
 const CHUNKS = TEXT.match(/[\s\S]{1,5}/g)!;
-const FIELDS = 'type stepId offset text attemptId segment rung model newSegment done replayed';
+const FIELDS = 'type stepId offset text attemptId segment rung model newSegment done replayed stepStatus';
 
 async function submit(text = 'great'): Promise<{ jobId: string; stepId: string }> {
   const { jobId } = await db.submitJob({ pipeline: streaming.name, input: { text }, tenantId: TENANT });
@@ -94,7 +94,8 @@ t.test('live batches before the step completes, a mid-stream joiner, batching, t
     t.same(sub.errors, [], `${who}: no errors`);
     t.equal(textOf(sub.messages), TEXT, `${who}: the whole text, once`);
     contiguous(t, sub.messages);
-    t.match(sub.messages.at(-1), { type: 'done', done: true, offset: cp(TEXT), text: '' }, `${who}: ends with done`);
+    t.match(sub.messages.slice(-2), [{ type: 'attempt_end', done: false, offset: cp(TEXT), text: '' },
+      { type: 'done', done: true, offset: cp(TEXT), text: '', stepStatus: 'succeeded' }], `${who}: the attempt's end, then done with the step's status`);
     t.match(sub.messages[0], { offset: 0, newSegment: true, segment: 1, rung: 'primary', model: 'openai:gpt-4o-mini' });
     t.ok(sub.done, `${who}: the subscription completed`);
   }
@@ -119,8 +120,8 @@ t.test('live batches before the step completes, a mid-stream joiner, batching, t
     const after = subscribe(client, stepId);
     await after.ended();
     t.equal(textOf(after.messages), TEXT);
-    t.ok(after.messages.every((m) => m.replayed), 'all of it replayed');
-    t.match(after.messages.at(-1), { type: 'done', done: true });
+    t.ok(after.messages.slice(0, -1).every((m) => m.replayed), 'all of the text replayed (done is the subscription\'s own)');
+    t.match(after.messages.slice(-2), [{ type: 'attempt_end', replayed: true }, { type: 'done', done: true, stepStatus: 'succeeded' }]);
     t.ok(after.messages.filter((m) => m.type === 'tokens').length < rows.length - 1, 'the backlog is merged per call');
     const resumed = subscribe(client, stepId, 20);
     await resumed.ended();
@@ -130,6 +131,7 @@ t.test('live batches before the step completes, a mid-stream joiner, batching, t
     const past = subscribe(client, stepId, 10_000);
     await past.ended();
     t.same(past.messages.map((m) => m.type), ['done'], 'past the end: only done');
+    t.equal(past.messages[0].offset, 10_000, 'at the offset asked');
   });
 
   t.test('another tenant cannot follow it; a step that does not exist is NOT_FOUND', async (t) => {
@@ -183,7 +185,7 @@ t.test('a step that ends without streaming ends its subscribers with done (seen 
   await db.cancelJob(String(jobId), 'test');
   await sub.ended(10_000);
   t.same(sub.errors, []);
-  t.match(sub.messages, [{ type: 'done', done: true, offset: 0, text: '', attemptId: null, replayed: false }], 'done once the step is cancelled');
+  t.match(sub.messages, [{ type: 'done', done: true, offset: 0, text: '', attemptId: null, replayed: false, stepStatus: 'cancelled' }], 'done once the step is cancelled');
 });
 
 t.test('a model step without stream writes no tokens', async (t) => {
@@ -201,12 +203,16 @@ t.test('ballast watch --tokens prints the text as it arrives, then the result', 
   const parsed = lines.map((l) => JSON.parse(l));
   const tokens = parsed.filter((p) => p.type === 'tokens');
   t.equal(tokens.map((p) => p.text).join(''), TEXT, 'the whole text, once');
-  t.ok(parsed.findIndex((p) => p.type === 'tokens_done') < parsed.length - 1, 'the end of the stream before the final job');
+  const end = parsed.findIndex((p) => p.type === 'tokens_attempt_end');
+  t.ok(end > 0 && end < parsed.length - 1, 'the end of the attempt\'s streaming before the final job');
+  t.match(parsed[end], { attempt: 1, text: '' });
+  t.match(tokens[0], { attempt: 1, new_segment: true, rung: 'primary' });
   t.ok(parsed.at(-1).job, 'the final job last');
   const text: string[] = [];
   const plain = await watchJob({ url, db, jobId, json: false, tokens: true, timeoutMs: 30_000, out: (l) => text.push(l) });
   t.equal(plain, 0);
-  t.match(text.join('\n'), /step rate tokens \(primary openai:gpt-4o-mini, call 1\) "/, 'text mode names the call');
+  t.match(text.join('\n'), /step rate tokens \(attempt 1, primary openai:gpt-4o-mini, call 1\) "/, 'text mode names the attempt and the call');
+  t.match(text.join('\n'), /step rate tokens end of attempt 1/, '...and the end of the attempt\'s streaming');
   const without: string[] = [];
   await watchJob({ url, db, jobId, json: false, timeoutMs: 30_000, out: (l) => without.push(l) });
   t.notOk(without.some((l) => / tokens /.test(l)), 'without --tokens the output is as before');

@@ -1,10 +1,12 @@
 // `ballast watch <job>`: a job's progress, live, in the terminal. LISTEN first, then read the current state, so
 // nothing that happens in between is missed; events already shown (by id) are not shown twice. Ends with the result
 // or the error, and an exit code a script can use (WATCH_EXIT). With --tokens, also the text streaming model steps
-// send (live tokens, src/db/token-stream.ts), batch by batch, from the first character of each step's token log.
+// send (live tokens, src/db/token-stream.ts), batch by batch, from the first character of each step's token log: a
+// call's first batch names its attempt, rung, model and call, and the end of an attempt's streaming is a line of its
+// own, so a retry (a new attempt streaming on after a failure or a dead worker) reads as one.
 import type { BallastDb, Job, Step } from '../db/api.ts';
 import { listenEvents, type LiveEvent } from '../db/events-listener.ts';
-import { followJobTokens, type JobTokensFollower, type TokenChunk } from '../db/token-stream.ts';
+import { followJobTokens, type JobTokenChunk, type JobTokensFollower } from '../db/token-stream.ts';
 import { isFinalJobStatus, type FinalJobStatus } from '../statuses.ts';
 
 /** Exit codes of `watch`, by the job's final status. */
@@ -39,13 +41,14 @@ function describe(e: LiveEvent): string {
   return `${time(e.at)}  job ${e.type.replace(/^job_/, '')}`;
 }
 
-function tokenLine(c: TokenChunk & { stepName: string }, json: boolean): string {
+function tokenLine(c: JobTokenChunk, json: boolean): string {
   if (json) {
-    return JSON.stringify({ type: c.done ? 'tokens_done' : 'tokens', step_id: c.stepId, step_name: c.stepName, offset: c.startOffset,
-      text: c.text, attempt_id: c.attemptId, segment: c.segment, rung: c.rung, model: c.model, new_segment: c.first });
+    return JSON.stringify({ type: c.done ? 'tokens_attempt_end' : 'tokens', step_id: c.stepId, step_name: c.stepName, offset: c.startOffset,
+      text: c.text, attempt_id: c.attemptId, attempt: c.attempt, segment: c.segment, rung: c.rung, model: c.model, new_segment: c.first });
   }
-  if (c.done) return `${time(null)}  step ${c.stepName} tokens done`;
-  const head = c.first ? `(${c.rung} ${c.model}, call ${c.segment}) ` : '';
+  const attempt = c.attempt === null ? `attempt ${c.attemptId}` : `attempt ${c.attempt}`;
+  if (c.done) return `${time(null)}  step ${c.stepName} tokens end of ${attempt}`;
+  const head = c.first ? `(${attempt}, ${c.rung} ${c.model}, call ${c.segment}) ` : '';
   return `${time(null)}  step ${c.stepName} tokens ${head}${JSON.stringify(c.text)}`;
 }
 

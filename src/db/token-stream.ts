@@ -93,20 +93,30 @@ export async function readBacklog(c: Queryable, stepId: string, fromOffset: numb
   return r ? { ...r, chunks: r.chunks ?? [] } : { stepStatus: null, chunks: [], lastSeq: null, ended: false };
 }
 
-/** Live reads (the API's own role, every tenant; the subscriptions were authorized when they opened). */
-export async function readAfter(c: pg.ClientBase | pg.Pool, stepId: string, afterSeq: string | null, limit = 1000): Promise<TokenChunk[]> {
-  const { rows } = await c.query<TokenChunk>(
-    `select ${CHUNK_COLUMNS} from ballast_private.token_chunks
-      where step_id = $1 and seq > coalesce($2::bigint, 0) order by seq limit $3`, [stepId, afterSeq, limit]);
-  return rows;
+/**
+ * The step's rows after a seq, in order: the API's live reads (its own role, every tenant; the subscriptions were
+ * authorized when they opened), or a subscriber's own last read under its role (row-level security applies).
+ */
+export async function readAfter(c: Queryable, stepId: string, afterSeq: string | null, limit = 1000): Promise<TokenChunk[]> {
+  const { rows } = await c.query<TokenChunk>({
+    text: `select ${CHUNK_COLUMNS} from ballast_private.token_chunks
+      where step_id = $1 and seq > coalesce($2::bigint, 0) order by seq limit $3`,
+    values: [stepId, afterSeq, limit],
+  });
+  return [...rows];
 }
 
+/** A row of a job's token logs as `ballast watch` prints it: with its step's name and its attempt's number. */
+export type JobTokenChunk = TokenChunk & { stepName: string; attempt: number | null };
+
 /** The rows of a job's steps after the seq seen per step (`ballast watch`; `seen`: step id -> last seq). */
-export async function readJobAfter(c: pg.ClientBase | pg.Pool, jobId: string, seen: Record<string, string>): Promise<(TokenChunk & { stepName: string })[]> {
-  const { rows } = await c.query<TokenChunk & { stepName: string }>(
+export async function readJobAfter(c: pg.ClientBase | pg.Pool, jobId: string, seen: Record<string, string>): Promise<JobTokenChunk[]> {
+  const { rows } = await c.query<JobTokenChunk>(
     `select c.step_id::text as "stepId", c.seq::text as seq, c.attempt_id::text as "attemptId", c.segment, c.rung, c.model,
-            c.start_offset as "startOffset", c.end_offset as "endOffset", c.text, c.first, c.done, s.name as "stepName"
+            c.start_offset as "startOffset", c.end_offset as "endOffset", c.text, c.first, c.done, s.name as "stepName",
+            a.number as attempt
        from ballast_private.token_chunks c join ballast_private.steps s on s.id = c.step_id
+       left join ballast_private.attempts a on a.id = c.attempt_id
       where c.job_id = $1 and c.seq > coalesce(($2::jsonb ->> c.step_id::text)::bigint, 0)
       order by c.step_id, c.seq limit 1000`, [jobId, JSON.stringify(seen)]);
   return rows;
@@ -122,7 +132,7 @@ export interface JobTokensFollower {
  * Follows the token logs of one job's steps (`ballast watch --tokens`) on a connection of its own: LISTEN first, so
  * a row written after the first read() is announced; each read hands over the rows after the last seen per step.
  */
-export async function followJobTokens(url: string, jobId: string, onChunk: (c: TokenChunk & { stepName: string }) => void): Promise<JobTokensFollower> {
+export async function followJobTokens(url: string, jobId: string, onChunk: (c: JobTokenChunk) => void): Promise<JobTokensFollower> {
   const client = new pg.Client({ connectionString: url, application_name: 'ballast-watch-tokens' });
   const seen: Record<string, string> = {};
   let reading: Promise<void> | undefined;

@@ -407,6 +407,7 @@ class Ladder<O> {
       // Every model is cooling down and nothing was spent: the attempt does not count, and the step comes back when
       // the first of their cooldowns ends.
       const soonest = this.#soonest!;
+      await this.#run.tokens?.close();
       const parked = await this.#store.pauseForCooldown(attemptId, soonest.provider, soonest.modelId,
         `${miss.message}; the step waits for it (not counted as an attempt)`);
       this.#run.ctx.log.warn({ model, next_run_at: parked.nextRunAt.toISOString() }, 'model step parked for a provider cooldown');
@@ -423,6 +424,7 @@ class Ladder<O> {
     const miss = { class: 'budget', code: 'budget_exhausted', message: permit.budgetMessage ?? 'budget exhausted' };
     await recordCall(this.#store, attemptId, null, skippedTrace(model, miss, meta));
     if (permit.onExhausted === 'pause' && permit.resumeAt) {
+      await this.#run.tokens?.close();
       const status = await this.#store.pauseForBudget(attemptId, permit.resumeAt, `${miss.message}; paused until ${permit.resumeAt.toISOString()} or a raised limit`);
       return { kind: 'settled', stepStatus: status, message: `model step paused: ${miss.message}` };
     }
@@ -496,6 +498,7 @@ class Ladder<O> {
   async #review(miss: Miss, candidate: unknown, model: string | null, mi: number, why = miss.message): Promise<StepEnd> {
     const { attemptId } = this.#run;
     await this.#store.recordContractOutcome(attemptId, 'review', this.#detail({ model, fallback_used: mi > 0, score: this.#lastScore, reason: why }));
+    await this.#run.tokens?.close();
     const r = await this.#store.requestReview(attemptId, candidate ?? null, why, { class: miss.class, code: miss.code, score: this.#lastScore });
     return { kind: 'settled', stepStatus: r.stepStatus, message: `model step waits for a review: ${why}` };
   }

@@ -213,6 +213,11 @@ export interface AttemptRun {
 /** Where a streaming model call's text goes while it arrives: each call opens a segment and feeds it its deltas. */
 export interface TokenSink {
   segment(rung: string, model: string): (delta: string) => void;
+  /**
+   * Ends the attempt's streaming: what is pending, then its end row. A model step that settles its attempt itself
+   * (review, a pause) calls it first, while the attempt still runs (afterwards its rows would be refused). Idempotent.
+   */
+  close(): Promise<void>;
 }
 
 /**

@@ -9,7 +9,8 @@
 // Backpressure: a socket whose client reads slower than its events arrive fills its send buffer
 // (ws.bufferedAmount). Before writing, a flush checks it: past maxBufferedBytes, or with more than maxQueued frames
 // waiting, every subscription of the socket ends with SUBSCRIBER_TOO_SLOW and `resumeAfter`, the eventId of the last
-// message written to it; the queued frames are dropped. Memory per socket stays bounded by those two numbers.
+// message written to it (for a modelTokens subscription, `resumeFromOffset` instead: the end of the last batch
+// written to it); the queued frames are dropped. Memory per socket stays bounded by those two numbers.
 import type { WebSocket } from 'ws';
 import type { Position, StreamEvent } from '../../db/event-stream.ts';
 import type { Caller } from '../auth.ts';
@@ -56,6 +57,8 @@ interface Frame {
   sub: LiveSubscription | null;
   bytes: Buffer;
   eventId: string | null;
+  /** A modelTokens message: the offset a resume starts from once this message is written. */
+  resumeOffset?: number;
 }
 
 export class LiveSubscription implements HubSubscriber {
@@ -65,6 +68,8 @@ export class LiveSubscription implements HubSubscriber {
   readonly prefix: Buffer;
   /** The eventId of the last message written to the socket: where the client resumes. */
   lastEventId: string | null;
+  /** modelTokens only: where the client resumes (fromOffset) after the last message written; null for event feeds. */
+  resumeOffset: number | null = null;
   active = true;
   unregister: () => void = () => {};
   private readonly conn: LiveConnection;
@@ -80,6 +85,11 @@ export class LiveSubscription implements HubSubscriber {
     if (this.active) this.conn.enqueue({ sub: this, bytes, eventId });
   }
 
+  /** A modelTokens message, after which a resume starts at `resumeOffset` (fromOffset). */
+  sendTokens(bytes: Buffer, resumeOffset: number): void {
+    if (this.active) this.conn.enqueue({ sub: this, bytes, eventId: null, resumeOffset });
+  }
+
   /** Its messages already queued still go out after it ended (it completed; it did not fail or get cut). */
   keepQueued = false;
 
@@ -88,6 +98,13 @@ export class LiveSubscription implements HubSubscriber {
     if (!this.active) return;
     this.keepQueued = true;
     this.conn.end(this, { id: this.id, type: 'complete' });
+  }
+
+  /** Ends the subscription with an error message (after what it queued: nothing queued is taken back). */
+  fail(error: { message: string; extensions: Record<string, unknown> }): void {
+    if (!this.active) return;
+    this.keepQueued = true;
+    this.conn.end(this, { id: this.id, type: 'error', payload: [error] });
   }
 
   /** Resolves true once the socket has room again (a long catch-up waits between pages); false if it ended. */
@@ -178,6 +195,7 @@ export class LiveConnection {
       if (!f.sub.active && !f.sub.keepQueued) continue;
       parts.push(frameHeader(f.sub.prefix.length + f.bytes.length + 1), f.sub.prefix, f.bytes, SUFFIX);
       if (f.eventId !== null) f.sub.lastEventId = f.eventId;
+      if (f.resumeOffset !== undefined) f.sub.resumeOffset = f.resumeOffset;
     }
     if (parts.length === 0) return;
     if (socket) {
@@ -202,18 +220,26 @@ export class LiveConnection {
     // Protocol messages already queued (errors, completes) still go out; every live subscription ends.
     const control = frames.filter((f) => f.sub === null);
     for (const f of control) this.ws.send(f.bytes, { binary: false });
-    for (const sub of [...this.subs.values()]) {
-      this.end(sub, {
-        id: sub.id, type: 'error', payload: [{
-          message: `this connection read its messages more slowly than they arrived (more than ${this.limits.maxQueued} waiting or ${this.limits.maxBufferedBytes} bytes unsent); subscribe again with \`after\` set to ${sub.lastEventId === null ? 'the newest eventId of the state you read' : `"${sub.lastEventId}"`}`,
-          extensions: { code: 'SUBSCRIBER_TOO_SLOW', resumeAfter: sub.lastEventId },
-        }],
-      });
-    }
+    for (const sub of [...this.subs.values()]) this.end(sub, { id: sub.id, type: 'error', payload: [this.tooSlowError(sub)] });
     // The error messages just queued go out at once.
     const errors = this.outbox;
     this.outbox = [];
     for (const f of errors) this.ws.send(f.bytes, { binary: false });
+  }
+
+  /** The error that ends `sub`, with where it resumes: `after` for an event feed, `fromOffset` for modelTokens. */
+  private tooSlowError(sub: LiveSubscription): { message: string; extensions: Record<string, unknown> } {
+    const why = `this connection read its messages more slowly than they arrived (more than ${this.limits.maxQueued} waiting or ${this.limits.maxBufferedBytes} bytes unsent)`;
+    if (sub.resumeOffset !== null) {
+      return {
+        message: `${why}; subscribe again with \`fromOffset: ${sub.resumeOffset}\` (the offset of the last batch you received plus the length of its text)`,
+        extensions: { code: 'SUBSCRIBER_TOO_SLOW', resumeFromOffset: sub.resumeOffset },
+      };
+    }
+    return {
+      message: `${why}; subscribe again with \`after\` set to ${sub.lastEventId === null ? 'the newest eventId of the state you read' : `"${sub.lastEventId}"`}`,
+      extensions: { code: 'SUBSCRIBER_TOO_SLOW', resumeAfter: sub.lastEventId },
+    };
   }
 }
 
