@@ -4752,10 +4752,11 @@ begin
     from ballast_private.model_calls c
    where c.request_key = p_request_key and c.tenant_id = v_tenant
      and c.reused_from is null and c.output_complete and c.raw_output is not null
-     and (c.error_class is null or c.error_class = 'quality')
+     and (c.error_class is null or c.error_class = 'quality'
+          or (c.error_class in ('schema', 'unparsable', 'truncated', 'refusal') and c.step_id = v_attempt.step_id))
      and c.id > v_fresh and c.attempt_id <> p_attempt_id
      and (c.step_id = v_attempt.step_id
-          or (v_ttl is not null and c.created_at > ballast.now() - v_ttl
+          or (v_ttl is not null and (c.error_class is null or c.error_class = 'quality') and c.created_at > ballast.now() - v_ttl
               and exists (select 1 from ballast_private.jobs j where j.id = c.job_id and j.pipeline = v_pipeline)))
    order by c.step_id = v_attempt.step_id desc, c.id desc
    limit 1;

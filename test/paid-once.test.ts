@@ -30,11 +30,18 @@ const rate = prompt({ name: 'paid.rate', version: 1, system: 'You rate reviews.'
 
 /** The quality score function of `throwsOnce`: throws the first time it runs (code after the paid call failing). */
 let scoreRuns = 0;
+let reaskScoreRuns = 0;
 const pipelines = {
   throwsOnce: pipeline({ name: 'paid.throws', version: 1, input: z.object({ text: z.string() }) })
     .modelStep('rate', {
       prompt: rate, model: 'openai:gpt-4o-mini', output: Rating, callTimeoutMs: 3000, retry: { maxAttempts: 3, baseDelayMs: 0 },
       quality: { score: (o) => { if (scoreRuns++ === 0) throw new Error('the scoring service is down'); return o.score; } },
+    }),
+  // The first answer violates the contract, the re-ask is valid, then the score function throws once.
+  reaskThrows: pipeline({ name: 'paid.reask-throws', version: 1, input: z.object({ text: z.string() }) })
+    .modelStep('rate', {
+      prompt: rate, model: 'openai:gpt-4o-mini', output: Rating, callTimeoutMs: 3000, reasks: 1, retry: { maxAttempts: 3, baseDelayMs: 0 },
+      quality: { score: (o) => { if (reaskScoreRuns++ === 0) throw new Error('the scoring service is down'); return o.score; } },
     }),
   replayed: pipeline({ name: 'paid.replayed', version: 1, input: z.object({ text: z.string() }) })
     .modelStep('rate', { prompt: rate, model: 'openai:gpt-4o-mini', output: Rating, callTimeoutMs: 3000 }),
@@ -90,6 +97,24 @@ t.test('code after the paid call throws: the retry reuses the stored answer, the
   t.equal(Number(reused!.cost_usd), 0, 'the reuse costs nothing');
   t.equal(Number(reused!.cost_saved_usd), 0.00027, 'and saves what the original cost');
   t.equal(Number(job.cost_usd), 0.00027, 'the job paid once');
+});
+
+t.test('the whole ladder is paid once: a contract-violating answer and its re-ask are both reused on retry', async (t) => {
+  fake.script('openai', { text: '{"score":"high"}', usage: USAGE }, { text: GOOD, usage: USAGE });
+  const before = requests();
+  const { job, attempts, calls } = await run(pipelines.reaskThrows.name, 'the bread was stale');
+  t.equal(job.status, 'completed');
+  t.same(job.result, { score: 0.8 });
+  t.equal(requests() - before, 2, 'two requests reached the provider: the first answer and the re-ask, once each');
+  t.same(attempts.map((a) => a.outcome), ['failed', 'succeeded']);
+  t.equal(attempts[1]!.contract_outcome, 'repaired', 'the retry went down the same rungs: repaired by the re-ask');
+  t.same(calls.map((c) => [c.attempt_id, c.rung, c.error_class, c.reuse_kind]), [
+    [attempts[0]!.id, 'primary', 'schema', null], [attempts[0]!.id, 'reask', null, null],
+    [attempts[1]!.id, 'primary', 'schema', 'retry'], [attempts[1]!.id, 'reask', null, 'retry'],
+  ], 'the retry reused the failed answer, then the re-ask');
+  t.equal(calls[2]!.reused_from, calls[0]!.id);
+  t.equal(calls[3]!.reused_from, calls[1]!.id);
+  t.equal(Number(job.cost_usd), 0.00054, 'the job paid for two answers, once each');
 });
 
 t.test('a worker SIGKILLed after the paid call: the next worker reuses it, the provider is called once', async (t) => {
@@ -252,6 +277,7 @@ t.test('what was saved: ballast.model_call_savings and the metrics', async (t) =
     from ballast.model_call_savings order by pipeline, reuse_kind`);
   t.same(rows, [
     { pipeline: 'paid.cached', tenant_id: 'acme', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'cache', reused_calls: 1, cost_saved_usd: 0.00027 },
+    { pipeline: 'paid.reask-throws', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'retry', reused_calls: 2, cost_saved_usd: 0.00054 },
     { pipeline: 'paid.replayed', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'replay', reused_calls: 4, cost_saved_usd: 0.00108 },
     { pipeline: 'paid.throws', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'retry', reused_calls: 1, cost_saved_usd: 0.00027 },
     { pipeline: 'paidonce.crash', tenant_id: 'default', provider: 'openai', model: 'gpt-4o-mini', reuse_kind: 'retry', reused_calls: 1, cost_saved_usd: 0.00027 },
@@ -267,12 +293,12 @@ t.test('what was saved: ballast.model_call_savings and the metrics', async (t) =
     await c.query('rollback');
     c.release();
   }
-  // This process's worker made the reuses of the first three (the SIGKILL test's ran in the fixture's process).
+  // This process's worker made the reuses of the first four (the SIGKILL test's ran in the fixture's process).
   const saved = await ballastMetrics.registry.getSingleMetric('ballast_model_cost_saved_usd_total')!.get();
   const byKind = Object.fromEntries(saved.values.map((v) => [v.labels.kind, Number(v.value.toFixed(8))]));
-  t.same(byKind, { retry: 0.00027, replay: 0.00108, cache: 0.00027 });
+  t.same(byKind, { retry: 0.00081, replay: 0.00108, cache: 0.00027 });
   const reused = await ballastMetrics.registry.getSingleMetric('ballast_model_calls_reused_total')!.get();
-  t.equal(reused.values.reduce((n, v) => n + v.value, 0), 6);
+  t.equal(reused.values.reduce((n, v) => n + v.value, 0), 8);
 });
 
 t.test('record_model_call refuses a reuse of another tenant\'s answer', async (t) => {
