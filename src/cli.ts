@@ -74,7 +74,7 @@ Commands
       --throttle <key> --period <duration>
                                at most one job per key per period (a later one returns the key's last job)
       --json                   print the result as JSON
-  status <job-id>       the job, its steps, its parent and its child jobs (--json for JSON)
+  status <job-id>       the job, its steps, the prompt versions it is pinned to, its parent and its child jobs (--json)
   cancel <job-id>       cancel a job and its unfinished child jobs (--reason <text>)
   replay <job-id>       run failed steps again (--step <name> to replay that step and what follows; --reason <text>;
                         --fresh-calls to call model providers again instead of reusing their stored answers)
@@ -398,7 +398,10 @@ async function report(args: string[]): Promise<number> {
 async function status(args: string[]): Promise<number> {
   const { values, positionals } = parseCommandArgs(args, { json: { type: 'boolean' } });
   const jobId = jobIdArg(positionals[0], 'status');
-  const found = await withDb(async (db) => ({ job: await db.getJob(jobId), steps: await db.getSteps(jobId), children: await db.getChildJobs(jobId) }));
+  const { jobPrompts } = await import('./db/prompts.ts');
+  const found = await withDb(async (db) => ({
+    job: await db.getJob(jobId), steps: await db.getSteps(jobId), children: await db.getChildJobs(jobId), prompts: await jobPrompts(db.pool, jobId),
+  }));
   if (!found.job) {
     if (values.json) console.error(formatErrorJson({ code: 'not_found', message: `job ${jobId} does not exist`, exitCode: 3 }));
     else console.error(`ballast: job ${jobId} does not exist`);
@@ -410,6 +413,8 @@ async function status(args: string[]): Promise<number> {
     const j = found.job;
     console.log(`job ${j.id} ${j.pipeline}@${j.pipeline_version} ${j.status}${j.parent_job_id ? ` (child of job ${j.parent_job_id}, step ${j.parent_step_id})` : ''}`);
     for (const s of found.steps) console.log(`  ${s.name.padEnd(24)} ${s.status.padEnd(12)} attempts ${s.attempts}/${s.max_attempts}`);
+    // Prompt labels (prompts.md): the version the job got for each label it resolved, and from which arm.
+    for (const p of found.prompts) console.log(`prompt ${p.promptName}@${p.label} -> version ${p.version} (${p.arm}, pinned ${p.pinnedAt.toISOString()})`);
     if (found.children.length > 0) console.log(`child jobs (${found.children.length}):`);
     for (const c of found.children) console.log(`  job ${String(c.id).padEnd(19)} ${`${c.pipeline}@${c.pipeline_version}`.padEnd(24)} ${c.status}`);
     if (j.result !== null) console.log(`result: ${JSON.stringify(j.result)}`);

@@ -112,6 +112,14 @@ t.test('submit and status', async (t) => {
   const doc = JSON.parse(statusJson.stdout) as { job: { id: string; status: string }; steps: { name: string }[] };
   t.match(doc.job, { id: jobId, status: 'queued' });
   t.same(doc.steps.map((s) => s.name), ['normalize', 'count', 'rank', 'report']);
+  // A job pinned to a prompt label (prompts.md) shows the version it got.
+  await pool.query(`select ballast.create_prompt_version('cli.status', null, 'Rate: {{input.text}}')`);
+  await pool.query(`select ballast.set_prompt_label('cli.status', 'production', 1, 'cli test')`);
+  await pool.query(`select ballast.resolve_prompt($1, 'cli.status', 'production')`, [jobId]);
+  const pinned = await cli(t, ['status', jobId], env);
+  t.match(pinned.stdout, /^prompt cli\.status@production -> version 1 \(stable, pinned \d{4}-/m, 'status shows the pin');
+  const pinnedJson = JSON.parse((await cli(t, ['status', jobId, '--json'], env)).stdout) as { prompts: unknown[] };
+  t.match(pinnedJson.prompts, [{ promptName: 'cli.status', label: 'production', version: 1, arm: 'stable' }]);
   const missing = await cli(t, ['status', '987654321'], env);
   t.equal(missing.code, 3, 'a job that does not exist: exit code 3');
   t.match(missing.stderr, /job 987654321 does not exist/);

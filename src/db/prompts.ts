@@ -112,6 +112,11 @@ export const getPromptVersion = async (c: Queryable, name: string, version: numb
     `select name, version, template, content_hash as "contentHash", registered_at as "registeredAt"
        from ballast.prompts where name = $1 and version = $2::int`, [name, version]))[0];
 
+/** The prompt versions a job is pinned to, one per prompt and label it resolved (ballast.job_prompts). */
+export const jobPrompts = (c: Queryable, jobId: string): Promise<{ promptName: string; label: string; version: number; arm: string; pinnedAt: Date }[]> =>
+  rows(c, `select prompt_name as "promptName", label, version, arm, pinned_at as "pinnedAt"
+             from ballast.job_prompts where job_id = $1::bigint order by prompt_name, label`, [jobId]);
+
 /** The labels (of one prompt, or all), by prompt and label. */
 export const listPromptLabels = (c: Queryable, name: string | null = null): Promise<PromptLabelRow[]> =>
   rows<PromptLabelRow>(c,
