@@ -890,7 +890,7 @@ create table ballast_private.webhook_refusals (
   remote_address text
 );
 alter table ballast_private.webhook_refusals add constraint webhook_refusals_pkey PRIMARY KEY (id);
-alter table ballast_private.webhook_refusals add constraint webhook_refusals_reason CHECK ((reason = ANY (ARRAY['bad_signature'::text, 'old_timestamp'::text, 'missing_headers'::text, 'replay'::text, 'invalid_input'::text, 'unknown_endpoint'::text, 'disabled'::text, 'unknown_pipeline'::text])));
+alter table ballast_private.webhook_refusals add constraint webhook_refusals_reason CHECK ((reason = ANY (ARRAY['bad_signature'::text, 'old_timestamp'::text, 'missing_headers'::text, 'replay'::text, 'invalid_input'::text, 'too_large'::text, 'unknown_endpoint'::text, 'disabled'::text, 'unknown_pipeline'::text])));
 CREATE INDEX webhook_refusals_at ON ballast_private.webhook_refusals USING btree (at);
 
 create table ballast_private.workers (

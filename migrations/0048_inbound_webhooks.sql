@@ -48,7 +48,7 @@ create table ballast_private.webhook_refusals (
   remote_address text,
   constraint webhook_refusals_pkey primary key (id),
   constraint webhook_refusals_reason check (reason in ('bad_signature', 'old_timestamp', 'missing_headers', 'replay',
-    'invalid_input', 'unknown_endpoint', 'disabled', 'unknown_pipeline'))
+    'invalid_input', 'too_large', 'unknown_endpoint', 'disabled', 'unknown_pipeline'))
 );
 create index webhook_refusals_at on ballast_private.webhook_refusals (at);
 

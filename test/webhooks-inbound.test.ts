@@ -97,6 +97,19 @@ t.test('unknown endpoints are 404 and logged', async (t) => {
   t.equal(await refusals('unknown_endpoint', 'msg_lost'), 1);
 });
 
+t.test('missing headers are 400 and a body over the limit is 413, both logged', async (t) => {
+  const before = await jobs();
+  const res = await fetch(base + 'wordstats-in', { method: 'POST', headers: { 'webhook-id': 'msg_unsigned' }, body: '{}' });
+  t.equal(res.status, 400);
+  t.equal(((await res.json()) as { reason: string }).reason, 'missing_headers');
+  t.equal(await refusals('missing_headers', 'msg_unsigned'), 1);
+  const big = JSON.stringify({ data: { text: 'x'.repeat(server.settings.limits.maxBodyBytes) } });
+  const r = await deliver('wordstats-in', oldSecret, 'msg_big', big);
+  t.equal(r.status, 413);
+  t.equal(await refusals('too_large', 'msg_big'), 1);
+  t.equal(await jobs(), before, 'no job');
+});
+
 t.test('rotation: old and new secrets both pass until the old one is removed', async (t) => {
   const next = newSecret();
   t.equal((await pool.query(`select ballast.rotate_webhook_secret('wordstats-in', $1) as n`, [next])).rows[0].n, 2);

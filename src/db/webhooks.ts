@@ -13,7 +13,7 @@ export interface WebhookEndpoint {
 }
 
 export type WebhookRefusalReason =
-  | 'bad_signature' | 'old_timestamp' | 'missing_headers' | 'replay' | 'invalid_input' | 'unknown_endpoint' | 'disabled'
+  | 'bad_signature' | 'old_timestamp' | 'missing_headers' | 'replay' | 'invalid_input' | 'too_large' | 'unknown_endpoint' | 'disabled'
   | 'unknown_pipeline';
 
 export interface WebhookSubmission {

@@ -36,15 +36,17 @@ function send(res: ServerResponse, status: number, body: unknown): void {
   res.end(buffer);
 }
 
+// Reads the body up to maxBytes; past it, the rest is drained and dropped (ending the stream early would destroy the
+// socket before the 413 is sent) and undefined is returned.
 async function readBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | undefined> {
+  if (Number(req.headers['content-length'] ?? 0) > maxBytes) return undefined;
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > maxBytes) return undefined;
-    chunks.push(chunk);
+    if (size <= maxBytes) chunks.push(chunk);
   }
-  return Buffer.concat(chunks);
+  return size > maxBytes ? undefined : Buffer.concat(chunks);
 }
 
 function headerText(req: IncomingMessage, name: string): string | undefined {
@@ -79,7 +81,7 @@ async function accept(o: WebhookRouteOptions, path: string, req: IncomingMessage
   if (!endpoint) throw new Refusal(404, 'unknown_endpoint', `no webhook endpoint ${path} (ballast.set_webhook_endpoint creates one)`);
   if (!endpoint.enabled) throw new Refusal(404, 'disabled', `webhook endpoint ${path} is disabled`);
   const raw = await readBody(req, o.maxBytes);
-  if (!raw) throw new Refusal(413, 'invalid_input', `the body is over the limit of ${o.maxBytes} bytes (BALLAST_GRAPHQL_MAX_BODY)`);
+  if (!raw) throw new Refusal(413, 'too_large', `the body is over the limit of ${o.maxBytes} bytes (BALLAST_GRAPHQL_MAX_BODY)`);
   const headers: Record<string, string> = {};
   for (const name of ['webhook-id', 'webhook-timestamp', 'webhook-signature']) headers[name] = headerText(req, name) ?? '';
   verify(endpoint.secrets, raw, headers);
@@ -105,12 +107,12 @@ async function accept(o: WebhookRouteOptions, path: string, req: IncomingMessage
 /** Handles POST /webhooks/<path>: 202 {job_id, created}, or 400/401/404/409/413/503 {error, reason}. */
 export async function handleWebhook(o: WebhookRouteOptions, req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
   const webhookId = headerText(req, 'webhook-id');
+  const remoteAddress = req.socket.remoteAddress ?? null;
   try {
     const { status, body } = await accept(o, path, req, webhookId);
     return send(res, status, body);
   } catch (err) {
     if (!(err instanceof Refusal)) throw err;
-    const remoteAddress = req.socket.remoteAddress ?? null;
     o.log.warn({ path, webhookId, reason: err.reason, remoteAddress }, `webhook refused: ${err.message}`);
     await refuseWebhook(o.pool, { path: path.slice(0, 200), webhookId: webhookId ?? null, reason: err.reason, detail: err.message, remoteAddress });
     if (err.status === 413) res.setHeader('connection', 'close');
