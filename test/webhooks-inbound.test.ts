@@ -129,5 +129,16 @@ t.test('the view never shows a secret; bad configuration is refused', async (t) 
   await t.rejects(pool.query(`select ballast.set_webhook_endpoint('x', 'demo.wordstats', array['nope'])`), /secret: is not whsec_/);
   await t.rejects(pool.query(`select ballast.set_webhook_endpoint('a/b', 'demo.wordstats', array[$1])`, [newSecret()]), /path:/);
   await t.rejects(pool.query(`select ballast.set_webhook_endpoint('x', 'no.such', array[$1])`, [newSecret()]), /not registered/);
+  const client = await pool.connect();
+  try {
+    await client.query('begin; set local role ballast_reporter');
+    t.ok((await client.query('select count(*) from ballast.webhook_refusals')).rows.length, 'reporters read the refusals');
+    await t.rejects(client.query('select secrets from ballast_private.webhook_endpoints'), /permission denied/, 'but no secret');
+    await client.query('rollback; begin; set local role ballast_client');
+    await t.rejects(client.query('select * from ballast_private.webhook_endpoint_for($1)', ['wordstats-in']), /permission denied/, 'clients cannot look secrets up');
+    await client.query('rollback');
+  } finally {
+    client.release();
+  }
   t.equal((await pool.query(`select ballast.delete_webhook_endpoint('wordstats-in') as d`)).rows[0].d, true);
 });
