@@ -866,6 +866,33 @@ alter table ballast_private.token_chunks add constraint token_chunks_pkey PRIMAR
 alter table ballast_private.token_chunks enable row level security;
 create policy tenant_rows on ballast_private.token_chunks as permissive for select to public using ((( SELECT ballast_private.caller_unrestricted() AS caller_unrestricted) OR (tenant_id = ( SELECT ballast_private.caller_tenant() AS caller_tenant))));
 
+create table ballast_private.webhook_endpoints (
+  path text not null,
+  pipeline text not null,
+  tenant_id text default 'default'::text not null,
+  secrets text[] not null,
+  input_path text[],
+  enabled boolean default true not null,
+  created_at timestamp with time zone default ballast.now() not null,
+  updated_at timestamp with time zone default ballast.now() not null
+);
+alter table ballast_private.webhook_endpoints add constraint webhook_endpoints_has_secret CHECK ((cardinality(secrets) >= 1));
+alter table ballast_private.webhook_endpoints add constraint webhook_endpoints_path_format CHECK ((path ~ '^[A-Za-z0-9._-]{1,200}$'::text));
+alter table ballast_private.webhook_endpoints add constraint webhook_endpoints_pkey PRIMARY KEY (path);
+
+create table ballast_private.webhook_refusals (
+  id bigint generated always as identity not null,
+  at timestamp with time zone default ballast.now() not null,
+  path text not null,
+  webhook_id text,
+  reason text not null,
+  detail text,
+  remote_address text
+);
+alter table ballast_private.webhook_refusals add constraint webhook_refusals_pkey PRIMARY KEY (id);
+alter table ballast_private.webhook_refusals add constraint webhook_refusals_reason CHECK ((reason = ANY (ARRAY['bad_signature'::text, 'old_timestamp'::text, 'missing_headers'::text, 'replay'::text, 'invalid_input'::text, 'too_large'::text, 'unknown_endpoint'::text, 'disabled'::text, 'unknown_pipeline'::text])));
+CREATE INDEX webhook_refusals_at ON ballast_private.webhook_refusals USING btree (at);
+
 create table ballast_private.workers (
   id text not null,
   pool_id text,
@@ -2735,6 +2762,13 @@ begin
 end
 $fn$;
 
+create function ballast.delete_webhook_endpoint(p_path text) returns boolean
+language sql volatile
+as $fn$
+  with d as (delete from ballast_private.webhook_endpoints where path = p_path returning 1)
+  select exists (select 1 from d)
+$fn$;
+
 create function ballast.eval_run_comparison(p_base_run bigint, p_candidate_run bigint, p_threshold numeric DEFAULT 0, p_resamples integer DEFAULT 1000) returns TABLE(base_run bigint, candidate_run bigint, paired_cases integer, base_mean numeric, candidate_mean numeric, mean_delta numeric, delta_ci_low numeric, delta_ci_high numeric, regressions integer, improvements integer, unchanged integer, new_cases integer, missing_cases integer, base_pass_rate numeric, candidate_pass_rate numeric, cost_delta_usd numeric, latency_delta_ms numeric, regressed boolean)
 language plpgsql stable security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -3983,6 +4017,32 @@ begin
 end
 $fn$;
 
+create function ballast.remove_webhook_secret(p_path text, p_fingerprint text) returns integer
+language plpgsql volatile
+as $fn$
+declare
+  v_secrets text[];
+  v_left text[];
+begin
+  select e.secrets into v_secrets from ballast_private.webhook_endpoints e where e.path = p_path for update;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('webhook endpoint %s does not exist', coalesce(p_path, 'null'));
+  end if;
+  select coalesce(array_agg(s order by n), '{}') into v_left from unnest(v_secrets) with ordinality u(s, n)
+   where s <> p_fingerprint and ballast_private.webhook_secret_fingerprint(s) <> p_fingerprint;
+  if cardinality(v_left) = cardinality(v_secrets) then
+    raise exception using errcode = 'BA007', message = format('webhook endpoint %s has no secret %s', p_path, p_fingerprint),
+      hint = 'Pass a fingerprint shown by ballast.webhook_endpoints.';
+  end if;
+  if cardinality(v_left) = 0 then
+    perform ballast_private.bad_argument('fingerprint', 'names the last secret of the endpoint',
+      'Add the new secret first (ballast.rotate_webhook_secret), or delete the endpoint.');
+  end if;
+  update ballast_private.webhook_endpoints set secrets = v_left, updated_at = ballast.now() where path = p_path;
+  return cardinality(v_left);
+end
+$fn$;
+
 create function ballast.replay_dead_letters(p_reason text, p_pipeline text DEFAULT NULL::text, p_error_class text DEFAULT NULL::text, p_since interval DEFAULT '7 days'::interval, p_step_name text DEFAULT NULL::text, p_limit integer DEFAULT 100, p_dry_run boolean DEFAULT false, p_actor text DEFAULT NULL::text) returns TABLE(step_id bigint, job_id bigint, pipeline text, step_name text, error_class text, failed_at timestamp with time zone, replayed boolean, replayed_step_ids bigint[], job_status text)
 language plpgsql volatile
 as $fn$
@@ -4768,6 +4828,25 @@ begin
 end
 $fn$;
 
+create function ballast.rotate_webhook_secret(p_path text, p_secret text) returns integer
+language plpgsql volatile
+as $fn$
+declare
+  v_count integer;
+begin
+  perform ballast_private.check_webhook_secret(p_secret);
+  update ballast_private.webhook_endpoints
+     set secrets = case when p_secret = any(secrets) then secrets else secrets || p_secret end, updated_at = ballast.now()
+   where path = p_path
+  returning cardinality(secrets) into v_count;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('webhook endpoint %s does not exist', coalesce(p_path, 'null')),
+      hint = 'See ballast.webhook_endpoints; create one with ballast.set_webhook_endpoint.';
+  end if;
+  return v_count;
+end
+$fn$;
+
 create function ballast.send_event(p_key text, p_payload jsonb DEFAULT NULL::jsonb, p_actor text DEFAULT NULL::text, p_tenant_id text DEFAULT NULL::text) returns TABLE(accepted boolean, resumed_step_ids bigint[])
 language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
 as $fn$
@@ -5231,6 +5310,31 @@ begin
         updated_at = ballast.now(), updated_by = excluded.updated_by
   returning s.id into v_id;
   return query select * from ballast.schedules where id = v_id;
+end
+$fn$;
+
+create function ballast.set_webhook_endpoint(p_path text, p_pipeline text, p_secrets text[], p_input_path text[] DEFAULT NULL::text[], p_tenant_id text DEFAULT 'default'::text, p_enabled boolean DEFAULT true) returns text
+language plpgsql volatile
+as $fn$
+begin
+  if p_path is null or p_path !~ '^[A-Za-z0-9._-]{1,200}$' then
+    perform ballast_private.bad_argument('path', format('%s is not 1 to 200 letters, digits, dots, dashes or underscores', coalesce(p_path, 'null')),
+      'Name the endpoint like github-push; it is served at POST /webhooks/<path>.');
+  end if;
+  if not exists (select 1 from ballast_private.pipelines p where p.name = p_pipeline) then
+    raise exception using errcode = 'BA004', message = format('pipeline %s is not registered', coalesce(p_pipeline, 'null')),
+      hint = 'Register the pipeline (start a worker that has it) before pointing a webhook at it.';
+  end if;
+  if coalesce(cardinality(p_secrets), 0) = 0 then
+    perform ballast_private.bad_argument('secrets', 'is empty', 'Pass at least one whsec_ secret.');
+  end if;
+  perform ballast_private.check_webhook_secret(s) from unnest(p_secrets) s;
+  perform ballast_private.check_key_text('tenant_id', p_tenant_id, 200, 'Pass a tenant id of 1 to 200 bytes.');
+  insert into ballast_private.webhook_endpoints (path, pipeline, tenant_id, secrets, input_path, enabled)
+  values (p_path, p_pipeline, p_tenant_id, p_secrets, p_input_path, coalesce(p_enabled, true))
+  on conflict (path) do update set pipeline = excluded.pipeline, tenant_id = excluded.tenant_id,
+    secrets = excluded.secrets, input_path = excluded.input_path, enabled = excluded.enabled, updated_at = ballast.now();
+  return p_path;
 end
 $fn$;
 
@@ -6371,6 +6475,23 @@ begin
         'Pass a nearer time, or none for no limit.');
     end if;
   end loop;
+end
+$fn$;
+
+create function ballast_private.check_webhook_secret(p_secret text) returns void
+language plpgsql immutable
+as $fn$
+declare
+  v_len integer;
+begin
+  if p_secret is null or p_secret !~ '^whsec_[A-Za-z0-9+/]+={0,2}$' then
+    perform ballast_private.bad_argument('secret', 'is not whsec_ followed by base64',
+      'Pass a Standard Webhooks secret: whsec_ and the base64 of 24 to 64 random bytes (e.g. ''whsec_'' || encode(gen_random_bytes(32), ''base64'')).');
+  end if;
+  v_len := octet_length(decode(substr(p_secret, 7), 'base64'));
+  if v_len < 24 or v_len > 64 then
+    perform ballast_private.bad_argument('secret', format('is %s bytes long', v_len), 'Use 24 to 64 random bytes.');
+  end if;
 end
 $fn$;
 
@@ -8256,6 +8377,13 @@ begin
 end
 $fn$;
 
+create function ballast_private.refuse_webhook(p_path text, p_webhook_id text, p_reason text, p_detail text, p_remote text) returns void
+language sql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+  insert into ballast_private.webhook_refusals (path, webhook_id, reason, detail, remote_address)
+  values (left(p_path, 200), left(p_webhook_id, 500), p_reason, left(p_detail, 2000), left(p_remote, 100))
+$fn$;
+
 create function ballast_private.release_dependants(p_jobs bigint[], p_names text[], p_now timestamp with time zone) returns void
 language plpgsql volatile
 as $fn$
@@ -8869,6 +8997,28 @@ begin
 end
 $fn$;
 
+create function ballast_private.submit_webhook(p_path text, p_webhook_id text, p_body jsonb) returns TABLE(job_id bigint, created boolean, status text)
+language plpgsql volatile security definer set search_path = pg_catalog, pg_temp
+as $fn$
+declare
+  v_endpoint ballast_private.webhook_endpoints;
+  v_input jsonb;
+begin
+  select e.* into v_endpoint from ballast_private.webhook_endpoints e where e.path = p_path;
+  if not found then
+    raise exception using errcode = 'BA007', message = format('webhook endpoint %s does not exist', p_path);
+  end if;
+  v_input := case when v_endpoint.input_path is null then p_body else p_body #> v_endpoint.input_path end;
+  if v_input is null then
+    perform ballast_private.bad_argument(array_to_string(v_endpoint.input_path, '.'), 'is missing from the body',
+      'Send the job input at that place in the body, or change the endpoint''s input_path.');
+  end if;
+  perform set_config('ballast.actor', 'webhook:' || p_path, true);
+  return query select s.job_id, s.created, s.status
+    from ballast.submit_job(v_endpoint.pipeline, v_input, 'webhook:' || p_path || ':' || p_webhook_id, v_endpoint.tenant_id) s;
+end
+$fn$;
+
 create function ballast_private.update_job_counters(p_job bigint[], p_total integer[], p_final integer[], p_running integer[], p_review integer[], p_waiting integer[], p_retrying integer[], p_failed integer[], p_cancelled integer[], p_started integer[], p_item_bad integer[]) returns void
 language plpgsql volatile
 as $fn$
@@ -8983,6 +9133,16 @@ begin
   return;
 end
 $fn$;
+
+create function ballast_private.webhook_endpoint_for(p_path text) returns TABLE(path text, pipeline text, tenant_id text, secrets text[], enabled boolean)
+language sql stable security definer set search_path = pg_catalog, pg_temp
+as $fn$
+  select e.path, e.pipeline, e.tenant_id, e.secrets, e.enabled from ballast_private.webhook_endpoints e where e.path = p_path
+$fn$;
+
+create function ballast_private.webhook_secret_fingerprint(p_secret text) returns text
+language sql immutable
+as $fn$ select left(encode(sha256(convert_to(p_secret, 'UTF8')), 'hex'), 12) $fn$;
 
 -- ==================== views ====================================================================================
 
@@ -9684,6 +9844,30 @@ create view ballast.stuck_work with (security_invoker=true) as
     report_stuck.detail
    FROM ballast.report_stuck() report_stuck(kind, job_id, step_id, attempt_id, tenant_id, pipeline, pipeline_version, step_name, since, overdue, detail);
 
+create view ballast.webhook_endpoints with (security_invoker=true) as
+ SELECT e.path,
+    e.pipeline,
+    e.tenant_id,
+    cardinality(e.secrets) AS secret_count,
+    ARRAY( SELECT ballast_private.webhook_secret_fingerprint(u.s) AS webhook_secret_fingerprint
+           FROM unnest(e.secrets) WITH ORDINALITY u(s, n)
+          ORDER BY u.n) AS secret_fingerprints,
+    e.input_path,
+    e.enabled,
+    e.created_at,
+    e.updated_at
+   FROM ballast_private.webhook_endpoints e;
+
+create view ballast.webhook_refusals with (security_invoker=true) as
+ SELECT r.id,
+    r.at,
+    r.path,
+    r.webhook_id,
+    r.reason,
+    r.detail,
+    r.remote_address
+   FROM ballast_private.webhook_refusals r;
+
 create view ballast.workers with (security_invoker=true) as
  SELECT workers.id,
     workers.pool_id,
@@ -10289,6 +10473,7 @@ grant execute on function ballast.delete_budget_alert(text) to ballast_operator;
 grant execute on function ballast.delete_drift_rule(text) to ballast_operator;
 grant execute on function ballast.delete_limit(text,text,text) to ballast_operator;
 grant execute on function ballast.delete_schedule(text,text) to ballast_client, ballast_operator;
+grant execute on function ballast.delete_webhook_endpoint(text) to ballast_operator;
 grant execute on function ballast.eval_run_comparison(bigint,bigint,numeric,integer) to ballast_operator, ballast_reporter;
 grant execute on function ballast.events_after(bigint,text,bigint,integer) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.fire_schedules(integer) to ballast_operator;
@@ -10303,6 +10488,7 @@ grant execute on function ballast.prompt_arms(text,text,timestamp with time zone
 grant execute on function ballast.prune_history(interval,integer) to ballast_operator;
 grant execute on function ballast.quality_stats(timestamp with time zone,timestamp with time zone,text) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast.remove_eval_case(text,text) to ballast_operator;
+grant execute on function ballast.remove_webhook_secret(text,text) to ballast_operator;
 grant execute on function ballast.replay_dead_letters(text,text,text,interval,text,integer,boolean,text) to ballast_operator;
 grant execute on function ballast.replay_job(bigint,text,text,text,boolean) to ballast_operator;
 grant execute on function ballast.replay_step(bigint,text,boolean,text,boolean) to ballast_operator;
@@ -10314,6 +10500,7 @@ grant execute on function ballast.report_stuck(interval,interval) to ballast_cli
 grant execute on function ballast.resolve_prompt(bigint,text,text) to ballast_operator;
 grant execute on function ballast.resolve_review(bigint,text,jsonb,text,text) to ballast_operator;
 grant execute on function ballast.resume_key(text,text,text) to ballast_operator;
+grant execute on function ballast.rotate_webhook_secret(text,text) to ballast_operator;
 grant execute on function ballast.send_event(text,jsonb,text,text) to ballast_client, ballast_operator;
 grant execute on function ballast.set_auto_promotion(text,text,text,text[],text) to ballast_operator;
 grant execute on function ballast.set_budget(text,numeric,text,text,text) to ballast_operator;
@@ -10328,6 +10515,7 @@ grant execute on function ballast.set_prompt_canary(text,text,integer,double pre
 grant execute on function ballast.set_prompt_label(text,text,integer,text,text) to ballast_operator;
 grant execute on function ballast.set_provider_cooldown(text,text,timestamp with time zone,text) to ballast_operator;
 grant execute on function ballast.set_schedule(text,text,text,jsonb,text,text,integer,integer,text,integer,text) to ballast_client, ballast_operator;
+grant execute on function ballast.set_webhook_endpoint(text,text,text[],text[],text,boolean) to ballast_operator;
 grant execute on function ballast.start_eval_run(text,text,text,integer,text,jsonb,numeric,text,integer,integer,text,text) to ballast_operator;
 grant execute on function ballast.stop_fair_sharing() to ballast_operator;
 grant execute on function ballast.stop_model_cache(text) to ballast_operator;
@@ -10343,11 +10531,16 @@ grant execute on function ballast_private.caller_tenant() to ballast_client, bal
 grant execute on function ballast_private.caller_unrestricted() to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.check_prompt_label_args(text,text,boolean) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.check_prompt_version(text,text,integer) to ballast_operator;
+grant execute on function ballast_private.check_webhook_secret(text) to ballast_operator;
 grant execute on function ballast_private.drift_direction(text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.prompt_bucket(bigint,text) to ballast_operator, ballast_reporter;
 grant execute on function ballast_private.rate_delta_ci(bigint,bigint,bigint,bigint) to ballast_operator, ballast_reporter;
+grant execute on function ballast_private.refuse_webhook(text,text,text,text,text) to ballast_operator;
 grant execute on function ballast_private.report_period(text,timestamp with time zone) to ballast_client, ballast_operator, ballast_reporter;
 grant execute on function ballast_private.report_window(interval,text) to ballast_client, ballast_operator, ballast_reporter;
+grant execute on function ballast_private.submit_webhook(text,text,jsonb) to ballast_operator;
+grant execute on function ballast_private.webhook_endpoint_for(text) to ballast_operator;
+grant execute on function ballast_private.webhook_secret_fingerprint(text) to ballast_operator, ballast_reporter;
 grant usage on schema ballast to ballast_client, ballast_operator, ballast_reporter;
 grant usage on schema ballast_private to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.alerts to ballast_client, ballast_operator, ballast_reporter;
@@ -10390,6 +10583,8 @@ grant select on table ballast_private.signals to ballast_client, ballast_operato
 grant select on table ballast_private.step_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.steps to ballast_client, ballast_operator, ballast_reporter;
 grant select on table ballast_private.token_chunks to ballast_client, ballast_operator, ballast_reporter;
+grant delete, insert, update on table ballast_private.webhook_endpoints to ballast_operator;
+grant select on table ballast_private.webhook_refusals to ballast_operator, ballast_reporter;
 grant select on table ballast_private.workers to ballast_operator, ballast_reporter;
 grant select on view ballast.alerts to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.attempts to ballast_client, ballast_operator, ballast_reporter;
@@ -10435,4 +10630,6 @@ grant select on view ballast.step_items to ballast_client, ballast_operator, bal
 grant select on view ballast.step_transitions to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.steps to ballast_client, ballast_operator, ballast_reporter;
 grant select on view ballast.stuck_work to ballast_client, ballast_operator, ballast_reporter;
+grant select on view ballast.webhook_endpoints to ballast_operator;
+grant select on view ballast.webhook_refusals to ballast_operator, ballast_reporter;
 grant select on view ballast.workers to ballast_operator, ballast_reporter;

@@ -8,7 +8,7 @@ import { freshDatabase } from './helpers.ts';
 import { codeBlocks, docPages, pageText, sqlStatements } from './support/doc-examples.ts';
 import { wordstats } from '../tasks/demo.ts';
 
-const PAGES_WITH_SQL = ['README.md', 'docs/sql-api.md', 'docs/pipelines.md', 'docs/operating.md', 'docs/model-steps.md', 'docs/live-updates.md', 'docs/prompts.md', 'docs/quality-alerts.md'];
+const PAGES_WITH_SQL = ['README.md', 'docs/sql-api.md', 'docs/pipelines.md', 'docs/operating.md', 'docs/model-steps.md', 'docs/live-updates.md', 'docs/prompts.md', 'docs/quality-alerts.md', 'docs/webhooks.md'];
 
 const { pool, db } = await freshDatabase(t);
 await db.registerPipeline(wordstats.name, wordstats.version, wordstats.definition(), wordstats.inputJsonSchema());

@@ -1,6 +1,7 @@
 // The HTTP side: /graphql (POST; the token is verified before PostGraphile sees the request, a bad one is a 401),
 // /health for load balancers (Postgres answers `select 1` and the LISTEN connection is up), and, outside
 // production, Ruru (GraphiQL) at /graphiql. Bodies over the limit are refused with 413 before they are read.
+// POST /webhooks/<path>: inbound webhooks (./webhooks.ts).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -11,6 +12,7 @@ import type { ServerSettings } from './config.ts';
 import { howToGetToken, TOKEN_PLACES } from './guidance.ts';
 import type { EventHub } from './live/hub.ts';
 import type { CallerRegistry } from './preset.ts';
+import { handleWebhook, WEBHOOK_PREFIX } from './webhooks.ts';
 
 export interface HttpOptions {
   serv: NodeGrafserv;
@@ -52,6 +54,7 @@ export function createHttpServer(o: HttpOptions): Server {
       if (req.method !== 'GET' && req.method !== 'HEAD') return sendJson(res, 405, { status: 'use GET' }, { allow: 'GET, HEAD' });
       return health(o, res);
     }
+    if (path?.startsWith(WEBHOOK_PREFIX)) return handleWebhook({ pool: o.pool, maxBytes, log: o.log }, req, res, path.slice(WEBHOOK_PREFIX.length));
     if (path === '/graphql') {
       const length = Number(req.headers['content-length'] ?? 0);
       if (length > maxBytes) {
